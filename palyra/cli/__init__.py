@@ -1,0 +1,7 @@
+"""`palyra`, the command line."""
+
+
+def main() -> None:
+    from palyra.cli.main import app
+
+    app()

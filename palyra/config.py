@@ -1,0 +1,562 @@
+"""Configuration: the TOML schema, where the file is found, and how env and flags override it.
+
+Precedence of values: built-in defaults < file < `PALYRA_<SECTION>_<KEY>` env < flags.
+Every error names the dotted key and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from palyra.types import ModelProviderKind, ProviderModelRole
+from palyra.vault.ref import VaultRefError, parse_vault_ref
+
+DEFAULT_PORT = 7142
+DETERMINISTIC_PROVIDER_ID = "deterministic-primary"
+DEFAULT_BASE_URLS = {
+    ModelProviderKind.OPENAI_COMPATIBLE: "https://api.openai.com/v1",
+    ModelProviderKind.ANTHROPIC: "https://api.anthropic.com",
+}
+
+
+class ConfigError(Exception):
+    """One or more problems, each `dotted.key: rule`."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DaemonConfig(_Section):
+    bind: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    state_dir: str = ""
+    public_base_url: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    shutdown_grace_ms: int = Field(default=30000, ge=0)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s) URL such as https://palyra.example.com")
+        return value.rstrip("/")
+
+
+class StateConfig(_Section):
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    url: str = ""
+    redis_url: str = ""
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> StateConfig:
+        if self.backend == "postgres" and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("url: must be postgresql://... when backend = \"postgres\"")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url: must be redis://, rediss:// or unix://")
+        return self
+
+
+class ProviderConfig(_Section):
+    provider_id: str = Field(pattern=r"^[a-z0-9._:-]{1,128}$")
+    kind: ModelProviderKind
+    base_url: str = ""
+    api_key_vault_ref: str = ""
+    auth_profile_id: str = ""
+    api_key_env: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    allow_private_base_url: bool = False
+    enabled: bool = True
+    discovery: bool = True
+    request_timeout_ms: int | None = Field(default=None, ge=1)
+    max_retries: int | None = Field(default=None, ge=0, le=10)
+    retry_backoff_ms: int | None = Field(default=None, ge=0)
+    circuit_breaker_failure_threshold: int | None = Field(default=None, ge=1)
+    circuit_breaker_cooldown_ms: int | None = Field(default=None, ge=1)
+    # The deterministic provider's embedding width when a request names none.
+    embedding_dimensions: int = Field(default=64, ge=1, le=8192)
+
+    @field_validator("api_key_vault_ref")
+    @classmethod
+    def _check_vault_ref(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            return str(parse_vault_ref(value))
+        except VaultRefError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        sources = [s for s in (self.api_key_vault_ref, self.auth_profile_id, self.api_key_env) if s]
+        if len(sources) > 1:
+            raise ValueError(
+                "api_key_vault_ref, auth_profile_id and api_key_env: set at most one credential source"
+            )
+        if self.kind is ModelProviderKind.DETERMINISTIC:
+            return self
+        if not self.base_url:
+            self.base_url = DEFAULT_BASE_URLS[self.kind]
+        self.base_url = check_base_url(self.base_url, self.allow_private_base_url)
+        return self
+
+
+def check_base_url(url: str, allow_private: bool) -> str:
+    """https anywhere; http only to loopback; loopback and private targets only when allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"base_url: scheme must be https (or http to loopback), got {parts.scheme!r}")
+    if not parts.hostname:
+        raise ValueError("base_url: has no host")
+    if parts.username or parts.password:
+        raise ValueError("base_url: must not carry credentials; use api_key_vault_ref")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url: must not have a query or fragment")
+    host = parts.hostname
+    loopback = host == "localhost" or host.endswith(".localhost")
+    private = loopback
+    try:
+        address = ipaddress.ip_address(host)
+        loopback = address.is_loopback
+        private = loopback or address.is_private or address.is_link_local or address.is_unspecified
+    except ValueError:
+        pass  # a name; we do not resolve it here (no blocking DNS while loading config)
+    if parts.scheme == "http" and not loopback:
+        raise ValueError("base_url: plain http is only allowed to loopback; use https")
+    if private and not allow_private:
+        raise ValueError(
+            f"base_url: {host} is a loopback/private address; set allow_private_base_url = true"
+        )
+    return url.rstrip("/")
+
+
+class ModelConfig(_Section):
+    model_id: str = Field(pattern=r"^[^\s]{1,256}$")
+    provider_id: str
+    upstream_model: str = ""
+    role: ProviderModelRole = ProviderModelRole.CHAT
+    enabled: bool = True
+    vision: bool = True
+    tool_calls: bool = True
+    json_mode: bool = True
+    max_context_tokens: int = Field(default=128000, ge=1)
+    max_output_tokens: int = Field(default=16384, ge=1)
+    cost_tier: Literal["low", "standard", "premium"] = "standard"
+    latency_tier: Literal["low", "standard", "high"] = "standard"
+    fallbacks: list[str] = Field(default_factory=list)
+    # Set on entries found by discovery rather than written in the file.
+    discovered: bool = Field(default=False, exclude=True)
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream_model or self.model_id
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> ModelConfig:
+        if self.max_output_tokens > self.max_context_tokens:
+            raise ValueError("max_output_tokens: must not exceed max_context_tokens")
+        return self
+
+
+class ModelProviderConfig(_Section):
+    default_chat_model_id: str = ""
+    default_embeddings_model_id: str = ""
+    default_audio_transcription_model_id: str = ""
+    failover_enabled: bool = True
+    request_timeout_ms: int = Field(default=60000, ge=1)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff_ms: int = Field(default=150, ge=0)
+    circuit_breaker_failure_threshold: int = Field(default=3, ge=1)
+    circuit_breaker_cooldown_ms: int = Field(default=30000, ge=1)
+    discovery_ttl_ms: int = Field(default=300000, ge=1000)
+    health_ttl_ms: int = Field(default=60000, ge=1000)
+    max_model_tokens_per_event: int = Field(default=0, ge=0)
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _builtin_registry(self) -> ModelProviderConfig:
+        # No providers at all means the embedded default: everything works offline.
+        if not self.providers and not self.models:
+            self.providers = [
+                ProviderConfig(
+                    provider_id=DETERMINISTIC_PROVIDER_ID, kind=ModelProviderKind.DETERMINISTIC
+                )
+            ]
+            self.models = [
+                ModelConfig(model_id="deterministic", provider_id=DETERMINISTIC_PROVIDER_ID),
+                ModelConfig(
+                    model_id="deterministic-embed",
+                    provider_id=DETERMINISTIC_PROVIDER_ID,
+                    role=ProviderModelRole.EMBEDDINGS,
+                    max_context_tokens=8192,
+                    max_output_tokens=1,
+                ),
+                ModelConfig(
+                    model_id="deterministic-transcribe",
+                    provider_id=DETERMINISTIC_PROVIDER_ID,
+                    role=ProviderModelRole.AUDIO_TRANSCRIPTION,
+                ),
+            ]
+        return self
+
+    def provider(self, provider_id: str) -> ProviderConfig | None:
+        return next((p for p in self.providers if p.provider_id == provider_id), None)
+
+    def settings_for(self, provider: ProviderConfig) -> ProviderSettings:
+        """The provider's effective timeouts and retry settings: its overrides, else ours."""
+        return ProviderSettings(
+            request_timeout_ms=provider.request_timeout_ms or self.request_timeout_ms,
+            max_retries=self.max_retries if provider.max_retries is None else provider.max_retries,
+            retry_backoff_ms=(
+                self.retry_backoff_ms
+                if provider.retry_backoff_ms is None
+                else provider.retry_backoff_ms
+            ),
+            circuit_breaker_failure_threshold=(
+                provider.circuit_breaker_failure_threshold
+                or self.circuit_breaker_failure_threshold
+            ),
+            circuit_breaker_cooldown_ms=(
+                provider.circuit_breaker_cooldown_ms or self.circuit_breaker_cooldown_ms
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    request_timeout_ms: int
+    max_retries: int
+    retry_backoff_ms: int
+    circuit_breaker_failure_threshold: int
+    circuit_breaker_cooldown_ms: int
+
+
+class OpenAIOAuthConfig(_Section):
+    authorization_endpoint: str = "https://auth.openai.com/oauth/authorize"
+    token_endpoint: str = "https://auth.openai.com/oauth/token"
+    revocation_endpoint: str = ""
+    client_id: str = ""
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email", "offline_access"])
+    audience: str = ""
+
+
+class AuthConfig(_Section):
+    openai_oauth: OpenAIOAuthConfig = Field(default_factory=OpenAIOAuthConfig)
+
+
+class CronConfig(_Section):
+    enabled: bool = True
+    timezone: str = "UTC"
+    max_concurrent_runs: int = Field(default=4, ge=1, le=256)
+    history_retention_days: int = Field(default=30, ge=1)
+    catch_up_window_ms: int = Field(default=86_400_000, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+
+class AgentsConfig(_Section):
+    file: str = ""
+
+
+class PalyraConfig(_Section):
+    version: Literal[1]
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    model_provider: ModelProviderConfig = Field(default_factory=ModelProviderConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    cron: CronConfig = Field(default_factory=CronConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    config: PalyraConfig
+    path: Path | None  # None: built-in defaults, no file
+
+
+# --- finding and loading ---------------------------------------------------------------
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """`--config` > `PALYRA_CONFIG` > `$XDG_CONFIG_HOME/palyra/config.toml`; None when absent.
+
+    A path given explicitly must exist; the XDG default may be missing.
+    """
+    if explicit:
+        return Path(explicit)
+    if env.get("PALYRA_CONFIG"):
+        return Path(env["PALYRA_CONFIG"])
+    base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME", "~")).expanduser() / ".config")
+    candidate = base / "palyra" / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedConfig:
+    """Read, merge and validate. `overrides` are flag values as `{"daemon.port": 8000}`."""
+    env = os.environ if env is None else env
+    found = find_config_path(path, env)
+    raw: dict[str, Any] = {"version": 1}
+    source = None
+    if found is not None:
+        source = str(found)
+        raw = read_toml(found)
+    _refuse_plain_keys(raw, source)
+    problems: list[str] = []
+    for dotted, value in env_overrides(env, problems).items():
+        _set_dotted(raw, dotted, value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    if problems:
+        raise ConfigError(problems, source)
+    return LoadedConfig(validate_config(raw, source), found)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(["file not found"], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"invalid TOML: {exc}"], str(path)) from None
+
+
+def validate_config(raw: Mapping[str, Any], source: str | None = None) -> PalyraConfig:
+    if "version" not in raw:
+        raise ConfigError(["version: required; put `version = 1` at the top"], source)
+    try:
+        config = PalyraConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc), source) from None
+    problems = _check_references(config.model_provider)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def _refuse_plain_keys(node: Any, source: str | None, path: str = "") -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else key
+            if key in ("api_key", "apikey", "api-key"):
+                raise ConfigError(
+                    [
+                        f"{here}: plain API keys are not allowed in config; store the key with "
+                        "`palyra auth openai|anthropic api-key` or `palyra vault set` and "
+                        "reference it with api_key_vault_ref (or api_key_env)"
+                    ],
+                    source,
+                )
+            _refuse_plain_keys(value, source, here)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _refuse_plain_keys(item, source, f"{path}[{i}]")
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for err in exc.errors():
+        path = _dotted(err["loc"])
+        if path in seen:
+            continue  # unions report once per member; the first says enough
+        seen.add(path)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            problems.append(f"{path}: unknown key")
+            continue
+        if kind == "missing":
+            problems.append(f"{path}: required")
+            continue
+        message = str(err["msg"]).removeprefix("Value error, ")
+        # Model-level validators name their own key (`base_url: ...`); join it to the path.
+        field, sep, rest = message.partition(": ")
+        if sep and re.fullmatch(r"[a-z_]+(, [a-z_]+)*( and [a-z_]+)?", field):
+            problems.append(f"{path}.{field}: {rest}" if path else message)
+            continue
+        value = err.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float | bool) else ""
+        problems.append(f"{path}: {message[:1].lower()}{message[1:]}{shown}")
+    return problems
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_check(), ProviderConfig]",):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _check_references(mp: ModelProviderConfig) -> list[str]:
+    problems: list[str] = []
+    provider_ids: dict[str, int] = {}
+    for i, provider in enumerate(mp.providers):
+        if provider.provider_id in provider_ids:
+            problems.append(
+                f"model_provider.providers[{i}].provider_id: duplicate id {provider.provider_id!r}"
+            )
+        provider_ids[provider.provider_id] = i
+    models: dict[str, ModelConfig] = {}
+    for i, model in enumerate(mp.models):
+        where = f"model_provider.models[{i}]"
+        if model.model_id in models:
+            problems.append(f"{where}.model_id: duplicate id {model.model_id!r}")
+        models[model.model_id] = model
+        if model.provider_id not in provider_ids:
+            problems.append(f"{where}.provider_id: no provider {model.provider_id!r} is configured")
+    for i, model in enumerate(mp.models):
+        for j, fallback in enumerate(model.fallbacks):
+            where = f"model_provider.models[{i}].fallbacks[{j}]"
+            target = models.get(fallback)
+            if target is None:
+                problems.append(f"{where}: no model {fallback!r} is configured")
+            elif fallback == model.model_id:
+                problems.append(f"{where}: a model cannot fall back to itself")
+            elif target.role != model.role:
+                problems.append(f"{where}: {fallback!r} has role {target.role}, not {model.role}")
+    for role in ProviderModelRole:
+        key = f"default_{role.value}_model_id"
+        wanted = getattr(mp, key)
+        if not wanted:
+            continue
+        target = models.get(wanted)
+        if target is None:
+            problems.append(f"model_provider.{key}: no model {wanted!r} is configured")
+        elif target.role != role:
+            problems.append(f"model_provider.{key}: {wanted!r} has role {target.role}, not {role}")
+    return problems
+
+
+# --- env overrides ----------------------------------------------------------------------
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "daemon": DaemonConfig,
+    "state": StateConfig,
+    "model_provider": ModelProviderConfig,
+    "auth.openai_oauth": OpenAIOAuthConfig,
+    "cron": CronConfig,
+    "agents": AgentsConfig,
+}
+
+
+def _env_names() -> dict[str, tuple[str, bool]]:
+    """`PALYRA_DAEMON_PORT` -> ("daemon.port", is_list) for every scalar or list-of-str key."""
+    names: dict[str, tuple[str, bool]] = {}
+    for section, model in _SECTIONS.items():
+        for key, info in model.model_fields.items():
+            annotation = str(info.annotation)
+            if "Config" in annotation:
+                continue  # nested tables (providers, models) are not env-settable
+            env_name = "PALYRA_" + f"{section}_{key}".replace(".", "_").upper()
+            names[env_name] = (f"{section}.{key}", annotation.startswith("list"))
+    return names
+
+
+_ENV_NAMES = _env_names()
+
+
+def env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, (dotted, is_list) in _ENV_NAMES.items():
+        if name not in env:
+            continue
+        value: Any = env[name]
+        if is_list:
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    problems.append(f"{dotted} (from env {name}): not a JSON list")
+                    continue
+            else:
+                value = [v.strip() for v in text.split(",") if v.strip()]
+        found[dotted] = value
+    return found
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+# --- paths ------------------------------------------------------------------------------
+
+
+def resolve_state_dir(config: PalyraConfig, env: Mapping[str, str] | None = None) -> Path:
+    """`[daemon] state_dir` > `PALYRA_STATE_DIR` > `$XDG_STATE_HOME/palyra`."""
+    env = os.environ if env is None else env
+    if config.daemon.state_dir:
+        return Path(config.daemon.state_dir).expanduser()
+    if env.get("PALYRA_STATE_DIR"):
+        return Path(env["PALYRA_STATE_DIR"]).expanduser()
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
+    return Path(base) / "palyra"
+
+
+# --- showing ----------------------------------------------------------------------------
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z+]+://[^:/@]*:)[^@]*(?P<tail>@)")
+
+
+def redact_url(url: str) -> str:
+    return _URL_PASSWORD.sub(r"\g<head><redacted>\g<tail>", url)
+
+
+def config_for_display(config: PalyraConfig, *, show_secrets: bool = False) -> dict[str, Any]:
+    """The effective config as plain data, with passwords inside URLs replaced."""
+    data = config.model_dump(mode="json")
+    if not show_secrets:
+        for key in ("url", "redis_url"):
+            if data["state"][key]:
+                data["state"][key] = redact_url(data["state"][key])
+    return data

@@ -1,0 +1,118 @@
+"""`palyrad`: load config, wire the parts, serve until SIGTERM.
+
+The wiring lives in `build_app`, on one screen: state dir, state store, admin token,
+providers over one pooled HTTP session, the router, the HTTP app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+from aiohttp import web
+
+from palyra.config import ConfigError, PalyraConfig, load_config, resolve_state_dir
+from palyra.credentials import EnvCredentials
+from palyra.fs import ensure_private_dir
+from palyra.logs import configure_logging
+from palyra.models import build_providers, new_http_session
+from palyra.routing import ModelRegistry, Router
+from palyra.server.app import create_app
+from palyra.server.auth import load_or_create_admin_token
+from palyra.state import SqliteState
+
+log = structlog.get_logger("palyra.daemon")
+
+
+def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> web.Application:
+    env = os.environ if env is None else env
+    state_dir = resolve_state_dir(config, env)
+    ensure_private_dir(state_dir)
+    state = SqliteState.open(state_dir)
+    admin_token = load_or_create_admin_token(state_dir, env)
+    registry = ModelRegistry(config.model_provider)
+    router = Router(config.model_provider, registry, providers={})
+    app = create_app(router, admin_token, max_request_bytes=config.daemon.max_request_bytes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        session = new_http_session()
+        router.providers.update(
+            build_providers(config.model_provider, session=session, credentials=EnvCredentials(env))
+        )
+        log.info("ready", providers=sorted(router.providers), state_dir=str(state_dir))
+        yield
+        for provider in router.providers.values():
+            await provider.aclose()
+        await session.close()
+        state.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int, grace_s: float) -> None:
+    # handler_cancellation: a client that goes away cancels its handler, and with it the
+    # upstream request it was waiting on.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=grace_s, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        log.info("listening", url=f"http://{host}:{port}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting_down", grace_s=grace_s)
+    finally:
+        # Stops accepting, lets in-flight requests finish (up to grace_s), then closes.
+        await runner.cleanup()
+    log.info("stopped")
+
+
+cli = typer.Typer(add_completion=False, help="The Palyra daemon: an OpenAI-compatible LLM gateway.")
+
+
+@cli.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="config.toml (else $PALYRA_CONFIG, else XDG)")
+    ] = None,
+    bind: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="state directory")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error")] = None,
+) -> None:
+    """Run the daemon until SIGTERM or Ctrl-C."""
+    overrides = {
+        "daemon.bind": bind,
+        "daemon.port": port,
+        "daemon.state_dir": str(state_dir) if state_dir else None,
+        "daemon.log_level": log_level,
+    }
+    try:
+        loaded = load_config(config, overrides=overrides)
+    except ConfigError as exc:
+        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    settings = loaded.config
+    configure_logging(settings.daemon.log_level)
+    try:
+        app = build_app(settings)
+        asyncio.run(serve(app, settings.daemon.bind, settings.daemon.port,
+                          settings.daemon.shutdown_grace_ms / 1000))
+    except OSError as exc:
+        print(f"palyrad: cannot start: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,61 @@
+"""The one interface every provider kind implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+from palyra.config import ModelConfig, ProviderConfig
+from palyra.errors import Unsupported
+from palyra.types import (
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    ModelProviderKind,
+    TranscriptionRequest,
+    TranscriptionResult,
+)
+
+
+class ModelProvider(ABC):
+    """A connection to one configured provider.
+
+    Methods receive the validated request and the model entry it was routed to; they talk to
+    the upstream and return the shared result shapes, or raise `ProviderError`.
+    """
+
+    kind: ModelProviderKind
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    @property
+    def provider_id(self) -> str:
+        return self.config.provider_id
+
+    @abstractmethod
+    async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult: ...
+
+    @abstractmethod
+    def stream_chat(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[ChatDelta]:
+        """Chat as a stream of deltas. Errors before the first delta are raised on the first
+        `__anext__`, so a caller can still pick another provider."""
+
+    async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
+        raise Unsupported(f"provider {self.provider_id} ({self.kind}) does not serve embeddings")
+
+    async def transcribe(
+        self, request: TranscriptionRequest, model: ModelConfig
+    ) -> TranscriptionResult:
+        raise Unsupported(
+            f"provider {self.provider_id} ({self.kind}) does not serve audio transcription"
+        )
+
+    async def list_models(self) -> list[str]:
+        """Model ids the upstream offers now (discovery)."""
+        return []
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the provider holds; the shared HTTP session is not its to close."""

@@ -1,0 +1,190 @@
+"""The deterministic provider: offline, exact, and useful.
+
+It lets the daemon, agents and tests run with no network and no keys. Every answer is a pure
+function of the request, so tests can assert on exact text, vectors and tool calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+import struct
+import wave
+from collections.abc import AsyncIterator
+
+import orjson
+
+from palyra.config import ModelConfig
+from palyra.errors import InvalidRequest
+from palyra.models.base import ModelProvider
+from palyra.tokens import estimate_text_tokens, estimate_token_count
+from palyra.types import (
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    FinishReason,
+    ModelProviderKind,
+    ToolCallDelta,
+    ToolCallResult,
+    TranscriptionRequest,
+    TranscriptionResult,
+    TranscriptionSegment,
+    Usage,
+)
+
+_TOOL_COMMAND = re.compile(r"^/tool\s+([A-Za-z0-9_-]{1,64})\s*(.*)$", re.DOTALL)
+_CHUNK_CHARS = 8
+
+
+class DeterministicProvider(ModelProvider):
+    kind = ModelProviderKind.DETERMINISTIC
+
+    async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
+        return answer(request, model)
+
+    async def stream_chat(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[ChatDelta]:
+        result = answer(request, model)
+        for index, call in enumerate(result.tool_calls):
+            yield ChatDelta(tool_calls=[ToolCallDelta(index, call.id, call.name, "")])
+            for piece in _pieces(call.arguments):
+                yield ChatDelta(tool_calls=[ToolCallDelta(index, arguments=piece)])
+        for piece in _pieces(result.content or ""):
+            yield ChatDelta(content=piece)
+        yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
+
+    async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
+        dims = request.dimensions or self.config.embedding_dimensions
+        inputs = request.texts()
+        vectors = [hash_vector(_input_bytes(item), dims) for item in inputs]
+        prompt_tokens = sum(
+            len(item) if isinstance(item, list) else estimate_text_tokens(item) for item in inputs
+        )
+        return EmbeddingsResult(vectors, Usage(prompt_tokens, 0), model.upstream_name)
+
+    async def transcribe(
+        self, request: TranscriptionRequest, model: ModelConfig
+    ) -> TranscriptionResult:
+        return transcribe_bytes(request.file)
+
+    async def list_models(self) -> list[str]:
+        return []
+
+
+def answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
+    last = request.messages[-1]
+    prompt_tokens = estimate_token_count(request, ModelProviderKind.DETERMINISTIC)
+    if last.role == "tool":
+        # After a tool result, answer in text so agent loops end instead of calling again.
+        results = [m for m in _trailing_tool_messages(request)]
+        text = "\n".join(f"tool {m.tool_call_id} returned: {m.text()}" for m in results)
+        return _text_result(text, request, prompt_tokens)
+    user_text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "")
+    call = _requested_tool_call(request, user_text)
+    if call is not None:
+        usage = Usage(prompt_tokens, estimate_text_tokens(call.name + call.arguments))
+        return ChatResult(None, "tool_calls", usage, [call], model.upstream_name)
+    if request.wants_json:
+        user_text = orjson.dumps({"echo": user_text}).decode()
+    return _text_result(user_text, request, prompt_tokens, upstream_model=model.upstream_name)
+
+
+def _text_result(
+    text: str, request: ChatRequest, prompt_tokens: int, upstream_model: str = "deterministic"
+) -> ChatResult:
+    finish: FinishReason = "stop"
+    limit = request.output_limit
+    completion_tokens = estimate_text_tokens(text)
+    if limit is not None and completion_tokens > limit and not request.wants_json:
+        # Cut like a real model at its token limit; JSON mode never returns broken JSON.
+        text = _first_tokens(text, limit)
+        completion_tokens = limit
+        finish = "length"
+    return ChatResult(text, finish, Usage(prompt_tokens, completion_tokens), [], upstream_model)
+
+
+def _first_tokens(text: str, limit: int) -> str:
+    words = text.split(" ")
+    kept: list[str] = []
+    for word in words:
+        candidate = " ".join([*kept, word])
+        if estimate_text_tokens(candidate) > limit:
+            break
+        kept.append(word)
+    return " ".join(kept)
+
+
+def _trailing_tool_messages(request: ChatRequest) -> list[object]:
+    trailing = []
+    for message in reversed(request.messages):
+        if message.role != "tool":
+            break
+        trailing.append(message)
+    return list(reversed(trailing))
+
+
+def _requested_tool_call(request: ChatRequest, text: str) -> ToolCallResult | None:
+    if not request.tools or request.tool_choice == "none":
+        return None
+    match = _TOOL_COMMAND.match(text.strip())
+    if match is None:
+        return None
+    name, raw_args = match.group(1), match.group(2).strip() or "{}"
+    if name not in {tool.function.name for tool in request.tools}:
+        return None
+    try:
+        arguments = orjson.loads(raw_args)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            f"/tool {name}: arguments are not valid JSON", param="messages"
+        ) from None
+    call_id = "call_" + hashlib.sha256(f"{name}\0{raw_args}".encode()).hexdigest()[:24]
+    return ToolCallResult(call_id, name, orjson.dumps(arguments).decode())
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i : i + _CHUNK_CHARS] for i in range(0, len(text), _CHUNK_CHARS)]
+
+
+def _input_bytes(item: str | list[int]) -> bytes:
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    return b"tokens:" + b",".join(str(t).encode() for t in item)
+
+
+def hash_vector(data: bytes, dims: int) -> list[float]:
+    """A unit vector drawn from SHA-256 in counter mode: same input, same vector."""
+    raw = bytearray()
+    counter = 0
+    while len(raw) < dims * 4:
+        raw += hashlib.sha256(counter.to_bytes(4, "big") + data).digest()
+        counter += 1
+    ints = struct.unpack(f">{dims}I", bytes(raw[: dims * 4]))
+    values = [(v / 0xFFFFFFFF) * 2.0 - 1.0 for v in ints]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def transcribe_bytes(audio: bytes) -> TranscriptionResult:
+    digest = hashlib.sha256(audio).hexdigest()[:12]
+    duration = _wav_duration(audio)
+    if duration is None:
+        text = f"deterministic transcript of {len(audio)} bytes of audio ({digest})"
+        return TranscriptionResult(text=text, language="en")
+    text = f"deterministic transcript of {duration:.2f} seconds of WAV audio ({digest})"
+    segment = TranscriptionSegment(0, 0.0, duration, text)
+    return TranscriptionResult(text=text, language="en", duration_s=duration, segments=[segment])
+
+
+def _wav_duration(audio: bytes) -> float | None:
+    if not (audio[:4] == b"RIFF" and audio[8:12] == b"WAVE"):
+        return None
+    try:
+        with wave.open(io.BytesIO(audio)) as wav:
+            rate = wav.getframerate()
+            return wav.getnframes() / rate if rate else None
+    except (wave.Error, EOFError):
+        return None

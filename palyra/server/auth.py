@@ -1,0 +1,40 @@
+"""The admin token: every route but `/healthz` and the OAuth callback needs it."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from palyra.fs import atomic_write, ensure_private_dir
+
+TOKEN_FILE = "admin.token"
+PUBLIC_PATHS = frozenset({"/healthz", "/console/v1/auth/providers/openai/callback"})
+
+
+def load_or_create_admin_token(state_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """`PALYRA_ADMIN_TOKEN` if set; else `admin.token` in the state dir, made 0600 on first use."""
+    env = os.environ if env is None else env
+    if env.get("PALYRA_ADMIN_TOKEN"):
+        return env["PALYRA_ADMIN_TOKEN"]
+    ensure_private_dir(state_dir)
+    path = state_dir / TOKEN_FILE
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    if not token:
+        token = "palyra-" + secrets.token_urlsafe(32)
+        atomic_write(path, (token + "\n").encode(), mode=0o600)
+    return token
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    if not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())

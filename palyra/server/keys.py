@@ -1,0 +1,15 @@
+"""Typed keys for what the app and each request carry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from palyra.routing import Router
+
+ROUTER: web.AppKey[Router] = web.AppKey("router")
+ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
+# Per request: when it arrived (perf_counter), for x-palyra-overhead-ms.
+STARTED = "palyra_started"

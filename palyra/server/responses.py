@@ -1,0 +1,143 @@
+"""Rendering results in the OpenAI wire format, whole and as stream chunks."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+import uuid
+from typing import Any
+
+from palyra.types import (
+    ChatDelta,
+    ChatResult,
+    EmbeddingsResult,
+    TranscriptionResult,
+)
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def chat_completion(result: ChatResult, model_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.content, "refusal": None}
+    if result.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in result.tool_calls
+        ]
+    return {
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_id,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
+        ],
+        "usage": result.usage.as_openai(),
+        "system_fingerprint": None,
+    }
+
+
+class ChunkWriter:
+    """Builds the `chat.completion.chunk` objects of one stream, sharing id and created."""
+
+    def __init__(self, model_id: str, include_usage: bool) -> None:
+        self._base = {
+            "id": completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model_id,
+            "system_fingerprint": None,
+        }
+        self._include_usage = include_usage
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        chunk = dict(self._base)
+        chunk["choices"] = [
+            {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        ]
+        if self._include_usage:
+            chunk["usage"] = None  # as OpenAI does: usage only on the last, choice-less chunk
+        return chunk
+
+    def role(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def delta(self, event: ChatDelta) -> list[dict[str, Any]]:
+        chunks: list[dict[str, Any]] = []
+        if event.content or event.tool_calls:
+            delta: dict[str, Any] = {}
+            if event.content:
+                delta["content"] = event.content
+            if event.tool_calls:
+                calls = []
+                for call in event.tool_calls:
+                    item: dict[str, Any] = {"index": call.index}
+                    function: dict[str, Any] = {"arguments": call.arguments}
+                    if call.id is not None:
+                        item["id"] = call.id
+                        item["type"] = "function"
+                    if call.name is not None:
+                        function["name"] = call.name
+                    item["function"] = function
+                    calls.append(item)
+                delta["tool_calls"] = calls
+            chunks.append(self._chunk(delta))
+        if event.finish_reason is not None:
+            chunks.append(self._chunk({}, event.finish_reason))
+        return chunks
+
+    def usage(self, event: ChatDelta) -> dict[str, Any] | None:
+        if not self._include_usage or event.usage is None:
+            return None
+        chunk = dict(self._base)
+        chunk["choices"] = []
+        chunk["usage"] = event.usage.as_openai()
+        return chunk
+
+
+def embeddings(result: EmbeddingsResult, model_id: str, encoding_format: str) -> dict[str, Any]:
+    data = []
+    for index, vector in enumerate(result.vectors):
+        embedding: Any = vector
+        if encoding_format == "base64":
+            # The OpenAI SDK asks for base64 by default: little-endian float32, base64-encoded.
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model_id,
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "total_tokens": result.usage.prompt_tokens,
+        },
+    }
+
+
+def transcription(result: TranscriptionResult, response_format: str) -> dict[str, Any]:
+    if response_format != "verbose_json":
+        return {"text": result.text}
+    return {
+        "task": "transcribe",
+        "language": result.language or "unknown",
+        "duration": result.duration_s or 0.0,
+        "text": result.text,
+        "segments": [
+            {
+                "id": s.id,
+                "seek": 0,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+            }
+            for s in result.segments
+        ],
+    }

@@ -1,0 +1,86 @@
+"""Server-sent events: an incremental decoder for upstream streams, and the encoder for ours."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str
+    data: str
+
+
+class SSEDecoder:
+    """Feed bytes as they arrive; get whole events back. Handles \\n, \\r\\n and \\r line ends,
+    multi-line data and comments, and never limits the length of a line."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._buffer += chunk
+        events: list[SSEEvent] = []
+        if b"\r" in self._buffer:
+            # A lone trailing \r may be the first half of \r\n; wait for the next chunk.
+            keep_cr = self._buffer.endswith(b"\r")
+            body = self._buffer[:-1] if keep_cr else self._buffer
+            self._buffer = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (
+                b"\r" if keep_cr else b""
+            )
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                break
+            line = self._buffer[:newline].decode("utf-8")
+            self._buffer = self._buffer[newline + 1 :]
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            if not self._data and not self._event:
+                return None
+            event = SSEEvent(self._event or "message", "\n".join(self._data))
+            self._event, self._data = "", []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+    def close(self) -> SSEEvent | None:
+        """An event left without its blank line when the stream ended, if any."""
+        if self._buffer:
+            self._line(self._buffer.decode("utf-8").rstrip("\r"))
+            self._buffer = b""
+        return self._line("")
+
+
+async def decode_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
+    decoder = SSEDecoder()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event
+    tail = decoder.close()
+    if tail is not None:
+        yield tail
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def encode_data(payload: object) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
