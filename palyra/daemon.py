@@ -115,4 +115,6 @@ def run(
 
 
 def main() -> None:
-    cli()
+    from palyra.cli import run_typer
+
+    run_typer(cli, "palyrad")

@@ -1,7 +1,38 @@
 """`palyra`, the command line."""
 
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer import exceptions as typer_exc
+
+# Typer 0.29 vendors click privately; its UsageError is the one raised here (pinned version).
+from typer._click import exceptions as click_exc
+
+
+def run_typer(app: typer.Typer, prog: str) -> None:
+    """Run a Typer app with one-line usage errors (exit 2) instead of a rich box."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(prog_name=prog, standalone_mode=False)
+    except click_exc.NoArgsIsHelpError as exc:
+        # `palyra` alone shows help: a usage error by our exit-code rules.
+        print(exc.ctx.get_help() if exc.ctx else str(exc), file=sys.stderr)
+        sys.exit(2)
+    except click_exc.UsageError as exc:
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
+        print(f"{prog}: usage error: {exc.format_message()}{where}", file=sys.stderr)
+        sys.exit(2)
+    except typer_exc.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer_exc.Abort:
+        print(f"{prog}: aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
 
 def main() -> None:
     from palyra.cli.main import app
 
-    app()
+    run_typer(app, "palyra")

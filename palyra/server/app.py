@@ -15,7 +15,7 @@ from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, 
 from palyra.routing import RouteInfo, Router
 from palyra.server import inference
 from palyra.server.auth import PUBLIC_PATHS, bearer_matches
-from palyra.server.keys import ADMIN_TOKEN, ROUTER, STARTED
+from palyra.server.keys import ADMIN_TOKEN, ROUTE, ROUTER, STARTED
 
 log = structlog.get_logger("palyra.http")
 
@@ -25,7 +25,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 def error_response(exc: PalyraError, request: web.Request) -> web.Response:
     headers = dict(exc.headers)
-    route: RouteInfo | None = request.get("route")
+    route: RouteInfo | None = request.get(ROUTE)
     if request.path.startswith("/v1/"):
         started = request.get(STARTED, time.perf_counter())
         headers.update(inference.route_headers(route or RouteInfo(), started))
@@ -52,7 +52,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["x-request-id"] = request_id
         return response
     finally:
-        route: RouteInfo | None = request.get("route")
+        route: RouteInfo | None = request.get(ROUTE)
         log.info(
             "request",
             method=request.method,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from palyra.errors import InvalidRequest, PalyraError
 from palyra.routing import RouteInfo, Router
 from palyra.server import responses
-from palyra.server.keys import ROUTER, STARTED
+from palyra.server.keys import ROUTE, ROUTER, STARTED
 from palyra.sse import DONE, encode_data
 from palyra.types import ChatRequest, EmbeddingsRequest, TranscriptionRequest
 
@@ -72,7 +72,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if body.stream:
         return await _stream_chat(request, router, body, started)
     routed = await router.chat(body)
-    request["route"] = routed.route
+    request[ROUTE] = routed.route
     payload = responses.chat_completion(routed.value, routed.route.model_id)
     return json_response(payload, route_headers(routed.route, started))
 
@@ -81,7 +81,7 @@ async def _stream_chat(
     request: web.Request, router: Router, body: ChatRequest, started: float
 ) -> web.StreamResponse:
     routed = await router.stream_chat(body)
-    request["route"] = routed.route
+    request[ROUTE] = routed.route
     writer = responses.ChunkWriter(routed.route.model_id, body.include_usage)
     response = web.StreamResponse(
         headers={
@@ -116,7 +116,7 @@ async def embeddings(request: web.Request) -> web.Response:
     started = request[STARTED]
     body = await parse_body(request, EmbeddingsRequest)
     routed = await request.app[ROUTER].embed(body)
-    request["route"] = routed.route
+    request[ROUTE] = routed.route
     payload = responses.embeddings(routed.value, routed.route.model_id, body.encoding_format)
     return json_response(payload, route_headers(routed.route, started))
 
@@ -125,7 +125,7 @@ async def transcriptions(request: web.Request) -> web.Response:
     started = request[STARTED]
     body = await _read_transcription(request)
     routed = await request.app[ROUTER].transcribe(body)
-    request["route"] = routed.route
+    request[ROUTE] = routed.route
     headers = route_headers(routed.route, started)
     if body.response_format == "text":
         return web.Response(text=routed.value.text, content_type="text/plain", headers=headers)

@@ -1,0 +1,253 @@
+"""Prompt token estimates, so a request that cannot fit a model's context is refused before
+anything is sent upstream.
+
+Text is counted with the o200k_base BPE (quicktok, whose vocabularies ship in its wheel;
+tiktoken would try to download them). Around the text the estimate adds what providers bill
+on top: per-message framing, tool schemas and images by their size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import imagesize
+import quicktok
+
+from palyra.types import ChatRequest, ImageURL, ModelProviderKind, TextPart
+
+DEFAULT_ENCODING = "o200k_base"
+
+# OpenAI's published accounting for chat models: each message is framed by about three
+# tokens, a name costs one more, and the reply is primed with three.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+# Tool calls and tool definitions are rendered upstream in a format we cannot see. Compact
+# JSON is usually longer than that rendering, and these overheads sit on the high side of
+# what has been observed, so tools are over- rather than under-counted.
+TOKENS_PER_TOOL_CALL = 8
+TOOLS_BASE = 12
+TOKENS_PER_TOOL = 8
+# Anthropic adds a system prompt whenever tools are present; its documentation gives 346
+# tokens (tool_choice auto/none), the larger of its two figures.
+ANTHROPIC_TOOLS_PROMPT = 346
+# Claude's tokenizer is not published, so o200k stands in for it. Claude's vocabulary is
+# smaller, so the same text splits into more pieces than o200k makes; scaling text by 1.1
+# moves the estimate towards the real count without refusing prompts that would fit. This is
+# a judgement, not a measurement: near the limit the upstream still has the final say.
+ANTHROPIC_TEXT_SCALE = (11, 10)
+
+OPENAI_LOW_DETAIL = 85
+OPENAI_TILE = 170
+OPENAI_TILE_BASE = 85
+# The largest image after OpenAI's resizing is 768x2048: 2x4 tiles.
+OPENAI_HIGH_DETAIL_MAX = OPENAI_TILE * 8 + OPENAI_TILE_BASE
+ANTHROPIC_IMAGE_MAX = 1600
+ANTHROPIC_LONG_EDGE = 1568
+ANTHROPIC_PIXELS_PER_TOKEN = 750
+
+# Image headers sit in the first bytes of a file, except JPEGs whose EXIF or ICC blocks push
+# the size marker further back. Trying a small prefix first keeps the common case cheap
+# without ever decoding a whole multi-megabyte payload.
+_DATA_URL_PREFIXES = (4096, 65536)
+
+_encoders: dict[str, Any] = {}
+_encoders_lock = threading.Lock()
+
+
+class BudgetCheck(NamedTuple):
+    fits: bool
+    # The estimate; when `counted` is False it is the byte bound, which is never below it.
+    prompt_tokens: int
+    counted: bool
+
+
+def _encoder(name: str) -> Any:
+    enc = _encoders.get(name)
+    if enc is None:
+        # Loading a vocabulary takes about half a second; the lock keeps concurrent first
+        # requests from each paying for it.
+        with _encoders_lock:
+            enc = _encoders.get(name)
+            if enc is None:
+                enc = _encoders[name] = quicktok.get_encoding(name)
+    return enc
+
+
+def warm_up(encoding: str = DEFAULT_ENCODING) -> None:
+    """Load the vocabulary now, so the first request does not wait for it."""
+    _encoder(encoding)
+
+
+def _count(text: str, encoding: str = DEFAULT_ENCODING) -> int:
+    if not text:
+        return 0
+    enc = _encoder(encoding)
+    try:
+        return int(enc.count(text))
+    except TypeError:
+        # json.loads accepts lone surrogates, which quicktok refuses; each becomes "?".
+        return int(enc.count(text.encode("utf-8", "replace").decode("utf-8")))
+
+
+def _utf8_len(text: str) -> int:
+    # isascii() is O(1) on CPython strings, so ASCII text, the usual case, is never copied.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+
+def estimate_text_tokens(text: str, *, encoding: str = DEFAULT_ENCODING) -> int:
+    """Tokens of bare text, as for an embeddings input. OpenAI's embeddings models use
+    cl100k_base, which counts non-English text higher than o200k does; pass it for them."""
+    return _count(text, encoding)
+
+
+def _tools_json(request: ChatRequest) -> str:
+    functions = [
+        {
+            "name": t.function.name,
+            "description": t.function.description,
+            "parameters": t.function.parameters,
+        }
+        for t in request.tools or ()
+    ]
+    return json.dumps(functions, separators=(",", ":"), ensure_ascii=False)
+
+
+def _estimate(
+    request: ChatRequest,
+    kind: ModelProviderKind,
+    count: Callable[[str], int],
+    image_tokens: Callable[[ImageURL, ModelProviderKind], int],
+) -> int:
+    text = 0
+    fixed = REPLY_PRIMING
+    for m in request.messages:
+        fixed += TOKENS_PER_MESSAGE
+        text += count(m.role)
+        if m.name:
+            fixed += TOKENS_PER_NAME
+            text += count(m.name)
+        if isinstance(m.content, str):
+            text += count(m.content)
+        elif m.content:
+            for part in m.content:
+                if isinstance(part, TextPart):
+                    text += count(part.text)
+                else:
+                    fixed += image_tokens(part.image_url, kind)
+        if m.refusal:
+            text += count(m.refusal)
+        for call in m.tool_calls or ():
+            fixed += TOKENS_PER_TOOL_CALL
+            text += count(call.function.name) + count(call.function.arguments)
+    if request.tools:
+        fixed += TOOLS_BASE + TOKENS_PER_TOOL * len(request.tools)
+        text += count(_tools_json(request))
+        if kind == ModelProviderKind.ANTHROPIC:
+            fixed += ANTHROPIC_TOOLS_PROMPT
+    fmt = request.response_format
+    if fmt is not None and fmt.json_schema:
+        # Structured output puts the schema in front of the model too.
+        text += count(json.dumps(fmt.json_schema, separators=(",", ":"), ensure_ascii=False))
+    if kind == ModelProviderKind.ANTHROPIC:
+        num, den = ANTHROPIC_TEXT_SCALE
+        text = -(-text * num // den)
+    return fixed + text
+
+
+def estimate_token_count(
+    request: ChatRequest, kind: ModelProviderKind = ModelProviderKind.OPENAI_COMPATIBLE
+) -> int:
+    """Estimated prompt tokens of `request` as a provider of `kind` would bill them."""
+    return _estimate(request, kind, _count, image_tokens)
+
+
+def check_token_budget(
+    request: ChatRequest,
+    kind: ModelProviderKind = ModelProviderKind.OPENAI_COMPATIBLE,
+    *,
+    budget: int,
+    output_allowance: int,
+) -> BudgetCheck:
+    """Whether the prompt plus `output_allowance` fits `budget` tokens."""
+    # Every BPE token spans at least one UTF-8 byte, so the same accounting with bytes in
+    # place of token counts, and every image at its worst case, bounds the estimate from
+    # above. When the bound fits, the estimate fits too and the tokenizer need not run:
+    # most prompts are a few KB against a context of 100k+ tokens.
+    bound = _estimate(request, kind, _utf8_len, _worst_image_tokens)
+    if bound + output_allowance <= budget:
+        return BudgetCheck(fits=True, prompt_tokens=bound, counted=False)
+    estimate = estimate_token_count(request, kind)
+    return BudgetCheck(estimate + output_allowance <= budget, estimate, counted=True)
+
+
+def _worst_image_tokens(image: ImageURL, kind: ModelProviderKind) -> int:
+    if kind == ModelProviderKind.ANTHROPIC:
+        return ANTHROPIC_IMAGE_MAX
+    return OPENAI_LOW_DETAIL if image.detail == "low" else OPENAI_HIGH_DETAIL_MAX
+
+
+def image_tokens(image: ImageURL, kind: ModelProviderKind) -> int:
+    """Tokens billed for one image; its size is read from a data URL, and an image we cannot
+    size (a remote URL, undecodable data) costs the worst case of `kind`."""
+    if kind != ModelProviderKind.ANTHROPIC and image.detail == "low":
+        return OPENAI_LOW_DETAIL
+    size = image_size(image.url)
+    if size is None:
+        return _worst_image_tokens(image, kind)
+    if kind == ModelProviderKind.ANTHROPIC:
+        return anthropic_image_tokens(*size)
+    return openai_image_tokens(*size)
+
+
+def openai_image_tokens(width: int, height: int) -> int:
+    """High-detail cost: fit within 2048x2048, shrink the short side to 768, then 512px
+    tiles."""
+    w, h = float(width), float(height)
+    scale = min(1.0, 2048 / max(w, h))
+    w, h = w * scale, h * scale
+    scale = min(1.0, 768 / min(w, h))
+    w, h = w * scale, h * scale
+    # The epsilon keeps float noise (2048.0000000002) from adding a tile.
+    tiles = math.ceil(w / 512 - 1e-9) * math.ceil(h / 512 - 1e-9)
+    return OPENAI_TILE * tiles + OPENAI_TILE_BASE
+
+
+def anthropic_image_tokens(width: int, height: int) -> int:
+    """width*height/750 after the long edge is shrunk to 1568; Anthropic shrinks anything
+    still larger than about 1600 tokens' worth of pixels, so that is the cap."""
+    scale = min(1.0, ANTHROPIC_LONG_EDGE / max(width, height))
+    pixels = width * height * scale * scale
+    return min(ANTHROPIC_IMAGE_MAX, math.ceil(pixels / ANTHROPIC_PIXELS_PER_TOKEN - 1e-9))
+
+
+def image_size(url: str) -> tuple[int, int] | None:
+    """(width, height) of a base64 data URL's image, or None when it cannot be read."""
+    if not url.startswith("data:"):
+        return None
+    comma = url.find(",", 5, 512)
+    if comma < 0 or not url[5:comma].lower().endswith(";base64"):
+        return None
+    start = comma + 1
+    for chars in _DATA_URL_PREFIXES:
+        chunk = url[start : start + chars]
+        whole = len(chunk) < chars
+        chunk = chunk[: len(chunk) - len(chunk) % 4]
+        try:
+            head = base64.b64decode(chunk)
+        except (binascii.Error, ValueError):
+            return None
+        # A BytesIO, never a str: imagesize.get opens str paths and fetches http URLs.
+        width, height = imagesize.get(io.BytesIO(head), exif_rotation=False)
+        if width > 0 and height > 0:
+            return int(width), int(height)
+        if whole:
+            break
+    return None
