@@ -72,7 +72,7 @@ class StateConfig(_Section):
     @model_validator(mode="after")
     def _check_urls(self) -> StateConfig:
         if self.backend == "postgres" and not self.url.startswith(("postgresql://", "postgres://")):
-            raise ValueError("url: must be postgresql://... when backend = \"postgres\"")
+            raise ValueError('url: must be postgresql://... when backend = "postgres"')
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("redis_url: must be redis://, rediss:// or unix://")
         return self
@@ -111,7 +111,8 @@ class ProviderConfig(_Section):
         sources = [s for s in (self.api_key_vault_ref, self.auth_profile_id, self.api_key_env) if s]
         if len(sources) > 1:
             raise ValueError(
-                "api_key_vault_ref, auth_profile_id and api_key_env: set at most one credential source"
+                "api_key_vault_ref, auth_profile_id and api_key_env: "
+                "set at most one credential source"
             )
         if self.kind is ModelProviderKind.DETERMINISTIC:
             return self
@@ -125,7 +126,9 @@ def check_base_url(url: str, allow_private: bool) -> str:
     """https anywhere; http only to loopback; loopback and private targets only when allowed."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"base_url: scheme must be https (or http to loopback), got {parts.scheme!r}")
+        raise ValueError(
+            f"base_url: scheme must be https (or http to loopback), got {parts.scheme!r}"
+        )
     if not parts.hostname:
         raise ValueError("base_url: has no host")
     if parts.username or parts.password:
@@ -234,8 +237,7 @@ class ModelProviderConfig(_Section):
                 else provider.retry_backoff_ms
             ),
             circuit_breaker_failure_threshold=(
-                provider.circuit_breaker_failure_threshold
-                or self.circuit_breaker_failure_threshold
+                provider.circuit_breaker_failure_threshold or self.circuit_breaker_failure_threshold
             ),
             circuit_breaker_cooldown_ms=(
                 provider.circuit_breaker_cooldown_ms or self.circuit_breaker_cooldown_ms
@@ -257,7 +259,9 @@ class OpenAIOAuthConfig(_Section):
     token_endpoint: str = "https://auth.openai.com/oauth/token"
     revocation_endpoint: str = ""
     client_id: str = ""
-    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email", "offline_access"])
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email", "offline_access"]
+    )
     audience: str = ""
 
 
@@ -305,7 +309,9 @@ class LoadedConfig:
 # --- finding and loading ---------------------------------------------------------------
 
 
-def find_config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+def find_config_path(
+    explicit: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> Path | None:
     """`--config` > `PALYRA_CONFIG` > `$XDG_CONFIG_HOME/palyra/config.toml`; None when absent.
 
     A path given explicitly must exist; the XDG default may be missing.
@@ -539,7 +545,9 @@ def resolve_state_dir(config: PalyraConfig, env: Mapping[str, str] | None = None
         return Path(config.daemon.state_dir).expanduser()
     if env.get("PALYRA_STATE_DIR"):
         return Path(env["PALYRA_STATE_DIR"]).expanduser()
-    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
+    base = env.get("XDG_STATE_HOME") or str(
+        Path(env.get("HOME", "~")).expanduser() / ".local" / "state"
+    )
     return Path(base) / "palyra"
 
 

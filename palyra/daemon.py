@@ -60,7 +60,9 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
 async def serve(app: web.Application, host: str, port: int, grace_s: float) -> None:
     # handler_cancellation: a client that goes away cancels its handler, and with it the
     # upstream request it was waiting on.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=grace_s, access_log=None)
+    runner = web.AppRunner(
+        app, handler_cancellation=True, shutdown_timeout=grace_s, access_log=None
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -89,7 +91,9 @@ def run(
     bind: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="state directory")] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error")] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug|info|warning|error")
+    ] = None,
 ) -> None:
     """Run the daemon until SIGTERM or Ctrl-C."""
     overrides = {
@@ -107,8 +111,14 @@ def run(
     configure_logging(settings.daemon.log_level)
     try:
         app = build_app(settings)
-        asyncio.run(serve(app, settings.daemon.bind, settings.daemon.port,
-                          settings.daemon.shutdown_grace_ms / 1000))
+        asyncio.run(
+            serve(
+                app,
+                settings.daemon.bind,
+                settings.daemon.port,
+                settings.daemon.shutdown_grace_ms / 1000,
+            )
+        )
     except OSError as exc:
         print(f"palyrad: cannot start: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -156,7 +156,13 @@ def _mentions_context_length(message: str) -> bool:
     lowered = message.lower()
     return any(
         marker in lowered
-        for marker in ("context length", "context_length", "context window", "too long", "maximum context")
+        for marker in (
+            "context length",
+            "context_length",
+            "context window",
+            "too long",
+            "maximum context",
+        )
     )
 
 
@@ -213,5 +219,6 @@ def upstream_status_error(
         upstream_status=status,
         error_class=error_class,
         retry_after_s=retry_after_s,
-        status=status if status in (503, 504) else 502,
+        # 529 is Anthropic's "overloaded": to a client that is a 503.
+        status=503 if status in (503, 529) else 504 if status == 504 else 502,
     )

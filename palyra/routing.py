@@ -55,8 +55,14 @@ class ModelRegistry:
         for role in ProviderModelRole:
             wanted = getattr(config, f"default_{role.value}_model_id")
             first = next(
-                (m.model_id for m in config.models if m.role == role and m.enabled and
-                 (p := config.provider(m.provider_id)) is not None and p.enabled),
+                (
+                    m.model_id
+                    for m in config.models
+                    if m.role == role
+                    and m.enabled
+                    and (p := config.provider(m.provider_id)) is not None
+                    and p.enabled
+                ),
                 "",
             )
             self._defaults[role] = wanted or first
@@ -70,17 +76,22 @@ class ModelRegistry:
     def resolve(self, model_id: str | None, role: ProviderModelRole) -> ModelConfig:
         wanted = model_id or self._defaults[role]
         if not wanted:
-            raise ModelNotFound(f"no model given and no enabled {role} model is configured", param="model")
+            raise ModelNotFound(
+                f"no model given and no enabled {role} model is configured", param="model"
+            )
         model = self._models.get(wanted)
         if model is None:
             raise ModelNotFound(f"model {wanted!r} does not exist", param="model")
         if model.role != role:
             raise InvalidRequest(
-                f"model {wanted!r} is a {model.role} model, not a {role} model", param="model",
+                f"model {wanted!r} is a {model.role} model, not a {role} model",
+                param="model",
                 code="model_role_mismatch",
             )
         if not model.enabled:
-            raise ModelNotFound(f"model {wanted!r} is disabled", param="model", code="model_disabled")
+            raise ModelNotFound(
+                f"model {wanted!r} is disabled", param="model", code="model_disabled"
+            )
         return model
 
 
@@ -99,13 +110,16 @@ class Router:
         provider = self.providers.get(model.provider_id)
         if provider is None or not provider.config.enabled:
             raise ModelNotFound(
-                f"model {model.model_id!r} is served by provider {model.provider_id!r}, which is disabled",
+                f"model {model.model_id!r} is served by provider {model.provider_id!r}, "
+                "which is disabled",
                 param="model",
                 code="provider_disabled",
             )
         return provider
 
-    def _check_chat(self, request: ChatRequest, model: ModelConfig, provider: ModelProvider) -> None:
+    def _check_chat(
+        self, request: ChatRequest, model: ModelConfig, provider: ModelProvider
+    ) -> None:
         if request.has_images and not model.vision:
             raise Unsupported(f"model {model.model_id!r} does not accept images", param="messages")
         if request.tools and not model.tool_calls:
@@ -116,11 +130,13 @@ class Router:
             )
         budget = self._config.max_model_tokens_per_event or model.max_context_tokens
         allowance = request.output_limit or model.max_output_tokens
-        check = check_token_budget(request, provider.kind, budget=budget, output_allowance=allowance)
+        check = check_token_budget(
+            request, provider.kind, budget=budget, output_allowance=allowance
+        )
         if not check.fits:
             raise ContextLengthExceeded(
-                f"model {model.model_id!r} has a budget of {budget} tokens; the request needs about "
-                f"{check.prompt_tokens} for its prompt plus {allowance} for the answer",
+                f"model {model.model_id!r} has a budget of {budget} tokens; the request needs "
+                f"about {check.prompt_tokens} for its prompt plus {allowance} for the answer",
                 param="messages",
             )
 
@@ -158,7 +174,8 @@ class Router:
             tokens = len(item) if isinstance(item, list) else estimate_text_tokens(item)
             if tokens > budget:
                 raise ContextLengthExceeded(
-                    f"input[{i}] has about {tokens} tokens; model {model.model_id!r} takes {budget}",
+                    f"input[{i}] has about {tokens} tokens; "
+                    f"model {model.model_id!r} takes {budget}",
                     param="input",
                 )
         route = RouteInfo(model.model_id, provider.provider_id)
@@ -177,7 +194,9 @@ class Router:
         return Routed(result, route)
 
 
-async def _prepend(first: ChatDelta | None, rest: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
+async def _prepend(
+    first: ChatDelta | None, rest: AsyncIterator[ChatDelta]
+) -> AsyncIterator[ChatDelta]:
     try:
         if first is not None:
             yield first

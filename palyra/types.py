@@ -181,13 +181,13 @@ class EmbeddingsRequest(BaseModel):
             raise ValueError("input must not be empty")
         return self
 
-    def texts(self) -> list[str] | list[list[int]]:
+    def texts(self) -> list[str | list[int]]:
         """The inputs as a list: strings, or token arrays."""
         if isinstance(self.input, str):
             return [self.input]
         if self.input and isinstance(self.input[0], int):
-            return [self.input]  # type: ignore[list-item]
-        return self.input  # type: ignore[return-value]
+            return [self.input]  # one token array
+        return list(self.input)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

@@ -17,7 +17,9 @@ from rich.table import Table
 from palyra.cli.client import DaemonClient, DaemonError
 from palyra.config import ConfigError, LoadedConfig, config_for_display, load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Palyra: one door to LLM providers.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Palyra: one door to LLM providers."
+)
 models_app = typer.Typer(no_args_is_help=True, help="Models the daemon routes to.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and show configuration.")
 app.add_typer(models_app, name="models")
@@ -34,7 +36,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 @app.callback()
 def _options(
     config: Annotated[Path | None, typer.Option("--config", help="config.toml to use")] = None,
-    url: Annotated[str | None, typer.Option("--url", help="daemon URL (else $PALYRA_URL, else config)")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="daemon URL (else $PALYRA_URL, else config)")
+    ] = None,
 ) -> None:
     _state["config_path"] = config
     _state["url"] = url
@@ -57,8 +61,12 @@ def _client() -> DaemonClient:
 @app.command()
 def chat(
     text: Annotated[str, typer.Argument(help="the message; - reads it from stdin")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="model id (default: the daemon's)")] = None,
-    no_stream: Annotated[bool, typer.Option("--no-stream", help="wait for the whole answer")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="model id (default: the daemon's)")
+    ] = None,
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="wait for the whole answer")
+    ] = False,
 ) -> None:
     """Send one message and print the answer as it arrives."""
     if text == "-":
@@ -124,7 +132,9 @@ def models_list(
 
 @config_app.command("validate")
 def config_validate(
-    path: Annotated[Path | None, typer.Argument(help="config file (default: the one in use)")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="config file (default: the one in use)")
+    ] = None,
 ) -> None:
     """Check a config file; print what is wrong, naming each key."""
     loaded = _loaded(path)
@@ -135,7 +145,9 @@ def config_validate(
 
 @config_app.command("show")
 def config_show(
-    show_secrets: Annotated[bool, typer.Option("--show-secrets", help="show passwords in URLs")] = False,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="show passwords in URLs")
+    ] = False,
 ) -> None:
     """Print the effective config (file, env and defaults merged)."""
     loaded = _loaded()

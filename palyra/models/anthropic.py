@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -607,8 +607,7 @@ class AnthropicProvider(HttpProvider):
         translator = StreamTranslator(self.provider_id)
         # aclosing: whether we stop on message_stop, an error event or the caller leaving,
         # the upstream response is released now, not when the generator is collected.
-        # (`_events` is an async generator annotated as a plain AsyncIterator, hence the cast.)
-        events = cast(AsyncGenerator[SSEEvent, None], self._events(MESSAGES_PATH, payload))
+        events = self._events(MESSAGES_PATH, payload)
         async with contextlib.aclosing(events):
             async for event in events:
                 delta = translator.feed(event)

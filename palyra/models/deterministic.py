@@ -27,6 +27,7 @@ from palyra.types import (
     EmbeddingsRequest,
     EmbeddingsResult,
     FinishReason,
+    Message,
     ModelProviderKind,
     ToolCallDelta,
     ToolCallResult,
@@ -46,7 +47,9 @@ class DeterministicProvider(ModelProvider):
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
         return answer(request, model)
 
-    async def stream_chat(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[ChatDelta]:
+    async def stream_chat(
+        self, request: ChatRequest, model: ModelConfig
+    ) -> AsyncIterator[ChatDelta]:
         result = answer(request, model)
         for index, call in enumerate(result.tool_calls):
             yield ChatDelta(tool_calls=[ToolCallDelta(index, call.id, call.name, "")])
@@ -79,7 +82,7 @@ def answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
     prompt_tokens = estimate_token_count(request, ModelProviderKind.DETERMINISTIC)
     if last.role == "tool":
         # After a tool result, answer in text so agent loops end instead of calling again.
-        results = [m for m in _trailing_tool_messages(request)]
+        results = _trailing_tool_messages(request)
         text = "\n".join(f"tool {m.tool_call_id} returned: {m.text()}" for m in results)
         return _text_result(text, request, prompt_tokens)
     user_text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "")
@@ -117,8 +120,8 @@ def _first_tokens(text: str, limit: int) -> str:
     return " ".join(kept)
 
 
-def _trailing_tool_messages(request: ChatRequest) -> list[object]:
-    trailing = []
+def _trailing_tool_messages(request: ChatRequest) -> list[Message]:
+    trailing: list[Message] = []
     for message in reversed(request.messages):
         if message.role != "tool":
             break

@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -144,7 +144,11 @@ class HttpProvider(ModelProvider):
         try:
             message, code, param = self._error_details(orjson.loads(raw))
         except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
-            message, code, param = raw[:200].decode("utf-8", "replace") or response.reason or "", None, None
+            message, code, param = (
+                raw[:200].decode("utf-8", "replace") or response.reason or "",
+                None,
+                None,
+            )
         return upstream_status_error(
             self.provider_id,
             response.status,
@@ -174,7 +178,7 @@ class HttpProvider(ModelProvider):
 
     async def _events(
         self, path: str, payload: Any, **kwargs: Any
-    ) -> AsyncIterator[SSEEvent]:
+    ) -> AsyncGenerator[SSEEvent, None]:
         """POST and yield the SSE events of the answer as they arrive."""
         async with self._request("POST", path, payload=payload, stream=True, **kwargs) as response:
             async for event in decode_sse(response.content.iter_any()):

@@ -64,7 +64,9 @@ def parse_chat_response(body: Any) -> ChatResult:
     choice = body["choices"][0]
     message = choice["message"]
     tool_calls = [
-        ToolCallResult(call["id"], call["function"]["name"], call["function"].get("arguments") or "")
+        ToolCallResult(
+            call["id"], call["function"]["name"], call["function"].get("arguments") or ""
+        )
         for call in message.get("tool_calls") or ()
     ]
     finish = _FINISH_REASONS.get(choice.get("finish_reason") or "", "stop")
@@ -117,15 +119,20 @@ class OpenAIProvider(HttpProvider):
         return str(error.get("message") or ""), error.get("code"), error.get("param")
 
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
-        body = await self._post_json("/chat/completions", chat_payload(request, model, stream=False))
+        body = await self._post_json(
+            "/chat/completions", chat_payload(request, model, stream=False)
+        )
         try:
             return parse_chat_response(body)
         except (KeyError, IndexError, TypeError, AttributeError):
             raise UpstreamProtocolError(
-                "answered a chat completion without choices[0].message", provider_id=self.provider_id
+                "answered a chat completion without choices[0].message",
+                provider_id=self.provider_id,
             ) from None
 
-    async def stream_chat(self, request: ChatRequest, model: ModelConfig) -> AsyncIterator[ChatDelta]:
+    async def stream_chat(
+        self, request: ChatRequest, model: ModelConfig
+    ) -> AsyncIterator[ChatDelta]:
         finished = False
         payload = chat_payload(request, model, stream=True)
         async for event in self._events("/chat/completions", payload):
@@ -182,17 +189,22 @@ class OpenAIProvider(HttpProvider):
                 "answered embeddings without data[].embedding float lists",
                 provider_id=self.provider_id,
             ) from None
-        return EmbeddingsResult(vectors, parse_usage(body.get("usage")), str(body.get("model") or ""))
+        return EmbeddingsResult(
+            vectors, parse_usage(body.get("usage")), str(body.get("model") or "")
+        )
 
     async def transcribe(
         self, request: TranscriptionRequest, model: ModelConfig
     ) -> TranscriptionResult:
         form = aiohttp.FormData()
-        form.add_field("file", request.file, filename=request.filename, content_type=request.content_type)
+        form.add_field(
+            "file", request.file, filename=request.filename, content_type=request.content_type
+        )
         form.add_field("model", model.upstream_name)
         # verbose_json carries language, duration and segments; json is the lowest common form.
         form.add_field(
-            "response_format", "verbose_json" if request.response_format == "verbose_json" else "json"
+            "response_format",
+            "verbose_json" if request.response_format == "verbose_json" else "json",
         )
         for name in ("language", "prompt"):
             value = getattr(request, name)
@@ -222,7 +234,9 @@ class OpenAIProvider(HttpProvider):
 
 def _parse_transcription(body: dict[str, Any]) -> TranscriptionResult:
     segments = [
-        TranscriptionSegment(int(s.get("id", i)), float(s["start"]), float(s["end"]), str(s["text"]))
+        TranscriptionSegment(
+            int(s.get("id", i)), float(s["start"]), float(s["end"]), str(s["text"])
+        )
         for i, s in enumerate(body.get("segments") or ())
     ]
     duration = body.get("duration")

@@ -76,15 +76,20 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
         return error_response(exc, request)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(
-            InvalidRequest(f"request body too large: {exc.text}", status=413, code="request_too_large"),
+            InvalidRequest(
+                f"request body too large: {exc.text}", status=413, code="request_too_large"
+            ),
             request,
         )
     except web.HTTPNotFound:
         return error_response(NotFound(f"no route {request.method} {request.path}"), request)
     except web.HTTPMethodNotAllowed:
         return error_response(
-            InvalidRequest(f"method {request.method} not allowed on {request.path}", status=405,
-                           code="method_not_allowed"),
+            InvalidRequest(
+                f"method {request.method} not allowed on {request.path}",
+                status=405,
+                code="method_not_allowed",
+            ),
             request,
         )
     except web.HTTPException:

@@ -33,7 +33,12 @@ def chat_completion(result: ChatResult, model_id: str) -> dict[str, Any]:
         "created": int(time.time()),
         "model": model_id,
         "choices": [
-            {"index": 0, "message": message, "finish_reason": result.finish_reason, "logprobs": None}
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": result.finish_reason,
+                "logprobs": None,
+            }
         ],
         "usage": result.usage.as_openai(),
         "system_fingerprint": None,

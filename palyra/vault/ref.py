@@ -37,10 +37,18 @@ def parse_vault_ref(text: str) -> VaultRef:
     if not scope or not key:
         raise VaultRefError(f"vault ref {text!r} has an empty scope or key")
     if ".." in key or not _KEY.match(key):
-        raise VaultRefError(f"vault ref {text!r}: key must match [a-z0-9._-]{{1,128}} and not hold '..'")
+        raise VaultRefError(
+            f"vault ref {text!r}: key must match [a-z0-9._-]{{1,128}} and not hold '..'"
+        )
     if scope != "global":
         kind, sep, ident = scope.partition(":")
-        if not sep or kind not in _SCOPE_KINDS or not ident or ".." in ident or not _ID.match(ident):
+        if (
+            not sep
+            or kind not in _SCOPE_KINDS
+            or not ident
+            or ".." in ident
+            or not _ID.match(ident)
+        ):
             raise VaultRefError(
                 f"vault ref {text!r}: scope must be global, agent:<id> or profile:<id>"
             )

@@ -33,7 +33,9 @@ WEATHER_TOOL = {
 
 def png_data_url(width: int, height: int) -> str:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
@@ -110,7 +112,9 @@ async def test_deterministic_tool_command(client: AsyncOpenAI) -> None:
     assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
 
 
-async def test_openai_streamed_parallel_tool_calls(client: AsyncOpenAI, upstream: FakeUpstream) -> None:
+async def test_openai_streamed_parallel_tool_calls(
+    client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
     upstream.script(
         "/v1/chat/completions",
         ChatReply(
@@ -181,9 +185,17 @@ async def test_anthropic_streamed_tool_use_and_tool_results(
         model="claude",
         messages=[
             {"role": "user", "content": "weather in Oslo?"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "toolu_1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "toolu_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "toolu_1", "content": "rainy, 4 C"},
         ],
         tools=[WEATHER_TOOL],  # type: ignore[list-item]
@@ -196,7 +208,10 @@ async def test_anthropic_streamed_tool_use_and_tool_results(
     }
     assistant, tool_result = sent["messages"][1], sent["messages"][2]
     assert assistant["content"][-1] == {
-        "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}
+        "type": "tool_use",
+        "id": "toolu_1",
+        "name": "get_weather",
+        "input": {"city": "Oslo"},
     }
     assert tool_result["role"] == "user"
     assert tool_result["content"][0]["type"] == "tool_result"
@@ -214,7 +229,8 @@ async def test_images_reach_each_provider_in_its_format(
     ]
     for model in CHAT_MODELS:
         completion = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": content}]  # type: ignore[list-item,misc]
+            model=model,
+            messages=[{"role": "user", "content": content}],  # type: ignore[list-item,misc]
         )
         assert "what is in these?" in (completion.choices[0].message.content or "")
     openai_parts = upstream.requests_to("/v1/chat/completions")[-1].json["messages"][0]["content"]
@@ -223,7 +239,9 @@ async def test_images_reach_each_provider_in_its_format(
     blocks = upstream.requests_to("/v1/messages")[-1].json["messages"][0]["content"]
     image_blocks = [b for b in blocks if b["type"] == "image"]
     assert image_blocks[0]["source"] == {
-        "type": "base64", "media_type": "image/png", "data": data_url.split(",", 1)[1]
+        "type": "base64",
+        "media_type": "image/png",
+        "data": data_url.split(",", 1)[1],
     }
     assert image_blocks[1]["source"] == {"type": "url", "url": "https://example.com/cat.jpg"}
 
@@ -241,7 +259,9 @@ async def test_json_mode(client: AsyncOpenAI, upstream: FakeUpstream, model: str
         assert sent["response_format"] == {"type": "json_object"}
 
 
-async def test_anthropic_json_mode_asks_in_system(client: AsyncOpenAI, upstream: FakeUpstream) -> None:
+async def test_anthropic_json_mode_asks_in_system(
+    client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
     await client.chat.completions.create(
         model="claude",
         messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "json"}],
@@ -253,7 +273,9 @@ async def test_anthropic_json_mode_asks_in_system(client: AsyncOpenAI, upstream:
     assert sent["max_tokens"] == 4096  # the model's max_output_tokens when the request names none
 
 
-async def test_embeddings_deterministic_and_openai(client: AsyncOpenAI, upstream: FakeUpstream) -> None:
+async def test_embeddings_deterministic_and_openai(
+    client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
     first = await client.embeddings.create(model="deterministic-embed", input=["same", "other"])
     again = await client.embeddings.create(model="deterministic-embed", input="same")
     assert len(first.data) == 2 and len(first.data[0].embedding) == 64
@@ -300,14 +322,18 @@ async def test_models_list(client: AsyncOpenAI) -> None:
 
 async def test_errors_are_openai_shaped(client: AsyncOpenAI, gateway: TestServer) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
-        await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+        await client.chat.completions.create(
+            model="nope", messages=[{"role": "user", "content": "x"}]
+        )
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as wrong_role:
         await client.chat.completions.create(
             model="deterministic-embed", messages=[{"role": "user", "content": "x"}]
         )
     assert "embeddings model" in wrong_role.value.message
-    unauthorized = AsyncOpenAI(api_key="wrong", base_url=str(gateway.make_url("/v1")), max_retries=0)
+    unauthorized = AsyncOpenAI(
+        api_key="wrong", base_url=str(gateway.make_url("/v1")), max_retries=0
+    )
     with pytest.raises(openai.AuthenticationError):
         await unauthorized.models.list()
     await unauthorized.close()
@@ -332,7 +358,9 @@ async def test_errors_are_openai_shaped(client: AsyncOpenAI, gateway: TestServer
             assert response.status == 200
 
 
-async def test_context_budget_refused_before_upstream(client: AsyncOpenAI, upstream: FakeUpstream) -> None:
+async def test_context_budget_refused_before_upstream(
+    client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(
             model="small-window", messages=[{"role": "user", "content": "word " * 400}]
@@ -346,8 +374,12 @@ async def test_context_budget_refused_before_upstream(client: AsyncOpenAI, upstr
     assert len(upstream.requests_to("/v1/chat/completions")) == 1
 
 
-async def test_upstream_client_error_passes_through(client: AsyncOpenAI, upstream: FakeUpstream) -> None:
-    upstream.script("/v1/chat/completions", ErrorReply(400, "temperature is wrong", code="bad_temp"))
+async def test_upstream_client_error_passes_through(
+    client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/chat/completions", ErrorReply(400, "temperature is wrong", code="bad_temp")
+    )
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
@@ -403,27 +435,30 @@ async def test_stream_is_relayed_as_it_arrives(gateway: TestServer, upstream: Fa
     body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
     started = time.monotonic()
     first_content_at = None
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            gateway.make_url("/v1/chat/completions"), json=body,
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        ) as response:
-            async for line in response.content:
-                if b'"content":"a' in line and first_content_at is None:
-                    first_content_at = time.monotonic() - started
+    async with aiohttp.ClientSession() as http, http.post(
+        gateway.make_url("/v1/chat/completions"),
+        json=body,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as response:
+        async for line in response.content:
+            if b'"content":"a' in line and first_content_at is None:
+                first_content_at = time.monotonic() - started
     total = time.monotonic() - started
     assert first_content_at is not None
     assert total - first_content_at > 0.4, (first_content_at, total)
 
 
-async def test_client_disconnect_cancels_upstream(gateway: TestServer, upstream: FakeUpstream) -> None:
+async def test_client_disconnect_cancels_upstream(
+    gateway: TestServer, upstream: FakeUpstream
+) -> None:
     upstream.script(
         "/v1/chat/completions", ChatReply(content=" ".join(["word"] * 200), chunk_delay_s=0.05)
     )
     body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
     async with aiohttp.ClientSession() as http:
         response = await http.post(
-            gateway.make_url("/v1/chat/completions"), json=body,
+            gateway.make_url("/v1/chat/completions"),
+            json=body,
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
         await response.content.readline()

@@ -1,0 +1,1020 @@
+"""The Anthropic provider: request/response/stream translation, then against a loopback fake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from palyra.config import ModelConfig, ProviderConfig, ProviderSettings
+from palyra.credentials import EnvCredentials
+from palyra.errors import (
+    ErrorClass,
+    InvalidRequest,
+    ProviderError,
+    Unsupported,
+    UpstreamProtocolError,
+    UpstreamUnreachable,
+)
+from palyra.models.anthropic import (
+    JSON_OBJECT_INSTRUCTION,
+    AnthropicProvider,
+    StreamTranslator,
+    build_messages_request,
+    parse_message,
+)
+from palyra.sse import SSEDecoder
+from palyra.types import (
+    ChatDelta,
+    ChatRequest,
+    EmbeddingsRequest,
+    ModelProviderKind,
+    TranscriptionRequest,
+)
+from tests.fakes.upstream import ChatReply, DropConnection, ErrorReply, FakeUpstream, Reply
+
+PROVIDER_ID = "anthropic-test"
+KEY = "sk-fake-upstream-key"
+MODEL = ModelConfig(
+    model_id="claude",
+    provider_id=PROVIDER_ID,
+    upstream_model="claude-sonnet-4-5-20250929",
+    max_context_tokens=200000,
+    max_output_tokens=4096,
+)
+PNG = (  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
+    return ChatRequest.model_validate({"model": "claude", "messages": messages, **fields})
+
+
+def build(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    return build_messages_request(chat(messages, **fields), MODEL)
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string"}},
+            "required": ["location"],
+        },
+    },
+}
+TIME_TOOL = {"type": "function", "function": {"name": "get_time"}}
+
+
+# --- request mapping -------------------------------------------------------------------------
+
+
+def test_minimal_request_uses_upstream_name_and_model_output_limit() -> None:
+    payload = build([user("Hello")])
+    assert payload == {
+        "model": "claude-sonnet-4-5-20250929",
+        "max_tokens": 4096,
+        "messages": [{"role": "user", "content": "Hello"}],
+    }
+
+
+def test_max_tokens_from_request_prefers_max_completion_tokens() -> None:
+    assert build([user("hi")], max_tokens=100)["max_tokens"] == 100
+    assert build([user("hi")], max_tokens=100, max_completion_tokens=50)["max_tokens"] == 50
+
+
+def test_system_and_developer_messages_are_gathered_in_order() -> None:
+    payload = build(
+        [
+            {"role": "system", "content": "You are terse."},
+            user("one"),
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
+            user("two"),
+        ]
+    )
+    assert payload["system"] == "You are terse.\n\nAnswer in French."
+    # The two user turns around the developer message are now adjacent: merged into one.
+    assert payload["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+        }
+    ]
+
+
+def test_no_system_key_without_system_messages() -> None:
+    assert "system" not in build([user("hi")])
+
+
+def test_consecutive_roles_are_merged_and_roles_alternate() -> None:
+    payload = build(
+        [
+            user("a"),
+            user("b"),
+            {"role": "assistant", "content": "c"},
+            {"role": "assistant", "content": "d"},
+            user("e"),
+        ]
+    )
+    roles = [m["role"] for m in payload["messages"]]
+    assert roles == ["user", "assistant", "user"]
+    assert payload["messages"][1]["content"] == [
+        {"type": "text", "text": "c"},
+        {"type": "text", "text": "d"},
+    ]
+
+
+def test_only_system_messages_is_invalid() -> None:
+    with pytest.raises(InvalidRequest, match="messages"):
+        build([{"role": "system", "content": "x"}])
+
+
+def test_images_data_url_and_http_url() -> None:
+    payload = build(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Compare these"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "https://example.com/cat.jpg", "detail": "high"},
+                    },
+                ],
+            }
+        ]
+    )
+    assert payload["messages"][0]["content"] == [
+        {"type": "text", "text": "Compare these"},
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+        },
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("data:image/bmp;base64,AAAA", "not supported"),
+        ("data:image/png,rawbytes", "base64"),
+        ("ftp://example.com/cat.png", "http"),
+        ("data:nonsense", "data URL"),
+    ],
+)
+def test_bad_images_are_refused_naming_the_part(url: str, complaint: str) -> None:
+    image = {"type": "image_url", "image_url": {"url": url}}
+    with pytest.raises(InvalidRequest, match=complaint) as caught:
+        build(
+            [user("x"), {"role": "assistant", "content": "y"}, {"role": "user", "content": [image]}]
+        )
+    assert caught.value.param == "messages[2].content[0].image_url.url"
+
+
+def test_image_in_system_message_is_refused() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    with pytest.raises(InvalidRequest, match=r"messages\[0\]"):
+        build([{"role": "system", "content": [image]}, user("hi")])
+
+
+def test_tools_and_default_input_schema() -> None:
+    payload = build([user("hi")], tools=[WEATHER_TOOL, TIME_TOOL])
+    assert payload["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "input_schema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+        },
+        {"name": "get_time", "input_schema": {"type": "object", "properties": {}}},
+    ]
+    assert "tool_choice" not in payload
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("required", {"type": "any"}),
+        ("none", {"type": "none"}),
+        (
+            {"type": "function", "function": {"name": "get_time"}},
+            {"type": "tool", "name": "get_time"},
+        ),
+    ],
+)
+def test_tool_choice(choice: Any, expected: dict[str, Any]) -> None:
+    payload = build([user("hi")], tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=choice)
+    assert payload["tool_choice"] == expected
+
+
+def test_parallel_tool_calls_false_disables_parallel_use() -> None:
+    tools = [WEATHER_TOOL]
+    assert build([user("hi")], tools=tools, parallel_tool_calls=False)["tool_choice"] == {
+        "type": "auto",
+        "disable_parallel_tool_use": True,
+    }
+    assert build([user("hi")], tools=tools, tool_choice="required", parallel_tool_calls=False)[
+        "tool_choice"
+    ] == {"type": "any", "disable_parallel_tool_use": True}
+    assert "tool_choice" not in build([user("hi")], tools=tools, parallel_tool_calls=True)
+
+
+def test_named_tool_choice_must_name_a_tool() -> None:
+    choice = {"type": "function", "function": {"name": "nope"}}
+    with pytest.raises(InvalidRequest, match="nope") as caught:
+        build([user("hi")], tools=[WEATHER_TOOL], tool_choice=choice)
+    assert caught.value.param == "tool_choice"
+
+
+def test_tool_calls_and_results_round_trip() -> None:
+    payload = build(
+        [
+            user("Weather in Paris and the time?"),
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "toolu_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                    },
+                    {
+                        "id": "toolu_2",
+                        "type": "function",
+                        "function": {"name": "get_time", "arguments": ""},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "18C, cloudy"},
+            {
+                "role": "tool",
+                "tool_call_id": "toolu_2",
+                "content": [{"type": "text", "text": "14:05"}],
+            },
+            user("Thanks, summarise."),
+        ],
+        tools=[WEATHER_TOOL, TIME_TOOL],
+    )
+    assert payload["messages"] == [
+        {"role": "user", "content": "Weather in Paris and the time?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"location": "Paris"},
+                },
+                {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C, cloudy"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": [{"type": "text", "text": "14:05"}],
+                },
+                {"type": "text", "text": "Thanks, summarise."},
+            ],
+        },
+    ]
+
+
+def test_assistant_with_only_tool_calls() -> None:
+    payload = build(
+        [
+            user("time?"),
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "t",
+                        "type": "function",
+                        "function": {"name": "get_time", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "t", "content": "noon"},
+        ]
+    )
+    assert payload["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "t", "name": "get_time", "input": {}}],
+    }
+    assert payload["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "t", "content": "noon"}
+    ]
+
+
+@pytest.mark.parametrize("arguments", ['{"location": ', "[1, 2]"])
+def test_bad_tool_call_arguments_name_the_message(arguments: str) -> None:
+    call = {"id": "t", "type": "function", "function": {"name": "get_time", "arguments": arguments}}
+    with pytest.raises(InvalidRequest, match=r"messages\[1\]\.tool_calls\[0\]") as caught:
+        build([user("hi"), {"role": "assistant", "tool_calls": [call]}])
+    assert caught.value.param == "messages[1].tool_calls[0].function.arguments"
+
+
+def test_sampling_stop_and_user() -> None:
+    payload = build([user("hi")], temperature=0.3, top_p=0.9, stop="END", user="u-42")
+    assert payload["temperature"] == 0.3
+    assert payload["top_p"] == 0.9
+    assert payload["stop_sequences"] == ["END"]
+    assert payload["metadata"] == {"user_id": "u-42"}
+    assert build([user("hi")], stop=["a", "b"])["stop_sequences"] == ["a", "b"]
+    assert "stop_sequences" not in build([user("hi")], stop=[])
+
+
+def test_temperature_above_one_is_refused() -> None:
+    assert build([user("hi")], temperature=1)["temperature"] == 1
+    with pytest.raises(InvalidRequest, match="temperature") as caught:
+        build([user("hi")], temperature=1.5)
+    assert caught.value.param == "temperature"
+
+
+def test_json_object_mode_is_emulated_with_a_system_instruction() -> None:
+    payload = build(
+        [{"role": "system", "content": "Be helpful."}, user("List two colours")],
+        response_format={"type": "json_object"},
+    )
+    assert payload["system"] == "Be helpful.\n\n" + JSON_OBJECT_INSTRUCTION
+    assert "response_format" not in payload
+
+
+def test_json_schema_mode_includes_the_schema() -> None:
+    schema = {"type": "object", "properties": {"colours": {"type": "array"}}}
+    payload = build(
+        [user("List two colours")],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "colours", "schema": schema, "strict": True},
+        },
+    )
+    assert payload["system"].startswith(JSON_OBJECT_INSTRUCTION)
+    rendered = payload["system"].split("\n", 1)[1]
+    assert json.loads(rendered) == schema
+
+
+def test_text_response_format_adds_nothing() -> None:
+    assert "system" not in build([user("hi")], response_format={"type": "text"})
+
+
+def test_final_assistant_prefill_loses_trailing_whitespace() -> None:
+    payload = build([user("Say a JSON"), {"role": "assistant", "content": "{ \n"}])
+    assert payload["messages"][-1] == {"role": "assistant", "content": "{"}
+
+
+def test_stream_flag() -> None:
+    assert build_messages_request(chat([user("hi")]), MODEL, stream=True)["stream"] is True
+
+
+# --- response mapping ------------------------------------------------------------------------
+
+# The non-streamed example answer of the Messages API reference.
+DOCS_MESSAGE = {
+    "content": [{"text": "Hi! My name is Claude.", "type": "text"}],
+    "id": "msg_013Zva2CMHLNnXjNJJKqJ2EF",
+    "model": "claude-sonnet-4-5-20250929",
+    "role": "assistant",
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "type": "message",
+    "usage": {"input_tokens": 2095, "output_tokens": 503},
+}
+
+
+def test_parse_text_message() -> None:
+    result = parse_message(DOCS_MESSAGE, PROVIDER_ID)
+    assert result.content == "Hi! My name is Claude."
+    assert result.finish_reason == "stop"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (2095, 503)
+    assert result.tool_calls == []
+    assert result.upstream_model == "claude-sonnet-4-5-20250929"
+
+
+def test_parse_tool_use_message_with_cache_usage() -> None:
+    body = {
+        **DOCS_MESSAGE,
+        "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+            {"type": "text", "text": "Let me "},
+            {"type": "text", "text": "check."},
+            {
+                "type": "tool_use",
+                "id": "toolu_01A09q90qw90lq917835lq9",
+                "name": "get_weather",
+                "input": {"location": "San Francisco, CA", "unit": "celsius"},
+            },
+        ],
+        "stop_reason": "tool_use",
+        "usage": {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 100,
+            "cache_read_input_tokens": 1000,
+            "output_tokens": 7,
+        },
+    }
+    result = parse_message(body, PROVIDER_ID)
+    assert result.content == "Let me check."
+    assert result.finish_reason == "tool_calls"
+    assert result.usage.prompt_tokens == 1110
+    assert result.usage.completion_tokens == 7
+    [call] = result.tool_calls
+    assert call.id == "toolu_01A09q90qw90lq917835lq9"
+    assert call.name == "get_weather"
+    assert call.arguments == '{"location":"San Francisco, CA","unit":"celsius"}'
+
+
+def test_parse_message_without_text_has_no_content() -> None:
+    body = {
+        **DOCS_MESSAGE,
+        "content": [{"type": "tool_use", "id": "t", "name": "get_time", "input": {}}],
+        "stop_reason": "tool_use",
+    }
+    result = parse_message(body, PROVIDER_ID)
+    assert result.content is None
+    assert result.tool_calls[0].arguments == "{}"
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+        ("something_new", "stop"),
+        (None, "stop"),
+    ],
+)
+def test_stop_reasons(stop_reason: str | None, finish: str) -> None:
+    assert (
+        parse_message({**DOCS_MESSAGE, "stop_reason": stop_reason}, PROVIDER_ID).finish_reason
+        == finish
+    )
+
+
+def test_parse_non_message_is_protocol_error() -> None:
+    with pytest.raises(UpstreamProtocolError):
+        parse_message({"id": "x"}, PROVIDER_ID)
+
+
+# --- stream mapping --------------------------------------------------------------------------
+
+# A streamed tool-use answer as the Messages API sends it (shape of the streaming docs'
+# example), extended with a second tool_use block. Note `ping` and the opening empty fragment.
+TOOL_STREAM = b"""event: message_start
+data: {"type":"message_start","message":{"id":"msg_014p7gG3wDgGV9EUtLvnow3U","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","stop_sequence":null,"usage":{"input_tokens":472,"output_tokens":2},"content":[],"stop_reason":null}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Okay"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":", let's check the weather for San Francisco, CA:"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: content_block_start
+data: {"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\\"location\\":"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":" \\"San Francisc"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"o, CA\\", \\"unit\\": \\"fah"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"renheit\\"}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":1}
+
+event: content_block_start
+data: {"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_02","name":"get_time","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":2}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"""  # noqa: E501 - wire bytes, kept verbatim
+
+
+def translate(raw: bytes, chunk: int = 37) -> tuple[list[ChatDelta], StreamTranslator]:
+    """Decode the bytes in awkward chunk sizes, as the network would deliver them."""
+    decoder = SSEDecoder()
+    translator = StreamTranslator(PROVIDER_ID)
+    deltas: list[ChatDelta] = []
+    for start in range(0, len(raw), chunk):
+        for event in decoder.feed(raw[start : start + chunk]):
+            delta = translator.feed(event)
+            if delta is not None:
+                deltas.append(delta)
+    return deltas, translator
+
+
+def assemble(deltas: list[ChatDelta]) -> tuple[str, dict[int, dict[str, str]]]:
+    """What an OpenAI client builds from the deltas: the text, and calls keyed by index."""
+    text = "".join(d.content or "" for d in deltas)
+    calls: dict[int, dict[str, str]] = {}
+    for delta in deltas:
+        for part in delta.tool_calls or []:
+            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += part.id or ""
+            call["name"] += part.name or ""
+            call["arguments"] += part.arguments
+    return text, calls
+
+
+def test_stream_tool_use_is_indexed_by_tool_not_block() -> None:
+    deltas, translator = translate(TOOL_STREAM)
+    translator.finish()
+    text, calls = assemble(deltas)
+    assert text == "Okay, let's check the weather for San Francisco, CA:"
+    assert sorted(calls) == [0, 1]
+    assert calls[0]["id"] == "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
+    assert calls[0]["name"] == "get_weather"
+    assert json.loads(calls[0]["arguments"]) == {
+        "location": "San Francisco, CA",
+        "unit": "fahrenheit",
+    }
+    # A call streamed without any argument fragment still assembles to valid JSON.
+    assert calls[1] == {"id": "toolu_02", "name": "get_time", "arguments": "{}"}
+    final = deltas[-1]
+    assert final.finish_reason == "tool_calls"
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (472, 89)
+    assert all(d.finish_reason is None for d in deltas[:-1])
+    # Only the first fragment of each call names it.
+    first_parts = [d.tool_calls[0] for d in deltas if d.tool_calls and d.tool_calls[0].name]
+    assert [p.index for p in first_parts] == [0, 1]
+
+
+def test_stream_without_message_stop_is_protocol_error() -> None:
+    cut = TOOL_STREAM[: TOOL_STREAM.index(b"event: message_delta")]
+    _, translator = translate(cut)
+    with pytest.raises(UpstreamProtocolError, match="stream ended early"):
+        translator.finish()
+
+
+def test_stream_usage_from_message_delta_input_counts() -> None:
+    raw = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"m","usage":'
+        b'{"input_tokens":5,"output_tokens":1}}}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"max_tokens"},'
+        b'"usage":{"input_tokens":5,"cache_read_input_tokens":20,"output_tokens":16}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    deltas, _ = translate(raw)
+    [final] = deltas
+    assert final.finish_reason == "length"
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (25, 16)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "status", "error_class"),
+    [
+        ("overloaded_error", 503, ErrorClass.RETRYABLE),
+        ("rate_limit_error", 429, ErrorClass.RETRYABLE),
+        ("api_error", 502, ErrorClass.RETRYABLE),
+        ("invalid_request_error", 400, ErrorClass.CLIENT),
+        ("authentication_error", 502, ErrorClass.CREDENTIAL),
+    ],
+)
+def test_stream_error_event_classification(
+    error_type: str, status: int, error_class: ErrorClass
+) -> None:
+    raw = (
+        b'event: error\ndata: {"type": "error", "error": {"type": "'
+        + error_type.encode()
+        + b'", "message": "Overloaded"}}\n\n'
+    )
+    with pytest.raises(ProviderError) as caught:
+        translate(raw)
+    assert caught.value.error_class is error_class
+    assert caught.value.status == status
+    assert caught.value.provider_id == PROVIDER_ID
+
+
+def test_stream_garbage_is_protocol_error() -> None:
+    with pytest.raises(UpstreamProtocolError):
+        translate(b"event: content_block_delta\ndata: {not json\n\n")
+
+
+# --- against the fake upstream ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(models=["claude-sonnet-4-5-20250929", "claude-haiku-4-5"]) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+Factory = Callable[..., AnthropicProvider]
+
+
+@pytest.fixture
+def make_provider(upstream: FakeUpstream, session: aiohttp.ClientSession) -> Factory:
+    def make(env: dict[str, str] | None = None, timeout_ms: int = 5000) -> AnthropicProvider:
+        config = ProviderConfig(
+            provider_id=PROVIDER_ID,
+            kind=ModelProviderKind.ANTHROPIC,
+            base_url=upstream.anthropic_base_url,
+            api_key_env="K",
+            allow_private_base_url=True,
+        )
+        settings = ProviderSettings(
+            request_timeout_ms=timeout_ms,
+            max_retries=0,
+            retry_backoff_ms=0,
+            circuit_breaker_failure_threshold=3,
+            circuit_breaker_cooldown_ms=30000,
+        )
+        credentials = EnvCredentials(env={"K": KEY} if env is None else env)
+        return AnthropicProvider(
+            config, session=session, settings=settings, credentials=credentials
+        )
+
+    return make
+
+
+@pytest.fixture
+def provider(make_provider: Factory) -> AnthropicProvider:
+    return make_provider()
+
+
+async def collect(stream: AsyncIterator[ChatDelta]) -> list[ChatDelta]:
+    return [delta async for delta in stream]
+
+
+async def test_whole_chat_sends_anthropic_headers_and_body(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    request = chat([{"role": "system", "content": "Be brief."}, user("hi there")], max_tokens=64)
+    result = await provider.chat(request, MODEL)
+    assert result.content == "echo: hi there"
+    assert result.finish_reason == "stop"
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
+    assert result.upstream_model == "claude-sonnet-4-5-20250929"
+    [sent] = upstream.requests_to("/v1/messages")
+    assert sent.method == "POST"
+    assert sent.headers["x-api-key"] == KEY
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in sent.headers
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.json == {
+        "model": "claude-sonnet-4-5-20250929",
+        "max_tokens": 64,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hi there"}],
+    }
+
+
+async def test_whole_chat_with_tool_calls(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages",
+        ChatReply(
+            content="Checking.",
+            tool_calls=[
+                {"id": "toolu_9", "name": "get_weather", "arguments": {"location": "Oslo"}}
+            ],
+        ),
+    )
+    result = await provider.chat(chat([user("weather?")], tools=[WEATHER_TOOL]), MODEL)
+    assert result.content == "Checking."
+    assert result.finish_reason == "tool_calls"
+    [call] = result.tool_calls
+    assert (call.id, call.name, json.loads(call.arguments)) == (
+        "toolu_9",
+        "get_weather",
+        {"location": "Oslo"},
+    )
+
+
+async def test_streamed_text(provider: AnthropicProvider, upstream: FakeUpstream) -> None:
+    upstream.script("/v1/messages", ChatReply(content="The quick brown fox jumps.", usage=(12, 6)))
+    deltas = await collect(provider.stream_chat(chat([user("go")]), MODEL))
+    assert "".join(d.content or "" for d in deltas) == "The quick brown fox jumps."
+    assert len([d for d in deltas if d.content]) > 1
+    final = deltas[-1]
+    assert final.finish_reason == "stop"
+    assert final.usage is not None
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (12, 6)
+    [sent] = upstream.requests_to("/v1/messages")
+    assert sent.json is not None and sent.json["stream"] is True
+    await upstream.wait_streams_closed()
+    assert upstream.cancelled_streams == 0
+
+
+async def test_streamed_tool_use_assembled_by_index(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages",
+        ChatReply(
+            content="Let me look both up.",
+            tool_calls=[
+                {
+                    "id": "toolu_a",
+                    "name": "get_weather",
+                    "arguments": {"location": "Paris, France"},
+                },
+                {"id": "toolu_b", "name": "get_time", "arguments": {"zone": "Europe/Paris"}},
+            ],
+        ),
+    )
+    request = chat(
+        [user("weather and time in Paris")], tools=[WEATHER_TOOL, TIME_TOOL], stream=True
+    )
+    deltas = await collect(provider.stream_chat(request, MODEL))
+    text, calls = assemble(deltas)
+    assert text == "Let me look both up."
+    assert calls == {
+        0: {"id": "toolu_a", "name": "get_weather", "arguments": '{"location": "Paris, France"}'},
+        1: {"id": "toolu_b", "name": "get_time", "arguments": '{"zone": "Europe/Paris"}'},
+    }
+    assert deltas[-1].finish_reason == "tool_calls"
+
+
+async def test_error_event_mid_stream_raises_after_deltas(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    # message_start, content_block_start, ping, then three text deltas: then the error event.
+    upstream.script(
+        "/v1/messages",
+        ChatReply(content="one two three four five six", error_event_after_chunks=6),
+    )
+    received: list[ChatDelta] = []
+    with pytest.raises(ProviderError) as caught:
+        async for delta in provider.stream_chat(chat([user("go")]), MODEL):
+            received.append(delta)
+    assert [d.content for d in received] == ["one ", "two ", "three "]
+    assert caught.value.error_class is ErrorClass.RETRYABLE
+    assert caught.value.status == 503
+    assert "Overloaded" in caught.value.message
+
+
+async def test_error_event_before_any_delta_raises_on_first_next(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ChatReply(content="never seen", error_event_after_chunks=3))
+    stream = provider.stream_chat(chat([user("go")]), MODEL)
+    with pytest.raises(ProviderError) as caught:
+        await anext(stream)
+    assert caught.value.error_class is ErrorClass.RETRYABLE
+
+
+async def test_broken_stream_raises_provider_error(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ChatReply(content="a b c d e f g h", break_after_chunks=5))
+    with pytest.raises(ProviderError) as caught:
+        await collect(provider.stream_chat(chat([user("go")]), MODEL))
+    assert isinstance(caught.value, UpstreamUnreachable | UpstreamProtocolError)
+    assert caught.value.error_class is ErrorClass.RETRYABLE
+
+
+async def test_stream_without_message_stop_raises(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    cut = TOOL_STREAM[: TOOL_STREAM.index(b"event: message_delta")]
+    upstream.script("/v1/messages", Reply(body=cut, headers={"Content-Type": "text/event-stream"}))
+    with pytest.raises(UpstreamProtocolError, match="stream ended early"):
+        await collect(provider.stream_chat(chat([user("go")]), MODEL))
+
+
+async def test_verbatim_stream_through_http(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages", Reply(body=TOOL_STREAM, headers={"Content-Type": "text/event-stream"})
+    )
+    deltas = await collect(provider.stream_chat(chat([user("go")], tools=[WEATHER_TOOL]), MODEL))
+    _, calls = assemble(deltas)
+    assert json.loads(calls[0]["arguments"])["unit"] == "fahrenheit"
+    assert deltas[-1].finish_reason == "tool_calls"
+
+
+async def test_529_overloaded_is_retryable_503_with_retry_after(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ErrorReply(529, retry_after="3"))
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    error = caught.value
+    assert error.error_class is ErrorClass.RETRYABLE
+    assert error.upstream_status == 529
+    assert error.status == 503
+    assert error.retry_after_s == 3
+    assert error.headers["Retry-After"] == "3"
+    assert "Overloaded" in error.message
+
+
+async def test_429_rate_limit_on_stream_raises_on_first_next(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ErrorReply(429, retry_after="7"))
+    stream = provider.stream_chat(chat([user("hi")]), MODEL)
+    with pytest.raises(ProviderError) as caught:
+        await anext(stream)
+    error = caught.value
+    assert error.error_class is ErrorClass.RETRYABLE
+    assert (error.status, error.upstream_status) == (429, 429)
+    assert error.code == "rate_limit_exceeded"
+    assert error.headers["Retry-After"] == "7"
+
+
+async def test_upstream_400_keeps_anthropic_message_and_type(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ErrorReply(400, "max_tokens: must be at most 8192"))
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    assert caught.value.error_class is ErrorClass.CLIENT
+    assert caught.value.status == 400
+    assert caught.value.code == "invalid_request_error"
+    assert "max_tokens: must be at most 8192" in caught.value.message
+
+
+async def test_prompt_too_long_is_context_error(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages", ErrorReply(400, "prompt is too long: 210000 tokens > 200000 maximum")
+    )
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    assert caught.value.error_class is ErrorClass.CONTEXT
+    assert caught.value.code == "context_length_exceeded"
+
+
+async def test_wrong_key_is_credential_error_without_the_key(make_provider: Factory) -> None:
+    provider = make_provider(env={"K": "sk-wrong"})
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    assert caught.value.error_class is ErrorClass.CREDENTIAL
+    assert caught.value.status == 502
+    assert "sk-wrong" not in str(caught.value.body())
+
+
+async def test_missing_key_is_credential_error(
+    make_provider: Factory, upstream: FakeUpstream
+) -> None:
+    provider = make_provider(env={})
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    assert caught.value.error_class is ErrorClass.CREDENTIAL
+    assert upstream.requests == []
+
+
+async def test_dropped_connection_is_unreachable(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", DropConnection())
+    with pytest.raises(UpstreamUnreachable):
+        await provider.chat(chat([user("hi")]), MODEL)
+
+
+async def test_invalid_request_is_raised_before_anything_is_sent(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    with pytest.raises(InvalidRequest):
+        await collect(provider.stream_chat(chat([user("hi")], temperature=1.7), MODEL))
+    assert upstream.requests == []
+
+
+async def test_list_models(provider: AnthropicProvider, upstream: FakeUpstream) -> None:
+    assert await provider.list_models() == ["claude-sonnet-4-5-20250929", "claude-haiku-4-5"]
+    [sent] = upstream.requests_to("/v1/models")
+    assert sent.method == "GET"
+    assert sent.headers["x-api-key"] == KEY
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert "after_id" not in sent.query
+
+
+def models_page(ids: list[str], has_more: bool) -> Reply:
+    data = [
+        {"type": "model", "id": i, "display_name": i, "created_at": "2025-01-01T00:00:00Z"}
+        for i in ids
+    ]
+    return Reply(json={"data": data, "has_more": has_more, "first_id": ids[0], "last_id": ids[-1]})
+
+
+async def test_list_models_follows_pagination(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/models",
+        models_page(["a", "b"], has_more=True),
+        models_page(["c"], has_more=True),
+        models_page(["d"], has_more=False),
+    )
+    assert await provider.list_models() == ["a", "b", "c", "d"]
+    assert [r.query.get("after_id") for r in upstream.requests_to("/v1/models")] == [None, "b", "c"]
+
+
+async def test_list_models_stops_after_page_cap(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/models", *[models_page([f"m{i}"], has_more=True) for i in range(20)])
+    ids = await provider.list_models()
+    assert len(ids) == 10
+    assert len(upstream.requests_to("/v1/models")) == 10
+
+
+async def test_embeddings_and_transcription_are_unsupported(provider: AnthropicProvider) -> None:
+    with pytest.raises(Unsupported, match="Anthropic API has no embeddings"):
+        await provider.embed(EmbeddingsRequest(input="x"), MODEL)
+    audio = TranscriptionRequest(
+        model=None, file=b"RIFF", filename="a.wav", content_type="audio/wav"
+    )
+    with pytest.raises(Unsupported, match="transcription"):
+        await provider.transcribe(audio, MODEL)
+
+
+def test_kind() -> None:
+    assert AnthropicProvider.kind is ModelProviderKind.ANTHROPIC
+
+
+async def test_leaving_a_stream_early_releases_the_upstream(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages", ChatReply(content="a b c d e f g h i j k l", chunk_delay_s=0.05)
+    )
+    stream = provider.stream_chat(chat([user("go")]), MODEL)
+    first = await anext(stream)
+    assert first.content == "a "
+    await stream.aclose()  # type: ignore[attr-defined]
+    await upstream.wait_streams_closed()
+    assert upstream.cancelled_streams == 1
+
+
+def test_stream_text_block_with_initial_text_and_unknown_events() -> None:
+    raw = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"model":"m",'
+        b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+        b'"content_block":{"type":"text","text":"Hel"}}\n\n'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"lo"}}\n\n'
+        b'event: brand_new_event\ndata: {"type":"brand_new_event"}\n\n'
+        b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+        b'"refusal"},"usage":{"output_tokens":2}}\n\n'
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    )
+    deltas, translator = translate(raw, chunk=5)
+    translator.finish()
+    assert [d.content for d in deltas[:-1]] == ["Hel", "lo"]
+    assert deltas[-1].finish_reason == "content_filter"
