@@ -27,6 +27,7 @@ from palyra.routing import ModelRegistry, Router
 from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
 from palyra.state import SqliteState
+from palyra.tokens import warm_up
 
 log = structlog.get_logger("palyra.daemon")
 
@@ -42,6 +43,9 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
     app = create_app(router, admin_token, max_request_bytes=config.daemon.max_request_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        # Loading the tokenizer's vocabulary takes most of a second: do it now, off the loop,
+        # not inside the first request.
+        await asyncio.to_thread(warm_up)
         session = new_http_session()
         router.providers.update(
             build_providers(config.model_provider, session=session, credentials=EnvCredentials(env))
