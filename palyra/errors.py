@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from palyra.redact import redact_secrets
+
 
 class ErrorClass(StrEnum):
     RETRYABLE = "retryable"  # 429, 5xx, connection failures, timeouts
@@ -116,7 +118,11 @@ class ProviderError(PalyraError):
         param: str | None = None,
     ) -> None:
         super().__init__(
-            f"provider {provider_id}: {message}", status=status, code=code, type=type, param=param
+            f"provider {provider_id}: {redact_secrets(message)}",
+            status=status,
+            code=code,
+            type=type,
+            param=param,
         )
         self.provider_id = provider_id
         self.upstream_status = upstream_status

@@ -24,28 +24,59 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
         yield fake
 
 
-def gateway_config(upstream: FakeUpstream | None, state_dir: Path, **model_provider: Any) -> PalyraConfig:
+def gateway_config(
+    upstream: FakeUpstream | None, state_dir: Path, **model_provider: Any
+) -> PalyraConfig:
     """Three providers side by side: OpenAI-compatible and Anthropic on the fake, deterministic."""
     providers: list[dict[str, Any]] = [{"provider_id": "det", "kind": "deterministic"}]
     models: list[dict[str, Any]] = [
         {"model_id": "deterministic", "provider_id": "det"},
-        {"model_id": "deterministic-embed", "provider_id": "det", "role": "embeddings",
-         "max_context_tokens": 8192, "max_output_tokens": 1},
-        {"model_id": "deterministic-transcribe", "provider_id": "det", "role": "audio_transcription"},
+        {
+            "model_id": "deterministic-embed",
+            "provider_id": "det",
+            "role": "embeddings",
+            "max_context_tokens": 8192,
+            "max_output_tokens": 1,
+        },
+        {
+            "model_id": "deterministic-transcribe",
+            "provider_id": "det",
+            "role": "audio_transcription",
+        },
     ]
     if upstream is not None:
         providers += [
-            {"provider_id": "oai", "kind": "openai_compatible", "base_url": upstream.openai_base_url,
-             "allow_private_base_url": True, "api_key_env": "PALYRA_TEST_UPSTREAM_KEY"},
-            {"provider_id": "claude", "kind": "anthropic", "base_url": upstream.anthropic_base_url,
-             "allow_private_base_url": True, "api_key_env": "PALYRA_TEST_UPSTREAM_KEY"},
+            {
+                "provider_id": "oai",
+                "kind": "openai_compatible",
+                "base_url": upstream.openai_base_url,
+                "allow_private_base_url": True,
+                "api_key_env": "PALYRA_TEST_UPSTREAM_KEY",
+            },
+            {
+                "provider_id": "claude",
+                "kind": "anthropic",
+                "base_url": upstream.anthropic_base_url,
+                "allow_private_base_url": True,
+                "api_key_env": "PALYRA_TEST_UPSTREAM_KEY",
+            },
         ]
         models += [
             {"model_id": "gpt-4o-mini", "provider_id": "oai"},
-            {"model_id": "small-window", "provider_id": "oai", "upstream_model": "gpt-4o-mini",
-             "max_context_tokens": 300, "max_output_tokens": 100},
-            {"model_id": "claude", "provider_id": "claude", "upstream_model": "claude-sonnet-4-5",
-             "max_context_tokens": 200000, "max_output_tokens": 4096},
+            {
+                "model_id": "small-window",
+                "provider_id": "oai",
+                "upstream_model": "gpt-4o-mini",
+                "max_context_tokens": 300,
+                "max_output_tokens": 100,
+            },
+            {
+                "model_id": "claude",
+                "provider_id": "claude",
+                "upstream_model": "claude-sonnet-4-5",
+                "max_context_tokens": 200000,
+                "max_output_tokens": 4096,
+            },
             {"model_id": "text-embedding-3-small", "provider_id": "oai", "role": "embeddings"},
             {"model_id": "whisper-1", "provider_id": "oai", "role": "audio_transcription"},
             {"model_id": "claude-embed", "provider_id": "claude", "role": "embeddings"},

@@ -27,6 +27,7 @@ from palyra.errors import (
     upstream_status_error,
 )
 from palyra.models.base import ModelProvider
+from palyra.redact import redact_secrets
 from palyra.sse import SSEEvent, decode_sse
 
 USER_AGENT = "palyra/0.1"
@@ -81,9 +82,9 @@ class HttpProvider(ModelProvider):
     def _error_details(self, body: Any) -> tuple[str, str | None, str | None]:
         """(message, code, param) from an upstream error body in the kind's wire format."""
 
-    async def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    async def _api_key(self) -> str | None:
         try:
-            api_key = await self._credentials.api_key(self.config)
+            return await self._credentials.api_key(self.config)
         except MissingCredential as exc:
             raise ProviderError(
                 str(exc),
@@ -92,10 +93,6 @@ class HttpProvider(ModelProvider):
                 status=502,
                 code="missing_credential",
             ) from None
-        headers = {"User-Agent": USER_AGENT, **self._auth_headers(api_key)}
-        if extra:
-            headers.update(extra)
-        return headers
 
     @asynccontextmanager
     async def _request(
@@ -108,7 +105,8 @@ class HttpProvider(ModelProvider):
         stream: bool = False,
         extra_headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        headers = await self._headers(extra_headers)
+        api_key = await self._api_key()
+        headers = {"User-Agent": USER_AGENT, **self._auth_headers(api_key), **(extra_headers or {})}
         body: bytes | aiohttp.FormData | None = data
         if payload is not None:
             body = orjson.dumps(payload)
@@ -122,7 +120,9 @@ class HttpProvider(ModelProvider):
                 if response.status >= 400:
                     raise await self._status_error(response)
                 yield response
-        except ProviderError:
+        except ProviderError as exc:
+            # Upstreams sometimes quote the key they were sent; ours must not travel further.
+            exc.message = redact_secrets(exc.message, (api_key,))
             raise
         except TimeoutError:
             raise UpstreamTimeout(

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible routes, driven by the official `openai` SDK, on all three provider kinds."""
+"""The OpenAI-compatible routes, driven by the official `openai` SDK, on all three kinds."""
 
 from __future__ import annotations
 

@@ -1,0 +1,219 @@
+"""`palyrad` as a real process: start-up on the embedded default, refusal of bad config,
+graceful SIGTERM, structured logs that carry request ids and never a secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from openai import AsyncOpenAI
+
+from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream
+
+PALYRAD = str(Path(sys.executable).with_name("palyrad"))
+ADMIN_TOKEN = "process-test-admin-token-42"
+UPSTREAM_KEY = "sk-process-test-upstream-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PALYRA_")}
+    env.update(
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        XDG_STATE_HOME=str(tmp_path / "xdg-state"),
+    )
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    def __init__(self, process: asyncio.subprocess.Process, port: int, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+async def start_daemon(
+    tmp_path: Path, args: list[str], env: dict[str, str], port: int | None = None
+) -> Daemon:
+    port = port or free_port()
+    log_path = tmp_path / f"palyrad-{port}.log"
+    with open(log_path, "wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            PALYRAD, "--port", str(port), *args, env=env, stdout=log, stderr=log
+        )
+    daemon = Daemon(process, port, log_path)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            if process.returncode is not None:
+                raise AssertionError(f"palyrad exited: {log_path.read_text()}")
+            try:
+                async with http.get(daemon.url + "/healthz") as response:
+                    if response.status == 200:
+                        return daemon
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"palyrad did not start: {log_path.read_text()}")
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.returncode is None:
+            daemon.process.kill()
+            await daemon.process.wait()
+
+
+async def test_embedded_default_creates_private_state(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    daemon = await start_daemon(tmp_path, [], clean_env(tmp_path))
+    daemons.append(daemon)
+    state_dir = tmp_path / "xdg-state" / "palyra"
+    token_file = state_dir / "admin.token"
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert (state_dir / "palyra.db").exists()
+    token = token_file.read_text().strip()
+    client = AsyncOpenAI(api_key=token, base_url=daemon.url + "/v1", max_retries=0)
+    completion = await client.chat.completions.create(
+        model="deterministic", messages=[{"role": "user", "content": "offline and exact"}]
+    )
+    assert completion.choices[0].message.content == "offline and exact"
+    await client.close()
+
+
+async def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'version = 1\n[[model_provider.providers]]\nprovider_id = "x"\nkind = "anthropic"\n'
+        'bse_url = "https://api.anthropic.com"\n'
+    )
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        PALYRAD,
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        env=clean_env(tmp_path),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode != 0
+    assert "model_provider.providers[0].bse_url: unknown key" in stderr.decode()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # never bound, so still free
+
+
+async def test_sigterm_finishes_in_flight_requests(tmp_path: Path, daemons: list[Daemon]) -> None:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as upstream:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            "version = 1\n"
+            "[[model_provider.providers]]\n"
+            'provider_id = "oai"\nkind = "openai_compatible"\n'
+            f'base_url = "{upstream.openai_base_url}"\n'
+            'allow_private_base_url = true\napi_key_env = "UPSTREAM_KEY"\n'
+            "[[model_provider.models]]\n"
+            'model_id = "slow"\nprovider_id = "oai"\n'
+        )
+        env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN_TOKEN, UPSTREAM_KEY=UPSTREAM_KEY)
+        daemon = await start_daemon(tmp_path, ["--config", str(config)], env)
+        daemons.append(daemon)
+        upstream.script("/v1/chat/completions", ChatReply(content="made it", delay_s=1.0))
+        client = AsyncOpenAI(api_key=ADMIN_TOKEN, base_url=daemon.url + "/v1", max_retries=0)
+        in_flight = asyncio.create_task(
+            client.chat.completions.create(
+                model="slow", messages=[{"role": "user", "content": "x"}]
+            )
+        )
+        while not upstream.requests_to("/v1/chat/completions"):
+            await asyncio.sleep(0.02)
+        daemon.process.send_signal(signal.SIGTERM)
+        completion = await in_flight
+        assert completion.choices[0].message.content == "made it"
+        assert await asyncio.wait_for(daemon.process.wait(), 20) == 0
+        await client.close()
+
+
+async def test_logs_are_json_with_request_ids_and_no_secrets(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as upstream:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            "version = 1\n"
+            "[[model_provider.providers]]\n"
+            'provider_id = "oai"\nkind = "openai_compatible"\n'
+            f'base_url = "{upstream.openai_base_url}"\n'
+            'allow_private_base_url = true\napi_key_env = "UPSTREAM_KEY"\n'
+            "[[model_provider.models]]\n"
+            'model_id = "gpt-4o-mini"\nprovider_id = "oai"\n'
+        )
+        env = clean_env(
+            tmp_path,
+            PALYRA_ADMIN_TOKEN=ADMIN_TOKEN,
+            UPSTREAM_KEY=UPSTREAM_KEY,
+            PALYRA_DAEMON_LOG_LEVEL="debug",
+        )
+        daemon = await start_daemon(tmp_path, ["--config", str(config)], env)
+        daemons.append(daemon)
+        # An upstream that echoes the key in its error, as some real ones do.
+        upstream.script("/v1/chat/completions", ErrorReply(401, f"bad key {UPSTREAM_KEY}"))
+        upstream.script("/v1/chat/completions", ErrorReply(500, f"oops {UPSTREAM_KEY}"))
+        async with aiohttp.ClientSession() as http:
+            bodies = []
+            for request_id in ("req-one", "req-two", "req-three"):
+                async with http.post(
+                    daemon.url + "/v1/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "x-request-id": request_id},
+                ) as response:
+                    bodies.append(await response.text())
+            async with http.get(
+                daemon.url + "/v1/models", headers={"Authorization": "Bearer wrong-token"}
+            ) as response:
+                assert response.status == 401
+        daemon.process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(daemon.process.wait(), 20)
+        # The upstream got the key: it was really used, so its absence below means something.
+        assert (
+            upstream.requests_to("/v1/chat/completions")[0]
+            .headers["authorization"]
+            .endswith(UPSTREAM_KEY)
+        )
+    raw_log = daemon.log_path.read_text()
+    lines = daemon.log_lines()  # every line parses as JSON
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert {"req-one", "req-two", "req-three"} <= {line.get("request_id") for line in requests}
+    for secret in (UPSTREAM_KEY, ADMIN_TOKEN, "wrong-token"):
+        assert secret not in raw_log
+        assert all(secret not in body for body in bodies)
