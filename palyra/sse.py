@@ -62,11 +62,14 @@ class SSEDecoder:
         return None
 
     def close(self) -> SSEEvent | None:
-        """An event left without its blank line when the stream ended, if any."""
+        """An event left without its blank line when the stream ended, if any. (The spec
+        drops it; some upstreams omit the last blank line, so we keep it.)"""
+        event = None
         if self._buffer:
-            self._line(self._buffer.decode("utf-8").rstrip("\r"))
+            line = self._buffer.decode("utf-8").rstrip("\r")
             self._buffer = b""
-        return self._line("")
+            event = self._line(line)
+        return event or self._line("")
 
 
 async def decode_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:

@@ -1,0 +1,267 @@
+"""Bodies and SSE events in the wire format of the Anthropic Messages API, for the fake upstream."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from .replies import (
+    ChatReply,
+    ToolCall,
+    WireError,
+    new_id,
+    normalized_tool_calls,
+    rough_tokens,
+    split_json,
+    split_text,
+)
+
+_TOOL_COMMAND = re.compile(r"^/tool\s+(\S+)\s*(.*)$", re.DOTALL)
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_DEFAULT_MESSAGES = {
+    "invalid_request_error": "Invalid request.",
+    "authentication_error": "invalid x-api-key",
+    "billing_error": "Your credit balance is too low.",
+    "permission_error": "Your API key does not have permission to use the specified resource.",
+    "not_found_error": "Not found.",
+    "request_too_large": "Request exceeds the maximum allowed number of bytes.",
+    "rate_limit_error": "Number of requests has exceeded your rate limit.",
+    "api_error": "Internal server error",
+    "timeout_error": "Request timed out.",
+    "overloaded_error": "Overloaded",
+}
+# Stop reasons a test may write in OpenAI's spelling for a route that speaks Anthropic.
+_FROM_OPENAI = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def error_body(
+    status: int, message: str | None = None, *, error_type: str | None = None
+) -> dict[str, Any]:
+    if error_type is None:
+        # The docs map unlisted 4xx to invalid_request_error; unlisted 5xx are api_error.
+        fallback = "api_error" if status >= 500 else "invalid_request_error"
+        error_type = _ERROR_TYPES.get(status, fallback)
+    return {
+        "type": "error",
+        "error": {"type": error_type, "message": message or _DEFAULT_MESSAGES.get(error_type, "")},
+        "request_id": new_id("req_"),
+    }
+
+
+def event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def stream_error_frame() -> bytes:
+    body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    return event("error", body)
+
+
+def message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(block.get("text", ""))
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+    return ""
+
+
+def input_tokens(body: dict[str, Any]) -> int:
+    messages = body.get("messages")
+    parts = [message_text(body.get("system"))]
+    if isinstance(messages, list):
+        parts += [message_text(m.get("content")) for m in messages if isinstance(m, dict)]
+    return rough_tokens(" ".join(parts))
+
+
+def default_chat_reply(body: dict[str, Any]) -> ChatReply:
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            raise WireError(400, f"{name}: Field required")
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise WireError(400, "messages: at least one message is required")
+    text = next(
+        (
+            message_text(m.get("content"))
+            for m in reversed(messages)
+            if isinstance(m, dict) and m.get("role") == "user"
+        ),
+        "",
+    )
+    command = _TOOL_COMMAND.match(text.strip())
+    if body.get("tools") and command:
+        # Lets a test ask for a tool call through the gateway without scripting the upstream.
+        arguments = command.group(2).strip() or "{}"
+        try:
+            orjson.loads(arguments)
+        except orjson.JSONDecodeError as exc:
+            raise WireError(400, f"/tool arguments are not JSON: {exc}") from exc
+        call = {"id": new_id("toolu_"), "name": command.group(1), "arguments": arguments}
+        return ChatReply(content=None, tool_calls=[call])
+    return ChatReply(content=f"echo: {text}")
+
+
+def stop_reason(reply: ChatReply) -> str:
+    if reply.finish_reason is not None:
+        return _FROM_OPENAI.get(reply.finish_reason, reply.finish_reason)
+    return "tool_use" if reply.tool_calls else "end_turn"
+
+
+def _blocks(reply: ChatReply, calls: list[ToolCall]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if reply.content:
+        blocks.append({"type": "text", "text": reply.content})
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": orjson.loads(c.arguments)}
+        for c in calls
+    ]
+    return blocks
+
+
+def _output_tokens(reply: ChatReply, calls: list[ToolCall]) -> int:
+    if reply.usage is not None:
+        return reply.usage[1]
+    return rough_tokens(reply.content or "") + sum(rough_tokens(c.arguments) for c in calls)
+
+
+def _usage(input_count: int, output_count: int) -> dict[str, Any]:
+    return {
+        "input_tokens": input_count,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_count,
+        "service_tier": "standard",
+    }
+
+
+def message(reply: ChatReply, *, model: str, prompt: int) -> dict[str, Any]:
+    calls = normalized_tool_calls(reply, "toolu_")
+    input_count = reply.usage[0] if reply.usage is not None else prompt
+    return {
+        "id": new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": _blocks(reply, calls),
+        "stop_reason": stop_reason(reply),
+        "stop_sequence": None,
+        "usage": _usage(input_count, _output_tokens(reply, calls)),
+    }
+
+
+def stream_events(reply: ChatReply, *, model: str, prompt: int) -> tuple[list[bytes], bytes]:
+    """Every event of the stream, and apart from them the `message_stop` terminator."""
+    calls = normalized_tool_calls(reply, "toolu_")
+    input_count = reply.usage[0] if reply.usage is not None else prompt
+    start: dict[str, Any] = {
+        "id": new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        # The real API reports a token or so of output up front and the total in message_delta.
+        "usage": _usage(input_count, 1),
+    }
+    frames = [event("message_start", {"type": "message_start", "message": start})]
+    ping = event("ping", {"type": "ping"})
+    index = 0
+    if reply.content:
+        frames.append(
+            event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+        )
+        frames.append(ping)
+        for piece in split_text(reply.content):
+            delta = {"type": "text_delta", "text": piece}
+            frames.append(
+                event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                )
+            )
+        frames.append(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        index = 1
+    else:
+        frames.append(ping)
+    for offset, call in enumerate(calls, start=index):
+        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        frames.append(
+            event(
+                "content_block_start",
+                {"type": "content_block_start", "index": offset, "content_block": block},
+            )
+        )
+        # The real API opens every tool input with an empty fragment.
+        for piece in ["", *split_json(call.arguments)]:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            frames.append(
+                event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": offset, "delta": delta},
+                )
+            )
+        frames.append(event("content_block_stop", {"type": "content_block_stop", "index": offset}))
+    frames.append(
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(reply), "stop_sequence": None},
+                "usage": {"output_tokens": _output_tokens(reply, calls)},
+            },
+        )
+    )
+    return frames, event("message_stop", {"type": "message_stop"})
+
+
+def models_list(models: list[str]) -> dict[str, Any]:
+    data = [
+        {
+            "type": "model",
+            "id": m,
+            "display_name": m.replace("-", " ").title(),
+            "created_at": "2025-01-01T00:00:00Z",
+            # Required by ModelInfo in anthropic 2.14, absent from older docs.
+            "lifecycle": "active",
+            "deprecated_at": None,
+            "retires_at": None,
+        }
+        for m in models
+    ]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": models[0] if models else None,
+        "last_id": models[-1] if models else None,
+    }

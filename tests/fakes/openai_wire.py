@@ -1,0 +1,351 @@
+"""Bodies and SSE frames in the wire format of the public OpenAI API, for the fake upstream."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+import struct
+import time
+from typing import Any
+
+import orjson
+
+from .replies import (
+    ChatReply,
+    ToolCall,
+    WireError,
+    new_id,
+    normalized_tool_calls,
+    rough_tokens,
+    split_json,
+    split_text,
+)
+
+DONE = b"data: [DONE]\n\n"
+_TOOL_COMMAND = re.compile(r"^/tool\s+(\S+)\s*(.*)$", re.DOTALL)
+
+_DEFAULT_MESSAGES = {
+    400: "Invalid request.",
+    401: "Incorrect API key provided.",
+    403: "You are not allowed to access this resource.",
+    404: "The requested resource does not exist.",
+    429: "Rate limit reached for requests. Please try again in 1s.",
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The server is overloaded or not ready yet.",
+    504: "Gateway timeout.",
+}
+
+# Stop reasons a test may write in Anthropic's spelling for a route that speaks OpenAI.
+_FROM_ANTHROPIC = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def error_body(
+    status: int,
+    message: str | None = None,
+    *,
+    error_type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> dict[str, Any]:
+    if error_type is None:
+        # The real API types 429s by the exhausted limit ("requests"/"tokens") and puts
+        # "rate_limit_exceeded" in `code`; other client errors are invalid_request_error.
+        error_type = (
+            "requests"
+            if status == 429
+            else "server_error"
+            if status >= 500
+            else "invalid_request_error"
+        )
+    if code is None and status == 429:
+        code = "rate_limit_exceeded"
+    return {
+        "error": {
+            "message": message or _DEFAULT_MESSAGES.get(status, f"Error {status}."),
+            "type": error_type,
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def sse(data: Any) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def stream_error_frame() -> bytes:
+    # Mid-stream failures arrive as a data frame holding only an `error` object, no [DONE].
+    return sse(error_body(500, "The server had an error while processing your request."))
+
+
+def message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def prompt_tokens(messages: list[Any]) -> int:
+    text = " ".join(message_text(m.get("content")) for m in messages if isinstance(m, dict))
+    return rough_tokens(text)
+
+
+def default_chat_reply(body: dict[str, Any]) -> ChatReply:
+    for name in ("model", "messages"):
+        if name not in body:
+            raise WireError(400, f"you must provide a {name} parameter", param=name)
+    messages = body["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise WireError(400, "'messages' must be a non-empty array", param="messages")
+    text = next(
+        (
+            message_text(m.get("content"))
+            for m in reversed(messages)
+            if isinstance(m, dict) and m.get("role") == "user"
+        ),
+        "",
+    )
+    command = _TOOL_COMMAND.match(text.strip())
+    if body.get("tools") and command:
+        # Lets a test ask for a tool call through the gateway without scripting the upstream.
+        arguments = command.group(2).strip() or "{}"
+        call = {"id": new_id("call_"), "name": command.group(1), "arguments": arguments}
+        return ChatReply(content=None, tool_calls=[call])
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+        return ChatReply(content=orjson.dumps({"echo": text}).decode())
+    return ChatReply(content=f"echo: {text}")
+
+
+def finish_reason(reply: ChatReply) -> str:
+    if reply.finish_reason is not None:
+        return _FROM_ANTHROPIC.get(reply.finish_reason, reply.finish_reason)
+    return "tool_calls" if reply.tool_calls else "stop"
+
+
+def _usage(reply: ChatReply, calls: list[ToolCall], prompt: int) -> dict[str, Any]:
+    if reply.usage is not None:
+        prompt, completion = reply.usage
+    else:
+        completion = rough_tokens(reply.content or "") + sum(
+            rough_tokens(c.arguments) for c in calls
+        )
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def chat_completion(reply: ChatReply, *, model: str, prompt: int) -> dict[str, Any]:
+    calls = normalized_tool_calls(reply, "call_")
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.content,
+        "refusal": None,
+        "annotations": [],
+    }
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for c in calls
+        ]
+    return {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(reply),
+            }
+        ],
+        "usage": _usage(reply, calls, prompt),
+        "service_tier": "default",
+        "system_fingerprint": None,
+    }
+
+
+def chat_chunks(reply: ChatReply, *, model: str, prompt: int, include_usage: bool) -> list[bytes]:
+    """Every data frame of the stream except the `[DONE]` terminator."""
+    calls = normalized_tool_calls(reply, "call_")
+    chunk_id, created = new_id("chatcmpl-"), int(time.time())
+
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        data: dict[str, Any] = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+        }
+        if include_usage:
+            # With include_usage every chunk carries `usage: null` until the final one.
+            data["usage"] = None
+        return sse(data)
+
+    first_content = "" if reply.content is not None else None
+    frames = [chunk({"role": "assistant", "content": first_content, "refusal": None})]
+    if reply.content:
+        frames += [chunk({"content": piece}) for piece in split_text(reply.content)]
+    # Parallel calls are sent one after another, as the real API does; `index` tells them apart.
+    for index, call in enumerate(calls):
+        head = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        frames.append(chunk({"tool_calls": [head]}))
+        frames += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in split_json(call.arguments)
+        ]
+    frames.append(chunk({}, finish_reason(reply)))
+    if include_usage:
+        frames.append(
+            sse(
+                {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "service_tier": "default",
+                    "system_fingerprint": None,
+                    "choices": [],
+                    "usage": _usage(reply, calls, prompt),
+                }
+            )
+        )
+    return frames
+
+
+def _vector(item: Any, dimensions: int) -> list[float]:
+    seed = hashlib.sha256(orjson.dumps(item)).digest()
+    raw = [
+        int.from_bytes(hashlib.sha256(seed + i.to_bytes(4, "little")).digest()[:4], "little")
+        / 2**31
+        - 1.0
+        for i in range(dimensions)
+    ]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    # Round-trip through float32 so the float and base64 encodings carry identical values.
+    packed = struct.pack(f"<{dimensions}f", *(x / norm for x in raw))
+    return list(struct.unpack(f"<{dimensions}f", packed))
+
+
+def embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    for name in ("model", "input"):
+        if name not in body:
+            raise WireError(400, f"you must provide a {name} parameter", param=name)
+    raw = body["input"]
+    items: list[Any]
+    if isinstance(raw, str):
+        items = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw):
+        items = [raw]  # one token array
+    elif isinstance(raw, list) and raw and all(isinstance(x, str | list) for x in raw):
+        items = raw
+    else:
+        raise WireError(400, "'input' must be a string or a non-empty array", param="input")
+    if any(item in ("", []) for item in items):
+        raise WireError(400, "'input' cannot contain an empty string", param="input")
+    dimensions = body.get("dimensions", 8)
+    if not isinstance(dimensions, int) or dimensions < 1:
+        raise WireError(400, "'dimensions' must be a positive integer", param="dimensions")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise WireError(400, "'encoding_format' must be float or base64", param="encoding_format")
+    data = []
+    for index, item in enumerate(items):
+        vector = _vector(item, dimensions)
+        embedding: list[float] | str = vector
+        if encoding == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    tokens = sum(rough_tokens(i) if isinstance(i, str) else len(i) for i in items)
+    return {
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def transcription(form: dict[str, str | bytes]) -> dict[str, Any] | str:
+    """The body: a dict for the JSON formats, a str for `text`."""
+    audio = form.get("file")
+    if not isinstance(audio, bytes):
+        raise WireError(400, "you must provide a file parameter", param="file")
+    if not form.get("model"):
+        raise WireError(400, "you must provide a model parameter", param="model")
+    text = f"transcript of {len(audio)} bytes"
+    response_format = str(form.get("response_format") or "json")
+    # Pretend 16 kHz 16-bit mono so longer uploads get longer (and stable) durations.
+    duration = round(len(audio) / 32000, 2)
+    if response_format == "json":
+        return {"text": text}
+    if response_format == "verbose_json":
+        segment = {
+            "id": 0,
+            "seek": 0,
+            "start": 0.0,
+            "end": duration,
+            "text": text,
+            "tokens": [50364, 50365],
+            "temperature": 0.0,
+            "avg_logprob": -0.25,
+            "compression_ratio": 1.0,
+            "no_speech_prob": 0.01,
+        }
+        return {
+            "task": "transcribe",
+            "language": "english",
+            "duration": duration,
+            "text": text,
+            "segments": [segment],
+            "usage": {"type": "duration", "seconds": math.ceil(duration)},
+        }
+    if response_format == "text":
+        return text
+    raise WireError(400, f"Invalid response_format: {response_format}", param="response_format")
+
+
+def models_list(models: list[str]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
+            for m in models
+        ],
+    }

@@ -1,0 +1,669 @@
+"""Proves FakeUpstream speaks the real wire formats: the official SDKs are its clients.
+
+Both SDK clients run with `_strict_response_validation=True`, so a body that does not match
+the SDK's pydantic models fails the test instead of being constructed leniently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import struct
+from collections.abc import AsyncIterator
+
+import aiohttp
+import anthropic
+import httpx2
+import openai
+import pytest
+from anthropic import AsyncAnthropic
+from anthropic.types import Message, TextBlock, ToolParam, ToolUseBlock
+from openai import AsyncOpenAI
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionContentPartTextParam,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageParam,
+)
+
+from tests.fakes.upstream import (
+    ChatReply,
+    DropConnection,
+    ErrorReply,
+    FakeUpstream,
+    Reply,
+)
+
+KEY = "sk-fake-upstream-key"
+USER_HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+CLAUDE_WEATHER_TOOL: ToolParam = {
+    "name": "get_weather",
+    "description": "Weather by city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+AUDIO = ("clip.wav", b"RIFF" + bytes(63_996), "audio/wav")  # 64,000 bytes: 2.0 s by the fake
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as fake:
+        yield fake
+
+
+def _openai(upstream: FakeUpstream, *, strict: bool = True) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        api_key=KEY,
+        base_url=upstream.openai_base_url,
+        max_retries=0,
+        _strict_response_validation=strict,
+    )
+
+
+@pytest.fixture
+async def oai(upstream: FakeUpstream) -> AsyncIterator[AsyncOpenAI]:
+    client = _openai(upstream)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def oai_lenient(upstream: FakeUpstream) -> AsyncIterator[AsyncOpenAI]:
+    # Strict validation checks a body before the SDK decodes base64 embeddings
+    # (Embedding.embedding is List[float]), so it would refuse the real API's answer too.
+    client = _openai(upstream, strict=False)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def claude(upstream: FakeUpstream) -> AsyncIterator[AsyncAnthropic]:
+    client = AsyncAnthropic(
+        api_key=KEY,
+        base_url=upstream.anthropic_base_url,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+    yield client
+    await client.close()
+
+
+# --- OpenAI --------------------------------------------------------------------------------
+
+
+async def test_openai_chat_whole(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    parts: list[ChatCompletionContentPartTextParam] = [
+        {"type": "text", "text": "hello "},
+        {"type": "text", "text": "world"},
+    ]
+    completion = await oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": parts},
+        ],
+    )
+    assert isinstance(completion, ChatCompletion)
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.object == "chat.completion"
+    assert completion.model == "gpt-4o-mini"
+    assert completion.system_fingerprint is None
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content == "echo: hello world"
+    assert choice.message.refusal is None
+    assert choice.message.tool_calls is None
+    assert choice.finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == 8  # words in all messages
+    assert completion.usage.completion_tokens == 3
+    assert completion.usage.total_tokens == 11
+    assert upstream.requests_to("/v1/chat/completions")[0].json["model"] == "gpt-4o-mini"
+
+
+async def test_openai_chat_stream_with_usage(oai: AsyncOpenAI) -> None:
+    stream = await oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "the quick brown fox jumps"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 2
+    assert "".join(pieces) == "echo: the quick brown fox jumps"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "stop" and set(finishes[:-1]) == {None}
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (5, 6)
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+async def test_openai_stream_without_include_usage_has_no_usage_chunk(oai: AsyncOpenAI) -> None:
+    stream = await oai.chat.completions.create(model="m", messages=USER_HELLO, stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert all(c.choices and c.usage is None for c in chunks)
+
+
+async def test_openai_streamed_parallel_tool_calls(
+    oai: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    calls = [
+        {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"id": "call_2", "name": "get_time", "arguments": '{"zone": "Europe/Berlin"}'},
+    ]
+    upstream.script("/v1/chat/completions", ChatReply(content=None, tool_calls=calls))
+    stream = await oai.chat.completions.create(
+        model="gpt-4o-mini", messages=USER_HELLO, tools=[WEATHER_TOOL], stream=True
+    )
+    assembled: dict[int, dict[str, str]] = {}
+    fragments: dict[int, int] = {}
+    finish = None
+    async for chunk in stream:
+        choice = chunk.choices[0]
+        finish = choice.finish_reason or finish
+        for delta in choice.delta.tool_calls or []:
+            entry = assembled.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            if delta.id:
+                assert delta.type == "function"
+                entry["id"] = delta.id
+            if delta.function and delta.function.name:
+                entry["name"] = delta.function.name
+            if delta.function and delta.function.arguments:
+                entry["arguments"] += delta.function.arguments
+                fragments[delta.index] = fragments.get(delta.index, 0) + 1
+    assert finish == "tool_calls"
+    assert assembled[0] == {
+        "id": "call_1",
+        "name": "get_weather",
+        "arguments": calls[0]["arguments"],
+    }
+    assert assembled[1] == {"id": "call_2", "name": "get_time", "arguments": calls[1]["arguments"]}
+    assert fragments[0] > 1 and fragments[1] > 1
+
+    # The SDK's own accumulator must agree.
+    upstream.script("/v1/chat/completions", ChatReply(content=None, tool_calls=calls))
+    async with oai.chat.completions.stream(
+        model="gpt-4o-mini", messages=USER_HELLO, tools=[WEATHER_TOOL]
+    ) as helper:
+        final = await helper.get_final_completion()
+    tool_calls = final.choices[0].message.tool_calls or []
+    assert [(t.id, t.function.name, json.loads(t.function.arguments)) for t in tool_calls] == [
+        ("call_1", "get_weather", {"city": "Paris"}),
+        ("call_2", "get_time", {"zone": "Europe/Berlin"}),
+    ]
+
+
+async def test_openai_whole_tool_calls_and_tool_command(oai: AsyncOpenAI) -> None:
+    completion = await oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": '/tool get_weather {"city": "Oslo"}'}],
+        tools=[WEATHER_TOOL],
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+
+
+async def test_openai_json_object(oai: AsyncOpenAI) -> None:
+    completion = await oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "give json"}],
+        response_format={"type": "json_object"},
+    )
+    assert json.loads(completion.choices[0].message.content or "") == {"echo": "give json"}
+
+
+async def test_openai_chat_validation(oai: AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model="gpt-4o-mini", messages=[])
+    assert info.value.status_code == 400
+    assert info.value.type == "invalid_request_error"
+    assert info.value.param == "messages"
+
+
+async def test_openai_embeddings_base64_default(
+    oai: AsyncOpenAI, oai_lenient: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    result = await oai_lenient.embeddings.create(
+        model="text-embedding-3-small", input=["alpha", "beta"]
+    )
+    # The SDK asks for base64 unless told otherwise and decodes it itself.
+    assert upstream.requests[-1].json["encoding_format"] == "base64"
+    assert [d.index for d in result.data] == [0, 1]
+    vectors = [d.embedding for d in result.data]
+    assert all(len(v) == 8 and all(isinstance(x, float) for x in v) for v in vectors)
+    assert vectors[0] != vectors[1]
+    assert math.isclose(math.sqrt(sum(x * x for x in vectors[0])), 1.0, rel_tol=1e-5)
+    assert result.usage.prompt_tokens == 2 and result.usage.total_tokens == 2
+    assert result.model == "text-embedding-3-small"
+
+    floats = await oai.embeddings.create(
+        model="text-embedding-3-small", input="alpha", encoding_format="float"
+    )
+    assert floats.data[0].embedding == vectors[0]  # deterministic, same values both encodings
+
+
+async def test_openai_embeddings_dimensions_and_tokens(oai_lenient: AsyncOpenAI) -> None:
+    result = await oai_lenient.embeddings.create(model="e", input="some text", dimensions=16)
+    assert len(result.data[0].embedding) == 16
+    tokens = await oai_lenient.embeddings.create(model="e", input=[[1, 2, 3], [4, 5]])
+    assert len(tokens.data) == 2 and tokens.usage.prompt_tokens == 5
+
+
+async def test_openai_embeddings_raw_base64_is_little_endian_float32(
+    upstream: FakeUpstream,
+) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            upstream.openai_base_url + "/embeddings",
+            json={"model": "e", "input": "x", "encoding_format": "base64", "dimensions": 4},
+            headers={"Authorization": f"Bearer {KEY}"},
+        ) as response,
+    ):
+        body = await response.json()
+    raw = base64.b64decode(body["data"][0]["embedding"])
+    assert len(raw) == 16
+    assert all(-1.0 <= x <= 1.0 for x in struct.unpack("<4f", raw))
+
+
+async def test_openai_transcriptions(oai: AsyncOpenAI) -> None:
+    as_json = await oai.audio.transcriptions.create(model="whisper-1", file=AUDIO)
+    assert as_json.text == "transcript of 64000 bytes"
+    as_text = await oai.audio.transcriptions.create(
+        model="whisper-1", file=AUDIO, response_format="text"
+    )
+    assert as_text == "transcript of 64000 bytes"
+    verbose = await oai.audio.transcriptions.create(
+        model="whisper-1", file=AUDIO, response_format="verbose_json"
+    )
+    assert verbose.language == "english"
+    assert verbose.duration == 2.0
+    assert verbose.text == "transcript of 64000 bytes"
+    assert verbose.segments is not None and verbose.segments[0].end == 2.0
+
+
+async def test_openai_models_list(oai: AsyncOpenAI) -> None:
+    page = await oai.models.list()
+    models = [m async for m in page]
+    assert [m.id for m in models] == ["gpt-4o-mini", "text-embedding-3-small", "whisper-1"]
+    assert {m.object for m in models} == {"model"}
+
+
+async def test_openai_rate_limit_error(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    upstream.script("/v1/chat/completions", ErrorReply(429, retry_after="1", retry_after_ms=1000))
+    with pytest.raises(openai.RateLimitError) as info:
+        await oai.chat.completions.create(model="gpt-4o-mini", messages=USER_HELLO)
+    err = info.value
+    assert err.status_code == 429
+    assert err.response.headers["retry-after"] == "1"
+    assert err.response.headers["retry-after-ms"] == "1000"
+    assert err.code == "rate_limit_exceeded"
+    assert err.type == "requests"
+    # The script is used up: the next request gets the default answer.
+    completion = await oai.chat.completions.create(model="gpt-4o-mini", messages=USER_HELLO)
+    assert completion.choices[0].message.content == "echo: hello there"
+
+
+async def test_openai_server_errors(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(
+        "/v1/chat/completions",
+        ErrorReply(503),
+        ErrorReply(500, "boom", code="custom_code", error_type="custom_type"),
+    )
+    with pytest.raises(openai.InternalServerError) as info:
+        await oai.chat.completions.create(model="gpt-4o-mini", messages=USER_HELLO)
+    assert info.value.status_code == 503
+    assert info.value.type == "server_error"
+    with pytest.raises(openai.APIStatusError) as second:
+        await oai.chat.completions.create(model="gpt-4o-mini", messages=USER_HELLO)
+    assert (second.value.status_code, second.value.code, second.value.type) == (
+        500,
+        "custom_code",
+        "custom_type",
+    )
+    assert "boom" in second.value.message
+
+
+async def test_openai_wrong_key(upstream: FakeUpstream) -> None:
+    client = AsyncOpenAI(api_key="sk-wrong", base_url=upstream.openai_base_url, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as info:
+        await client.models.list()
+    await client.close()
+    assert info.value.status_code == 401
+    assert info.value.code == "invalid_api_key"
+    assert "sk-wrong" not in info.value.message
+
+
+async def test_openai_error_event_mid_stream(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    upstream.script(
+        "/v1/chat/completions", ChatReply("one two three four", error_event_after_chunks=2)
+    )
+    stream = await oai.chat.completions.create(model="m", messages=USER_HELLO, stream=True)
+    received: list[ChatCompletionChunk] = []
+    with pytest.raises(openai.APIError) as info:
+        async for chunk in stream:
+            received.append(chunk)
+    assert len(received) == 2
+    assert not isinstance(info.value, openai.APIStatusError)
+    assert info.value.type == "server_error"
+
+
+async def test_openai_break_after_chunks(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    upstream.script("/v1/chat/completions", ChatReply("one two three four", break_after_chunks=3))
+    stream = await oai.chat.completions.create(model="m", messages=USER_HELLO, stream=True)
+    received: list[ChatCompletionChunk] = []
+    with pytest.raises(openai.APIConnectionError):
+        async for chunk in stream:
+            received.append(chunk)
+    assert len(received) == 3
+    assert upstream.cancelled_streams == 0  # a deliberate break is not a client disconnect
+
+
+async def test_openai_whole_answer_cut_short(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    upstream.script("/v1/chat/completions", ChatReply("cut", break_after_chunks=0))
+    with pytest.raises(openai.APIConnectionError):
+        await oai.chat.completions.create(model="m", messages=USER_HELLO)
+
+
+# --- Anthropic -----------------------------------------------------------------------------
+
+
+async def test_anthropic_create_whole(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:
+    message = await claude.messages.create(
+        model="claude-test",
+        max_tokens=64,
+        system="be brief",
+        messages=[
+            {"role": "user", "content": "earlier"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "hi claude"}]},
+        ],
+    )
+    assert isinstance(message, Message)
+    assert message.id.startswith("msg_")
+    assert (message.type, message.role, message.model) == ("message", "assistant", "claude-test")
+    assert message.stop_reason == "end_turn" and message.stop_sequence is None
+    (block,) = message.content
+    assert isinstance(block, TextBlock) and block.text == "echo: hi claude"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (6, 3)
+    request = upstream.requests_to("/v1/messages")[0]
+    assert request.headers["authorization"] == f"Bearer {KEY}"  # anthropic 2.14 uses Bearer
+    assert "anthropic-version" in request.headers
+
+
+async def test_anthropic_stream_text(claude: AsyncAnthropic) -> None:
+    async with claude.messages.stream(
+        model="claude-test",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "stream these few words"}],
+    ) as stream:
+        pieces = [text async for text in stream.text_stream]
+        final = await stream.get_final_message()
+    assert len(pieces) > 2
+    assert "".join(pieces) == "echo: stream these few words"
+    assert final.stop_reason == "end_turn"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (4, 5)
+
+    raw = await claude.messages.create(
+        model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    types = [event.type async for event in raw]
+    assert types[0] == "message_start" and types[-2:] == ["message_delta", "message_stop"]
+    assert types.count("content_block_start") == types.count("content_block_stop") == 1
+
+
+async def test_anthropic_streamed_tool_use(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:
+    arguments = '{"city": "Paris", "units": "celsius", "days": 3}'
+    upstream.script(
+        "/v1/messages",
+        ChatReply(
+            "Let me check.",
+            tool_calls=[{"id": "toolu_1", "name": "get_weather", "arguments": arguments}],
+        ),
+    )
+    partials: list[str] = []
+    async with claude.messages.stream(
+        model="claude-test",
+        max_tokens=64,
+        tools=[CLAUDE_WEATHER_TOOL],
+        messages=[{"role": "user", "content": "weather?"}],
+    ) as stream:
+        async for event in stream:
+            if event.type == "input_json":
+                partials.append(event.partial_json)
+        final = await stream.get_final_message()
+    assert len([p for p in partials if p]) >= 3
+    assert final.stop_reason == "tool_use"
+    text, tool = final.content
+    assert isinstance(text, TextBlock) and text.text == "Let me check."
+    assert isinstance(tool, ToolUseBlock)
+    assert (tool.id, tool.name) == ("toolu_1", "get_weather")
+    assert tool.input == {"city": "Paris", "units": "celsius", "days": 3}
+
+
+async def test_anthropic_tool_command(claude: AsyncAnthropic) -> None:
+    message = await claude.messages.create(
+        model="claude-test",
+        max_tokens=64,
+        tools=[CLAUDE_WEATHER_TOOL],
+        messages=[{"role": "user", "content": '/tool get_weather {"city": "Rome"}'}],
+    )
+    assert message.stop_reason == "tool_use"
+    (block,) = message.content
+    assert isinstance(block, ToolUseBlock) and block.id.startswith("toolu_")
+    assert (block.name, block.input) == ("get_weather", {"city": "Rome"})
+
+
+async def test_anthropic_errors(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:
+    upstream.script("/v1/messages", ErrorReply(529), ErrorReply(429, retry_after="7"))
+    with pytest.raises(anthropic.OverloadedError) as overloaded:
+        await claude.messages.create(
+            model="c", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert overloaded.value.status_code == 529
+    assert overloaded.value.type == "overloaded_error"
+    assert overloaded.value.request_id is not None and overloaded.value.request_id.startswith(
+        "req_"
+    )
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        await claude.messages.create(
+            model="c", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert limited.value.status_code == 429
+    assert limited.value.type == "rate_limit_error"
+    assert limited.value.response.headers["retry-after"] == "7"
+
+
+async def test_anthropic_validation_and_auth(
+    claude: AsyncAnthropic, upstream: FakeUpstream
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await claude.messages.create(
+            model="c", max_tokens=8, messages=[], extra_body={"max_tokens": None}
+        )
+    assert bad.value.type == "invalid_request_error"
+    wrong = AsyncAnthropic(api_key="sk-wrong", base_url=upstream.anthropic_base_url, max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as denied:
+        await wrong.messages.create(
+            model="c", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    await wrong.close()
+    assert denied.value.type == "authentication_error"
+
+    # The daemon's style: x-api-key, and the version header is mandatory.
+    url = upstream.anthropic_base_url + "/v1/messages"
+    body = {"model": "c", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession() as session:
+        headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+        async with session.post(url, json=body, headers=headers) as ok:
+            assert ok.status == 200 and (await ok.json())["content"][0]["text"] == "echo: x"
+        async with session.post(url, json=body, headers={"x-api-key": KEY}) as missing:
+            assert missing.status == 400
+            assert (await missing.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_anthropic_error_event_mid_stream(
+    claude: AsyncAnthropic, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ChatReply("one two three", error_event_after_chunks=3))
+    seen: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as info:
+        async with claude.messages.stream(
+            model="c", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            async for event in stream:
+                seen.append(event.type)
+    # The error arrives after a 200, so the SDK reports the HTTP status it had: 200.
+    assert info.value.type == "overloaded_error"
+    assert info.value.status_code == 200
+    assert seen[0] == "message_start"
+
+
+async def test_anthropic_break_after_chunks(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:
+    upstream.script("/v1/messages", ChatReply("one two three", break_after_chunks=4))
+    # Unlike openai (APIConnectionError), anthropic 2.14 lets the transport error escape as is.
+    with pytest.raises(httpx2.RemoteProtocolError):
+        async with claude.messages.stream(
+            model="c", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            await stream.get_final_message()
+
+
+async def test_anthropic_models_list(claude: AsyncAnthropic) -> None:
+    page = await claude.models.list()
+    models = [m async for m in page]
+    assert [m.id for m in models] == ["gpt-4o-mini", "text-embedding-3-small", "whisper-1"]
+    assert {m.type for m in models} == {"model"}
+    assert models[0].display_name == "Gpt 4O Mini"
+
+
+# --- the fake's own controls ---------------------------------------------------------------
+
+
+async def test_records_requests(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    await oai.chat.completions.create(
+        model="gpt-4o-mini", messages=USER_HELLO, extra_query={"q": "1"}
+    )
+    await oai.audio.transcriptions.create(model="whisper-1", file=AUDIO, response_format="text")
+    chat, audio = upstream.requests
+    assert (chat.method, chat.path, chat.query) == ("POST", "/v1/chat/completions", {"q": "1"})
+    assert chat.headers["authorization"] == f"Bearer {KEY}"
+    assert all(name == name.lower() for name in chat.headers)
+    assert chat.json == {"model": "gpt-4o-mini", "messages": USER_HELLO}
+    assert json.loads(chat.body) == chat.json
+    assert chat.form is None and chat.file_name is None
+    assert audio.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert audio.json is None and audio.form is not None
+    assert audio.form["model"] == "whisper-1" and audio.form["response_format"] == "text"
+    assert audio.form["file"] == AUDIO[1] and audio.file_name == "clip.wav"
+    upstream.clear()
+    assert upstream.requests == []
+
+
+async def test_client_disconnect_cancels_stream(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    words = " ".join(f"w{i}" for i in range(200))
+    upstream.script("/v1/chat/completions", ChatReply(words, chunk_delay_s=0.02))
+    stream = await oai.chat.completions.create(model="m", messages=USER_HELLO, stream=True)
+    async for _ in stream:
+        if upstream.open_streams == 1:
+            break
+    await stream.close()
+    await upstream.wait_streams_closed()
+    assert upstream.cancelled_streams == 1
+
+    stream = await oai.chat.completions.create(model="m", messages=USER_HELLO, stream=True)
+    assert [c async for c in stream]
+    await upstream.wait_streams_closed()
+    assert upstream.cancelled_streams == 1  # a stream read to the end is not cancelled
+
+
+async def test_down_and_drop(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    upstream.set_down(True)
+    with pytest.raises(openai.APIConnectionError):
+        await oai.models.list()
+    assert len(upstream.requests_to("/v1/models")) == 1  # recorded even though dropped
+    upstream.set_down(False)
+    assert [m.id async for m in await oai.models.list()] == ["gpt-4o-mini", *upstream.models[1:]]
+
+    upstream.script("/v1/models", DropConnection())
+    with pytest.raises(openai.APIConnectionError):
+        await oai.models.list()
+
+
+async def test_raw_reply_and_delay(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    custom = {
+        "object": "list",
+        "data": [{"id": "x", "object": "model", "created": 1, "owned_by": "me"}],
+    }
+    upstream.script(
+        "/v1/models",
+        Reply(json=custom, headers={"x-custom": "yes"}),
+        Reply(status=200, json=custom, delay_s=1.0),
+    )
+    response = await oai.models.with_raw_response.list()
+    assert response.headers["x-custom"] == "yes"
+    assert [m.id async for m in response.parse()] == ["x"]
+    with pytest.raises(openai.APITimeoutError):
+        await oai.models.list(timeout=0.2)
+
+
+async def test_raw_sse_framing(upstream: FakeUpstream) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            upstream.openai_base_url + "/chat/completions",
+            json={"model": "m", "messages": USER_HELLO, "stream": True},
+            headers={"Authorization": f"Bearer {KEY}"},
+        ) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            openai_raw = await response.text()
+        async with session.post(
+            upstream.anthropic_base_url + "/v1/messages",
+            json={"model": "c", "max_tokens": 8, "stream": True, "messages": USER_HELLO},
+            headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"},
+        ) as response:
+            anthropic_raw = await response.text()
+    assert openai_raw.endswith("data: [DONE]\n\n")
+    assert all(f.startswith("data: ") for f in openai_raw.strip().split("\n\n"))
+    frames = anthropic_raw.strip().split("\n\n")
+    assert 'event: ping\ndata: {"type":"ping"}' in frames
+    for frame in frames:
+        name, data = frame.split("\n")
+        assert json.loads(data.removeprefix("data: "))["type"] == name.removeprefix("event: ")
+
+
+async def test_start_close_idempotent_url() -> None:
+    fake = FakeUpstream(api_key=None, models=["only"])
+    with pytest.raises(RuntimeError):
+        _ = fake.url
+    await fake.start()
+    try:
+        assert fake.openai_base_url == fake.url + "/v1"
+        client = AsyncOpenAI(api_key="anything", base_url=fake.openai_base_url, max_retries=0)
+        assert [m.id async for m in await client.models.list()] == ["only"]
+        await client.close()
+    finally:
+        await fake.close()
+    await asyncio.sleep(0)

@@ -1,0 +1,237 @@
+"""The OpenAI-compatible provider against the fake upstream over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from palyra.config import ModelConfig, ModelProviderConfig, ProviderConfig
+from palyra.credentials import EnvCredentials
+from palyra.errors import (
+    ErrorClass,
+    ProviderError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from palyra.models.http import parse_retry_after
+from palyra.models.openai import OpenAIProvider
+from palyra.types import ChatDelta, ChatRequest, EmbeddingsRequest, TranscriptionRequest
+from tests.conftest import UPSTREAM_KEY
+from tests.fakes.upstream import ChatReply, DropConnection, ErrorReply, FakeUpstream, Reply
+
+MODEL = ModelConfig(model_id="alias", provider_id="oai", upstream_model="gpt-4o-mini")
+
+
+@pytest.fixture
+async def provider(upstream: FakeUpstream) -> AsyncIterator[OpenAIProvider]:
+    config = ProviderConfig(
+        provider_id="oai",
+        kind="openai_compatible",
+        base_url=upstream.openai_base_url,
+        allow_private_base_url=True,
+        api_key_env="KEY",
+        request_timeout_ms=1500,
+    )
+    async with aiohttp.ClientSession() as session:
+        yield OpenAIProvider(
+            config,
+            session=session,
+            settings=ModelProviderConfig().settings_for(config),
+            credentials=EnvCredentials({"KEY": UPSTREAM_KEY}),
+        )
+
+
+def chat(text: str = "hello", **extra: object) -> ChatRequest:
+    return ChatRequest.model_validate({"messages": [{"role": "user", "content": text}], **extra})
+
+
+async def collect(stream: AsyncIterator[ChatDelta]) -> list[ChatDelta]:
+    return [delta async for delta in stream]
+
+
+async def test_chat_passes_unknown_parameters_and_renames_model(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    result = await provider.chat(chat("hi", seed=7, logprobs=True, top_logprobs=2), MODEL)
+    assert result.content == "echo: hi"
+    sent = upstream.requests_to("/v1/chat/completions")[0]
+    assert sent.json["model"] == "gpt-4o-mini"
+    assert (sent.json["seed"], sent.json["logprobs"], sent.json["top_logprobs"]) == (7, True, 2)
+    assert "stream" not in sent.json
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+async def test_stream_asks_for_usage_and_assembles_tool_calls(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/chat/completions",
+        ChatReply(
+            content=None,
+            tool_calls=[
+                {"id": "c1", "name": "a", "arguments": '{"x": 1}'},
+                {"id": "c2", "name": "b", "arguments": '{"y": 2}'},
+            ],
+            usage=(11, 5),
+        ),
+    )
+    deltas = await collect(provider.stream_chat(chat("x"), MODEL))
+    assert upstream.requests_to("/v1/chat/completions")[0].json["stream_options"] == {
+        "include_usage": True
+    }
+    calls: dict[int, list[str]] = {}
+    for delta in deltas:
+        for call in delta.tool_calls or ():
+            entry = calls.setdefault(call.index, ["", "", ""])
+            entry[0] += call.id or ""
+            entry[1] += call.name or ""
+            entry[2] += call.arguments
+    assert calls == {0: ["c1", "a", '{"x": 1}'], 1: ["c2", "b", '{"y": 2}']}
+    assert deltas[-1].usage is not None and deltas[-1].usage.prompt_tokens == 11
+    assert any(d.finish_reason == "tool_calls" for d in deltas)
+
+
+async def test_rate_limit_carries_retry_after(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/chat/completions", ErrorReply(429, retry_after="3"))
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat(), MODEL)
+    assert caught.value.error_class is ErrorClass.RETRYABLE
+    assert caught.value.status == 429 and caught.value.retry_after_s == 3
+    assert caught.value.headers["Retry-After"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class", "client_status"),
+    [
+        (500, ErrorClass.RETRYABLE, 502),
+        (503, ErrorClass.RETRYABLE, 503),
+        (504, ErrorClass.RETRYABLE, 504),
+        (401, ErrorClass.CREDENTIAL, 502),
+        (403, ErrorClass.CREDENTIAL, 502),
+        (404, ErrorClass.CLIENT, 404),
+    ],
+)
+async def test_status_classes(
+    provider: OpenAIProvider,
+    upstream: FakeUpstream,
+    status: int,
+    error_class: ErrorClass,
+    client_status: int,
+) -> None:
+    upstream.script("/v1/chat/completions", ErrorReply(status))
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat(), MODEL)
+    assert (caught.value.error_class, caught.value.status) == (error_class, client_status)
+
+
+async def test_context_length_error_is_its_own_class(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/chat/completions",
+        ErrorReply(
+            400,
+            "This model's maximum context length is 128000 tokens.",
+            code="context_length_exceeded",
+        ),
+    )
+    with pytest.raises(ProviderError) as caught:
+        await provider.chat(chat(), MODEL)
+    assert caught.value.error_class is ErrorClass.CONTEXT
+    assert caught.value.code == "context_length_exceeded"
+
+
+async def test_timeout_unreachable_and_garbage(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/chat/completions", ChatReply(content="late", delay_s=3))
+    with pytest.raises(UpstreamTimeout):
+        await provider.chat(chat(), MODEL)
+    upstream.script("/v1/chat/completions", DropConnection())
+    with pytest.raises(UpstreamUnreachable):
+        await provider.chat(chat(), MODEL)
+    upstream.script("/v1/chat/completions", Reply(body=b"<html>proxy error</html>"))
+    with pytest.raises(UpstreamProtocolError):
+        await provider.chat(chat(), MODEL)
+    upstream.script("/v1/chat/completions", Reply(json={"choices": []}))
+    with pytest.raises(UpstreamProtocolError):
+        await provider.chat(chat(), MODEL)
+
+
+async def test_stream_without_finish_is_a_protocol_error(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/chat/completions", ChatReply(content="a b c d", break_after_chunks=2))
+    with pytest.raises(ProviderError):
+        await collect(provider.stream_chat(chat(), MODEL))
+
+
+async def test_missing_credential_sends_nothing(upstream: FakeUpstream) -> None:
+    config = ProviderConfig(
+        provider_id="oai",
+        kind="openai_compatible",
+        base_url=upstream.openai_base_url,
+        allow_private_base_url=True,
+        api_key_env="NOT_SET",
+    )
+    async with aiohttp.ClientSession() as session:
+        provider = OpenAIProvider(
+            config,
+            session=session,
+            settings=ModelProviderConfig().settings_for(config),
+            credentials=EnvCredentials({}),
+        )
+        with pytest.raises(ProviderError) as caught:
+            await provider.chat(chat(), MODEL)
+    assert caught.value.error_class is ErrorClass.CREDENTIAL
+    assert "NOT_SET" in caught.value.message
+    assert upstream.requests == []
+
+
+async def test_embeddings_transcription_and_models(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    result = await provider.embed(
+        EmbeddingsRequest(input=["a", "b", "c"], dimensions=5), embed_model
+    )
+    assert [len(v) for v in result.vectors] == [5, 5, 5]
+    assert upstream.requests_to("/v1/embeddings")[0].json["encoding_format"] == "float"
+
+    audio_model = ModelConfig(
+        model_id="w", provider_id="oai", role="audio_transcription", upstream_model="whisper-1"
+    )
+    transcript = await provider.transcribe(
+        TranscriptionRequest(
+            model="w",
+            file=b"RIFFdata",
+            filename="a.wav",
+            content_type="audio/wav",
+            response_format="verbose_json",
+            language="en",
+        ),
+        audio_model,
+    )
+    assert transcript.text == "transcript of 8 bytes"
+    form = upstream.requests_to("/v1/audio/transcriptions")[0].form
+    assert form is not None
+    assert (form["model"], form["response_format"], form["language"]) == (
+        "whisper-1",
+        "verbose_json",
+        "en",
+    )
+    assert "gpt-4o-mini" in await provider.list_models()
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after({"retry-after": "2"}) == 2
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    when = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert parse_retry_after({"retry-after": when}, now=1445412470.0) == pytest.approx(10)
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
