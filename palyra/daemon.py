@@ -21,9 +21,8 @@ from aiohttp import web
 from palyra.config import ConfigError, PalyraConfig, load_config, resolve_state_dir
 from palyra.credentials import EnvCredentials
 from palyra.fs import ensure_private_dir
+from palyra.gateway import Gateway
 from palyra.logs import configure_logging
-from palyra.models import build_providers, new_http_session
-from palyra.routing import ModelRegistry, Router
 from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
 from palyra.state import SqliteState
@@ -38,23 +37,17 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
     ensure_private_dir(state_dir)
     state = SqliteState.open(state_dir)
     admin_token = load_or_create_admin_token(state_dir, env)
-    registry = ModelRegistry(config.model_provider)
-    router = Router(config.model_provider, registry, providers={})
-    app = create_app(router, admin_token, max_request_bytes=config.daemon.max_request_bytes)
+    gateway = Gateway(config.model_provider, credentials=EnvCredentials(env))
+    app = create_app(gateway, admin_token, max_request_bytes=config.daemon.max_request_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Loading the tokenizer's vocabulary takes most of a second: do it now, off the loop,
         # not inside the first request.
         await asyncio.to_thread(warm_up)
-        session = new_http_session()
-        router.providers.update(
-            build_providers(config.model_provider, session=session, credentials=EnvCredentials(env))
-        )
-        log.info("ready", providers=sorted(router.providers), state_dir=str(state_dir))
+        await gateway.start()
+        log.info("ready", providers=sorted(gateway.providers), state_dir=str(state_dir))
         yield
-        for provider in router.providers.values():
-            await provider.aclose()
-        await session.close()
+        await gateway.aclose()
         state.close()
 
     app.cleanup_ctx.append(lifecycle)

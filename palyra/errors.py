@@ -25,6 +25,8 @@ class PalyraError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    # Set by the router on errors that happened while routing: what was tried.
+    route: Any = None
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""From a requested model id to a provider call: resolution, capability and budget checks.
+"""From a requested model id to an answer: resolution, capability and budget checks, the
+candidate list, and the fallback model that walks it.
 
 Everything here runs in memory on the request path: no database, no blocking call.
 """
@@ -6,13 +7,17 @@ Everything here runs in memory on the request path: no database, no blocking cal
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from palyra.breaker import BreakerBoard
 from palyra.config import ModelConfig, ModelProviderConfig
 from palyra.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, Unsupported
+from palyra.health import HealthBoard
+from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
+from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, open_stream
 from palyra.tokens import check_token_budget, estimate_text_tokens
 from palyra.types import (
     ChatDelta,
@@ -25,18 +30,12 @@ from palyra.types import (
     TranscriptionResult,
 )
 
+__all__ = ["ModelRegistry", "RouteInfo", "Routed", "Router"]
+
 T = TypeVar("T")
 
-
-@dataclass(slots=True)
-class RouteInfo:
-    """Who served a request and what it took; rendered as the `x-palyra-*` headers."""
-
-    model_id: str = ""
-    provider_id: str = ""
-    retries: int = 0
-    failovers: int = 0
-    upstream_s: float = 0.0
+_COST = {"low": 0, "standard": 1, "premium": 2}
+_LATENCY = {"low": 0, "standard": 1, "high": 2}
 
 
 @dataclass(slots=True)
@@ -46,40 +45,52 @@ class Routed(Generic[T]):
 
 
 class ModelRegistry:
-    """The models the daemon can route to, by id, and the default per role."""
+    """The models the daemon can route to: configured ones, then discovered ones (a
+    configured entry wins an id), and the default per role."""
 
     def __init__(self, config: ModelProviderConfig) -> None:
         self._config = config
-        self._models = {m.model_id: m for m in config.models}
-        self._defaults: dict[ProviderModelRole, str] = {}
-        for role in ProviderModelRole:
-            wanted = getattr(config, f"default_{role.value}_model_id")
-            first = next(
-                (
-                    m.model_id
-                    for m in config.models
-                    if m.role == role
-                    and m.enabled
-                    and (p := config.provider(m.provider_id)) is not None
-                    and p.enabled
-                ),
-                "",
-            )
-            self._defaults[role] = wanted or first
+        self._configured = list(config.models)
+        self._discovered: list[ModelConfig] = []
+        self._index: dict[str, ModelConfig] = {}
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        index: dict[str, ModelConfig] = {}
+        for model in [*self._configured, *self._discovered]:
+            index.setdefault(model.model_id, model)
+        self._index = index  # swapped whole: readers never see a half-built index
+
+    def set_discovered(self, models: list[ModelConfig]) -> None:
+        self._discovered = models
+        self._rebuild()
 
     def models(self) -> list[ModelConfig]:
-        return list(self._models.values())
+        return list(self._index.values())
+
+    def configured(self) -> list[ModelConfig]:
+        return list(self._configured)
 
     def get(self, model_id: str) -> ModelConfig | None:
-        return self._models.get(model_id)
+        return self._index.get(model_id)
+
+    def default_for(self, role: ProviderModelRole) -> str:
+        wanted: str = getattr(self._config, f"default_{role.value}_model_id")
+        if wanted:
+            return wanted
+        for model in self.models():
+            provider = self._config.provider(model.provider_id)
+            if model.role == role and model.enabled and provider is not None and provider.enabled:
+                return model.model_id
+        return ""
 
     def resolve(self, model_id: str | None, role: ProviderModelRole) -> ModelConfig:
-        wanted = model_id or self._defaults[role]
+        wanted = model_id or self.default_for(role)
         if not wanted:
             raise ModelNotFound(
                 f"no model given and no enabled {role} model is configured", param="model"
             )
-        model = self._models.get(wanted)
+        model = self._index.get(wanted)
         if model is None:
             raise ModelNotFound(f"model {wanted!r} does not exist", param="model")
         if model.role != role:
@@ -95,115 +106,204 @@ class ModelRegistry:
         return model
 
 
+def token_budget(config: ModelProviderConfig, model: ModelConfig) -> int:
+    if config.max_model_tokens_per_event:
+        return min(config.max_model_tokens_per_event, model.max_context_tokens)
+    return model.max_context_tokens
+
+
 class Router:
     def __init__(
         self,
         config: ModelProviderConfig,
         registry: ModelRegistry,
         providers: dict[str, ModelProvider],
+        *,
+        breakers: BreakerBoard,
+        health: HealthBoard,
+        metrics: Metrics,
     ) -> None:
-        self._config = config
+        self.config = config
         self.registry = registry
         self.providers = providers
+        self.breakers = breakers
+        self.health = health
+        self.metrics = metrics
 
-    def _provider(self, model: ModelConfig) -> ModelProvider:
+    # --- candidates -------------------------------------------------------------------
+
+    def _candidate(self, model: ModelConfig) -> Candidate | None:
         provider = self.providers.get(model.provider_id)
-        if provider is None or not provider.config.enabled:
+        if provider is None or not provider.config.enabled or not model.enabled:
+            return None
+        settings = self.config.settings_for(provider.config)
+        breaker = self.breakers.get(
+            provider.provider_id,
+            settings.circuit_breaker_failure_threshold,
+            settings.circuit_breaker_cooldown_ms,
+        )
+        return Candidate(model, provider, settings, breaker)
+
+    def candidates(
+        self, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
+    ) -> list[Candidate]:
+        """The requested model, then its `fallbacks` in order, or else every other enabled
+        model of its role on another provider that can serve the request, cheapest and
+        fastest first. Unhealthy or open providers go to the back."""
+        first = self._candidate(model)
+        if first is None:
             raise ModelNotFound(
                 f"model {model.model_id!r} is served by provider {model.provider_id!r}, "
                 "which is disabled",
                 param="model",
                 code="provider_disabled",
             )
-        return provider
+        if not self.config.failover_enabled:
+            return [first]
+        if model.fallbacks:
+            others = [m for m in map(self.registry.get, model.fallbacks) if m is not None]
+        else:
+            pool = [
+                m
+                for m in self.registry.configured()
+                if m.role == model.role and m.provider_id != model.provider_id
+            ]
+            order = {m.model_id: i for i, m in enumerate(pool)}
+            others = sorted(
+                pool,
+                key=lambda m: (_COST[m.cost_tier], _LATENCY[m.latency_tier], order[m.model_id]),
+            )
+        chain = [first]
+        for other in others:
+            candidate = self._candidate(other)
+            if candidate is not None and can_serve(other):
+                chain.append(candidate)
+        # Stable: within each group the order above stands.
+        return sorted(chain, key=self._unwell)
 
-    def _check_chat(
-        self, request: ChatRequest, model: ModelConfig, provider: ModelProvider
-    ) -> None:
+    def _unwell(self, candidate: Candidate) -> bool:
+        open_now = candidate.breaker.retry_after_s() > 0
+        return open_now or not self.health.get(candidate.provider.provider_id).healthy
+
+    # --- checks -----------------------------------------------------------------------
+
+    def _chat_problem(
+        self, request: ChatRequest, model: ModelConfig
+    ) -> ContextLengthExceeded | Unsupported | None:
         if request.has_images and not model.vision:
-            raise Unsupported(f"model {model.model_id!r} does not accept images", param="messages")
+            return Unsupported(f"model {model.model_id!r} does not accept images", param="messages")
         if request.tools and not model.tool_calls:
-            raise Unsupported(f"model {model.model_id!r} does not support tools", param="tools")
+            return Unsupported(f"model {model.model_id!r} does not support tools", param="tools")
         if request.wants_json and not model.json_mode:
-            raise Unsupported(
+            return Unsupported(
                 f"model {model.model_id!r} does not support JSON mode", param="response_format"
             )
-        budget = self._config.max_model_tokens_per_event or model.max_context_tokens
+        provider = self.providers.get(model.provider_id)
+        if provider is None:
+            return None
+        budget = token_budget(self.config, model)
         allowance = request.output_limit or model.max_output_tokens
         check = check_token_budget(
             request, provider.kind, budget=budget, output_allowance=allowance
         )
         if not check.fits:
-            raise ContextLengthExceeded(
+            return ContextLengthExceeded(
                 f"model {model.model_id!r} has a budget of {budget} tokens; the request needs "
                 f"about {check.prompt_tokens} for its prompt plus {allowance} for the answer",
                 param="messages",
             )
+        return None
+
+    def _fallback(self, candidates: list[Candidate]) -> FallbackModel:
+        deadline = time.monotonic() + self.config.request_timeout_ms / 1000
+        return FallbackModel(
+            candidates,
+            route=RouteInfo(),
+            deadline=deadline,
+            health=self.health,
+            metrics=self.metrics,
+        )
+
+    async def _serve(
+        self, candidates: list[Candidate], call: Callable[[Candidate], Awaitable[T]]
+    ) -> Routed[T]:
+        fallback = self._fallback(candidates)
+        value = await fallback.run(call)
+        return Routed(value, fallback.route)
+
+    # --- operations -------------------------------------------------------------------
+
+    def _chat_candidates(self, request: ChatRequest) -> list[Candidate]:
+        model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
+        problem = self._chat_problem(request, model)
+        if problem is not None:
+            raise problem
+        return self.candidates(model, lambda m: self._chat_problem(request, m) is None)
 
     async def chat(self, request: ChatRequest) -> Routed[ChatResult]:
-        model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
-        provider = self._provider(model)
-        self._check_chat(request, model, provider)
-        route = RouteInfo(model.model_id, provider.provider_id)
-        started = time.perf_counter()
-        result = await provider.chat(request, model)
-        route.upstream_s = time.perf_counter() - started
-        return Routed(result, route)
+        candidates = self._chat_candidates(request)
+        routed = await self._serve(candidates, lambda c: c.provider.chat(request, c.model))
+        usage = routed.value.usage
+        self.metrics.count_tokens(
+            routed.route.provider_id,
+            routed.route.model_id,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        )
+        return routed
 
     async def stream_chat(self, request: ChatRequest) -> Routed[AsyncIterator[ChatDelta]]:
-        """Opens the stream and waits for its first delta, so a failure to start is still an
-        ordinary error response rather than a broken stream."""
-        model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
-        provider = self._provider(model)
-        self._check_chat(request, model, provider)
-        route = RouteInfo(model.model_id, provider.provider_id)
-        started = time.perf_counter()
-        stream = provider.stream_chat(request, model)
+        """Opens the stream up to its first content token, failing over as needed, so that
+        what the client sees is either an ordinary error or a normal stream."""
+        candidates = self._chat_candidates(request)
+        routed = await self._serve(
+            candidates, lambda c: open_stream(c.provider.stream_chat(request, c.model))
+        )
+        routed.value = self._count_stream_tokens(routed.value, routed.route)
+        return routed
+
+    async def _count_stream_tokens(
+        self, stream: AsyncIterator[ChatDelta], route: RouteInfo
+    ) -> AsyncIterator[ChatDelta]:
         try:
-            first = await anext(stream)
-        except StopAsyncIteration:
-            first = None
-        route.upstream_s = time.perf_counter() - started
-        return Routed(_prepend(first, stream), route)
+            async for delta in stream:
+                if delta.usage is not None:
+                    self.metrics.count_tokens(
+                        route.provider_id,
+                        route.model_id,
+                        delta.usage.prompt_tokens,
+                        delta.usage.completion_tokens,
+                    )
+                yield delta
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.EMBEDDINGS)
-        provider = self._provider(model)
-        budget = self._config.max_model_tokens_per_event or model.max_context_tokens
-        for i, item in enumerate(request.texts()):
-            tokens = len(item) if isinstance(item, list) else estimate_text_tokens(item)
+        lengths = [
+            len(item) if isinstance(item, list) else estimate_text_tokens(item)
+            for item in request.texts()
+        ]
+        budget = token_budget(self.config, model)
+        for i, tokens in enumerate(lengths):
             if tokens > budget:
                 raise ContextLengthExceeded(
                     f"input[{i}] has about {tokens} tokens; "
                     f"model {model.model_id!r} takes {budget}",
                     param="input",
                 )
-        route = RouteInfo(model.model_id, provider.provider_id)
-        started = time.perf_counter()
-        result = await provider.embed(request, model)
-        route.upstream_s = time.perf_counter() - started
-        return Routed(result, route)
+        # Vectors of different models live in different spaces: an embeddings request only
+        # fails over to the fallbacks its model names explicitly.
+        longest = max(lengths)
+        candidates = self.candidates(
+            model,
+            lambda m: bool(model.fallbacks) and token_budget(self.config, m) >= longest,
+        )
+        return await self._serve(candidates, lambda c: c.provider.embed(request, c.model))
 
     async def transcribe(self, request: TranscriptionRequest) -> Routed[TranscriptionResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.AUDIO_TRANSCRIPTION)
-        provider = self._provider(model)
-        route = RouteInfo(model.model_id, provider.provider_id)
-        started = time.perf_counter()
-        result = await provider.transcribe(request, model)
-        route.upstream_s = time.perf_counter() - started
-        return Routed(result, route)
-
-
-async def _prepend(
-    first: ChatDelta | None, rest: AsyncIterator[ChatDelta]
-) -> AsyncIterator[ChatDelta]:
-    try:
-        if first is not None:
-            yield first
-            async for delta in rest:
-                yield delta
-    finally:
-        # Closing the provider's generator closes its upstream response (client went away).
-        aclose = getattr(rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        candidates = self.candidates(model, lambda m: True)
+        return await self._serve(candidates, lambda c: c.provider.transcribe(request, c.model))

@@ -113,7 +113,11 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 async def gateway(
     upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory
 ) -> TestServer:
-    return await start_gateway(gateway_config(upstream, tmp_path / "state"))
+    # Translation tests: one provider per request, so what comes back is that provider's.
+    config = gateway_config(
+        upstream, tmp_path / "state", failover_enabled=False, max_retries=0, discovery_ttl_ms=3_600_000
+    )
+    return await start_gateway(config)
 
 
 @pytest.fixture

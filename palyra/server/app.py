@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
-from palyra.routing import RouteInfo, Router
-from palyra.server import inference
+from palyra.gateway import Gateway
+from palyra.routing import RouteInfo
+from palyra.server import console, inference
 from palyra.server.auth import PUBLIC_PATHS, bearer_matches
-from palyra.server.keys import ADMIN_TOKEN, ROUTE, ROUTER, STARTED
+from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, STARTED
 
 log = structlog.get_logger("palyra.http")
 
@@ -25,11 +27,13 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 def error_response(exc: PalyraError, request: web.Request) -> web.Response:
     headers = dict(exc.headers)
-    route: RouteInfo | None = request.get(ROUTE)
+    route: RouteInfo | None = request.get(ROUTE) or exc.route
+    if route is not None:
+        request[ROUTE] = route
     if request.path.startswith("/v1/"):
         started = request.get(STARTED, time.perf_counter())
         headers.update(inference.route_headers(route or RouteInfo(), started))
-        if isinstance(exc, ProviderError):
+        if isinstance(exc, ProviderError) and route is None:
             headers["x-palyra-provider-id"] = exc.provider_id
     return web.Response(
         body=orjson.dumps(exc.body()),
@@ -53,6 +57,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return response
     finally:
         route: RouteInfo | None = request.get(ROUTE)
+        if request.path.startswith("/v1/"):
+            resource = request.match_info.route.resource
+            # Label by route template, never by raw path: paths are the client's to invent.
+            name = resource.canonical if resource is not None else "unmatched"
+            request.app[GATEWAY].metrics.requests.labels(
+                name, route.model_id if route else "", str(status)
+            ).inc()
         log.info(
             "request",
             method=request.method,
@@ -106,10 +117,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(router: Router, admin_token: str, *, max_request_bytes: int) -> web.Application:
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[GATEWAY].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(gateway: Gateway, admin_token: str, *, max_request_bytes: int) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=max_request_bytes)
-    app[ROUTER] = router
+    app[GATEWAY] = gateway
     app[ADMIN_TOKEN] = admin_token
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     inference.add_routes(app)
+    console.add_routes(app)
     return app

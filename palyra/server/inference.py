@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from palyra.errors import InvalidRequest, PalyraError
 from palyra.routing import RouteInfo, Router
 from palyra.server import responses
-from palyra.server.keys import ROUTE, ROUTER, STARTED
+from palyra.server.keys import GATEWAY, ROUTE, STARTED
 from palyra.sse import DONE, encode_data
 from palyra.types import ChatRequest, EmbeddingsRequest, TranscriptionRequest
 
@@ -69,7 +69,7 @@ def validation_error(exc: ValidationError) -> InvalidRequest:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = request[STARTED]
-    router = request.app[ROUTER]
+    router = request.app[GATEWAY].router
     body = await parse_body(request, ChatRequest)
     if body.stream:
         return await _stream_chat(request, router, body, started)
@@ -117,7 +117,7 @@ async def _stream_chat(
 async def embeddings(request: web.Request) -> web.Response:
     started = request[STARTED]
     body = await parse_body(request, EmbeddingsRequest)
-    routed = await request.app[ROUTER].embed(body)
+    routed = await request.app[GATEWAY].router.embed(body)
     request[ROUTE] = routed.route
     payload = responses.embeddings(routed.value, routed.route.model_id, body.encoding_format)
     return json_response(payload, route_headers(routed.route, started))
@@ -126,7 +126,7 @@ async def embeddings(request: web.Request) -> web.Response:
 async def transcriptions(request: web.Request) -> web.Response:
     started = request[STARTED]
     body = await _read_transcription(request)
-    routed = await request.app[ROUTER].transcribe(body)
+    routed = await request.app[GATEWAY].router.transcribe(body)
     request[ROUTE] = routed.route
     headers = route_headers(routed.route, started)
     if body.response_format == "text":
@@ -181,7 +181,7 @@ async def _read_transcription(request: web.Request) -> TranscriptionRequest:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    router = request.app[ROUTER]
+    router = request.app[GATEWAY].router
     data = []
     for model in router.registry.models():
         data.append(

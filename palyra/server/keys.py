@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from palyra.routing import RouteInfo, Router
+    from palyra.gateway import Gateway
+    from palyra.routing import RouteInfo
 
-ROUTER: web.AppKey[Router] = web.AppKey("router")
+GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 # Per request: when it arrived (perf_counter), for x-palyra-overhead-ms; and who served it.
 STARTED: web.RequestKey[float] = web.RequestKey("started", float)

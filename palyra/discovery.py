@@ -1,0 +1,95 @@
+"""Live model discovery: what each provider offers now, merged with what config declares.
+
+A configured entry always wins over a discovered one with the same id; a discovered model
+gets its provider kind's default capabilities. A failed discovery keeps the last good list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from palyra.config import ModelConfig
+from palyra.errors import PalyraError
+from palyra.models.base import ModelProvider
+from palyra.redact import redact_secrets
+from palyra.types import ModelProviderKind, ProviderModelRole
+
+log = structlog.get_logger("palyra.discovery")
+
+# What a discovered model is assumed to handle, by provider kind.
+_DEFAULTS: dict[ModelProviderKind, dict[str, int]] = {
+    ModelProviderKind.OPENAI_COMPATIBLE: {"max_context_tokens": 128000, "max_output_tokens": 16384},
+    ModelProviderKind.ANTHROPIC: {"max_context_tokens": 200000, "max_output_tokens": 8192},
+    ModelProviderKind.DETERMINISTIC: {"max_context_tokens": 128000, "max_output_tokens": 16384},
+}
+
+
+def guess_role(model_id: str) -> ProviderModelRole:
+    lowered = model_id.lower()
+    if "embed" in lowered:
+        return ProviderModelRole.EMBEDDINGS
+    if "whisper" in lowered or "transcribe" in lowered:
+        return ProviderModelRole.AUDIO_TRANSCRIPTION
+    return ProviderModelRole.CHAT
+
+
+def discovered_model(model_id: str, provider: ModelProvider) -> ModelConfig:
+    role = guess_role(model_id)
+    limits = dict(_DEFAULTS[provider.kind])
+    if role is not ProviderModelRole.CHAT:
+        limits = {"max_context_tokens": 8192, "max_output_tokens": 1}
+    return ModelConfig(
+        model_id=model_id,
+        provider_id=provider.provider_id,
+        role=role,
+        discovered=True,
+        **limits,
+    )
+
+
+@dataclass(slots=True)
+class DiscoveryState:
+    model_ids: list[str] = field(default_factory=list)
+    last_success_at_ms: int | None = None
+    last_attempt_at_ms: int | None = None
+    last_error: str | None = None
+
+
+class Discovery:
+    """Runs discovery and keeps each provider's last good list."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.states: dict[str, DiscoveryState] = {}
+        self._timeout_s = timeout_s
+
+    def state(self, provider_id: str) -> DiscoveryState:
+        return self.states.setdefault(provider_id, DiscoveryState())
+
+    async def discover(self, provider: ModelProvider) -> DiscoveryState:
+        state = self.state(provider.provider_id)
+        state.last_attempt_at_ms = int(time.time() * 1000)
+        try:
+            ids = await asyncio.wait_for(provider.list_models(), self._timeout_s)
+        except (PalyraError, TimeoutError) as exc:
+            message = exc.message if isinstance(exc, PalyraError) else "timed out"
+            state.last_error = redact_secrets(message)
+            log.warning("discovery_failed", provider=provider.provider_id, error=state.last_error)
+            return state
+        state.model_ids = sorted(set(ids))
+        state.last_success_at_ms = state.last_attempt_at_ms
+        state.last_error = None
+        return state
+
+    def models(self, providers: list[ModelProvider]) -> list[ModelConfig]:
+        """Every discovered model, in provider order, as registry entries."""
+        found: list[ModelConfig] = []
+        for provider in providers:
+            state = self.states.get(provider.provider_id)
+            if state is None or not provider.config.discovery:
+                continue
+            found.extend(discovered_model(mid, provider) for mid in state.model_ids)
+        return found

@@ -1,0 +1,186 @@
+"""The model-provider service: providers, the router, and the background work that keeps
+the router's view fresh (discovery, health probes). The HTTP layer talks to this."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+
+from palyra.breaker import BreakerBoard, CircuitState
+from palyra.config import ModelProviderConfig
+from palyra.credentials import CredentialSource
+from palyra.discovery import Discovery
+from palyra.errors import NotFound
+from palyra.health import HealthBoard, ProviderHealth, probe, probe_all, run_periodically
+from palyra.metrics import Metrics
+from palyra.models import build_providers, new_http_session
+from palyra.models.base import ModelProvider
+from palyra.routing import ModelRegistry, Router
+from palyra.types import ModelProviderKind
+
+PROBE_TIMEOUT_S = 10.0
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: ModelProviderConfig,
+        *,
+        credentials: CredentialSource,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self._credentials = credentials
+        self._session: aiohttp.ClientSession | None = None
+        # Filled by start(): the pooled HTTP session needs a running event loop.
+        self.providers: dict[str, ModelProvider] = {}
+        self.registry = ModelRegistry(config)
+        self.health = HealthBoard(config.health_degraded_latency_ms)
+        self.breakers = BreakerBoard()
+        self.discovery = Discovery(timeout_s=PROBE_TIMEOUT_S)
+        self.router = Router(
+            config,
+            self.registry,
+            self.providers,
+            breakers=self.breakers,
+            health=self.health,
+            metrics=self.metrics,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the HTTP pool, build the providers, and start discovery and health probes
+        in the background; neither blocks a request."""
+        self._session = new_http_session()
+        self.providers.update(
+            build_providers(self.config, session=self._session, credentials=self._credentials)
+        )
+        self._tasks = [
+            asyncio.create_task(
+                run_periodically(self.config.discovery_ttl_ms / 1000, self.discover, "discovery")
+            ),
+            asyncio.create_task(
+                run_periodically(self.config.health_ttl_ms / 1000, self.test_connection, "health")
+            ),
+        ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for provider in self.providers.values():
+            await provider.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def _selected(self, provider_id: str | None) -> list[ModelProvider]:
+        if provider_id is None:
+            return list(self.providers.values())
+        provider = self.providers.get(provider_id)
+        if provider is None:
+            raise NotFound(f"no provider {provider_id!r} is configured", param="provider_id")
+        return [provider]
+
+    async def discover(self, provider_id: str | None = None) -> dict[str, Any]:
+        targets = [
+            p
+            for p in self._selected(provider_id)
+            if p.config.enabled
+            and p.config.discovery
+            and p.kind is not ModelProviderKind.DETERMINISTIC
+        ]
+        await asyncio.gather(*(self.discovery.discover(p) for p in targets))
+        self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
+        return {p.provider_id: self._discovery_view(p.provider_id) for p in targets}
+
+    async def test_connection(self, provider_id: str | None = None) -> dict[str, Any]:
+        targets = self._selected(provider_id)
+        if provider_id is not None:
+            await probe(targets[0], self.health, PROBE_TIMEOUT_S)
+        else:
+            await probe_all(targets, self.health, PROBE_TIMEOUT_S)
+        return {p.provider_id: self._health_view(self.health.get(p.provider_id)) for p in targets}
+
+    # --- status -----------------------------------------------------------------------
+
+    def _discovery_view(self, provider_id: str) -> dict[str, Any]:
+        state = self.discovery.state(provider_id)
+        return {
+            "model_ids": state.model_ids,
+            "last_success_at_ms": state.last_success_at_ms,
+            "last_attempt_at_ms": state.last_attempt_at_ms,
+            "last_error": state.last_error,
+        }
+
+    @staticmethod
+    def _health_view(health: ProviderHealth) -> dict[str, Any]:
+        return {
+            "state": health.state.value,
+            "last_probe_at_ms": health.last_probe_at_ms,
+            "last_probe_latency_ms": health.last_probe_latency_ms,
+            "last_error": health.last_error,
+            "last_error_at_ms": health.last_error_at_ms,
+        }
+
+    def _circuit_view(self, provider_id: str) -> dict[str, Any]:
+        breaker = self.breakers.peek(provider_id)
+        if breaker is None:
+            return {"state": CircuitState.CLOSED.value, "retry_after_ms": 0, "failures": 0}
+        return {
+            "state": breaker.state.value,
+            "retry_after_ms": round(breaker.retry_after_s() * 1000),
+            "failures": breaker.failures,
+        }
+
+    def status(self) -> dict[str, Any]:
+        providers = []
+        for provider in self.providers.values():
+            pid = provider.provider_id
+            providers.append(
+                {
+                    "provider_id": pid,
+                    "kind": provider.kind.value,
+                    "enabled": provider.config.enabled,
+                    "base_url": provider.config.base_url or None,
+                    "health": self._health_view(self.health.get(pid)),
+                    "circuit": self._circuit_view(pid),
+                    "discovery": self._discovery_view(pid) if provider.config.discovery else None,
+                    "configured_models": [
+                        m.model_id for m in self.registry.configured() if m.provider_id == pid
+                    ],
+                }
+            )
+        models = [
+            {
+                "model_id": model.model_id,
+                "provider_id": model.provider_id,
+                "role": model.role.value,
+                "source": "discovered" if model.discovered else "configured",
+                **self._availability(model.model_id, model.provider_id, model.enabled),
+            }
+            for model in self.registry.models()
+        ]
+        return {"providers": providers, "models": models}
+
+    def _availability(self, model_id: str, provider_id: str, enabled: bool) -> dict[str, Any]:
+        provider = self.providers.get(provider_id)
+        if not enabled:
+            return {"available": False, "reason": "model disabled in config"}
+        if provider is None or not provider.config.enabled:
+            return {"available": False, "reason": f"provider {provider_id} disabled"}
+        circuit = self._circuit_view(provider_id)
+        if circuit["state"] == CircuitState.OPEN.value:
+            seconds = circuit["retry_after_ms"] / 1000
+            return {"available": False, "reason": f"circuit open; retry in {seconds:.1f} s"}
+        health = self.health.get(provider_id)
+        if not health.healthy:
+            return {"available": False, "reason": f"provider {health.state.value}"}
+        if circuit["state"] == CircuitState.HALF_OPEN.value:
+            return {"available": True, "reason": "circuit half-open: next request probes"}
+        return {"available": True, "reason": f"provider {health.state.value}"}
