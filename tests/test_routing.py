@@ -1,0 +1,467 @@
+"""Routing against scripted fake upstreams: retries, failover, the circuit breaker,
+discovery and health, counted by what each upstream received."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp.test_utils import TestServer
+from openai import AsyncOpenAI
+
+from palyra.config import validate_config
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, GatewayFactory
+from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream, Reply
+
+CHAT = "/v1/chat/completions"
+USER = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+async def first() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(api_key=UPSTREAM_KEY, models=["gpt-4o-mini", "extra-model"]) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def second() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as fake:
+        yield fake
+
+
+def provider(pid: str, upstream: FakeUpstream, **extra: Any) -> dict[str, Any]:
+    return {
+        "provider_id": pid,
+        "kind": "openai_compatible",
+        "base_url": upstream.openai_base_url,
+        "allow_private_base_url": True,
+        "api_key_env": "PALYRA_TEST_UPSTREAM_KEY",
+        **extra,
+    }
+
+
+def config(
+    tmp_path: Path,
+    first: FakeUpstream,
+    second: FakeUpstream,
+    *,
+    providers: dict[str, dict[str, Any]] | None = None,
+    models: list[dict[str, Any]] | None = None,
+    more_providers: list[dict[str, Any]] | None = None,
+    **model_provider: Any,
+) -> Any:
+    extra = providers or {}
+    settings = {
+        "max_retries": 2,
+        "retry_backoff_ms": 10,
+        "discovery_ttl_ms": 3_600_000,
+        "health_ttl_ms": 3_600_000,
+        **model_provider,
+    }
+    return validate_config(
+        {
+            "version": 1,
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "model_provider": {
+                **settings,
+                "providers": [
+                    provider("p1", first, **extra.get("p1", {})),
+                    provider("p2", second, **extra.get("p2", {})),
+                    *(more_providers or []),
+                ],
+                "models": models
+                or [
+                    {"model_id": "primary", "provider_id": "p1", "upstream_model": "gpt-4o-mini"},
+                    {"model_id": "backup", "provider_id": "p2", "upstream_model": "gpt-4o-mini"},
+                ],
+            },
+        }
+    )
+
+
+def sdk(server: TestServer) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        api_key=ADMIN_TOKEN, base_url=str(server.make_url("/v1")), max_retries=0, timeout=30
+    )
+
+
+async def console(server: TestServer, method: str, path: str, body: Any = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method,
+            server.make_url(path),
+            json=body,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+def provider_status(status: dict[str, Any], pid: str) -> dict[str, Any]:
+    return next(p for p in status["providers"] if p["provider_id"] == pid)
+
+
+async def test_503_is_retried_then_fails_over(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second))
+    first.script(CHAT, *[ErrorReply(503)] * 3)
+    raw = await sdk(server).chat.completions.with_raw_response.create(
+        model="primary", messages=USER
+    )
+    assert raw.parse().choices[0].message.content == "echo: hello"
+    assert len(first.requests_to(CHAT)) == 3  # the try and max_retries retries
+    assert len(second.requests_to(CHAT)) == 1
+    assert raw.headers["x-palyra-provider-id"] == "p2"
+    assert raw.headers["x-palyra-model-id"] == "backup"
+    assert raw.headers["x-palyra-retry-count"] == "2"
+    assert raw.headers["x-palyra-failover-count"] == "1"
+
+
+async def test_429_retry_after_is_honoured(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second))
+    first.script(CHAT, ErrorReply(429, retry_after="1"))
+    started = time.monotonic()
+    raw = await sdk(server).chat.completions.with_raw_response.create(
+        model="primary", messages=USER
+    )
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5, elapsed
+    assert raw.headers["x-palyra-provider-id"] == "p1"
+    assert raw.headers["x-palyra-retry-count"] == "1"
+    assert second.requests_to(CHAT) == []
+
+
+async def test_retry_after_longer_than_the_request_fails_over_at_once(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second, request_timeout_ms=5000))
+    first.script(CHAT, ErrorReply(429, retry_after="30"))
+    started = time.monotonic()
+    raw = await sdk(server).chat.completions.with_raw_response.create(
+        model="primary", messages=USER
+    )
+    assert time.monotonic() - started < 1.5
+    assert raw.headers["x-palyra-provider-id"] == "p2"
+    assert len(first.requests_to(CHAT)) == 1
+
+
+async def test_plain_400_is_neither_retried_nor_failed_over(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second))
+    first.script(CHAT, ErrorReply(400, "unsupported value: 'stop'", code="invalid_value"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk(server).chat.completions.create(model="primary", messages=USER)
+    assert "unsupported value" in caught.value.message
+    assert len(first.requests_to(CHAT)) == 1
+    assert second.requests_to(CHAT) == []
+    assert caught.value.response.headers["x-palyra-retry-count"] == "0"
+
+
+async def test_credential_error_fails_over_without_retry_and_shows_auth_failed(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second))
+    first.script(CHAT, ErrorReply(401))
+    raw = await sdk(server).chat.completions.with_raw_response.create(
+        model="primary", messages=USER
+    )
+    assert raw.headers["x-palyra-provider-id"] == "p2"
+    assert len(first.requests_to(CHAT)) == 1
+    status = await console(server, "GET", "/console/v1/models/status")
+    assert provider_status(status, "p1")["health"]["state"] == "auth_failed"
+
+
+async def test_context_error_fails_over_only_to_larger_windows(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as third:
+        models = [
+            {
+                "model_id": "primary",
+                "provider_id": "p1",
+                "max_context_tokens": 8000,
+                "max_output_tokens": 100,
+            },
+            {
+                "model_id": "same-size",
+                "provider_id": "p2",
+                "max_context_tokens": 8000,
+                "max_output_tokens": 100,
+            },
+            {
+                "model_id": "bigger",
+                "provider_id": "p3",
+                "max_context_tokens": 32000,
+                "max_output_tokens": 100,
+            },
+        ]
+        server = await start_gateway(
+            config(tmp_path, first, second, models=models, more_providers=[provider("p3", third)])
+        )
+        first.script(CHAT, ErrorReply(400, "This model's maximum context length is 8000 tokens."))
+        raw = await sdk(server).chat.completions.with_raw_response.create(
+            model="primary", messages=USER
+        )
+        assert raw.headers["x-palyra-model-id"] == "bigger"
+        assert second.requests_to(CHAT) == []
+        assert len(third.requests_to(CHAT)) == 1
+
+
+async def test_failover_disabled_keeps_to_the_requested_model(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second, failover_enabled=False))
+    first.script(CHAT, *[ErrorReply(503)] * 3)
+    with pytest.raises(openai.APIStatusError) as caught:
+        await sdk(server).chat.completions.create(model="primary", messages=USER)
+    assert caught.value.status_code == 503
+    assert second.requests_to(CHAT) == []
+
+
+async def test_circuit_opens_blocks_then_probes_once(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(
+        config(
+            tmp_path,
+            first,
+            second,
+            failover_enabled=False,
+            max_retries=0,
+            circuit_breaker_failure_threshold=2,
+            circuit_breaker_cooldown_ms=1000,
+        )
+    )
+    client = sdk(server)
+    first.script(CHAT, ErrorReply(500), ErrorReply(500))
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError):
+            await client.chat.completions.create(model="primary", messages=USER)
+    assert len(first.requests_to(CHAT)) == 2
+
+    # Open: nothing reaches the upstream; the answer is 503 with Retry-After.
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client.chat.completions.create(model="primary", messages=USER)
+    assert caught.value.status_code == 503
+    assert caught.value.code == "providers_unavailable"
+    assert caught.value.response.headers["retry-after"] == "1"
+    assert len(first.requests_to(CHAT)) == 2
+    status = await console(server, "GET", "/console/v1/models/status")
+    circuit = provider_status(status, "p1")["circuit"]
+    assert circuit["state"] == "open" and 0 < circuit["retry_after_ms"] <= 1000
+
+    # Half-open: of three concurrent requests exactly one is let through, as the probe.
+    await asyncio.sleep(1.05)
+    first.script(CHAT, ChatReply(content="probe ok", delay_s=0.5))
+    results = await asyncio.gather(
+        *(client.chat.completions.create(model="primary", messages=USER) for _ in range(3)),
+        return_exceptions=True,
+    )
+    assert len(first.requests_to(CHAT)) == 3
+    answered = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+    assert len(answered) == 1 and len(refused) == 2
+    assert all(r.status_code == 503 for r in refused)
+
+    # The probe succeeded: closed again, traffic flows.
+    await client.chat.completions.create(model="primary", messages=USER)
+    assert len(first.requests_to(CHAT)) == 4
+
+    # Open it again, then let the probe fail: open for another cooldown.
+    first.script(CHAT, ErrorReply(500), ErrorReply(500))
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError):
+            await client.chat.completions.create(model="primary", messages=USER)
+    await asyncio.sleep(1.05)
+    first.script(CHAT, ErrorReply(503))
+    with pytest.raises(openai.APIStatusError):
+        await client.chat.completions.create(model="primary", messages=USER)
+    sent = len(first.requests_to(CHAT))
+    with pytest.raises(openai.APIStatusError) as again:
+        await client.chat.completions.create(model="primary", messages=USER)
+    assert again.value.code == "providers_unavailable"
+    assert len(first.requests_to(CHAT)) == sent
+
+
+async def test_open_circuit_fails_over_to_the_other_provider(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(
+        config(tmp_path, first, second, max_retries=0, circuit_breaker_failure_threshold=1)
+    )
+    first.script(CHAT, ErrorReply(502))
+    client = sdk(server)
+    await client.chat.completions.create(model="primary", messages=USER)
+    raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+    assert raw.headers["x-palyra-provider-id"] == "p2"
+    assert raw.headers["x-palyra-failover-count"] == "0"  # skipped, not tried
+    assert len(first.requests_to(CHAT)) == 1
+
+
+async def test_stream_fails_over_before_its_first_token(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second, max_retries=0))
+    first.script(CHAT, ChatReply(content="never", error_event_after_chunks=1))
+    stream = await sdk(server).chat.completions.create(model="primary", messages=USER, stream=True)
+    text = ""
+    async for chunk in stream:
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+    assert text == "echo: hello"
+    assert len(first.requests_to(CHAT)) == 1 and len(second.requests_to(CHAT)) == 1
+
+
+async def test_stream_failure_after_first_token_ends_with_an_error(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second))
+    first.script(CHAT, ChatReply(content="alpha beta gamma delta", error_event_after_chunks=3))
+    stream = await sdk(server).chat.completions.create(model="primary", messages=USER, stream=True)
+    text = ""
+    with pytest.raises(openai.APIError):
+        async for chunk in stream:
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+    assert text and "delta" not in text
+    assert second.requests_to(CHAT) == []
+
+
+async def test_candidates_follow_capabilities_and_tiers(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as third:
+        models = [
+            {"model_id": "primary", "provider_id": "p1"},
+            {"model_id": "premium", "provider_id": "p2", "cost_tier": "premium"},
+            {"model_id": "cheap-blind", "provider_id": "p3", "cost_tier": "low", "vision": False},
+        ]
+        server = await start_gateway(
+            config(
+                tmp_path,
+                first,
+                second,
+                models=models,
+                more_providers=[provider("p3", third)],
+                max_retries=0,
+            )
+        )
+        client = sdk(server)
+        first.script(CHAT, ErrorReply(503), ErrorReply(503))
+        raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+        assert raw.headers["x-palyra-model-id"] == "cheap-blind"  # low cost first
+        image = [
+            {"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        ]
+        raw = await client.chat.completions.with_raw_response.create(
+            model="primary",
+            messages=[{"role": "user", "content": image}],  # type: ignore[list-item,misc]
+        )
+        assert raw.headers["x-palyra-model-id"] == "premium"  # the blind one cannot see
+
+
+async def test_discovery_merges_with_configuration(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(
+        config(tmp_path, first, second, providers={"p2": {"discovery": False}})
+    )
+    client = sdk(server)
+    await console(server, "POST", "/console/v1/models/discover", {})
+    listed = {m.id: m.model_extra["palyra"] for m in (await client.models.list()).data}  # type: ignore[index]
+    assert listed["primary"]["source"] == "configured"
+    assert listed["extra-model"]["source"] == "discovered"
+    assert listed["extra-model"]["provider_id"] == "p1"
+    assert listed["gpt-4o-mini"]["source"] == "discovered"
+    completion = await client.chat.completions.create(model="extra-model", messages=USER)
+    assert completion.choices[0].message.content == "echo: hello"
+    assert first.requests_to(CHAT)[-1].json["model"] == "extra-model"
+    # p2 has discovery = false: its models (the fake's defaults) stay out, though health
+    # probes do list them.
+    assert "whisper-1" not in listed
+
+    # A failed discovery keeps the last good list and says why.
+    first.set_down(True)
+    result = await console(server, "POST", "/console/v1/models/discover", {"provider_id": "p1"})
+    assert result["providers"]["p1"]["last_error"]
+    assert "extra-model" in result["providers"]["p1"]["model_ids"]
+    assert "extra-model" in {m.id for m in (await client.models.list()).data}
+
+
+async def test_health_moves_through_its_states(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(
+        config(
+            tmp_path,
+            first,
+            second,
+            providers={"p2": {"api_key_env": "UNSET_KEY_VAR"}},
+            health_degraded_latency_ms=200,
+        )
+    )
+
+    async def state(pid: str = "p1") -> str:
+        result = await console(
+            server, "POST", "/console/v1/models/test-connection", {"provider_id": pid}
+        )
+        return str(result["providers"][pid]["state"])
+
+    assert await state() == "ok"
+    assert await state("p2") == "missing_auth"
+    first.script("/v1/models", Reply(json={"object": "list", "data": []}, delay_s=0.4))
+    assert await state() == "degraded"
+    first.script("/v1/models", ErrorReply(429))
+    assert await state() == "rate_limited"
+    first.script("/v1/models", ErrorReply(401))
+    assert await state() == "auth_failed"
+    first.set_down(True)
+    assert await state() == "unreachable"
+    first.set_down(False)
+    assert await state() == "ok"
+    status = await console(server, "GET", "/console/v1/models/status")
+    p1 = provider_status(status, "p1")
+    assert p1["health"]["last_probe_latency_ms"] is not None
+    assert p1["health"]["last_error"]  # the last failure stays visible
+    assert UPSTREAM_KEY not in str(status)
+    models = {m["model_id"]: m for m in status["models"]}
+    assert models["backup"]["available"] is False
+    assert "missing_auth" in models["backup"]["reason"]
+
+
+async def test_metrics_count_requests_retries_and_failovers(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second))
+    first.script(CHAT, *[ErrorReply(503)] * 3)
+    await sdk(server).chat.completions.create(model="primary", messages=USER)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            server.make_url("/metrics"), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as response,
+    ):
+        text = await response.text()
+    assert 'palyra_retries_total{provider="p1"} 2.0' in text
+    assert 'palyra_failovers_total{from_provider="p1"} 1.0' in text
+    assert 'palyra_upstream_errors_total{error_class="retryable",provider="p1"} 3.0' in text
+    assert (
+        'palyra_requests_total{model="backup",route="/v1/chat/completions",status="200"} 1.0'
+        in text
+    )
+    assert 'palyra_upstream_latency_seconds_count{model="backup",provider="p2"} 1.0' in text
+    assert 'palyra_tokens_total{direction="in",model="backup",provider="p2"}' in text
+    assert 'palyra_circuit_state{provider="p1"} 0.0' in text
