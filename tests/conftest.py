@@ -115,7 +115,11 @@ async def gateway(
 ) -> TestServer:
     # Translation tests: one provider per request, so what comes back is that provider's.
     config = gateway_config(
-        upstream, tmp_path / "state", failover_enabled=False, max_retries=0, discovery_ttl_ms=3_600_000
+        upstream,
+        tmp_path / "state",
+        failover_enabled=False,
+        max_retries=0,
+        discovery_ttl_ms=3_600_000,
     )
     return await start_gateway(config)
 

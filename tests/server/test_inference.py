@@ -435,11 +435,14 @@ async def test_stream_is_relayed_as_it_arrives(gateway: TestServer, upstream: Fa
     body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
     started = time.monotonic()
     first_content_at = None
-    async with aiohttp.ClientSession() as http, http.post(
-        gateway.make_url("/v1/chat/completions"),
-        json=body,
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gateway.make_url("/v1/chat/completions"),
+            json=body,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as response,
+    ):
         async for line in response.content:
             if b'"content":"a' in line and first_content_at is None:
                 first_content_at = time.monotonic() - started
