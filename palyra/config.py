@@ -25,6 +25,7 @@ from palyra.vault.ref import VaultRefError, parse_vault_ref
 
 DEFAULT_PORT = 7142
 DETERMINISTIC_PROVIDER_ID = "deterministic-primary"
+_PROVIDER_ID = re.compile(r"[a-z0-9._:-]{1,128}")
 DEFAULT_BASE_URLS = {
     ModelProviderKind.OPENAI_COMPATIBLE: "https://api.openai.com/v1",
     ModelProviderKind.ANTHROPIC: "https://api.anthropic.com",
@@ -64,6 +65,12 @@ class DaemonConfig(_Section):
         return value.rstrip("/")
 
 
+def _scheme_in(url: str, *schemes: str) -> bool:
+    """URL schemes are case-insensitive: `POSTGRESQL://` is as good as `postgresql://`."""
+    scheme, sep, _ = url.partition("://")
+    return bool(sep) and scheme.lower() in schemes
+
+
 class StateConfig(_Section):
     backend: Literal["sqlite", "postgres"] = "sqlite"
     url: str = ""
@@ -71,20 +78,20 @@ class StateConfig(_Section):
 
     @model_validator(mode="after")
     def _check_urls(self) -> StateConfig:
-        if self.backend == "postgres" and not self.url.startswith(("postgresql://", "postgres://")):
+        if self.backend == "postgres" and not _scheme_in(self.url, "postgresql", "postgres"):
             raise ValueError('url: must be postgresql://... when backend = "postgres"')
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        if self.redis_url and not _scheme_in(self.redis_url, "redis", "rediss", "unix"):
             raise ValueError("redis_url: must be redis://, rediss:// or unix://")
         return self
 
 
 class ProviderConfig(_Section):
-    provider_id: str = Field(pattern=r"^[a-z0-9._:-]{1,128}$")
+    provider_id: str
     kind: ModelProviderKind
     base_url: str = ""
     api_key_vault_ref: str = ""
     auth_profile_id: str = ""
-    api_key_env: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
+    api_key_env: str = ""
     allow_private_base_url: bool = False
     enabled: bool = True
     discovery: bool = True
@@ -96,6 +103,28 @@ class ProviderConfig(_Section):
     # The deterministic provider's embedding width when a request names none.
     embedding_dimensions: int = Field(default=64, ge=1, le=8192)
 
+    @field_validator("provider_id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        if len(value) > 128:
+            raise ValueError(f"is {len(value)} characters long; at most 128")
+        if not _PROVIDER_ID.fullmatch(value):
+            raise ValueError("may only hold lower-case a-z, 0-9 and . _ : -")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _check_env_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            # Often the key itself pasted here: say so, and never echo it.
+            raise ValueError(
+                "must name an environment variable ([A-Za-z_][A-Za-z0-9_]*) that holds the key, "
+                "not the key itself"
+            )
+        return value
+
     @field_validator("api_key_vault_ref")
     @classmethod
     def _check_vault_ref(cls, value: str) -> str:
@@ -104,7 +133,8 @@ class ProviderConfig(_Section):
         try:
             return str(parse_vault_ref(value))
         except VaultRefError as exc:
-            raise ValueError(str(exc)) from None
+            # The text may be an API key pasted into the wrong field: never echo it.
+            raise ValueError(str(exc).replace(f" {value!r}", "")) from None
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
@@ -124,26 +154,37 @@ class ProviderConfig(_Section):
 
 def check_base_url(url: str, allow_private: bool) -> str:
     """https anywhere; http only to loopback; loopback and private targets only when allowed."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise ValueError("base_url: is not a valid URL (bad host or port)") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError(
             f"base_url: scheme must be https (or http to loopback), got {parts.scheme!r}"
         )
     if not parts.hostname:
         raise ValueError("base_url: has no host")
-    if parts.username or parts.password:
+    if parts.username or parts.password or "@" in parts.netloc:
         raise ValueError("base_url: must not carry credentials; use api_key_vault_ref")
+    if not port_ok:
+        raise ValueError("base_url: port must be 1-65535")
     if parts.query or parts.fragment:
         raise ValueError("base_url: must not have a query or fragment")
-    host = parts.hostname
+    host = parts.hostname.rstrip(".")
     loopback = host == "localhost" or host.endswith(".localhost")
     private = loopback
     try:
-        address = ipaddress.ip_address(host)
-        loopback = address.is_loopback
-        private = loopback or address.is_private or address.is_link_local or address.is_unspecified
+        address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
         pass  # a name; we do not resolve it here (no blocking DNS while loading config)
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        loopback = address.is_loopback
+        # Anything not globally routable: private, link-local (cloud metadata), CGNAT,
+        # unspecified, reserved.
+        private = loopback or not address.is_global
     if parts.scheme == "http" and not loopback:
         raise ValueError("base_url: plain http is only allowed to loopback; use https")
     if private and not allow_private:
@@ -193,6 +234,8 @@ class ModelProviderConfig(_Section):
     circuit_breaker_cooldown_ms: int = Field(default=30000, ge=1)
     discovery_ttl_ms: int = Field(default=300000, ge=1000)
     health_ttl_ms: int = Field(default=60000, ge=1000)
+    # A probe slower than this marks the provider `degraded` (still used, but noticed).
+    health_degraded_latency_ms: int = Field(default=2000, ge=1)
     max_model_tokens_per_event: int = Field(default=0, ge=0)
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
@@ -317,9 +360,9 @@ def find_config_path(
     A path given explicitly must exist; the XDG default may be missing.
     """
     if explicit:
-        return Path(explicit)
+        return Path(explicit).expanduser()
     if env.get("PALYRA_CONFIG"):
-        return Path(env["PALYRA_CONFIG"])
+        return Path(env["PALYRA_CONFIG"]).expanduser()
     base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME", "~")).expanduser() / ".config")
     candidate = base / "palyra" / "config.toml"
     return candidate if candidate.exists() else None
@@ -339,16 +382,31 @@ def load_config(
     if found is not None:
         source = str(found)
         raw = read_toml(found)
-    _refuse_plain_keys(raw, source)
     problems: list[str] = []
+    # Where each overridden value came from, so an error can say which env var or flag to fix.
+    origins: dict[str, str] = {}
     for dotted, value in env_overrides(env, problems).items():
-        _set_dotted(raw, dotted, value)
+        if _set_dotted(raw, dotted, value):
+            origins[dotted] = f"from env {_ENV_BY_DOTTED[dotted]}"
     for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(raw, dotted, value)
+        if value is not None and _set_dotted(raw, dotted, value):
+            origins[dotted] = "from the command line"
     if problems:
         raise ConfigError(problems, source)
-    return LoadedConfig(validate_config(raw, source), found)
+    try:
+        config = validate_config(raw, source)
+    except ConfigError as exc:
+        raise ConfigError([_blame(p, origins) for p in exc.problems], source) from None
+    return LoadedConfig(config, found)
+
+
+def _blame(problem: str, origins: Mapping[str, str]) -> str:
+    """`daemon.port: ...` -> `daemon.port (from env PALYRA_DAEMON_PORT): ...`."""
+    for dotted, origin in origins.items():
+        for sep in (": ", "["):
+            if problem.startswith(dotted + sep):
+                return f"{dotted} ({origin}){problem[len(dotted) :]}"
+    return problem
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -365,8 +423,14 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def validate_config(raw: Mapping[str, Any], source: str | None = None) -> PalyraConfig:
+    _refuse_plain_keys(raw, source)
     if "version" not in raw:
         raise ConfigError(["version: required; put `version = 1` at the top"], source)
+    version = raw["version"]
+    if type(version) is not int or version != 1:
+        # Checked by hand: pydantic would take `true` or `1.0` for the literal 1.
+        shown = repr(version) if isinstance(version, int | float | str) else type(version).__name__
+        raise ConfigError([f"version: must be 1, the only config format (got {shown})"], source)
     try:
         config = PalyraConfig.model_validate(raw)
     except ValidationError as exc:
@@ -378,10 +442,10 @@ def validate_config(raw: Mapping[str, Any], source: str | None = None) -> Palyra
 
 
 def _refuse_plain_keys(node: Any, source: str | None, path: str = "") -> None:
-    if isinstance(node, dict):
+    if isinstance(node, Mapping):
         for key, value in node.items():
-            here = f"{path}.{key}" if path else key
-            if key in ("api_key", "apikey", "api-key"):
+            here = f"{path}.{key}" if path else str(key)
+            if str(key).lower().replace("-", "_") in ("api_key", "apikey"):
                 raise ConfigError(
                     [
                         f"{here}: plain API keys are not allowed in config; store the key with "
@@ -418,9 +482,27 @@ def _describe(exc: ValidationError) -> list[str]:
             problems.append(f"{path}.{field}: {rest}" if path else message)
             continue
         value = err.get("input")
-        shown = f" (got {value!r})" if isinstance(value, str | int | float | bool) else ""
+        shown = ""
+        if isinstance(value, str | int | float | bool) and repr(value) not in message:
+            shown = _shown(path, value)
         problems.append(f"{path}: {message[:1].lower()}{message[1:]}{shown}")
     return problems
+
+
+# Fields whose value may be a secret put in the wrong place: errors never echo them.
+_SECRET_FIELDS = ("api_key_vault_ref", "auth_profile_id", "api_key_env", "client_id")
+
+
+def _shown(path: str, value: str | int | float | bool) -> str:
+    """` (got 'x')` for an error message: never a secret, a URL's password or a wall of text."""
+    if not isinstance(value, str):
+        return f" (got {value!r})"
+    if path.rpartition(".")[2] in _SECRET_FIELDS:
+        return ""
+    text = redact_url(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f" (got {text!r})"
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -501,6 +583,7 @@ def _env_names() -> dict[str, tuple[str, bool]]:
 
 
 _ENV_NAMES = _env_names()
+_ENV_BY_DOTTED = {dotted: name for name, (dotted, _) in _ENV_NAMES.items()}
 
 
 def env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
@@ -523,16 +606,22 @@ def env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]
     return found
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> bool:
+    """Set `a.b.c` in nested tables; False (and nothing set) when a parent is not a table.
+
+    A parent that the file made a non-table (`daemon = 5`) is left for validation to report.
+    """
     *parents, leaf = dotted.split(".")
     node = raw
     for part in parents:
-        child = node.get(part)
+        if part not in node:
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
-            child = {}
-            node[part] = child
+            return False
         node = child
     node[leaf] = value
+    return True
 
 
 # --- paths ------------------------------------------------------------------------------
@@ -553,18 +642,42 @@ def resolve_state_dir(config: PalyraConfig, env: Mapping[str, str] | None = None
 
 # --- showing ----------------------------------------------------------------------------
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z+]+://[^:/@]*:)[^@]*(?P<tail>@)")
+REDACTED = "<redacted>"
+_QUERY_SECRET = re.compile(
+    r"(?i)(?P<head>(?:^|&)(?:password|passwd|pass|pwd|sslpassword|token|secret)=)[^&]*"
+)
 
 
 def redact_url(url: str) -> str:
-    return _URL_PASSWORD.sub(r"\g<head><redacted>\g<tail>", url)
+    """Replace the password in `scheme://user:password@host/...` (and `?password=`)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    netloc, tail = (rest, "") if end < 0 else (rest[:end], rest[end:])
+    # The last '@' ends the userinfo, as URL parsers read it; a password may hold '@' or ':'.
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
+    elif at and scheme.lower().startswith("redis"):
+        netloc = f"{REDACTED}@{hostport}"  # redis://password@host: the lone part is a password
+    path, qmark, query = tail.partition("?")
+    if qmark:
+        body, hash_, fragment = query.partition("#")
+        body = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", body)
+        tail = f"{path}?{body}{hash_}{fragment}"
+    return f"{scheme}://{netloc}{tail}"
 
 
 def config_for_display(config: PalyraConfig, *, show_secrets: bool = False) -> dict[str, Any]:
     """The effective config as plain data, with passwords inside URLs replaced."""
     data = config.model_dump(mode="json")
     if not show_secrets:
-        for key in ("url", "redis_url"):
-            if data["state"][key]:
-                data["state"][key] = redact_url(data["state"][key])
+        for section, key in (
+            ("state", "url"),
+            ("state", "redis_url"),
+            ("daemon", "public_base_url"),
+        ):
+            if data[section][key]:
+                data[section][key] = redact_url(data[section][key])
     return data

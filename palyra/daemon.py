@@ -103,7 +103,7 @@ def run(
         loaded = load_config(config, overrides=overrides)
     except ConfigError as exc:
         print(f"palyrad: config error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     settings = loaded.config
     configure_logging(settings.daemon.log_level)
     try:

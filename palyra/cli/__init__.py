@@ -22,8 +22,12 @@ def run_typer(app: typer.Typer, prog: str) -> None:
         sys.exit(2)
     except click_exc.UsageError as exc:
         where = f" (see {exc.ctx.command_path} --help)" if exc.ctx else ""
-        print(f"{prog}: usage error: {exc.format_message()}{where}", file=sys.stderr)
+        message = " ".join(exc.format_message().split())
+        print(f"{prog}: usage error: {message}{where}", file=sys.stderr)
         sys.exit(2)
+    except click_exc.ClickException as exc:
+        print(f"{prog}: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except typer_exc.Exit as exc:
         sys.exit(exc.exit_code)
     except typer_exc.Abort:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -22,8 +23,9 @@ class DaemonError(Exception):
 @dataclass(slots=True)
 class DaemonClient:
     base_url: str
-    token: str
+    token: str | None  # None: no token found; a 401 then says where to get one
     timeout_s: float = 600.0
+    token_hint: str = ""
 
     @classmethod
     def from_config(
@@ -31,47 +33,78 @@ class DaemonClient:
     ) -> DaemonClient:
         env = os.environ if env is None else env
         base = url or env.get("PALYRA_URL") or _loopback_url(config.daemon.bind, config.daemon.port)
-        token = env.get("PALYRA_ADMIN_TOKEN") or _read_token(resolve_state_dir(config, env))
-        return cls(base.rstrip("/"), token)
+        state_dir = resolve_state_dir(config, env)
+        token = env.get("PALYRA_ADMIN_TOKEN") or _read_token(state_dir)
+        # A missing token is reported only if the daemon asks for one: when the daemon is not
+        # running at all, "cannot reach the daemon" is the error that helps.
+        hint = (
+            f"no admin token: set PALYRA_ADMIN_TOKEN or start the daemon once "
+            f"(it writes {state_dir / TOKEN_FILE})"
+        )
+        return cls(base.rstrip("/"), token, token_hint=hint)
 
     def _open(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            self.base_url + path, data=data, method=method, headers=headers
         )
         try:
             return urllib.request.urlopen(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
+            if exc.code == 401 and not self.token and self.token_hint:
+                raise DaemonError(self.token_hint) from None
             raise DaemonError(_error_message(exc)) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DaemonError(f"cannot reach the daemon at {self.base_url}: {reason}") from None
 
     def get(self, path: str) -> Any:
         with self._open("GET", path) as response:
-            return json.loads(response.read())
+            return self._json(response)
 
     def post(self, path: str, body: Any) -> Any:
         with self._open("POST", path, body) as response:
+            return self._json(response)
+
+    def _json(self, response: Any) -> Any:
+        try:
             return json.loads(response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise DaemonError(
+                f"the daemon at {self.base_url} broke off the answer: {exc}"
+            ) from None
+        except ValueError:
+            raise DaemonError(f"the daemon at {self.base_url} answered with non-JSON") from None
 
     def stream(self, path: str, body: Any) -> Iterator[dict[str, Any]]:
         """POST and yield each SSE `data:` payload as it arrives, until `[DONE]`."""
         with self._open("POST", path, body) as response:
-            for raw in response:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                payload = json.loads(data)
-                if isinstance(payload, dict) and "error" in payload:
-                    raise DaemonError(str(payload["error"].get("message", payload["error"])))
-                yield payload
+            try:
+                for raw in response:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    payload = json.loads(data)
+                    if isinstance(payload, dict) and "error" in payload:
+                        error = payload["error"]
+                        message = error.get("message", error) if isinstance(error, dict) else error
+                        raise DaemonError(str(message))
+                    yield payload
+            except (OSError, http.client.HTTPException) as exc:
+                raise DaemonError(
+                    f"the daemon at {self.base_url} broke off the stream: {exc}"
+                ) from None
+            except ValueError:
+                raise DaemonError(
+                    f"the daemon at {self.base_url} sent an event that is not JSON"
+                ) from None
+        raise DaemonError(f"the daemon at {self.base_url} ended the stream without [DONE]")
 
 
 def _loopback_url(bind: str, port: int) -> str:
@@ -81,19 +114,16 @@ def _loopback_url(bind: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def _read_token(state_dir: Path) -> str:
+def _read_token(state_dir: Path) -> str | None:
     try:
-        return (state_dir / TOKEN_FILE).read_text(encoding="utf-8").strip()
+        return (state_dir / TOKEN_FILE).read_text(encoding="utf-8").strip() or None
     except OSError:
-        raise DaemonError(
-            f"no admin token: set PALYRA_ADMIN_TOKEN or start the daemon once "
-            f"(it writes {state_dir / TOKEN_FILE})"
-        ) from None
+        return None
 
 
 def _error_message(exc: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(exc.read())
         return f"{exc.code}: {body['error']['message']}"
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException):
         return f"{exc.code}: {exc.reason}"

@@ -29,7 +29,8 @@ _state: dict[str, Any] = {}
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    print(f"palyra: error: {message}", file=sys.stderr)
+    one_line = " ".join(message.split())  # errors are one line, whatever the cause says
+    print(f"palyra: error: {one_line}", file=sys.stderr)
     raise typer.Exit(code)
 
 
@@ -70,7 +71,8 @@ def chat(
 ) -> None:
     """Send one message and print the answer as it arrives."""
     if text == "-":
-        text = sys.stdin.read()
+        # `echo hi | palyra chat -`: the newline ends the input, it is not part of the message.
+        text = sys.stdin.read().rstrip("\r\n")
     if not text.strip():
         fail("nothing to send: the message is empty", 2)
     body: dict[str, Any] = {"messages": [{"role": "user", "content": text}]}
@@ -127,7 +129,9 @@ def models_list(
             extra.get("source", ""),
             "yes" if extra.get("enabled", True) else "no",
         )
-    Console().print(table)
+    # Piped output is not cut to 80 columns: ids must survive `| grep` intact.
+    console = Console() if sys.stdout.isatty() else Console(width=1000)
+    console.print(table)
 
 
 @config_app.command("validate")

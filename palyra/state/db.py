@@ -1,0 +1,163 @@
+"""A small async database interface that the embedded SQLite store and PostgreSQL share.
+
+Components (vault, auth profiles, cron, runs) write their SQL once, in a portable subset:
+`?` placeholders, BIGINT for integers and millisecond times, TEXT for strings, JSON and
+base64; `INSERT ... ON CONFLICT ... DO UPDATE` and `RETURNING` are fine in both.
+Each component owns numbered migrations; each is applied in its own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+
+class Database(ABC):
+    """Statements run one at a time; inside `transaction()` they see and commit together."""
+
+    @abstractmethod
+    async def execute(self, sql: str, *params: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+
+    @abstractmethod
+    async def fetch_one(self, sql: str, *params: Any) -> Row | None: ...
+
+    @abstractmethod
+    async def fetch_all(self, sql: str, *params: Any) -> list[Row]: ...
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """`async with db.transaction() as tx:` — tx is a Database bound to the transaction;
+        an exception rolls everything back."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def migrate(self, component: str, migrations: Sequence[str]) -> None:
+        """Apply the component's migrations not yet applied, in order, each atomically."""
+        await self.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " component TEXT NOT NULL, version BIGINT NOT NULL,"
+            " PRIMARY KEY (component, version))"
+        )
+        for version, script in enumerate(migrations, start=1):
+            async with self.transaction() as tx:
+                done = await tx.fetch_one(
+                    "SELECT version FROM schema_migrations WHERE component = ? AND version = ?",
+                    component,
+                    version,
+                )
+                if done is not None:
+                    continue
+                for statement in filter(str.strip, script.split(";")):
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
+                    component,
+                    version,
+                )
+
+
+class SqliteDatabase(Database):
+    """SQLite on one connection, driven from one worker thread so the event loop never
+    blocks on disk. WAL and `synchronous=FULL`: a committed write survives a crash."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palyra-sqlite")
+        self._lock = asyncio.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteDatabase:
+        db = cls(path)
+        await db._call(db._connect)
+        return db
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self.path.chmod(0o600)
+        self._conn = conn
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _run(self, sql: str, params: tuple[Any, ...], mode: str) -> Any:
+        assert self._conn is not None, "database is closed"
+        cursor = self._conn.execute(sql, params)
+        if mode == "one":
+            row = cursor.fetchone()
+            return None if row is None else dict(row)
+        if mode == "all":
+            return [dict(row) for row in cursor.fetchall()]
+        return cursor.rowcount
+
+    async def execute(self, sql: str, *params: Any) -> int:
+        async with self._lock:
+            return int(await self._call(self._run, sql, params, "count"))
+
+    async def fetch_one(self, sql: str, *params: Any) -> Row | None:
+        async with self._lock:
+            result: Row | None = await self._call(self._run, sql, params, "one")
+            return result
+
+    async def fetch_all(self, sql: str, *params: Any) -> list[Row]:
+        async with self._lock:
+            result: list[Row] = await self._call(self._run, sql, params, "all")
+            return result
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Database]:
+        async with self._lock:
+            await self._call(self._run, "BEGIN IMMEDIATE", (), "count")
+            try:
+                yield _SqliteTransaction(self)
+            except BaseException:
+                await self._call(self._run, "ROLLBACK", (), "count")
+                raise
+            await self._call(self._run, "COMMIT", (), "count")
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                await self._call(self._conn.close)
+                self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+class _SqliteTransaction(Database):
+    """The same connection, used while the transaction holds the lock."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, *params: Any) -> int:
+        return int(await self._db._call(self._db._run, sql, params, "count"))
+
+    async def fetch_one(self, sql: str, *params: Any) -> Row | None:
+        result: Row | None = await self._db._call(self._db._run, sql, params, "one")
+        return result
+
+    async def fetch_all(self, sql: str, *params: Any) -> list[Row]:
+        result: list[Row] = await self._db._call(self._db._run, sql, params, "all")
+        return result
+
+    def transaction(self) -> Any:
+        raise RuntimeError("nested transactions are not supported")
+
+    async def close(self) -> None:
+        raise RuntimeError("close the database, not the transaction")
