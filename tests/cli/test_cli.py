@@ -365,6 +365,25 @@ def test_models_list_json(daemon: Daemon) -> None:
     assert {row["palyra"]["provider_id"] for row in data} == {"deterministic-primary"}
 
 
+def test_models_status_discover_and_test_connection(daemon: Daemon) -> None:
+    status = palyra("models", "status", "--json", env=daemon.env)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    provider = data["providers"][0]
+    assert provider["provider_id"] == "deterministic-primary"
+    assert provider["circuit"]["state"] == "closed"
+    assert {m["model_id"] for m in data["models"] if m["available"]} == set(DETERMINISTIC_MODELS)
+    table = palyra("models", "status", env=daemon.env)
+    assert table.returncode == 0 and "deterministic-primary" in table.stdout
+    probe = palyra("models", "test-connection", "--json", env=daemon.env)
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout)["deterministic-primary"]["state"] == "ok"
+    assert palyra("models", "discover", env=daemon.env).returncode == 0
+    unknown = palyra("models", "test-connection", "--provider", "nope", env=daemon.env)
+    assert unknown.returncode == 1
+    assert "no provider 'nope'" in one_error_line(unknown)
+
+
 def test_models_list_table(daemon: Daemon) -> None:
     result = palyra("models", "list", env=daemon.env)
     assert result.returncode == 0, result.stderr
