@@ -1,7 +1,7 @@
 """`palyrad`: load config, wire the parts, serve until SIGTERM.
 
-The wiring lives in `build_app`, on one screen: state dir, state store, admin token,
-providers over one pooled HTTP session, the router, the HTTP app.
+The wiring lives in `build_app`, on one screen: state dir, admin token, the gateway
+(providers, router, discovery, health), the state store, the HTTP app.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from palyra.credentials import EnvCredentials
 from palyra.fs import ensure_private_dir
 from palyra.gateway import Gateway
 from palyra.logs import configure_logging
+from palyra.runtime import Runtime
 from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
-from palyra.state import SqliteState
+from palyra.state import open_database
 from palyra.tokens import warm_up
 
 log = structlog.get_logger("palyra.daemon")
@@ -35,20 +36,25 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
     env = os.environ if env is None else env
     state_dir = resolve_state_dir(config, env)
     ensure_private_dir(state_dir)
-    state = SqliteState.open(state_dir)
-    admin_token = load_or_create_admin_token(state_dir, env)
-    gateway = Gateway(config.model_provider, credentials=EnvCredentials(env))
-    app = create_app(gateway, admin_token, max_request_bytes=config.daemon.max_request_bytes)
+    runtime = Runtime(
+        config=config,
+        env=env,
+        state_dir=state_dir,
+        admin_token=load_or_create_admin_token(state_dir, env),
+        gateway=Gateway(config.model_provider, credentials=EnvCredentials(env)),
+    )
+    app = create_app(runtime)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Loading the tokenizer's vocabulary takes most of a second: do it now, off the loop,
         # not inside the first request.
         await asyncio.to_thread(warm_up)
-        await gateway.start()
-        log.info("ready", providers=sorted(gateway.providers), state_dir=str(state_dir))
+        runtime.db = await open_database(config.state, state_dir)
+        await runtime.gateway.start()
+        log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))
         yield
-        await gateway.aclose()
-        state.close()
+        await runtime.gateway.aclose()
+        await runtime.db.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -13,11 +13,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
-from palyra.gateway import Gateway
 from palyra.routing import RouteInfo
+from palyra.runtime import Runtime
 from palyra.server import console, inference
 from palyra.server.auth import PUBLIC_PATHS, bearer_matches
-from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, STARTED
+from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, RUNTIME, STARTED
 
 log = structlog.get_logger("palyra.http")
 
@@ -122,10 +122,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(gateway: Gateway, admin_token: str, *, max_request_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[request_context], client_max_size=max_request_bytes)
-    app[GATEWAY] = gateway
-    app[ADMIN_TOKEN] = admin_token
+def create_app(runtime: Runtime) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context], client_max_size=runtime.config.daemon.max_request_bytes
+    )
+    app[RUNTIME] = runtime
+    app[GATEWAY] = runtime.gateway
+    app[ADMIN_TOKEN] = runtime.admin_token
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     inference.add_routes(app)

@@ -9,7 +9,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from palyra.gateway import Gateway
     from palyra.routing import RouteInfo
+    from palyra.runtime import Runtime
 
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 # Per request: when it arrived (perf_counter), for x-palyra-overhead-ms; and who served it.

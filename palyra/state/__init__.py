@@ -1,5 +1,16 @@
-"""Durable state: the embedded SQLite store (PostgreSQL joins it for scale-out)."""
+"""Durable state: the embedded SQLite store, or PostgreSQL for several daemons."""
 
-from palyra.state.sqlite import SqliteState
+from __future__ import annotations
 
-__all__ = ["SqliteState"]
+from pathlib import Path
+
+from palyra.config import StateConfig
+from palyra.state.db import Database, SqliteDatabase
+
+DB_FILE = "palyra.db"
+
+__all__ = ["DB_FILE", "Database", "SqliteDatabase", "open_database"]
+
+
+async def open_database(config: StateConfig, state_dir: Path) -> Database:
+    return await SqliteDatabase.open(state_dir / DB_FILE)

@@ -1,0 +1,36 @@
+"""What a running daemon holds, in one place: every part reaches the others through this.
+
+Parts that need the event loop (the database, HTTP pools) are filled in at start-up by the
+daemon's lifecycle; the app keeps this object from construction, so nothing is attached to
+the app after it has started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from palyra.config import PalyraConfig
+from palyra.gateway import Gateway
+from palyra.state.db import Database
+
+
+@dataclass
+class Runtime:
+    config: PalyraConfig
+    env: Mapping[str, str]
+    state_dir: Path
+    admin_token: str
+    gateway: Gateway
+    _db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise RuntimeError("the state store is not open yet (daemon still starting)")
+        return self._db
+
+    @db.setter
+    def db(self, value: Database) -> None:
+        self._db = value

@@ -1,0 +1,76 @@
+"""The database interface every component's store is written against."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from palyra.state.db import Database
+
+MIGRATIONS = [
+    "CREATE TABLE items (id TEXT PRIMARY KEY, n BIGINT NOT NULL)",
+    "ALTER TABLE items ADD COLUMN note TEXT; CREATE INDEX items_n ON items (n)",
+]
+
+
+async def test_migrations_apply_once_in_order(database: Database) -> None:
+    await database.migrate("test", MIGRATIONS)
+    await database.migrate("test", MIGRATIONS)  # already applied: nothing happens
+    await database.execute("INSERT INTO items (id, n, note) VALUES (?, ?, ?)", "a", 1, "x")
+    rows = await database.fetch_all(
+        "SELECT component, version FROM schema_migrations ORDER BY version"
+    )
+    assert [(r["component"], r["version"]) for r in rows] == [("test", 1), ("test", 2)]
+
+
+async def test_a_failing_migration_leaves_nothing_behind(database: Database) -> None:
+    await database.migrate("test", MIGRATIONS[:1])
+    with pytest.raises(Exception):  # noqa: B017 - each backend raises its own error type
+        await database.migrate(
+            "test", [*MIGRATIONS[:1], "ALTER TABLE items ADD COLUMN z TEXT; NOT SQL"]
+        )
+    assert (
+        await database.fetch_one("SELECT version FROM schema_migrations WHERE version = 2") is None
+    )
+    await database.execute("INSERT INTO items (id, n) VALUES (?, ?)", "a", 1)
+    with pytest.raises(Exception):  # noqa: B017
+        await database.execute("INSERT INTO items (id, n, z) VALUES (?, ?, ?)", "b", 2, "no")
+
+
+async def test_transactions_commit_together_or_not_at_all(database: Database) -> None:
+    await database.migrate("test", MIGRATIONS)
+    async with database.transaction() as tx:
+        await tx.execute("INSERT INTO items (id, n) VALUES (?, ?)", "a", 1)
+        await tx.execute("INSERT INTO items (id, n) VALUES (?, ?)", "b", 2)
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO items (id, n) VALUES (?, ?)", "c", 3)
+            raise RuntimeError("boom")
+    rows = await database.fetch_all("SELECT id FROM items ORDER BY id")
+    assert [r["id"] for r in rows] == ["a", "b"]
+
+
+async def test_upsert_returning_and_rowcount(database: Database) -> None:
+    await database.migrate("test", MIGRATIONS)
+    upsert = (
+        "INSERT INTO items (id, n) VALUES (?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET n = items.n + excluded.n RETURNING n"
+    )
+    assert await database.fetch_one(upsert, "a", 5) == {"n": 5}
+    assert await database.fetch_one(upsert, "a", 5) == {"n": 10}
+    assert await database.execute("UPDATE items SET n = ? WHERE n = ?", 0, 10) == 1
+    assert await database.execute("UPDATE items SET n = ? WHERE n = ?", 0, 10) == 0
+
+
+async def test_compare_and_set_under_concurrency(database: Database) -> None:
+    """The claim pattern cron and OAuth rely on: of many concurrent claims exactly one wins."""
+    await database.migrate("test", MIGRATIONS)
+    await database.execute("INSERT INTO items (id, n) VALUES (?, ?)", "tick", 100)
+    results = await asyncio.gather(
+        *(
+            database.execute("UPDATE items SET n = ? WHERE id = ? AND n = ?", 200, "tick", 100)
+            for _ in range(20)
+        )
+    )
+    assert sorted(results) == [0] * 19 + [1]
