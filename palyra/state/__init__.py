@@ -13,4 +13,9 @@ __all__ = ["DB_FILE", "Database", "SqliteDatabase", "open_database"]
 
 
 async def open_database(config: StateConfig, state_dir: Path) -> Database:
+    if config.backend == "postgres":
+        # Imported here: the embedded default never loads the PostgreSQL driver.
+        from palyra.state.postgres import PostgresDatabase
+
+        return await PostgresDatabase.open(config.url)
     return await SqliteDatabase.open(state_dir / DB_FILE)
