@@ -33,6 +33,9 @@ class CircuitBreaker:
     clock: Callable[[], float] = time.monotonic
     failures: int = 0
     opened_until: float = 0.0
+    # Wall-clock time of the last open/close, so instances sharing state agree on "newest".
+    changed_at_ms: int = 0
+    on_change: Callable[[], None] | None = None
     _open: bool = False
     _probe_in_flight: bool = False
 
@@ -66,8 +69,10 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self.failures = 0
-        self._open = False
         self._probe_in_flight = False
+        if self._open:
+            self._open = False
+            self._changed()
 
     def record_failure(self) -> None:
         """One failed request (all its retries together)."""
@@ -88,6 +93,35 @@ class CircuitBreaker:
         self._open = True
         self._probe_in_flight = False
         self.opened_until = self.clock() + self.cooldown_s
+        self._changed()
+
+    def _changed(self) -> None:
+        self.changed_at_ms = max(self.changed_at_ms + 1, int(time.time() * 1000))
+        if self.on_change is not None:
+            self.on_change()
+
+    def snapshot(self) -> tuple[int, int]:
+        """(open until, as epoch ms, or 0 when closed; when that was decided, epoch ms)."""
+        if not self._open:
+            return 0, self.changed_at_ms
+        remaining = self.opened_until - self.clock()
+        return int(time.time() * 1000 + remaining * 1000), self.changed_at_ms
+
+    def apply_remote(self, open_until_ms: int, changed_at_ms: int) -> bool:
+        """Take another instance's newer decision; True when it changed ours."""
+        if changed_at_ms <= self.changed_at_ms:
+            return False
+        self.changed_at_ms = changed_at_ms
+        remaining_s = (open_until_ms - time.time() * 1000) / 1000
+        if open_until_ms and remaining_s > -self.cooldown_s:
+            # Open (or half-open once the shared cooldown has passed) here too.
+            self._open = True
+            self._probe_in_flight = False
+            self.opened_until = self.clock() + remaining_s
+        else:
+            self._open = False
+            self.failures = 0
+        return True
 
 
 class BreakerBoard:
@@ -96,13 +130,23 @@ class BreakerBoard:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._clock = clock
+        # Told the provider id whenever a circuit opens or closes (shared state listens).
+        self.listener: Callable[[str], None] | None = None
 
     def get(self, provider_id: str, threshold: int, cooldown_ms: int) -> CircuitBreaker:
         breaker = self._breakers.get(provider_id)
         if breaker is None:
             breaker = CircuitBreaker(threshold, cooldown_ms / 1000, clock=self._clock)
+            breaker.on_change = lambda: self._notify(provider_id)
             self._breakers[provider_id] = breaker
         return breaker
+
+    def _notify(self, provider_id: str) -> None:
+        if self.listener is not None:
+            self.listener(provider_id)
+
+    def items(self) -> list[tuple[str, CircuitBreaker]]:
+        return list(self._breakers.items())
 
     def peek(self, provider_id: str) -> CircuitBreaker | None:
         return self._breakers.get(provider_id)

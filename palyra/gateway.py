@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from palyra.breaker import BreakerBoard, CircuitState
+from palyra.breaker import BreakerBoard, CircuitBreaker, CircuitState
 from palyra.config import ModelProviderConfig
 from palyra.credentials import CredentialSource
 from palyra.discovery import Discovery
@@ -19,6 +19,7 @@ from palyra.metrics import Metrics
 from palyra.models import build_providers, new_http_session
 from palyra.models.base import ModelProvider
 from palyra.routing import ModelRegistry, Router
+from palyra.shared import SharedState
 from palyra.types import ModelProviderKind
 
 PROBE_TIMEOUT_S = 10.0
@@ -31,8 +32,11 @@ class Gateway:
         *,
         credentials: CredentialSource,
         metrics: Metrics | None = None,
+        redis_url: str = "",
     ) -> None:
         self.config = config
+        self._redis_url = redis_url
+        self.shared: SharedState | None = None
         self.metrics = metrics or Metrics()
         self._credentials = credentials
         self._session: aiohttp.ClientSession | None = None
@@ -59,6 +63,15 @@ class Gateway:
         self.providers.update(
             build_providers(self.config, session=self._session, credentials=self._credentials)
         )
+        if self._redis_url:
+            self.shared = SharedState(
+                self._redis_url,
+                breakers=self.breakers,
+                breaker_for=self.breaker,
+                health=self.health,
+                provider_ids=list(self.providers),
+            )
+            self.shared.start()
         self._tasks = [
             asyncio.create_task(
                 run_periodically(self.config.discovery_ttl_ms / 1000, self.discover, "discovery")
@@ -68,7 +81,18 @@ class Gateway:
             ),
         ]
 
+    def breaker(self, provider_id: str) -> CircuitBreaker:
+        provider = self.config.provider(provider_id)
+        settings = self.config.settings_for(provider) if provider else None
+        return self.breakers.get(
+            provider_id,
+            settings.circuit_breaker_failure_threshold if settings else 3,
+            settings.circuit_breaker_cooldown_ms if settings else 30000,
+        )
+
     async def aclose(self) -> None:
+        if self.shared is not None:
+            await self.shared.aclose()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

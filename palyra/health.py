@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 import structlog
@@ -50,7 +50,7 @@ class ProviderHealth:
     last_probe_latency_ms: float | None = None
     last_error: str | None = None
     last_error_at_ms: int | None = None
-    changed_at_ms: int = field(default_factory=lambda: _now_ms())
+    changed_at_ms: int = 0  # 0: nothing known yet, so any shared news is newer
 
     @property
     def healthy(self) -> bool:
@@ -78,6 +78,8 @@ class HealthBoard:
     def __init__(self, degraded_latency_ms: int) -> None:
         self._health: dict[str, ProviderHealth] = {}
         self.degraded_latency_ms = degraded_latency_ms
+        # Told the provider id whenever a state changes (shared state listens).
+        self.listener: Callable[[str], None] | None = None
 
     def get(self, provider_id: str) -> ProviderHealth:
         health = self._health.get(provider_id)
@@ -88,7 +90,30 @@ class HealthBoard:
     def _set(self, health: ProviderHealth, state: HealthState) -> None:
         if health.state is not state:
             health.state = state
-            health.changed_at_ms = _now_ms()
+            health.changed_at_ms = max(health.changed_at_ms + 1, _now_ms())
+            if self.listener is not None:
+                for pid, known in self._health.items():
+                    if known is health:
+                        self.listener(pid)
+
+    def items(self) -> list[tuple[str, ProviderHealth]]:
+        return list(self._health.items())
+
+    def apply_remote(
+        self, provider_id: str, state: str, changed_at_ms: int, last_error: str | None
+    ) -> bool:
+        """Take another instance's newer view of a provider; True when it changed ours."""
+        health = self.get(provider_id)
+        if changed_at_ms <= health.changed_at_ms:
+            return False
+        try:
+            health.state = HealthState(state)
+        except ValueError:
+            return False
+        health.changed_at_ms = changed_at_ms
+        if last_error:
+            health.last_error = last_error
+        return True
 
     def set_disabled(self, provider_id: str) -> None:
         self._set(self.get(provider_id), HealthState.DISABLED)

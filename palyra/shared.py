@@ -1,0 +1,162 @@
+"""Circuit and health state shared between daemons through Redis.
+
+The request path never waits on Redis: breakers and health change in memory as before, a
+listener marks what changed, and a background loop (every `SYNC_INTERVAL_S`) pushes local
+changes and pulls everyone else's. The newest decision per provider wins, so a circuit
+opened by one daemon is honoured by all within about one interval. When Redis is
+unreachable every daemon goes on with its own state and reports itself degraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as redis
+import structlog
+
+from palyra.breaker import BreakerBoard, CircuitBreaker
+from palyra.health import HealthBoard
+from palyra.redact import redact_secrets
+
+log = structlog.get_logger("palyra.shared")
+
+SYNC_INTERVAL_S = 0.25
+KEY_TTL_S = 24 * 3600
+PREFIX = "palyra:v1"
+
+
+class SharedState:
+    def __init__(
+        self,
+        url: str,
+        *,
+        breakers: BreakerBoard,
+        breaker_for: Callable[[str], CircuitBreaker],
+        health: HealthBoard,
+        provider_ids: list[str],
+        interval_s: float = SYNC_INTERVAL_S,
+        namespace: str = PREFIX,
+    ) -> None:
+        self._prefix = namespace
+        self._client: redis.Redis = redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        )
+        self._breakers = breakers
+        self._breaker_for = breaker_for
+        self._health = health
+        self._provider_ids = provider_ids
+        self._interval_s = interval_s
+        self._dirty_circuits: set[str] = set()
+        self._dirty_health: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.reachable = True
+        self.last_error: str | None = None
+        self.last_sync_at_ms: int | None = None
+
+    def start(self) -> None:
+        self._breakers.listener = lambda pid: self._dirty_circuits.add(pid)
+        self._health.listener = lambda pid: self._dirty_health.add(pid)
+        self._task = asyncio.create_task(self._loop())
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.sync()
+                if not self.reachable:
+                    log.info("redis_reachable_again")
+                self.reachable, self.last_error = True, None
+            except (redis.RedisError, OSError) as exc:
+                if self.reachable:
+                    log.warning("redis_unreachable", error=redact_secrets(str(exc)))
+                self.reachable = False
+                self.last_error = redact_secrets(f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self._interval_s)
+
+    async def sync(self) -> None:
+        """Push what changed here, then take what is newer elsewhere."""
+        circuits, self._dirty_circuits = self._dirty_circuits, set()
+        healths, self._dirty_health = self._dirty_health, set()
+        try:
+            await self._push(circuits, healths)
+        except BaseException:
+            # Not pushed: try again next round rather than lose the change.
+            self._dirty_circuits |= circuits
+            self._dirty_health |= healths
+            raise
+        await self._pull()
+        self.last_sync_at_ms = int(time.time() * 1000)
+
+    async def _push(self, circuits: set[str], healths: set[str]) -> None:
+        if not circuits and not healths:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for pid in circuits:
+                breaker = self._breakers.peek(pid)
+                if breaker is None:
+                    continue
+                open_until, changed = breaker.snapshot()
+                # Only a newer decision may replace the stored one (compare in a Lua script
+                # so two daemons writing at once cannot go backwards).
+                pipe.eval(
+                    _SET_IF_NEWER,
+                    1,
+                    f"{self._prefix}:circuit:{pid}",
+                    changed,
+                    open_until,
+                    "",
+                    KEY_TTL_S,
+                )
+            for pid in healths:
+                health = self._health.get(pid)
+                pipe.eval(
+                    _SET_IF_NEWER,
+                    1,
+                    f"{self._prefix}:health:{pid}",
+                    health.changed_at_ms,
+                    health.state.value,
+                    health.last_error or "",
+                    KEY_TTL_S,
+                )
+            await pipe.execute()
+
+    async def _pull(self) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for pid in self._provider_ids:
+                pipe.hgetall(f"{self._prefix}:circuit:{pid}")
+                pipe.hgetall(f"{self._prefix}:health:{pid}")
+            results: list[Any] = await pipe.execute()
+        for index, pid in enumerate(self._provider_ids):
+            circuit, health = results[2 * index], results[2 * index + 1]
+            if circuit:
+                breaker = self._breaker_for(pid)
+                breaker.apply_remote(int(circuit["value"] or 0), int(circuit["changed_at_ms"]))
+            if health:
+                self._health.apply_remote(
+                    pid, health["value"], int(health["changed_at_ms"]), health.get("detail") or None
+                )
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+
+# KEYS[1] hash; ARGV: changed_at_ms, value, detail, ttl seconds.
+_SET_IF_NEWER = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'changed_at_ms') or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'changed_at_ms', ARGV[1], 'value', ARGV[2], 'detail', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  return 1
+end
+return 0
+"""
