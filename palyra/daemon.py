@@ -41,7 +41,11 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
         env=env,
         state_dir=state_dir,
         admin_token=load_or_create_admin_token(state_dir, env),
-        gateway=Gateway(config.model_provider, credentials=EnvCredentials(env)),
+        gateway=Gateway(
+            config.model_provider,
+            credentials=EnvCredentials(env),
+            redis_url=config.state.redis_url,
+        ),
     )
     app = create_app(runtime)
 
