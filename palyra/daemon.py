@@ -54,7 +54,7 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
         # not inside the first request.
         await asyncio.to_thread(warm_up)
         runtime.db = await open_database(config.state, state_dir)
-        await runtime.gateway.start()
+        await runtime.gateway.start(runtime.db)
         log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))
         yield
         await runtime.gateway.aclose()

@@ -7,6 +7,7 @@ gets its provider kind's default capabilities. A failed discovery keeps the last
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from palyra.config import ModelConfig
 from palyra.errors import PalyraError
 from palyra.models.base import ModelProvider
 from palyra.redact import redact_secrets
+from palyra.state.db import Database
 from palyra.types import ModelProviderKind, ProviderModelRole
 
 log = structlog.get_logger("palyra.discovery")
@@ -59,12 +61,51 @@ class DiscoveryState:
     last_error: str | None = None
 
 
+MIGRATIONS = [
+    """
+    CREATE TABLE discovered_models (
+        provider_id TEXT PRIMARY KEY,
+        model_ids TEXT NOT NULL,
+        discovered_at_ms BIGINT NOT NULL
+    )
+    """,
+]
+
+
 class Discovery:
-    """Runs discovery and keeps each provider's last good list."""
+    """Runs discovery and keeps each provider's last good list, in memory for routing and
+    in the state store so a restart starts from it."""
 
     def __init__(self, timeout_s: float) -> None:
         self.states: dict[str, DiscoveryState] = {}
         self._timeout_s = timeout_s
+        self._db: Database | None = None
+
+    async def load(self, db: Database) -> None:
+        """Take the lists kept by the last run; discovery then refreshes them."""
+        self._db = db
+        await db.migrate("discovery", MIGRATIONS)
+        for row in await db.fetch_all(
+            "SELECT provider_id, model_ids, discovered_at_ms FROM discovered_models"
+        ):
+            state = self.state(str(row["provider_id"]))
+            state.model_ids = list(json.loads(row["model_ids"]))
+            state.last_success_at_ms = int(row["discovered_at_ms"])
+
+    async def _save(self, provider_id: str, state: DiscoveryState) -> None:
+        if self._db is None:
+            return
+        try:
+            await self._db.execute(
+                "INSERT INTO discovered_models (provider_id, model_ids, discovered_at_ms)"
+                " VALUES (?, ?, ?) ON CONFLICT (provider_id) DO UPDATE SET"
+                " model_ids = excluded.model_ids, discovered_at_ms = excluded.discovered_at_ms",
+                provider_id,
+                json.dumps(state.model_ids),
+                state.last_success_at_ms or 0,
+            )
+        except Exception as exc:  # the store being down must not stop routing
+            log.warning("discovery_not_saved", provider=provider_id, error=str(exc)[:200])
 
     def state(self, provider_id: str) -> DiscoveryState:
         return self.states.setdefault(provider_id, DiscoveryState())
@@ -82,6 +123,7 @@ class Discovery:
         state.model_ids = sorted(set(ids))
         state.last_success_at_ms = state.last_attempt_at_ms
         state.last_error = None
+        await self._save(provider.provider_id, state)
         return state
 
     def models(self, providers: list[ModelProvider]) -> list[ModelConfig]:

@@ -20,6 +20,7 @@ from palyra.models import build_providers, new_http_session
 from palyra.models.base import ModelProvider
 from palyra.routing import ModelRegistry, Router
 from palyra.shared import SharedState
+from palyra.state.db import Database
 from palyra.types import ModelProviderKind
 
 PROBE_TIMEOUT_S = 10.0
@@ -56,13 +57,17 @@ class Gateway:
         )
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    async def start(self, db: Database | None = None) -> None:
         """Open the HTTP pool, build the providers, and start discovery and health probes
-        in the background; neither blocks a request."""
+        in the background; neither blocks a request. With a state store, the models found
+        by the last run are routable at once."""
+        if db is not None:
+            await self.discovery.load(db)
         self._session = new_http_session()
         self.providers.update(
             build_providers(self.config, session=self._session, credentials=self._credentials)
         )
+        self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
         if self._redis_url:
             self.shared = SharedState(
                 self._redis_url,

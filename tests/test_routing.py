@@ -465,3 +465,16 @@ async def test_metrics_count_requests_retries_and_failovers(
     assert 'palyra_upstream_latency_seconds_count{model="backup",provider="p2"} 1.0' in text
     assert 'palyra_tokens_total{direction="in",model="backup",provider="p2"}' in text
     assert 'palyra_circuit_state{provider="p1"} 0.0' in text
+
+
+async def test_discovered_models_survive_a_restart(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    settings = config(tmp_path, first, second)
+    server = await start_gateway(settings)
+    await console(server, "POST", "/console/v1/models/discover", {"provider_id": "p1"})
+    await server.close()
+    first.set_down(True)  # the restarted daemon cannot discover anything now
+    restarted = await start_gateway(settings)
+    ids = {m.id for m in (await sdk(restarted).models.list()).data}
+    assert "extra-model" in ids

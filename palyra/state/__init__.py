@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from palyra.config import StateConfig
 from palyra.state.db import Database, SqliteDatabase
+
+if TYPE_CHECKING:  # config imports the vault, which imports this package
+    from palyra.config import StateConfig
 
 DB_FILE = "palyra.db"
 
