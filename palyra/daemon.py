@@ -55,8 +55,13 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
         await asyncio.to_thread(warm_up)
         runtime.db = await open_database(config.state, state_dir)
         await runtime.gateway.start(runtime.db)
+        runtime.dependencies.add("state_store", runtime.db.ping, config.state.url)
+        if runtime.gateway.shared is not None:
+            runtime.dependencies.add("redis", runtime.gateway.shared.ping, config.state.redis_url)
+        runtime.dependencies.start()
         log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))
         yield
+        await runtime.dependencies.aclose()
         await runtime.gateway.aclose()
         await runtime.db.close()
 

@@ -8,10 +8,11 @@ the app after it has started.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from palyra.config import PalyraConfig
+from palyra.dependencies import Dependencies
 from palyra.gateway import Gateway
 from palyra.state.db import Database
 
@@ -23,6 +24,7 @@ class Runtime:
     state_dir: Path
     admin_token: str
     gateway: Gateway
+    dependencies: Dependencies = field(default_factory=Dependencies)
     _db: Database | None = None
 
     @property

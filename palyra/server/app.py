@@ -114,7 +114,11 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    # Liveness: 200 while the daemon serves, "degraded" when the state store or Redis does
+    # not answer (requests still flow on local state); says which, never a secret.
+    dependencies = request.app[RUNTIME].dependencies
+    status = "degraded" if dependencies.degraded else "ok"
+    return web.json_response({"status": status, "dependencies": dependencies.view()})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from palyra.errors import InvalidRequest
-from palyra.server.keys import GATEWAY
+from palyra.server.keys import GATEWAY, RUNTIME
 
 
 def _json(body: Any) -> web.Response:
@@ -32,7 +32,14 @@ async def _provider_id(request: web.Request) -> str | None:
 
 
 async def models_status(request: web.Request) -> web.Response:
-    return _json(request.app[GATEWAY].status())
+    dependencies = request.app[RUNTIME].dependencies
+    return _json(
+        {
+            **request.app[GATEWAY].status(),
+            "degraded": dependencies.degraded,
+            "dependencies": dependencies.view(),
+        }
+    )
 
 
 async def models_discover(request: web.Request) -> web.Response:

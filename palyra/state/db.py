@@ -41,6 +41,9 @@ class Database(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        await self.fetch_one("SELECT 1 AS ok")
+
     async def migrate(self, component: str, migrations: Sequence[str]) -> None:
         """Apply the component's migrations not yet applied, in order, each atomically."""
         await self.execute(

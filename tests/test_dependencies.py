@@ -1,0 +1,137 @@
+"""A daemon whose state store or Redis stops answering keeps serving and says it is degraded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from palyra.config import validate_config
+from tests.conftest import ADMIN_TOKEN, GatewayFactory
+from tests.state.conftest import drop_schema, postgres_schema_url
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback whose connections can be cut, as a network failure would."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.up = True
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+async def health(server: TestServer) -> dict[str, object]:
+    async with aiohttp.ClientSession() as http, http.get(server.make_url("/healthz")) as r:
+        assert r.status == 200
+        return dict(await r.json())
+
+
+async def chat_works(server: TestServer) -> bool:
+    body = {"model": "deterministic", "messages": [{"role": "user", "content": "still here"}]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(server.make_url("/v1/chat/completions"), json=body, headers=AUTH) as r,
+    ):
+        return r.status == 200
+
+
+async def wait_for_status(
+    server: TestServer, wanted: str, within_s: float = 8
+) -> dict[str, object]:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        report = await health(server)
+        if report["status"] == wanted:
+            return report
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"status stayed {report}")
+        await asyncio.sleep(0.2)
+
+
+async def test_unreachable_redis_is_degraded_but_serving(
+    tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    config = validate_config(
+        {
+            "version": 1,
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "state": {"redis_url": "redis://:s3cret-pass@127.0.0.1:1/0"},
+        }
+    )
+    server = await start_gateway(config)
+    report = await wait_for_status(server, "degraded")
+    redis = report["dependencies"]["redis"]  # type: ignore[index]
+    assert redis["ok"] is False and redis["error"]
+    assert "s3cret-pass" not in str(report)
+    assert await chat_works(server)
+
+
+@pytest.fixture
+async def postgres_via_proxy() -> AsyncIterator[tuple[str, CuttableProxy]]:
+    url, schema = await postgres_schema_url()
+    proxy = CuttableProxy(5432)
+    await proxy.start()
+    yield url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), proxy
+    await proxy.close()
+    await drop_schema(schema)
+
+
+async def test_lost_postgres_is_degraded_but_serving(
+    tmp_path: Path, start_gateway: GatewayFactory, postgres_via_proxy: tuple[str, CuttableProxy]
+) -> None:
+    url, proxy = postgres_via_proxy
+    config = validate_config(
+        {
+            "version": 1,
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "state": {"backend": "postgres", "url": url},
+        }
+    )
+    server = await start_gateway(config)
+    await wait_for_status(server, "ok")
+    proxy.cut()
+    report = await wait_for_status(server, "degraded")
+    assert report["dependencies"]["state_store"]["ok"] is False  # type: ignore[index]
+    assert await chat_works(server)
+    proxy.up = True
+    await wait_for_status(server, "ok")
