@@ -15,9 +15,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
 from palyra.routing import RouteInfo
 from palyra.runtime import Runtime
-from palyra.server import console, inference
+from palyra.server import (
+    auth_routes,
+    console,
+    cron_routes,
+    inference,
+    runs_routes,
+    web_console,
+)
 from palyra.server.auth import PUBLIC_PATHS, bearer_matches
-from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, RUNTIME, STARTED
+from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, RUNTIME, SESSIONS, STARTED
+from palyra.server.sessions import SessionSigner
 
 log = structlog.get_logger("palyra.http")
 
@@ -78,8 +86,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        if request.path not in PUBLIC_PATHS and not bearer_matches(
-            request.headers.get("Authorization"), request.app[ADMIN_TOKEN]
+        if not (
+            request.path in PUBLIC_PATHS
+            or web_console.is_public(request)
+            or bearer_matches(request.headers.get("Authorization"), request.app[ADMIN_TOKEN])
+            or web_console.check_session(request)
         ):
             raise Unauthorized("missing or wrong bearer token (the daemon's admin token)")
         return await handler(request)
@@ -133,8 +144,13 @@ def create_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app[GATEWAY] = runtime.gateway
     app[ADMIN_TOKEN] = runtime.admin_token
+    app[SESSIONS] = SessionSigner(runtime.admin_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     inference.add_routes(app)
     console.add_routes(app)
+    cron_routes.add_routes(app)
+    runs_routes.add_routes(app)
+    auth_routes.add_routes(app)
+    web_console.add_routes(app)
     return app

@@ -1,0 +1,1 @@
+"""The web console's assets (HTML, JS, CSS), served by the daemon; nothing from a CDN."""

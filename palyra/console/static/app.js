@@ -1,0 +1,158 @@
+// The console shell: session, API calls, safe DOM building, the page router.
+// Pages live in their own modules and get a small context: { api, h, main, notify, onLeave }.
+
+import { providersPage } from "./providers.js";
+import { authPage } from "./auth.js";
+import { cronPage } from "./cron.js";
+import { runsPage } from "./runs.js";
+
+const pages = { providers: providersPage, auth: authPage, cron: cronPage, runs: runsPage };
+let csrfToken = null;
+let leaveHandlers = [];
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `request failed (${status})`);
+    this.status = status;
+    this.param = error.param || null;
+    this.code = error.code || null;
+  }
+}
+
+// Every element is built with text nodes: nothing from the daemon is ever parsed as HTML.
+export function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on") && typeof value === "function") {
+      node.addEventListener(key.slice(2).toLowerCase(), value);
+    } else if (key === "class") {
+      node.className = value;
+    } else if (value === true) {
+      node.setAttribute(key, "");
+    } else {
+      node.setAttribute(key, String(value));
+    }
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  const response = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (response.status === 401 && path !== "/console/session") {
+    showSignIn("Your session has ended; sign in again.");
+    throw new ApiError(401, data);
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export function notify(message, kind = "info") {
+  const box = document.getElementById("notice");
+  box.className = kind;
+  box.textContent = message;
+  if (message) setTimeout(() => { if (box.textContent === message) box.textContent = ""; }, 8000);
+}
+
+export function ago(ms) {
+  if (!ms) return "never";
+  const seconds = Math.max(0, (Date.now() - ms) / 1000);
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  return new Date(ms).toLocaleString();
+}
+
+export function confirmThen(message, action) {
+  return async () => { if (window.confirm(message)) await action(); };
+}
+
+function main() { return document.getElementById("main"); }
+
+function leave() {
+  for (const handler of leaveHandlers) handler();
+  leaveHandlers = [];
+}
+
+function showSignIn(message = "") {
+  leave();
+  csrfToken = null;
+  document.getElementById("nav").hidden = true;
+  document.getElementById("sign-out").hidden = true;
+  const error = h("p", { id: "sign-in-error", class: "field-error", role: "alert" }, message);
+  const input = h("input", {
+    id: "admin-token", name: "token", type: "password", autocomplete: "current-password",
+    required: true, "aria-describedby": "sign-in-error",
+  });
+  const form = h("form", { class: "card narrow", onsubmit: async (event) => {
+    event.preventDefault();
+    try {
+      const session = await api("POST", "/console/session", { token: input.value });
+      input.value = "";
+      csrfToken = session.csrf_token;
+      startConsole();
+    } catch (err) {
+      error.textContent = err.message;
+      input.focus();
+    }
+  } },
+    h("h1", {}, "Sign in"),
+    h("p", {}, "Use the daemon's admin token (admin.token in its state directory)."),
+    h("label", { for: "admin-token" }, "Admin token"),
+    input,
+    error,
+    h("button", { type: "submit" }, "Sign in"),
+  );
+  main().replaceChildren(form);
+  input.focus();
+}
+
+function route() {
+  leave();
+  const name = (location.hash.replace(/^#\//, "") || "providers").split("/")[0];
+  const page = pages[name] || providersPage;
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.dataset.page === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const container = h("section", { "aria-labelledby": "page-title" });
+  main().replaceChildren(container);
+  page({ api, h, main: container, notify, ago, confirmThen, onLeave: (fn) => leaveHandlers.push(fn) });
+}
+
+function startConsole() {
+  document.getElementById("nav").hidden = false;
+  document.getElementById("sign-out").hidden = false;
+  route();
+}
+
+async function boot() {
+  window.addEventListener("hashchange", () => { if (csrfToken) route(); });
+  document.getElementById("sign-out").addEventListener("click", async () => {
+    try { await api("DELETE", "/console/session"); } finally { showSignIn("Signed out."); }
+  });
+  const session = await api("GET", "/console/session");
+  if (session.signed_in) {
+    csrfToken = session.csrf_token;
+    startConsole();
+  } else {
+    showSignIn();
+  }
+}
+
+boot();

@@ -1,0 +1,93 @@
+// Providers: health, circuit and time to recovery, last probe, models, last error;
+// discover and test-connection buttons; refreshes itself every few seconds.
+
+const REFRESH_MS = 2000;
+
+function badge(h, state) {
+  return h("span", { class: `badge state-${state}` }, state.replace("_", " "));
+}
+
+function circuitText(circuit) {
+  if (circuit.state === "open") {
+    return `open, retry in ${(circuit.retry_after_ms / 1000).toFixed(1)} s`;
+  }
+  return circuit.state.replace("_", "-");
+}
+
+export function providersPage({ api, h, main, notify, ago, onLeave }) {
+  const table = h("tbody");
+  const models = h("tbody");
+  const updated = h("p", { class: "muted", id: "providers-updated" }, "Loading…");
+
+  async function act(path, providerId, label) {
+    try {
+      const body = providerId ? { provider_id: providerId } : {};
+      await api("POST", path, body);
+      notify(`${label} done${providerId ? ` for ${providerId}` : ""}.`);
+      await refresh();
+    } catch (err) {
+      notify(err.message, "error");
+    }
+  }
+
+  function row(p) {
+    const discovered = (p.discovery && p.discovery.model_ids) || [];
+    const latency = p.health.last_probe_latency_ms;
+    return h("tr", { "data-provider": p.provider_id },
+      h("th", { scope: "row" }, p.provider_id, h("div", { class: "muted" }, p.kind)),
+      h("td", { "data-field": "health" }, badge(h, p.enabled ? p.health.state : "disabled")),
+      h("td", { "data-field": "circuit" }, circuitText(p.circuit)),
+      h("td", {}, ago(p.health.last_probe_at_ms), latency === null ? "" : h("div", { class: "muted" }, `${Math.round(latency)} ms`)),
+      h("td", {}, h("details", {},
+        h("summary", {}, `${p.configured_models.length} configured, ${discovered.length} discovered`),
+        h("p", {}, "Configured: ", p.configured_models.join(", ") || "none"),
+        h("p", {}, "Discovered: ", discovered.join(", ") || "none"))),
+      h("td", { class: "error-text", "data-field": "last-error" }, p.health.last_error || ""),
+      h("td", { class: "actions" },
+        h("button", { type: "button", onclick: () => act("/console/v1/models/discover", p.provider_id, "Discovery"),
+          "aria-label": `Discover models of ${p.provider_id}` }, "Discover"),
+        h("button", { type: "button", onclick: () => act("/console/v1/models/test-connection", p.provider_id, "Connection test"),
+          "aria-label": `Test connection to ${p.provider_id}` }, "Test connection")),
+    );
+  }
+
+  async function refresh() {
+    try {
+      const status = await api("GET", "/console/v1/models/status");
+      table.replaceChildren(...status.providers.map(row));
+      models.replaceChildren(...status.models.map((m) => h("tr", {},
+        h("th", { scope: "row" }, m.model_id),
+        h("td", {}, m.provider_id),
+        h("td", {}, m.role),
+        h("td", {}, m.source),
+        h("td", {}, m.available ? "yes" : "no"),
+        h("td", {}, m.reason))));
+      const deps = Object.entries(status.dependencies || {}).filter(([, d]) => !d.ok);
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()}` +
+        (deps.length ? ` — degraded: ${deps.map(([name, d]) => `${name} (${d.error})`).join(", ")}` : "");
+    } catch (err) {
+      updated.textContent = `Could not refresh: ${err.message}`;
+    }
+  }
+
+  main.append(
+    h("div", { class: "page-head" },
+      h("h1", { id: "page-title" }, "Providers"),
+      h("div", { class: "actions" },
+        h("button", { type: "button", onclick: () => act("/console/v1/models/discover", null, "Discovery") }, "Discover all"),
+        h("button", { type: "button", onclick: () => act("/console/v1/models/test-connection", null, "Connection test") }, "Test all"))),
+    updated,
+    h("div", { class: "scroll" }, h("table", { id: "providers-table" },
+      h("caption", { class: "visually-hidden" }, "Providers and their state"),
+      h("thead", {}, h("tr", {}, ["Provider", "Health", "Circuit", "Last probe", "Models", "Last error", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+      table)),
+    h("h2", {}, "Models"),
+    h("div", { class: "scroll" }, h("table", { id: "models-table" },
+      h("caption", { class: "visually-hidden" }, "Models and their availability"),
+      h("thead", {}, h("tr", {}, ["Model", "Provider", "Role", "Source", "Available", "Why"].map((t) => h("th", { scope: "col" }, t)))),
+      models)),
+  );
+  refresh();
+  const timer = setInterval(refresh, REFRESH_MS);
+  onLeave(() => clearInterval(timer));
+}
