@@ -8,10 +8,19 @@ is picked up without a restart.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from palyra.auth.profiles import CredentialType
 from palyra.config import ProviderConfig
+from palyra.context import current_context
+from palyra.errors import PalyraError
+from palyra.types import ModelProviderKind
+
+if TYPE_CHECKING:
+    from palyra.auth.profiles import AuthProfile
+    from palyra.auth.service import AuthService
 
 
 class MissingCredential(LookupError):
@@ -21,6 +30,11 @@ class MissingCredential(LookupError):
 class CredentialSource(Protocol):
     async def api_key(self, provider: ProviderConfig) -> str | None:
         """The key to send, None when the provider is configured with no credential at all."""
+        ...
+
+    async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
+        """The provider answered 401/403 to `api_key`. True when a different credential is
+        now available (an OAuth token was refreshed), so one retry is worth making."""
         ...
 
 
@@ -47,3 +61,147 @@ class EnvCredentials:
             what = provider.api_key_vault_ref or f"auth profile {provider.auth_profile_id}"
             raise MissingCredential(f"credential {what} is not available")
         return None
+
+    async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
+        return False
+
+
+_Entry = tuple[float, object]
+
+
+class StoreCredentials:
+    """The daemon's source: auth profiles and the vault, then the environment.
+
+    Order: the request context's `auth_profile_id` (when its provider kind matches), the
+    provider's `auth_profile_id`, its `api_key_vault_ref`, its `api_key_env`, the default
+    profile of its kind. Decrypted values are cached in memory and dropped whenever this
+    process changes the vault or a profile; changes made by another process (the CLI, a
+    second daemon) are seen within `ttl_s`, and at once after a 401.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, ttl_s: float = 5.0) -> None:
+        self._env = os.environ if env is None else env
+        self._ttl_s = ttl_s
+        self._auth: AuthService | None = None
+        self._cache: dict[tuple[str, str], _Entry] = {}
+
+    def attach(self, auth: AuthService) -> None:
+        self._auth = auth
+        auth.vault.listeners.append(self.invalidate)
+        auth.profiles.listeners.append(self.invalidate)
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        self._cache = {}
+
+    def _cached(self, kind: str, key: str) -> tuple[bool, object]:
+        entry = self._cache.get((kind, key))
+        if entry is not None and entry[0] > time.monotonic():
+            return True, entry[1]
+        return False, None
+
+    def _store(self, kind: str, key: str, value: object) -> None:
+        self._cache[(kind, key)] = (time.monotonic() + self._ttl_s, value)
+
+    @property
+    def auth(self) -> AuthService:
+        if self._auth is None:
+            raise MissingCredential("the credential store is not open yet (daemon starting)")
+        return self._auth
+
+    async def _profile(self, profile_id: str) -> AuthProfile | None:
+        hit, value = self._cached("profile", profile_id)
+        if not hit:
+            value = await self.auth.profiles.get(profile_id)
+            self._store("profile", profile_id, value)
+        return value  # type: ignore[return-value]
+
+    async def _secret(self, ref: str) -> str | None:
+        hit, value = self._cached("secret", ref)
+        if not hit:
+            raw = await self.auth.vault.get_optional(ref)
+            value = None if raw is None else raw.decode("utf-8")
+            self._store("secret", ref, value)
+        return value  # type: ignore[return-value]
+
+    async def _default_profile_id(self, kind: ModelProviderKind) -> str | None:
+        hit, value = self._cached("default", kind.value)
+        if not hit:
+            value = await self.auth.profiles.default_id(kind)
+            self._store("default", kind.value, value)
+        return value  # type: ignore[return-value]
+
+    async def _from_profile(self, profile_id: str, provider: ProviderConfig) -> str:
+        profile = await self._profile(profile_id)
+        if profile is None:
+            raise MissingCredential(f"auth profile {profile_id} does not exist")
+        if profile.provider_kind is not provider.kind:
+            raise MissingCredential(
+                f"auth profile {profile_id} is for {profile.provider_kind.value}, "
+                f"not {provider.kind.value}"
+            )
+        ref = profile.secret_ref
+        value = await self._secret(ref) if ref else None
+        if not value:
+            raise MissingCredential(f"auth profile {profile_id} holds no credential")
+        return value
+
+    async def _profile_for(self, provider: ProviderConfig) -> str | None:
+        """The id of the profile whose credential `api_key` would use, if any."""
+        context = current_context()
+        if context is not None and context.auth_profile_id:
+            profile = await self._profile(context.auth_profile_id)
+            if profile is not None and profile.provider_kind is provider.kind:
+                return profile.profile_id
+        if provider.auth_profile_id:
+            return provider.auth_profile_id
+        if provider.api_key_vault_ref or provider.api_key_env:
+            return None
+        return await self._default_profile_id(provider.kind)
+
+    async def api_key(self, provider: ProviderConfig) -> str | None:
+        if provider.kind is ModelProviderKind.DETERMINISTIC:
+            return None
+        profile_id = await self._profile_for(provider)
+        if profile_id is not None:
+            return await self._from_profile(profile_id, provider)
+        if provider.api_key_vault_ref:
+            value = await self._secret(provider.api_key_vault_ref)
+            if not value:
+                raise MissingCredential(
+                    f"vault secret {provider.api_key_vault_ref} (api_key_vault_ref) is not set; "
+                    f"use `palyra vault set {provider.api_key_vault_ref} --value-stdin`"
+                )
+            return value
+        if provider.api_key_env:
+            value = self._env.get(provider.api_key_env, "")
+            if not value:
+                raise MissingCredential(
+                    f"environment variable {provider.api_key_env} (api_key_env) is not set"
+                )
+            return value
+        raise MissingCredential(
+            f"provider {provider.provider_id} has no credential: set auth_profile_id, "
+            "api_key_vault_ref or api_key_env, or connect a default profile with "
+            "`palyra auth ... api-key`"
+        )
+
+    async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
+        if self._auth is None or not api_key or provider.kind is ModelProviderKind.DETERMINISTIC:
+            return False
+        # What was sent may be stale in this cache: re-read from the store before judging.
+        self.invalidate()
+        profile_id = await self._profile_for(provider)
+        if profile_id is None:
+            return False
+        profile = await self._profile(profile_id)
+        if profile is None or profile.credential_type is not CredentialType.OAUTH:
+            return False
+        try:
+            result = await self.auth.refresher.refresh(profile_id, rejected_token=api_key)
+        except PalyraError:
+            return False
+        if not result.refreshed:
+            return False
+        self.invalidate()
+        return (await self.api_key(provider)) != api_key

@@ -19,7 +19,8 @@ import typer
 from aiohttp import web
 
 from palyra.config import ConfigError, PalyraConfig, load_config, resolve_state_dir
-from palyra.credentials import EnvCredentials
+from palyra.auth.service import AuthService
+from palyra.credentials import StoreCredentials
 from palyra.fs import ensure_private_dir
 from palyra.gateway import Gateway
 from palyra.logs import configure_logging
@@ -28,6 +29,7 @@ from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
 from palyra.state import open_database
 from palyra.tokens import warm_up
+from palyra.vault import open_vault
 
 log = structlog.get_logger("palyra.daemon")
 
@@ -36,6 +38,7 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
     env = os.environ if env is None else env
     state_dir = resolve_state_dir(config, env)
     ensure_private_dir(state_dir)
+    credentials = StoreCredentials(env)
     runtime = Runtime(
         config=config,
         env=env,
@@ -43,7 +46,7 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
         admin_token=load_or_create_admin_token(state_dir, env),
         gateway=Gateway(
             config.model_provider,
-            credentials=EnvCredentials(env),
+            credentials=credentials,
             redis_url=config.state.redis_url,
         ),
     )
@@ -54,6 +57,10 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
         # not inside the first request.
         await asyncio.to_thread(warm_up)
         runtime.db = await open_database(config.state, state_dir)
+        vault = await open_vault(runtime.db, state_dir, env)
+        runtime.auth = await AuthService.open(config, runtime.db, vault)
+        credentials.attach(runtime.auth)
+        runtime.auth.start_background()
         await runtime.gateway.start(runtime.db)
         runtime.dependencies.add("state_store", runtime.db.ping, config.state.url)
         if runtime.gateway.shared is not None:
@@ -63,6 +70,7 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
         yield
         await runtime.dependencies.aclose()
         await runtime.gateway.aclose()
+        await runtime.auth.aclose()
         await runtime.db.close()
 
     app.cleanup_ctx.append(lifecycle)

@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from palyra.config import PalyraConfig
 from palyra.dependencies import Dependencies
 from palyra.gateway import Gateway
 from palyra.state.db import Database
+
+if TYPE_CHECKING:
+    from palyra.auth.service import AuthService
 
 
 @dataclass
@@ -26,6 +30,7 @@ class Runtime:
     gateway: Gateway
     dependencies: Dependencies = field(default_factory=Dependencies)
     _db: Database | None = None
+    _auth: AuthService | None = None
 
     @property
     def db(self) -> Database:
@@ -36,3 +41,14 @@ class Runtime:
     @db.setter
     def db(self, value: Database) -> None:
         self._db = value
+
+    @property
+    def auth(self) -> AuthService:
+        """Vault, auth profiles, OAuth attempts and the refresh task (open after start-up)."""
+        if self._auth is None:
+            raise RuntimeError("the auth store is not open yet (daemon still starting)")
+        return self._auth
+
+    @auth.setter
+    def auth(self, value: AuthService) -> None:
+        self._auth = value

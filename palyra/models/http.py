@@ -94,6 +94,15 @@ class HttpProvider(ModelProvider):
                 code="missing_credential",
             ) from None
 
+    async def _refreshed_key(self, rejected: str | None) -> str | None:
+        """The new key when the credential source could replace a rejected one, else None."""
+        try:
+            if await self._credentials.credential_rejected(self.config, rejected):
+                return await self._api_key()
+        except ProviderError:
+            pass
+        return None
+
     @asynccontextmanager
     async def _request(
         self,
@@ -117,6 +126,21 @@ class HttpProvider(ModelProvider):
             async with self._session.request(
                 method, url, data=body, headers=headers, timeout=timeout
             ) as response:
+                # (A multipart body is consumed by its first send: it cannot be retried.)
+                if response.status in (401, 403) and data is None:
+                    retry_key = await self._refreshed_key(api_key)
+                    if retry_key is not None:
+                        # An OAuth token was refreshed: one retry with it, then give up.
+                        response.release()
+                        api_key = retry_key
+                        headers.update(self._auth_headers(api_key))
+                        async with self._session.request(
+                            method, url, data=body, headers=headers, timeout=timeout
+                        ) as retried:
+                            if retried.status >= 400:
+                                raise await self._status_error(retried)
+                            yield retried
+                            return
                 if response.status >= 400:
                     raise await self._status_error(response)
                 yield response

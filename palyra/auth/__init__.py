@@ -1,0 +1,1 @@
+"""Credentials for providers: auth profiles, API-key connection, OpenAI OAuth, refresh."""

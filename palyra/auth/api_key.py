@@ -1,0 +1,145 @@
+"""Connecting a provider by API key: check it against the provider first, then store it.
+
+The check is a models list (never a completion): cheap, and every key that can do anything
+can list models. Nothing is stored unless the provider said yes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from palyra.auth.errors import Conflict, InvalidCredential, ProviderRateLimited, ProviderUnavailable
+from palyra.auth.profiles import (
+    AuthProfile,
+    CredentialType,
+    RefreshState,
+    check_profile_id,
+    clean_error,
+    profile_ref,
+)
+from palyra.auth.service import AuthService
+from palyra.errors import InvalidRequest
+from palyra.models.anthropic import ANTHROPIC_VERSION
+from palyra.types import ModelProviderKind
+
+MAX_KEY_CHARS = 4096
+DEFAULT_PROFILE_IDS = {
+    ModelProviderKind.OPENAI_COMPATIBLE: "openai-api-key",
+    ModelProviderKind.ANTHROPIC: "anthropic-api-key",
+}
+
+
+def check_secret_text(value: Any, field: str) -> str:
+    """A key or token that can go into a header. Errors never repeat the value."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"{field}: must be a non-empty string", param=field)
+    text = str(value).strip()
+    if len(text) > MAX_KEY_CHARS:
+        raise InvalidRequest(f"{field}: longer than {MAX_KEY_CHARS} characters", param=field)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise InvalidRequest(f"{field}: must not contain spaces or control characters", param=field)
+    return text
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        body = orjson.loads(raw)
+        error = body.get("error", body) if isinstance(body, dict) else body
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("type") or error)
+        return str(error)
+    except (orjson.JSONDecodeError, AttributeError):
+        return raw[:200].decode("utf-8", "replace")
+
+
+async def check_provider_credential(
+    http: aiohttp.ClientSession, kind: ModelProviderKind, base_url: str, credential: str
+) -> None:
+    """GET the provider's models list with the credential; raise what the client should see."""
+    if kind is ModelProviderKind.ANTHROPIC:
+        url = base_url + "/v1/models"
+        headers = {"x-api-key": credential, "anthropic-version": ANTHROPIC_VERSION}
+    else:
+        url = base_url + "/models"
+        headers = {"Authorization": f"Bearer {credential}"}
+    try:
+        async with http.get(url, headers=headers, allow_redirects=False) as response:
+            status = response.status
+            raw = await response.read()
+            retry_after = response.headers.get("retry-after", "")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ProviderUnavailable(
+            f"cannot reach the provider at {url}: {type(exc).__name__}; nothing was stored"
+        ) from None
+    if 200 <= status < 300:
+        return
+    detail = clean_error(_error_text(raw), (credential,))
+    if status in (401, 403):
+        raise InvalidCredential(
+            f"the provider refused the credential ({status}: {detail}); nothing was stored"
+        )
+    if status == 429:
+        headers_out = {"Retry-After": retry_after} if retry_after.isdigit() else None
+        raise ProviderRateLimited(
+            f"the provider is rate limiting (429: {detail}); try again later, nothing was stored",
+            headers=headers_out,
+        )
+    if status >= 500:
+        raise ProviderUnavailable(
+            f"the provider answered {status} ({detail}); try again later, nothing was stored"
+        )
+    raise InvalidRequest(
+        f"the provider answered {status} at {url} ({detail}); check base_url, nothing was stored",
+        code="credential_check_failed",
+    )
+
+
+async def connect_api_key(
+    auth: AuthService,
+    kind: ModelProviderKind,
+    api_key: Any,
+    *,
+    profile_id: str | None = None,
+    profile_name: str | None = None,
+    set_default: bool = False,
+) -> AuthProfile:
+    key = check_secret_text(api_key, "api_key")
+    pid = check_profile_id(profile_id or DEFAULT_PROFILE_IDS[kind])
+    existing = await auth.profiles.get(pid)
+    if existing is not None and existing.provider_kind is not kind:
+        raise Conflict(
+            f"profile {pid!r} is for {existing.provider_kind.value}, not {kind.value}",
+            param="profile_id",
+        )
+    await check_provider_credential(auth.http, kind, auth.base_url_for(kind), key)
+    ref = profile_ref(pid, "api_key")
+    profile = AuthProfile(
+        profile_id=pid,
+        name=(profile_name or (existing.name if existing else pid))[:200],
+        provider_kind=kind,
+        credential_type=CredentialType.API_KEY,
+        api_key_ref=str(ref),
+        refresh_state=RefreshState.NONE,
+    )
+    if existing is not None:
+        profile.created_at_ms = existing.created_at_ms
+    async with auth.db.transaction() as tx:
+        # A profile that was OAuth before keeps no stale tokens.
+        await auth.vault.delete_scope(ref.scope, tx=tx)
+        await auth.vault.put(ref, key, tx=tx)
+        await auth.profiles.save(profile, tx)
+        if set_default or await auth.profiles.default_id(kind, tx=tx) is None:
+            await auth.profiles.set_default(pid, tx)
+    auth.changed()
+    return await auth.profile(pid)
+
+
+async def connect_openai_api_key(auth: AuthService, api_key: Any, **options: Any) -> AuthProfile:
+    return await connect_api_key(auth, ModelProviderKind.OPENAI_COMPATIBLE, api_key, **options)
+
+
+async def connect_anthropic_api_key(auth: AuthService, api_key: Any, **options: Any) -> AuthProfile:
+    return await connect_api_key(auth, ModelProviderKind.ANTHROPIC, api_key, **options)

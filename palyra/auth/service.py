@@ -1,0 +1,108 @@
+"""The auth parts of a running daemon in one object: vault, profiles, OAuth attempts, the
+HTTP client for providers' and authorization servers' endpoints, and the refresh task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from palyra.auth.attempts import AttemptStore
+from palyra.auth.profiles import AuthProfile, ProfileStore, profile_ref
+from palyra.auth.refresh import Refresher
+from palyra.config import DEFAULT_BASE_URLS, PalyraConfig
+from palyra.errors import NotFound
+from palyra.state.db import Database
+from palyra.types import ModelProviderKind
+from palyra.vault import Vault
+
+CHECK_TIMEOUT_S = 15.0
+
+
+@dataclass
+class AuthService:
+    config: PalyraConfig
+    db: Database
+    vault: Vault
+    profiles: ProfileStore
+    attempts: AttemptStore
+    # Seconds before expiry at which the refresh task renews an access token.
+    refresh_margin_s: float = 300.0
+    refresh_interval_s: float = 15.0
+    _http: aiohttp.ClientSession | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _refresher: Refresher | None = None
+
+    @classmethod
+    async def open(cls, config: PalyraConfig, db: Database, vault: Vault) -> AuthService:
+        service = cls(config, db, vault, ProfileStore(db), AttemptStore(db))
+        await service.profiles.migrate()
+        await service.attempts.migrate()
+        return service
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            # trust_env=False: proxies from the environment must not see tokens by surprise.
+            self._http = aiohttp.ClientSession(
+                trust_env=False, timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
+            )
+        return self._http
+
+    @property
+    def refresher(self) -> Refresher:
+        if self._refresher is None:
+            self._refresher = Refresher(self)
+        return self._refresher
+
+    def start_background(self) -> None:
+        self._tasks.append(asyncio.create_task(self.refresher.run()))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._http is not None:
+            await self._http.close()
+
+    def base_url_for(self, kind: ModelProviderKind) -> str:
+        """The base URL of the first enabled provider of this kind, else the public API's."""
+        for provider in self.config.model_provider.providers:
+            if provider.kind is kind and provider.enabled:
+                return provider.base_url
+        return DEFAULT_BASE_URLS[kind]
+
+    async def profile(self, profile_id: str) -> AuthProfile:
+        profile = await self.profiles.get(profile_id)
+        if profile is None:
+            raise NotFound(f"no auth profile {profile_id!r}", code="profile_not_found")
+        return profile
+
+    async def delete_profile(self, profile_id: str) -> None:
+        """The profile, its default mark and every secret in its vault scope, in one step."""
+        async with self.db.transaction() as tx:
+            if not await self.profiles.delete(profile_id, tx):
+                raise NotFound(f"no auth profile {profile_id!r}", code="profile_not_found")
+            await self.vault.delete_scope(profile_ref(profile_id, "x").scope, tx=tx)
+            await self.attempts.forget_profile(profile_id, tx)
+        self.changed()
+
+    async def set_default(self, profile_id: str) -> AuthProfile:
+        async with self.db.transaction() as tx:
+            try:
+                await self.profiles.set_default(profile_id, tx)
+            except LookupError:
+                raise NotFound(
+                    f"no auth profile {profile_id!r}", code="profile_not_found"
+                ) from None
+        self.changed()
+        return await self.profile(profile_id)
+
+    def changed(self) -> None:
+        self.vault.notify_changed()
+        self.profiles.notify_changed()
