@@ -1,0 +1,133 @@
+"""The Python load generator: runs in its own process, drives one target with N concurrent
+clients, and prints one JSON line of figures.
+
+Used for what wrk cannot see (time to first and last streamed chunk, many open streams), and
+for whole requests when wrk is not installed.
+
+    python benchmarks/loadgen.py URL --body-file F [--token T] [--concurrency N]
+        [--duration S | --requests N] [--stream] [--timeout S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def summary_ms(values: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values)
+    return {f"p{q}": percentile(ordered, q) for q in (50, 90, 99)} | {
+        "max": ordered[-1] if ordered else None
+    }
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.body = open(args.body_file, "rb").read()  # noqa: SIM115 - read once, up front
+        self.headers = {"Content-Type": "application/json"}
+        if args.token:
+            self.headers["Authorization"] = f"Bearer {args.token}"
+        self.latency: list[float] = []
+        self.ttfc: list[float] = []
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self.done = 0
+        self.issued = 0
+
+    def _failed(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what[:300])
+
+    async def one(self, http: aiohttp.ClientSession) -> None:
+        started = time.perf_counter()
+        first: float | None = None
+        try:
+            async with http.post(self.args.url, data=self.body, headers=self.headers) as response:
+                if response.status != 200:
+                    self._failed(f"status {response.status}: {(await response.read())[:200]!r}")
+                    return
+                if self.args.stream:
+                    tail = b""
+                    async for data in response.content.iter_any():
+                        if first is None:
+                            first = time.perf_counter()
+                        tail = (tail + data)[-64:]
+                    if not tail.rstrip().endswith(b"data: [DONE]"):
+                        self._failed(f"stream ended without [DONE]: {tail!r}")
+                        return
+                else:
+                    await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return
+        ended = time.perf_counter()
+        self.latency.append((ended - started) * 1000)
+        if first is not None:
+            self.ttfc.append((first - started) * 1000)
+        self.done += 1
+
+    async def worker(self, http: aiohttp.ClientSession, deadline: float) -> None:
+        while time.perf_counter() < deadline:
+            if self.args.requests and self.issued >= self.args.requests:
+                return
+            self.issued += 1
+            await self.one(http)
+
+    async def main(self) -> dict[str, Any]:
+        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=self.args.timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            # Warm-up: open connections and let the target's caches fill, untimed.
+            warm = min(self.args.concurrency, 64)
+            await asyncio.gather(*(self.one(http) for _ in range(warm)))
+            self.latency.clear()
+            self.ttfc.clear()
+            self.errors, self.error_samples, self.done, self.issued = 0, [], 0, 0
+            started = time.perf_counter()
+            deadline = started + (self.args.duration or self.args.timeout)
+            await asyncio.gather(
+                *(self.worker(http, deadline) for _ in range(self.args.concurrency))
+            )
+            elapsed = time.perf_counter() - started
+        return {
+            "requests": self.done,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "seconds": elapsed,
+            "rps": self.done / elapsed if elapsed else 0.0,
+            "latency_ms": summary_ms(self.latency),
+            "ttfc_ms": summary_ms(self.ttfc) if self.args.stream else None,
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--body-file", required=True)
+    parser.add_argument("--token", default="")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=0.0)
+    parser.add_argument("--requests", type=int, default=0, help="stop after this many")
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args()
+    result = asyncio.run(Run(args).main())
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

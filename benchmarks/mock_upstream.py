@@ -1,0 +1,258 @@
+"""A fast mock of an OpenAI-compatible upstream, for benchmarks: canned answers from a bare
+asyncio protocol (no framework), so the mock's own cost stays far below the daemon's.
+
+    python benchmarks/mock_upstream.py --port 9100
+
+The first path segment picks the behaviour; the rest is the OpenAI path:
+  /fast/v1/...   answers at once
+  /slow/v1/...   answers after 50 ms (streams: the first chunk after 50 ms)
+  /hold/v1/...   streams with 50 ms between chunks (for many concurrently open streams)
+  /fail/v1/...   503 to chat and embeddings, as a provider that is down
+Routes: POST chat/completions (whole, or SSE with 50 content chunks when "stream": true,
+usage when stream_options.include_usage), POST embeddings (1536 floats per input), GET models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+import orjson
+
+DELAY_S = 0.050
+HOLD_INTERVAL_S = 0.050
+STREAM_CHUNKS = 50
+EMBEDDING_DIMS = 1536
+
+_CREATED = 1_767_225_600
+_CHAT = orjson.dumps(
+    {
+        "id": "chatcmpl-bench0000000000000000000000",
+        "object": "chat.completion",
+        "created": _CREATED,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Hello! This is a canned answer from the benchmark mock upstream.",
+                    "refusal": None,
+                },
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 21, "completion_tokens": 14, "total_tokens": 35},
+        "system_fingerprint": "fp_bench",
+    }
+)
+_EMBEDDING = [round(((i * 7919) % 2000) / 1000 - 1, 6) for i in range(EMBEDDING_DIMS)]
+_ERROR_503 = orjson.dumps(
+    {"error": {"message": "the mock provider is down", "type": "server_error", "code": None}}
+)
+_MODELS = orjson.dumps(
+    {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "mock"}
+            for m in ("gpt-4o-mini", "text-embedding-3-small")
+        ],
+    }
+)
+
+
+def _chunk(delta: dict[str, object], finish: str | None, usage: object = None) -> bytes:
+    body = {
+        "id": "chatcmpl-bench0000000000000000000000",
+        "object": "chat.completion.chunk",
+        "created": _CREATED,
+        "model": "gpt-4o-mini-2024-07-18",
+        "system_fingerprint": "fp_bench",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        if usage is None
+        else [],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+_STREAM_HEAD = _chunk({"role": "assistant", "content": ""}, None)
+_STREAM_BODY = [_chunk({"content": f"tok{i} "}, None) for i in range(STREAM_CHUNKS)]
+_STREAM_FINISH = _chunk({}, "stop")
+_STREAM_USAGE = _chunk(
+    {}, None, {"prompt_tokens": 21, "completion_tokens": STREAM_CHUNKS, "total_tokens": 71}
+)
+_DONE = b"data: [DONE]\n\n"
+
+
+def _chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _head(status: int, reason: bytes, content_type: bytes, length: int | None) -> bytes:
+    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\nConnection: keep-alive\r\n\r\n" % (
+        status,
+        reason,
+        content_type,
+        framing,
+    )
+
+
+def _whole(status: int, body: bytes) -> bytes:
+    reason = b"OK" if status == 200 else b"Service Unavailable"
+    return _head(status, reason, b"application/json", len(body)) + body
+
+
+class Mock(asyncio.Protocol):
+    hold_interval_s = HOLD_INTERVAL_S
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+        self._busy = False  # a slow or streamed answer in flight: later requests wait
+        self._task: asyncio.Future[None] | None = None  # held so it is not collected mid-way
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._transport is not None and not self._busy:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self._buffer[:end].decode("latin-1")
+            lines = head.split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self._buffer) < end + 4 + length:
+                return
+            body = self._buffer[end + 4 : end + 4 + length]
+            self._buffer = self._buffer[end + 4 + length :]
+            self._answer(method, path, body)
+
+    def _answer(self, method: str, path: str, body: bytes) -> None:
+        assert self._transport is not None
+        mode, _, rest = path.lstrip("/").partition("/")
+        rest = "/" + rest.split("?", 1)[0]
+        if rest.endswith("/models"):
+            self._transport.write(_whole(200, _MODELS))
+            return
+        if mode == "fail":
+            self._transport.write(_whole(503, _ERROR_503))
+            return
+        request = orjson.loads(body) if body else {}
+        if rest.endswith("/chat/completions") and request.get("stream"):
+            options = request.get("stream_options") or {}
+            self._busy = True
+            self._task = asyncio.ensure_future(
+                self._stream(mode, bool(options.get("include_usage")))
+            )
+            return
+        if rest.endswith("/embeddings"):
+            inputs = request.get("input")
+            many = isinstance(inputs, list) and inputs and isinstance(inputs[0], str)
+            count = len(inputs) if many else 1
+            answer = _whole(
+                200,
+                orjson.dumps(
+                    {
+                        "object": "list",
+                        "data": [
+                            {"object": "embedding", "index": i, "embedding": _EMBEDDING}
+                            for i in range(count)
+                        ],
+                        "model": "text-embedding-3-small",
+                        "usage": {"prompt_tokens": 8 * count, "total_tokens": 8 * count},
+                    }
+                ),
+            )
+        else:
+            answer = _whole(200, _CHAT)
+        if mode == "slow":
+            self._busy = True
+            asyncio.get_running_loop().call_later(DELAY_S, self._late, answer)
+        else:
+            self._transport.write(answer)
+
+    def _late(self, answer: bytes) -> None:
+        self._busy = False
+        if self._transport is not None:
+            self._transport.write(answer)
+            self._drain()
+
+    async def _stream(self, mode: str, include_usage: bool) -> None:
+        try:
+            if mode == "slow":
+                await asyncio.sleep(DELAY_S)
+            if self._transport is None:
+                return
+            self._transport.write(
+                _head(200, b"OK", b"text/event-stream", None) + _chunked(_STREAM_HEAD)
+            )
+            for piece in _STREAM_BODY:
+                if mode == "hold":
+                    await asyncio.sleep(self.hold_interval_s)
+                if self._transport is None:
+                    return
+                self._transport.write(_chunked(piece))
+            tail = _STREAM_FINISH + (_STREAM_USAGE if include_usage else b"") + _DONE
+            self._transport.write(_chunked(tail) + b"0\r\n\r\n")
+        finally:
+            self._busy = False
+            if self._transport is not None:
+                self._drain()
+
+
+async def serve(host: str, port: int, ready_fd: int | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Mock, host, port, backlog=4096, reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+    async with server:
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="fast mock OpenAI upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--hold-interval-ms", type=float, default=HOLD_INTERVAL_S * 1000, help="/hold/ pacing"
+    )
+    args = parser.parse_args()
+    Mock.hold_interval_s = args.hold_interval_ms / 1000
+    with contextlib.suppress(ImportError):
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        uvloop.install()
+    started = time.perf_counter()
+    print(f"mock upstream on {args.host}:{args.port}", flush=True)
+    asyncio.run(serve(args.host, args.port))
+    print(f"mock upstream stopped after {time.perf_counter() - started:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
