@@ -18,9 +18,21 @@ import structlog
 import typer
 from aiohttp import web
 
-from palyra.config import ConfigError, PalyraConfig, load_config, resolve_state_dir
+from palyra.agents.lease import load_node_id
+from palyra.agents.registry import load_agents
+from palyra.agents.service import AgentService
 from palyra.auth.service import AuthService
+from palyra.config import (
+    ConfigError,
+    PalyraConfig,
+    find_config_path,
+    load_config,
+    resolve_state_dir,
+)
 from palyra.credentials import StoreCredentials
+from palyra.cron.clock import SystemClock
+from palyra.cron.runner import AgentJobRunner
+from palyra.cron.service import CronService
 from palyra.fs import ensure_private_dir
 from palyra.gateway import Gateway
 from palyra.logs import configure_logging
@@ -34,7 +46,13 @@ from palyra.vault import open_vault
 log = structlog.get_logger("palyra.daemon")
 
 
-def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> web.Application:
+def build_app(
+    config: PalyraConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
+) -> web.Application:
+    """`config_path`: the file `config` came from (agents.toml is looked for beside it)."""
     env = os.environ if env is None else env
     state_dir = resolve_state_dir(config, env)
     ensure_private_dir(state_dir)
@@ -49,6 +67,21 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
             credentials=credentials,
             redis_url=config.state.redis_url,
         ),
+    )
+    agents = load_agents(config, config_path or find_config_path(None, env), env)
+    node_id = load_node_id(state_dir)
+    runtime.agents = AgentService(
+        agents,
+        runtime.gateway.router.chat,
+        node_id=node_id,
+        retention_days=config.cron.history_retention_days,
+    )
+    runtime.cron = CronService(
+        config.cron,
+        AgentJobRunner(runtime.agents),
+        clock=SystemClock(),
+        node_id=node_id,
+        agent_exists=lambda agent_id: agents.get(agent_id) is not None,
     )
     app = create_app(runtime)
 
@@ -66,8 +99,13 @@ def build_app(config: PalyraConfig, *, env: Mapping[str, str] | None = None) -> 
         if runtime.gateway.shared is not None:
             runtime.dependencies.add("redis", runtime.gateway.shared.ping, config.state.redis_url)
         runtime.dependencies.start()
+        await runtime.agents.start(runtime.db)
+        await runtime.cron.start(runtime.db)
         log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))
         yield
+        # Cron first: its runs are agent runs, closed as interrupted before the agents stop.
+        await runtime.cron.aclose()
+        await runtime.agents.aclose()
         await runtime.dependencies.aclose()
         await runtime.gateway.aclose()
         await runtime.auth.aclose()
@@ -130,7 +168,7 @@ def run(
     settings = loaded.config
     configure_logging(settings.daemon.log_level)
     try:
-        app = build_app(settings)
+        app = build_app(settings, config_path=loaded.path)
         asyncio.run(
             serve(
                 app,
@@ -139,6 +177,9 @@ def run(
                 settings.daemon.shutdown_grace_ms / 1000,
             )
         )
+    except ConfigError as exc:  # agents.toml
+        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
     except OSError as exc:
         print(f"palyrad: cannot start: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None

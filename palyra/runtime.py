@@ -18,7 +18,9 @@ from palyra.gateway import Gateway
 from palyra.state.db import Database
 
 if TYPE_CHECKING:
+    from palyra.agents.service import AgentService
     from palyra.auth.service import AuthService
+    from palyra.cron.service import CronService
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Runtime:
     dependencies: Dependencies = field(default_factory=Dependencies)
     _db: Database | None = None
     _auth: AuthService | None = None
+    _agents: AgentService | None = None
+    _cron: CronService | None = None
 
     @property
     def db(self) -> Database:
@@ -52,3 +56,25 @@ class Runtime:
     @auth.setter
     def auth(self, value: AuthService) -> None:
         self._auth = value
+
+    @property
+    def agents(self) -> AgentService:
+        """Agent definitions and runs."""
+        if self._agents is None:
+            raise RuntimeError("agents are not set up")
+        return self._agents
+
+    @agents.setter
+    def agents(self, value: AgentService) -> None:
+        self._agents = value
+
+    @property
+    def cron(self) -> CronService:
+        """Cron jobs, their scheduler and history."""
+        if self._cron is None:
+            raise RuntimeError("cron is not set up")
+        return self._cron
+
+    @cron.setter
+    def cron(self, value: CronService) -> None:
+        self._cron = value

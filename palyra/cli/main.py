@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from palyra.cli import config_cmd, models
+from palyra.cli import agents, auth, config_cmd, cron, models, vault
 from palyra.cli.client import DaemonError
 from palyra.cli.common import daemon, fail, options
 
@@ -20,6 +20,11 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(auth.app, name="auth")
+app.add_typer(vault.app, name="vault")
+app.add_typer(cron.app, name="cron")
+app.add_typer(agents.app, name="agents")
+app.command("run")(agents.run_command)
 
 
 @app.callback()

@@ -1,0 +1,237 @@
+"""`palyra cron add | list | show | runs | trigger | enable | disable | rm`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+from rich.table import Table
+
+from palyra.cli.client import DaemonError
+from palyra.cli.common import call, daemon, fail, print_json, print_table
+
+app = typer.Typer(no_args_is_help=True, help="Scheduled agent runs.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+JobId = Annotated[str, typer.Argument(help="job id (see `palyra cron list`)")]
+BASE = "/console/v1/cron/jobs"
+
+
+def _send(method: str, path: str, body: Any = None) -> Any:
+    """PATCH and DELETE, which `call` does not speak."""
+    client = daemon()
+    try:
+        # The client's one request primitive; get/post are thin wrappers over it as well.
+        with client._open(method, path, body) as response:
+            return client._json(response)
+    except DaemonError as exc:
+        fail(str(exc))
+
+
+def _job_path(job_id: str, tail: str = "") -> str:
+    return f"{BASE}/{quote(job_id, safe='')}{tail}"
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    retry = job["retry"]
+    rows = [
+        ("job", job["job_id"]),
+        ("name", job["name"]),
+        ("agent", job["agent_id"]),
+        ("schedule", job["schedule"]["description"]),
+        ("state", job["state"]),
+        ("misfire", job["misfire"]),
+        ("concurrency", job["concurrency"]),
+        ("retry", f"{retry['max_attempts']} attempts, backoff {retry['backoff_ms']} ms"),
+        ("auth profile", job["auth_profile_id"] or "-"),
+        ("prompt", job["prompt"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    times = job.get("next_fire_times") or []
+    print("next fire times:" if times else "next fire times: none")
+    for when in times:
+        print(f"  {when}")
+
+
+@app.command("add")
+def cron_add(
+    name: Annotated[str, typer.Option("--name", help="a name for people")],
+    agent: Annotated[str, typer.Option("--agent", help="agent id (see `palyra agents list`)")],
+    prompt: Annotated[str, typer.Option("--prompt", help="what the agent is asked each time")],
+    cron: Annotated[
+        str | None, typer.Option("--cron", help='five-field cron expression, e.g. "0 9 * * 1-5"')
+    ] = None,
+    tz: Annotated[
+        str | None, typer.Option("--tz", help="IANA zone for --cron (default: [cron] timezone)")
+    ] = None,
+    every: Annotated[
+        str | None, typer.Option("--every", help="fixed interval, e.g. 30s, 15m, 1h30m")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="one instant, e.g. 2026-12-01T09:00:00+01:00")
+    ] = None,
+    misfire: Annotated[
+        str | None, typer.Option("--misfire", help="catch_up (default) | skip")
+    ] = None,
+    concurrency: Annotated[
+        str | None,
+        typer.Option("--concurrency", help="forbid (default) | queue_one | replace"),
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", help="attempts per tick, 1-16 (default 1)")
+    ] = None,
+    auth_profile: Annotated[
+        str | None, typer.Option("--auth-profile", help="auth profile for provider calls")
+    ] = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="create it switched off")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Schedule an agent run: exactly one of --cron, --every, --at."""
+    given = [flag for flag, value in (("--cron", cron), ("--every", every), ("--at", at)) if value]
+    if len(given) != 1:
+        fail("give exactly one of --cron, --every, --at", 2)
+    if tz and not cron:
+        fail("--tz goes with --cron", 2)
+    if misfire is not None and misfire not in ("catch_up", "skip"):
+        fail("--misfire must be catch_up or skip", 2)
+    if concurrency is not None and concurrency not in ("forbid", "queue_one", "replace"):
+        fail("--concurrency must be forbid, queue_one or replace", 2)
+    schedule: dict[str, str] = (
+        {"cron": cron, **({"timezone": tz} if tz else {})}
+        if cron
+        else {"every": every}
+        if every
+        else {"at": at or ""}
+    )
+    body: dict[str, Any] = {
+        "name": name,
+        "agent_id": agent,
+        "prompt": prompt,
+        "schedule": schedule,
+        "enabled": not disabled,
+    }
+    if misfire:
+        body["misfire"] = misfire
+    if concurrency:
+        body["concurrency"] = concurrency
+    if max_attempts is not None:
+        body["retry"] = {"max_attempts": max_attempts}
+    if auth_profile:
+        body["auth_profile_id"] = auth_profile
+    job = call("POST", BASE, body)
+    if as_json:
+        print_json(job)
+        return
+    print(f"added {job['job_id']}")
+    _print_job(job)
+
+
+@app.command("list")
+def cron_list(as_json: JsonOption = False) -> None:
+    """All jobs with their schedule and next fire time."""
+    jobs = call("GET", BASE)["jobs"]
+    if as_json:
+        print_json(jobs)
+        return
+    table = Table("job", "name", "agent", "schedule", "state", "next fire")
+    for job in jobs:
+        table.add_row(
+            job["job_id"],
+            job["name"],
+            job["agent_id"],
+            job["schedule"]["description"],
+            job["state"],
+            job["next_fire_at"] or "",
+        )
+    print_table(table)
+
+
+@app.command("show")
+def cron_show(job_id: JobId, as_json: JsonOption = False) -> None:
+    """One job, with its next five fire times."""
+    job = call("GET", _job_path(job_id))
+    if as_json:
+        print_json(job)
+        return
+    _print_job(job)
+
+
+@app.command("runs")
+def cron_runs(
+    job_id: JobId,
+    limit: Annotated[int, typer.Option("--limit", help="how many, newest first")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """The job's run history: one line per attempt, skipped and missed ticks included."""
+    runs = call("GET", _job_path(job_id, f"/runs?limit={limit}"))["runs"]
+    if as_json:
+        print_json(runs)
+        return
+    table = Table(
+        "scheduled (UTC)", "trigger", "try", "status", "tokens", "tools", "error", "output / reason"
+    )
+    for run in runs:
+        error = run["error_kind"] or ""
+        if run["error_message"]:
+            error = f"{error}: {run['error_message']}"
+        table.add_row(
+            _when(run["scheduled_at_ms"]),
+            run["trigger"],
+            str(run["attempt"]),
+            run["status"],
+            str(run["usage"]["total_tokens"]),
+            str(run["tool_calls"]),
+            error,
+            (run["output_excerpt"] or run["reason"] or "").replace("\n", " ")[:80],
+        )
+    print_table(table)
+
+
+@app.command("trigger")
+def cron_trigger(job_id: JobId, as_json: JsonOption = False) -> None:
+    """Run the job now, as a `manual` run."""
+    result = call("POST", _job_path(job_id, "/trigger"), {})
+    if as_json:
+        print_json(result)
+        return
+    run = result["run"]
+    if result["outcome"] == "started":
+        print(f"started {run['cron_run_id']} (see `palyra cron runs {job_id}`)")
+    elif result["outcome"] == "skipped":
+        print(f"skipped: {run['reason']}")
+    else:
+        print("queued: it runs when the current run ends")
+
+
+def _set_enabled(job_id: str, enabled: bool) -> None:
+    job = _send("PATCH", _job_path(job_id), {"enabled": enabled})
+    print(f"{job['job_id']}: {job['state']}" + (f", next {job['next_fire_at']}" if enabled else ""))
+
+
+@app.command("enable")
+def cron_enable(job_id: JobId) -> None:
+    """Switch the job on; it next fires at its next tick from now."""
+    _set_enabled(job_id, True)
+
+
+@app.command("disable")
+def cron_disable(job_id: JobId) -> None:
+    """Switch the job off; ticks while off are skipped on purpose, not recorded as missed."""
+    _set_enabled(job_id, False)
+
+
+@app.command("rm")
+def cron_rm(job_id: JobId) -> None:
+    """Delete the job and its history."""
+    _send("DELETE", _job_path(job_id))
+    print(f"removed {job_id}")

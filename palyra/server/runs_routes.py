@@ -1,0 +1,155 @@
+"""Console API for agents and their runs.
+
+- `GET /console/v1/agents`, `GET /console/v1/agents/{agent_id}`
+- `POST /console/v1/runs` `{"agent_id", "input", "stream"}`: with `stream: true` the answer is
+  SSE, one `data: {event}` per run event and `data: [DONE]` at the end; otherwise the finished
+  run. A client that goes away mid-run cancels it.
+- `GET /console/v1/runs/{run_id}` (status, events, usage), `POST /console/v1/runs/{run_id}/cancel`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from palyra.agents.registry import DEFAULT_AGENT_ID
+from palyra.agents.service import ActiveRun, AgentService
+from palyra.agents.store import run_view
+from palyra.context import Origin
+from palyra.errors import InvalidRequest, NotFound
+from palyra.server.keys import RUNTIME
+from palyra.sse import DONE, encode_data
+
+MAX_INPUT_CHARS = 100_000
+_RUN_FIELDS = {"agent_id", "input", "stream", "origin", "session_id"}
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _agents(request: web.Request) -> AgentService:
+    return request.app[RUNTIME].agents
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    registry = _agents(request).registry
+    return json_response(
+        {
+            "agents": [agent.view() for agent in registry.all()],
+            "source": str(registry.source) if registry.source else None,
+        }
+    )
+
+
+async def get_agent(request: web.Request) -> web.Response:
+    return json_response(_agents(request).agent(request.match_info["agent_id"]).view())
+
+
+def _run_request(body: dict[str, Any]) -> tuple[str, str, bool, Origin, str | None]:
+    unknown = set(body) - _RUN_FIELDS
+    if unknown:
+        field = sorted(unknown)[0]
+        raise InvalidRequest(f"{field}: unknown field", param=field)
+    agent_id = body.get("agent_id", DEFAULT_AGENT_ID)
+    if not isinstance(agent_id, str) or not agent_id:
+        raise InvalidRequest("agent_id: must be a non-empty string", param="agent_id")
+    text = body.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("input: required, a non-empty string", param="input")
+    if len(text) > MAX_INPUT_CHARS:
+        raise InvalidRequest(f"input: longer than {MAX_INPUT_CHARS} characters", param="input")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("stream: must be true or false", param="stream")
+    origin = body.get("origin", "api")
+    # `cron` is the scheduler's alone: a client cannot pass its runs off as scheduled ones.
+    if origin not in ("api", "cli"):
+        raise InvalidRequest("origin: must be api or cli", param="origin")
+    session_id = body.get("session_id")
+    if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 128):
+        raise InvalidRequest("session_id: must be a string of at most 128 characters")
+    return agent_id, text, stream, origin, session_id
+
+
+async def create_run(request: web.Request) -> web.StreamResponse:
+    agent_id, text, stream, origin, session_id = _run_request(await read_object(request))
+    service = _agents(request)
+    active = await service.start_run(agent_id, text, origin=origin, session_id=session_id)
+    try:
+        if stream:
+            return await _stream(request, active)
+        assert active.task is not None
+        await asyncio.shield(active.task)
+    finally:
+        # Reached early only when the client went away (the handler was cancelled).
+        if active.outcome is None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(service.cancel(active.run_id, "the client went away"))
+    return await _run_response(service, active.run_id, 200)
+
+
+async def _stream(request: web.Request, active: ActiveRun) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "x-palyra-run-id": active.run_id,
+        }
+    )
+    await response.prepare(request)
+    async for event in active.follow():
+        await response.write(encode_data(event))
+    await response.write(DONE)
+    await response.write_eof()
+    return response
+
+
+async def _run_response(service: AgentService, run_id: str, status: int) -> web.Response:
+    row = await service.store.get(run_id)
+    if row is None:
+        raise NotFound(f"no run {run_id!r}", param="run_id")
+    return json_response(run_view(row, await service.store.events(run_id)), status)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    return await _run_response(_agents(request), request.match_info["run_id"], 200)
+
+
+async def cancel_run(request: web.Request) -> web.Response:
+    service = _agents(request)
+    run_id = request.match_info["run_id"]
+    if not await service.cancel(run_id, "cancelled by request"):
+        row = await service.store.get(run_id)
+        if row is None:
+            raise NotFound(f"no run {run_id!r}", param="run_id")
+        if row["status"] == "running":
+            raise InvalidRequest(
+                f"run {run_id!r} is running on another daemon; cancel it there",
+                status=409,
+                code="run_not_local",
+            )
+    return await _run_response(service, run_id, 200)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/console/v1/agents", list_agents)
+    app.router.add_get("/console/v1/agents/{agent_id}", get_agent)
+    app.router.add_post("/console/v1/runs", create_run)
+    app.router.add_get("/console/v1/runs/{run_id}", get_run)
+    app.router.add_post("/console/v1/runs/{run_id}/cancel", cancel_run)
