@@ -215,6 +215,7 @@ async def persist_openai_auth_profile(
             await auth.profiles.set_default(pid, tx)
         await auth.attempts.finish(attempt.attempt_id, AttemptState.SUCCEEDED, tx=tx)
     auth.changed()
+    auth.refresher.wake()
     return await auth.profile(pid)
 
 

@@ -10,6 +10,7 @@ token the server has already retired.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -58,7 +59,12 @@ class Refresher:
         # Who holds a lease, for humans reading the table: host, process, instance.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
         self.refreshes = 0  # successful refreshes by this process
+
+    def wake(self) -> None:
+        """Look for due profiles now rather than at the next tick (a profile was added)."""
+        self._wake.set()
 
     async def run(self) -> None:
         while True:
@@ -67,7 +73,9 @@ class Refresher:
             except Exception as exc:
                 # The loop must survive a store hiccup; the next round tries again.
                 log.warning("auth_refresh_loop_error", error=type(exc).__name__)
-            await asyncio.sleep(self.auth.refresh_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.auth.refresh_interval_s)
+            self._wake.clear()
 
     async def refresh_due(self) -> None:
         now = _now_ms()

@@ -12,11 +12,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, grants
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask, request
 from werkzeug.serving import make_server
@@ -39,7 +39,7 @@ class Client(ClientMixin):  # type: ignore[misc]
 
     def get_allowed_scope(self, scope: str) -> str:
         allowed = set(self.scope.split())
-        return " ".join(s for s in scope.split() if s in allowed)
+        return " ".join(s for s in (scope or "").split() if s in allowed)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         # Any loopback callback: the daemon's port is only known once a test starts it.
@@ -121,6 +121,7 @@ class OAuthTestServer:
         self.authorize_requests: list[dict[str, str]] = []
         self.expires_in = expires_in
         self.token_delay_s = 0.0
+        self.fail_with_status = 0  # answer the token endpoint with this error status
         self._lock = threading.Lock()
         self.app = self._build()
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
@@ -170,7 +171,7 @@ class OAuthTestServer:
         server = AuthorizationServer(app, query_client=self.clients.get, save_token=save_token)
 
         class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
-            TOKEN_ENDPOINT_AUTH_METHODS = ["none"]
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["none"]
 
             def save_authorization_code(self, code: str, req: Any) -> None:
                 data = req.payload.data
@@ -195,7 +196,7 @@ class OAuthTestServer:
                 return authorization_code.user_id
 
         class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
-            TOKEN_ENDPOINT_AUTH_METHODS = ["none"]
+            TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["none"]
             INCLUDE_NEW_REFRESH_TOKEN = True
 
             def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
@@ -216,13 +217,23 @@ class OAuthTestServer:
         @app.get("/oauth/authorize")
         def authorize() -> Any:
             server_ref.authorize_requests.append(dict(request.args))
-            return server.create_authorization_response(grant_user=USER_ID)
+            oauth_request = server.create_oauth2_request(None)
+            try:
+                grant = server.get_authorization_grant(oauth_request)
+            except OAuth2Error as error:
+                return server.handle_error_response(oauth_request, error)
+            return server.create_authorization_response(
+                oauth_request, grant_user=USER_ID, grant=grant
+            )
 
         @app.post("/oauth/token")
         def issue_token() -> Any:
             server_ref.token_requests.append(dict(request.form))
             if server_ref.token_delay_s:
                 time.sleep(server_ref.token_delay_s)
+            if server_ref.fail_with_status:
+                body = {"error": "server_error", "error_description": "try later"}
+                return body, server_ref.fail_with_status
             return server.create_token_response()
 
         return app

@@ -1,0 +1,191 @@
+"""`palyra auth openai|anthropic api-key`, `palyra auth openai login`, `palyra auth profiles ...`.
+
+All of these talk to the running daemon: it checks keys against the providers, receives the
+OAuth callback and owns the refresh task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import webbrowser
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+from rich.table import Table
+
+from palyra.cli.client import DaemonError
+from palyra.cli.common import call, daemon, fail, print_json, print_table
+
+app = typer.Typer(no_args_is_help=True, help="Provider credentials: API keys, OAuth, profiles.")
+openai_app = typer.Typer(no_args_is_help=True, help="Connect OpenAI (API key or sign-in).")
+anthropic_app = typer.Typer(no_args_is_help=True, help="Connect Anthropic (API key).")
+profiles_app = typer.Typer(no_args_is_help=True, help="Auth profiles the daemon knows.")
+app.add_typer(openai_app, name="openai")
+app.add_typer(anthropic_app, name="anthropic")
+app.add_typer(profiles_app, name="profiles")
+
+PREFIX = "/console/v1/auth"
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+ProfileArgument = Annotated[str, typer.Argument(help="profile id")]
+
+
+def _read_key(stdin: bool, env_var: str | None) -> str:
+    if stdin == bool(env_var):
+        fail("give exactly one of --stdin or --env VAR (a key never goes on the command line)", 2)
+    if env_var:
+        value = os.environ.get(env_var, "")
+        if not value.strip():
+            fail(f"environment variable {env_var} is not set or empty", 2)
+        return value.strip()
+    value = sys.stdin.read().strip()
+    if not value:
+        fail("nothing on stdin: pipe the API key in", 2)
+    return value
+
+
+def _connect(provider: str, profile: str, stdin: bool, env_var: str | None, **extra: Any) -> None:
+    key = _read_key(stdin, env_var)
+    body = {"api_key": key, "profile_id": profile, **{k: v for k, v in extra.items() if v}}
+    result = call("POST", f"{PREFIX}/providers/{provider}/api-key", body)["profile"]
+    default = " (default)" if result["is_default"] else ""
+    print(f"connected {provider}: profile {result['profile_id']}{default}")
+
+
+ProfileOption = Annotated[str, typer.Option("--profile", help="profile id to create or replace")]
+StdinOption = Annotated[bool, typer.Option("--stdin", help="read the key from stdin")]
+EnvOption = Annotated[str | None, typer.Option("--env", help="read the key from this env var")]
+NameOption = Annotated[str | None, typer.Option("--name", help="display name")]
+DefaultOption = Annotated[
+    bool, typer.Option("--default", help="make it the default profile of its provider kind")
+]
+
+
+@openai_app.command("api-key")
+def openai_api_key(
+    profile: ProfileOption,
+    stdin: StdinOption = False,
+    env: EnvOption = None,
+    name: NameOption = None,
+    default: DefaultOption = False,
+) -> None:
+    """Check an OpenAI API key against the provider, then store it in the vault."""
+    _connect("openai", profile, stdin, env, profile_name=name, set_default=default)
+
+
+@anthropic_app.command("api-key")
+def anthropic_api_key(
+    profile: ProfileOption,
+    stdin: StdinOption = False,
+    env: EnvOption = None,
+    name: NameOption = None,
+    default: DefaultOption = False,
+) -> None:
+    """Check an Anthropic API key against the provider, then store it in the vault."""
+    _connect("anthropic", profile, stdin, env, profile_name=name, set_default=default)
+
+
+@openai_app.command("login")
+def openai_login(
+    client_id: Annotated[
+        str | None, typer.Option("--client-id", help="OAuth client id (else config)")
+    ] = None,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="only print the URL to open")
+    ] = False,
+    profile: Annotated[str | None, typer.Option("--profile", help="profile id")] = None,
+    default: DefaultOption = False,
+    poll_s: Annotated[float, typer.Option("--poll", help="seconds between checks", min=0.1)] = 1.0,
+) -> None:
+    """Sign in with OpenAI (OAuth with PKCE) and wait until the browser comes back."""
+    body: dict[str, Any] = {"set_default": default}
+    if client_id:
+        body["client_id"] = client_id
+    if profile:
+        body["profile_id"] = profile
+    started = call("POST", f"{PREFIX}/providers/openai/bootstrap", body)
+    url = started["authorization_url"]
+    print("Open this URL to sign in:", flush=True)
+    print(url, flush=True)
+    if not no_browser:
+        with contextlib.suppress(webbrowser.Error):  # the printed URL is enough
+            webbrowser.open(url)
+    path = f"{PREFIX}/providers/openai/callback-state?attempt_id={quote(started['attempt_id'])}"
+    client = daemon()
+    deadline = started["expires_at_unix_ms"] / 1000 + 5
+    while time.time() < deadline:
+        try:
+            state = client.get(path)
+        except DaemonError as exc:
+            fail(str(exc))
+        if state["state"] == "succeeded":
+            print(f"signed in: profile {state['profile_id']}")
+            return
+        if state["state"] == "failed":
+            fail(f"sign-in failed: {state.get('error') or 'unknown reason'}")
+        time.sleep(poll_s)
+    fail("sign-in timed out: the browser did not come back in time")
+
+
+@profiles_app.command("list")
+def profiles_list(as_json: JsonOption = False) -> None:
+    """Every auth profile (never a secret value)."""
+    profiles = call("GET", f"{PREFIX}/profiles")["profiles"]
+    if as_json:
+        print_json(profiles)
+        return
+    table = Table("profile", "name", "kind", "type", "default", "refresh", "expires", "last error")
+    for p in profiles:
+        expires = p["access_expires_at_ms"]
+        table.add_row(
+            p["profile_id"],
+            p["name"],
+            p["provider_kind"],
+            p["credential_type"],
+            "yes" if p["is_default"] else "",
+            p["refresh_state"],
+            "" if expires is None else f"in {max(0, expires / 1000 - time.time()) / 60:.0f} min",
+            p["last_error"] or "",
+        )
+    print_table(table)
+
+
+@profiles_app.command("show")
+def profiles_show(profile_id: ProfileArgument, as_json: JsonOption = False) -> None:
+    """One profile in full."""
+    profile = call("GET", f"{PREFIX}/profiles/{quote(profile_id)}")["profile"]
+    if as_json:
+        print_json(profile)
+        return
+    for key, value in profile.items():
+        print(f"{key}: {value}")
+
+
+@profiles_app.command("delete")
+def profiles_delete(profile_id: ProfileArgument) -> None:
+    """Delete a profile and every secret it holds."""
+    client = daemon()
+    try:
+        # DaemonClient has no public DELETE yet; its request helper is used as is.
+        with client._open("DELETE", f"{PREFIX}/profiles/{quote(profile_id)}") as response:
+            client._json(response)
+    except DaemonError as exc:
+        fail(str(exc))
+    print(f"deleted profile {profile_id}")
+
+
+@profiles_app.command("refresh")
+def profiles_refresh(profile_id: ProfileArgument) -> None:
+    """Refresh an OAuth profile's access token now."""
+    profile = call("POST", f"{PREFIX}/profiles/{quote(profile_id)}/refresh")["profile"]
+    print(f"refreshed {profile['profile_id']}")
+
+
+@profiles_app.command("set-default")
+def profiles_set_default(profile_id: ProfileArgument) -> None:
+    """Make a profile the default of its provider kind."""
+    profile = call("POST", f"{PREFIX}/profiles/{quote(profile_id)}/default")["profile"]
+    print(f"{profile['profile_id']} is now the default for {profile['provider_kind']}")

@@ -1,0 +1,112 @@
+"""Credential resolution from auth profiles, the vault and the environment, and its cache."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from palyra.auth.profiles import AuthProfile, CredentialType, profile_ref
+from palyra.auth.service import AuthService
+from palyra.config import ProviderConfig, validate_config
+from palyra.context import RequestContext, request_context
+from palyra.credentials import MissingCredential, StoreCredentials
+from palyra.state.db import SqliteDatabase
+from palyra.types import ModelProviderKind
+from palyra.vault import open_vault
+
+OPENAI = ModelProviderKind.OPENAI_COMPATIBLE
+
+
+@pytest.fixture
+async def auth(tmp_path: Path) -> AsyncIterator[AuthService]:
+    db = await SqliteDatabase.open(tmp_path / "palyra.db")
+    vault = await open_vault(db, tmp_path, {"PALYRA_VAULT_KEYRING": "off"})
+    service = await AuthService.open(validate_config({"version": 1}), db, vault)
+    yield service
+    await service.aclose()
+    await db.close()
+
+
+async def add_profile(auth: AuthService, pid: str, kind: ModelProviderKind, key: str) -> None:
+    ref = profile_ref(pid, "api_key")
+    async with auth.db.transaction() as tx:
+        await auth.vault.put(ref, key, tx=tx)
+        await auth.profiles.save(
+            AuthProfile(pid, pid, kind, CredentialType.API_KEY, api_key_ref=str(ref)), tx
+        )
+    auth.changed()
+
+
+def provider(**fields: Any) -> ProviderConfig:
+    return ProviderConfig(
+        provider_id="p",
+        kind=fields.pop("kind", OPENAI),
+        base_url="https://api.example.com",
+        **fields,
+    )
+
+
+async def test_resolution_order(auth: AuthService) -> None:
+    creds = StoreCredentials({"ENV_KEY": "from-env"})
+    creds.attach(auth)
+    await add_profile(auth, "a", OPENAI, "from-profile-a")
+    await add_profile(auth, "b", OPENAI, "from-profile-b")
+    await add_profile(auth, "claude", ModelProviderKind.ANTHROPIC, "from-claude")
+    await auth.vault.put("global/ref", "from-vault-ref")
+
+    assert await creds.api_key(provider(auth_profile_id="a")) == "from-profile-a"
+    assert await creds.api_key(provider(api_key_vault_ref="global/ref")) == "from-vault-ref"
+    assert await creds.api_key(provider(api_key_env="ENV_KEY")) == "from-env"
+    with pytest.raises(MissingCredential, match="no credential"):
+        await creds.api_key(provider())
+    await auth.set_default("b")
+    assert await creds.api_key(provider()) == "from-profile-b"
+
+    # The request's profile wins when its kind matches; otherwise it is ignored.
+    with request_context(RequestContext(auth_profile_id="a")):
+        assert await creds.api_key(provider(api_key_env="ENV_KEY")) == "from-profile-a"
+        assert await creds.api_key(provider()) == "from-profile-a"
+    with request_context(RequestContext(auth_profile_id="claude")):
+        assert await creds.api_key(provider(api_key_env="ENV_KEY")) == "from-env"
+
+    with pytest.raises(MissingCredential, match="does not exist"):
+        await creds.api_key(provider(auth_profile_id="nope"))
+    with pytest.raises(MissingCredential, match="is for anthropic"):
+        await creds.api_key(provider(auth_profile_id="claude"))
+    with pytest.raises(MissingCredential, match="palyra vault set global/missing"):
+        await creds.api_key(provider(api_key_vault_ref="global/missing"))
+    with pytest.raises(MissingCredential, match="ENV_OTHER"):
+        await creds.api_key(provider(api_key_env="ENV_OTHER"))
+    assert await creds.api_key(provider(kind=ModelProviderKind.DETERMINISTIC)) is None
+
+
+async def test_cache_serves_steady_state_and_drops_on_change(
+    auth: AuthService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = StoreCredentials({}, ttl_s=3600)
+    creds.attach(auth)
+    await add_profile(auth, "a", OPENAI, "first")
+    reads = {"secrets": 0, "profiles": 0}
+    vault_get, profile_get = auth.vault.get_optional, auth.profiles.get
+
+    async def counted_secret(ref: Any) -> bytes | None:
+        reads["secrets"] += 1
+        return await vault_get(ref)
+
+    async def counted_profile(pid: str, **kw: Any) -> AuthProfile | None:
+        reads["profiles"] += 1
+        return await profile_get(pid, **kw)
+
+    monkeypatch.setattr(auth.vault, "get_optional", counted_secret)
+    monkeypatch.setattr(auth.profiles, "get", counted_profile)
+    config = provider(auth_profile_id="a")
+    for _ in range(50):
+        assert await creds.api_key(config) == "first"
+    assert reads == {"secrets": 1, "profiles": 1}
+
+    await auth.vault.put(profile_ref("a", "api_key"), "second")  # a change in this process
+    assert await creds.api_key(config) == "second"
+    assert reads["secrets"] == 2
