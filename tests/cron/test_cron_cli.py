@@ -1,0 +1,127 @@
+"""`palyra cron ...`, `palyra agents ...` and `palyra run` as a user runs them, against a real
+`palyrad` process on the deterministic provider."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.cli.test_cli import (
+    PALYRAD,
+    Daemon,
+    free_port,
+    isolated_env,
+    one_error_line,
+    palyra,
+    stop,
+    wait_healthy,
+)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("cron-daemon")
+    state_dir = root / "palyra-state"
+    port = free_port()
+    env = isolated_env(root, PALYRA_STATE_DIR=str(state_dir))
+    # No config file: agents.toml is taken from $XDG_CONFIG_HOME/palyra.
+    agents = root / "config" / "palyra" / "agents.toml"
+    agents.parent.mkdir(parents=True, exist_ok=True)
+    agents.write_text(
+        'version = 1\n[[agents]]\nagent_id = "mathbot"\ndisplay_name = "Math bot"\n'
+        'tools = ["calculator"]\nmax_turns = 4\n'
+    )
+    log = root / "palyrad.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [PALYRAD, "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_healthy(process, port, log)
+        yield Daemon(process, port, state_dir, {**env, "PALYRA_DAEMON_PORT": str(port)})
+    finally:
+        stop(process)
+
+
+def ok(*args: str, env: dict[str, str]) -> str:
+    result = palyra(*args, env=env)
+    assert result.returncode == 0, (args, result.stderr)
+    return result.stdout
+
+
+def test_agents_list_show_and_run(daemon: Daemon) -> None:
+    agents = json.loads(ok("agents", "list", "--json", env=daemon.env))
+    assert [a["agent_id"] for a in agents] == ["default", "mathbot"]
+    shown = ok("agents", "show", "mathbot", env=daemon.env)
+    assert "Math bot" in shown and "calculator" in shown
+    result = palyra(
+        "run", "--agent", "mathbot", '/tool calculator {"expression": "2**10"}', env=daemon.env
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == '[tool call] calculator {"expression":"2**10"}'
+    assert lines[1] == "[tool result] calculator: 1024"
+    assert lines[2].endswith("returned: 1024")
+    assert "[succeeded]" in result.stderr and "1 tool calls, 2 turns" in result.stderr
+    missing = palyra("agents", "show", "ghost", env=daemon.env)
+    assert missing.returncode == 1 and "no agent 'ghost'" in one_error_line(missing)
+
+
+def test_cron_commands(daemon: Daemon) -> None:
+    env = daemon.env
+    added = json.loads(
+        ok(
+            "cron", "add", "--name", "weekday digest", "--agent", "mathbot",
+            "--cron", "0 9 * * mon-fri", "--tz", "America/New_York",
+            "--prompt", "hello", "--misfire", "skip", "--concurrency", "queue_one",
+            "--json", env=env,
+        )
+    )  # fmt: skip
+    job_id = added["job_id"]
+    assert added["misfire"] == "skip" and added["concurrency"] == "queue_one"
+    listed = json.loads(ok("cron", "list", "--json", env=env))
+    assert job_id in [j["job_id"] for j in listed]
+    shown = ok("cron", "show", job_id, env=env)
+    times = [line.strip() for line in shown.splitlines() if line.startswith("  ")]
+    assert len(times) == 5 and all("T09:00:00-0" in t for t in times)
+    assert "cron '0 9 * * mon-fri' (America/New_York)" in shown
+    assert "started" in ok("cron", "trigger", job_id, env=env)
+    with ThreadPoolExecutor(2) as pool:  # a table and JSON, side by side
+        table, runs_json = pool.map(
+            lambda args: ok(*args, env=env),
+            [("cron", "runs", job_id), ("cron", "runs", job_id, "--json")],
+        )
+    assert "manual" in table
+    assert json.loads(runs_json)[0]["trigger"] == "manual"
+    assert "disabled" in ok("cron", "disable", job_id, env=env)
+    assert "enabled" in ok("cron", "enable", job_id, env=env)
+    assert f"removed {job_id}" in ok("cron", "rm", job_id, env=env)
+    gone = palyra("cron", "show", job_id, env=env)
+    assert gone.returncode == 1 and f"no cron job '{job_id}'" in one_error_line(gone)
+
+
+def test_cron_add_errors_are_one_line(daemon: Daemon) -> None:
+    env = daemon.env
+    bad = palyra(
+        "cron", "add", "--name", "x", "--agent", "default", "--cron", "0 9 * *",
+        "--prompt", "p", env=env,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert "schedule.cron: '0 9 * *' has 4 fields; five are needed" in one_error_line(bad)
+    both = palyra(
+        "cron", "add", "--name", "x", "--agent", "default", "--every", "1m", "--at",
+        "2030-01-01T00:00:00Z", "--prompt", "p", env=env,
+    )  # fmt: skip
+    assert both.returncode == 2 and "exactly one of" in one_error_line(both)
+    every = json.loads(
+        ok(
+            "cron", "add", "--name", "tick", "--agent", "default", "--every", "90s",
+            "--prompt", "p", "--json", env=env,
+        )
+    )  # fmt: skip
+    assert every["schedule"] == {"kind": "every", "every": "1m30s", "description": "every 1m30s"}
+    ok("cron", "rm", every["job_id"], env=env)
