@@ -18,7 +18,7 @@ import contextlib
 import heapq
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -41,6 +41,8 @@ SCAN_LIMIT = 10_000
 RESYNC_EVERY_BEATS = 3  # re-read the due index each minute: other daemons may add jobs
 PURGE_EVERY_BEATS = 180  # an hour
 EXCERPT_CHARS = 500
+# Ticks due together are claimed in transactions of up to this many (one commit each).
+CLAIM_BATCH = 200
 
 
 @dataclass(slots=True)
@@ -181,15 +183,18 @@ class Scheduler:
             self._wake.clear()
             now = self.clock.now_ms()
             while self._heap and self._heap[0][0] <= now:
-                at, job_id = heapq.heappop(self._heap)
-                if self._due.get(job_id) != at:
-                    continue  # stale: the job changed since this entry was pushed
-                del self._due[job_id]
+                due: list[tuple[str, int]] = []
+                while self._heap and self._heap[0][0] <= now and len(due) < CLAIM_BATCH:
+                    at, job_id = heapq.heappop(self._heap)
+                    if self._due.get(job_id) != at:
+                        continue  # stale: the job changed since this entry was pushed
+                    del self._due[job_id]
+                    due.append((job_id, at))
                 try:
-                    await self._dispatch(job_id, at)
+                    await self._dispatch(due)
                 except Exception:
-                    # The tick stays claimable in the store; the next resync retries it.
-                    log.exception("cron_dispatch_failed", job_id=job_id)
+                    # The ticks stay claimable in the store; the next resync retries them.
+                    log.exception("cron_dispatch_failed", jobs=[job_id for job_id, _ in due])
                 now = self.clock.now_ms()
             deadline = self._heap[0][0] if self._heap else None
             self._idle.set()
@@ -212,14 +217,38 @@ class Scheduler:
             while self._live:  # noqa: ASYNC110 - a test helper; runs end on their own
                 await asyncio.sleep(0.001)
 
-    async def _dispatch(self, job_id: str, at: int) -> None:
-        job = await self.store.get_job(job_id)
-        if job is None or not job.enabled or job.next_fire_at is None:
+    async def _dispatch(self, due: list[tuple[str, int]]) -> None:
+        """Claim a batch of due ticks in one transaction, then start what was claimed."""
+        if not due:
             return
-        if job.next_fire_at != at:
-            self._push(job_id, job.next_fire_at)  # changed elsewhere; follow the store
-            return
+        jobs = await self.store.get_jobs([job_id for job_id, _ in due])
         now = self.clock.now_ms()
+        claims: list[tuple[Job, dict[str, Any]]] = []
+        for job_id, at in due:
+            job = jobs.get(job_id)
+            if job is None or not job.enabled or job.next_fire_at is None:
+                continue
+            if job.next_fire_at != at:
+                self._push(job_id, job.next_fire_at)  # changed elsewhere; follow the store
+                continue
+            claims.append((job, self._plan(job, at, now)))
+        results = await self.store.claim_many(claims)
+        for (job, claim), result in zip(claims, results, strict=True):
+            if result is None:
+                fresh = await self.store.get_job(job.job_id)  # another scheduler won
+                if fresh is not None and fresh.enabled and fresh.next_fire_at is not None:
+                    self._push(job.job_id, fresh.next_fire_at)
+                continue
+            if claim["next_at"] is not None:
+                self._push(job.job_id, claim["next_at"])
+            fire: Fire | None = claim["fire"]
+            if fire is not None and result.started is not None:
+                self.fire_lag_ms.append(now - fire.scheduled_at)
+            await self._apply(job, result)
+
+    def _plan(self, job: Job, at: int, now: int) -> dict[str, Any]:
+        """What claiming the tick due at `at` means now: which tick runs (and why), which
+        are recorded as missed, and the next fire time."""
         due = due_ticks(job.schedule, at, now, self.config.catch_up_window_ms)
         latest = due.ticks[-1]
         missed = due.ticks[:-1]
@@ -237,30 +266,17 @@ class Scheduler:
                 else "missed; older than catch_up_window_ms"
             )
         more = due.more + max(0, len(missed) - MAX_MISSED_RECORDS)
-        missed = missed[-MAX_MISSED_RECORDS:] if missed else []
-        next_at = job.schedule.next_after(now)
-        result = await self.store.claim(
-            job,
-            expected_at=at,
-            next_at=next_at,
-            missed=missed,
-            missed_more=more,
-            missed_reason=reason,
-            fire=fire,
-            now_ms=now,
-            node=self.node_id,
-            lease_until=now + LEASE_MS,
-        )
-        if result is None:
-            fresh = await self.store.get_job(job_id)  # another scheduler won the tick
-            if fresh is not None and fresh.enabled and fresh.next_fire_at is not None:
-                self._push(job_id, fresh.next_fire_at)
-            return
-        if next_at is not None:
-            self._push(job_id, next_at)
-        if fire is not None and result.started is not None:
-            self.fire_lag_ms.append(now - fire.scheduled_at)
-        await self._apply(job, result)
+        return {
+            "expected_at": at,
+            "next_at": job.schedule.next_after(now),
+            "missed": missed[-MAX_MISSED_RECORDS:] if missed else [],
+            "missed_more": more,
+            "missed_reason": reason,
+            "fire": fire,
+            "now_ms": now,
+            "node": self.node_id,
+            "lease_until": now + LEASE_MS,
+        }
 
     async def trigger(self, job: Job) -> ClaimResult:
         """Run the job now as a `manual` run (its concurrency policy applies)."""
@@ -360,7 +376,8 @@ class Scheduler:
                 if next_record is None:
                     break
                 sequence.record = next_record
-            await self._start_queued(job.job_id)
+            if job.concurrency == "queue_one":
+                await self._start_queued(job.job_id)
         except Exception:
             log.exception("cron_run_crashed", job_id=job.job_id)
         finally:

@@ -143,6 +143,17 @@ class CronStore:
             *_job_params(job),
         )
 
+    async def insert_jobs(self, jobs: list[Job]) -> None:
+        """Many jobs in one transaction (imports, benchmarks): all or none."""
+        async with self.db.transaction() as tx:
+            for job in jobs:
+                await tx.execute(
+                    f"INSERT INTO cron_jobs ({_JOB_COLUMNS}) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    job.job_id,
+                    *_job_params(job),
+                )
+
     async def update_job(self, job: Job, *, expected_next: int | None) -> bool:
         """Write the job's fields if its next fire time is still `expected_next`; False when
         a claim moved it meanwhile (the caller re-reads and tries again). The queued tick
@@ -186,6 +197,15 @@ class CronStore:
         )
         return None if row is None else job_from_row(row)
 
+    async def get_jobs(self, job_ids: list[str]) -> dict[str, Job]:
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" for _ in job_ids)
+        rows = await self.db.fetch_all(
+            f"SELECT {_JOB_COLUMNS} FROM cron_jobs WHERE job_id IN ({marks})", *job_ids
+        )
+        return {row["job_id"]: job_from_row(row) for row in rows}
+
     async def list_jobs(self) -> list[Job]:
         rows = await self.db.fetch_all(
             f"SELECT {_JOB_COLUMNS} FROM cron_jobs ORDER BY created_at, job_id"
@@ -208,100 +228,20 @@ class CronStore:
 
     # --- claims -----------------------------------------------------------------------
 
-    async def claim(
-        self,
-        job: Job,
-        *,
-        expected_at: int | None,
-        next_at: int | None,
-        missed: list[int],
-        missed_more: int,
-        missed_reason: str,
-        fire: Fire | None,
-        now_ms: int,
-        node: str,
-        lease_until: int,
-    ) -> ClaimResult | None:
+    async def claim(self, job: Job, **claim: Any) -> ClaimResult | None:
         """Atomically: move the job's next fire time from `expected_at` to `next_at` (skipped
         when `expected_at` is None: a manual trigger), record the missed ticks, and apply the
         concurrency policy to `fire`. None when another scheduler claimed the tick first."""
-        result = ClaimResult(missed=len(missed) + missed_more)
         async with self.db.transaction() as tx:
-            if expected_at is not None:
-                changed = await tx.execute(
-                    "UPDATE cron_jobs SET next_fire_at = ?"
-                    " WHERE job_id = ? AND enabled = 1 AND next_fire_at = ?",
-                    next_at,
-                    job.job_id,
-                    expected_at,
-                )
-                if changed != 1:
-                    return None
-            for index, at in enumerate(missed):
-                reason = missed_reason
-                if index == 0 and missed_more:
-                    reason += f"; {missed_more} earlier ticks were missed too"
-                await _insert_run(
-                    tx, job.job_id, at, "schedule", 1, "missed", now_ms, reason=reason
-                )
-            if fire is None:
-                return result
-            running = await tx.fetch_all(
-                "SELECT cron_run_id FROM cron_runs WHERE job_id = ? AND status = 'running'",
-                job.job_id,
-            )
-            if running and job.concurrency == "forbid":
-                result.skipped = await _insert_run(
-                    tx,
-                    job.job_id,
-                    fire.scheduled_at,
-                    fire.trigger,
-                    1,
-                    "skipped",
-                    now_ms,
-                    reason="the previous run was still running (concurrency = forbid)",
-                )
-                return result
-            if running and job.concurrency == "queue_one":
-                parked = await tx.execute(
-                    "UPDATE cron_jobs SET queued_fire_at = ?"
-                    " WHERE job_id = ? AND queued_fire_at IS NULL",
-                    fire.scheduled_at,
-                    job.job_id,
-                )
-                if parked:
-                    result.queued = True
-                else:
-                    result.skipped = await _insert_run(
-                        tx,
-                        job.job_id,
-                        fire.scheduled_at,
-                        fire.trigger,
-                        1,
-                        "skipped",
-                        now_ms,
-                        reason="a tick was already waiting (concurrency = queue_one)",
-                    )
-                return result
-            if running:  # replace
-                result.replaced = [row["cron_run_id"] for row in running]
-                await tx.execute(
-                    "UPDATE cron_runs SET cancel_requested = 1"
-                    " WHERE job_id = ? AND status = 'running'",
-                    job.job_id,
-                )
-            result.started = await _insert_run(
-                tx,
-                job.job_id,
-                fire.scheduled_at,
-                fire.trigger,
-                1,
-                "running",
-                now_ms,
-                node=node,
-                lease_until=lease_until,
-            )
-            return result
+            return await _claim_in(tx, job, **claim)
+
+    async def claim_many(
+        self, claims: list[tuple[Job, dict[str, Any]]]
+    ) -> list[ClaimResult | None]:
+        """Several claims in one transaction: ticks due together cost one commit (one fsync),
+        not one each. Each claim still succeeds or loses on its own compare-and-set."""
+        async with self.db.transaction() as tx:
+            return [await _claim_in(tx, job, **claim) for job, claim in claims]
 
     async def take_queued(
         self, job_id: str, *, now_ms: int, node: str, lease_until: int
@@ -443,6 +383,95 @@ class CronStore:
         return await self.db.execute(
             "DELETE FROM cron_runs WHERE created_at < ? AND status <> 'running'", before_ms
         )
+
+
+async def _claim_in(
+    tx: Database,
+    job: Job,
+    *,
+    expected_at: int | None,
+    next_at: int | None,
+    missed: list[int],
+    missed_more: int,
+    missed_reason: str,
+    fire: Fire | None,
+    now_ms: int,
+    node: str,
+    lease_until: int,
+) -> ClaimResult | None:
+    """One claim inside the caller's transaction (see `CronStore.claim`)."""
+    result = ClaimResult(missed=len(missed) + missed_more)
+    if expected_at is not None:
+        changed = await tx.execute(
+            "UPDATE cron_jobs SET next_fire_at = ?"
+            " WHERE job_id = ? AND enabled = 1 AND next_fire_at = ?",
+            next_at,
+            job.job_id,
+            expected_at,
+        )
+        if changed != 1:
+            return None
+    for index, at in enumerate(missed):
+        reason = missed_reason
+        if index == 0 and missed_more:
+            reason += f"; {missed_more} earlier ticks were missed too"
+        await _insert_run(tx, job.job_id, at, "schedule", 1, "missed", now_ms, reason=reason)
+    if fire is None:
+        return result
+    running = await tx.fetch_all(
+        "SELECT cron_run_id FROM cron_runs WHERE job_id = ? AND status = 'running'",
+        job.job_id,
+    )
+    if running and job.concurrency == "forbid":
+        result.skipped = await _insert_run(
+            tx,
+            job.job_id,
+            fire.scheduled_at,
+            fire.trigger,
+            1,
+            "skipped",
+            now_ms,
+            reason="the previous run was still running (concurrency = forbid)",
+        )
+        return result
+    if running and job.concurrency == "queue_one":
+        parked = await tx.execute(
+            "UPDATE cron_jobs SET queued_fire_at = ? WHERE job_id = ? AND queued_fire_at IS NULL",
+            fire.scheduled_at,
+            job.job_id,
+        )
+        if parked:
+            result.queued = True
+        else:
+            result.skipped = await _insert_run(
+                tx,
+                job.job_id,
+                fire.scheduled_at,
+                fire.trigger,
+                1,
+                "skipped",
+                now_ms,
+                reason="a tick was already waiting (concurrency = queue_one)",
+            )
+        return result
+    if running:  # replace
+        result.replaced = [row["cron_run_id"] for row in running]
+        await tx.execute(
+            "UPDATE cron_runs SET cancel_requested = 1 WHERE job_id = ? AND status = 'running'",
+            job.job_id,
+        )
+    result.started = await _insert_run(
+        tx,
+        job.job_id,
+        fire.scheduled_at,
+        fire.trigger,
+        1,
+        "running",
+        now_ms,
+        node=node,
+        lease_until=lease_until,
+    )
+    return result
 
 
 async def _insert_run(
