@@ -7,6 +7,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.cli.test_cli import (
     isolated_env,
     one_error_line,
     palyra,
+    run,
     stop,
     wait_healthy,
 )
@@ -125,3 +127,17 @@ def test_cron_add_errors_are_one_line(daemon: Daemon) -> None:
     )  # fmt: skip
     assert every["schedule"] == {"kind": "every", "every": "1m30s", "description": "every 1m30s"}
     ok("cron", "rm", every["job_id"], env=env)
+
+
+def test_palyrad_refuses_a_bad_agents_file_before_binding(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path, PALYRA_STATE_DIR=str(tmp_path / "state"))
+    config = tmp_path / "config.toml"
+    config.write_text("version = 1\n")
+    (tmp_path / "agents.toml").write_text(
+        'version = 1\n[[agents]]\nagent_id = "fetcher"\ntools = ["http_fetch"]\nmax_turns = -1\n'
+    )
+    result = run([PALYRAD, "--config", str(config), "--port", str(free_port())], env, timeout=30)
+    assert result.returncode == 1
+    assert "agent 'fetcher' (agents[0]).max_turns: input should be greater than or equal to 1" in (
+        result.stderr
+    )
