@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 
+from palyra.auth.profiles import profile_ref
 from palyra.state.db import Database, Row
+from palyra.vault.ref import VaultRef
 
 ATTEMPT_TTL_MS = 10 * 60 * 1000
 
@@ -37,6 +39,11 @@ MIGRATIONS = [
     )
     """
 ]
+
+
+def pending_ref(profile_id: str, attempt_id: str, what: str) -> VaultRef:
+    """Where an attempt's verifier or client secret waits in the vault until the callback."""
+    return profile_ref(profile_id, f"pending.{attempt_id}.{what}")
 
 
 class AttemptState(StrEnum):
@@ -172,8 +179,19 @@ class AttemptStore:
             AttemptState.PENDING.value,
         )
 
+    async def expired_pending(self, now_ms: int) -> list[OAuthAttempt]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM oauth_attempts WHERE state = ? AND expires_at_ms <= ?",
+            AttemptState.PENDING.value,
+            now_ms,
+        )
+        return [_from_row(row) for row in rows]
+
     async def prune(self, older_than_ms: int) -> int:
-        """Finished or expired attempts past a retention window: they only fill the table."""
+        """Attempts that ended before a retention window: they only fill the table."""
         return await self._db.execute(
-            "DELETE FROM oauth_attempts WHERE expires_at_ms < ?", older_than_ms
+            "DELETE FROM oauth_attempts WHERE COALESCE(completed_at_ms, expires_at_ms) < ?"
+            " AND state <> ?",
+            older_than_ms,
+            AttemptState.PENDING.value,
         )

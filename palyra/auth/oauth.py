@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from palyra.auth.api_key import check_provider_credential, check_secret_text
-from palyra.auth.attempts import ATTEMPT_TTL_MS, AttemptState, OAuthAttempt
+from palyra.auth.attempts import ATTEMPT_TTL_MS, AttemptState, OAuthAttempt, pending_ref
 from palyra.auth.errors import Conflict
 from palyra.auth.profiles import (
     AuthProfile,
@@ -49,11 +49,11 @@ def new_pkce_pair() -> tuple[str, str]:
 
 
 def _verifier_ref(attempt: OAuthAttempt) -> VaultRef:
-    return profile_ref(attempt.profile_id, f"pending.{attempt.attempt_id}.verifier")
+    return pending_ref(attempt.profile_id, attempt.attempt_id, "verifier")
 
 
 def _pending_secret_ref(profile_id: str, attempt_id: str) -> VaultRef:
-    return profile_ref(profile_id, f"pending.{attempt_id}.client_secret")
+    return pending_ref(profile_id, attempt_id, "client_secret")
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ class Refresher:
         while True:
             try:
                 await self.refresh_due()
+                await self.auth.expire_attempts()
             except Exception as exc:
                 # The loop must survive a store hiccup; the next round tries again.
                 log.warning("auth_refresh_loop_error", error=type(exc).__name__)

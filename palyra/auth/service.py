@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from palyra.auth.attempts import AttemptStore
+from palyra.auth.attempts import AttemptState, AttemptStore, pending_ref
 from palyra.auth.profiles import AuthProfile, ProfileStore, profile_ref
 from palyra.auth.refresh import Refresher
 from palyra.config import DEFAULT_BASE_URLS, PalyraConfig
@@ -19,6 +20,7 @@ from palyra.types import ModelProviderKind
 from palyra.vault import Vault
 
 CHECK_TIMEOUT_S = 15.0
+ATTEMPT_RETENTION_MS = 24 * 3600 * 1000
 
 
 @dataclass
@@ -102,6 +104,20 @@ class AuthService:
                 ) from None
         self.changed()
         return await self.profile(profile_id)
+
+    async def expire_attempts(self) -> None:
+        """Fail attempts whose browser never came back, dropping their verifiers, and forget
+        attempts that ended more than a day ago."""
+        now = int(time.time() * 1000)
+        for attempt in await self.attempts.expired_pending(now):
+            async with self.db.transaction() as tx:
+                for key in ("verifier", "client_secret"):
+                    ref = pending_ref(attempt.profile_id, attempt.attempt_id, key)
+                    await self.vault.delete(ref, tx=tx)
+                await self.attempts.finish(
+                    attempt.attempt_id, AttemptState.FAILED, "the sign-in attempt expired", tx=tx
+                )
+        await self.attempts.prune(now - ATTEMPT_RETENTION_MS)
 
     def changed(self) -> None:
         self.vault.notify_changed()

@@ -328,6 +328,20 @@ async def test_callback_errors_are_escaped_and_final(
     )
     assert status == 400 and "expired" in page
 
+    # Abandoned (the browser never came back): the loop fails it and drops its verifier.
+    auth = console.server.app[RUNTIME].auth
+    _, gone = await console.call("POST", bootstrap, {"profile_id": "abandoned"})
+    assert len(await auth.vault.list("profile:abandoned")) == 1
+    await auth.db.execute(
+        "UPDATE oauth_attempts SET expires_at_ms = 1 WHERE attempt_id = ?", gone["attempt_id"]
+    )
+    await auth.expire_attempts()
+    assert await auth.vault.list("profile:abandoned") == []
+    _, state = await console.call(
+        "GET", f"/console/v1/auth/providers/openai/callback-state?attempt_id={gone['attempt_id']}"
+    )
+    assert state["state"] == "failed" and "expired" in state["error"]
+
     # The provider refuses the new token: the attempt fails, nothing is kept.
     upstream.min_index = 10_000
     _, started, page = await sign_in(console, http, profile_id="refused")

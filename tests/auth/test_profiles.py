@@ -6,9 +6,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from palyra.auth.oauth import start_openai_oauth_attempt
 from palyra.auth.profiles import AuthProfile, CredentialType, RefreshState, profile_ref
 from palyra.auth.service import AuthService
 from palyra.config import validate_config
@@ -114,3 +116,29 @@ async def test_defaults_and_delete_removes_secrets(
     with pytest.raises(SecretNotFound):
         await auth.vault.get("profile:two/access_token")
     assert len(await auth.vault.list("profile:one")) == 2
+
+
+async def test_authorization_url_with_audience_and_public_base_url(tmp_path: Path) -> None:
+    db = await SqliteDatabase.open(tmp_path / "palyra.db")
+    config = validate_config(
+        {
+            "version": 1,
+            "daemon": {"public_base_url": "https://palyra.example.com/"},
+            "auth": {"openai_oauth": {"client_id": "cid", "audience": "https://api.example"}},
+        }
+    )
+    auth = await AuthService.open(config, db, await open_vault(db, tmp_path, ENV))
+    try:
+        started = await start_openai_oauth_attempt(
+            auth, loopback_origin="http://127.0.0.1:1", scopes=["openid"]
+        )
+        query = parse_qs(urlsplit(started.authorization_url).query)
+        assert query["audience"] == ["https://api.example"]
+        assert query["redirect_uri"] == [
+            "https://palyra.example.com/console/v1/auth/providers/openai/callback"
+        ]
+        assert query["scope"] == ["openid"] and query["state"] == [started.attempt_id]
+        assert started.authorization_url.startswith("https://auth.openai.com/oauth/authorize?")
+    finally:
+        await auth.aclose()
+        await db.close()
