@@ -1,7 +1,7 @@
 // Auth profiles: list with provider, type, default mark, expiry and refresh state;
 // connect an API key; sign in with OpenAI in a popup; refresh, set default, delete.
 
-const CALLBACK_MESSAGE = "palyra-oauth-callback";
+const CALLBACK_MESSAGE = "palyra.oauth.callback";
 
 function expiry(ms) {
   if (!ms) return "—";
