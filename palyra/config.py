@@ -318,6 +318,9 @@ class CronConfig(_Section):
     max_concurrent_runs: int = Field(default=4, ge=1, le=256)
     history_retention_days: int = Field(default=30, ge=1)
     catch_up_window_ms: int = Field(default=86_400_000, ge=0)
+    # How long a running run stays its daemon's without a renewal; a daemon that dies is
+    # noticed by the others this long after its last renewal (renewed every third of it).
+    run_lease_ms: int = Field(default=60_000, ge=3_000)
 
     @field_validator("timezone")
     @classmethod

@@ -180,6 +180,9 @@ class StoreCredentials:
                     f"environment variable {provider.api_key_env} (api_key_env) is not set"
                 )
             return value
+        if provider.allow_private_base_url:
+            # A local server (vLLM, Ollama, llama.cpp) often takes no key at all.
+            return None
         raise MissingCredential(
             f"provider {provider.provider_id} has no credential: set auth_profile_id, "
             "api_key_vault_ref or api_key_env, or connect a default profile with "

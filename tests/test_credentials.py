@@ -62,6 +62,14 @@ async def test_resolution_order(auth: AuthService) -> None:
     assert await creds.api_key(provider(api_key_env="ENV_KEY")) == "from-env"
     with pytest.raises(MissingCredential, match="no credential"):
         await creds.api_key(provider())
+    # A local server the operator allowed may take no key at all.
+    local = ProviderConfig(
+        provider_id="local",
+        kind=OPENAI,
+        base_url="http://127.0.0.1:8000/v1",
+        allow_private_base_url=True,
+    )
+    assert await creds.api_key(local) is None
     await auth.set_default("b")
     assert await creds.api_key(provider()) == "from-profile-b"
 

@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import structlog
 
-from palyra.agents.lease import LEASE_MS, RENEW_EVERY_S
 from palyra.config import CronConfig
 from palyra.cron.clock import Clock
 from palyra.cron.jobs import Job
@@ -38,8 +37,8 @@ MISFIRE_GRACE_MS = 60_000
 # Ticks scanned one by one when working out what was missed; past this, only the most recent
 # stretch (the catch-up window) is scanned and the rest counted as "more".
 SCAN_LIMIT = 10_000
-RESYNC_EVERY_BEATS = 3  # re-read the due index each minute: other daemons may add jobs
-PURGE_EVERY_BEATS = 180  # an hour
+RESYNC_EVERY_S = 60.0  # re-read the due index each minute: other daemons may add jobs
+PURGE_EVERY_S = 3600.0
 EXCERPT_CHARS = 500
 # Ticks due together are claimed in transactions of up to this many (one commit each).
 CLAIM_BATCH = 200
@@ -121,6 +120,7 @@ class Scheduler:
         self._live: set[_Sequence] = set()
         self._slots = asyncio.Semaphore(config.max_concurrent_runs)
         self._tasks: list[asyncio.Task[None]] = []
+        self.lease_ms = config.run_lease_ms
         self.fired = 0  # ticks this scheduler claimed and started (benchmarks read it)
         self.fire_lag_ms: list[int] = []  # claim time minus due time, per claimed tick
 
@@ -275,7 +275,7 @@ class Scheduler:
             "fire": fire,
             "now_ms": now,
             "node": self.node_id,
-            "lease_until": now + LEASE_MS,
+            "lease_until": now + self.lease_ms,
         }
 
     async def trigger(self, job: Job) -> ClaimResult:
@@ -291,7 +291,7 @@ class Scheduler:
             fire=Fire(now, "manual"),
             now_ms=now,
             node=self.node_id,
-            lease_until=now + LEASE_MS,
+            lease_until=now + self.lease_ms,
         )
         assert result is not None  # without a compare-and-set there is nothing to lose
         await self._apply(job, result)
@@ -358,7 +358,7 @@ class Scheduler:
                     output_excerpt=_excerpt(result.output),
                     retry_at=retry_at,
                     node=self.node_id,
-                    lease_until=(retry_at or now) + LEASE_MS,
+                    lease_until=(retry_at or now) + self.lease_ms,
                 )
                 log.info(
                     "cron_run_finished",
@@ -418,7 +418,7 @@ class Scheduler:
     async def _start_queued(self, job_id: str) -> None:
         now = self.clock.now_ms()
         record = await self.store.take_queued(
-            job_id, now_ms=now, node=self.node_id, lease_until=now + LEASE_MS
+            job_id, now_ms=now, node=self.node_id, lease_until=now + self.lease_ms
         )
         if record is None:
             return
@@ -435,20 +435,23 @@ class Scheduler:
 
     async def _heartbeat(self) -> None:
         beats = 0
+        every_s = self.lease_ms / 3000
+        resync_beats = max(1, round(RESYNC_EVERY_S / every_s))
+        purge_beats = max(1, round(PURGE_EVERY_S / every_s))
         while True:
-            await self.clock.sleep(RENEW_EVERY_S)
+            await self.clock.sleep(every_s)
             beats += 1
             try:
                 now = self.clock.now_ms()
-                await self.store.renew_leases(self.node_id, now + LEASE_MS)
+                await self.store.renew_leases(self.node_id, now + self.lease_ms)
                 for cron_run_id in await self.store.cancel_requests(self.node_id):
                     sequence = self._sequences.get(cron_run_id)
                     if sequence is not None:
                         await self._cancel(sequence, "replaced by a newer tick on another daemon")
                 await self.store.interrupt_orphans(self.node_id, now, at_start=False)
-                if beats % RESYNC_EVERY_BEATS == 0:
+                if beats % resync_beats == 0:
                     await self._resync()
-                if beats % PURGE_EVERY_BEATS == 0:
+                if beats % purge_beats == 0:
                     await self.purge()
             except Exception:
                 log.exception("cron_heartbeat_failed")
