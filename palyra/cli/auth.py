@@ -167,13 +167,7 @@ def profiles_show(profile_id: ProfileArgument, as_json: JsonOption = False) -> N
 @profiles_app.command("delete")
 def profiles_delete(profile_id: ProfileArgument) -> None:
     """Delete a profile and every secret it holds."""
-    client = daemon()
-    try:
-        # DaemonClient has no public DELETE yet; its request helper is used as is.
-        with client._open("DELETE", f"{PREFIX}/profiles/{quote(profile_id)}") as response:
-            client._json(response)
-    except DaemonError as exc:
-        fail(str(exc))
+    call("DELETE", f"{PREFIX}/profiles/{quote(profile_id)}")
     print(f"deleted profile {profile_id}")
 
 

@@ -61,13 +61,16 @@ class DaemonClient:
             reason = getattr(exc, "reason", exc)
             raise DaemonError(f"cannot reach the daemon at {self.base_url}: {reason}") from None
 
-    def get(self, path: str) -> Any:
-        with self._open("GET", path) as response:
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """One JSON call (GET, POST, PATCH, DELETE); the answer's JSON."""
+        with self._open(method, path, body) as response:
             return self._json(response)
 
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
     def post(self, path: str, body: Any) -> Any:
-        with self._open("POST", path, body) as response:
-            return self._json(response)
+        return self.request("POST", path, body)
 
     def _json(self, response: Any) -> Any:
         try:

@@ -40,8 +40,10 @@ def daemon() -> DaemonClient:
 def call(method: str, path: str, body: Any = None) -> Any:
     """One request to the daemon; a failure ends the command with exit 1."""
     client = daemon()
+    if body is None and method in ("POST", "PATCH"):
+        body = {}
     try:
-        return client.get(path) if method == "GET" else client.post(path, body or {})
+        return client.request(method, path, body)
     except DaemonError as exc:
         fail(str(exc))
 

@@ -9,25 +9,13 @@ from urllib.parse import quote
 import typer
 from rich.table import Table
 
-from palyra.cli.client import DaemonError
-from palyra.cli.common import call, daemon, fail, print_json, print_table
+from palyra.cli.common import call, fail, print_json, print_table
 
 app = typer.Typer(no_args_is_help=True, help="Scheduled agent runs.")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 JobId = Annotated[str, typer.Argument(help="job id (see `palyra cron list`)")]
 BASE = "/console/v1/cron/jobs"
-
-
-def _send(method: str, path: str, body: Any = None) -> Any:
-    """PATCH and DELETE, which `call` does not speak."""
-    client = daemon()
-    try:
-        # The client's one request primitive; get/post are thin wrappers over it as well.
-        with client._open(method, path, body) as response:
-            return client._json(response)
-    except DaemonError as exc:
-        fail(str(exc))
 
 
 def _job_path(job_id: str, tail: str = "") -> str:
@@ -214,7 +202,7 @@ def cron_trigger(job_id: JobId, as_json: JsonOption = False) -> None:
 
 
 def _set_enabled(job_id: str, enabled: bool) -> None:
-    job = _send("PATCH", _job_path(job_id), {"enabled": enabled})
+    job = call("PATCH", _job_path(job_id), {"enabled": enabled})
     print(f"{job['job_id']}: {job['state']}" + (f", next {job['next_fire_at']}" if enabled else ""))
 
 
@@ -233,5 +221,5 @@ def cron_disable(job_id: JobId) -> None:
 @app.command("rm")
 def cron_rm(job_id: JobId) -> None:
     """Delete the job and its history."""
-    _send("DELETE", _job_path(job_id))
+    call("DELETE", _job_path(job_id))
     print(f"removed {job_id}")
