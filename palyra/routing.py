@@ -7,24 +7,25 @@ Everything here runs in memory on the request path: no database, no blocking cal
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from palyra.breaker import BreakerBoard
-from palyra.config import ModelConfig, ModelProviderConfig
+from palyra.config import ModelConfig, ModelProviderConfig, ProviderConfig, ProviderSettings
 from palyra.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, Unsupported
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
 from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, open_stream
-from palyra.tokens import check_token_budget, estimate_text_tokens
+from palyra.tokens import check_token_budget, estimate_text_tokens, prompt_bound
 from palyra.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
     EmbeddingsRequest,
     EmbeddingsResult,
+    ModelProviderKind,
     ProviderModelRole,
     TranscriptionRequest,
     TranscriptionResult,
@@ -106,6 +107,24 @@ class ModelRegistry:
         return model
 
 
+class _ChatFacts:
+    """What checking one request against a model needs that does not depend on the model,
+    worked out once however many candidate models the request is checked against."""
+
+    __slots__ = ("_bounds", "has_images", "request")
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.request = request
+        self.has_images = request.has_images
+        self._bounds: dict[ModelProviderKind, int] = {}
+
+    def bound(self, kind: ModelProviderKind) -> int:
+        bound = self._bounds.get(kind)
+        if bound is None:
+            bound = self._bounds[kind] = prompt_bound(self.request, kind)
+        return bound
+
+
 def token_budget(config: ModelProviderConfig, model: ModelConfig) -> int:
     if config.max_model_tokens_per_event:
         return min(config.max_model_tokens_per_event, model.max_context_tokens)
@@ -129,14 +148,23 @@ class Router:
         self.breakers = breakers
         self.health = health
         self.metrics = metrics
+        # provider_id -> (its config, our config, its settings): rebuilt if either is replaced.
+        self._settings: dict[str, tuple[ProviderConfig, ModelProviderConfig, ProviderSettings]] = {}
 
     # --- candidates -------------------------------------------------------------------
+
+    def _settings_for(self, provider: ModelProvider) -> ProviderSettings:
+        cached = self._settings.get(provider.provider_id)
+        if cached is None or cached[0] is not provider.config or cached[1] is not self.config:
+            cached = (provider.config, self.config, self.config.settings_for(provider.config))
+            self._settings[provider.provider_id] = cached
+        return cached[2]
 
     def _candidate(self, model: ModelConfig) -> Candidate | None:
         provider = self.providers.get(model.provider_id)
         if provider is None or not provider.config.enabled or not model.enabled:
             return None
-        settings = self.config.settings_for(provider.config)
+        settings = self._settings_for(provider)
         breaker = self.breakers.get(
             provider.provider_id,
             settings.circuit_breaker_failure_threshold,
@@ -146,10 +174,14 @@ class Router:
 
     def candidates(
         self, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
-    ) -> list[Candidate]:
+    ) -> Iterable[Candidate]:
         """The requested model, then its `fallbacks` in order, or else every other enabled
         model of its role on another provider that can serve the request, cheapest and
-        fastest first. Unhealthy or open providers go to the back."""
+        fastest first. Unhealthy or open providers go to the back.
+
+        When the requested model's provider is well it goes first whatever the others are,
+        so the rest of the chain is only worked out if that first attempt fails: most
+        requests never need it, and checking each fallback costs a budget check."""
         first = self._candidate(model)
         if first is None:
             raise ModelNotFound(
@@ -160,6 +192,20 @@ class Router:
             )
         if not self.config.failover_enabled:
             return [first]
+        if not self._unwell(first):
+            return self._first_then_others(first, model, can_serve)
+        # Stable: within each group the order above stands.
+        return sorted([first, *self._others(model, can_serve)], key=self._unwell)
+
+    def _first_then_others(
+        self, first: Candidate, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
+    ) -> Iterator[Candidate]:
+        yield first
+        yield from sorted(self._others(model, can_serve), key=self._unwell)
+
+    def _others(
+        self, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
+    ) -> list[Candidate]:
         if model.fallbacks:
             others = [m for m in map(self.registry.get, model.fallbacks) if m is not None]
         else:
@@ -173,13 +219,12 @@ class Router:
                 pool,
                 key=lambda m: (_COST[m.cost_tier], _LATENCY[m.latency_tier], order[m.model_id]),
             )
-        chain = [first]
+        chain = []
         for other in others:
             candidate = self._candidate(other)
             if candidate is not None and can_serve(other):
                 chain.append(candidate)
-        # Stable: within each group the order above stands.
-        return sorted(chain, key=self._unwell)
+        return chain
 
     def _unwell(self, candidate: Candidate) -> bool:
         open_now = candidate.breaker.retry_after_s() > 0
@@ -188,9 +233,10 @@ class Router:
     # --- checks -----------------------------------------------------------------------
 
     def _chat_problem(
-        self, request: ChatRequest, model: ModelConfig
+        self, request: ChatRequest, model: ModelConfig, facts: _ChatFacts | None = None
     ) -> ContextLengthExceeded | Unsupported | None:
-        if request.has_images and not model.vision:
+        facts = facts or _ChatFacts(request)
+        if facts.has_images and not model.vision:
             return Unsupported(f"model {model.model_id!r} does not accept images", param="messages")
         if request.tools and not model.tool_calls:
             return Unsupported(f"model {model.model_id!r} does not support tools", param="tools")
@@ -204,7 +250,11 @@ class Router:
         budget = token_budget(self.config, model)
         allowance = request.output_limit or model.max_output_tokens
         check = check_token_budget(
-            request, provider.kind, budget=budget, output_allowance=allowance
+            request,
+            provider.kind,
+            budget=budget,
+            output_allowance=allowance,
+            bound=facts.bound(provider.kind),
         )
         if not check.fits:
             return ContextLengthExceeded(
@@ -214,7 +264,7 @@ class Router:
             )
         return None
 
-    def _fallback(self, candidates: list[Candidate]) -> FallbackModel:
+    def _fallback(self, candidates: Iterable[Candidate]) -> FallbackModel:
         deadline = time.monotonic() + self.config.request_timeout_ms / 1000
         return FallbackModel(
             candidates,
@@ -225,7 +275,7 @@ class Router:
         )
 
     async def _serve(
-        self, candidates: list[Candidate], call: Callable[[Candidate], Awaitable[T]]
+        self, candidates: Iterable[Candidate], call: Callable[[Candidate], Awaitable[T]]
     ) -> Routed[T]:
         fallback = self._fallback(candidates)
         value = await fallback.run(call)
@@ -233,12 +283,13 @@ class Router:
 
     # --- operations -------------------------------------------------------------------
 
-    def _chat_candidates(self, request: ChatRequest) -> list[Candidate]:
+    def _chat_candidates(self, request: ChatRequest) -> Iterable[Candidate]:
         model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
-        problem = self._chat_problem(request, model)
+        facts = _ChatFacts(request)
+        problem = self._chat_problem(request, model, facts)
         if problem is not None:
             raise problem
-        return self.candidates(model, lambda m: self._chat_problem(request, m) is None)
+        return self.candidates(model, lambda m: self._chat_problem(request, m, facts) is None)
 
     async def chat(self, request: ChatRequest) -> Routed[ChatResult]:
         candidates = self._chat_candidates(request)

@@ -169,19 +169,31 @@ def estimate_token_count(
     return _estimate(request, kind, _count, image_tokens)
 
 
+def prompt_bound(
+    request: ChatRequest, kind: ModelProviderKind = ModelProviderKind.OPENAI_COMPATIBLE
+) -> int:
+    """An upper bound of `estimate_token_count`, without running the tokenizer."""
+    # Every BPE token spans at least one UTF-8 byte, so the same accounting with bytes in
+    # place of token counts, and every image at its worst case, bounds the estimate from
+    # above.
+    return _estimate(request, kind, _utf8_len, _worst_image_tokens)
+
+
 def check_token_budget(
     request: ChatRequest,
     kind: ModelProviderKind = ModelProviderKind.OPENAI_COMPATIBLE,
     *,
     budget: int,
     output_allowance: int,
+    bound: int | None = None,
 ) -> BudgetCheck:
-    """Whether the prompt plus `output_allowance` fits `budget` tokens."""
-    # Every BPE token spans at least one UTF-8 byte, so the same accounting with bytes in
-    # place of token counts, and every image at its worst case, bounds the estimate from
-    # above. When the bound fits, the estimate fits too and the tokenizer need not run:
-    # most prompts are a few KB against a context of 100k+ tokens.
-    bound = _estimate(request, kind, _utf8_len, _worst_image_tokens)
+    """Whether the prompt plus `output_allowance` fits `budget` tokens. `bound` is
+    `prompt_bound(request, kind)` when the caller has it already (one request checked
+    against several models)."""
+    # When the bound fits, the estimate fits too and the tokenizer need not run: most
+    # prompts are a few KB against a context of 100k+ tokens.
+    if bound is None:
+        bound = prompt_bound(request, kind)
     if bound + output_allowance <= budget:
         return BudgetCheck(fits=True, prompt_tokens=bound, counted=False)
     estimate = estimate_token_count(request, kind)

@@ -12,7 +12,7 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -61,7 +61,7 @@ def backoff_s(attempt: int, base_ms: int, rng: Callable[[], float] = random.rand
 class FallbackModel:
     def __init__(
         self,
-        candidates: list[Candidate],
+        candidates: Iterable[Candidate],
         *,
         route: RouteInfo,
         deadline: float,
@@ -98,7 +98,7 @@ class FallbackModel:
             if attempted:
                 self.route.failovers += 1
                 if last_error is not None:
-                    self._metrics.failovers.labels(last_error.provider_id).inc()
+                    self._metrics.count_failover(last_error.provider_id)
             attempted += 1
             self.route.model_id = candidate.model.model_id
             self.route.provider_id = candidate.provider.provider_id
@@ -135,22 +135,20 @@ class FallbackModel:
                     result = await call(candidate)
                 except ProviderError as error:
                     self.route.upstream_s += time.perf_counter() - started
-                    self._metrics.upstream_errors.labels(provider_id, error.error_class).inc()
+                    self._metrics.count_upstream_error(provider_id, error.error_class)
                     wait = self._retry_wait(error, attempt, max_retries, candidate.settings)
                     if wait is None:
                         self._settle_failure(candidate, permit, error)
                         raise
                     attempt += 1
                     self.route.retries += 1
-                    self._metrics.retries.labels(provider_id).inc()
+                    self._metrics.count_retry(provider_id)
                     await self._sleep(wait)
                     self.route.upstream_s += wait
                     continue
                 elapsed = time.perf_counter() - started
                 self.route.upstream_s += elapsed
-                self._metrics.upstream_latency.labels(
-                    provider_id, candidate.model.model_id
-                ).observe(elapsed)
+                self._metrics.observe_upstream(provider_id, candidate.model.model_id, elapsed)
                 candidate.breaker.record_success()
                 self._metrics.set_circuit(provider_id, candidate.breaker.state)
                 self._health.record_success(provider_id)

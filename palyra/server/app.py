@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -25,6 +24,7 @@ from palyra.server import (
 )
 from palyra.server.auth import PUBLIC_PATHS, bearer_matches
 from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, RUNTIME, SESSIONS, STARTED
+from palyra.server.responses import random_id
 from palyra.server.sessions import SessionSigner
 
 log = structlog.get_logger("palyra.http")
@@ -55,7 +55,7 @@ def error_response(exc: PalyraError, request: web.Request) -> web.Response:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[STARTED] = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else random_id()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     status = 500
     try:
@@ -69,9 +69,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             resource = request.match_info.route.resource
             # Label by route template, never by raw path: paths are the client's to invent.
             name = resource.canonical if resource is not None else "unmatched"
-            request.app[GATEWAY].metrics.requests.labels(
-                name, route.model_id if route else "", str(status)
-            ).inc()
+            request.app[GATEWAY].metrics.count_request(
+                name, route.model_id if route else "", status
+            )
         log.info(
             "request",
             method=request.method,
