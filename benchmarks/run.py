@@ -330,6 +330,17 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process tree so far. Per request, it is a figure that
+    other load on the machine barely moves, unlike latency and req/s."""
+    ticks = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{p}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class PeakRSS:
     """Samples a process tree's RSS every 20 ms while a scenario runs."""
 
@@ -479,6 +490,7 @@ def measure(
     if wrk_ok and not quick:
         run_wrk(url, target.token, body, scenario.concurrency, 1, work)  # warm-up, untimed
     timeout_s = 120.0 if scenario.requests else 30.0
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     with PeakRSS(pid) as peak:
         if wrk_ok:
             result = run_wrk(
@@ -487,6 +499,10 @@ def measure(
         else:
             result = run_loadgen(url, target.token, body, scenario, work, timeout_s)
     result["peak_rss_mb"] = peak.peak if pid is not None else None
+    served = result["requests"] + result["errors"]
+    result["cpu_ms_per_req"] = (
+        (cpu_seconds(pid) - cpu_before) * 1000 / served if pid is not None and served else None
+    )
     return result
 
 
@@ -577,11 +593,14 @@ def report(
         f"Run {meta['when']} on {meta['machine']}; "
         f"load generator: {meta['loadgen']}; quick: {meta['quick']}.",
         "Latency in ms; *added* = through the gateway minus straight to the mock, same "
-        "percentile, same run. Peak RSS is the gateway's process tree during the scenario.",
+        "percentile, same run. Peak RSS is the gateway's process tree during the scenario; "
+        "CPU ms/req is the gateway's CPU time (user + system) per request, the figure that "
+        "other load on the machine moves least.",
         "",
         "| scenario | target | req/s | errors | p50 | p90 | p99 | added p50 | added p90 | "
-        "added p99 | TTFC p50 | TTFC p99 | added TTFC p50 | added TTFC p99 | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "added p99 | TTFC p50 | TTFC p99 | added TTFC p50 | added TTFC p99 | peak RSS MB | "
+        "CPU ms/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for sc in scenario_list:
         per = results.get(sc.key, {})
@@ -591,7 +610,7 @@ def report(
             if r is None:
                 continue
             if "error" in r:
-                lines.append(f"| {sc.title} | {name} | failed: {r['error'][:120]} |" + " |" * 13)
+                lines.append(f"| {sc.title} | {name} | failed: {r['error'][:120]} |" + " |" * 14)
                 continue
             lat, ttfc = r["latency_ms"], r.get("ttfc_ms") or {}
             is_base = name == "direct"
@@ -614,6 +633,7 @@ def report(
                         "" if is_base or not ttfc else fmt(added(r, base, "ttfc_ms", "p50")),
                         "" if is_base or not ttfc else fmt(added(r, base, "ttfc_ms", "p99")),
                         fmt(r.get("peak_rss_mb"), 0),
+                        fmt(r.get("cpu_ms_per_req"), 3),
                     ]
                 )
                 + " |"
@@ -814,7 +834,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"{r['rps']:8,.0f} req/s  errors {r['errors']}  "
                             f"p50 {fmt(lat['p50'])}  p99 {fmt(lat['p99'])}  "
-                            f"rss {fmt(r.get('peak_rss_mb'), 0)}",
+                            f"rss {fmt(r.get('peak_rss_mb'), 0)}  "
+                            f"cpu/req {fmt(r.get('cpu_ms_per_req'), 3)} ms",
                             flush=True,
                         )
                         if r.get("error_samples"):

@@ -1,0 +1,110 @@
+"""Profile `palyrad` on the hot path: start the mock and the daemon as `run.py` does, load one
+scenario with wrk (or loadgen.py for streams), and sample the daemon with py-spy meanwhile.
+
+    .venv/bin/python benchmarks/profile.py [--scenario chat-c16] [--seconds 8]
+
+py-spy comes from PyPI into benchmarks/.venv-tools (made on first use). Output: the hottest
+frames by own and by total time, and collapsed stacks (for flamegraph tools) in the work dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import subprocess
+import sys
+import threading
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run  # noqa: E402  (a sibling script)
+
+TOOLS = HERE / ".venv-tools"
+
+
+def py_spy() -> Path:
+    binary = TOOLS / "bin" / "py-spy"
+    if not binary.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
+        subprocess.run(
+            [str(TOOLS / "bin" / "python"), "-m", "pip", "install", "-q", "py-spy"], check=True
+        )
+    return binary
+
+
+def summarize(collapsed: Path, top: int) -> None:
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        samples += count
+        frames = stack.split(";")
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    print(f"\n{samples} samples\n\nby own time:")
+    for frame, count in own.most_common(top):
+        print(f"{count / samples:6.1%}  {frame}")
+    print("\nby total time:")
+    for frame, count in total.most_common(top):
+        print(f"{count / samples:6.1%}  {frame}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="chat-c16")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    args = parser.parse_args()
+    spy = py_spy()
+    run.raise_fd_limit()
+    scenario = next(s for s in run.scenarios(False) if s.key == args.scenario)
+    scenario = run.Scenario(**{**scenario.__dict__, "duration_s": args.seconds})
+    with run.workdir(keep=True) as work:
+        mock_process, mock = run.start_mock(work, 50)
+        daemon = run.start_daemon(work, mock)
+        assert daemon.process is not None
+        try:
+            collapsed = work / "profile.txt"
+            spy_cmd = [
+                str(spy),
+                "record",
+                "--pid",
+                str(daemon.process.pid),
+                "--rate",
+                str(args.rate),
+                "--duration",
+                str(int(args.seconds)),
+                "--format",
+                "raw",
+                "--output",
+                str(collapsed),
+                "--nonblocking",
+            ]
+            result: dict[str, object] = {}
+
+            def load() -> None:
+                result.update(run.measure(daemon, scenario, work, run.ensure_wrk(), True))
+
+            loader = threading.Thread(target=load)
+            loader.start()
+            subprocess.run(spy_cmd, check=True, capture_output=True)
+            loader.join()
+            print(
+                f"{scenario.key}: {result.get('rps', 0):,.0f} req/s "
+                f"latency {result.get('latency_ms')}"
+            )
+            summarize(collapsed, args.top)
+        finally:
+            run.stop(daemon.process)
+            run.stop(mock_process)
+
+
+if __name__ == "__main__":
+    main()
