@@ -18,12 +18,16 @@ from palyra.state.db import SqliteDatabase
 from palyra.types import ModelProviderKind
 from palyra.vault import SecretNotFound, open_vault
 from tests.auth.oauth_server import CLIENT_ID, USER_ID, OAuthTestServer, Token
+from tests.state.conftest import StoreOpener, open_store
 
 ENV = {"PALYRA_VAULT_KEYRING": "off"}
+__all__ = ["open_store"]  # the fixture, run once per backend
 
 
-async def open_service(tmp_path: Path, oauth: OAuthTestServer | None = None) -> AuthService:
-    db = await SqliteDatabase.open(tmp_path / "palyra.db")
+async def open_service(
+    tmp_path: Path, open_store: StoreOpener, oauth: OAuthTestServer | None = None
+) -> AuthService:
+    db = await open_store()
     raw: dict[str, object] = {"version": 1}
     if oauth is not None:
         raw["auth"] = {
@@ -34,13 +38,13 @@ async def open_service(tmp_path: Path, oauth: OAuthTestServer | None = None) -> 
 
 @pytest.fixture
 async def services(
-    tmp_path: Path, oauth_server: OAuthTestServer
+    tmp_path: Path, oauth_server: OAuthTestServer, open_store: StoreOpener
 ) -> AsyncIterator[list[AuthService]]:
-    made = [await open_service(tmp_path, oauth_server) for _ in range(2)]
+    # Two daemons' auth services over one store (each backend in turn).
+    made = [await open_service(tmp_path, open_store, oauth_server) for _ in range(2)]
     yield made
     for service in made:
         await service.aclose()
-        await service.db.close()
 
 
 async def add_oauth_profile(auth: AuthService, oauth: OAuthTestServer, pid: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -55,3 +55,35 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     yield db
     await db.close()
     await drop_schema(schema)
+
+
+StoreOpener = Callable[[], Awaitable[Database]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreOpener]:
+    """Opens connections to one store, as several daemons sharing it would."""
+    opened: list[Database] = []
+    if request.param == "sqlite":
+
+        async def open_sqlite() -> Database:
+            db = await SqliteDatabase.open(tmp_path / "palyra.db")
+            opened.append(db)
+            return db
+
+        yield open_sqlite
+    else:
+        from palyra.state.postgres import PostgresDatabase
+
+        url, schema = await postgres_schema_url()
+
+        async def open_postgres() -> Database:
+            db = await PostgresDatabase.open(url)
+            opened.append(db)
+            return db
+
+        yield open_postgres
+    for db in opened:
+        await db.close()
+    if request.param == "postgres":
+        await drop_schema(schema)

@@ -1,16 +1,15 @@
-"""The vault against a real SQLite state store and real key files."""
+"""The vault against each real state store (SQLite, PostgreSQL) and real key files."""
 
 from __future__ import annotations
 
 import base64
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from palyra.state.db import SqliteDatabase
+from palyra.state.db import Database
 from palyra.vault import (
     SecretNotFound,
     Vault,
@@ -21,19 +20,20 @@ from palyra.vault import (
     parse_vault_ref,
 )
 from palyra.vault.keys import KEY_FILE, NEXT_KEY_FILE, decode_key
+from tests.state.conftest import database
 
 NO_KEYRING = {"PALYRA_VAULT_KEYRING": "off"}
+__all__ = ["database"]  # the fixture, run once per backend
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
-    database = await SqliteDatabase.open(tmp_path / "palyra.db")
-    yield database
-    await database.close()
+async def db(database: Database) -> Database:
+    # The state-store fixture: every test here runs once per backend.
+    return database
 
 
 @pytest.fixture
-async def vault(db: SqliteDatabase, tmp_path: Path) -> Vault:
+async def vault(db: Database, tmp_path: Path) -> Vault:
     return await open_vault(db, tmp_path, NO_KEYRING)
 
 
@@ -77,7 +77,7 @@ async def test_key_file_is_private_and_secrets_are_not_in_plain_text(
     assert files_holding(tmp_path, b"sk-plain-text-search-me", skip=frozenset({KEY_FILE})) == []
 
 
-async def test_blob_moved_to_another_ref_fails(vault: Vault, db: SqliteDatabase) -> None:
+async def test_blob_moved_to_another_ref_fails(vault: Vault, db: Database) -> None:
     await vault.put("profile:a/api_key", "sk-moved-secret")
     await vault.put("profile:b/api_key", "sk-other-secret")
     row = await db.fetch_one("SELECT envelope FROM vault_secrets WHERE scope = 'profile:a'")
@@ -89,7 +89,7 @@ async def test_blob_moved_to_another_ref_fails(vault: Vault, db: SqliteDatabase)
         await vault.get("profile:b/api_key")
 
 
-async def test_truncated_and_garbled_blobs_fail(vault: Vault, db: SqliteDatabase) -> None:
+async def test_truncated_and_garbled_blobs_fail(vault: Vault, db: Database) -> None:
     await vault.put("global/t", "sk-truncate-me-please")
     row = await db.fetch_one("SELECT envelope FROM vault_secrets")
     assert row is not None
@@ -106,7 +106,7 @@ async def test_truncated_and_garbled_blobs_fail(vault: Vault, db: SqliteDatabase
             await vault.get("global/t")
 
 
-async def test_wrong_master_key_fails_clearly(db: SqliteDatabase, tmp_path: Path) -> None:
+async def test_wrong_master_key_fails_clearly(db: Database, tmp_path: Path) -> None:
     key_a = base64.b64encode(os.urandom(32)).decode()
     key_b = base64.b64encode(os.urandom(32)).decode()
     first = await open_vault(db, tmp_path, {"PALYRA_VAULT_KEY": key_a})
@@ -122,7 +122,7 @@ async def test_wrong_master_key_fails_clearly(db: SqliteDatabase, tmp_path: Path
             await open_vault(db, tmp_path, {"PALYRA_VAULT_KEY": bad})
 
 
-async def test_env_key_wins_over_key_file(db: SqliteDatabase, tmp_path: Path) -> None:
+async def test_env_key_wins_over_key_file(db: Database, tmp_path: Path) -> None:
     key = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
     vault = await open_vault(db, tmp_path, {"PALYRA_VAULT_KEY": key, **NO_KEYRING})
     await vault.put("global/k", "v")
@@ -142,7 +142,7 @@ class Interrupted(Exception):
     pass
 
 
-async def test_rotate_key_survives_interruption(db: SqliteDatabase, tmp_path: Path) -> None:
+async def test_rotate_key_survives_interruption(db: Database, tmp_path: Path) -> None:
     vault = await open_vault(db, tmp_path, NO_KEYRING)
     secrets = {f"global/s{i:02d}": f"sk-rotate-secret-{i}" for i in range(7)}
     for ref, value in secrets.items():
@@ -177,7 +177,7 @@ async def test_rotate_key_survives_interruption(db: SqliteDatabase, tmp_path: Pa
         await stale.get("global/s00")
 
 
-async def test_rotate_env_key_needs_new_key(db: SqliteDatabase, tmp_path: Path) -> None:
+async def test_rotate_env_key_needs_new_key(db: Database, tmp_path: Path) -> None:
     old = base64.b64encode(os.urandom(32)).decode()
     new = base64.b64encode(os.urandom(32)).decode()
     vault = await open_vault(db, tmp_path, {"PALYRA_VAULT_KEY": old})
