@@ -7,7 +7,6 @@ and `/healthz` and the status route say `degraded`, naming which and why.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from palyra.redact import redact_secrets
+from palyra.tasks import cancel_and_wait
 
 log = structlog.get_logger("palyra.dependencies")
 
@@ -48,10 +48,7 @@ class Dependencies:
         self._task = asyncio.create_task(self._loop())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:

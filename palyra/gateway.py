@@ -4,7 +4,6 @@ the router's view fresh (discovery, health probes). The HTTP layer talks to this
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import aiohttp
@@ -14,13 +13,14 @@ from palyra.config import ModelProviderConfig
 from palyra.credentials import CredentialSource
 from palyra.discovery import Discovery
 from palyra.errors import NotFound
-from palyra.health import HealthBoard, ProviderHealth, probe, probe_all, run_periodically
+from palyra.health import HealthBoard, ProviderHealth, probe, probe_all
 from palyra.metrics import Metrics
 from palyra.models import build_providers, new_http_session
 from palyra.models.base import ModelProvider
 from palyra.routing import ModelRegistry, Router
 from palyra.shared import SharedState
 from palyra.state.db import Database
+from palyra.tasks import cancel_and_wait, run_periodically
 from palyra.types import ModelProviderKind
 
 PROBE_TIMEOUT_S = 10.0
@@ -98,11 +98,7 @@ class Gateway:
     async def aclose(self) -> None:
         if self.shared is not None:
             await self.shared.aclose()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         for provider in self.providers.values():
             await provider.aclose()
         if self._session is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -172,18 +172,6 @@ async def probe(provider: ModelProvider, board: HealthBoard, timeout_s: float) -
         error = exc
     latency_ms = (time.perf_counter() - started) * 1000
     return board.record_probe(provider.provider_id, latency_ms, error)
-
-
-async def run_periodically(every_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
-    """Run `job` now and then every `every_s`, forever; a failing job is logged, not fatal."""
-    while True:
-        try:
-            await job()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background_job_failed", job=name)
-        await asyncio.sleep(every_s)
 
 
 async def probe_all(

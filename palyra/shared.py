@@ -10,7 +10,6 @@ unreachable every daemon goes on with its own state and reports itself degraded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ import structlog
 from palyra.breaker import BreakerBoard, CircuitBreaker
 from palyra.health import HealthBoard
 from palyra.redact import redact_secrets
+from palyra.tasks import cancel_and_wait
 
 log = structlog.get_logger("palyra.shared")
 
@@ -63,10 +63,7 @@ class SharedState:
         self._task = asyncio.create_task(self._loop())
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._client.aclose()
 
     async def _loop(self) -> None:

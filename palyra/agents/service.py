@@ -28,6 +28,7 @@ from palyra.context import ADMIN_PRINCIPAL, Origin, RequestContext, request_cont
 from palyra.errors import NotFound, PalyraError
 from palyra.redact import redact_secrets
 from palyra.state.db import Database
+from palyra.tasks import cancel_and_wait
 from palyra.types import Usage
 
 log = structlog.get_logger("palyra.agents")
@@ -120,10 +121,7 @@ class AgentService:
             self._heartbeat = asyncio.create_task(self._renew_forever())
 
     async def aclose(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        await cancel_and_wait(self._heartbeat)
         for active in list(self._active.values()):
             await self.cancel(active.run_id, reason="interrupted")
         if self._session is not None:

@@ -4,7 +4,6 @@ HTTP client for providers' and authorization servers' endpoints, and the refresh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ from palyra.auth.refresh import Refresher
 from palyra.config import DEFAULT_BASE_URLS, PalyraConfig
 from palyra.errors import NotFound
 from palyra.state.db import Database
+from palyra.tasks import cancel_and_wait
 from palyra.types import ModelProviderKind
 from palyra.vault import Vault
 
@@ -63,11 +63,7 @@ class AuthService:
         self._tasks.append(asyncio.create_task(self.refresher.run()))
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         if self._http is not None:
             await self._http.close()

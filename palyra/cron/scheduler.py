@@ -29,6 +29,7 @@ from palyra.cron.schedule import Schedule
 from palyra.cron.store import MAX_MISSED_RECORDS, ClaimResult, CronStore, Fire
 from palyra.redact import redact_secrets
 from palyra.state.db import Row
+from palyra.tasks import cancel_and_wait
 
 log = structlog.get_logger("palyra.cron")
 
@@ -141,11 +142,7 @@ class Scheduler:
             self._tasks.append(asyncio.create_task(self._heartbeat(), name="cron-heartbeat"))
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         for sequence in list(self._sequences.values()):
             await self._cancel(sequence, "interrupted")
 

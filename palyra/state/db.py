@@ -53,20 +53,23 @@ class Database(ABC):
         )
         for version, script in enumerate(migrations, start=1):
             async with self.transaction() as tx:
-                done = await tx.fetch_one(
-                    "SELECT version FROM schema_migrations WHERE component = ? AND version = ?",
-                    component,
-                    version,
-                )
-                if done is not None:
-                    continue
-                for statement in filter(str.strip, script.split(";")):
-                    await tx.execute(statement)
-                await tx.execute(
-                    "INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
-                    component,
-                    version,
-                )
+                await apply_migration(tx, component, version, script)
+
+
+async def apply_migration(tx: Database, component: str, version: int, script: str) -> None:
+    """Inside the caller's transaction: apply one migration unless it already was."""
+    done = await tx.fetch_one(
+        "SELECT version FROM schema_migrations WHERE component = ? AND version = ?",
+        component,
+        version,
+    )
+    if done is not None:
+        return
+    for statement in filter(str.strip, script.split(";")):
+        await tx.execute(statement)
+    await tx.execute(
+        "INSERT INTO schema_migrations (component, version) VALUES (?, ?)", component, version
+    )
 
 
 class SqliteDatabase(Database):

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from palyra.state.db import Database, Row
+from palyra.state.db import Database, Row, apply_migration
 
 
 def to_postgres(sql: str) -> str:
@@ -101,24 +101,9 @@ class PostgresDatabase(Database):
                     " component TEXT NOT NULL, version BIGINT NOT NULL,"
                     " PRIMARY KEY (component, version))"
                 )
-                db = _Connection(conn)
                 for version, script in enumerate(migrations, start=1):
                     async with conn.transaction():
-                        done = await db.fetch_one(
-                            "SELECT version FROM schema_migrations"
-                            " WHERE component = ? AND version = ?",
-                            component,
-                            version,
-                        )
-                        if done is not None:
-                            continue
-                        for statement in filter(str.strip, script.split(";")):
-                            await db.execute(statement)
-                        await db.execute(
-                            "INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
-                            component,
-                            version,
-                        )
+                        await apply_migration(_Connection(conn), component, version, script)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", lock)
 
