@@ -8,6 +8,8 @@ import struct
 import time
 from typing import Any
 
+import orjson
+
 from palyra.types import (
     ChatDelta,
     ChatResult,
@@ -52,32 +54,51 @@ def chat_completion(result: ChatResult, model_id: str) -> dict[str, Any]:
 
 
 class ChunkWriter:
-    """Builds the `chat.completion.chunk` objects of one stream, sharing id and created."""
+    """Builds the SSE frames (`data: {chat.completion.chunk}`) of one stream, sharing id and
+    created.
+
+    Every chunk of a stream repeats the same head (id, object, created, model,
+    system_fingerprint), so it is encoded once and each chunk is that head, the encoded delta
+    and a fixed tail: per chunk only the delta goes through the JSON encoder. The bytes are
+    exactly what encoding the whole chunk object would give, keys in the same order."""
 
     def __init__(self, model_id: str, include_usage: bool) -> None:
-        self._base = {
-            "id": completion_id(),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model_id,
-            "system_fingerprint": None,
-        }
+        head = orjson.dumps(
+            {
+                "id": completion_id(),
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model_id,
+                "system_fingerprint": None,
+            }
+        )[:-1]  # without its closing brace: the chunk goes on
         self._include_usage = include_usage
+        # as OpenAI does: with include_usage, usage is null on every chunk but the last,
+        # choice-less one
+        self._usage_null = b',"usage":null' if include_usage else b""
+        self._open = b"data: " + head + b',"choices":[{"index":0,"delta":'
+        self._open_usage = b"data: " + head + b',"choices":[],"usage":'
+        self._tail = b',"finish_reason":null,"logprobs":null}]' + self._usage_null + b"}\n\n"
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        chunk = dict(self._base)
-        chunk["choices"] = [
-            {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-        ]
-        if self._include_usage:
-            chunk["usage"] = None  # as OpenAI does: usage only on the last, choice-less chunk
-        return chunk
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        if finish_reason is None:
+            tail = self._tail
+        else:
+            tail = (
+                b',"finish_reason":'
+                + orjson.dumps(finish_reason)
+                + b',"logprobs":null}]'
+                + self._usage_null
+                + b"}\n\n"
+            )
+        return self._open + orjson.dumps(delta) + tail
 
-    def role(self) -> dict[str, Any]:
+    def role(self) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
 
-    def delta(self, event: ChatDelta) -> list[dict[str, Any]]:
-        chunks: list[dict[str, Any]] = []
+    def delta(self, event: ChatDelta) -> bytes:
+        """The frames of one event (none, one or two), as one piece to write at once."""
+        frames = b""
         if event.content or event.tool_calls:
             delta: dict[str, Any] = {}
             if event.content:
@@ -95,18 +116,15 @@ class ChunkWriter:
                     item["function"] = function
                     calls.append(item)
                 delta["tool_calls"] = calls
-            chunks.append(self._chunk(delta))
+            frames = self._chunk(delta)
         if event.finish_reason is not None:
-            chunks.append(self._chunk({}, event.finish_reason))
-        return chunks
+            frames += self._chunk({}, event.finish_reason)
+        return frames
 
-    def usage(self, event: ChatDelta) -> dict[str, Any] | None:
+    def usage(self, event: ChatDelta) -> bytes:
         if not self._include_usage or event.usage is None:
-            return None
-        chunk = dict(self._base)
-        chunk["choices"] = []
-        chunk["usage"] = event.usage.as_openai()
-        return chunk
+            return b""
+        return self._open_usage + orjson.dumps(event.usage.as_openai()) + b"}\n\n"
 
 
 def embeddings(result: EmbeddingsResult, model_id: str, encoding_format: str) -> dict[str, Any]:
