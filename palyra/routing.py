@@ -18,7 +18,7 @@ from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
 from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, open_stream
-from palyra.tokens import check_token_budget, estimate_text_tokens, prompt_bound
+from palyra.tokens import check_token_budget, estimate_text_tokens, prompt_bound, text_bound
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -333,11 +333,22 @@ class Router:
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.EMBEDDINGS)
-        lengths = [
-            len(item) if isinstance(item, list) else estimate_text_tokens(item)
-            for item in request.texts()
-        ]
+        texts = request.texts()
         budget = token_budget(self.config, model)
+        # Byte counts bound token counts from above: when every input's bytes fit the
+        # smallest budget in play, the exact counts could change no decision below, and the
+        # tokenizer need not run (nor its vocabulary be loaded).
+        smallest = budget
+        for fallback_id in model.fallbacks:
+            fallback = self.registry.get(fallback_id)
+            if fallback is not None:
+                smallest = min(smallest, token_budget(self.config, fallback))
+        lengths = [len(item) if isinstance(item, list) else text_bound(item) for item in texts]
+        if max(lengths) > smallest:
+            lengths = [
+                len(item) if isinstance(item, list) else estimate_text_tokens(item)
+                for item in texts
+            ]
         for i, tokens in enumerate(lengths):
             if tokens > budget:
                 raise ContextLengthExceeded(
