@@ -7,6 +7,7 @@ The wiring lives in `build_app`, on one screen: state dir, admin token, the gate
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -40,7 +41,6 @@ from palyra.runtime import Runtime
 from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
 from palyra.state import open_database
-from palyra.tokens import warm_up
 from palyra.vault import open_vault
 
 log = structlog.get_logger("palyra.daemon")
@@ -86,9 +86,8 @@ def build_app(
     app = create_app(runtime)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        # Loading the tokenizer's vocabulary takes most of a second: do it now, off the loop,
-        # not inside the first request.
-        await asyncio.to_thread(warm_up)
+        # The tokenizer's vocabulary is not loaded here: it costs ~63 MB and most prompts never
+        # need it (see palyra.tokens.warm_up; measured in benchmarks/README.md).
         runtime.db = await open_database(config.state, state_dir)
         vault = await open_vault(runtime.db, state_dir, env)
         runtime.auth = await AuthService.open(config, runtime.db, vault)
@@ -125,6 +124,11 @@ async def serve(app: web.Application, host: str, port: int, grace_s: float) -> N
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
+        # What start-up made lives as long as the process. Frozen out of the collector's
+        # sight, a full collection takes microseconds instead of ~50 ms, which would land in
+        # some request's latency (benchmarks/README.md).
+        gc.collect()
+        gc.freeze()
         log.info("listening", url=f"http://{host}:{port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
