@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import orjson
@@ -24,8 +24,13 @@ class SSEDecoder:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        return list(self.iter_feed(chunk))
+
+    def iter_feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """`feed`, one event at a time: the first event of a large read is out before the
+        rest of the read is parsed (a 50-chunk read takes ~0.1 ms to parse whole)."""
         buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[SSEEvent] = []
+        self._buffer = b""
         if b"\r" in buffer:
             # A lone trailing \r may be the first half of \r\n; wait for the next chunk.
             keep_cr = buffer.endswith(b"\r")
@@ -44,9 +49,8 @@ class SSEDecoder:
             event = self._line(buffer[start:newline].decode("utf-8"))
             start = newline + 1
             if event is not None:
-                events.append(event)
+                yield event
         self._buffer = buffer[start:] if start else buffer
-        return events
 
     def _line(self, line: str) -> SSEEvent | None:
         if not line:
@@ -79,7 +83,7 @@ class SSEDecoder:
 async def decode_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
     decoder = SSEDecoder()
     async for chunk in chunks:
-        for event in decoder.feed(chunk):
+        for event in decoder.iter_feed(chunk):
             yield event
     tail = decoder.close()
     if tail is not None:
