@@ -18,7 +18,14 @@ from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
 from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, open_stream
-from palyra.tokens import check_token_budget, estimate_text_tokens, prompt_bound, text_bound
+from palyra.tokens import (
+    check_token_budget,
+    estimate_text_tokens,
+    load_vocabulary,
+    prompt_bound,
+    text_bound,
+    vocabulary_loaded,
+)
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -283,16 +290,32 @@ class Router:
 
     # --- operations -------------------------------------------------------------------
 
-    def _chat_candidates(self, request: ChatRequest) -> Iterable[Candidate]:
+    async def _chat_candidates(self, request: ChatRequest) -> Iterable[Candidate]:
         model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
         facts = _ChatFacts(request)
+        if not vocabulary_loaded() and self._may_count(request, facts):
+            await load_vocabulary()
         problem = self._chat_problem(request, model, facts)
         if problem is not None:
             raise problem
         return self.candidates(model, lambda m: self._chat_problem(request, m, facts) is None)
 
+    def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
+        """Whether checking this request against some chat model could need exact counts:
+        its byte bound does not fit that model's room for a prompt."""
+        for model in self.registry.models():
+            provider = self.providers.get(model.provider_id)
+            if model.role != ProviderModelRole.CHAT or provider is None:
+                continue
+            room = token_budget(self.config, model) - (
+                request.output_limit or model.max_output_tokens
+            )
+            if facts.bound(provider.kind) > room:
+                return True
+        return False
+
     async def chat(self, request: ChatRequest) -> Routed[ChatResult]:
-        candidates = self._chat_candidates(request)
+        candidates = await self._chat_candidates(request)
         routed = await self._serve(candidates, lambda c: c.provider.chat(request, c.model))
         usage = routed.value.usage
         self.metrics.count_tokens(
@@ -306,7 +329,7 @@ class Router:
     async def stream_chat(self, request: ChatRequest) -> Routed[AsyncIterator[ChatDelta]]:
         """Opens the stream up to its first content token, failing over as needed, so that
         what the client sees is either an ordinary error or a normal stream."""
-        candidates = self._chat_candidates(request)
+        candidates = await self._chat_candidates(request)
         routed = await self._serve(
             candidates, lambda c: open_stream(c.provider.stream_chat(request, c.model))
         )
@@ -345,6 +368,7 @@ class Router:
                 smallest = min(smallest, token_budget(self.config, fallback))
         lengths = [len(item) if isinstance(item, list) else text_bound(item) for item in texts]
         if max(lengths) > smallest:
+            await load_vocabulary()
             lengths = [
                 len(item) if isinstance(item, list) else estimate_text_tokens(item)
                 for item in texts

@@ -8,6 +8,7 @@ on top: per-message framing, tool schemas and images by their size.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -79,6 +80,17 @@ def _encoder(name: str) -> Any:
             if enc is None:
                 enc = _encoders[name] = quicktok.get_encoding(name)
     return enc
+
+
+def vocabulary_loaded(encoding: str = DEFAULT_ENCODING) -> bool:
+    return encoding in _encoders
+
+
+async def load_vocabulary(encoding: str = DEFAULT_ENCODING) -> None:
+    """Load the vocabulary in a worker thread: reading it is half a second of blocking work
+    that must never run on the event loop. Callers that may count await this first."""
+    if encoding not in _encoders:
+        await asyncio.to_thread(_encoder, encoding)
 
 
 def warm_up(encoding: str = DEFAULT_ENCODING) -> None:

@@ -19,7 +19,7 @@ import orjson
 from palyra.config import ModelConfig
 from palyra.errors import InvalidRequest
 from palyra.models.base import ModelProvider
-from palyra.tokens import estimate_text_tokens, estimate_token_count
+from palyra.tokens import estimate_text_tokens, estimate_token_count, load_vocabulary
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -44,12 +44,16 @@ _CHUNK_CHARS = 8
 class DeterministicProvider(ModelProvider):
     kind = ModelProviderKind.DETERMINISTIC
 
+    # Every answer reports usage, so the tokenizer is needed: loaded off the event loop.
+
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
+        await load_vocabulary()
         return answer(request, model)
 
     async def stream_chat(
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
+        await load_vocabulary()
         result = answer(request, model)
         for index, call in enumerate(result.tool_calls):
             yield ChatDelta(tool_calls=[ToolCallDelta(index, call.id, call.name, "")])
@@ -60,6 +64,7 @@ class DeterministicProvider(ModelProvider):
         yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
 
     async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
+        await load_vocabulary()
         dims = request.dimensions or self.config.embedding_dimensions
         inputs = request.texts()
         vectors = [hash_vector(_input_bytes(item), dims) for item in inputs]
