@@ -21,6 +21,7 @@ from palyra.routing import ModelRegistry, Router
 from palyra.shared import SharedState
 from palyra.state.db import Database
 from palyra.tasks import cancel_and_wait, run_periodically
+from palyra.tokens import load_vocabulary
 from palyra.types import ModelProviderKind
 
 PROBE_TIMEOUT_S = 10.0
@@ -68,6 +69,10 @@ class Gateway:
             build_providers(self.config, session=self._session, credentials=self._credentials)
         )
         self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
+        if any(p.kind is ModelProviderKind.DETERMINISTIC for p in self.providers.values()):
+            # The deterministic provider reports usage on every answer, so it will count:
+            # load the vocabulary now, in the background, not in its first request.
+            self._tasks.append(asyncio.create_task(load_vocabulary()))
         if self._redis_url:
             self.shared = SharedState(
                 self._redis_url,
@@ -77,7 +82,7 @@ class Gateway:
                 provider_ids=list(self.providers),
             )
             self.shared.start()
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(
                 run_periodically(self.config.discovery_ttl_ms / 1000, self.discover, "discovery")
             ),
