@@ -297,6 +297,8 @@ class Router:
             await load_vocabulary()
         problem = self._chat_problem(request, model, facts)
         if problem is not None:
+            # Refused before any provider was tried; the headers still name the model.
+            problem.route = RouteInfo(model.model_id, model.provider_id)
             raise problem
         return self.candidates(model, lambda m: self._chat_problem(request, m, facts) is None)
 
@@ -375,11 +377,13 @@ class Router:
             ]
         for i, tokens in enumerate(lengths):
             if tokens > budget:
-                raise ContextLengthExceeded(
+                error = ContextLengthExceeded(
                     f"input[{i}] has about {tokens} tokens; "
                     f"model {model.model_id!r} takes {budget}",
                     param="input",
                 )
+                error.route = RouteInfo(model.model_id, model.provider_id)
+                raise error
         # Vectors of different models live in different spaces: an embeddings request only
         # fails over to the fallbacks its model names explicitly.
         longest = max(lengths)

@@ -94,6 +94,9 @@ class Refresher:
     ) -> RefreshResult:
         """Refresh when due (or `force`d, or when the provider refused `rejected_token` and it
         is still the current one). Failures are recorded on the profile, not raised."""
+        # A profile that does not exist has no lease row to claim: say so now, not after
+        # waiting a whole lease for a claim that cannot succeed.
+        await self.auth.profile(profile_id)
         lock = self._locks.setdefault(profile_id, asyncio.Lock())
         async with lock:
             deadline = time.monotonic() + self.lease_ms / 1000

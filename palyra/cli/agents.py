@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -98,7 +99,7 @@ def run_command(
     try:
         for event in client.stream("/console/v1/runs", body):
             if as_json:
-                print_json(event)
+                print(json.dumps(event), flush=True)
             else:
                 _show(event)
             if event.get("type") == "run_finished":

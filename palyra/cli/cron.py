@@ -60,7 +60,7 @@ def cron_add(
         str | None, typer.Option("--cron", help='five-field cron expression, e.g. "0 9 * * 1-5"')
     ] = None,
     tz: Annotated[
-        str | None, typer.Option("--tz", help="IANA zone for --cron (default: [cron] timezone)")
+        str | None, typer.Option("--tz", help="IANA zone for --cron (default: cron.timezone)")
     ] = None,
     every: Annotated[
         str | None, typer.Option("--every", help="fixed interval, e.g. 30s, 15m, 1h30m")

@@ -259,7 +259,9 @@ async def list_models(request: web.Request) -> web.Response:
                 },
             }
         )
-    return json_response({"object": "list", "data": data}, {})
+    return json_response(
+        {"object": "list", "data": data}, route_headers(RouteInfo(), request[STARTED])
+    )
 
 
 def add_routes(app: web.Application) -> None:

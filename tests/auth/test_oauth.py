@@ -169,6 +169,10 @@ async def test_full_flow_refresh_rotation_and_invalid_grant(
     assert status == 200, answer
     assert len(oauth_server.token_requests) == before + 1
 
+    # Refreshing a profile that does not exist is a prompt 404, not a wait for its lease.
+    status, body = await console.call("POST", "/console/v1/auth/profiles/ghost/refresh")
+    assert status == 404 and body["error"]["code"] == "profile_not_found"
+
     # The grant is revoked: invalid_grant marks the profile and retries stop.
     oauth_server.revoke_everything()
     status, body = await console.call("POST", "/console/v1/auth/profiles/oa/refresh")

@@ -318,6 +318,9 @@ async def test_transcriptions(client: AsyncOpenAI, upstream: FakeUpstream) -> No
 async def test_models_list(client: AsyncOpenAI) -> None:
     ids = [model.id async for model in client.models.list()]
     assert {"deterministic", "gpt-4o-mini", "claude", "whisper-1"} <= set(ids)
+    raw = await client.models.with_raw_response.list()
+    assert raw.headers["x-palyra-failover-count"] == "0"
+    assert float(raw.headers["x-palyra-overhead-ms"]) >= 0
 
 
 async def test_errors_are_openai_shaped(client: AsyncOpenAI, gateway: TestServer) -> None:
@@ -366,6 +369,8 @@ async def test_context_budget_refused_before_upstream(
             model="small-window", messages=[{"role": "user", "content": "word " * 400}]
         )
     assert caught.value.code == "context_length_exceeded"
+    assert caught.value.response.headers["x-palyra-model-id"] == "small-window"
+    assert caught.value.response.headers["x-palyra-provider-id"] == "oai"
     assert upstream.requests_to("/v1/chat/completions") == []
     # Small enough: goes through.
     await client.chat.completions.create(
