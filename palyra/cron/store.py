@@ -126,6 +126,12 @@ class ClaimResult:
     missed: int = 0
 
 
+_INSERT_JOB = (
+    f"INSERT INTO cron_jobs ({_JOB_COLUMNS}) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 class CronStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -136,51 +142,28 @@ class CronStore:
     # --- jobs -------------------------------------------------------------------------
 
     async def insert_job(self, job: Job) -> None:
-        await self.db.execute(
-            f"INSERT INTO cron_jobs ({_JOB_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            job.job_id,
-            *_job_params(job),
-        )
+        await self.db.execute(_INSERT_JOB, job.job_id, *_job_params(job))
 
     async def insert_jobs(self, jobs: list[Job]) -> None:
         """Many jobs in one transaction (imports, benchmarks): all or none."""
         async with self.db.transaction() as tx:
             for job in jobs:
-                await tx.execute(
-                    f"INSERT INTO cron_jobs ({_JOB_COLUMNS}) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    job.job_id,
-                    *_job_params(job),
-                )
+                await tx.execute(_INSERT_JOB, job.job_id, *_job_params(job))
 
     async def update_job(self, job: Job, *, expected_next: int | None) -> bool:
         """Write the job's fields if its next fire time is still `expected_next`; False when
         a claim moved it meanwhile (the caller re-reads and tries again). The queued tick
         is the scheduler's and is never written here."""
-        s = job.schedule
+        params = _job_params(job)
         changed = await self.db.execute(
             "UPDATE cron_jobs SET name = ?, agent_id = ?, prompt = ?, schedule_kind = ?,"
             " schedule_expr = ?, timezone = ?, every_ms = ?, at_ms = ?, enabled = ?,"
             " misfire = ?, concurrency = ?, max_attempts = ?, backoff_ms = ?,"
             " auth_profile_id = ?, next_fire_at = ?, updated_at = ?"
             " WHERE job_id = ? AND COALESCE(next_fire_at, -1) = ?",
-            job.name,
-            job.agent_id,
-            job.prompt,
-            s.kind,
-            s.expr,
-            s.timezone,
-            s.every_ms,
-            s.at_ms,
-            1 if job.enabled else 0,
-            job.misfire,
-            job.concurrency,
-            job.max_attempts,
-            job.backoff_ms,
-            job.auth_profile_id,
-            job.next_fire_at,
-            job.updated_at,
+            # Every field but queued_fire_at (the scheduler's) and created_at (fixed).
+            *params[:15],
+            params[17],
             job.job_id,
             -1 if expected_next is None else expected_next,
         )
