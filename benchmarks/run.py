@@ -292,6 +292,25 @@ def start_litellm(work: Path, mock: str) -> Target:
     )
 
 
+def start_floor(work: Path, mock: str) -> Target:
+    """The bare aiohttp pass-through (benchmarks/floor.py): what any aiohttp gateway costs."""
+    port = free_port()
+    log = open(work / "floor.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [PYTHON, str(HERE / "floor.py"), "--port", str(port), "--upstream", mock],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz", process, 20, "floor")
+    direct = mock_target(mock)
+    routes = {
+        key: (url + route.removeprefix(mock), model)
+        for key, (route, model) in direct.routes.items()
+    }
+    return Target("floor", process, "", routes)
+
+
 def mock_target(mock: str) -> Target:
     routes = {
         ("fast", "chat"): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
@@ -605,7 +624,7 @@ def report(
     for sc in scenario_list:
         per = results.get(sc.key, {})
         base = per.get("direct")
-        for name in ("direct", "palyra", "litellm"):
+        for name in ("direct", "floor", "palyra", "litellm"):
             r = per.get(name)
             if r is None:
                 continue
@@ -665,6 +684,7 @@ def report(
             f"{fmt(added(peer, base, 'latency_ms', 'p50'))} | "
             f"{fmt(p.get('peak_rss_mb'), 0)} | {fmt(peer.get('peak_rss_mb'), 0)} |"
         )
+    lines += floor_table(results, scenario_list)
     lines += ["", "## Token estimator, 100 KB prompt", ""]
     for name, r in tokens.items():
         if isinstance(r, str):
@@ -680,6 +700,37 @@ def report(
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def floor_table(
+    results: dict[str, dict[str, dict[str, Any]]], scenario_list: list[Scenario]
+) -> list[str]:
+    """Palyra against the bare aiohttp pass-through: what its features cost."""
+    rows = []
+    for sc in scenario_list:
+        per = results.get(sc.key, {})
+        p, fl, base = per.get("palyra"), per.get("floor"), per.get("direct")
+        if p is None or fl is None or "error" in p or "error" in fl:
+            continue
+        cpu_p, cpu_f = p.get("cpu_ms_per_req"), fl.get("cpu_ms_per_req")
+        ratio = cpu_p / cpu_f if cpu_p and cpu_f else None
+        rows.append(
+            f"| {sc.title} | {fmt(fl['rps'], 0)} | {fmt(p['rps'], 0)} | "
+            f"{fmt(added(fl, base, 'latency_ms', 'p50'))} | "
+            f"{fmt(added(p, base, 'latency_ms', 'p50'))} | "
+            f"{fmt(cpu_f, 3)} | {fmt(cpu_p, 3)} | {fmt(ratio, 2)}× |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Palyra vs the floor (bare aiohttp pass-through)",
+        "",
+        "| scenario | floor req/s | palyra req/s | floor added p50 | palyra added p50 | "
+        "floor CPU ms/req | palyra CPU ms/req | CPU ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def targets(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -783,6 +834,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Palyra benchmarks, side by side with LiteLLM")
     parser.add_argument("--quick", action="store_true", help="tiny runs (smoke test)")
     parser.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the bare aiohttp pass-through"
+    )
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
     parser.add_argument("--only", default="", help="comma-separated scenario keys")
     parser.add_argument(
@@ -808,6 +862,11 @@ def main(argv: list[str] | None = None) -> int:
             mock_process, mock = start_mock(work, 5 if args.quick else 50)
             processes.append(mock_process)
             targets_: list[Target] = [mock_target(mock)]
+            if not args.no_floor:
+                floor = start_floor(work, mock)
+                assert floor.process is not None
+                processes.append(floor.process)
+                targets_.append(floor)
             daemon = start_daemon(work, mock)
             assert daemon.process is not None
             processes.append(daemon.process)

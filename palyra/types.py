@@ -259,9 +259,14 @@ class ChatDelta:
     usage: Usage | None = None
 
 
+# One embedding: floats, or the little-endian float32 bytes an upstream sent as base64 when
+# the client asked for base64 (relayed without ever becoming floats).
+Vector = list[float] | bytes
+
+
 @dataclass(slots=True)
 class EmbeddingsResult:
-    vectors: list[list[float]]
+    vectors: list[Vector]
     usage: Usage
     upstream_model: str = ""
 

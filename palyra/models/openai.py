@@ -6,6 +6,7 @@ included) with only the model name replaced; answers are parsed into the shared 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from palyra.types import (
     TranscriptionResult,
     TranscriptionSegment,
     Usage,
+    Vector,
 )
 
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -174,7 +176,10 @@ class OpenAIProvider(HttpProvider):
         payload: dict[str, Any] = {
             "model": model.upstream_name,
             "input": request.input,
-            "encoding_format": "float",
+            # Asked for as the client wants them: base64 comes back as base64 and is relayed as
+            # bytes, never parsed into floats and printed again (most of an embeddings
+            # request's CPU when done).
+            "encoding_format": request.encoding_format,
         }
         if request.dimensions is not None:
             payload["dimensions"] = request.dimensions
@@ -183,10 +188,10 @@ class OpenAIProvider(HttpProvider):
         body = await self._post_json("/embeddings", payload)
         try:
             rows = sorted(body["data"], key=lambda row: int(row.get("index", 0)))
-            vectors = [[float(x) for x in row["embedding"]] for row in rows]
+            vectors = [_vector(row["embedding"]) for row in rows]
         except (KeyError, TypeError, ValueError):
             raise UpstreamProtocolError(
-                "answered embeddings without data[].embedding float lists",
+                "answered embeddings without data[].embedding as numbers or base64 float32",
                 provider_id=self.provider_id,
             ) from None
         return EmbeddingsResult(
@@ -230,6 +235,22 @@ class OpenAIProvider(HttpProvider):
             raise UpstreamProtocolError(
                 "answered /models without data[].id", provider_id=self.provider_id
             ) from None
+
+
+def _vector(embedding: Any) -> Vector:
+    """An upstream's embedding, checked: a list of numbers, or base64 of float32s (servers that
+    ignore `encoding_format` send either, whatever was asked)."""
+    if isinstance(embedding, str):
+        packed = base64.b64decode(embedding, validate=True)
+        if len(packed) % 4:
+            raise ValueError("not a whole number of float32s")
+        return packed
+    if not isinstance(embedding, list):
+        raise TypeError("embedding is neither a list nor base64")
+    # sum() raises TypeError on anything that is not a number, in C: checking each element
+    # with float() took as long as parsing the whole body.
+    sum(embedding)
+    return embedding
 
 
 def _parse_transcription(body: dict[str, Any]) -> TranscriptionResult:

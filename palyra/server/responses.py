@@ -133,7 +133,11 @@ def embeddings(result: EmbeddingsResult, model_id: str, encoding_format: str) ->
         embedding: Any = vector
         if encoding_format == "base64":
             # The OpenAI SDK asks for base64 by default: little-endian float32, base64-encoded.
-            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            if not isinstance(vector, bytes):
+                vector = struct.pack(f"<{len(vector)}f", *vector)
+            embedding = base64.b64encode(vector).decode()
+        elif isinstance(vector, bytes):
+            embedding = list(struct.unpack(f"<{len(vector) // 4}f", vector))
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     return {
         "object": "list",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -226,6 +228,56 @@ async def test_embeddings_transcription_and_models(
         "en",
     )
     assert "gpt-4o-mini" in await provider.list_models()
+
+
+async def test_embeddings_base64_is_asked_for_and_kept_as_bytes(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    request = EmbeddingsRequest(input=["a", "b"], dimensions=6, encoding_format="base64")
+    packed = await provider.embed(request, embed_model)
+    assert upstream.requests_to("/v1/embeddings")[-1].json["encoding_format"] == "base64"
+    assert all(isinstance(v, bytes) and len(v) == 24 for v in packed.vectors)
+    floats = await provider.embed(EmbeddingsRequest(input=["a", "b"], dimensions=6), embed_model)
+    # The fake's vectors are float32 values, so both encodings carry the same numbers.
+    assert [list(struct.unpack("<6f", v)) for v in packed.vectors] == floats.vectors  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("embedding", "expected"),
+    [
+        ([1, 0.5, -2], [1, 0.5, -2]),  # an upstream that ignores encoding_format=base64
+        (base64.b64encode(struct.pack("<2f", 0.25, -1.0)).decode(), struct.pack("<2f", 0.25, -1.0)),
+    ],
+)
+async def test_embeddings_accept_either_encoding_whatever_was_asked(
+    provider: OpenAIProvider, upstream: FakeUpstream, embedding: object, expected: object
+) -> None:
+    upstream.script(
+        "/v1/embeddings",
+        Reply(json={"data": [{"index": 0, "embedding": embedding}], "model": "m", "usage": {}}),
+    )
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    result = await provider.embed(
+        EmbeddingsRequest(input="a", encoding_format="base64"), embed_model
+    )
+    assert result.vectors == [expected]
+
+
+@pytest.mark.parametrize(
+    "embedding", [[0.1, "0.2"], [0.1, None], [[0.1]], "not base64!", "AAAAAAA=", {"x": 1}]
+)
+async def test_embeddings_that_are_not_vectors_are_protocol_errors(
+    provider: OpenAIProvider, upstream: FakeUpstream, embedding: object
+) -> None:
+    upstream.script(
+        "/v1/embeddings",
+        Reply(json={"data": [{"index": 0, "embedding": embedding}], "model": "m", "usage": {}}),
+    )
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.embed(EmbeddingsRequest(input="a"), embed_model)
+    assert "data[].embedding" in caught.value.message
 
 
 def test_parse_retry_after_forms() -> None:

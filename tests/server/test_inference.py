@@ -288,6 +288,13 @@ async def test_embeddings_deterministic_and_openai(
     assert len(sized.data[0].embedding) == 12
     assert upstream.requests_to("/v1/embeddings")[-1].json["dimensions"] == 12
     assert sized.usage.prompt_tokens > 0
+    # The SDK's default asks for base64: relayed as base64, decoded by the SDK to the same
+    # numbers the float encoding gives.
+    default = await client.embeddings.create(
+        model="text-embedding-3-small", input="hello", dimensions=12
+    )
+    assert upstream.requests_to("/v1/embeddings")[-1].json["encoding_format"] == "base64"
+    assert default.data[0].embedding == sized.data[0].embedding
 
 
 async def test_embeddings_on_anthropic_is_a_clear_error(client: AsyncOpenAI) -> None:
