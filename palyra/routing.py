@@ -61,13 +61,32 @@ class ModelRegistry:
         self._configured = list(config.models)
         self._discovered: list[ModelConfig] = []
         self._index: dict[str, ModelConfig] = {}
+        self._rooms: dict[ModelProviderKind, tuple[int, int]] = {}
         self._rebuild()
 
     def _rebuild(self) -> None:
         index: dict[str, ModelConfig] = {}
         for model in [*self._configured, *self._discovered]:
             index.setdefault(model.model_id, model)
-        self._index = index  # swapped whole: readers never see a half-built index
+        rooms: dict[ModelProviderKind, tuple[int, int]] = {}
+        for model in index.values():
+            provider = self._config.provider(model.provider_id)
+            if model.role != ProviderModelRole.CHAT or provider is None:
+                continue
+            budget = token_budget(self._config, model)
+            least = rooms.get(provider.kind, (budget, budget - model.max_output_tokens))
+            rooms[provider.kind] = (
+                min(least[0], budget),
+                min(least[1], budget - model.max_output_tokens),
+            )
+        # Swapped whole: readers never see a half-built index.
+        self._index, self._rooms = index, rooms
+
+    def chat_rooms(self) -> dict[ModelProviderKind, tuple[int, int]]:
+        """Per provider kind, over its chat models: the smallest token budget, and the
+        smallest budget less the model's own output allowance. Worked out once per change of
+        the model list, so a request checks one bound per kind, not one per model."""
+        return self._rooms
 
     def set_discovered(self, models: list[ModelConfig]) -> None:
         self._discovered = models
@@ -305,14 +324,9 @@ class Router:
     def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
         """Whether checking this request against some chat model could need exact counts:
         its byte bound does not fit that model's room for a prompt."""
-        for model in self.registry.models():
-            provider = self.providers.get(model.provider_id)
-            if model.role != ProviderModelRole.CHAT or provider is None:
-                continue
-            room = token_budget(self.config, model) - (
-                request.output_limit or model.max_output_tokens
-            )
-            if facts.bound(provider.kind) > room:
+        limit = request.output_limit
+        for kind, (least_budget, least_room) in self.registry.chat_rooms().items():
+            if facts.bound(kind) > (least_budget - limit if limit else least_room):
                 return True
         return False
 

@@ -478,3 +478,69 @@ async def test_discovered_models_survive_a_restart(
     restarted = await start_gateway(settings)
     ids = {m.id for m in (await sdk(restarted).models.list()).data}
     assert "extra-model" in ids
+
+
+def test_chat_rooms_are_the_least_per_provider_kind_and_follow_discovery() -> None:
+    from palyra.config import ModelConfig
+    from palyra.routing import ModelRegistry
+    from palyra.types import ModelProviderKind
+
+    def p(pid: str, kind: str) -> dict[str, Any]:
+        return {
+            "provider_id": pid,
+            "kind": kind,
+            "base_url": "http://127.0.0.1:9/v1",
+            "allow_private_base_url": True,
+            "discovery": False,
+        }
+
+    settings = validate_config(
+        {
+            "version": 1,
+            "model_provider": {
+                "providers": [p("a", "openai_compatible"), p("b", "anthropic")],
+                "models": [
+                    {
+                        "model_id": "big",
+                        "provider_id": "a",
+                        "max_context_tokens": 100_000,
+                        "max_output_tokens": 1_000,
+                    },
+                    {
+                        "model_id": "small",
+                        "provider_id": "a",
+                        "max_context_tokens": 8_000,
+                        "max_output_tokens": 4_000,
+                    },
+                    {
+                        "model_id": "claude",
+                        "provider_id": "b",
+                        "max_context_tokens": 50_000,
+                        "max_output_tokens": 2_000,
+                    },
+                    {
+                        "model_id": "emb",
+                        "provider_id": "b",
+                        "role": "embeddings",
+                        "max_context_tokens": 10,
+                        "max_output_tokens": 1,
+                    },
+                ],
+            },
+        }
+    ).model_provider
+    registry = ModelRegistry(settings)
+    openai_kind, anthropic_kind = (
+        ModelProviderKind.OPENAI_COMPATIBLE,
+        ModelProviderKind.ANTHROPIC,
+    )
+    # The embeddings model's tiny window is no chat room.
+    assert registry.chat_rooms() == {openai_kind: (8_000, 4_000), anthropic_kind: (50_000, 48_000)}
+    registry.set_discovered(
+        [
+            ModelConfig(
+                model_id="tiny", provider_id="b", max_context_tokens=2_000, max_output_tokens=500
+            )
+        ]
+    )
+    assert registry.chat_rooms()[anthropic_kind] == (2_000, 1_500)
