@@ -35,6 +35,7 @@ from palyra.types import (
     TranscriptionResult,
     TranscriptionSegment,
     Usage,
+    Vector,
 )
 
 _TOOL_COMMAND = re.compile(r"^/tool\s+([A-Za-z0-9_-]{1,64})\s*(.*)$", re.DOTALL)
@@ -67,7 +68,7 @@ class DeterministicProvider(ModelProvider):
         await load_vocabulary()
         dims = request.dimensions or self.config.embedding_dimensions
         inputs = request.texts()
-        vectors = [hash_vector(_input_bytes(item), dims) for item in inputs]
+        vectors: list[Vector] = [hash_vector(_input_bytes(item), dims) for item in inputs]
         prompt_tokens = sum(
             len(item) if isinstance(item, list) else estimate_text_tokens(item) for item in inputs
         )
