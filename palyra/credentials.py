@@ -7,20 +7,27 @@ is picked up without a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
+
+import structlog
 
 from palyra.auth.profiles import CredentialType
 from palyra.config import ProviderConfig
 from palyra.context import current_context
 from palyra.errors import PalyraError
+from palyra.tasks import cancel_and_wait
 from palyra.types import ModelProviderKind
 
 if TYPE_CHECKING:
     from palyra.auth.profiles import AuthProfile
     from palyra.auth.service import AuthService
+
+
+log = structlog.get_logger("palyra.credentials")
 
 
 class MissingCredential(LookupError):
@@ -66,24 +73,29 @@ class EnvCredentials:
         return False
 
 
-_Entry = tuple[float, object]
-
-
 class StoreCredentials:
     """The daemon's source: auth profiles and the vault, then the environment.
 
     Order: the request context's `auth_profile_id` (when its provider kind matches), the
     provider's `auth_profile_id`, its `api_key_vault_ref`, its `api_key_env`, the default
-    profile of its kind. Decrypted values are cached in memory and dropped whenever this
-    process changes the vault or a profile; changes made by another process (the CLI, a
-    second daemon) are seen within `ttl_s`, and at once after a 401.
+    profile of its kind.
+
+    Requests read decrypted values from memory only: the store is read on a credential's
+    first use (the daemon warms every provider's at start) and after this process changes
+    the vault or a profile. Changes made by another process (the CLI, a second daemon) are
+    picked up by `refresh`, which the daemon runs every `ttl_s` in the background, and at
+    once after a 401. When the store does not answer, the values last read keep serving.
     """
 
     def __init__(self, env: Mapping[str, str] | None = None, *, ttl_s: float = 5.0) -> None:
         self._env = os.environ if env is None else env
-        self._ttl_s = ttl_s
+        self.ttl_s = ttl_s
         self._auth: AuthService | None = None
-        self._cache: dict[tuple[str, str], _Entry] = {}
+        self._cache: dict[tuple[str, str], object] = {}
+        # Bumped by every local change, so a refresh that read before it does not write
+        # older values over what the change made requests read since.
+        self._generation = 0
+        self._task: asyncio.Task[None] | None = None
 
     def attach(self, auth: AuthService) -> None:
         self._auth = auth
@@ -93,15 +105,56 @@ class StoreCredentials:
 
     def invalidate(self) -> None:
         self._cache = {}
+        self._generation += 1
 
-    def _cached(self, kind: str, key: str) -> tuple[bool, object]:
-        entry = self._cache.get((kind, key))
-        if entry is not None and entry[0] > time.monotonic():
-            return True, entry[1]
-        return False, None
+    async def warm(self, providers: Iterable[ProviderConfig]) -> None:
+        """Read what these providers' first requests would, so that they find it in memory."""
+        for provider in providers:
+            with contextlib.suppress(MissingCredential):
+                await self.api_key(provider)
 
-    def _store(self, kind: str, key: str, value: object) -> None:
-        self._cache[(kind, key)] = (time.monotonic() + self._ttl_s, value)
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def aclose(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # the values last read keep serving
+                log.warning("credential_refresh_failed", error=type(exc).__name__)
+
+    async def refresh(self) -> None:
+        """Re-read every cached value from the store, replacing the cache only if nothing
+        changed locally meanwhile."""
+        generation = self._generation
+        fresh: dict[tuple[str, str], object] = {}
+        for kind, key in list(self._cache):
+            fresh[(kind, key)] = await self._read(kind, key)
+        if generation == self._generation:
+            self._cache.update(fresh)
+
+    async def _read(self, kind: str, key: str) -> object:
+        if kind == "profile":
+            return await self.auth.profiles.get(key)
+        if kind == "secret":
+            raw = await self.auth.vault.get_optional(key)
+            return None if raw is None else raw.decode("utf-8")
+        return await self.auth.profiles.default_id(ModelProviderKind(key))
+
+    async def _cached(self, kind: str, key: str) -> object:
+        try:
+            return self._cache[(kind, key)]
+        except KeyError:
+            generation = self._generation
+            value = await self._read(kind, key)
+            if generation == self._generation:
+                self._cache[(kind, key)] = value
+            return value
 
     @property
     def auth(self) -> AuthService:
@@ -110,26 +163,13 @@ class StoreCredentials:
         return self._auth
 
     async def _profile(self, profile_id: str) -> AuthProfile | None:
-        hit, value = self._cached("profile", profile_id)
-        if not hit:
-            value = await self.auth.profiles.get(profile_id)
-            self._store("profile", profile_id, value)
-        return value  # type: ignore[return-value]
+        return await self._cached("profile", profile_id)  # type: ignore[return-value]
 
     async def _secret(self, ref: str) -> str | None:
-        hit, value = self._cached("secret", ref)
-        if not hit:
-            raw = await self.auth.vault.get_optional(ref)
-            value = None if raw is None else raw.decode("utf-8")
-            self._store("secret", ref, value)
-        return value  # type: ignore[return-value]
+        return await self._cached("secret", ref)  # type: ignore[return-value]
 
     async def _default_profile_id(self, kind: ModelProviderKind) -> str | None:
-        hit, value = self._cached("default", kind.value)
-        if not hit:
-            value = await self.auth.profiles.default_id(kind)
-            self._store("default", kind.value, value)
-        return value  # type: ignore[return-value]
+        return await self._cached("default", kind.value)  # type: ignore[return-value]
 
     async def _from_profile(self, profile_id: str, provider: ProviderConfig) -> str:
         profile = await self._profile(profile_id)

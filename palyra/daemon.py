@@ -94,6 +94,9 @@ def build_app(
         credentials.attach(runtime.auth)
         runtime.auth.start_background()
         await runtime.gateway.start(runtime.db)
+        # Requests then find their keys in memory; other processes' changes come in behind.
+        await credentials.warm(p for p in config.model_provider.providers if p.enabled)
+        credentials.start()
         runtime.dependencies.add("state_store", runtime.db.ping, config.state.url)
         if runtime.gateway.shared is not None:
             runtime.dependencies.add("redis", runtime.gateway.shared.ping, config.state.redis_url)
@@ -107,6 +110,7 @@ def build_app(
         await runtime.agents.aclose()
         await runtime.dependencies.aclose()
         await runtime.gateway.aclose()
+        await credentials.aclose()
         await runtime.auth.aclose()
         await runtime.db.close()
 

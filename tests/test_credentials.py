@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,104 @@ async def test_cache_serves_steady_state_and_drops_on_change(
     await auth.vault.put(profile_ref("a", "api_key"), "second")  # a change in this process
     assert await creds.api_key(config) == "second"
     assert reads["secrets"] == 2
+
+
+async def test_requests_read_memory_only_and_refresh_brings_other_processes_changes(
+    auth: AuthService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = StoreCredentials({}, ttl_s=0.01)
+    creds.attach(auth)
+    await add_profile(auth, "a", OPENAI, "first")
+    await auth.vault.put("global/ref", "ref-first")
+    configs = [provider(auth_profile_id="a"), provider(api_key_vault_ref="global/ref")]
+    await creds.warm(configs)
+    # Another process (the CLI, a second daemon) writes: its own vault over the same store,
+    # whose changes this process hears nothing of.
+    other = await open_vault(auth.db, tmp_path, {"PALYRA_VAULT_KEYRING": "off"})
+    await other.put(profile_ref("a", "api_key"), "second")
+    await other.put("global/ref", "ref-second")
+
+    reads = 0
+    vault_get = auth.vault.get_optional
+
+    async def counted(ref: Any) -> bytes | None:
+        nonlocal reads
+        reads += 1
+        return await vault_get(ref)
+
+    monkeypatch.setattr(auth.vault, "get_optional", counted)
+    await asyncio.sleep(0.05)  # five times ttl_s: however long since the last read,
+    for _ in range(20):  # memory only
+        assert [await creds.api_key(c) for c in configs] == ["first", "ref-first"]
+    assert reads == 0
+    await creds.refresh()
+    assert [await creds.api_key(c) for c in configs] == ["second", "ref-second"]
+    assert reads == 2  # the refresh's, not the requests'
+
+    # The daemon's background refresh does the same on its own, every ttl_s.
+    await other.put("global/ref", "ref-third")
+    creds.start()
+    try:
+        for _ in range(200):
+            if await creds.api_key(configs[1]) == "ref-third":
+                break
+            await asyncio.sleep(0.01)
+        assert await creds.api_key(configs[1]) == "ref-third"
+    finally:
+        await creds.aclose()
+
+
+async def test_a_store_that_does_not_answer_leaves_the_last_values_serving(
+    auth: AuthService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = StoreCredentials({}, ttl_s=0.01)
+    creds.attach(auth)
+    await add_profile(auth, "a", OPENAI, "kept")
+    config = provider(auth_profile_id="a")
+    await creds.warm([config])
+    failures = 0
+
+    async def down(*args: Any, **kwargs: Any) -> None:
+        nonlocal failures
+        failures += 1
+        raise ConnectionError("state store down")
+
+    monkeypatch.setattr(auth.vault, "get_optional", down)
+    monkeypatch.setattr(auth.profiles, "get", down)
+    with pytest.raises(ConnectionError):
+        await creds.refresh()
+    creds.start()  # the background refresh logs and keeps going
+    try:
+        while failures < 4:
+            await asyncio.sleep(0.01)
+        assert await creds.api_key(config) == "kept"
+    finally:
+        await creds.aclose()
+
+
+async def test_a_refresh_that_read_before_a_local_change_does_not_undo_it(
+    auth: AuthService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = StoreCredentials({})
+    creds.attach(auth)
+    await auth.vault.put("global/ref", "old")
+    config = provider(api_key_vault_ref="global/ref")
+    await creds.warm([config])
+    vault_get = auth.vault.get_optional
+    read_done, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(ref: Any) -> bytes | None:
+        value = await vault_get(ref)
+        read_done.set()
+        await release.wait()
+        return value
+
+    monkeypatch.setattr(auth.vault, "get_optional", slow)
+    refreshing = asyncio.create_task(creds.refresh())
+    await read_done.wait()  # the refresh holds "old"
+    monkeypatch.setattr(auth.vault, "get_optional", vault_get)
+    await auth.vault.put("global/ref", "new")  # a change in this process
+    assert await creds.api_key(config) == "new"
+    release.set()
+    await refreshing
+    assert await creds.api_key(config) == "new"
