@@ -37,7 +37,7 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     figures = json.loads(raw.read_text())
     for key in SCENARIOS:
-        for target in ("direct", "palyra"):
+        for target in ("direct", "floor", "palyra"):
             result = figures["results"][key][target]
             assert "error" not in result, (key, target, result)
             assert result["requests"] > 0 and result["errors"] == 0, (key, target, result)
@@ -47,4 +47,6 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
     assert not isinstance(figures["tokens"]["palyra"], str), figures["tokens"]
     text = table.read_text()
     assert "| chat, 16 concurrent | palyra |" in text
+    assert "| chat, 16 concurrent | floor |" in text
+    assert "## Palyra vs the floor" in text
     assert "## Targets" in text
