@@ -41,11 +41,22 @@ class SSEDecoder:
         # Walk the lines by index and cut the rest off once: slicing the remainder off after
         # every line copies it each time (a 50-chunk read is ~100 lines).
         start = 0
-        find = buffer.find
+        find, startswith = buffer.find, buffer.startswith
         while True:
             newline = find(b"\n", start)
             if newline < 0:
                 break
+            if (
+                startswith(b"data: ", start)
+                and startswith(b"\n", newline + 1)
+                and not self._data
+                and not self._event
+            ):
+                # The usual event, one `data: ` line and its blank line, taken whole: what the
+                # two lines would give one at a time, at a third of the cost.
+                yield SSEEvent("message", buffer[start + 6 : newline].decode("utf-8"))
+                start = newline + 2
+                continue
             event = self._line(buffer[start:newline].decode("utf-8"))
             start = newline + 1
             if event is not None:

@@ -36,3 +36,47 @@ def test_utf8_split_inside_a_character() -> None:
     raw = "data: héllo\n\n".encode()
     cut = raw.index(b"\xc3") + 1
     assert feed_all(raw[:cut], raw[cut:]) == [SSEEvent("message", "héllo")]
+
+
+def reference(raw: bytes) -> list[SSEEvent]:
+    """The spec's algorithm, line by line, as plainly as it reads (plus the kept tail)."""
+    text = raw.decode().replace("\r\n", "\n").replace("\r", "\n")
+    events, name, data = [], "", []
+    for line in text.split("\n"):
+        if not line:
+            if data or name:
+                events.append(SSEEvent(name or "message", "\n".join(data)))
+            name, data = "", []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value
+    if data or name:
+        events.append(SSEEvent(name or "message", "\n".join(data)))
+    return events
+
+
+def test_every_split_of_a_mixed_stream_matches_the_spec() -> None:
+    raw = (
+        b'data: {"a":1}\n\n'
+        b"data:  two spaces kept one\n\n"
+        b"data:nospace\n\n"
+        b"event: ping\ndata: after a name\n\n"
+        b"data: first\ndata: second\n\n"
+        b": a comment\n\n"
+        b"data: \n\n"
+        b"data: x\r\n\r\n"
+        b"id: 7\ndata: with an id\n\n"
+        b"data: [DONE]\n\n"
+    )
+    expected = reference(raw)
+    assert SSEEvent("message", " two spaces kept one") in expected
+    assert feed_all(raw) == expected
+    for cut in range(1, len(raw)):
+        assert feed_all(raw[:cut], raw[cut:]) == expected, cut
+    for a in range(1, len(raw), 7):
+        for b in range(a + 1, len(raw), 5):
+            assert feed_all(raw[:a], raw[a:b], raw[b:]) == expected, (a, b)

@@ -103,14 +103,14 @@ async def _stream_chat(
         try:
             async for event in routed.value:
                 frames = writer.delta(event) + writer.usage(event)
-                if frames:
-                    await relay.send(frames)
+                if frames and relay.push(frames):
+                    await relay.taken()
         except PalyraError as exc:
             # Headers are gone; the only honest signal left is an error event, then the end.
             log.warning("stream_failed", error=exc.message, code=exc.code)
-            await relay.send(encode_data(exc.body()))
+            relay.push(encode_data(exc.body()))
         else:
-            await relay.send(DONE)
+            relay.push(DONE)
         await relay.close()
     finally:
         relay.abandon()
@@ -139,12 +139,19 @@ class _Relay:
         self._taken = asyncio.Event()  # the writer took what was pending
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def send(self, frames: bytes) -> None:
+    def push(self, frames: bytes) -> bool:
+        """Queue frames for the writer; True when the backlog is past `LIMIT`, and the caller
+        should wait for `taken` before pushing more. (Not a coroutine: a stream pushes for
+        every event, and most never need to wait.)"""
         if self._task.done():
             self._task.result()  # the write failed (client gone): raise that here
         self._pending.append(frames)
         self._size += len(frames)
         self._ready.set()
+        return self._size > self.LIMIT
+
+    async def taken(self) -> None:
+        """Returns when the writer has taken what was pending."""
         if self._size > self.LIMIT:
             self._taken.clear()
             await self._taken.wait()

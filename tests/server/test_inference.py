@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -487,3 +488,44 @@ async def test_request_id_echoed(gateway: TestServer) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(gateway.make_url("/healthz"), headers={"x-request-id": "abc-123"}) as r:
             assert r.headers["x-request-id"] == "abc-123"
+
+
+class _SlowClient:
+    """Stands in for a StreamResponse whose client reads only when told to."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.read = asyncio.Event()
+
+    async def write(self, data: bytes) -> None:
+        await self.read.wait()
+        self.read.clear()
+        self.writes.append(data)
+
+
+async def test_relay_batches_frames_and_holds_the_handler_past_its_limit() -> None:
+    from palyra.server.inference import _Relay
+
+    client = _SlowClient()
+    relay = _Relay(client)  # type: ignore[arg-type]
+    frame = b"x" * 1024
+    # Frames pushed without the handler waiting go out in one write, in order.
+    assert not relay.push(b"a") and not relay.push(b"b")
+    await asyncio.sleep(0)  # the writer takes them and waits on the client
+    pushed = 0
+    while not relay.push(frame):
+        pushed += 1
+        assert pushed < 1000, "the backlog never said wait"
+    assert pushed == _Relay.LIMIT // len(frame)  # the push past the limit says wait
+    waiting = asyncio.create_task(relay.taken())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # the handler (and its upstream reads) wait for the client
+    client.read.set()  # the client reads "ab"; the writer takes the backlog
+    await asyncio.wait_for(waiting, 1)
+    client.read.set()
+    closing = asyncio.create_task(relay.close())
+    await asyncio.sleep(0.01)
+    client.read.set()
+    await asyncio.wait_for(closing, 1)
+    assert client.writes[0] == b"ab"
+    assert b"".join(client.writes[1:]) == frame * (pushed + 1)
