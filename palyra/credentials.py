@@ -8,7 +8,6 @@ is picked up without a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -110,8 +109,16 @@ class StoreCredentials:
     async def warm(self, providers: Iterable[ProviderConfig]) -> None:
         """Read what these providers' first requests would, so that they find it in memory."""
         for provider in providers:
-            with contextlib.suppress(MissingCredential):
+            try:
                 await self.api_key(provider)
+            except MissingCredential:
+                pass  # its requests will say so
+            except Exception as exc:  # a secret that does not open: its requests will say
+                log.warning(
+                    "credential_warm_failed",
+                    provider_id=provider.provider_id,
+                    error=type(exc).__name__,
+                )
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._refresh_forever())

@@ -185,6 +185,8 @@ async def test_a_store_that_does_not_answer_leaves_the_last_values_serving(
     monkeypatch.setattr(auth.profiles, "get", down)
     with pytest.raises(ConnectionError):
         await creds.refresh()
+    # Warming at start does not stop the daemon for it: the provider's requests will say.
+    await creds.warm([provider(api_key_vault_ref="global/unread")])
     creds.start()  # the background refresh logs and keeps going
     try:
         while failures < 4:
