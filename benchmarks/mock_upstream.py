@@ -9,16 +9,19 @@ The first path segment picks the behaviour; the rest is the OpenAI path:
   /hold/v1/...   streams with 50 ms between chunks (for many concurrently open streams)
   /fail/v1/...   503 to chat and embeddings, as a provider that is down
 Routes: POST chat/completions (whole, or SSE with 50 content chunks when "stream": true,
-usage when stream_options.include_usage), POST embeddings (1536 floats per input), GET models.
+usage when stream_options.include_usage), POST embeddings (1536 floats per input, or base64
+float32 when asked), GET models.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import signal
+import struct
 import time
 
 import orjson
@@ -52,6 +55,8 @@ _CHAT = orjson.dumps(
     }
 )
 _EMBEDDING = [round(((i * 7919) % 2000) / 1000 - 1, 6) for i in range(EMBEDDING_DIMS)]
+# What `encoding_format: "base64"` asks for: the vector as little-endian float32, base64.
+_EMBEDDING_B64 = base64.b64encode(struct.pack(f"<{EMBEDDING_DIMS}f", *_EMBEDDING)).decode()
 _ERROR_503 = orjson.dumps(
     {"error": {"message": "the mock provider is down", "type": "server_error", "code": None}}
 )
@@ -171,13 +176,14 @@ class Mock(asyncio.Protocol):
             inputs = request.get("input")
             many = isinstance(inputs, list) and inputs and isinstance(inputs[0], str)
             count = len(inputs) if many else 1
+            vector = _EMBEDDING_B64 if request.get("encoding_format") == "base64" else _EMBEDDING
             answer = _whole(
                 200,
                 orjson.dumps(
                     {
                         "object": "list",
                         "data": [
-                            {"object": "embedding", "index": i, "embedding": _EMBEDDING}
+                            {"object": "embedding", "index": i, "embedding": vector}
                             for i in range(count)
                         ],
                         "model": "text-embedding-3-small",

@@ -64,6 +64,7 @@ class Scenario:
     duration_s: float = 5.0
     stream: bool = False
     requests: int = 0  # when set: exactly this many, one per client (open-streams test)
+    base64: bool = False  # embeddings: encoding_format "base64", the OpenAI SDK's default
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -78,6 +79,15 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("stream-c16", "stream 50 chunks, 16 concurrent", "fast", "chat", 16, d, True),
         Scenario("failover-c16", "failover (first 503), 16 concurrent", "failover", "chat", 16, d),
         Scenario("embeddings-c16", "embeddings, 16 concurrent", "fast", "embeddings", 16, d),
+        Scenario(
+            "embeddings-b64-c16",
+            "embeddings as base64, 16 concurrent",
+            "fast",
+            "embeddings",
+            16,
+            d,
+            base64=True,
+        ),
         Scenario(
             "streams-1000",
             f"{open_streams} concurrent open streams (50 chunks, 50 ms apart)",
@@ -414,6 +424,8 @@ def body_for(scenario: Scenario, model: str) -> bytes:
             "model": model,
             "input": ["The quick brown fox jumps over the lazy dog."] * 4,
         }
+        if scenario.base64:
+            body["encoding_format"] = "base64"
     else:
         body = {"model": model, "messages": CHAT_MESSAGES, "temperature": 0.2}
         if scenario.stream:

@@ -259,9 +259,9 @@ class ChatDelta:
     usage: Usage | None = None
 
 
-# One embedding: floats, or the little-endian float32 bytes an upstream sent as base64 when
-# the client asked for base64 (relayed without ever becoming floats).
-Vector = list[float] | bytes
+# One embedding: floats, or base64 of little-endian float32s as an upstream sent it when the
+# client asked for base64 (relayed as it came, never becoming floats).
+Vector = list[float] | str
 
 
 @dataclass(slots=True)

@@ -131,13 +131,12 @@ def embeddings(result: EmbeddingsResult, model_id: str, encoding_format: str) ->
     data = []
     for index, vector in enumerate(result.vectors):
         embedding: Any = vector
-        if encoding_format == "base64":
+        if encoding_format == "base64" and not isinstance(vector, str):
             # The OpenAI SDK asks for base64 by default: little-endian float32, base64-encoded.
-            if not isinstance(vector, bytes):
-                vector = struct.pack(f"<{len(vector)}f", *vector)
-            embedding = base64.b64encode(vector).decode()
-        elif isinstance(vector, bytes):
-            embedding = list(struct.unpack(f"<{len(vector) // 4}f", vector))
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        elif encoding_format != "base64" and isinstance(vector, str):
+            packed = base64.b64decode(vector)
+            embedding = list(struct.unpack(f"<{len(packed) // 4}f", packed))
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     return {
         "object": "list",

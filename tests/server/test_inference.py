@@ -529,3 +529,18 @@ async def test_relay_batches_frames_and_holds_the_handler_past_its_limit() -> No
     await asyncio.wait_for(closing, 1)
     assert client.writes[0] == b"ab"
     assert b"".join(client.writes[1:]) == frame * (pushed + 1)
+
+
+def test_embeddings_render_either_form_in_the_encoding_asked() -> None:
+    from palyra.server import responses
+    from palyra.types import EmbeddingsResult, Usage
+
+    b64 = base64.b64encode(struct.pack("<2f", 0.25, -1.0)).decode()
+    result = EmbeddingsResult([b64, [0.5, 2.0]], Usage(3, 0))
+    floats = responses.embeddings(result, "m", "float")
+    assert [row["embedding"] for row in floats["data"]] == [[0.25, -1.0], [0.5, 2.0]]
+    packed = responses.embeddings(result, "m", "base64")
+    assert [row["embedding"] for row in packed["data"]] == [
+        b64,  # as the upstream sent it
+        base64.b64encode(struct.pack("<2f", 0.5, 2.0)).decode(),
+    ]
