@@ -10,6 +10,8 @@ import struct
 import time
 import wave
 import zlib
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
@@ -17,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, GatewayFactory
 from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream
 
 CHAT_MODELS = ["deterministic", "gpt-4o-mini", "claude"]
@@ -544,3 +546,78 @@ def test_embeddings_render_either_form_in_the_encoding_asked() -> None:
         b64,  # as the upstream sent it
         base64.b64encode(struct.pack("<2f", 0.5, 2.0)).decode(),
     ]
+
+
+async def test_requests_touch_no_database(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    """The brief's hot-path rule, kept: with the state store failing every call, whole and
+    streamed chats and embeddings go on being served, past the credential cache's 5 s."""
+    from palyra.config import validate_config
+    from palyra.server.keys import RUNTIME
+
+    config = validate_config(
+        {
+            "version": 1,
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "model_provider": {
+                "discovery_ttl_ms": 3_600_000,
+                "health_ttl_ms": 3_600_000,
+                "providers": [
+                    {
+                        "provider_id": "oai",
+                        "kind": "openai_compatible",
+                        "base_url": upstream.openai_base_url,
+                        "allow_private_base_url": True,
+                        "api_key_vault_ref": "global/upstream",
+                    }
+                ],
+                "models": [
+                    {"model_id": "gpt-4o-mini", "provider_id": "oai"},
+                    {"model_id": "emb", "provider_id": "oai", "role": "embeddings"},
+                ],
+            },
+        }
+    )
+    server = await start_gateway(config)
+    runtime = server.app[RUNTIME]
+    await runtime.auth.vault.put("global/upstream", UPSTREAM_KEY)
+    sdk = AsyncOpenAI(
+        api_key=ADMIN_TOKEN, base_url=str(server.make_url("/v1")), max_retries=0, timeout=20
+    )
+    messages: Any = [{"role": "user", "content": "hi"}]
+    await sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)  # reads the key
+
+    touched: list[str] = []
+
+    def failing(name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            touched.append(name)
+            raise ConnectionError("the state store was touched")
+
+        return call
+
+    names = ("execute", "fetch_one", "fetch_all", "transaction")
+    for name in names:
+        setattr(runtime.db, name, failing(name))
+    try:
+        deadline = time.monotonic() + 6
+        served = 0
+        while time.monotonic() < deadline:
+            whole = await sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            assert whole.choices[0].message.content == "echo: hi"
+            stream = await sdk.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=True
+            )
+            assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            vectors = await sdk.embeddings.create(model="emb", input="x")
+            assert vectors.data[0].embedding
+            served += 3
+            await asyncio.sleep(0.2)
+        assert served > 30
+        # Only the background refresh tried the store, and failed quietly.
+        assert set(touched) <= {"fetch_one", "fetch_all"}
+    finally:
+        for name in names:
+            delattr(runtime.db, name)
+        await sdk.close()
