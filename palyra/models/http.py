@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import time
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -110,30 +110,34 @@ class HttpProvider(ModelProvider):
         path: str,
         *,
         payload: Any = None,
-        data: aiohttp.FormData | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
         stream: bool = False,
         extra_headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """`form` makes a multipart body: one per send, as sending consumes it."""
         api_key = await self._api_key()
         headers = {"User-Agent": USER_AGENT, **self._auth_headers(api_key), **(extra_headers or {})}
-        body: bytes | aiohttp.FormData | None = data
+        body: bytes | aiohttp.FormData | None = None
         if payload is not None:
             body = orjson.dumps(payload)
             headers["Content-Type"] = "application/json"
+        elif form is not None:
+            body = form()
         url = self.config.base_url + path
         timeout = self._stream_timeout if stream else self._whole_timeout
         try:
             async with self._session.request(
                 method, url, data=body, headers=headers, timeout=timeout
             ) as response:
-                # (A multipart body is consumed by its first send: it cannot be retried.)
-                if response.status in (401, 403) and data is None:
+                if response.status in (401, 403):
                     retry_key = await self._refreshed_key(api_key)
                     if retry_key is not None:
                         # An OAuth token was refreshed: one retry with it, then give up.
                         response.release()
                         api_key = retry_key
                         headers.update(self._auth_headers(api_key))
+                        if form is not None:
+                            body = form()
                         async with self._session.request(
                             method, url, data=body, headers=headers, timeout=timeout
                         ) as retried:

@@ -201,23 +201,27 @@ class OpenAIProvider(HttpProvider):
     async def transcribe(
         self, request: TranscriptionRequest, model: ModelConfig
     ) -> TranscriptionResult:
-        form = aiohttp.FormData()
-        form.add_field(
-            "file", request.file, filename=request.filename, content_type=request.content_type
-        )
-        form.add_field("model", model.upstream_name)
-        # verbose_json carries language, duration and segments; json is the lowest common form.
-        form.add_field(
-            "response_format",
-            "verbose_json" if request.response_format == "verbose_json" else "json",
-        )
-        for name in ("language", "prompt"):
-            value = getattr(request, name)
-            if value is not None:
-                form.add_field(name, value)
-        if request.temperature is not None:
-            form.add_field("temperature", str(request.temperature))
-        async with self._request("POST", "/audio/transcriptions", data=form) as response:
+        def form() -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            data.add_field(
+                "file", request.file, filename=request.filename, content_type=request.content_type
+            )
+            data.add_field("model", model.upstream_name)
+            # verbose_json carries language, duration and segments; json is the lowest common
+            # form.
+            data.add_field(
+                "response_format",
+                "verbose_json" if request.response_format == "verbose_json" else "json",
+            )
+            for name in ("language", "prompt"):
+                value = getattr(request, name)
+                if value is not None:
+                    data.add_field(name, value)
+            if request.temperature is not None:
+                data.add_field("temperature", str(request.temperature))
+            return data
+
+        async with self._request("POST", "/audio/transcriptions", form=form) as response:
             raw = await response.read()
         body = self._parse(raw)
         try:

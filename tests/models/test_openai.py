@@ -283,6 +283,56 @@ async def test_embeddings_that_are_not_vectors_are_protocol_errors(
     assert "data[].embedding" in caught.value.message
 
 
+class RefreshingCredentials:
+    """A stale key first; once it is rejected, the refreshed one (as an OAuth profile does)."""
+
+    def __init__(self) -> None:
+        self.key = "stale-token"
+        self.rejections = 0
+
+    async def api_key(self, provider: ProviderConfig) -> str | None:
+        return self.key
+
+    async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
+        self.rejections += 1
+        self.key = UPSTREAM_KEY
+        return True
+
+
+async def test_a_rejected_key_is_refreshed_and_retried_once_multipart_included(
+    upstream: FakeUpstream,
+) -> None:
+    config = ProviderConfig(
+        provider_id="oai",
+        kind="openai_compatible",
+        base_url=upstream.openai_base_url,
+        allow_private_base_url=True,
+    )
+    credentials = RefreshingCredentials()
+    async with aiohttp.ClientSession() as session:
+        provider = OpenAIProvider(
+            config,
+            session=session,
+            settings=ModelProviderConfig().settings_for(config),
+            credentials=credentials,
+        )
+        audio_model = ModelConfig(
+            model_id="w", provider_id="oai", role="audio_transcription", upstream_model="whisper-1"
+        )
+        transcript = await provider.transcribe(
+            TranscriptionRequest(
+                model="w", file=b"RIFFdata", filename="a.wav", content_type="audio/wav"
+            ),
+            audio_model,
+        )
+    assert transcript.text == "transcript of 8 bytes"
+    assert credentials.rejections == 1
+    sent = upstream.requests_to("/v1/audio/transcriptions")
+    assert len(sent) == 2  # the refused one, then the retry with the whole form again
+    assert sent[1].form is not None and sent[1].form["file"] == b"RIFFdata"
+    assert sent[1].form["model"] == "whisper-1"
+
+
 def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": "2"}) == 2
     assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
