@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from palyra.types import ModelProviderKind, ProviderModelRole
 from palyra.vault.ref import VaultRefError, parse_vault_ref
@@ -42,8 +51,25 @@ class ConfigError(Exception):
         super().__init__(prefix + "; ".join(problems))
 
 
+def _takes_number(annotation: Any) -> bool:
+    args = typing.get_args(annotation) or (annotation,)
+    return bool not in args and any(arg in (int, float) for arg in args)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Pydantic would take `port = true` as 1: a typo that should be an error.
+        if (
+            isinstance(value, bool)
+            and info.field_name is not None
+            and _takes_number(cls.model_fields[info.field_name].annotation)
+        ):
+            raise ValueError("must be a number, not true or false")
+        return value
 
 
 class DaemonConfig(_Section):

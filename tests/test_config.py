@@ -406,6 +406,30 @@ def test_port_range(port: int) -> None:
     assert ("1" if port < 1 else "65535") in problem
 
 
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ({"version": 1, "daemon": {"port": True}}, "daemon.port"),
+        (with_providers({**DET, "max_retries": False}), "model_provider.providers[0].max_retries"),
+        (
+            {"version": 1, "model_provider": {"request_timeout_ms": True}},
+            "model_provider.request_timeout_ms",
+        ),
+    ],
+)
+def test_true_or_false_is_no_number(raw: dict[str, object], path: str) -> None:
+    problem = only_problem(raw)
+    assert problem.startswith(f"{path}: must be a number"), problem
+
+
+def test_booleans_still_work_where_booleans_belong() -> None:
+    config = validate_config(
+        {"version": 1, "model_provider": {"failover_enabled": False, "max_retries": 0}}
+    )
+    assert config.model_provider.failover_enabled is False
+    assert config.model_provider.max_retries == 0
+
+
 @pytest.mark.parametrize("provider_id", ["Open AI", "oai/x", "ÖAI", "", "a" * 129])
 def test_provider_id_charset_and_length(provider_id: str) -> None:
     problem = only_problem(with_providers({"provider_id": provider_id, "kind": "deterministic"}))
