@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("palyra.credentials")
 
+# A store read that takes longer is given up (a partitioned PostgreSQL can hang a query).
+READ_TIMEOUT_S = 5.0
+
 
 class MissingCredential(LookupError):
     """The provider's credential source is configured but holds no key."""
@@ -95,6 +98,7 @@ class StoreCredentials:
         # older values over what the change made requests read since.
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
 
     def attach(self, auth: AuthService) -> None:
         self._auth = auth
@@ -111,13 +115,9 @@ class StoreCredentials:
         for provider in providers:
             try:
                 await self.api_key(provider)
-            except MissingCredential:
-                pass  # its requests will say so
-            except Exception as exc:  # a secret that does not open: its requests will say
+            except MissingCredential as exc:  # its requests will say so too
                 log.warning(
-                    "credential_warm_failed",
-                    provider_id=provider.provider_id,
-                    error=type(exc).__name__,
+                    "credential_unavailable", provider_id=provider.provider_id, reason=str(exc)
                 )
 
     def start(self) -> None:
@@ -132,18 +132,31 @@ class StoreCredentials:
             await asyncio.sleep(self.ttl_s)
             try:
                 await self.refresh()
-            except Exception as exc:  # the values last read keep serving
-                log.warning("credential_refresh_failed", error=type(exc).__name__)
+            except Exception:  # our bug; the loop goes on, the values last read keep serving
+                log.exception("credential_refresh_failed")
 
     async def refresh(self) -> None:
-        """Re-read every cached value from the store, replacing the cache only if nothing
-        changed locally meanwhile."""
+        """Re-read every cached value from the store. A value that cannot be read keeps the
+        last one; nothing read before a local change is written over it. Callers at the same
+        time share one pass."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._refresh())
+        await asyncio.shield(self._refreshing)
+
+    async def _refresh(self) -> None:
         generation = self._generation
         fresh: dict[tuple[str, str], object] = {}
+        failed: list[str] = []
         for kind, key in list(self._cache):
-            fresh[(kind, key)] = await self._read(kind, key)
+            try:
+                async with asyncio.timeout(READ_TIMEOUT_S):
+                    fresh[(kind, key)] = await self._read(kind, key)
+            except Exception as exc:
+                failed.append(f"{kind} {key}: {type(exc).__name__}")
         if generation == self._generation:
             self._cache.update(fresh)
+        if failed:
+            log.warning("credential_refresh_failed", failed=failed[:10], count=len(failed))
 
     async def _read(self, kind: str, key: str) -> object:
         if kind == "profile":
@@ -157,11 +170,21 @@ class StoreCredentials:
         try:
             return self._cache[(kind, key)]
         except KeyError:
-            generation = self._generation
-            value = await self._read(kind, key)
-            if generation == self._generation:
-                self._cache[(kind, key)] = value
-            return value
+            pass
+        generation = self._generation
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                value = await self._read(kind, key)
+        except MissingCredential:
+            raise
+        except Exception as exc:
+            # A provider error (and so a failover), not a 500: the request can go elsewhere.
+            raise MissingCredential(
+                f"cannot read {kind} {key} from the state store ({type(exc).__name__})"
+            ) from None
+        if generation == self._generation:
+            self._cache[(kind, key)] = value
+        return value
 
     @property
     def auth(self) -> AuthService:
@@ -239,8 +262,15 @@ class StoreCredentials:
     async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
         if self._auth is None or not api_key or provider.kind is ModelProviderKind.DETERMINISTIC:
             return False
-        # What was sent may be stale in this cache: re-read from the store before judging.
-        self.invalidate()
+        try:
+            return await self._replaced(provider, api_key)
+        except MissingCredential:
+            return False  # the store cannot say: no retry
+
+    async def _replaced(self, provider: ProviderConfig, api_key: str) -> bool:
+        # What was sent may be stale in memory: re-read from the store before judging (what
+        # cannot be read keeps serving as it was).
+        await self.refresh()
         profile_id = await self._profile_for(provider)
         if profile_id is None:
             return False

@@ -65,7 +65,8 @@ class SSEDecoder:
 
     def _line(self, line: str) -> SSEEvent | None:
         if not line:
-            if not self._data and not self._event:
+            if not self._data:
+                self._event = ""  # as the spec says: no data, no event, and the name resets
                 return None
             event = SSEEvent(self._event or "message", "\n".join(self._data))
             self._event, self._data = "", []

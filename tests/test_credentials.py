@@ -183,10 +183,17 @@ async def test_a_store_that_does_not_answer_leaves_the_last_values_serving(
 
     monkeypatch.setattr(auth.vault, "get_optional", down)
     monkeypatch.setattr(auth.profiles, "get", down)
-    with pytest.raises(ConnectionError):
-        await creds.refresh()
+    await creds.refresh()  # logged, not raised
+    assert await creds.api_key(config) == "kept"
     # Warming at start does not stop the daemon for it: the provider's requests will say.
     await creds.warm([provider(api_key_vault_ref="global/unread")])
+    # A first read that cannot be done is a credential error: the request fails over.
+    with pytest.raises(MissingCredential, match="cannot read secret global/unread"):
+        await creds.api_key(provider(api_key_vault_ref="global/unread"))
+    # A provider's 401 with the store down: no retry, and the others' keys stay in memory.
+    other = provider(api_key_vault_ref="global/other")
+    assert not await creds.credential_rejected(other, "rejected-key")
+    assert await creds.api_key(config) == "kept"
     creds.start()  # the background refresh logs and keeps going
     try:
         while failures < 4:
@@ -222,3 +229,27 @@ async def test_a_refresh_that_read_before_a_local_change_does_not_undo_it(
     release.set()
     await refreshing
     assert await creds.api_key(config) == "new"
+
+
+async def test_one_entry_that_cannot_be_read_does_not_hold_back_the_others(
+    auth: AuthService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = StoreCredentials({})
+    creds.attach(auth)
+    await auth.vault.put("global/bad", "bad-old")
+    await auth.vault.put("global/good", "good-old")
+    bad, good = provider(api_key_vault_ref="global/bad"), provider(api_key_vault_ref="global/good")
+    await creds.warm([bad, good])
+    other = await open_vault(auth.db, tmp_path, {"PALYRA_VAULT_KEYRING": "off"})
+    await other.put("global/good", "good-new")
+    vault_get = auth.vault.get_optional
+
+    async def bad_fails(ref: Any) -> bytes | None:
+        if str(ref) == "global/bad":
+            raise ValueError("does not open")
+        return await vault_get(ref)
+
+    monkeypatch.setattr(auth.vault, "get_optional", bad_fails)
+    await creds.refresh()
+    assert await creds.api_key(good) == "good-new"
+    assert await creds.api_key(bad) == "bad-old"  # the last value read keeps serving

@@ -44,7 +44,7 @@ def reference(raw: bytes) -> list[SSEEvent]:
     events, name, data = [], "", []
     for line in text.split("\n"):
         if not line:
-            if data or name:
+            if data:
                 events.append(SSEEvent(name or "message", "\n".join(data)))
             name, data = "", []
         elif not line.startswith(":"):
@@ -54,7 +54,7 @@ def reference(raw: bytes) -> list[SSEEvent]:
                 data.append(value)
             elif field == "event":
                 name = value
-    if data or name:
+    if data:
         events.append(SSEEvent(name or "message", "\n".join(data)))
     return events
 
@@ -65,6 +65,8 @@ def test_every_split_of_a_mixed_stream_matches_the_spec() -> None:
         b"data:  two spaces kept one\n\n"
         b"data:nospace\n\n"
         b"event: ping\ndata: after a name\n\n"
+        b"event: lonely\n\n"  # no data: nothing dispatched, and the name does not linger
+        b"data: after a lonely name\n\n"
         b"data: first\ndata: second\n\n"
         b": a comment\n\n"
         b"data: \n\n"
@@ -74,6 +76,8 @@ def test_every_split_of_a_mixed_stream_matches_the_spec() -> None:
     )
     expected = reference(raw)
     assert SSEEvent("message", " two spaces kept one") in expected
+    assert SSEEvent("message", "after a lonely name") in expected
+    assert all(event.event != "lonely" for event in expected)
     assert feed_all(raw) == expected
     for cut in range(1, len(raw)):
         assert feed_all(raw[:cut], raw[cut:]) == expected, cut

@@ -6,7 +6,9 @@ included) with only the model name replaced; answers are parsed into the shared 
 
 from __future__ import annotations
 
+import base64
 import re
+import struct
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -188,8 +190,9 @@ class OpenAIProvider(HttpProvider):
         body = await self._post_json("/embeddings", payload)
         try:
             rows = sorted(body["data"], key=lambda row: int(row.get("index", 0)))
-            vectors = [_vector(row["embedding"]) for row in rows]
-        except (KeyError, TypeError, ValueError):
+            base64_wanted = request.encoding_format == "base64"
+            vectors = [_vector(row["embedding"], base64_wanted) for row in rows]
+        except (KeyError, TypeError, ValueError, OverflowError, struct.error):
             raise UpstreamProtocolError(
                 "answered embeddings without data[].embedding as numbers or base64 float32",
                 provider_id=self.provider_id,
@@ -247,9 +250,10 @@ class OpenAIProvider(HttpProvider):
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-def _vector(embedding: Any) -> Vector:
+def _vector(embedding: Any, base64_wanted: bool) -> Vector:
     """An upstream's embedding, checked: a list of numbers, or base64 of float32s (servers that
-    ignore `encoding_format` send either, whatever was asked)."""
+    ignore `encoding_format` send either, whatever was asked). Numbers a client wants as
+    base64 are packed here, where a value float32 cannot hold is the upstream's error."""
     if isinstance(embedding, str):
         size = len(embedding) // 4 * 3 - embedding[-2:].count("=")
         if len(embedding) % 4 or size % 4 or _BASE64.fullmatch(embedding) is None:
@@ -257,10 +261,16 @@ def _vector(embedding: Any) -> Vector:
         return embedding
     if not isinstance(embedding, list):
         raise TypeError("embedding is neither a list nor base64")
-    # sum() raises TypeError on anything that is not a number, in C: checking each element
-    # with float() took as long as parsing the whole body.
-    sum(embedding)
+    # One pass in C over the element types (23 µs for 1,536; float() on each took 89):
+    # JSON's true and false are not numbers here.
+    if not set(map(type, embedding)) <= _NUMBER_TYPES:
+        raise TypeError("embedding has elements that are not numbers")
+    if base64_wanted:
+        return base64.b64encode(struct.pack(f"<{len(embedding)}f", *embedding)).decode()
     return embedding
+
+
+_NUMBER_TYPES = {int, float}
 
 
 def _parse_transcription(body: dict[str, Any]) -> TranscriptionResult:

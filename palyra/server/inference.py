@@ -151,10 +151,17 @@ class _Relay:
         return self._size > self.LIMIT
 
     async def taken(self) -> None:
-        """Returns when the writer has taken what was pending."""
+        """Returns when the writer has taken what was pending; raises what stopped it, if it
+        stopped (the client went away) instead."""
         if self._size > self.LIMIT:
             self._taken.clear()
-            await self._taken.wait()
+            waiting = asyncio.ensure_future(self._taken.wait())
+            try:
+                await asyncio.wait((waiting, self._task), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+            if self._task.done():
+                self._task.result()
 
     async def close(self) -> None:
         """Returns when everything sent has been written."""

@@ -249,7 +249,8 @@ async def test_embeddings_base64_is_asked_for_and_relayed_as_it_came(
 @pytest.mark.parametrize(
     ("embedding", "expected"),
     [
-        ([1, 0.5, -2], [1, 0.5, -2]),  # an upstream that ignores encoding_format=base64
+        # An upstream that ignores encoding_format=base64: packed here, as asked.
+        ([1, 0.5, -2], base64.b64encode(struct.pack("<3f", 1, 0.5, -2)).decode()),
         (base64.b64encode(struct.pack("<2f", 0.25, -1.0)).decode(),) * 2,  # relayed as it came
     ],
 )
@@ -268,10 +269,23 @@ async def test_embeddings_accept_either_encoding_whatever_was_asked(
 
 
 @pytest.mark.parametrize(
-    "embedding", [[0.1, "0.2"], [0.1, None], [[0.1]], "not base64!", "AAAAAAA=", {"x": 1}]
+    ("embedding", "encoding"),
+    [
+        ([0.1, "0.2"], "float"),
+        ([0.1, None], "float"),
+        ([[0.1]], "float"),
+        ([True, False], "float"),
+        ({"x": 1}, "float"),
+        ("not base64!", "float"),
+        ("AAAAAAA=", "float"),  # five bytes: not whole float32s
+        ("AAAA\nAAAA", "base64"),
+        ("AA==AAAA", "base64"),
+        ("AAA", "base64"),
+        ([1e300], "base64"),  # no float32 holds it
+    ],
 )
 async def test_embeddings_that_are_not_vectors_are_protocol_errors(
-    provider: OpenAIProvider, upstream: FakeUpstream, embedding: object
+    provider: OpenAIProvider, upstream: FakeUpstream, embedding: object, encoding: str
 ) -> None:
     upstream.script(
         "/v1/embeddings",
@@ -279,7 +293,10 @@ async def test_embeddings_that_are_not_vectors_are_protocol_errors(
     )
     embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
     with pytest.raises(UpstreamProtocolError) as caught:
-        await provider.embed(EmbeddingsRequest(input="a"), embed_model)
+        await provider.embed(
+            EmbeddingsRequest(input="a", encoding_format=encoding),  # type: ignore[arg-type]
+            embed_model,
+        )
     assert "data[].embedding" in caught.value.message
 
 

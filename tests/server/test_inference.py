@@ -621,3 +621,28 @@ async def test_requests_touch_no_database(
         for name in names:
             delattr(runtime.db, name)
         await sdk.close()
+
+
+async def test_relay_past_its_limit_raises_when_the_client_is_gone() -> None:
+    from palyra.server.inference import _Relay
+
+    class GoneClient:
+        def __init__(self) -> None:
+            self.fail = asyncio.Event()
+
+        async def write(self, data: bytes) -> None:
+            await self.fail.wait()
+            raise ConnectionResetError("client went away")
+
+    client = GoneClient()
+    relay = _Relay(client)  # type: ignore[arg-type]
+    relay.push(b"first")
+    await asyncio.sleep(0)  # the writer is inside write()
+    while not relay.push(b"x" * 4096):
+        pass
+    waiting = asyncio.create_task(relay.taken())
+    await asyncio.sleep(0.01)
+    client.fail.set()  # the write fails while the handler waits for the backlog to go
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(waiting, 1)
+    relay.abandon()
