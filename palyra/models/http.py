@@ -187,9 +187,11 @@ class HttpProvider(ModelProvider):
         )
 
     async def _post_json(self, path: str, payload: Any, **kwargs: Any) -> Any:
+        return self._parse(await self._post_raw(path, payload, **kwargs))
+
+    async def _post_raw(self, path: str, payload: Any, **kwargs: Any) -> bytes:
         async with self._request("POST", path, payload=payload, **kwargs) as response:
-            raw = await response.read()
-        return self._parse(raw)
+            return await response.read()
 
     async def _get_json(self, path: str, **kwargs: Any) -> Any:
         async with self._request("GET", path, **kwargs) as response:

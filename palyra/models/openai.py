@@ -112,6 +112,8 @@ def parse_chunk(chunk: Any) -> ChatDelta | None:
 
 class OpenAIProvider(HttpProvider):
     kind = ModelProviderKind.OPENAI_COMPATIBLE
+    # Until the upstream refuses an embeddings request for asking for base64.
+    _upstream_takes_base64 = True
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -175,20 +177,31 @@ class OpenAIProvider(HttpProvider):
         )
 
     async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
+        base64_wanted = request.encoding_format == "base64"
+        ask_base64 = base64_wanted and self._upstream_takes_base64
         payload: dict[str, Any] = {
             "model": model.upstream_name,
             "input": request.input,
             # Asked for as the client wants them: base64 comes back as base64 and is relayed as
             # it came, never parsed into floats and printed again (most of an embeddings
             # request's CPU when done).
-            "encoding_format": request.encoding_format,
+            "encoding_format": "base64" if ask_base64 else "float",
         }
         if request.dimensions is not None:
             payload["dimensions"] = request.dimensions
         if request.user is not None:
             payload["user"] = request.user
-        async with self._request("POST", "/embeddings", payload=payload) as response:
-            raw = await response.read()
+        try:
+            raw = await self._post_raw("/embeddings", payload)
+        except ProviderError as error:
+            if not ask_base64 or error.upstream_status not in (400, 422):
+                raise
+            # Some OpenAI-compatible servers and gateways refuse base64 (vLLM did, so do some
+            # proxies): ask for floats, and keep asking for floats once that works, so that
+            # clients (whose SDK asks for base64 by default) never see the difference.
+            payload["encoding_format"] = "float"
+            raw = await self._post_raw("/embeddings", payload)
+            self._upstream_takes_base64 = False
         body = self._parse(raw)
         # JSON's true and false are no numbers, but sum() takes them: only a body that spells
         # one anywhere needs each element's type checked (23 µs a vector; the search, 5 µs
@@ -196,7 +209,6 @@ class OpenAIProvider(HttpProvider):
         booleans = b"true" in raw or b"false" in raw
         try:
             rows = sorted(body["data"], key=lambda row: int(row.get("index", 0)))
-            base64_wanted = request.encoding_format == "base64"
             vectors = [_vector(row["embedding"], base64_wanted, booleans) for row in rows]
         except (KeyError, TypeError, ValueError, OverflowError, struct.error):
             raise UpstreamProtocolError(

@@ -300,6 +300,27 @@ async def test_embeddings_that_are_not_vectors_are_protocol_errors(
     assert "data[].embedding" in caught.value.message
 
 
+async def test_an_upstream_that_refuses_base64_is_asked_for_floats_from_then_on(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/embeddings", ErrorReply(400, "base64 encoding is not currently supported"))
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    request = EmbeddingsRequest(input="a", dimensions=4, encoding_format="base64")
+    first = await provider.embed(request, embed_model)
+    second = await provider.embed(request, embed_model)
+    asked = [r.json["encoding_format"] for r in upstream.requests_to("/v1/embeddings")]
+    assert asked == ["base64", "float", "float"]  # refused once, then floats only
+    # The client still gets base64, packed here, the same numbers as the upstream's floats.
+    assert first.vectors == second.vectors
+    assert isinstance(first.vectors[0], str) and len(base64.b64decode(first.vectors[0])) == 16
+    # Another 400 (the request's own fault) is the client's error, asked once.
+    upstream.script("/v1/embeddings", ErrorReply(400, "input is too long"))
+    with pytest.raises(ProviderError) as caught:
+        await provider.embed(EmbeddingsRequest(input="a"), embed_model)
+    assert caught.value.upstream_status == 400
+    assert len(upstream.requests_to("/v1/embeddings")) == 4
+
+
 class RefreshingCredentials:
     """A stale key first; once it is rejected, the refreshed one (as an OAuth profile does)."""
 
