@@ -98,7 +98,7 @@ class StoreCredentials:
         # older values over what the change made requests read since.
         self._generation = 0
         self._task: asyncio.Task[None] | None = None
-        self._refreshing: asyncio.Future[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
 
     def attach(self, auth: AuthService) -> None:
         self._auth = auth
@@ -124,8 +124,8 @@ class StoreCredentials:
         self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def aclose(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await cancel_and_wait(self._task, self._refreshing)
+        self._task = self._refreshing = None
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -140,7 +140,7 @@ class StoreCredentials:
         last one; nothing read before a local change is written over it. Callers at the same
         time share one pass."""
         if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._refresh())
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
         await asyncio.shield(self._refreshing)
 
     async def _refresh(self) -> None:
