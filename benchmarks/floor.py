@@ -59,7 +59,8 @@ async def main() -> None:
         app[SESSION] = session
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        # The same listen backlog as palyrad: a burst of connections is not the difference.
+        await web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
