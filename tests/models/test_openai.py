@@ -20,7 +20,13 @@ from palyra.errors import (
 )
 from palyra.models.http import parse_retry_after
 from palyra.models.openai import OpenAIProvider
-from palyra.types import ChatDelta, ChatRequest, EmbeddingsRequest, TranscriptionRequest
+from palyra.types import (
+    ChatDelta,
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    TranscriptionRequest,
+)
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes.upstream import ChatReply, DropConnection, ErrorReply, FakeUpstream, Reply
 
@@ -246,6 +252,19 @@ async def test_embeddings_base64_is_asked_for_and_relayed_as_it_came(
     ] == floats.vectors
 
 
+async def embed_answered_with(
+    provider: OpenAIProvider, upstream: FakeUpstream, embedding: object, encoding: str
+) -> EmbeddingsResult:
+    """Embeddings of "a", asked for in `encoding`, with the upstream answering `embedding`."""
+    upstream.script(
+        "/v1/embeddings",
+        Reply(json={"data": [{"index": 0, "embedding": embedding}], "model": "m", "usage": {}}),
+    )
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    request = EmbeddingsRequest(input="a", encoding_format=encoding)  # type: ignore[arg-type]
+    return await provider.embed(request, embed_model)
+
+
 @pytest.mark.parametrize(
     ("embedding", "expected"),
     [
@@ -257,14 +276,7 @@ async def test_embeddings_base64_is_asked_for_and_relayed_as_it_came(
 async def test_embeddings_accept_either_encoding_whatever_was_asked(
     provider: OpenAIProvider, upstream: FakeUpstream, embedding: object, expected: object
 ) -> None:
-    upstream.script(
-        "/v1/embeddings",
-        Reply(json={"data": [{"index": 0, "embedding": embedding}], "model": "m", "usage": {}}),
-    )
-    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
-    result = await provider.embed(
-        EmbeddingsRequest(input="a", encoding_format="base64"), embed_model
-    )
+    result = await embed_answered_with(provider, upstream, embedding, "base64")
     assert result.vectors == [expected]
 
 
@@ -287,16 +299,8 @@ async def test_embeddings_accept_either_encoding_whatever_was_asked(
 async def test_embeddings_that_are_not_vectors_are_protocol_errors(
     provider: OpenAIProvider, upstream: FakeUpstream, embedding: object, encoding: str
 ) -> None:
-    upstream.script(
-        "/v1/embeddings",
-        Reply(json={"data": [{"index": 0, "embedding": embedding}], "model": "m", "usage": {}}),
-    )
-    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
     with pytest.raises(UpstreamProtocolError) as caught:
-        await provider.embed(
-            EmbeddingsRequest(input="a", encoding_format=encoding),  # type: ignore[arg-type]
-            embed_model,
-        )
+        await embed_answered_with(provider, upstream, embedding, encoding)
     assert "data[].embedding" in caught.value.message
 
 
