@@ -271,6 +271,8 @@ class StoreCredentials:
         # What was sent may be stale in memory: re-read from the store before judging (what
         # cannot be read keeps serving as it was).
         await self.refresh()
+        if (await self.api_key(provider)) != api_key:
+            return True  # another process replaced it meanwhile (`palyra vault set`, ...)
         profile_id = await self._profile_for(provider)
         if profile_id is None:
             return False

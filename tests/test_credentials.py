@@ -253,3 +253,18 @@ async def test_one_entry_that_cannot_be_read_does_not_hold_back_the_others(
     await creds.refresh()
     assert await creds.api_key(good) == "good-new"
     assert await creds.api_key(bad) == "bad-old"  # the last value read keeps serving
+
+
+async def test_a_rejected_key_another_process_replaced_is_worth_one_retry(
+    auth: AuthService, tmp_path: Path
+) -> None:
+    creds = StoreCredentials({})
+    creds.attach(auth)
+    await auth.vault.put("global/ref", "sk-old")
+    config = provider(api_key_vault_ref="global/ref")
+    await creds.warm([config])
+    assert not await creds.credential_rejected(config, "sk-old")  # nothing better to try
+    other = await open_vault(auth.db, tmp_path, {"PALYRA_VAULT_KEYRING": "off"})
+    await other.put("global/ref", "sk-new")  # `palyra vault set` from the CLI, say
+    assert await creds.credential_rejected(config, "sk-old")
+    assert await creds.api_key(config) == "sk-new"
