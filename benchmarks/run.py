@@ -623,8 +623,10 @@ def report(
         "",
         f"Run {meta['when']} on {meta['machine']}; "
         f"load generator: {meta['loadgen']}; quick: {meta['quick']}.",
-        "Latency in ms; *added* = through the gateway minus straight to the mock, same "
-        "percentile, same run. Peak RSS is the gateway's process tree during the scenario; "
+        "Latency in ms; for streams, p50/p90/p99 are the time to the last chunk and TTFC "
+        "the time to the first. *added* = through the gateway minus straight to the mock, same "
+        "percentile, same run. *floor* is a bare aiohttp pass-through (benchmarks/floor.py). "
+        "Peak RSS is the gateway's process tree during the scenario; "
         "CPU ms/req is the gateway's CPU time (user + system) per request, the figure that "
         "other load on the machine moves least.",
         "",
