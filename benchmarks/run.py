@@ -218,6 +218,19 @@ def daemon_config(mock: str) -> str:
     return DAEMON_CONFIG.format(providers="\n".join(providers), models="\n".join(models))
 
 
+def gateway_routes(url: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """Where each (mock mode, endpoint) is served by a gateway at `url`: both gateways are
+    configured with the same model names."""
+    chat, embed = url + "/v1/chat/completions", url + "/v1/embeddings"
+    return {
+        ("fast", "chat"): (chat, "bench-chat"),
+        ("slow", "chat"): (chat, "bench-slow"),
+        ("hold", "chat"): (chat, "bench-hold"),
+        ("failover", "chat"): (chat, "bench-failover"),
+        ("fast", "embeddings"): (embed, "bench-embed"),
+    }
+
+
 def start_daemon(work: Path, mock: str) -> Target:
     config = work / "palyra.toml"
     config.write_text(daemon_config(mock))
@@ -247,19 +260,7 @@ def start_daemon(work: Path, mock: str) -> Target:
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz", process, 60, "palyrad")
-    chat, embed = url + "/v1/chat/completions", url + "/v1/embeddings"
-    return Target(
-        "palyra",
-        process,
-        ADMIN_TOKEN,
-        {
-            ("fast", "chat"): (chat, "bench-chat"),
-            ("slow", "chat"): (chat, "bench-slow"),
-            ("hold", "chat"): (chat, "bench-hold"),
-            ("failover", "chat"): (chat, "bench-failover"),
-            ("fast", "embeddings"): (embed, "bench-embed"),
-        },
-    )
+    return Target("palyra", process, ADMIN_TOKEN, gateway_routes(url))
 
 
 def start_litellm(work: Path, mock: str) -> Target:
@@ -287,19 +288,7 @@ def start_litellm(work: Path, mock: str) -> Target:
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health/liveliness", process, 240, "litellm")
-    chat, embed = url + "/v1/chat/completions", url + "/v1/embeddings"
-    return Target(
-        "litellm",
-        process,
-        PEER_TOKEN,
-        {
-            ("fast", "chat"): (chat, "bench-chat"),
-            ("slow", "chat"): (chat, "bench-slow"),
-            ("hold", "chat"): (chat, "bench-hold"),
-            ("failover", "chat"): (chat, "bench-failover"),
-            ("fast", "embeddings"): (embed, "bench-embed"),
-        },
-    )
+    return Target("litellm", process, PEER_TOKEN, gateway_routes(url))
 
 
 def start_floor(work: Path, mock: str) -> Target:
