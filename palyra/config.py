@@ -6,7 +6,6 @@ Every error names the dotted key and the rule it broke.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from palyra.egress import address_class, ip_literal, is_numeric_spelling
 from palyra.types import ModelProviderKind, ProviderModelRole
 from palyra.vault.ref import VaultRefError, parse_vault_ref
 
@@ -198,24 +198,26 @@ def check_base_url(url: str, allow_private: bool) -> str:
     if parts.query or parts.fragment:
         raise ValueError("base_url: must not have a query or fragment")
     host = parts.hostname.rstrip(".")
-    loopback = host == "localhost" or host.endswith(".localhost")
-    private = loopback
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        pass  # a name; we do not resolve it here (no blocking DNS while loading config)
-    else:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        loopback = address.is_loopback
-        # Anything not globally routable: private, link-local (cloud metadata), CGNAT,
-        # unspecified, reserved.
-        private = loopback or not address.is_global
-    if parts.scheme == "http" and not loopback:
-        raise ValueError("base_url: plain http is only allowed to loopback; use https")
-    if private and not allow_private:
+    if is_numeric_spelling(host):
+        # The system resolver takes these for IPv4 addresses (0x7f000001 is 127.0.0.1): say
+        # which address is meant. The connect-time guard refuses them anyway.
         raise ValueError(
-            f"base_url: {host} is a loopback/private address; set allow_private_base_url = true"
+            f"base_url: {host} is an IP address in a non-canonical spelling; "
+            "write it as dotted decimal (a.b.c.d)"
+        )
+    # A name is not resolved here (no blocking DNS while loading config): what it reaches is
+    # checked when the daemon connects (palyra.egress). Only localhost names are known.
+    address = ip_literal(host)
+    if address is not None:
+        kind = address_class(address)
+    else:
+        kind = "loopback" if host == "localhost" or host.endswith(".localhost") else None
+    if parts.scheme == "http" and kind != "loopback":
+        raise ValueError("base_url: plain http is only allowed to loopback; use https")
+    if kind is not None and not allow_private:
+        raise ValueError(
+            f"base_url: {host} is a {kind} address, not a public one; "
+            "set allow_private_base_url = true"
         )
     return url.rstrip("/")
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
-
 from palyra.breaker import BreakerBoard, CircuitBreaker, CircuitState
 from palyra.config import ModelProviderConfig
 from palyra.credentials import CredentialSource
@@ -15,7 +13,7 @@ from palyra.discovery import Discovery
 from palyra.errors import NotFound
 from palyra.health import HealthBoard, ProviderHealth, probe, probe_all
 from palyra.metrics import Metrics
-from palyra.models import build_providers, new_http_session
+from palyra.models import ProviderSessions, build_providers
 from palyra.models.base import ModelProvider
 from palyra.routing import ModelRegistry, Router
 from palyra.shared import SharedState
@@ -41,8 +39,8 @@ class Gateway:
         self.shared: SharedState | None = None
         self.metrics = metrics or Metrics()
         self._credentials = credentials
-        self._session: aiohttp.ClientSession | None = None
-        # Filled by start(): the pooled HTTP session needs a running event loop.
+        self._sessions = ProviderSessions()
+        # Filled by start(): the pooled HTTP sessions need a running event loop.
         self.providers: dict[str, ModelProvider] = {}
         self.registry = ModelRegistry(config)
         self.health = HealthBoard(config.health_degraded_latency_ms)
@@ -64,9 +62,8 @@ class Gateway:
         by the last run are routable at once."""
         if db is not None:
             await self.discovery.load(db)
-        self._session = new_http_session()
         self.providers.update(
-            build_providers(self.config, session=self._session, credentials=self._credentials)
+            build_providers(self.config, sessions=self._sessions, credentials=self._credentials)
         )
         self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
         if any(p.kind is ModelProviderKind.DETERMINISTIC for p in self.providers.values()):
@@ -106,8 +103,7 @@ class Gateway:
         await cancel_and_wait(*self._tasks)
         for provider in self.providers.values():
             await provider.aclose()
-        if self._session is not None:
-            await self._session.close()
+        await self._sessions.close()
 
     def _selected(self, provider_id: str | None) -> list[ModelProvider]:
         if provider_id is None:

@@ -683,6 +683,38 @@ def test_https_to_private_targets_needs_allow_private(url: str) -> None:
     assert base_url_of(url, allow_private=True) == url
 
 
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("https://[::127.0.0.1]/v1", "loopback"),  # IPv4-compatible: Python calls it global
+        ("https://[64:ff9b::a9fe:a9fe]/latest", "link-local"),  # NAT64 of 169.254.169.254
+        ("https://[2002:a00:1::]/v1", "private"),  # 6to4 of 10.0.0.1
+        ("https://224.0.0.1/v1", "multicast"),  # Python calls it global too
+    ],
+)
+def test_ip_literals_are_judged_by_the_address_they_reach(url: str, kind: str) -> None:
+    problem = base_url_problem(url)
+    assert f"is a {kind} address, not a public one; set allow_private_base_url = true" in problem
+
+
+@pytest.mark.parametrize(
+    "host", ["0x7f000001", "0xa9fea9fe", "012.0.0.1", "0x7f.1", "2130706433", "127.1"]
+)
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_numeric_hosts_in_other_spellings_are_refused(host: str, allow_private: bool) -> None:
+    # getaddrinfo reads each of these as an IPv4 address (0xa9fea9fe is 169.254.169.254).
+    assert base_url_problem(f"https://{host}/v1", allow_private) == (
+        f"model_provider.providers[0].base_url: {host} is an IP address in a non-canonical "
+        "spelling; write it as dotted decimal (a.b.c.d)"
+    )
+
+
+def test_a_name_is_not_resolved_while_loading_config() -> None:
+    # What 127.0.0.1.nip.io reaches is known only when connecting: the egress guard refuses
+    # it then (tests/test_egress.py).
+    assert base_url_of("https://127.0.0.1.nip.io/v1") == "https://127.0.0.1.nip.io/v1"
+
+
 def test_http_to_a_private_non_loopback_address_is_refused_even_when_allowed() -> None:
     assert "plain http" in base_url_problem("http://10.0.0.5/v1", allow_private=True)
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import aiohttp
 
 from palyra.config import ModelProviderConfig, ProviderConfig
 from palyra.credentials import CredentialSource
+from palyra.egress import EgressGuard, EgressRefused
+from palyra.errors import ErrorClass, ProviderError
 from palyra.models.base import ModelProvider
 from palyra.types import ModelProviderKind
 
-__all__ = ["ModelProvider", "build_provider", "build_providers"]
+__all__ = [
+    "ModelProvider",
+    "ProviderSessions",
+    "build_provider",
+    "build_providers",
+    "new_http_session",
+]
 
 
 def build_provider(
@@ -38,18 +49,74 @@ def build_provider(
 def build_providers(
     config: ModelProviderConfig,
     *,
-    session: aiohttp.ClientSession,
+    sessions: ProviderSessions,
     credentials: CredentialSource,
 ) -> dict[str, ModelProvider]:
     return {
         p.provider_id: build_provider(
-            p, settings_from=config, session=session, credentials=credentials
+            p,
+            settings_from=config,
+            session=sessions.for_provider(p),
+            credentials=credentials,
         )
         for p in config.providers
     }
 
 
-def new_http_session() -> aiohttp.ClientSession:
-    """The one pooled client every provider shares (measured ~10x httpx's throughput here)."""
-    connector = aiohttp.TCPConnector(limit=4096, ttl_dns_cache=300, keepalive_timeout=60)
-    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
+# One pool's shape: many concurrent streams, DNS answers reused for five minutes.
+_POOL: dict[str, Any] = {"limit": 4096, "ttl_dns_cache": 300, "keepalive_timeout": 60}
+
+
+def new_http_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
+    """A pooled client (measured ~10x httpx's throughput here); without a connector, one
+    that connects anywhere."""
+    return aiohttp.ClientSession(
+        connector=connector or aiohttp.TCPConnector(**_POOL),
+        trust_env=False,  # a proxy from the environment would connect out of the guard's sight
+        auto_decompress=True,
+    )
+
+
+def _address_refused(config: ProviderConfig, refusal: EgressRefused) -> ProviderError:
+    return ProviderError(
+        f"{refusal}: base_url must reach a public address; for a server on a private "
+        "network set allow_private_base_url = true",
+        provider_id=config.provider_id,
+        # Not a blip to retry but this provider's configuration: fail over at once, like a
+        # key it refused (the nearest class there is).
+        error_class=ErrorClass.CREDENTIAL,
+        status=502,
+        code="upstream_address_refused",
+    )
+
+
+class ProviderSessions:
+    """The providers' HTTP pools. Providers with `allow_private_base_url = true` share one
+    pool that connects anywhere (loopback and private servers included); every other
+    provider gets a pool of its own behind an egress guard that refuses non-public
+    addresses at connect time. Its own, so that a refusal names the provider and is a
+    `ProviderError` the router understands, not a connection blip."""
+
+    def __init__(self) -> None:
+        self._open: aiohttp.ClientSession | None = None
+        self._guarded: dict[str, aiohttp.ClientSession] = {}
+
+    def for_provider(self, config: ProviderConfig) -> aiohttp.ClientSession:
+        # The deterministic provider makes no connections: it needs no pool of its own.
+        if config.allow_private_base_url or config.kind is ModelProviderKind.DETERMINISTIC:
+            if self._open is None:
+                self._open = new_http_session()
+            return self._open
+        session = self._guarded.get(config.provider_id)
+        if session is None:
+            guard = EgressGuard(refuse=functools.partial(_address_refused, config))
+            session = self._guarded[config.provider_id] = new_http_session(
+                guard.connector(**_POOL)
+            )
+        return session
+
+    async def close(self) -> None:
+        sessions = [*self._guarded.values(), *([self._open] if self._open else [])]
+        self._open, self._guarded = None, {}
+        for session in sessions:
+            await session.close()
