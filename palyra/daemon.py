@@ -40,6 +40,7 @@ from palyra.logs import configure_logging
 from palyra.runtime import Runtime
 from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
+from palyra.server.keys import SESSIONS
 from palyra.state import open_database
 from palyra.vault import open_vault
 
@@ -89,6 +90,8 @@ def build_app(
         # The tokenizer's vocabulary is not loaded here: it costs ~63 MB and most prompts never
         # need it (see palyra.tokens.warm_up; measured in benchmarks/README.md).
         runtime.db = await open_database(config.state, state_dir)
+        # Console sign-outs, loaded before the first request (see palyra.server.sessions).
+        await app[SESSIONS].start(runtime.db)
         vault = await open_vault(runtime.db, state_dir, env)
         runtime.auth = await AuthService.open(config, runtime.db, vault)
         credentials.attach(runtime.auth)
@@ -109,6 +112,7 @@ def build_app(
         await runtime.cron.aclose()
         await runtime.agents.aclose()
         await runtime.dependencies.aclose()
+        await app[SESSIONS].aclose()
         await runtime.gateway.aclose()
         await credentials.aclose()
         await runtime.auth.aclose()

@@ -1,7 +1,8 @@
 """Whether the services a daemon leans on answer: the state store, and Redis when shared.
 
 Checked in the background; when one does not answer, requests keep flowing on local state
-and `/healthz` and the status route say `degraded`, naming which and why.
+and `/healthz` says `degraded`, naming which; the admin's status route and the log also say
+why.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ class Dependencies:
         try:
             await asyncio.wait_for(check.ping(), CHECK_TIMEOUT_S)
         except Exception as exc:
-            if check.ok:
-                log.warning("dependency_down", dependency=check.name)
-            check.ok = False
             message = str(exc) or type(exc).__name__
-            check.error = redact_secrets(message, check.secrets)[:300]
+            error = redact_secrets(message, check.secrets)[:300]
+            if check.ok:
+                log.warning("dependency_down", dependency=check.name, error=error)
+            check.ok, check.error = False, error
         else:
             if not check.ok:
                 log.info("dependency_up", dependency=check.name)
@@ -77,7 +78,13 @@ class Dependencies:
     def degraded(self) -> bool:
         return not all(c.ok for c in self._checks)
 
+    def public_view(self) -> dict[str, str]:
+        """For anyone (`/healthz`): `ok` or `degraded` per dependency; the reason stays in
+        `view()` and the log, since error texts name hosts, ports and users."""
+        return {c.name: "ok" if c.ok else "degraded" for c in self._checks}
+
     def view(self) -> dict[str, dict[str, object]]:
+        """For the admin: each dependency's state and its last error (passwords redacted)."""
         return {
             c.name: {"ok": c.ok, "error": c.error, "checked_at_ms": c.checked_at_ms}
             for c in self._checks

@@ -37,4 +37,8 @@ def bearer_matches(header: str | None, token: str) -> bool:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(value.strip().encode(), token.encode())
+    # surrogatepass: a header's undecodable bytes arrive as lone surrogates, which the plain
+    # codec refuses to encode (a 500 for `Bearer \xff`); this encodes any text, as cheaply.
+    return hmac.compare_digest(
+        value.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )

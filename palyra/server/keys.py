@@ -10,12 +10,12 @@ if TYPE_CHECKING:
     from palyra.gateway import Gateway
     from palyra.routing import RouteInfo
     from palyra.runtime import Runtime
-    from palyra.server.sessions import SessionSigner
+    from palyra.server.sessions import Sessions
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
-SESSIONS: web.AppKey[SessionSigner] = web.AppKey("sessions")
+SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
 # Per request: when it arrived (perf_counter), for x-palyra-overhead-ms; and who served it.
 STARTED: web.RequestKey[float] = web.RequestKey("started", float)
 ROUTE: web.RequestKey[RouteInfo] = web.RequestKey("route")

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from palyra.errors import InvalidRequest, PalyraError, Unauthorized
-from palyra.server.keys import ADMIN_TOKEN, SESSIONS
+from palyra.server.keys import ADMIN_TOKEN, RUNTIME, SESSIONS
 from palyra.server.sessions import COOKIE, CSRF_HEADER, SESSION_TTL_S, Session
 
 STATIC = resources.files("palyra.console") / "static"
@@ -64,16 +64,33 @@ def check_session(request: web.Request) -> bool:
     return True
 
 
+def _shipped() -> frozenset[str]:
+    return frozenset(
+        entry.name
+        for entry in STATIC.iterdir()
+        if entry.is_file() and not entry.name.startswith(".") and _suffix(entry.name) in _TYPES
+    )
+
+
+def _suffix(name: str) -> str:
+    return name[name.rfind(".") :] if "." in name else ""
+
+
+# The assets are what the package ships, listed once: a name from a client is looked up
+# here and never reaches the filesystem (300 characters of it were an OSError, a 500).
+ASSETS = _shipped()
+
+
 def _asset(name: str) -> web.Response:
-    suffix = name[name.rfind(".") :] if "." in name else ""
-    if "/" in name or name.startswith(".") or suffix not in _TYPES:
-        raise web.HTTPNotFound()
-    resource = STATIC / name
-    if not resource.is_file():
+    if name not in ASSETS:
         raise web.HTTPNotFound()
     return web.Response(
-        body=resource.read_bytes(),
-        headers={"Content-Type": _TYPES[suffix], "Cache-Control": "no-cache", **SECURITY_HEADERS},
+        body=(STATIC / name).read_bytes(),
+        headers={
+            "Content-Type": _TYPES[_suffix(name)],
+            "Cache-Control": "no-cache",
+            **SECURITY_HEADERS,
+        },
     )
 
 
@@ -109,24 +126,39 @@ async def sign_in(request: web.Request) -> web.Response:
         raise Unauthorized("that is not the daemon's admin token", param="token")
     cookie, session = request.app[SESSIONS].issue()
     response = web.json_response(_session_body(session))
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        max_age=SESSION_TTL_S,
-        path="/console",
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-    )
+    response.set_cookie(COOKIE, cookie, max_age=SESSION_TTL_S, **_cookie_attributes(request))
     return response
+
+
+def _cookie_attributes(request: web.Request) -> dict[str, Any]:
+    # Secure whenever the console is reached over https: directly, or through the TLS proxy
+    # of docs/deployment.md, which `public_base_url` names. X-Forwarded-Proto is not trusted:
+    # any client could send it.
+    public_url = request.app[RUNTIME].config.daemon.public_base_url
+    return {
+        "path": "/console",
+        "httponly": True,
+        "samesite": "Strict",
+        "secure": request.secure or public_url.lower().startswith("https://"),
+    }
 
 
 async def sign_out(request: web.Request) -> web.Response:
     session = session_of(request)
-    if session is not None:
-        request.app[SESSIONS].revoke(session)
-    response = web.json_response({"signed_in": False})
-    response.del_cookie(COOKIE, path="/console")
+    saved = session is None or await request.app[SESSIONS].revoke(session)
+    if saved:
+        response = web.json_response({"signed_in": False})
+    else:
+        # Refused here already, and retried in the background; the others may still accept
+        # a copy of the cookie until then, which whoever signed out should know.
+        error = PalyraError(
+            "signed out on this daemon, but the state store did not answer: other daemons "
+            "may accept this session until the sign-out is written (retried in the background)",
+            status=503,
+            code="state_store_unavailable",
+        )
+        response = web.json_response(error.body(), status=error.status)
+    response.del_cookie(COOKIE, **_cookie_attributes(request))
     return response
 
 
