@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any
 
 import orjson
@@ -25,7 +26,15 @@ from palyra.server.keys import RUNTIME
 from palyra.sse import DONE, encode_data
 
 MAX_INPUT_CHARS = 100_000
+MAX_AGENT_ID_CHARS = 64  # the agents.toml rule for an agent id
+MAX_SESSION_ID_CHARS = 128
 _RUN_FIELDS = {"agent_id", "input", "stream", "origin", "session_id"}
+# A query integer is plain ASCII decimal: str.isdigit() also takes "²" and "١", which int()
+# then rejects or reads as something the client did not write. 18 digits keep int() cheap.
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+# What an id in a path can look like. Anything else names nothing, and is answered 404
+# without a query: a NUL byte, for one, is an error in PostgreSQL, not a miss.
+_PATH_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -41,6 +50,35 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object", code="invalid_json")
     return body
+
+
+def query_int(request: web.Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """The query parameter `name` as an integer in [minimum, maximum]; a 400 naming it and
+    the rule when it is anything else, or given twice."""
+    values = request.query.getall(name, [])
+    if not values:
+        return default
+    rule = f"{name}: must be a decimal integer from {minimum} to {maximum}"
+    if len(values) > 1:
+        raise InvalidRequest(f"{rule}, given once", param=name)
+    raw = values[0]
+    if not _DECIMAL.fullmatch(raw) or not minimum <= int(raw) <= maximum:
+        raise InvalidRequest(rule, param=name)
+    return int(raw)
+
+
+def path_id(request: web.Request, name: str, what: str) -> str:
+    """The id `name` from the path; 404 "no <what>" for a value no id can have."""
+    value = request.match_info[name]
+    if not _PATH_ID.fullmatch(value):
+        shown = value if len(value) <= 64 else value[:63] + "…"
+        raise NotFound(f"no {what} {shown!r}", param=name)
+    return value
+
+
+def _text_problem(value: str) -> str | None:
+    # PostgreSQL text cannot hold NUL: refused here rather than as a failed INSERT (a 500).
+    return "must not contain NUL (\\u0000) characters" if "\x00" in value else None
 
 
 def _agents(request: web.Request) -> AgentService:
@@ -69,11 +107,17 @@ def _run_request(body: dict[str, Any]) -> tuple[str, str, bool, Origin, str | No
     agent_id = body.get("agent_id", DEFAULT_AGENT_ID)
     if not isinstance(agent_id, str) or not agent_id:
         raise InvalidRequest("agent_id: must be a non-empty string", param="agent_id")
+    if len(agent_id) > MAX_AGENT_ID_CHARS:
+        raise InvalidRequest(
+            f"agent_id: must be at most {MAX_AGENT_ID_CHARS} characters", param="agent_id"
+        )
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
         raise InvalidRequest("input: required, a non-empty string", param="input")
     if len(text) > MAX_INPUT_CHARS:
         raise InvalidRequest(f"input: longer than {MAX_INPUT_CHARS} characters", param="input")
+    if problem := _text_problem(text):
+        raise InvalidRequest(f"input: {problem}", param="input")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be true or false", param="stream")
@@ -82,8 +126,16 @@ def _run_request(body: dict[str, Any]) -> tuple[str, str, bool, Origin, str | No
     if origin not in ("api", "cli"):
         raise InvalidRequest("origin: must be api or cli", param="origin")
     session_id = body.get("session_id")
-    if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 128):
-        raise InvalidRequest("session_id: must be a string of at most 128 characters")
+    if session_id is not None and (
+        not isinstance(session_id, str)
+        or len(session_id) > MAX_SESSION_ID_CHARS
+        or _text_problem(session_id)
+    ):
+        raise InvalidRequest(
+            f"session_id: must be a string of at most {MAX_SESSION_ID_CHARS} characters,"
+            " without NUL",
+            param="session_id",
+        )
     return agent_id, text, stream, origin, session_id
 
 
@@ -128,12 +180,12 @@ async def _run_response(service: AgentService, run_id: str, status: int) -> web.
 
 
 async def get_run(request: web.Request) -> web.Response:
-    return await _run_response(_agents(request), request.match_info["run_id"], 200)
+    return await _run_response(_agents(request), path_id(request, "run_id", "run"), 200)
 
 
 async def cancel_run(request: web.Request) -> web.Response:
     service = _agents(request)
-    run_id = request.match_info["run_id"]
+    run_id = path_id(request, "run_id", "run")
     if not await service.cancel(run_id, "cancelled by request"):
         row = await service.store.get(run_id)
         if row is None:

@@ -14,8 +14,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from palyra.config import AgentsConfig, PalyraConfig
+from palyra.server.keys import RUNTIME
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
+from tests.cron.conftest import backend_config
 from tests.fakes.upstream import ChatReply, FakeUpstream
+
+__all__ = ["backend_config"]  # the fixture, run once per backend
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CHAT = "/v1/chat/completions"
@@ -118,6 +122,37 @@ async def test_bad_run_requests_name_the_field(
     async with http.get(server.make_url("/console/v1/agents")) as response:
         agents = (await response.json())["agents"]
     assert [a["agent_id"] for a in agents] == ["default"]
+
+
+async def test_hostile_run_requests_are_400s_and_store_nothing(
+    backend_config: PalyraConfig, start_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    server = await start_gateway(backend_config)
+    for body, param, words in [
+        ({"input": "a\x00b"}, "input", "NUL"),  # PostgreSQL text cannot hold it
+        ({"input": "hi", "session_id": "s\x00"}, "session_id", "without NUL"),
+        ({"input": "hi", "session_id": "s" * 129}, "session_id", "at most 128 characters"),
+        ({"input": "hi", "session_id": 7}, "session_id", "a string"),
+        ({"input": "hi", "agent_id": "a" * 100_000}, "agent_id", "at most 64 characters"),
+        ({"input": "x" * 100_001}, "input", "longer than 100000 characters"),
+    ]:
+        status, answer = await post_run(http, server, body)
+        assert status == 400, (param, answer)
+        assert answer["error"]["param"] == param, answer
+        assert answer["error"]["message"].startswith(f"{param}: "), answer
+        assert words in answer["error"]["message"], answer
+        assert len(answer["error"]["message"]) < 300, answer
+    for raw in (b'{"input": NaN}', b'{"input": "hi", "stream": Infinity}', b"[1e400]"):
+        async with http.post(server.make_url("/console/v1/runs"), data=raw) as response:
+            assert response.status == 400, raw
+    # An id no run can have is not looked up: NUL is an error in PostgreSQL, not a miss.
+    for method, path in (("GET", "run%00x"), ("POST", "run%00x/cancel"), ("GET", "r" * 200)):
+        async with http.request(method, server.make_url(f"/console/v1/runs/{path}")) as response:
+            answer = await response.json()
+            assert response.status == 404 and answer["error"]["param"] == "run_id", answer
+            assert len(answer["error"]["message"]) < 100
+    stored = await server.app[RUNTIME].agents.store.db.fetch_all("SELECT run_id FROM agent_runs")
+    assert stored == []
 
 
 async def test_tool_errors_reach_the_model_and_the_run_goes_on(

@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
-from palyra.config import CronConfig
+from palyra.config import CronConfig, PalyraConfig, StateConfig
 from palyra.cron.clock import ManualClock
 from palyra.cron.jobs import Job
 from palyra.cron.scheduler import AttemptResult
 from palyra.cron.service import CronService
 from palyra.cron.store import CronStore
 from palyra.state.db import Database, Row, SqliteDatabase
+from tests.conftest import gateway_config
+from tests.state.conftest import drop_schema, postgres_schema_url
 
 T0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp() * 1000)
 MINUTE = 60_000
@@ -92,3 +94,18 @@ def job_body(schedule: dict[str, str], **extra: Any) -> dict[str, Any]:
 async def runs_of(store: CronStore, job_id: str) -> list[Row]:
     """Oldest first."""
     return list(reversed(await store.list_runs(job_id, 1000)))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend_config(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[PalyraConfig]:
+    """A daemon config on each state backend (PostgreSQL skips where no server answers):
+    some input is fine in SQLite and an error in PostgreSQL (a NUL in text)."""
+    config = gateway_config(None, tmp_path / "state")
+    if request.param == "sqlite":
+        yield config
+        return
+    url, schema = await postgres_schema_url()
+    yield config.model_copy(update={"state": StateConfig(backend="postgres", url=url)})
+    await drop_schema(schema)
