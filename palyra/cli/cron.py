@@ -42,6 +42,8 @@ def _print_job(job: dict[str, Any]) -> None:
         ("auth profile", job["auth_profile_id"] or "-"),
         ("prompt", job["prompt"]),
     ]
+    if job.get("problem"):
+        rows.append(("problem", job["problem"]))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -139,9 +141,15 @@ def cron_list(as_json: JsonOption = False) -> None:
             job["agent_id"],
             job["schedule"]["description"],
             job["state"],
-            job["next_fire_at"] or "",
+            _next_fire(job),
         )
     print_table(table)
+
+
+def _next_fire(job: dict[str, Any]) -> str:
+    # A job whose stored schedule cannot be used is listed all the same, saying why.
+    problem = job.get("problem")
+    return f"none: {problem}" if problem else job["next_fire_at"] or ""
 
 
 @app.command("show")

@@ -22,7 +22,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from palyra.cron.schedule import Schedule, ScheduleError, build_schedule, format_duration, iso
+from palyra.cron.schedule import (
+    MAX_ZONE_CHARS,
+    Schedule,
+    ScheduleError,
+    build_schedule,
+    format_duration,
+    iso,
+    representable,
+    shown,
+    zone,
+)
 
 Misfire = Literal["catch_up", "skip"]
 Concurrency = Literal["forbid", "queue_one", "replace"]
@@ -32,6 +42,8 @@ MAX_ATTEMPTS = 16
 DEFAULT_BACKOFF_MS = 10_000
 MAX_BACKOFF_MS = 3_600_000
 MAX_PROMPT_CHARS = 32_000
+MAX_NAME_CHARS = 200
+MAX_AGENT_ID_CHARS = 64  # the agents.toml rule for an agent id
 _PROFILE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FIELDS = {
     "name",
@@ -95,6 +107,9 @@ def _text(body: Mapping[str, Any], key: str, limit: int) -> str:
         raise JobError(key, "must be a non-empty string")
     if len(value) > limit:
         raise JobError(key, f"must be at most {limit} characters")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL: refused here, not as a failed INSERT.
+        raise JobError(key, "must not contain NUL (\\u0000) characters")
     return value.strip() if key != "prompt" else value
 
 
@@ -111,7 +126,7 @@ def _schedule(raw: Any, default_tz: str, anchor_ms: int, now_ms: int) -> Schedul
         raise JobError("schedule", "give exactly one of cron, every, at")
     kind = kinds[0]
     if "kind" in raw and raw["kind"] != kind:
-        raise JobError("schedule.kind", f"says {raw['kind']!r} but the schedule is {kind}")
+        raise JobError("schedule.kind", f"says {shown(raw['kind'])} but the schedule is {kind}")
     if "timezone" in raw and kind != "cron":
         raise JobError("schedule.timezone", "only a cron schedule takes a time zone")
     value = raw[kind]
@@ -120,6 +135,8 @@ def _schedule(raw: Any, default_tz: str, anchor_ms: int, now_ms: int) -> Schedul
     timezone = raw.get("timezone") or default_tz
     if not isinstance(timezone, str):
         raise JobError("schedule.timezone", "must be an IANA zone name such as Europe/Prague")
+    if len(timezone) > MAX_ZONE_CHARS:
+        raise JobError("schedule.timezone", f"must be at most {MAX_ZONE_CHARS} characters")
     try:
         schedule = build_schedule(
             kind, expr=value, timezone=timezone, every=value, at=value, anchor_ms=anchor_ms
@@ -130,6 +147,10 @@ def _schedule(raw: Any, default_tz: str, anchor_ms: int, now_ms: int) -> Schedul
         raise JobError(field, text.split(": ", 1)[-1] if ": " in text else text) from None
     if kind == "at" and schedule.at_ms <= now_ms:
         raise JobError("schedule.at", f"{value} is not in the future")
+    # A schedule is stored only with a next fire time: one that cannot be worked out (a cron
+    # expression matching nothing for 50 years) would be a job that silently never runs.
+    if schedule.next_after(now_ms) is None:
+        raise JobError(f"schedule.{kind}", f"{shown(value)} has no fire time after now")
     return schedule
 
 
@@ -164,11 +185,11 @@ def apply_fields(
         raise JobError(sorted(unknown)[0], "unknown field")
     changes: dict[str, Any] = {}
     if "name" in body:
-        changes["name"] = _text(body, "name", 200)
+        changes["name"] = _text(body, "name", MAX_NAME_CHARS)
     if "prompt" in body:
         changes["prompt"] = _text(body, "prompt", MAX_PROMPT_CHARS)
     if "agent_id" in body:
-        agent_id = _text(body, "agent_id", 64)
+        agent_id = _text(body, "agent_id", MAX_AGENT_ID_CHARS)
         if not agent_exists(agent_id):
             raise JobError("agent_id", f"no agent {agent_id!r} is defined")
         changes["agent_id"] = agent_id
@@ -228,11 +249,24 @@ def schedule_view(schedule: Schedule) -> dict[str, Any]:
         return {"kind": "cron", "cron": schedule.expr, "timezone": schedule.timezone}
     if schedule.kind == "every":
         return {"kind": "every", "every": format_duration(schedule.every_ms)}
-    return {"kind": "at", "at": iso(schedule.at_ms)}
+    if schedule.kind == "at":
+        return {"kind": "at", "at": iso(schedule.at_ms) if representable(schedule.at_ms) else None}
+    return {"kind": schedule.kind}
 
 
 def job_view(job: Job, upcoming: list[int] | None = None) -> dict[str, Any]:
-    tz = job.schedule.tz
+    """The job as the API shows it. Never raises for what is stored: a job an older version
+    stored with an unusable schedule is shown with no next fire time and its `problem` named,
+    so that it can still be listed, read, fixed with a PATCH and deleted."""
+    problem = job.schedule.problem()
+    try:
+        tz = job.schedule.tz
+    except ScheduleError:
+        tz = zone("UTC")
+    next_fire = job.next_fire_at if job.enabled and problem is None else None
+    if next_fire is not None and not representable(next_fire):
+        next_fire = None
+        problem = problem or "next_fire_at: out of range; send a new schedule or delete the job"
     view: dict[str, Any] = {
         "job_id": job.job_id,
         "name": job.name,
@@ -245,12 +279,13 @@ def job_view(job: Job, upcoming: list[int] | None = None) -> dict[str, Any]:
         "concurrency": job.concurrency,
         "retry": {"max_attempts": job.max_attempts, "backoff_ms": job.backoff_ms},
         "auth_profile_id": job.auth_profile_id,
-        "next_fire_at_ms": job.next_fire_at if job.enabled else None,
-        "next_fire_at": iso(job.next_fire_at, tz) if job.next_fire_at and job.enabled else None,
+        "next_fire_at_ms": next_fire,
+        "next_fire_at": iso(next_fire, tz) if next_fire is not None else None,
         "queued_fire_at_ms": job.queued_fire_at,
         "created_at_ms": job.created_at,
         "updated_at_ms": job.updated_at,
+        "problem": problem,
     }
     if upcoming is not None:
-        view["next_fire_times"] = [iso(t, tz) for t in upcoming]
+        view["next_fire_times"] = [iso(t, tz) for t in upcoming if representable(t)]
     return view

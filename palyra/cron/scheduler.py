@@ -25,7 +25,7 @@ import structlog
 from palyra.config import CronConfig
 from palyra.cron.clock import Clock
 from palyra.cron.jobs import Job
-from palyra.cron.schedule import Schedule
+from palyra.cron.schedule import Schedule, ScheduleError
 from palyra.cron.store import MAX_MISSED_RECORDS, ClaimResult, CronStore, Fire
 from palyra.redact import redact_secrets
 from palyra.state.db import Row
@@ -228,7 +228,15 @@ class Scheduler:
             if job.next_fire_at != at:
                 self._push(job_id, job.next_fire_at)  # changed elsewhere; follow the store
                 continue
-            claims.append((job, self._plan(job, at, now)))
+            try:
+                plan = self._plan(job, at, now)
+            except ScheduleError as exc:
+                # A schedule stored by an older version that no longer loads (a zone gone
+                # from tzdata, say): this job stops, with the reason in its history, instead
+                # of failing the whole batch of due ticks at every resync.
+                log.warning("cron_schedule_unusable", job_id=job.job_id, problem=str(exc))
+                plan = self._stop_plan(at, now, f"the schedule cannot be used: {exc}")
+            claims.append((job, plan))
         results = await self.store.claim_many(claims)
         for (job, claim), result in zip(claims, results, strict=True):
             if result is None:
@@ -247,6 +255,14 @@ class Scheduler:
         """What claiming the tick due at `at` means now: which tick runs (and why), which
         are recorded as missed, and the next fire time."""
         due = due_ticks(job.schedule, at, now, self.config.catch_up_window_ms)
+        if not due.ticks:
+            # The stored next fire time is not a tick of the schedule (its zone's rules
+            # changed since): nothing is due, the schedule says when next.
+            return {
+                **self._stop_plan(at, now, ""),
+                "missed": [],
+                "next_at": job.schedule.next_after(now),
+            }
         latest = due.ticks[-1]
         missed = due.ticks[:-1]
         fire: Fire | None
@@ -270,6 +286,20 @@ class Scheduler:
             "missed_more": more,
             "missed_reason": reason,
             "fire": fire,
+            "now_ms": now,
+            "node": self.node_id,
+            "lease_until": now + self.lease_ms,
+        }
+
+    def _stop_plan(self, at: int, now: int, reason: str) -> dict[str, Any]:
+        """A claim that records the tick due at `at` as missed and schedules nothing more."""
+        return {
+            "expected_at": at,
+            "next_at": None,
+            "missed": [at],
+            "missed_more": 0,
+            "missed_reason": reason,
+            "fire": None,
             "now_ms": now,
             "node": self.node_id,
             "lease_until": now + self.lease_ms,

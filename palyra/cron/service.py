@@ -10,6 +10,7 @@ from typing import Any
 from palyra.config import CronConfig
 from palyra.cron.clock import Clock
 from palyra.cron.jobs import Job, JobError, apply_fields, new_job
+from palyra.cron.schedule import ScheduleError
 from palyra.cron.scheduler import JobRunner, Scheduler
 from palyra.cron.store import ClaimResult, CronStore
 from palyra.errors import InvalidRequest, NotFound, PalyraError
@@ -113,9 +114,7 @@ class CronService:
             if changed.schedule != job.schedule or (changed.enabled and not job.enabled):
                 # A new schedule, or a job switched back on, starts from now: the time it
                 # was off is skipped on purpose, not missed.
-                changed = dataclasses.replace(
-                    changed, next_fire_at=changed.schedule.next_after(now)
-                )
+                changed = dataclasses.replace(changed, next_fire_at=_next_fire(changed, now))
             if await self.store.update_job(changed, expected_next=job.next_fire_at):
                 self._notify(changed)
                 return changed
@@ -144,6 +143,26 @@ class CronService:
         return await self.store.list_runs(job_id, limit)
 
     def upcoming(self, job: Job, count: int = 5) -> list[int]:
-        if not job.enabled or job.next_fire_at is None:
+        if not job.enabled or job.next_fire_at is None or job.schedule.problem() is not None:
+            return []  # job_view names the problem
+        try:
+            return [job.next_fire_at, *job.schedule.upcoming(job.next_fire_at, count - 1)]
+        except ScheduleError:
             return []
-        return [job.next_fire_at, *job.schedule.upcoming(job.next_fire_at, count - 1)]
+
+
+def _next_fire(job: Job, now_ms: int) -> int | None:
+    """The next fire time of a job being switched on or rescheduled. A schedule from the
+    request was checked already; one stored by an older version may be unusable, and is
+    refused rather than switched on to never fire."""
+    try:
+        problem = job.schedule.problem()
+        if problem is None:
+            return job.schedule.next_after(now_ms)
+    except ScheduleError as exc:
+        problem = f"{exc}; send a new schedule"
+    raise InvalidRequest(
+        f"schedule: the stored schedule cannot be used: {problem}",
+        param="schedule",
+        code="invalid_job",
+    )

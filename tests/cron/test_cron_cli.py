@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from palyra.cron.jobs import Job
+from palyra.cron.schedule import Schedule
+from palyra.cron.store import CronStore
+from palyra.state import DB_FILE
+from palyra.state.db import SqliteDatabase
 from tests.cli.test_cli import (
     PALYRAD,
     Daemon,
@@ -127,6 +133,53 @@ def test_cron_add_errors_are_one_line(daemon: Daemon) -> None:
     )  # fmt: skip
     assert every["schedule"] == {"kind": "every", "every": "1m30s", "description": "every 1m30s"}
     ok("cron", "rm", every["job_id"], env=env)
+
+
+async def _store_as_an_older_version_did(state_dir: Path, job: Job) -> None:
+    db = await SqliteDatabase.open(state_dir / DB_FILE)
+    try:
+        await CronStore(db).insert_job(job)
+    finally:
+        await db.close()
+
+
+def test_far_future_schedules_are_refused_and_cron_list_survives_a_stored_one(
+    daemon: Daemon,
+) -> None:
+    env = daemon.env
+    for flag, value, words in (
+        ("--every", "100000000d", "schedule.every: '100000000d' is longer than the maximum"),
+        ("--every", "99999999999999999d", "maximum of 366 days (366d)"),
+        ("--at", "9999-12-31T23:59:59-12:00", "schedule.at: '9999-12-31T23:59:59-12:00' is out"),
+    ):
+        bad = palyra(
+            "cron", "add", "--name", "far", "--agent", "default", flag, value, "--prompt", "p",
+            env=env,
+        )  # fmt: skip
+        assert bad.returncode == 1 and words in one_error_line(bad), bad.stderr
+    listed = json.loads(ok("cron", "list", "--json", env=env))
+    assert "far" not in [j["name"] for j in listed]
+    # A job an older version stored with such a schedule: listed, shown and removable.
+    created = 1_767_571_200_000
+    old = Job(
+        job_id="job_from_an_older_version",
+        name="far",
+        agent_id="default",
+        prompt="p",
+        schedule=Schedule("every", every_ms=100_000_000 * 86_400_000, anchor_ms=created),
+        created_at=created,
+        updated_at=created,
+        next_fire_at=created + 100_000_000 * 86_400_000,
+    )
+    asyncio.run(_store_as_an_older_version_did(daemon.state_dir, old))
+    table = ok("cron", "list", env=env)
+    assert "job_from_an_older_version" in table and "none: every: 100000000d has no tick" in table
+    shown = ok("cron", "show", old.job_id, env=env)
+    assert "problem" in shown and "next fire times: none" in shown
+    bad_limit = palyra("cron", "runs", old.job_id, "--limit", "0", env=env)
+    assert bad_limit.returncode == 1
+    assert "limit: must be a decimal integer from 1 to 1000" in one_error_line(bad_limit)
+    assert f"removed {old.job_id}" in ok("cron", "rm", old.job_id, env=env)
 
 
 def test_palyrad_refuses_a_bad_agents_file_before_binding(tmp_path: Path) -> None:
