@@ -14,14 +14,29 @@ class SSEEvent:
     data: str
 
 
+class SSEError(ValueError):
+    """The stream cannot be SSE: a line or an event past the decoder's limit."""
+
+
+# An upstream that sends bytes without ever ending a line must not take the daemon's memory
+# with it; real events (a tool call's arguments, an inline image) stay far below this.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
 class SSEDecoder:
     """Feed bytes as they arrive; get whole events back. Handles \\n, \\r\\n and \\r line ends,
-    multi-line data and comments, and never limits the length of a line."""
+    multi-line data and comments. A line or an event longer than `max_event_bytes` raises
+    `SSEError`; bytes that are not UTF-8 are replaced, as the spec says."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        # The unfinished last line, in the pieces it came in: joined once its end arrives, so
+        # a long line costs one copy, not one per read.
+        self._parts: list[bytes] = []
+        self._pending = 0
         self._event = ""
         self._data: list[str] = []
+        self._data_size = 0
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         return list(self.iter_feed(chunk))
@@ -29,8 +44,18 @@ class SSEDecoder:
     def iter_feed(self, chunk: bytes) -> Iterator[SSEEvent]:
         """`feed`, one event at a time: the first event of a large read is out before the
         rest of the read is parsed (a 50-chunk read takes ~0.1 ms to parse whole)."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        self._buffer = b""
+        parts = self._parts
+        if not parts:
+            buffer = chunk
+        elif b"\n" in chunk or b"\r" in chunk or parts[-1].endswith(b"\r"):
+            # (A held trailing \r ends a line whatever comes next: no waiting for more then.)
+            buffer = parts[0] + chunk if len(parts) == 1 else b"".join([*parts, chunk])
+            self._parts, self._pending = [], 0
+        else:
+            parts.append(chunk)
+            self._pending += len(chunk)
+            self._check_pending()
+            return
         if b"\r" in buffer:
             # A lone trailing \r may be the first half of \r\n; wait for the next chunk.
             keep_cr = buffer.endswith(b"\r")
@@ -54,14 +79,23 @@ class SSEDecoder:
             ):
                 # The usual event, one `data: ` line and its blank line, taken whole: what the
                 # two lines would give one at a time, at a third of the cost.
-                yield SSEEvent("message", buffer[start + 6 : newline].decode("utf-8"))
+                yield SSEEvent("message", buffer[start + 6 : newline].decode("utf-8", "replace"))
                 start = newline + 2
                 continue
-            event = self._line(buffer[start:newline].decode("utf-8"))
+            event = self._line(buffer[start:newline].decode("utf-8", "replace"))
             start = newline + 1
             if event is not None:
                 yield event
-        self._buffer = buffer[start:] if start else buffer
+        if start < len(buffer):
+            rest = buffer[start:] if start else buffer
+            self._parts, self._pending = [rest], len(rest)
+            if self._pending > self.max_event_bytes:
+                self._check_pending()
+
+    def _check_pending(self) -> None:
+        if self._pending > self.max_event_bytes:
+            self._parts, self._pending = [], 0
+            raise SSEError(f"a line longer than {self.max_event_bytes} bytes")
 
     def _line(self, line: str) -> SSEEvent | None:
         if not line:
@@ -69,13 +103,17 @@ class SSEDecoder:
                 self._event = ""  # as the spec says: no data, no event, and the name resets
                 return None
             event = SSEEvent(self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
+            self._event, self._data, self._data_size = "", [], 0
             return event
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
+            self._data_size += len(value) + 1
+            if self._data_size > self.max_event_bytes:
+                self._data, self._data_size = [], 0
+                raise SSEError(f"an event longer than {self.max_event_bytes} bytes")
             self._data.append(value)
         elif name == "event":
             self._event = value
@@ -85,10 +123,10 @@ class SSEDecoder:
         """An event left without its blank line when the stream ended, if any. (The spec
         drops it; some upstreams omit the last blank line, so we keep it.)"""
         event = None
-        if self._buffer:
-            line = self._buffer.decode("utf-8").rstrip("\r")
-            self._buffer = b""
-            event = self._line(line)
+        if self._parts:
+            rest = b"".join(self._parts)
+            self._parts, self._pending = [], 0
+            event = self._line(rest.decode("utf-8", "replace").rstrip("\r"))
         return event or self._line("")
 
 

@@ -1,4 +1,6 @@
-from palyra.sse import SSEDecoder, SSEEvent
+import pytest
+
+from palyra.sse import SSEDecoder, SSEError, SSEEvent
 
 
 def feed_all(*chunks: bytes) -> list[SSEEvent]:
@@ -84,3 +86,43 @@ def test_every_split_of_a_mixed_stream_matches_the_spec() -> None:
     for a in range(1, len(raw), 7):
         for b in range(a + 1, len(raw), 5):
             assert feed_all(raw[:a], raw[a:b], raw[b:]) == expected, (a, b)
+
+
+def test_a_cr_line_end_is_not_held_back_by_a_chunk_without_line_ends() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\rdata: b") == [SSEEvent("message", "a")]
+    assert decoder.feed(b"cd") == []
+    # The last \r may be half of a \r\n, so it waits; what comes next, line end or not, ends it.
+    assert decoder.feed(b"\r\r") == []
+    assert decoder.feed(b"data: e") == [SSEEvent("message", "bcd")]
+
+
+def test_a_line_split_over_many_reads_is_joined_once() -> None:
+    decoder = SSEDecoder()
+    pieces = [b"data: "] + [b"x" * 1000] * 500
+    for piece in pieces:
+        assert decoder.feed(piece) == []
+    assert decoder.feed(b"\n\n") == [SSEEvent("message", "x" * 500_000)]
+
+
+def test_bytes_that_are_not_utf8_are_replaced_not_raised() -> None:
+    # The spec decodes streams with replacement; a raised UnicodeDecodeError was a 500.
+    assert feed_all(b"data: \xff\xfeok\n\nevent: e\ndata: \x80\n\n") == [
+        SSEEvent("message", "\ufffd\ufffdok"),
+        SSEEvent("e", "\ufffd"),
+    ]
+
+
+def test_a_line_or_event_past_the_limit_is_an_error() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    decoder.feed(b"data: " + b"x" * 60)
+    with pytest.raises(SSEError, match="line longer than 100"):
+        decoder.feed(b"y" * 60)
+    many = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(SSEError, match="event longer than 100"):
+        many.feed(b"data: 0123456789\n" * 20)
+    # Within the limit all is well.
+    assert SSEDecoder(max_event_bytes=100).feed(b"data: " + b"z" * 90 + b"\n\n") == [
+        SSEEvent("message", "z" * 90)
+    ]

@@ -37,7 +37,7 @@ from palyra.errors import (
     UpstreamProtocolError,
     upstream_status_error,
 )
-from palyra.models.http import HttpProvider
+from palyra.models.http import HttpProvider, Malformed, kind_of, token_count
 from palyra.sse import SSEEvent
 from palyra.types import (
     ChatDelta,
@@ -366,11 +366,13 @@ def finish_reason(stop_reason: Any) -> FinishReason:
     return STOP_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
-def prompt_tokens(usage: dict[str, Any]) -> int | None:
-    """Every input token the request cost: fresh, written to the cache and read from it."""
+def prompt_tokens(usage: dict[str, Any], where: str = "usage") -> int | None:
+    """Every input token the request cost: fresh, written to the cache and read from it.
+    None when the usage holds none of the three; `Malformed` when one is not a count."""
     keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    counts = [usage[key] for key in keys if isinstance(usage.get(key), int)]
-    return sum(counts) if counts else None
+    counts = [token_count(usage[key], f"{where}.{key}") for key in keys if key in usage]
+    present = [key for key in keys if usage.get(key) is not None]
+    return sum(counts) if present else None
 
 
 def compact_json(value: Any) -> str:
@@ -379,40 +381,57 @@ def compact_json(value: Any) -> str:
 
 def parse_message(body: Any, provider_id: str) -> ChatResult:
     """A `ChatResult` from a non-streamed Messages API answer."""
-    if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+    try:
+        return _parse_message(body)
+    except Malformed as exc:
         raise UpstreamProtocolError(
-            "answered without a Messages API `content` list", provider_id=provider_id
-        )
+            f"answered a malformed message: {exc}", provider_id=provider_id
+        ) from None
+
+
+def _parse_message(body: Any) -> ChatResult:
+    if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+        raise Malformed("the body has no Messages API `content` list")
     texts: list[str] = []
     calls: list[ToolCallResult] = []
-    for block in body["content"]:
+    for index, block in enumerate(body["content"]):
+        where = f"content[{index}]"
         if not isinstance(block, dict):
-            continue
+            raise Malformed(f"{where} is {kind_of(block)}, not an object")
         kind = block.get("type")
-        if kind == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
+        if kind == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise Malformed(f"{where}.text is {kind_of(text)}, not a string")
+            texts.append(text)
         elif kind == "tool_use":
-            calls.append(
-                ToolCallResult(
-                    id=str(block.get("id", "")),
-                    name=str(block.get("name", "")),
-                    arguments=compact_json(block.get("input") or {}),
-                )
-            )
+            calls.append(_tool_use(block, where))
         # Thinking and server-tool blocks have no OpenAI counterpart and are left out.
-    raw_usage: dict[str, Any] = body["usage"] if isinstance(body.get("usage"), dict) else {}
-    output = raw_usage.get("output_tokens")
-    usage = Usage(
-        prompt_tokens=prompt_tokens(raw_usage) or 0,
-        completion_tokens=output if isinstance(output, int) else 0,
-    )
+    raw_usage = body.get("usage")
+    if raw_usage is not None and not isinstance(raw_usage, dict):
+        raise Malformed(f"usage is {kind_of(raw_usage)}, not an object")
+    raw_usage = raw_usage or {}
+    model = body.get("model")
     return ChatResult(
         content="".join(texts) if texts else None,
         finish_reason=finish_reason(body.get("stop_reason")),
-        usage=usage,
+        usage=Usage(
+            prompt_tokens=prompt_tokens(raw_usage) or 0,
+            completion_tokens=token_count(raw_usage.get("output_tokens"), "usage.output_tokens"),
+        ),
         tool_calls=calls,
-        upstream_model=str(body.get("model") or ""),
+        upstream_model=model if isinstance(model, str) else "",
     )
+
+
+def _tool_use(block: dict[str, Any], where: str) -> ToolCallResult:
+    call_id, name, arguments = block.get("id"), block.get("name"), block.get("input")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        raise Malformed(f"{where} (tool_use) has no string id and name")
+    if arguments is not None and not isinstance(arguments, dict):
+        # Clients parse the arguments as a JSON object; anything else would fail there.
+        raise Malformed(f"{where}.input is {kind_of(arguments)}, not an object")
+    return ToolCallResult(id=call_id, name=name, arguments=compact_json(arguments or {}))
 
 
 def error_event(payload: Any, provider_id: str) -> ProviderError:
@@ -447,6 +466,12 @@ class StreamTranslator:
     def feed(self, event: SSEEvent) -> ChatDelta | None:
         if self.done:
             return None
+        try:
+            return self._feed(event)
+        except Malformed as exc:
+            raise self._protocol(f"sent a malformed {event.event!r} event: {exc}") from None
+
+    def _feed(self, event: SSEEvent) -> ChatDelta | None:
         try:
             data = orjson.loads(event.data) if event.data else {}
         except orjson.JSONDecodeError:
@@ -495,7 +520,9 @@ class StreamTranslator:
             raise self._protocol("sent a content_block_start without a block and index")
         if block.get("type") == "text":
             text = block.get("text")
-            return ChatDelta(content=text) if isinstance(text, str) and text else None
+            if text is not None and not isinstance(text, str):
+                raise Malformed(f"content_block.text is {kind_of(text)}, not a string")
+            return ChatDelta(content=text) if text else None
         if block.get("type") == "tool_use":
             position = len(self._tool_index)
             self._tool_index[index] = position
@@ -521,7 +548,9 @@ class StreamTranslator:
         kind = delta.get("type")
         if kind == "text_delta":
             text = delta.get("text")
-            return ChatDelta(content=text) if isinstance(text, str) and text else None
+            if not isinstance(text, str):
+                raise Malformed(f"delta.text is {kind_of(text)}, not a string")
+            return ChatDelta(content=text) if text else None
         if kind == "input_json_delta":
             if not isinstance(index, int) or index not in self._tool_index:
                 raise self._protocol("sent tool input for a block that is not a tool_use")
@@ -558,8 +587,8 @@ class StreamTranslator:
         if prompt is not None:
             self.usage.prompt_tokens = prompt
         output = usage.get("output_tokens")
-        if isinstance(output, int):
-            self.usage.completion_tokens = output
+        if output is not None:
+            self.usage.completion_tokens = token_count(output, "usage.output_tokens")
 
     def _protocol(self, message: str) -> UpstreamProtocolError:
         return UpstreamProtocolError(message, provider_id=self.provider_id)
@@ -582,12 +611,18 @@ class AnthropicProvider(HttpProvider):
     def _error_details(self, body: Any) -> tuple[str, str | None, str | None]:
         # {"type": "error", "error": {"type": "...", "message": "..."}, "request_id": "..."}
         error = body["error"]
+        if isinstance(error, str):
+            return error, None, None
+        if not isinstance(error, dict):
+            return f"an error that is {kind_of(error)}", None, None
         message = error.get("message") or error.get("type") or "unknown error"
         code = error.get("type")
         return str(message), str(code) if code else None, None
 
-    async def _status_error(self, response: aiohttp.ClientResponse) -> ProviderError:
-        error = await super()._status_error(response)
+    async def _status_error(
+        self, response: aiohttp.ClientResponse, sent: tuple[str | None, ...] = ()
+    ) -> ProviderError:
+        error = await super()._status_error(response, sent)
         if response.status == OVERLOADED_STATUS:
             # 529 is Anthropic's own "overloaded"; clients understand 503 (retryable either way).
             error.status = 503

@@ -27,8 +27,8 @@ from palyra.errors import (
     upstream_status_error,
 )
 from palyra.models.base import ModelProvider
-from palyra.redact import redact_secrets
-from palyra.sse import SSEEvent, decode_sse
+from palyra.redact import redact_secrets, remember_secret
+from palyra.sse import SSEError, SSEEvent, decode_sse
 
 USER_AGENT = "palyra/0.1"
 
@@ -84,7 +84,7 @@ class HttpProvider(ModelProvider):
 
     async def _api_key(self) -> str | None:
         try:
-            return await self._credentials.api_key(self.config)
+            key = await self._credentials.api_key(self.config)
         except MissingCredential as exc:
             raise ProviderError(
                 str(exc),
@@ -93,6 +93,10 @@ class HttpProvider(ModelProvider):
                 status=502,
                 code="missing_credential",
             ) from None
+        # Any upstream may echo any key it has seen, this one included, long after it was
+        # rotated: every key ever sent is scrubbed from every error built from now on.
+        remember_secret(key)
+        return key
 
     async def _refreshed_key(self, rejected: str | None) -> str | None:
         """The new key when the credential source could replace a rejected one, else None."""
@@ -125,49 +129,98 @@ class HttpProvider(ModelProvider):
             body = form()
         url = self.config.base_url + path
         timeout = self._stream_timeout if stream else self._whole_timeout
+        answered = False  # whether the headers came: what a broken connection means depends
         try:
+            # No redirects: an API does not move, and a redirect would take the key (and the
+            # prompt) wherever the upstream, or whoever answers for it, points.
             async with self._session.request(
-                method, url, data=body, headers=headers, timeout=timeout
+                method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
+                answered = True
                 if response.status in (401, 403):
                     retry_key = await self._refreshed_key(api_key)
                     if retry_key is not None:
                         # An OAuth token was refreshed: one retry with it, then give up.
                         response.release()
+                        sent = (api_key, retry_key)
                         api_key = retry_key
                         headers.update(self._auth_headers(api_key))
                         if form is not None:
                             body = form()
+                        answered = False
                         async with self._session.request(
-                            method, url, data=body, headers=headers, timeout=timeout
+                            method,
+                            url,
+                            data=body,
+                            headers=headers,
+                            timeout=timeout,
+                            allow_redirects=False,
                         ) as retried:
-                            if retried.status >= 400:
-                                raise await self._status_error(retried)
+                            answered = True
+                            if retried.status >= 300:
+                                raise await self._status_error(retried, sent)
                             yield retried
                             return
-                if response.status >= 400:
-                    raise await self._status_error(response)
+                if response.status >= 300:
+                    raise await self._status_error(response, (api_key,))
                 yield response
-        except ProviderError as exc:
-            # Upstreams sometimes quote the key they were sent; ours must not travel further.
-            exc.message = redact_secrets(exc.message, (api_key,))
-            raise
         except TimeoutError:
             raise UpstreamTimeout(
                 f"no answer within {self._settings.request_timeout_ms} ms",
                 provider_id=self.provider_id,
             ) from None
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            raise UpstreamUnreachable(
-                f"connection broke: {type(exc).__name__}", provider_id=self.provider_id
-            ) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(
-                f"cannot reach {self.config.base_url}: {type(exc).__name__}",
-                provider_id=self.provider_id,
-            ) from None
+            raise self._connection_error(exc, answered) from None
 
-    async def _status_error(self, response: aiohttp.ClientResponse) -> ProviderError:
+    def _connection_error(self, exc: aiohttp.ClientError, answered: bool) -> ProviderError:
+        """What went wrong on the wire, in words: the type and the host, never the text of
+        the exception (it can quote the request or the answer)."""
+        where = self.config.base_url
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            host = getattr(exc, "host", "") or where
+            return UpstreamUnreachable(
+                f"cannot resolve the host {host} of {where}", provider_id=self.provider_id
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.strerror or type(exc.os_error).__name__
+            return UpstreamUnreachable(
+                f"cannot connect to {where}: {reason}", provider_id=self.provider_id
+            )
+        if isinstance(exc, aiohttp.ClientResponseError):
+            # The answer could not be parsed as HTTP at all (aiohttp reports it as a 400).
+            return UpstreamProtocolError(
+                f"answered something that is not HTTP ({where})", provider_id=self.provider_id
+            )
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return UpstreamUnreachable(
+                "the connection broke in the middle of the answer (ClientPayloadError)",
+                provider_id=self.provider_id,
+            )
+        when = "in the middle of the answer" if answered else "before answering"
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return UpstreamUnreachable(
+                f"closed the connection {when}", provider_id=self.provider_id
+            )
+        if isinstance(exc, aiohttp.ClientOSError):
+            reason = exc.strerror or type(exc).__name__
+            return UpstreamUnreachable(
+                f"the connection broke {when}: {reason}", provider_id=self.provider_id
+            )
+        return UpstreamUnreachable(
+            f"cannot reach {where}: {type(exc).__name__}", provider_id=self.provider_id
+        )
+
+    async def _status_error(
+        self, response: aiohttp.ClientResponse, sent: tuple[str | None, ...] = ()
+    ) -> ProviderError:
+        """The error for an answer with an error status; `sent`: the keys this request sent,
+        scrubbed from the upstream's text whatever their shape or length."""
+        if response.status < 400:
+            location = "a redirect" if 300 <= response.status < 400 else "an unexpected status"
+            return UpstreamProtocolError(
+                f"answered {response.status}, {location}; is base_url right?",
+                provider_id=self.provider_id,
+            )
         raw = await response.read()
         try:
             message, code, param = self._error_details(orjson.loads(raw))
@@ -180,10 +233,10 @@ class HttpProvider(ModelProvider):
         return upstream_status_error(
             self.provider_id,
             response.status,
-            message,
+            redact_secrets(message, sent),
             retry_after_s=parse_retry_after(response.headers),
             upstream_code=code,
-            param=param,
+            param=redact_secrets(param, sent) if param else None,
         )
 
     async def _post_json(self, path: str, payload: Any, **kwargs: Any) -> Any:
@@ -201,9 +254,9 @@ class HttpProvider(ModelProvider):
     def _parse(self, raw: bytes) -> Any:
         try:
             return orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             raise UpstreamProtocolError(
-                "answered with something that is not JSON", provider_id=self.provider_id
+                f"answered with {describe_body(raw, exc)}", provider_id=self.provider_id
             ) from None
 
     async def _events(
@@ -211,5 +264,84 @@ class HttpProvider(ModelProvider):
     ) -> AsyncGenerator[SSEEvent, None]:
         """POST and yield the SSE events of the answer as they arrive."""
         async with self._request("POST", path, payload=payload, stream=True, **kwargs) as response:
-            async for event in decode_sse(response.content.iter_any()):
-                yield event
+            if response.content_type in _NOT_A_STREAM:
+                raise await self._not_a_stream(response)
+            try:
+                async for event in decode_sse(response.content.iter_any()):
+                    yield event
+            except SSEError as exc:
+                raise UpstreamProtocolError(
+                    f"sent a broken event stream: {exc}", provider_id=self.provider_id
+                ) from None
+
+    async def _not_a_stream(self, response: aiohttp.ClientResponse) -> ProviderError:
+        """The error for a stream request answered with a page or a JSON body (some servers
+        send their errors with a 200, whatever was asked)."""
+        raw = await response.read()
+        if response.content_type == "application/json":
+            try:
+                message, code, _ = self._error_details(orjson.loads(raw))
+            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+                pass
+            else:
+                # The 200 says nothing of what kind of error it is: one worth another try.
+                return ProviderError(
+                    f"answered a stream request with an error: {message or 'no message'}",
+                    provider_id=self.provider_id,
+                    upstream_status=response.status,
+                    code=code or None,
+                )
+        return UpstreamProtocolError(
+            f"answered a stream request with {describe_body(raw)} ({response.content_type}), "
+            "not an event stream",
+            provider_id=self.provider_id,
+        )
+
+
+# Content types that no event stream is sent as (and that error pages and bodies are).
+_NOT_A_STREAM = frozenset({"text/html", "application/json", "application/xhtml+xml"})
+
+
+def describe_body(raw: bytes, error: Exception | None = None) -> str:
+    """What a body that should have been JSON looks like, in words: never its text, which
+    may quote anything."""
+    head = raw[:512].lstrip()
+    if not head:
+        return "an empty body"
+    if head[:1] == b"<":
+        return "an HTML page"
+    if isinstance(error, orjson.JSONDecodeError):
+        return f"a body that is not JSON ({error.msg} at byte {error.pos})"
+    return "a JSON body" if head[:1] in (b"{", b"[") else "a body that is not JSON"
+
+
+class Malformed(ValueError):
+    """A field of an upstream answer is missing or of the wrong type; the message names it
+    (the provider turns it into an `UpstreamProtocolError`)."""
+
+
+def kind_of(value: Any) -> str:
+    """The JSON type of a value, in words: what an error may say of a field instead of
+    quoting it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def token_count(value: Any, where: str) -> int:
+    """A token count an upstream reported: a whole number, or absent (null counts as 0)."""
+    if value is None:
+        return 0
+    if type(value) is int and value >= 0:
+        return value
+    if type(value) is float and value.is_integer() and value >= 0:
+        return int(value)
+    raise Malformed(f"{where} is {kind_of(value)}, not a count of tokens")

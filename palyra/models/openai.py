@@ -7,10 +7,11 @@ included) with only the model name replaced; answers are parsed into the shared 
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import struct
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import orjson
@@ -21,7 +22,7 @@ from palyra.errors import (
     UpstreamProtocolError,
     upstream_status_error,
 )
-from palyra.models.http import HttpProvider
+from palyra.models.http import HttpProvider, Malformed, kind_of, token_count
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -58,34 +59,82 @@ def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> d
     return payload
 
 
-def parse_usage(data: Any) -> Usage:
-    if not isinstance(data, dict):
+def parse_usage(data: Any, where: str = "usage") -> Usage:
+    """Usage as the upstream counted it; absent is zero, a count of the wrong type is
+    `Malformed` (it would be a 500 later, or a wrong bill)."""
+    if data is None:
         return Usage()
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+    if not isinstance(data, dict):
+        raise Malformed(f"{where} is {kind_of(data)}, not an object")
+    return Usage(
+        token_count(data.get("prompt_tokens"), f"{where}.prompt_tokens"),
+        token_count(data.get("completion_tokens"), f"{where}.completion_tokens"),
+    )
+
+
+def _finish(raw: Any, where: str) -> FinishReason:
+    if raw is None:
+        return "stop"
+    if not isinstance(raw, str):
+        raise Malformed(f"{where} is {kind_of(raw)}, not a string")
+    return _FINISH_REASONS.get(raw, "stop")
+
+
+def _tool_call(call: Any, where: str) -> ToolCallResult:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        raise Malformed(f"{where} is not an object with a function")
+    function = call["function"]
+    call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        raise Malformed(f"{where} has no string id and function.name")
+    if isinstance(arguments, dict):
+        # Some compatible servers send the arguments as an object; clients want its JSON.
+        arguments = orjson.dumps(arguments).decode()
+    elif arguments is not None and not isinstance(arguments, str):
+        raise Malformed(f"{where}.function.arguments is {kind_of(arguments)}, not a string")
+    return ToolCallResult(call_id, name, arguments or "")
 
 
 def parse_chat_response(body: Any) -> ChatResult:
-    choice = body["choices"][0]
-    message = choice["message"]
+    """A `chat.completion` body as a `ChatResult`; `Malformed` names the first field that is
+    not what the API says it is."""
+    if not isinstance(body, dict):
+        raise Malformed(f"the body is {kind_of(body)}, not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise Malformed("the body has no choices[0]")
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise Malformed("choices[0].message is not an object")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise Malformed(f"choices[0].message.content is {kind_of(content)}, not a string")
+    raw_calls = message.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise Malformed("choices[0].message.tool_calls is not a list")
     tool_calls = [
-        ToolCallResult(
-            call["id"], call["function"]["name"], call["function"].get("arguments") or ""
-        )
-        for call in message.get("tool_calls") or ()
+        _tool_call(call, f"choices[0].message.tool_calls[{i}]") for i, call in enumerate(raw_calls)
     ]
-    finish = _FINISH_REASONS.get(choice.get("finish_reason") or "", "stop")
+    model = body.get("model")
     return ChatResult(
-        content=message.get("content"),
-        finish_reason=finish,
+        content=content,
+        finish_reason=_finish(choice.get("finish_reason"), "choices[0].finish_reason"),
         usage=parse_usage(body.get("usage")),
         tool_calls=tool_calls,
-        upstream_model=str(body.get("model") or ""),
+        upstream_model=model if isinstance(model, str) else "",
     )
 
 
 def parse_chunk(chunk: Any) -> ChatDelta | None:
-    """One `chat.completion.chunk` as a delta; None when it carries nothing we relay."""
-    usage = parse_usage(chunk["usage"]) if chunk.get("usage") else None
+    """One `chat.completion.chunk` as a delta; None when it carries nothing we relay.
+
+    On the hot path: only what a client would otherwise receive malformed is checked by type;
+    anything else wrong raises KeyError, TypeError and the like, which the caller reports."""
+    if not isinstance(chunk, dict):
+        raise Malformed(f"a chunk is {kind_of(chunk)}, not a JSON object")
+    raw_usage = chunk.get("usage")
+    usage = parse_usage(raw_usage) if raw_usage else None
     choices = chunk.get("choices") or ()
     if not choices:
         return ChatDelta(usage=usage) if usage else None
@@ -93,21 +142,29 @@ def parse_chunk(chunk: Any) -> ChatDelta | None:
     delta = choice.get("delta") or {}
     tool_calls = None
     if delta.get("tool_calls"):
-        tool_calls = [
-            ToolCallDelta(
-                index=int(call.get("index", 0)),
-                id=call.get("id"),
-                name=(call.get("function") or {}).get("name"),
-                arguments=(call.get("function") or {}).get("arguments") or "",
-            )
-            for call in delta["tool_calls"]
-        ]
+        tool_calls = [_tool_call_delta(call, i) for i, call in enumerate(delta["tool_calls"])]
     finish_raw = choice.get("finish_reason")
-    finish = _FINISH_REASONS.get(finish_raw, "stop") if finish_raw else None
+    finish = _finish(finish_raw, "choices[0].finish_reason") if finish_raw else None
     content = delta.get("content") or None
+    if content is not None and not isinstance(content, str):
+        raise Malformed(f"choices[0].delta.content is {kind_of(content)}, not a string")
     if content is None and tool_calls is None and finish is None and usage is None:
         return None
     return ChatDelta(content=content, tool_calls=tool_calls, finish_reason=finish, usage=usage)
+
+
+def _tool_call_delta(call: Any, position: int) -> ToolCallDelta:
+    function = call.get("function") or {}
+    call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
+    if not (
+        isinstance(call_id, str | None)
+        and isinstance(name, str | None)
+        and isinstance(arguments, str | None)
+    ):
+        raise Malformed(f"choices[0].delta.tool_calls[{position}] has fields of the wrong type")
+    return ToolCallDelta(
+        index=int(call.get("index", 0)), id=call_id, name=name, arguments=arguments or ""
+    )
 
 
 class OpenAIProvider(HttpProvider):
@@ -122,18 +179,27 @@ class OpenAIProvider(HttpProvider):
         error = body["error"]
         if isinstance(error, str):
             return error, None, None
-        return str(error.get("message") or ""), error.get("code"), error.get("param")
+        if not isinstance(error, dict):
+            return f"an error that is {kind_of(error)}", None, None
+        code, param = error.get("code"), error.get("param")
+        return (
+            str(error.get("message") or ""),
+            None if code is None else str(code),
+            param if isinstance(param, str) else None,
+        )
 
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
         body = await self._post_json(
             "/chat/completions", chat_payload(request, model, stream=False)
         )
+        if isinstance(body, dict) and "error" in body and "choices" not in body:
+            # An error sent with a 200 (some compatible servers do): the upstream's own words.
+            raise self._stream_error(body)
         try:
             return parse_chat_response(body)
-        except (KeyError, IndexError, TypeError, AttributeError):
+        except Malformed as exc:
             raise UpstreamProtocolError(
-                "answered a chat completion without choices[0].message",
-                provider_id=self.provider_id,
+                f"answered a malformed chat completion: {exc}", provider_id=self.provider_id
             ) from None
 
     async def stream_chat(
@@ -141,36 +207,49 @@ class OpenAIProvider(HttpProvider):
     ) -> AsyncIterator[ChatDelta]:
         finished = False
         payload = chat_payload(request, model, stream=True)
-        async for event in self._events("/chat/completions", payload):
-            if event.data == "[DONE]":
-                return
-            try:
-                chunk = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise UpstreamProtocolError(
-                    "sent a stream chunk that is not JSON", provider_id=self.provider_id
-                ) from None
-            if isinstance(chunk, dict) and "error" in chunk:
-                raise self._stream_error(chunk)
-            try:
-                delta = parse_chunk(chunk)
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-                raise UpstreamProtocolError(
-                    "sent a malformed stream chunk", provider_id=self.provider_id
-                ) from None
-            if delta is not None:
-                finished = finished or delta.finish_reason is not None
-                yield delta
+        # aclosing: whether we stop on [DONE], an error or the caller leaving, the upstream
+        # response is released now, not when the generator is collected.
+        events = self._events("/chat/completions", payload)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.data == "[DONE]":
+                    return
+                try:
+                    chunk = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError(
+                        "sent a stream chunk that is not JSON", provider_id=self.provider_id
+                    ) from None
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise self._stream_error(chunk)
+                try:
+                    delta = parse_chunk(chunk)
+                except Malformed as exc:
+                    raise UpstreamProtocolError(
+                        f"sent a malformed stream chunk: {exc}", provider_id=self.provider_id
+                    ) from None
+                except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+                    raise UpstreamProtocolError(
+                        "sent a malformed stream chunk (choices[0].delta is not as the API has it)",
+                        provider_id=self.provider_id,
+                    ) from None
+                if delta is not None:
+                    finished = finished or delta.finish_reason is not None
+                    yield delta
         if not finished:
             raise UpstreamProtocolError(
                 "stream ended before its finish_reason", provider_id=self.provider_id
             )
 
     def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
+        if not isinstance(chunk["error"], dict | str):
+            return UpstreamProtocolError(
+                f"sent an error that is {kind_of(chunk['error'])}, not an object",
+                provider_id=self.provider_id,
+            )
         message, code, param = self._error_details(chunk)
         status = 500
-        raw_code = chunk["error"].get("code") if isinstance(chunk["error"], dict) else None
-        if raw_code == "rate_limit_exceeded":
+        if code == "rate_limit_exceeded":
             status = 429
         return upstream_status_error(
             self.provider_id, status, message or "error in stream", upstream_code=code, param=param
@@ -210,14 +289,19 @@ class OpenAIProvider(HttpProvider):
         try:
             rows = sorted(body["data"], key=lambda row: int(row.get("index", 0)))
             vectors = [_vector(row["embedding"], base64_wanted, booleans) for row in rows]
-        except (KeyError, TypeError, ValueError, OverflowError, struct.error):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, struct.error):
             raise UpstreamProtocolError(
                 "answered embeddings without data[].embedding as numbers or base64 float32",
                 provider_id=self.provider_id,
             ) from None
-        return EmbeddingsResult(
-            vectors, parse_usage(body.get("usage")), str(body.get("model") or "")
-        )
+        try:
+            usage = parse_usage(body.get("usage"))
+        except Malformed as exc:
+            raise UpstreamProtocolError(
+                f"answered malformed embeddings: {exc}", provider_id=self.provider_id
+            ) from None
+        model = body.get("model")
+        return EmbeddingsResult(vectors, usage, model if isinstance(model, str) else "")
 
     async def transcribe(
         self, request: TranscriptionRequest, model: ModelConfig
@@ -246,10 +330,16 @@ class OpenAIProvider(HttpProvider):
             raw = await response.read()
         body = self._parse(raw)
         try:
-            return _parse_transcription(cast(dict[str, Any], body))
-        except (KeyError, TypeError, ValueError):
+            return _parse_transcription(body)
+        except Malformed as exc:
             raise UpstreamProtocolError(
-                "answered a transcription without text", provider_id=self.provider_id
+                f"answered a malformed transcription: {exc}", provider_id=self.provider_id
+            ) from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UpstreamProtocolError(
+                "answered a transcription without text, or with segments that are not "
+                "objects with start, end and text",
+                provider_id=self.provider_id,
             ) from None
 
     async def list_models(self) -> list[str]:
@@ -292,7 +382,12 @@ def _vector(embedding: Any, base64_wanted: bool, booleans: bool = True) -> Vecto
 _NUMBER_TYPES = {int, float}
 
 
-def _parse_transcription(body: dict[str, Any]) -> TranscriptionResult:
+def _parse_transcription(body: Any) -> TranscriptionResult:
+    if not isinstance(body, dict):
+        raise Malformed(f"the body is {kind_of(body)}, not a JSON object")
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise Malformed(f"text is {kind_of(text)}, not a string")
     segments = [
         TranscriptionSegment(
             int(s.get("id", i)), float(s["start"]), float(s["end"]), str(s["text"])
@@ -300,11 +395,18 @@ def _parse_transcription(body: dict[str, Any]) -> TranscriptionResult:
         for i, s in enumerate(body.get("segments") or ())
     ]
     duration = body.get("duration")
-    usage = body.get("usage") or {}
+    language = body.get("language")
+    usage = body.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise Malformed(f"usage is {kind_of(usage)}, not an object")
+    usage = usage or {}
     return TranscriptionResult(
-        text=str(body["text"]),
-        language=body.get("language"),
+        text=text,
+        language=language if isinstance(language, str) else None,
         duration_s=float(duration) if duration is not None else None,
         segments=segments,
-        usage=Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
+        usage=Usage(
+            token_count(usage.get("input_tokens"), "usage.input_tokens"),
+            token_count(usage.get("output_tokens"), "usage.output_tokens"),
+        ),
     )

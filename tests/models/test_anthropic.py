@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from palyra.config import ModelConfig, ProviderConfig, ProviderSettings
 from palyra.credentials import EnvCredentials
@@ -34,6 +35,7 @@ from palyra.types import (
     ModelProviderKind,
     TranscriptionRequest,
 )
+from tests.conftest import ADMIN_TOKEN
 from tests.fakes.upstream import ChatReply, DropConnection, ErrorReply, FakeUpstream, Reply
 
 PROVIDER_ID = "anthropic-test"
@@ -1018,3 +1020,139 @@ def test_stream_text_block_with_initial_text_and_unknown_events() -> None:
     translator.finish()
     assert [d.content for d in deltas[:-1]] == ["Hel", "lo"]
     assert deltas[-1].finish_reason == "content_filter"
+
+
+# --- malformed upstream answers: each a 502 naming what was wrong ---------------------------
+
+
+def message_with(**fields: Any) -> dict[str, Any]:
+    return {**DOCS_MESSAGE, **fields}
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (message_with(usage={"input_tokens": "abc", "output_tokens": 1}), "usage.input_tokens"),
+        (message_with(usage={"input_tokens": 1, "output_tokens": [2]}), "usage.output_tokens"),
+        (message_with(usage={"input_tokens": 1, "cache_read_input_tokens": True}), "cache_read"),
+        (message_with(usage="plenty"), "usage"),
+        (message_with(content=[{"type": "text", "text": 5}]), "content[0].text"),
+        (message_with(content=["hello"]), "content[0]"),
+        (
+            message_with(content=[{"type": "tool_use", "id": "t", "name": "f", "input": "x"}]),
+            "content[0].input",
+        ),
+        (message_with(content=[{"type": "tool_use", "input": {}}]), "content[0]"),
+        ({"content": "hello"}, "content"),
+    ],
+)
+async def test_malformed_messages_are_protocol_errors_naming_the_fault(
+    provider: AnthropicProvider, upstream: FakeUpstream, body: Any, named: str
+) -> None:
+    upstream.script("/v1/messages", Reply(json=body))
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    assert caught.value.status == 502 and caught.value.error_class is ErrorClass.RETRYABLE
+    assert named in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b"not json", "not JSON"),
+        (b'{"type": "message", "content": [', "not JSON"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "not JSON"),
+        (b"", "empty"),
+    ],
+)
+async def test_whole_answers_that_are_not_json_are_protocol_errors(
+    provider: AnthropicProvider, upstream: FakeUpstream, body: bytes, named: str
+) -> None:
+    upstream.script("/v1/messages", Reply(body=body, headers={"Content-Type": "application/json"}))
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    assert named in caught.value.message
+
+
+START = TOOL_STREAM[: TOOL_STREAM.index(b"event: ping")]
+TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Okay"}}\n\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("frames", "named"),
+    [
+        (
+            START + TEXT_DELTA + b'event: message_delta\ndata: {"type":"message_delta",'
+            b'"delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":"many"}}\n\n',
+            "usage.output_tokens",
+        ),
+        (
+            START + b'event: content_block_delta\ndata: {"type":"content_block_delta",'
+            b'"index":0,"delta":{"type":"text_delta","text":{"t":1}}}\n\n',
+            "delta.text",
+        ),
+        (START + TEXT_DELTA + b"event: content_block_delta\ndata: \xff\xfe\x80\n\n", "not JSON"),
+        (START + TEXT_DELTA + b'event: content_block_delta\ndata: {"type"\n\n', "not JSON"),
+        (START + TEXT_DELTA, "ended early"),
+    ],
+)
+async def test_malformed_streams_are_protocol_errors_naming_the_fault(
+    provider: AnthropicProvider, upstream: FakeUpstream, frames: bytes, named: str
+) -> None:
+    upstream.script(
+        "/v1/messages", Reply(body=frames, headers={"Content-Type": "text/event-stream"})
+    )
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await collect(provider.stream_chat(chat([user("go")]), MODEL))
+    assert caught.value.status == 502
+    assert named in caught.value.message
+
+
+async def test_a_stream_answered_with_an_html_page_is_a_protocol_error(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages",
+        Reply(body=b"<html><h1>502 Bad Gateway</h1></html>", headers={"Content-Type": "text/html"}),
+    )
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await collect(provider.stream_chat(chat([user("go")]), MODEL))
+    assert "HTML" in caught.value.message and "text/html" in caught.value.message
+
+
+async def test_gateway_answers_502_for_a_malformed_anthropic_body_whole_and_streamed(
+    gateway: TestServer, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages", Reply(json=message_with(usage={"input_tokens": "abc", "output_tokens": 1}))
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {"model": "claude", "messages": [user("hi")]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gateway.make_url("/v1/chat/completions"), json=body, headers=headers
+        ) as response:
+            assert response.status == 502
+            error = (await response.json())["error"]
+        assert error["code"] == "upstream_protocol_error"
+        assert "usage.input_tokens" in error["message"]
+
+        upstream.script(
+            "/v1/messages",
+            Reply(
+                body=START + TEXT_DELTA + b"event: content_block_delta\ndata: \xff\x80\n\n",
+                headers={"Content-Type": "text/event-stream"},
+            ),
+        )
+        async with http.post(
+            gateway.make_url("/v1/chat/completions"), json={**body, "stream": True}, headers=headers
+        ) as response:
+            assert response.status == 200
+            text = (await response.read()).decode()
+    assert '"content":"Okay"' in text
+    events = [frame for frame in text.split("\n\n") if frame.startswith('data: {"error"')]
+    assert len(events) == 1 and "upstream_protocol_error" in events[0]
+    assert "[DONE]" not in text

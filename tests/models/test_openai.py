@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from palyra.config import ModelConfig, ModelProviderConfig, ProviderConfig
 from palyra.credentials import EnvCredentials
@@ -27,7 +29,7 @@ from palyra.types import (
     EmbeddingsResult,
     TranscriptionRequest,
 )
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY
 from tests.fakes.upstream import ChatReply, DropConnection, ErrorReply, FakeUpstream, Reply
 
 MODEL = ModelConfig(model_id="alias", provider_id="oai", upstream_model="gpt-4o-mini")
@@ -382,3 +384,175 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": when}, now=1445412470.0) == pytest.approx(10)
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
+
+
+# --- malformed upstream answers: each a 502 naming what was wrong ---------------------------
+
+GOOD_CHOICE = {
+    "index": 0,
+    "message": {"role": "assistant", "content": "hi"},
+    "finish_reason": "stop",
+}
+
+
+@pytest.mark.parametrize(
+    ("reply", "named"),
+    [
+        (Reply(json={"choices": [GOOD_CHOICE], "usage": {"prompt_tokens": "abc"}}), "usage"),
+        (Reply(json={"choices": [GOOD_CHOICE], "usage": {"completion_tokens": [1]}}), "usage"),
+        (Reply(json={"choices": [GOOD_CHOICE], "usage": "lots"}), "usage"),
+        (Reply(json={"choices": "none"}), "choices"),
+        (Reply(json=[GOOD_CHOICE]), "JSON object"),
+        (Reply(json={"choices": [{"message": {"content": 5}}]}), "content"),
+        (
+            Reply(json={"choices": [{"message": {"content": "x"}, "finish_reason": ["stop"]}]}),
+            "finish_reason",
+        ),
+        (Reply(json={"choices": [{"message": {"tool_calls": "call it"}}]}), "tool_calls"),
+        (
+            Reply(json={"choices": [{"message": {"tool_calls": [{"id": 7, "function": {}}]}}]}),
+            "tool_calls[0]",
+        ),
+        (Reply(json={"choices": [{"message": {"tool_calls": [3]}}]}), "tool_calls[0]"),
+        (Reply(body=b"not json at all"), "not JSON"),
+        (Reply(body=b'{"choices": [{"message": {"con'), "not JSON"),
+        (Reply(body=b"\xff\xfe\x00garbage\x80"), "not JSON"),
+        (Reply(body=b""), "empty"),
+        (
+            Reply(
+                body=b"<!DOCTYPE html><html>502 Bad Gateway</html>",
+                headers={"Content-Type": "text/html"},
+            ),
+            "HTML",
+        ),
+    ],
+)
+async def test_malformed_chat_answers_are_protocol_errors_naming_the_fault(
+    provider: OpenAIProvider, upstream: FakeUpstream, reply: Reply, named: str
+) -> None:
+    upstream.script("/v1/chat/completions", reply)
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.chat(chat(), MODEL)
+    assert caught.value.status == 502
+    assert caught.value.error_class is ErrorClass.RETRYABLE
+    assert named in caught.value.message
+
+
+def sse(*frames: bytes) -> Reply:
+    return Reply(body=b"".join(frames), headers={"Content-Type": "text/event-stream"})
+
+
+def chunk(delta: object = None, **fields: object) -> bytes:
+    body: dict[str, object] = {"id": "c", "object": "chat.completion.chunk", **fields}
+    if delta is not None:
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": None}]
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "named"),
+    [
+        (sse(chunk({"content": "a"}), chunk(usage={"prompt_tokens": "abc"})), "usage"),
+        (sse(chunk({"content": 5})), "content"),
+        (sse(chunk({"content": "a"}), b"data: {not json\n\n"), "not JSON"),
+        (sse(chunk({"content": "a"}), b'data: {"error": 5}\n\n'), "error"),
+        (sse(chunk({"content": "a"}), b"data: \xff\xfe\x80garbage\n\n"), "not JSON"),
+        (sse(b"data: [1, 2]\n\n"), "JSON object"),
+        (sse(chunk({"content": "a"})), "ended"),
+        (Reply(body=b"<html>Bad Gateway</html>", headers={"Content-Type": "text/html"}), "HTML"),
+        (Reply(json={"choices": [GOOD_CHOICE]}), "JSON"),
+    ],
+)
+async def test_malformed_streams_are_protocol_errors_naming_the_fault(
+    provider: OpenAIProvider, upstream: FakeUpstream, reply: Reply, named: str
+) -> None:
+    upstream.script("/v1/chat/completions", reply)
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await collect(provider.stream_chat(chat(), MODEL))
+    assert caught.value.status == 502
+    assert named in caught.value.message
+
+
+async def test_an_error_answered_with_200_to_a_stream_is_the_upstream_error(
+    provider: OpenAIProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/chat/completions", Reply(json={"error": {"message": "the engine is overloaded"}})
+    )
+    with pytest.raises(ProviderError) as caught:
+        await collect(provider.stream_chat(chat(), MODEL))
+    assert caught.value.status == 502 and caught.value.error_class is ErrorClass.RETRYABLE
+    assert "the engine is overloaded" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": [{"index": 0, "embedding": [0.1]}], "usage": {"prompt_tokens": "abc"}},
+        {"data": ["not a row"]},
+        {"data": [{"index": "first", "embedding": [0.1]}]},
+        [1, 2],
+    ],
+)
+async def test_malformed_embeddings_are_protocol_errors(
+    provider: OpenAIProvider, upstream: FakeUpstream, body: object
+) -> None:
+    upstream.script("/v1/embeddings", Reply(json=body))
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    with pytest.raises(UpstreamProtocolError):
+        await provider.embed(EmbeddingsRequest(input="a"), embed_model)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"text": "hi", "segments": ["not a segment"]},
+        {"text": "hi", "usage": "some"},
+        ["hi"],
+        {"text": "hi", "duration": "long"},
+    ],
+)
+async def test_malformed_transcriptions_are_protocol_errors(
+    provider: OpenAIProvider, upstream: FakeUpstream, body: object
+) -> None:
+    upstream.script("/v1/audio/transcriptions", Reply(json=body))
+    audio_model = ModelConfig(model_id="w", provider_id="oai", role="audio_transcription")
+    request = TranscriptionRequest(
+        model="w", file=b"RIFF", filename="a.wav", content_type="audio/wav"
+    )
+    with pytest.raises(UpstreamProtocolError):
+        await provider.transcribe(request, audio_model)
+
+
+async def test_gateway_answers_502_for_a_malformed_upstream_body_whole_and_streamed(
+    gateway: TestServer, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/chat/completions",
+        Reply(json={"choices": [GOOD_CHOICE], "usage": {"prompt_tokens": "abc"}}),
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gateway.make_url("/v1/chat/completions"), json=body, headers=headers
+        ) as response:
+            assert response.status == 502
+            error = (await response.json())["error"]
+        assert error["code"] == "upstream_protocol_error"
+        assert "usage.prompt_tokens" in error["message"]
+
+        # Streamed, broken after the first token: the headers are gone, so an error event.
+        upstream.script(
+            "/v1/chat/completions",
+            sse(chunk({"role": "assistant", "content": "first"}), b"data: \xff\x80{oops\n\n"),
+        )
+        async with http.post(
+            gateway.make_url("/v1/chat/completions"), json={**body, "stream": True}, headers=headers
+        ) as response:
+            assert response.status == 200
+            text = (await response.read()).decode()
+    assert '"content":"first"' in text
+    events = [line for line in text.split("\n\n") if line.startswith('data: {"error"')]
+    assert len(events) == 1 and "upstream_protocol_error" in events[0]
+    assert text.rstrip().endswith("}")  # the error is the last event, no [DONE] after it
