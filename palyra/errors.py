@@ -99,7 +99,12 @@ class Unsupported(PalyraError):
 
 
 class ProviderError(PalyraError):
-    """A failure talking to an upstream provider."""
+    """A failure talking to an upstream provider.
+
+    Its text comes partly from the upstream, which may quote a key (ours, an older one,
+    another provider's): it is redacted here, once, as the error is built, so that the message,
+    `str()`, `repr()` and `args` all hold the same clean text. Nothing may set it afterwards.
+    """
 
     status = 502
     type = "upstream_error"
@@ -122,9 +127,9 @@ class ProviderError(PalyraError):
         super().__init__(
             f"provider {provider_id}: {redact_secrets(message)}",
             status=status,
-            code=code,
+            code=redact_secrets(code) if code else code,
             type=type,
-            param=param,
+            param=redact_secrets(param) if param else param,
         )
         self.provider_id = provider_id
         self.upstream_status = upstream_status
