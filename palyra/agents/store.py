@@ -181,6 +181,9 @@ class RunStore:
             return len(rows)
 
     async def purge(self, before_ms: int) -> int:
+        # A retention longer than the time since 1970 puts the cutoff so far back that it
+        # overflows a 64-bit column; nothing is that old, so the cutoff is 0 instead.
+        before_ms = max(before_ms, 0)
         async with self.db.transaction() as tx:
             await tx.execute(
                 "DELETE FROM agent_run_events WHERE run_id IN (SELECT run_id FROM agent_runs"

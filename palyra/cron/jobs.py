@@ -44,7 +44,8 @@ MAX_BACKOFF_MS = 3_600_000
 MAX_PROMPT_CHARS = 32_000
 MAX_NAME_CHARS = 200
 MAX_AGENT_ID_CHARS = 64  # the agents.toml rule for an agent id
-_PROFILE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Used with fullmatch: `$` alone would let "main\n" through.
+_PROFILE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _FIELDS = {
     "name",
     "agent_id",
@@ -101,6 +102,12 @@ class Job:
         return int(min(MAX_BACKOFF_MS, self.backoff_ms * 2 ** (attempt - 1)))
 
 
+def _key(unknown: set[str]) -> str:
+    """The first unknown key, cut short: it becomes the error's `param` and message."""
+    key = sorted(unknown)[0]
+    return key if len(key) <= 64 else key[:63] + "…"
+
+
 def _text(body: Mapping[str, Any], key: str, limit: int) -> str:
     value = body[key]
     if not isinstance(value, str) or not value.strip():
@@ -121,7 +128,7 @@ def _schedule(raw: Any, default_tz: str, anchor_ms: int, now_ms: int) -> Schedul
     kinds = [k for k in ("cron", "every", "at") if k in raw]
     unknown = set(raw) - {"cron", "every", "at", "timezone", "kind"}
     if unknown:
-        raise JobError(f"schedule.{sorted(unknown)[0]}", "unknown key")
+        raise JobError(f"schedule.{_key(unknown)}", "unknown key")
     if len(kinds) != 1:
         raise JobError("schedule", "give exactly one of cron, every, at")
     kind = kinds[0]
@@ -159,7 +166,7 @@ def _retry(raw: Any, job: Job) -> tuple[int, int]:
         raise JobError("retry", 'must be an object: {"max_attempts": 1-16, "backoff_ms": N}')
     unknown = set(raw) - {"max_attempts", "backoff_ms"}
     if unknown:
-        raise JobError(f"retry.{sorted(unknown)[0]}", "unknown key")
+        raise JobError(f"retry.{_key(unknown)}", "unknown key")
     attempts = raw.get("max_attempts", job.max_attempts)
     if type(attempts) is not int or not 1 <= attempts <= MAX_ATTEMPTS:
         raise JobError("retry.max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS}")
@@ -182,7 +189,7 @@ def apply_fields(
         raise JobError("body", "must be a JSON object")
     unknown = set(body) - _FIELDS
     if unknown:
-        raise JobError(sorted(unknown)[0], "unknown field")
+        raise JobError(_key(unknown), "unknown field")
     changes: dict[str, Any] = {}
     if "name" in body:
         changes["name"] = _text(body, "name", MAX_NAME_CHARS)
@@ -213,7 +220,7 @@ def apply_fields(
         profile = body["auth_profile_id"]
         if profile in (None, ""):
             changes["auth_profile_id"] = None
-        elif not isinstance(profile, str) or not _PROFILE_ID.match(profile):
+        elif not isinstance(profile, str) or not _PROFILE_ID.fullmatch(profile):
             raise JobError("auth_profile_id", "must be a profile id ([A-Za-z0-9._:-], <= 128)")
         else:
             changes["auth_profile_id"] = profile

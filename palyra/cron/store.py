@@ -363,8 +363,11 @@ class CronStore:
         )
 
     async def purge(self, before_ms: int) -> int:
+        # A retention longer than the time since 1970 puts the cutoff so far back that it
+        # overflows a 64-bit column; nothing is that old, so the cutoff is 0 instead.
         return await self.db.execute(
-            "DELETE FROM cron_runs WHERE created_at < ? AND status <> 'running'", before_ms
+            "DELETE FROM cron_runs WHERE created_at < ? AND status <> 'running'",
+            max(before_ms, 0),
         )
 
 

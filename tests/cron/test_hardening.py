@@ -19,6 +19,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from palyra.agents.registry import AgentRegistry
+from palyra.agents.service import AgentService
 from palyra.config import PalyraConfig
 from palyra.cron.clock import ManualClock
 from palyra.cron.jobs import Job, JobError, job_view, new_job
@@ -36,8 +38,10 @@ from palyra.cron.schedule import (
 )
 from palyra.cron.service import CronService
 from palyra.errors import InvalidRequest
+from palyra.routing import Routed
 from palyra.server.keys import RUNTIME
 from palyra.state.db import Database
+from palyra.types import ChatRequest, ChatResult
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.cron.conftest import (
     HOUR,
@@ -272,6 +276,8 @@ async def test_sizes_and_nul_bytes_are_400s_on_every_backend(
         (job(schedule={"at": "2030-01-01\x0000:00:00Z"}), "schedule.at", "not an ISO 8601"),
         (job(schedule={"at": "\uff12030-01-01T00:00:00Z"}), "schedule.at", "not an ISO 8601"),
         (job(schedule={"every": "1h", "kind": "x" * 10_000}), "schedule.kind", "…"),
+        (job(schedule={"every": "1h"}, auth_profile_id="main\n"), "auth_profile_id", "<= 128"),
+        (job(schedule={"every": "1h"}, **{"x" * 10_000: 1}), "x" * 63 + "…", "unknown field"),
         (
             job(schedule={"every": "1h"}, retry={"max_attempts": 1e300}),
             "retry.max_attempts",
@@ -442,3 +448,27 @@ async def test_a_due_job_whose_stored_zone_no_longer_loads_stops_without_blockin
     with pytest.raises(InvalidRequest, match="stored schedule cannot be used"):
         await cron.update(broken.job_id, {"enabled": True})
     await cron.aclose()
+
+
+async def test_a_retention_longer_than_history_purges_nothing_instead_of_overflowing(
+    db: Database, clock: ManualClock
+) -> None:
+    """`history_retention_days` has no upper bound in the config: a cutoff before 1970 once
+    overflowed SQLite's INTEGER and stopped the scheduler (and the agent service) starting."""
+    cron = await start_cron(db, GateRunner(), clock, history_retention_days=10**15)
+    created = await cron.create(job_body({"every": "1m"}))
+    await cron.trigger(created.job_id)
+    await cron.scheduler.wait_runs()
+    assert await cron.scheduler.purge() == 0
+    assert len(await runs_of(cron.store, created.job_id)) == 1
+    await cron.aclose()
+    agents = AgentService(
+        AgentRegistry({}), _no_chat, node_id="node-a", retention_days=10**15, now_ms=clock.now_ms
+    )
+    await agents.start(db, heartbeat=False)
+    assert await agents.store.purge(-(10**30)) == 0
+    await agents.aclose()
+
+
+async def _no_chat(request: ChatRequest) -> Routed[ChatResult]:
+    raise AssertionError("no chat is expected")
