@@ -32,6 +32,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -50,6 +51,8 @@ SESSION_TTL_S = 12 * 3600
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The cookies issued here are about 110 characters; a longer one is not ours and not parsed.
 MAX_COOKIE_CHARS = 512
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_EXPIRES = 2**40  # seconds: year 36812, and still a BIGINT in milliseconds
 REFRESH_S = 2.0
 PRUNE_EVERY_S = 600.0
 PRUNE_GRACE_S = 3600
@@ -133,10 +136,11 @@ class SessionSigner:
         if not isinstance(data, dict):
             return None
         session_id, expires = data.get("sid"), data.get("exp")
-        # type() rather than isinstance(): True is an int, and 1e999 a float.
-        if not isinstance(session_id, str) or not session_id or type(expires) is not int:
+        # Only what issue() writes: an id of its alphabet, and an int that fits the store's
+        # BIGINT in milliseconds (type(), not isinstance(): True is an int, 1e999 a float).
+        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
             return None
-        if expires <= self._clock():
+        if type(expires) is not int or not self._clock() < expires < MAX_EXPIRES:
             return None
         return Session(session_id, expires, self._csrf(session_id))
 
@@ -195,7 +199,12 @@ class RevokedSessions:
         db = self._db
         if db is None:
             return
-        await self._save_unsaved()
+        unsaved: Exception | None = None
+        try:
+            await self._save_unsaved()
+        except Exception as exc:
+            # Still read below: the other daemons' sign-outs must come in regardless.
+            unsaved = exc
         now = self._clock()
         rows = await db.fetch_all(
             "SELECT session_id, expires_at_ms FROM console_revoked_sessions"
@@ -209,6 +218,8 @@ class RevokedSessions:
         self._revoked = {sid: exp for sid, exp in self._revoked.items() if exp > cutoff}
         if now >= self._next_prune:
             await self.prune()
+        if unsaved is not None:
+            raise unsaved
 
     async def prune(self) -> int:
         """Delete revocations of sessions that expired more than PRUNE_GRACE_S ago."""

@@ -189,6 +189,13 @@ HOSTILE: dict[str, Hostile] = {
     "signed cookie exp 1e999, session probe": Hostile(
         "GET", PROBE, lambda s: [cookie_header(signed(INFINITE_EXP))], 200, NOT_SIGNED_IN
     ),
+    "signed cookie with a lone surrogate for id, session probe": Hostile(
+        "GET",
+        PROBE,
+        lambda s: [cookie_header(signed(b'{"sid":"\\ud800","exp":4102444800}'))],
+        200,
+        NOT_SIGNED_IN,
+    ),
     "cookie nested 3000 deep": Hostile(
         "GET", STATUS, lambda s: [cookie_header(b64(DEEP) + b".c2ln")], 401
     ),
@@ -291,6 +298,12 @@ async def test_hostile_input_writes_no_traceback_to_the_log(palyrad: Daemon) -> 
         signed(b'{"sid":"abc","exp":NaN}').decode(),
         signed(b'{"sid":"abc","exp":true}').decode(),
         signed(b'{"sid":["abc"],"exp":4102444800}').decode(),
+        signed(b'{"sid":"\\ud800","exp":4102444800}').decode(),
+        signed(b'{"sid":"a b","exp":4102444800}').decode(),
+        signed(b'{"sid":"abc","exp":' + b"9" * 30 + b"}").decode(),
+        signed(b'{"sid":"abc","exp":4102444800.5}').decode(),
+        signed(b'{"sid":"abc"}').decode(),
+        signed(b'"abc"').decode(),
         signed(b"[1, 2]").decode(),
         signed(b"\xff\xfe").decode(),
         b64(DEEP).decode() + ".c2ln",
