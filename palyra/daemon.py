@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from typing import Annotated
 import structlog
 import typer
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from palyra.agents.lease import load_node_id
 from palyra.agents.registry import load_agents
@@ -122,7 +124,28 @@ def build_app(
     return app
 
 
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs every request it cannot parse (a control byte in a header, a line too
+    long) with a traceback: anyone who can connect could fill the log with them. One line
+    instead, without the offending bytes, which may hold a key. Errors in handlers stay loud.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            log.info("bad_http_request", status=exc.code, error=type(exc).__name__)
+            return False
+        return True
+
+
+def quiet_bad_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in server_log.filters):
+        server_log.addFilter(QuietBadRequests())
+
+
 async def serve(app: web.Application, host: str, port: int, grace_s: float) -> None:
+    quiet_bad_requests()
     # handler_cancellation: a client that goes away cancels its handler, and with it the
     # upstream request it was waiting on.
     runner = web.AppRunner(

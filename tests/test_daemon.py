@@ -217,3 +217,38 @@ async def test_logs_are_json_with_request_ids_and_no_secrets(
     for secret in (UPSTREAM_KEY, ADMIN_TOKEN, "wrong-token"):
         assert secret not in raw_log
         assert all(secret not in body for body in bodies)
+
+
+async def send_raw(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+async def test_unparseable_requests_are_one_log_line_not_a_traceback(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN_TOKEN)
+    daemon = await start_daemon(tmp_path, [], env)
+    daemons.append(daemon)
+    secret = "sk-secret-in-a-broken-header"
+    broken = [
+        # A control byte in a header (aiohttp quotes the whole line in its error).
+        f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\x1f\r\n\r\n",
+        f"GET /console/session HTTP/1.1\r\nHost: x\r\nCookie: palyra_session={secret}.\x1f\r\n\r\n",
+        # A header line longer than aiohttp takes.
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: {secret}{'a' * 20000}\r\n\r\n",
+    ]
+    for request in broken:
+        answer = await send_raw(daemon.port, request.encode())
+        # (The answer quotes the client's own bytes back to it; the log must not.)
+        assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.0 400")), answer[:200]
+    daemon.process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(daemon.process.wait(), 20)
+    raw_log = daemon.log_path.read_text()
+    assert "Traceback" not in raw_log and secret not in raw_log
+    lines = daemon.log_lines()  # every line is JSON: nothing aiohttp wrote on its own
+    assert len([line for line in lines if line.get("event") == "bad_http_request"]) == 3
