@@ -139,7 +139,11 @@ def _schedule(raw: Any, default_tz: str, anchor_ms: int, now_ms: int) -> Schedul
     value = raw[kind]
     if not isinstance(value, str) or not value.strip():
         raise JobError(f"schedule.{kind}", "must be a non-empty string")
-    timezone = raw.get("timezone") or default_tz
+    # Absent, null or "": the default zone. Any other value must be a zone name (`or` alone
+    # would take 0, false or [] for "absent" too).
+    timezone = raw.get("timezone")
+    if timezone is None or timezone == "":
+        timezone = default_tz
     if not isinstance(timezone, str):
         raise JobError("schedule.timezone", "must be an IANA zone name such as Europe/Prague")
     if len(timezone) > MAX_ZONE_CHARS:

@@ -269,6 +269,8 @@ async def test_sizes_and_nul_bytes_are_400s_on_every_backend(
             "schedule.cron",
             "longer than 512 characters",
         ),
+        (job(schedule={"cron": "0 9 * * *", "timezone": 0}), "schedule.timezone", "IANA"),
+        (job(schedule={"cron": "0 9 * * *", "timezone": []}), "schedule.timezone", "IANA"),
         (job(schedule={"cron": "0 9 * * *\x00"}), "schedule.cron", "bad day-of-week"),
         (job(schedule={"every": "1\x00s"}), "schedule.every", "cannot read"),
         (job(schedule={"every": "\u0661\u0660s"}), "schedule.every", "cannot read"),
