@@ -13,8 +13,20 @@ auth_profile_id = ""             # optional: provider calls use this auth profil
 max_turns = 8                    # model turns per run
 max_tool_calls = 4               # tool calls per run
 timeout_s = 120                  # whole run
-allowed_hosts = ["example.com"]  # http_fetch only; "*.example.com" matches subdomains
+allowed_hosts = ["example.com", "*.example.org", "api.example.net:8443", "127.0.0.1:8080"]
 ```
+
+`allowed_hosts` (http_fetch only) lists where the agent may fetch from. An entry is a host
+name, `*.` and a domain (its subdomains, not the domain itself), an IP address, or
+`localhost`, optionally with `:port` (an IPv6 address in brackets then: `[::1]:8080`).
+Without a port an entry allows only the URL scheme's default port: 80 for http, 443 for
+https; any other port must be named, so that allowing a host does not open every service
+on it. IP addresses must be written in dotted decimal (`0x7f000001` is refused).
+
+Private, loopback, link-local and other non-public addresses are refused when connecting,
+unless the entry names that host itself as an IP address or as `localhost`: an allowed name
+that resolves to a private address (DNS rebinding) is refused. Redirects are not followed,
+and no cookies are kept between fetches.
 
 The file sits beside config.toml (or `[agents] file`); with no config file,
 `$XDG_CONFIG_HOME/palyra/agents.toml` is used when present. An agent `default` always exists;
@@ -32,13 +44,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from palyra.agents.tools import TOOL_NAMES
+from palyra.agents.tools import TOOL_NAMES, parse_host_rule
 from palyra.config import ConfigError, PalyraConfig, read_toml
 
 AGENTS_FILE = "agents.toml"
 DEFAULT_AGENT_ID = "default"
 _AGENT_ID = re.compile(r"^[a-z0-9._-]{1,64}$")
-_HOST = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$|^\[?[0-9a-f:.]+\]?$")
 
 
 class AgentSpec(BaseModel):
@@ -77,14 +88,9 @@ class AgentSpec(BaseModel):
     @field_validator("allowed_hosts")
     @classmethod
     def _check_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        hosts = tuple(h.strip().lower() for h in value)
-        for host in hosts:
-            if not _HOST.match(host):
-                raise ValueError(
-                    f"{host!r} is not a host name (give names like example.com or "
-                    "*.example.com, without scheme, port or path)"
-                )
-        return hosts
+        # Kept as written, normalised (lower case, canonical addresses); parsed again by
+        # http_fetch, which needs nothing else.
+        return tuple(str(parse_host_rule(entry)) for entry in value)
 
     def view(self) -> dict[str, Any]:
         data = self.model_dump()

@@ -23,7 +23,7 @@ from palyra.agents.lease import LEASE_MS, RENEW_EVERY_S
 from palyra.agents.loop import AgentLoop, ChatFn, RunLimit
 from palyra.agents.registry import AgentRegistry, AgentSpec
 from palyra.agents.store import RunFinish, RunStore
-from palyra.agents.tools import ToolEnv
+from palyra.agents.tools import ToolEnv, fetch_session
 from palyra.context import ADMIN_PRINCIPAL, Origin, RequestContext, request_context
 from palyra.errors import NotFound, PalyraError
 from palyra.redact import redact_secrets
@@ -116,7 +116,11 @@ class AgentService:
         if interrupted:
             log.warning("agent_runs_interrupted", count=interrupted)
         await self._store.purge(self._now_ms() - self.retention_ms)
-        self._session = aiohttp.ClientSession()
+        # One pool for every agent's http_fetch: its guard lets through the private hosts any
+        # agent names, and each URL must still match its own agent's allowed_hosts first.
+        self._session = fetch_session(
+            entry for agent in self.registry.all() for entry in agent.allowed_hosts
+        )
         if heartbeat:
             self._heartbeat = asyncio.create_task(self._renew_forever())
 
