@@ -21,6 +21,7 @@ from palyra.auth.profiles import (
     profile_ref,
 )
 from palyra.auth.service import AuthService
+from palyra.egress import refusal_in
 from palyra.errors import InvalidRequest
 from palyra.models.anthropic import ANTHROPIC_VERSION
 from palyra.types import ModelProviderKind
@@ -70,7 +71,19 @@ async def check_provider_credential(
             status = response.status
             raw = await response.read()
             retry_after = response.headers.get("retry-after", "")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except aiohttp.ClientError as exc:
+        refused = refusal_in(exc)
+        if refused is not None:
+            # Not a blip to retry later: the provider's base_url reaches a private address.
+            raise InvalidRequest(
+                f"the provider at {base_url}: {refused}; set allow_private_base_url = true "
+                "on the provider if it is meant to be on a private network; nothing was stored",
+                code="provider_address_refused",
+            ) from None
+        raise ProviderUnavailable(
+            f"cannot reach the provider at {url}: {type(exc).__name__}; nothing was stored"
+        ) from None
+    except TimeoutError as exc:
         raise ProviderUnavailable(
             f"cannot reach the provider at {url}: {type(exc).__name__}; nothing was stored"
         ) from None

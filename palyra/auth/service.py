@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -13,6 +14,7 @@ from palyra.auth.attempts import AttemptState, AttemptStore, pending_ref
 from palyra.auth.profiles import AuthProfile, ProfileStore, profile_ref
 from palyra.auth.refresh import Refresher
 from palyra.config import DEFAULT_BASE_URLS, PalyraConfig
+from palyra.egress import guarded_session, ip_literal
 from palyra.errors import NotFound
 from palyra.state.db import Database
 from palyra.tasks import cancel_and_wait
@@ -46,12 +48,33 @@ class AuthService:
 
     @property
     def http(self) -> aiohttp.ClientSession:
+        """The client for providers' credential checks and the OAuth server's endpoints,
+        behind the egress guard: non-public addresses only for `private_hosts()`."""
         if self._http is None or self._http.closed:
-            # trust_env=False: proxies from the environment must not see tokens by surprise.
-            self._http = aiohttp.ClientSession(
-                trust_env=False, timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S)
+            # No proxies from the environment (guarded_session's default): they must not see
+            # tokens by surprise, and would connect out of the guard's sight.
+            self._http = guarded_session(
+                allowed_private=self.private_hosts(),
+                timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT_S),
             )
         return self._http
+
+    def private_hosts(self) -> set[str]:
+        """Hosts `http` may reach on loopback or private addresses: those of providers with
+        `allow_private_base_url = true`, and OAuth endpoints written as an IP address or
+        localhost (a name must resolve to public addresses: no DNS rebinding)."""
+        hosts = {
+            urlsplit(p.base_url).hostname or ""
+            for p in self.config.model_provider.providers
+            if p.allow_private_base_url and p.base_url
+        }
+        oauth = self.config.auth.openai_oauth
+        for url in (oauth.authorization_endpoint, oauth.token_endpoint, oauth.revocation_endpoint):
+            host = urlsplit(url).hostname if url else None
+            if host and (host == "localhost" or ip_literal(host) is not None):
+                hosts.add(host)
+        hosts.discard("")
+        return hosts
 
     @property
     def refresher(self) -> Refresher:

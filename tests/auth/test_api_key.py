@@ -113,3 +113,42 @@ async def test_unreachable_provider_and_bad_bodies(
     status, _ = await console.call("POST", path, {"api_key": GOOD_KEY}, auth=False)
     assert status == 401
     assert all(GOOD_KEY not in text for text in console.bodies)
+
+
+@pytest.mark.parametrize("host", ["0x7f000001", "localhost"])
+async def test_a_key_is_never_sent_to_a_private_address_the_provider_was_not_allowed(
+    host: str, tmp_path: Path, start_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    # The provider's base_url is a name for loopback (a spelling the validator refuses
+    # now, or a name it cannot judge, like 127.0.0.1.nip.io) without allow_private_base_url:
+    # the check must not carry the key there.
+    async with FakeUpstream(api_key=GOOD_KEY) as upstream:
+        config = auth_config(upstream, tmp_path / "s")
+        providers = config.model_provider.providers
+        bad = providers[0].model_copy(
+            update={
+                "base_url": upstream.openai_base_url.replace("127.0.0.1", host),
+                "allow_private_base_url": False,
+            }
+        )
+        config = config.model_copy(
+            update={
+                "model_provider": config.model_provider.model_copy(
+                    update={"providers": [bad, *providers[1:]]}
+                )
+            }
+        )
+        console = await start_console(start_gateway, config, http)
+        status, body = await console.call(
+            "POST", "/console/v1/auth/providers/openai/api-key", {"api_key": GOOD_KEY}
+        )
+        assert status == 400 and body["error"]["code"] == "provider_address_refused", body
+        message = body["error"]["message"]
+        assert "a loopback address" in message and "allow_private_base_url = true" in message
+        assert [r for r in upstream.requests if host in r.headers.get("host", "")] == []
+        await nothing_stored(console)
+        # The anthropic provider is allowed to be private: its check still reaches the fake.
+        status, body = await console.call(
+            "POST", "/console/v1/auth/providers/anthropic/api-key", {"api_key": GOOD_KEY}
+        )
+        assert status == 200, body
