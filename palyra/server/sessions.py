@@ -15,9 +15,9 @@ revocations whose sessions have not yet expired: the sign-outs of the last 12 ho
 handful of rows.
 
 While the store does not answer, a daemon goes on with the revocations it has; a sign-out it
-could not write is refused here at once and written when the store is back (lost if this
-daemon stops first; the browser's cookie is cleared either way, and the sign-out answer says
-so). Rows are deleted `PRUNE_GRACE_S` after their session's expiry, a margin for daemons
+could not write is refused here at once and written when the store is back (tried once more
+as the daemon stops, then lost; the browser's cookie is cleared either way, and the sign-out
+answer says so). Rows are deleted `PRUNE_GRACE_S` after their session's expiry, a margin for daemons
 whose clocks disagree, at start and every `PRUNE_EVERY_S`.
 
 Everything parsed here comes from the client before it is authenticated: a malformed cookie
@@ -182,6 +182,14 @@ class RevokedSessions:
     async def aclose(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        if self._unsaved and self._db is not None:
+            # A last try: what is still unsaved when the daemon stops is lost to the others.
+            try:
+                await asyncio.wait_for(self._save_unsaved(), STORE_TIMEOUT_S)
+            except Exception as exc:
+                log.warning(
+                    "session_revocations_lost", count=len(self._unsaved), error=type(exc).__name__
+                )
 
     async def revoke(self, session: Session) -> bool:
         """Refused here at once; True once the store has it too (else it is retried)."""

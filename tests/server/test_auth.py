@@ -31,6 +31,7 @@ from palyra.server.sessions import COOKIE, SessionSigner
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.state.conftest import drop_schema, postgres_schema_url
 from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.test_dependencies import CuttableProxy
 
 VAULT_KEY = base64.b64encode(b"v" * 32).decode()
 
@@ -488,3 +489,55 @@ async def test_a_sign_out_reaches_the_other_daemons(tmp_path: Path, shared_store
     finally:
         for server in servers:
             await server.close()
+
+
+async def test_a_sign_out_while_the_store_is_away_is_refused_here_and_written_later(
+    tmp_path: Path,
+) -> None:
+    url, schema = await postgres_schema_url()
+    proxy = CuttableProxy(5432)
+    await proxy.start()
+    via_proxy = url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    config = validate_config(
+        {
+            "version": 1,
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "state": {"backend": "postgres", "url": via_proxy},
+        }
+    )
+    env = {"PALYRA_ADMIN_TOKEN": ADMIN_TOKEN, "PALYRA_VAULT_KEY": VAULT_KEY}
+    server = TestServer(build_app(config, env=env), host="127.0.0.1")
+    await server.start_server()
+    try:
+        base = str(server.make_url(""))
+        session = await sign_in(base)
+        proxy.cut()
+        response = await sign_out(base, session)
+        assert response.status == 503
+        body = await response.json()
+        assert body["error"]["code"] == "state_store_unavailable"
+        assert response.cookies[COOKIE].value == ""  # the browser's copy is cleared anyway
+        assert await console_status(base, session.cookie) == 401
+        proxy.up = True
+        # Written by the background refresh once the store answers; another daemon reads it.
+        direct = validate_config(
+            {
+                "version": 1,
+                "daemon": {"state_dir": str(tmp_path / "other")},
+                "state": {"backend": "postgres", "url": url},
+            }
+        )
+        other = TestServer(build_app(direct, env=env), host="127.0.0.1")
+        await other.start_server()
+        try:
+            other_base = str(other.make_url(""))
+            deadline = asyncio.get_running_loop().time() + 2 * 2 + 3
+            while await console_status(other_base, session.cookie) != 401:
+                assert asyncio.get_running_loop().time() < deadline, "never written"
+                await asyncio.sleep(0.1)
+        finally:
+            await other.close()
+    finally:
+        await server.close()
+        await proxy.close()
+        await drop_schema(schema)

@@ -109,9 +109,11 @@ async def postgres_via_proxy() -> AsyncIterator[tuple[str, CuttableProxy]]:
     await drop_schema(schema)
 
 
+@pytest.mark.parametrize("written_by", ["refresh", "aclose"])
 async def test_a_sign_out_while_the_store_is_away_is_written_when_it_is_back(
-    postgres_via_proxy: tuple[str, CuttableProxy],
+    postgres_via_proxy: tuple[str, CuttableProxy], written_by: str
 ) -> None:
+    """By the next refresh, or, should the daemon stop first, as it stops."""
     url, proxy = postgres_via_proxy
     clock = Clock()
     db = await PostgresDatabase.open(url)
@@ -124,7 +126,7 @@ async def test_a_sign_out_while_the_store_is_away_is_written_when_it_is_back(
         assert session.session_id in revoked  # refused here at once regardless
         assert revoked.unsaved == 1
         proxy.up = True
-        await revoked.refresh()
+        await (revoked.refresh() if written_by == "refresh" else revoked.aclose())
         assert revoked.unsaved == 0
         assert await rows(db) == [session.session_id]
     finally:
