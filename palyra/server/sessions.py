@@ -11,14 +11,14 @@ revocations in memory, loaded before it serves and re-read every `REFRESH_S` sec
 signed-out cookie is refused at once by the daemon that signed it out, by a restarted daemon
 from its first request, and by the other daemons within `REFRESH_S` (plus however long the
 store takes to answer). The cost is one indexed SELECT per daemon every `REFRESH_S`, of the
-revocations whose sessions have not yet expired: the sign-outs of the last 12 hours, a
-handful of rows.
+revocations whose sessions have not long expired: the sign-outs of the last 13 hours, a
+handful of rows. Only someone signed in can sign out, so nobody else can grow the set.
 
 While the store does not answer, a daemon goes on with the revocations it has; a sign-out it
 could not write is refused here at once and written when the store is back (tried once more
 as the daemon stops, then lost; the browser's cookie is cleared either way, and the sign-out
-answer says so). Rows are deleted `PRUNE_GRACE_S` after their session's expiry, a margin for daemons
-whose clocks disagree, at start and every `PRUNE_EVERY_S`.
+answer says so). Rows are deleted `PRUNE_GRACE_S` after their session's expiry (a margin for
+daemons whose clocks disagree), at start and every `PRUNE_EVERY_S`.
 
 Everything parsed here comes from the client before it is authenticated: a malformed cookie
 or header is "no session", never an exception.
