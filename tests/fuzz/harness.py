@@ -1,0 +1,962 @@
+"""The fuzz suite's machinery: `palyrad` as a real process, a raw-socket fake upstream whose
+answers the tests choose byte for byte, a raw HTTP/1.1 client that sends exactly the bytes it
+is given (no client library in the way), and the checks every answer must pass.
+
+The checks (`Fuzz.send`):
+
+- no 500, ever; no other 5xx unless the upstream is at fault (then 502/504, and 503 only for
+  "every candidate cooling down" or an upstream that said 503/529 itself);
+- an answer within `PALYRA_FUZZ_TIMEOUT_S` (a request that blocks the event loop is a defect);
+- a streamed 200 ends cleanly: `data: [DONE]` last, and no `server_error` event unless the
+  upstream is at fault;
+- after every request the daemon answers `GET /healthz` with 200, and the log lines written up
+  to that health check hold no traceback, no `unhandled_error`, no `exception` field and no
+  line that is not JSON (aiohttp's and asyncio's own tracebacks come out as plain text).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.fakes import anthropic_wire, openai_wire
+from tests.fakes.replies import ChatReply
+
+PALYRAD = str(Path(sys.executable).with_name("palyrad"))
+ADMIN_TOKEN = "fuzz-admin-token-0123456789abcdef"
+UPSTREAM_KEY = "sk-fuzz-upstream-key"
+UPSTREAM_KEY_ENV = "PALYRA_FUZZ_UPSTREAM_KEY"
+TIMEOUT_S = float(os.environ.get("PALYRA_FUZZ_TIMEOUT_S", "10"))
+# A directory holding another `palyra` package to run the daemon from (an exported older
+# tree, say): how to check that the suite finds defects that have since been fixed.
+PACKAGE_ROOT = os.environ.get("PALYRA_FUZZ_PACKAGE_ROOT", "")
+# While a heavy request is in flight, /healthz must still answer within this: one request
+# must not stall every other client.
+PROBE_S = 2.5
+
+Header = tuple[str | bytes, str | bytes]
+
+
+def _b(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+# --- compact, eval-able reprs for reproductions -------------------------------------------------
+
+
+def compact(data: bytes, limit: int = 1200) -> str:
+    """`data` as a Python expression whose long runs are folded: `b'[' * 3000 + b'0' + ...`.
+
+    Reproductions stay short enough to read and paste, even for bodies nested 3,000 deep."""
+    parts: list[str] = []
+    literal = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        best: tuple[int, int] | None = None  # (period, repeats)
+        for period in range(1, 9):
+            unit = data[i : i + period]
+            if len(unit) < period:
+                break
+            repeats = 1
+            while data[i + repeats * period : i + (repeats + 1) * period] == unit:
+                repeats += 1
+            if (
+                repeats * period >= 24
+                and repeats >= 3
+                and (best is None or repeats * period > best[0] * best[1])
+            ):
+                best = (period, repeats)
+        if best is None:
+            literal.append(data[i])
+            i += 1
+            continue
+        if literal:
+            parts.append(repr(bytes(literal)))
+            literal.clear()
+        period, repeats = best
+        parts.append(f"{data[i : i + period]!r} * {repeats}")
+        i += period * repeats
+    if literal:
+        parts.append(repr(bytes(literal)))
+    text = " + ".join(parts) or "b''"
+    if len(text) > limit:
+        text = (
+            text[: limit // 2] + f" ...<{len(text) - limit} chars folded>... " + text[-limit // 2 :]
+        )
+    return text
+
+
+class Blob(bytes):
+    """Bytes whose repr is `compact`: what Hypothesis prints for a falsifying example."""
+
+    def __repr__(self) -> str:
+        return compact(bytes(self))
+
+
+# --- the raw HTTP client ---------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    elapsed_s: float
+    complete: bool = True  # False: the connection closed before the body was whole
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k == lowered), None)
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+
+    def error_code(self) -> str | None:
+        body = self.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            code = body["error"].get("code")
+            return code if isinstance(code, str) else None
+        return None
+
+
+class NoAnswer(AssertionError):
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def build_request(
+    port: int,
+    method: str | bytes,
+    target: str | bytes,
+    headers: Sequence[Header] = (),
+    body: bytes = b"",
+    *,
+    content_length: bool = True,
+) -> bytes:
+    names = {_b(name).lower() for name, _ in headers}
+    lines = [_b(method) + b" " + _b(target) + b" HTTP/1.1"]
+    if b"host" not in names:
+        lines.append(b"Host: 127.0.0.1:%d" % port)
+    if b"connection" not in names:
+        lines.append(b"Connection: close")
+    framed = b"content-length" in names or b"transfer-encoding" in names
+    has_body = body or _b(method).upper() in (b"POST", b"PUT", b"PATCH", b"DELETE")
+    if content_length and not framed and has_body:
+        lines.append(b"Content-Length: %d" % len(body))
+    lines += [_b(name) + b": " + _b(value) for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def send_raw(
+    port: int, data: bytes, timeout_s: float = TIMEOUT_S, *, half_close: bool = False
+) -> Response:
+    """Send `data` as it is; read the answer until the daemon closes the connection.
+    `half_close`: then shut our side, so the daemon sees the end of a truncated request."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    chunks: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                got = compact(b"".join(chunks)[:300])
+                raise NoAnswer(
+                    f"no complete answer within {timeout_s} s; got {got}", timed_out=True
+                )
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return parse_response(b"".join(chunks), time.monotonic() - started, head=data[:5] == b"HEAD ")
+
+
+def parse_response(raw: bytes, elapsed_s: float, *, head: bool = False) -> Response:
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise NoAnswer(f"the connection closed without a whole answer: {compact(raw[:300])}")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise NoAnswer(f"not an HTTP answer: {compact(raw[:300])}")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers.append((name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")))
+    response = Response(int(parts[1]), headers, rest, elapsed_s)
+    if head:
+        return response
+    encoding = (response.header("transfer-encoding") or "").lower()
+    if "chunked" in encoding:
+        response.body, response.complete = _dechunk(rest)
+    elif response.header("content-length") is not None:
+        length = int(response.header("content-length") or 0)
+        response.complete = len(rest) >= length
+        response.body = rest[:length]
+    return response
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bool]:
+    out = bytearray()
+    pos = 0
+    while True:
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            return bytes(out), False
+        size_text = data[pos:line_end].split(b";")[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            return bytes(out), False
+        if size == 0:
+            return bytes(out), True
+        start = line_end + 2
+        if len(data) < start + size:
+            out += data[start:]
+            return bytes(out), False
+        out += data[start : start + size]
+        pos = start + size + 2
+
+
+def sse_data(body: bytes) -> list[str]:
+    """The `data:` payloads of an SSE body, in order."""
+    text = body.decode("utf-8", "replace").replace("\r\n", "\n")
+    return [line[5:].strip() for line in text.split("\n") if line.startswith("data:")]
+
+
+# --- the fake upstream -------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """What the fake upstream sends, byte for byte.
+
+    `mode`: "normal" (Content-Length), "eof" (no length, close after the body), "chunked",
+    "chunked-cut" (chunked, connection closed without the final chunk), "short" (a
+    Content-Length larger than the body, then close), "drop" (close before any answer),
+    "hang" (never answer: the daemon's timeout must fire)."""
+
+    status: int = 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    mode: str = "normal"
+    reason: bytes = b"OK"
+
+    def render(self) -> bytes | None:
+        if self.mode in ("drop", "hang"):
+            return None
+        head = [b"HTTP/1.1 %d %s" % (self.status, self.reason)]
+        head += [name + b": " + value for name, value in self.headers]
+        head.append(b"Connection: close")
+        body = self.body
+        if self.mode == "normal":
+            head.append(b"Content-Length: %d" % len(body))
+        elif self.mode == "short":
+            head.append(b"Content-Length: %d" % (len(body) + 100))
+        elif self.mode in ("chunked", "chunked-cut"):
+            head.append(b"Transfer-Encoding: chunked")
+            pieces = [body[i : i + 97] for i in range(0, len(body), 97)]
+            body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+            if self.mode == "chunked":
+                body += b"0\r\n\r\n"
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+    def describe(self) -> str:
+        headers = ", ".join(
+            f"{n.decode('latin-1')}: {v.decode('latin-1')}" for n, v in self.headers
+        )
+        return (
+            f"HTTP {self.status} [{self.mode}] headers {{{headers}}} body {compact(self.body, 600)}"
+        )
+
+
+def json_reply(payload: Any, status: int = 200) -> Reply:
+    return Reply(status, [(b"Content-Type", b"application/json")], orjson.dumps(payload))
+
+
+def sse_reply(frames: Iterable[bytes], mode: str = "chunked") -> Reply:
+    headers = [
+        (b"Content-Type", b"text/event-stream; charset=utf-8"),
+        (b"Cache-Control", b"no-cache"),
+    ]
+    return Reply(200, headers, b"".join(frames), mode)
+
+
+@dataclass
+class UpstreamRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+
+
+# Which scripted reply answers a request: by what it asks for.
+ROUTES = ("chat", "embeddings", "transcriptions", "models", "token", "other")
+
+
+def route_of(method: str, path: str) -> str:
+    if method == "POST" and path.endswith(("/chat/completions", "/v1/messages")):
+        return "chat"
+    if method == "POST" and path.endswith("/embeddings"):
+        return "embeddings"
+    if method == "POST" and path.endswith("/audio/transcriptions"):
+        return "transcriptions"
+    if method == "GET" and path.endswith("/models"):
+        return "models"
+    if path.startswith("/oauth/token"):
+        return "token"
+    return "other"
+
+
+class FakeUpstream:
+    """OpenAI and Anthropic on one loopback port (OpenAI under `/openai/v1`, Anthropic under
+    `/anthropic`, the OAuth token endpoint at `/oauth/token`), answering well by default and
+    with the scripted `Reply` of a route while one is set."""
+
+    def __init__(self) -> None:
+        self.requests: list[UpstreamRequest] = []
+        self.replies: dict[str, Reply] = {}
+        self._server: socketserver.ThreadingTCPServer | None = None
+        self._stop = threading.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeUpstream:
+        upstream = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                upstream._handle(self.request)
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @contextlib.contextmanager
+    def replying(self, route: str, reply: Reply | None) -> Any:
+        if reply is None:
+            yield
+            return
+        self.replies[route] = reply
+        try:
+            yield
+        finally:
+            self.replies.pop(route, None)
+
+    # --- serving ---
+
+    def _handle(self, sock: socket.socket) -> None:
+        sock.settimeout(10)
+        try:
+            request = _read_request(sock)
+        except (OSError, ValueError):
+            return
+        if request is None:
+            return
+        self.requests.append(request)
+        del self.requests[:-50]
+        reply = self.replies.get(route_of(request.method, request.path)) or self._default(request)
+        data = reply.render()
+        if data is None:
+            if reply.mode == "hang":
+                self._stop.wait(30)
+            return
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
+
+    def _default(self, request: UpstreamRequest) -> Reply:
+        route = route_of(request.method, request.path)
+        body = request.json()
+        body = body if isinstance(body, dict) else {}
+        anthropic = request.path.startswith("/anthropic")
+        if route == "models":
+            models = ["gpt-4o-mini", "text-embedding-3-small", "whisper-1", "claude-sonnet-4-5"]
+            wire = anthropic_wire if anthropic else openai_wire
+            return json_reply(wire.models_list(models))
+        if route == "chat":
+            return default_chat(anthropic, body)
+        if route == "embeddings":
+            return json_reply(default_embeddings(body))
+        if route == "transcriptions":
+            return json_reply({"text": "transcript from the fake upstream"})
+        if route == "token":
+            return json_reply(
+                {"access_token": "fuzz-access", "token_type": "Bearer", "expires_in": 3600}
+            )
+        return json_reply(openai_wire.error_body(404, f"no route {request.path}"), 404)
+
+
+def default_embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    """One vector per input, `dimensions` long (cheap to build at any size)."""
+    raw = body.get("input")
+    count = len(raw) if isinstance(raw, list) and raw and not isinstance(raw[0], int) else 1
+    dims = body.get("dimensions")
+    dims = dims if isinstance(dims, int) and 0 < dims <= 8192 else 8
+    vector = [0.5] * dims
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(count)],
+        "model": str(body.get("model", "m")),
+        "usage": {"prompt_tokens": count, "total_tokens": count},
+    }
+
+
+def default_chat(anthropic: bool, body: dict[str, Any], reply: ChatReply | None = None) -> Reply:
+    """A well-formed answer for the request (streamed when it asks for a stream)."""
+    reply = reply or ChatReply(content="Hello from the fuzz upstream.")
+    model = str(body.get("model", "m"))
+    stream = body.get("stream") is True
+    if anthropic:
+        if not stream:
+            return json_reply(anthropic_wire.message(reply, model=model, prompt=3))
+        frames, end = anthropic_wire.stream_events(reply, model=model, prompt=3)
+        return sse_reply([*frames, end])
+    if not stream:
+        return json_reply(openai_wire.chat_completion(reply, model=model, prompt=3))
+    frames = openai_wire.chat_chunks(reply, model=model, prompt=3, include_usage=True)
+    return sse_reply([*frames, openai_wire.DONE])
+
+
+def _read_request(sock: socket.socket) -> UpstreamRequest | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = [*lines[0].split(" ", 2), "", ""][:3]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while not rest.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        body, _ = _dechunk(rest)
+    else:
+        length = int(headers.get("content-length") or 0)
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        body = rest[:length]
+    return UpstreamRequest(method, target.split("?")[0], headers, body)
+
+
+# --- the daemon -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def daemon_config(state_dir: Path, upstream: FakeUpstream) -> str:
+    """Deterministic models, plus an OpenAI-compatible and an Anthropic provider on the fake
+    upstream. One candidate per request and no retries (each client request is one upstream
+    request), a breaker that never opens (a 503 would hide the next answer), short timeouts."""
+    up = upstream.url
+    return f"""version = 1
+
+[daemon]
+state_dir = "{state_dir}"
+log_level = "info"
+shutdown_grace_ms = 2000
+
+[model_provider]
+default_chat_model_id = "deterministic"
+default_embeddings_model_id = "deterministic-embed"
+default_audio_transcription_model_id = "deterministic-transcribe"
+failover_enabled = false
+max_retries = 0
+retry_backoff_ms = 0
+request_timeout_ms = 3000
+circuit_breaker_failure_threshold = 1000000000
+circuit_breaker_cooldown_ms = 1
+discovery_ttl_ms = 3600000
+health_ttl_ms = 3600000
+
+[[model_provider.providers]]
+provider_id = "det"
+kind = "deterministic"
+
+[[model_provider.providers]]
+provider_id = "oai"
+kind = "openai_compatible"
+base_url = "{up}/openai/v1"
+allow_private_base_url = true
+api_key_env = "{UPSTREAM_KEY_ENV}"
+discovery = false
+
+[[model_provider.providers]]
+provider_id = "claude"
+kind = "anthropic"
+base_url = "{up}/anthropic"
+allow_private_base_url = true
+api_key_env = "{UPSTREAM_KEY_ENV}"
+discovery = false
+
+[[model_provider.models]]
+model_id = "deterministic"
+provider_id = "det"
+
+[[model_provider.models]]
+model_id = "deterministic-embed"
+provider_id = "det"
+role = "embeddings"
+max_context_tokens = 8192
+max_output_tokens = 1
+
+[[model_provider.models]]
+model_id = "deterministic-transcribe"
+provider_id = "det"
+role = "audio_transcription"
+
+[[model_provider.models]]
+model_id = "gpt-4o-mini"
+provider_id = "oai"
+
+[[model_provider.models]]
+model_id = "claude"
+provider_id = "claude"
+upstream_model = "claude-sonnet-4-5"
+max_context_tokens = 200000
+max_output_tokens = 4096
+
+[[model_provider.models]]
+model_id = "text-embedding-3-small"
+provider_id = "oai"
+role = "embeddings"
+
+[[model_provider.models]]
+model_id = "whisper-1"
+provider_id = "oai"
+role = "audio_transcription"
+
+[[model_provider.models]]
+model_id = "claude-embed"
+provider_id = "claude"
+role = "embeddings"
+
+[auth.openai_oauth]
+authorization_endpoint = "{up}/oauth/authorize"
+token_endpoint = "{up}/oauth/token"
+client_id = "fuzz-client"
+
+[cron]
+max_concurrent_runs = 2
+"""
+
+
+AGENTS = """version = 1
+
+[[agents]]
+agent_id = "tools"
+display_name = "Tools"
+tools = ["current_time", "calculator"]
+max_turns = 3
+max_tool_calls = 2
+timeout_s = 5
+"""
+
+
+class DaemonProcess:
+    """`palyrad` on a free port with its own state dir; its JSON-lines log in a file."""
+
+    def __init__(self, workdir: Path, upstream: FakeUpstream) -> None:
+        self.workdir = workdir
+        self.upstream = upstream
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.generation = 0
+        self.log_path = workdir / "palyrad.log"
+        self._log_offset = 0
+        self._partial = b""
+        self._sync = itertools.count()
+
+    def start(self) -> None:
+        self.generation += 1
+        root = self.workdir / f"run-{self.generation}"
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "home").mkdir(parents=True)
+        config = root / "config.toml"
+        config.write_text(daemon_config(root / "state", self.upstream))
+        (root / "agents.toml").write_text(AGENTS)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PALYRA_")}
+        env.update(
+            HOME=str(root / "home"),
+            XDG_CONFIG_HOME=str(root / "xdg-config"),
+            XDG_STATE_HOME=str(root / "xdg-state"),
+            PALYRA_ADMIN_TOKEN=ADMIN_TOKEN,
+            PALYRA_VAULT_KEYRING="off",
+            **{UPSTREAM_KEY_ENV: UPSTREAM_KEY},
+        )
+        if PACKAGE_ROOT:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
+        self.port = free_port()
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
+            self._partial = b""
+            self.process = subprocess.Popen(
+                [PALYRAD, "--config", str(config), "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"palyrad exited at start-up: {self.log_path.read_text()[-4000:]}"
+                )
+            with contextlib.suppress(OSError, NoAnswer):
+                if (
+                    send_raw(self.port, build_request(self.port, "GET", "/healthz"), 2).status
+                    == 200
+                ):
+                    self.read_log()  # start-up lines are not any request's
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"palyrad did not start: {self.log_path.read_text()[-4000:]}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def read_log(self) -> list[bytes]:
+        """Whole lines written since the last call."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_offset)
+            data = log.read()
+        self._log_offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        return [line for line in lines if line.strip()]
+
+    def sync(self) -> tuple[Response | None, list[bytes]]:
+        """GET /healthz with a marker request id and wait for its log line: every line the
+        requests before it caused synchronously is in the file by then. Returns the health
+        answer (None: no answer) and the log lines read."""
+        marker = f"fuzz-sync-{self.generation}-{next(self._sync)}"
+        request = build_request(self.port, "GET", "/healthz", [("X-Request-Id", marker)])
+        try:
+            health: Response | None = send_raw(self.port, request, TIMEOUT_S)
+        except (OSError, NoAnswer):
+            health = None
+        lines: list[bytes] = []
+        deadline = time.monotonic() + (2.0 if health is not None else 0.2)
+        while True:
+            lines += self.read_log()
+            if any(marker.encode() in line for line in lines) or time.monotonic() > deadline:
+                return health, lines
+            time.sleep(0.002)
+
+
+def traceback_tail(text: str, frames: int = 4) -> str:
+    """The end of a traceback: its last frames and the exception, indented."""
+    lines = [line for line in text.splitlines() if line.strip() and set(line.strip()) != {"^"}]
+    starts = [n for n, line in enumerate(lines) if line.lstrip().startswith("File ")]
+    keep = lines[starts[-frames] :] if len(starts) >= frames else lines[-16:]
+    return "\n".join("      " + line for line in keep)
+
+
+def log_problems(lines: Iterable[bytes]) -> list[str]:
+    """Lines that show a traceback or an unhandled error, or are not JSON at all (aiohttp's
+    and asyncio's own tracebacks are plain text; consecutive such lines are one problem)."""
+    problems: list[str] = []
+    plain: list[str] = []
+
+    def flush() -> None:
+        if plain:
+            tail = traceback_tail("\n".join(plain))
+            problems.append(f"plain-text lines in the log:\n      {plain[0]}\n{tail}")
+            plain.clear()
+
+    for raw in lines:
+        text = raw.decode("utf-8", "replace")
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            plain.append(text)
+            continue
+        flush()
+        if not isinstance(entry, dict):
+            problems.append(f"a JSON log line that is not an object: {text[:500]}")
+            continue
+        exception = entry.get("exception") or entry.get("exc_info")
+        if entry.get("event") == "unhandled_error" or exception or "Traceback" in text:
+            fields = {
+                k: v for k, v in entry.items() if k not in ("exception", "exc_info", "timestamp")
+            }
+            shown = orjson.dumps(fields).decode()[:500]
+            tail = traceback_tail(str(exception)) if exception else ""
+            problems.append(f"{shown}\n{tail}" if tail else shown)
+    flush()
+    return problems
+
+
+# --- sessions -------------------------------------------------------------------------------
+
+
+def session_key(admin_token: str = ADMIN_TOKEN) -> bytes:
+    return hmac.new(admin_token.encode(), b"palyra-console-session-v1", hashlib.sha256).digest()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed_cookie(payload: bytes) -> str:
+    """A session cookie for `payload`, signed as the daemon signs (the suite knows the token)."""
+    return f"{b64(payload)}.{b64(hmac.new(session_key(), payload, hashlib.sha256).digest())}"
+
+
+# --- the checks -----------------------------------------------------------------------------
+
+
+def describe(
+    method: str | bytes, target: str | bytes, headers: Sequence[Header], body: bytes
+) -> str:
+    shown = "\n".join(f"    {_b(n)!r}: {_b(v)!r}"[:600] for n, v in headers)
+    return (
+        f"  {_b(method).decode('latin-1')} {_b(target)!r}\n  headers:\n{shown or '    (none)'}\n"
+        f"  body ({len(body)} bytes): {compact(body)}"
+    )
+
+
+class Fuzz:
+    """One daemon, one upstream, and `send`, which checks every answer."""
+
+    def __init__(self, daemon: DaemonProcess, upstream: FakeUpstream) -> None:
+        self.daemon = daemon
+        self.upstream = upstream
+
+    @property
+    def port(self) -> int:
+        return self.daemon.port
+
+    def auth(self) -> list[Header]:
+        return [("Authorization", f"Bearer {ADMIN_TOKEN}")]
+
+    def send(
+        self,
+        method: str | bytes,
+        target: str | bytes,
+        headers: Sequence[Header] = (),
+        body: bytes = b"",
+        *,
+        authorized: bool = True,
+        upstream_fault: bool = False,
+        upstream_reply: Reply | None = None,
+        stream: bool = False,
+        content_length: bool = True,
+        check: Callable[[Response], None] | None = None,
+        probe: bool = False,
+    ) -> Response:
+        all_headers: list[Header] = [*(self.auth() if authorized else []), *headers]
+        response = self.send_bytes(
+            build_request(
+                self.port, method, target, all_headers, body, content_length=content_length
+            ),
+            what=lambda: describe(method, target, all_headers, body),
+            upstream_fault=upstream_fault,
+            upstream_reply=upstream_reply,
+            stream=stream,
+            check=check,
+            probe=probe,
+        )
+        assert response is not None  # an answer is required, so there is one
+        return response
+
+    def send_bytes(
+        self,
+        data: bytes,
+        *,
+        what: Callable[[], str] | None = None,
+        upstream_fault: bool = False,
+        upstream_reply: Reply | None = None,
+        stream: bool = False,
+        check: Callable[[Response], None] | None = None,
+        probe: bool = False,
+        allow_no_answer: bool = False,
+    ) -> Response | None:
+        """Send, check the answer, then the daemon's health and log. `probe`: also check that
+        /healthz answers within PROBE_S while this request is in flight. `allow_no_answer`:
+        raw bytes that may be no whole request; the connection is half-closed after them, and
+        the daemon may close it without an answer (but must not leave it hanging)."""
+        failures: list[str] = []
+        response: Response | None = None
+        outcome: list[Response | BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(send_raw(self.port, data, half_close=allow_no_answer))
+            except BaseException as exc:  # handed to the test thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        if probe:
+            time.sleep(0.3)
+            if worker.is_alive():
+                started = time.monotonic()
+                check_request = build_request(self.port, "GET", "/healthz")
+                try:
+                    send_raw(self.port, check_request, PROBE_S)
+                except (OSError, NoAnswer):
+                    failures.append(
+                        f"GET /healthz got no answer within {PROBE_S} s while this request "
+                        f"was in flight (waited {time.monotonic() - started:.1f} s): it blocks "
+                        "the daemon"
+                    )
+        worker.join(TIMEOUT_S + 5)
+        result = outcome[0] if outcome else NoAnswer("no answer at all")
+        if isinstance(result, Response):
+            response = result
+        elif isinstance(result, NoAnswer):
+            if result.timed_out or not allow_no_answer:
+                failures.append(str(result))
+        elif isinstance(result, OSError):
+            failures.append(f"connection failed: {type(result).__name__}: {result}")
+        else:
+            raise result
+        if response is not None:
+            failures += status_problems(response, upstream_fault, upstream_reply, stream)
+            if check is not None:
+                try:
+                    check(response)
+                except AssertionError as exc:
+                    failures.append(str(exc))
+        health, lines = self.daemon.sync()
+        if not self.daemon.alive():
+            failures.append("palyrad died")
+        elif health is None or health.status != 200:
+            failures.append(f"GET /healthz afterwards: {health.status if health else 'no answer'}")
+        failures += [f"log: {line}" for line in log_problems(lines)]
+        if failures:
+            answer = "no answer"
+            if response is not None:
+                answer = f"{response.status} {compact(response.body[:1500], 1500)}"
+            shown = what() if what is not None else f"  raw bytes: {compact(data)}"
+            if upstream_reply is not None:
+                shown += f"\n  upstream answered: {upstream_reply.describe()}"
+            raise AssertionError(
+                "\n".join(["request:", shown, f"answer: {answer}", "problems:", *failures])
+            )
+        return response
+
+
+def status_problems(
+    response: Response, upstream_fault: bool, upstream_reply: Reply | None, stream: bool
+) -> list[str]:
+    status = response.status
+    problems: list[str] = []
+    if status == 500:
+        problems.append("500: the daemon failed on this request")
+    elif status >= 500:
+        upstream_said = upstream_reply.status if upstream_reply is not None else None
+        if not upstream_fault:
+            problems.append(f"{status} for a request the upstream had no part in")
+        elif status == 503:
+            if response.error_code() not in ("providers_unavailable", "provider_unavailable") and (
+                upstream_said not in (503, 529)
+            ):
+                problems.append(f"503 ({response.error_code()}) that is not 'cooling down'")
+        elif status not in (502, 504):
+            problems.append(f"{status}: not a status the daemon gives for upstream failures")
+    if status == 200 and not response.complete:
+        problems.append("the answer was cut off (incomplete body)")
+    content_type = response.header("content-type") or ""
+    if status == 200 and stream and content_type.startswith("text/event-stream"):
+        events = sse_data(response.body)
+        # A stream ends with [DONE], or with the error event that stopped it.
+        if not events or (events[-1] != "[DONE]" and '"error"' not in events[-1]):
+            problems.append(f"a stream that does not end with [DONE] (last: {events[-1:]})")
+        for data in events:
+            if data == "[DONE]":
+                continue
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                problems.append(f"a stream event that is not JSON: {data[:200]!r}")
+                continue
+            error = event.get("error") if isinstance(event, dict) else None
+            if isinstance(error, dict) and (
+                error.get("code") == "internal_error"
+                or (error.get("type") == "server_error" and not upstream_fault)
+            ):
+                problems.append(f"a stream error event: {data[:500]}")
+    return problems

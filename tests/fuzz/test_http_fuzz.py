@@ -1,0 +1,212 @@
+"""Fuzzing the HTTP surface as a whole: odd methods, paths and query strings on every route
+prefix, `/healthz` and `/metrics`, and malformed HTTP framing sent byte for byte."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from tests.fuzz.conftest import fuzz_settings
+from tests.fuzz.harness import ADMIN_TOKEN, Fuzz
+from tests.fuzz.strategies import json_text, odd_headers, odd_text
+
+pytestmark = pytest.mark.timeout(600)
+
+PREFIXES = [
+    "/",
+    "/v1/",
+    "/v1/chat/completions/",
+    "/v1/models/",
+    "/console/",
+    "/console/v1/",
+    "/console/v1/cron/jobs/",
+    "/console/v1/runs/",
+    "/console/v1/agents/",
+    "/console/v1/auth/profiles/",
+    "/console/v1/auth/providers/",
+    "/console/static/",
+    "/healthz/",
+    "/metrics/",
+]
+SEGMENTS = [
+    "",
+    ".",
+    "..",
+    "%2e%2e",
+    "%2F",
+    "%00",
+    "%ff",
+    "%C2%B2",
+    "%",
+    "%zz",
+    "a" * 300,
+    "a" * 5000,
+    "x;y=z",
+    "@",
+    "~",
+    "(",
+    "*",
+]
+# Taken by the HTTP parser as they are (bytes it refuses are in FRAMINGS below).
+RAW_SEGMENTS = [b"//", b"\\", b"#frag", b"?", b"&", b"'", b"!$&'()*+,;="]
+QUERIES = [
+    "",
+    "?",
+    "?&&",
+    "?a",
+    "?a=%ff",
+    "?%C2%B2=%C2%B2",
+    "?a=1&a=2",
+    "?" + "a=1&" * 300,
+    "?=",
+    "?%00",
+]
+METHODS = [
+    "GET",
+    "POST",
+    "PUT",
+    "PATCH",
+    "DELETE",
+    "HEAD",
+    "OPTIONS",
+    "TRACE",
+    "PROPFIND",
+    "get",
+    "G-E_T",
+]
+
+
+@st.composite
+def odd_target(draw: st.DrawFn) -> bytes:
+    path = draw(st.sampled_from(PREFIXES)).encode()
+    for _ in range(draw(st.integers(0, 3))):
+        segment = draw(
+            st.sampled_from(SEGMENTS).map(str.encode)
+            | st.sampled_from(RAW_SEGMENTS)
+            | odd_text.map(lambda t: quote(t, safe="").encode())
+        )
+        path += segment + draw(st.sampled_from([b"/", b""]))
+    return path + draw(st.sampled_from(QUERIES)).encode()
+
+
+@fuzz_settings(scale=5)
+@given(
+    method=st.sampled_from(METHODS),
+    target=odd_target(),
+    body=st.just(b"") | json_text,
+    headers=odd_headers(),
+    authorized=st.booleans(),
+)
+def test_odd_paths(
+    fz: Fuzz,
+    method: str,
+    target: bytes,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    authorized: bool,
+) -> None:
+    fz.send(
+        method,
+        target,
+        [*headers, (b"Content-Type", b"application/json")],
+        body,
+        authorized=authorized,
+    )
+
+
+@fuzz_settings(scale=1)
+@given(
+    path=st.sampled_from(["/healthz", "/metrics"]),
+    query=st.sampled_from(QUERIES),
+    method=st.sampled_from(["GET", "HEAD", "POST", "OPTIONS"]),
+    headers=odd_headers(),
+    authorized=st.booleans(),
+)
+def test_healthz_and_metrics(
+    fz: Fuzz,
+    path: str,
+    query: str,
+    method: str,
+    headers: list[tuple[bytes, bytes]],
+    authorized: bool,
+) -> None:
+    fz.send(method, path + query, headers, authorized=authorized)
+
+
+# --- framing --------------------------------------------------------------------------------
+
+AUTH = b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"
+CHAT = b'{"model":"deterministic","messages":[{"role":"user","content":"hi"}]}'
+
+FRAMINGS: list[bytes] = [
+    # duplicated singleton headers
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\nHost: b\r\n" + AUTH + b"\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + b"Content-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+    % len(CHAT)
+    + CHAT,
+    # Content-Length and Transfer-Encoding both, or wrong
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: -1\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n" + AUTH + b"Content-Length: 1e3\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + "Content-Length: ²\r\n\r\n".encode(),
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + b"Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + b"Content-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + b"Content-Encoding: br\r\nContent-Length: 4\r\n\r\nnope",
+    # control characters and non-tokens where the grammar has no room for them
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\n" + AUTH + b"X-Bad\x00: v\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\n" + AUTH + b"X-Bad: a\x00b\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\n" + AUTH + b"X-\xff: v\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\n" + AUTH + b"X-Bad: a\x7fb\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\n" + AUTH + b" folded: header\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\n" + AUTH + b"X-Long: " + b"a" * 9000 + b"\r\n\r\n",
+    b"GET /v1/models HTTP/1.1\r\nHost: a\r\n" + AUTH + b"X-Bare-LF: v\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /v1/models\x00 HTTP/1.1\r\nHost: a\r\n\r\n",
+    # bytes no request target may hold raw
+    b"GET /\xff/ HTTP/1.1\r\nHost: a\r\n" + AUTH + b"\r\n",
+    b"GET /console/v1/auth/profiles/\xc2\xb2 HTTP/1.1\r\nHost: a\r\n" + AUTH + b"\r\n",
+    b"GET /v1/models?a=\xff HTTP/1.1\r\nHost: a\r\n" + AUTH + b"\r\n",
+    b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /v1/models HTTP/9.9\r\nHost: a\r\n\r\n",
+    b"GET /v1/models HTTP/1.1 extra\r\nHost: a\r\n\r\n",
+    b"GET http://[::1/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    b"GET /healthz HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+    + AUTH
+    + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(CHAT)
+    + CHAT,
+]
+
+
+@fuzz_settings(scale=2)
+@given(
+    data=st.sampled_from(FRAMINGS)
+    | st.builds(lambda prefix, cut: prefix[:cut], st.sampled_from(FRAMINGS), st.integers(1, 60)),
+)
+@example(data=FRAMINGS[0])
+def test_malformed_http(fz: Fuzz, data: bytes) -> None:
+    """Bytes a client library would not send. The parser's 400 is fine; a traceback in the
+    log (aiohttp logs its parser errors with one unless told otherwise) is not."""
+    fz.send_bytes(data, allow_no_answer=True)
