@@ -51,8 +51,11 @@ PHASES = [p for p in Phase if p is not Phase.explain and (EXPLICIT or p is not P
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fuzz_settings(scale: float = 1.0) -> Callable[[F], F]:
-    """Hypothesis settings for one fuzz test: `scale` x PALYRA_FUZZ_EXAMPLES examples."""
+def fuzz_settings(scale: float = 1.0, shrink: bool = True) -> Callable[[F], F]:
+    """Hypothesis settings for one fuzz test: `scale` x PALYRA_FUZZ_EXAMPLES examples.
+    `shrink=False` for tests whose every example takes seconds: their pools are small and
+    already minimal, and replaying them to shrink would cost minutes."""
+    phases = [p for p in PHASES if shrink or p is not Phase.shrink]
 
     def decorate(test: F) -> F:
         configured = settings(
@@ -61,7 +64,7 @@ def fuzz_settings(scale: float = 1.0) -> Callable[[F], F]:
             derandomize=SEED == "",
             database=None,
             print_blob=True,
-            phases=PHASES,
+            phases=phases,
             suppress_health_check=[
                 HealthCheck.too_slow,
                 HealthCheck.data_too_large,

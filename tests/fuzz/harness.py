@@ -23,6 +23,7 @@ import hmac
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,10 +64,28 @@ def _b(value: str | bytes) -> bytes:
 # --- compact, eval-able reprs for reproductions -------------------------------------------------
 
 
+def _repeats(data: bytes, start: int, unit: bytes) -> int:
+    """How many times `unit` repeats from `start` (exponential then binary search)."""
+    size = len(unit)
+    low, high = 1, 2
+    while data[start : start + high * size] == unit * high:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if data[start : start + middle * size] == unit * middle:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
 def compact(data: bytes, limit: int = 1200) -> str:
     """`data` as a Python expression whose long runs are folded: `b'[' * 3000 + b'0' + ...`.
 
-    Reproductions stay short enough to read and paste, even for bodies nested 3,000 deep."""
+    Reproductions stay short enough to read and paste, even for bodies nested 3,000 deep.
+    Past 256 KiB only the first 64 KiB are shown (and said so)."""
+    if len(data) > 256 * 1024:
+        return compact(data[: 64 * 1024], limit) + f" + ...<{len(data) - 64 * 1024} more bytes>"
     parts: list[str] = []
     literal = bytearray()
     i, n = 0, len(data)
@@ -76,9 +95,9 @@ def compact(data: bytes, limit: int = 1200) -> str:
             unit = data[i : i + period]
             if len(unit) < period:
                 break
-            repeats = 1
-            while data[i + repeats * period : i + (repeats + 1) * period] == unit:
-                repeats += 1
+            if data[i + period : i + 2 * period] != unit:
+                continue
+            repeats = _repeats(data, i, unit)
             if (
                 repeats * period >= 24
                 and repeats >= 3
@@ -913,10 +932,47 @@ class Fuzz:
             shown = what() if what is not None else f"  raw bytes: {compact(data)}"
             if upstream_reply is not None:
                 shown += f"\n  upstream answered: {upstream_reply.describe()}"
-            raise AssertionError(
+            raise failure_type(failures)(
                 "\n".join(["request:", shown, f"answer: {answer}", "problems:", *failures])
             )
         return response
+
+
+class DaemonFailure(AssertionError):
+    """A property the daemon broke. Subclassed per kind of failure (see `failure_type`)."""
+
+
+_FAILURE_TYPES: dict[str, type[DaemonFailure]] = {}
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_EXCEPTION = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b")
+
+
+def failure_signature(failures: list[str]) -> str:
+    """What tells one defect from another: the daemon's exception and where it was raised
+    (for a traceback in the log), else the first problem's kind."""
+    for problem in failures:
+        frames = _FRAME.findall(problem)
+        if frames:
+            path, line = frames[-1]
+            exception = next(
+                (m.group(1) for m in map(_EXCEPTION.match, reversed(problem.splitlines())) if m),
+                "exception",
+            )
+            return f"{exception} at {path.rsplit('/', 2)[-2:][-1]}:{line}"
+    first = failures[0] if failures else "failure"
+    return re.sub(r"[^A-Za-z]+", " ", first.split(":")[0])[:40].strip() or "failure"
+
+
+def failure_type(failures: list[str]) -> type[DaemonFailure]:
+    """A DaemonFailure subclass named after the failure's signature. Hypothesis tells bugs
+    apart by the exception's type and where it was raised; since every failure is raised
+    here, distinct types let it report each distinct daemon defect of a test, not only the
+    first it shrank."""
+    signature = failure_signature(failures)
+    if signature not in _FAILURE_TYPES:
+        name = re.sub(r"\W+", "_", signature).strip("_")
+        _FAILURE_TYPES[signature] = type(f"DaemonFailure_{name}", (DaemonFailure,), {})
+    return _FAILURE_TYPES[signature]
 
 
 def status_problems(

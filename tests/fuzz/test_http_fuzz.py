@@ -3,8 +3,12 @@ prefix, `/healthz` and `/metrics`, and malformed HTTP framing sent byte for byte
 
 from __future__ import annotations
 
+import functools
+import gzip
+import zlib
 from urllib.parse import quote
 
+import orjson
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -210,3 +214,74 @@ def test_malformed_http(fz: Fuzz, data: bytes) -> None:
     """Bytes a client library would not send. The parser's 400 is fine; a traceback in the
     log (aiohttp logs its parser errors with one unless told otherwise) is not."""
     fz.send_bytes(data, allow_no_answer=True)
+
+
+# --- size and compression -------------------------------------------------------------------
+
+MiB = 1024 * 1024
+BODY_ROUTES = [
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/console/v1/runs",
+    "/console/v1/cron/jobs",
+]
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """64 MiB of JSON whitespace in ~64 KB: twice the daemon's default request limit."""
+    return gzip.compress(b"{" + b" " * (64 * MiB) + b"}", compresslevel=9)
+
+
+def _body(route: str, text: str) -> bytes:
+    if route == "/v1/chat/completions":
+        return orjson.dumps(
+            {"model": "deterministic", "messages": [{"role": "user", "content": text}]}
+        )
+    if route == "/v1/embeddings":
+        return orjson.dumps({"model": "deterministic-embed", "input": text})
+    if route == "/console/v1/runs":
+        return orjson.dumps({"input": text})
+    return orjson.dumps(
+        {
+            "name": "n",
+            "agent_id": "default",
+            "prompt": text,
+            "schedule": {"every": "1h"},
+            "enabled": False,
+        }
+    )
+
+
+@fuzz_settings(scale=0.5, shrink=False)
+@given(
+    kind=st.sampled_from(
+        ["gzip", "deflate", "gzip-broken", "gzip-bomb", "8mb-text", "many-messages", "over-limit"]
+    ),
+    route=st.sampled_from(BODY_ROUTES),
+)
+@example(kind="gzip-bomb", route="/v1/chat/completions")
+@example(kind="8mb-text", route="/v1/chat/completions")
+def test_large_and_compressed_bodies(fz: Fuzz, kind: str, route: str) -> None:
+    """Bodies at and past the size limit, compressed ones among them: a 4xx or an answer,
+    quickly, with the daemon serving others meanwhile."""
+    headers: list[tuple[bytes, bytes]] = [(b"Content-Type", b"application/json")]
+    small = _body(route, "hi")
+    if kind == "gzip":
+        body, headers = gzip.compress(small), [*headers, (b"Content-Encoding", b"gzip")]
+    elif kind == "deflate":
+        body, headers = zlib.compress(small), [*headers, (b"Content-Encoding", b"deflate")]
+    elif kind == "gzip-broken":
+        body, headers = gzip.compress(small)[:-9], [*headers, (b"Content-Encoding", b"gzip")]
+    elif kind == "gzip-bomb":
+        body, headers = gzip_bomb(), [*headers, (b"Content-Encoding", b"gzip")]
+    elif kind == "8mb-text":
+        body = _body(route, "ab " * (8 * MiB // 3))
+    elif kind == "many-messages":
+        message = {"role": "user", "content": "x"}
+        body = orjson.dumps(
+            {"model": "deterministic", "messages": [message] * 200_000, "input": "x"}
+        )
+    else:
+        body = _body(route, "a" * (33 * MiB))
+    fz.send("POST", route, headers, body, probe=True)
