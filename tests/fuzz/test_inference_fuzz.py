@@ -322,6 +322,12 @@ def test_chat_deep_nesting(fz: Fuzz, body: Blob) -> None:
         ]
     ),
 )
+@example(
+    body=render({"model": "deterministic", "messages": [{"role": "user", "content": "hi"}]}),
+    content_type=b"application/json",
+    headers=[(b"Expect", b"\xff")],
+    target="/v1/chat/completions",
+)
 def test_chat_odd_headers(
     fz: Fuzz, body: Blob, content_type: bytes, headers: list[tuple[bytes, bytes]], target: str
 ) -> None:

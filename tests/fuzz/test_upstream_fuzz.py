@@ -254,6 +254,14 @@ def test_openai_answer_transport(fz: Fuzz, reply: Reply) -> None:
 @fuzz_settings(scale=3)
 @given(reply=whole_reply(anthropic_message(), ANTHROPIC_USAGE, transport=False))
 @example(reply=json_reply({**anthropic_message(), "usage": {"input_tokens": "abc"}}))
+@example(
+    reply=json_reply(
+        {
+            **anthropic_message(),
+            "usage": {"input_tokens": Raw(b"18446744073709551616"), "output_tokens": 1},
+        }
+    )
+)
 def test_anthropic_answer_fields(fz: Fuzz, reply: Reply) -> None:
     with fz.upstream.replying("chat", reply):
         fz.send(
@@ -282,6 +290,14 @@ def test_anthropic_answer_transport(fz: Fuzz, reply: Reply) -> None:
 
 
 # --- streams --------------------------------------------------------------------------------
+
+
+# A last chunk whose usage no 64-bit integer holds.
+HUGE_USAGE_CHUNK = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+    b'"choices":[],"usage":{"prompt_tokens":18446744073709551616,"completion_tokens":1,'
+    b'"total_tokens":1}}\n\n'
+)
 
 
 def openai_frames() -> list[bytes]:
@@ -401,6 +417,7 @@ def broken_stream(draw: st.DrawFn, frames: list[bytes], usage_keys: list[str]) -
 @given(reply=broken_stream(openai_frames(), OPENAI_USAGE))
 @example(reply=sse_reply(openai_frames()[:2], mode="chunked-cut"))
 @example(reply=sse_reply([b"data: \xff\xfe\n\n", openai_wire.DONE]))
+@example(reply=sse_reply([*openai_frames()[:-2], HUGE_USAGE_CHUNK, openai_wire.DONE]))
 def test_openai_stream(fz: Fuzz, reply: Reply) -> None:
     with fz.upstream.replying("chat", reply):
         fz.send(
