@@ -79,8 +79,8 @@ def new_http_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.
 
 def _address_refused(config: ProviderConfig, refusal: EgressRefused) -> ProviderError:
     return ProviderError(
-        f"{refusal}: base_url must reach a public address; for a server on a private "
-        "network set allow_private_base_url = true",
+        f"{refusal}; base_url must reach a public address (for a server on a private "
+        "network set allow_private_base_url = true)",
         provider_id=config.provider_id,
         # Not a blip to retry but this provider's configuration: fail over at once, like a
         # key it refused (the nearest class there is).
@@ -95,7 +95,11 @@ class ProviderSessions:
     pool that connects anywhere (loopback and private servers included); every other
     provider gets a pool of its own behind an egress guard that refuses non-public
     addresses at connect time. Its own, so that a refusal names the provider and is a
-    `ProviderError` the router understands, not a connection blip."""
+    `ProviderError` the router understands, not a connection blip: the guard's resolver
+    raises it, and aiohttp lets a resolver's non-OSError through unwrapped. (Requests
+    waiting on the same lookup get that one exception object.) An IP literal is refused by
+    the socket check instead, as a connection error; config refuses those literals first.
+    The open pool is the one there was before: requests through it cost nothing more."""
 
     def __init__(self) -> None:
         self._open: aiohttp.ClientSession | None = None
