@@ -17,7 +17,7 @@ from palyra.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, 
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
-from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, open_stream
+from palyra.models.fallback import Candidate, FallbackModel, RouteInfo
 from palyra.tokens import (
     check_token_budget,
     estimate_text_tokens,
@@ -344,31 +344,12 @@ class Router:
 
     async def stream_chat(self, request: ChatRequest) -> Routed[AsyncIterator[ChatDelta]]:
         """Opens the stream up to its first content token, failing over as needed, so that
-        what the client sees is either an ordinary error or a normal stream."""
+        what the client sees is either an ordinary error or a normal stream. The stream's
+        token counts are metered as they pass."""
         candidates = await self._chat_candidates(request)
-        routed = await self._serve(
-            candidates, lambda c: open_stream(c.provider.stream_chat(request, c.model))
-        )
-        routed.value = self._count_stream_tokens(routed.value, routed.route)
-        return routed
-
-    async def _count_stream_tokens(
-        self, stream: AsyncIterator[ChatDelta], route: RouteInfo
-    ) -> AsyncIterator[ChatDelta]:
-        try:
-            async for delta in stream:
-                if delta.usage is not None:
-                    self.metrics.count_tokens(
-                        route.provider_id,
-                        route.model_id,
-                        delta.usage.prompt_tokens,
-                        delta.usage.completion_tokens,
-                    )
-                yield delta
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        fallback = self._fallback(candidates)
+        stream = await fallback.stream(lambda c: c.provider.stream_chat(request, c.model))
+        return Routed(stream, fallback.route)
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.EMBEDDINGS)

@@ -4,6 +4,12 @@ The error class decides what happens next (see `palyra.errors.ErrorClass`):
 retryable errors are retried on the same candidate with backoff (or as `Retry-After` says),
 then fail over; credential errors fail over at once; a context error fails over only to a
 larger window; client errors go straight back to the caller.
+
+The breaker hears of each request once per provider: one failure for a request that failed
+there (all its retries together, and however many of the provider's models it tried), or one
+success. A stream is a success when it ends well, not when its first token came: one that
+breaks after the first token cannot be retried (the client has the bytes), and it is the
+provider's failure all the same.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import TypeVar
 
 from palyra.breaker import CircuitBreaker, Permit
 from palyra.config import ModelConfig, ProviderSettings
-from palyra.errors import ErrorClass, PalyraError, ProviderError
+from palyra.errors import ErrorClass, PalyraError, ProviderError, UpstreamTimeout
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
@@ -75,6 +81,11 @@ class FallbackModel:
         self._health = health
         self._metrics = metrics
         self._sleep = sleep
+        # Providers whose breaker this request has already charged a failure to.
+        self._charged: set[str] | None = None
+        # Set while opening a stream: success is settled when the stream ends.
+        self._streaming = False
+        self._served: tuple[Candidate, Permit] | None = None
 
     async def run(self, call: Callable[[Candidate], Awaitable[T]]) -> T:
         try:
@@ -149,9 +160,14 @@ class FallbackModel:
                 elapsed = time.perf_counter() - started
                 self.route.upstream_s += elapsed
                 self._metrics.observe_upstream(provider_id, candidate.model.model_id, elapsed)
-                candidate.breaker.record_success()
-                self._metrics.set_circuit(provider_id, candidate.breaker.state)
-                self._health.record_success(provider_id)
+                if self._streaming:
+                    self._served = (candidate, permit)
+                    # A probe is settled by its first token: the circuit must not wait on a
+                    # stream that the caller may never read, nor stay half-open for its length.
+                    if permit is Permit.PROBE:
+                        self._settle_success(candidate)
+                else:
+                    self._settle_success(candidate)
                 return result
         except BaseException as error:
             if not isinstance(error, ProviderError):
@@ -172,43 +188,117 @@ class FallbackModel:
             return None  # the wait would not fit: better to fail over now
         return wait
 
+    def _settle_success(self, candidate: Candidate) -> None:
+        provider_id = candidate.provider.provider_id
+        candidate.breaker.record_success()
+        self._metrics.set_circuit(provider_id, candidate.breaker.state)
+        self._health.record_success(provider_id)
+
     def _settle_failure(self, candidate: Candidate, permit: Permit, error: ProviderError) -> None:
         provider_id = candidate.provider.provider_id
-        if error.error_class in (ErrorClass.RETRYABLE, ErrorClass.CREDENTIAL):
+        charged = self._charged
+        if error.error_class in (ErrorClass.RETRYABLE, ErrorClass.CREDENTIAL) and (
+            charged is None or provider_id not in charged
+        ):
             candidate.breaker.record_failure()
+            if charged is None:
+                charged = self._charged = set()
+            charged.add(provider_id)
         else:
+            # A client's own error, or a second model of a provider this request has already
+            # counted a failure against: nothing new about the provider.
             candidate.breaker.release(permit)
         self._metrics.set_circuit(provider_id, candidate.breaker.state)
         self._health.record_failure(provider_id, error)
 
+    # --- streams ------------------------------------------------------------------------
 
-async def open_stream(stream: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
-    """Read a stream up to its first content token and hand back the whole stream.
+    async def stream(
+        self, open_: Callable[[Candidate], AsyncIterator[ChatDelta]]
+    ) -> AsyncIterator[ChatDelta]:
+        """Open a stream up to its first content token, failing over as needed, and hand it
+        back whole; what it does after that (ends, breaks, is left) is settled with the
+        provider's breaker and health as it happens, and its token counts are metered."""
+        self._streaming = True
+
+        async def call(candidate: Candidate) -> tuple[list[ChatDelta], AsyncIterator[ChatDelta]]:
+            timeout_s = candidate.settings.request_timeout_ms / 1000
+            return await open_stream(open_(candidate), timeout_s, candidate.provider.provider_id)
+
+        head, rest = await self.run(call)
+        assert self._served is not None  # run() returned: a candidate served
+        candidate, permit = self._served
+        return self._relay(head, rest, candidate, permit)
+
+    async def _relay(
+        self,
+        head: list[ChatDelta],
+        rest: AsyncIterator[ChatDelta],
+        candidate: Candidate,
+        permit: Permit,
+    ) -> AsyncIterator[ChatDelta]:
+        provider_id, model_id = candidate.provider.provider_id, candidate.model.model_id
+        count_tokens = self._metrics.count_tokens
+        settled = permit is Permit.PROBE  # (a probe was settled by its first token)
+        try:
+            for delta in head:
+                if delta.usage is not None:
+                    count_tokens(
+                        provider_id,
+                        model_id,
+                        delta.usage.prompt_tokens,
+                        delta.usage.completion_tokens,
+                    )
+                yield delta
+            async for delta in rest:
+                if delta.usage is not None:
+                    count_tokens(
+                        provider_id,
+                        model_id,
+                        delta.usage.prompt_tokens,
+                        delta.usage.completion_tokens,
+                    )
+                yield delta
+        except ProviderError as error:
+            # Too late to retry or fail over: the client has had part of the answer.
+            self._metrics.count_upstream_error(provider_id, error.error_class)
+            # (A probe's permit was given back with its first token: not to be given twice.)
+            self._settle_failure(candidate, Permit.NORMAL if settled else permit, error)
+            error.route = self.route
+            raise
+        else:
+            if not settled:
+                self._settle_success(candidate)
+        finally:
+            # Closing the provider's generator closes its upstream response (client went away).
+            await _close(rest)
+
+
+async def open_stream(
+    stream: AsyncIterator[ChatDelta], timeout_s: float, provider_id: str
+) -> tuple[list[ChatDelta], AsyncIterator[ChatDelta]]:
+    """Read a stream up to its first content token: (the deltas read, the rest).
 
     A stream that fails before that token has shown the client nothing, so it can still be
-    retried or failed over; the deltas read so far are replayed in front of the rest.
+    retried or failed over. The wait for that token is bounded by `timeout_s` even while the
+    upstream keeps the connection busy (keep-alive comments, pings) without ever answering.
     """
     head: list[ChatDelta] = []
     try:
-        async for delta in stream:
-            head.append(delta)
-            if delta.content or delta.tool_calls or delta.finish_reason:
-                break
+        async with asyncio.timeout(timeout_s):
+            async for delta in stream:
+                head.append(delta)
+                if delta.content or delta.tool_calls or delta.finish_reason:
+                    break
+    except TimeoutError:
+        await _close(stream)
+        raise UpstreamTimeout(
+            f"no first token within {round(timeout_s * 1000)} ms", provider_id=provider_id
+        ) from None
     except BaseException:
         await _close(stream)
         raise
-    return _chain(head, stream)
-
-
-async def _chain(head: list[ChatDelta], rest: AsyncIterator[ChatDelta]) -> AsyncIterator[ChatDelta]:
-    try:
-        for delta in head:
-            yield delta
-        async for delta in rest:
-            yield delta
-    finally:
-        # Closing the provider's generator closes its upstream response (client went away).
-        await _close(rest)
+    return head, stream
 
 
 async def _close(stream: AsyncIterator[ChatDelta]) -> None:
