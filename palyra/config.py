@@ -344,18 +344,23 @@ class CronConfig(_Section):
     enabled: bool = True
     timezone: str = "UTC"
     max_concurrent_runs: int = Field(default=4, ge=1, le=256)
-    history_retention_days: int = Field(default=30, ge=1)
-    catch_up_window_ms: int = Field(default=86_400_000, ge=0)
+    # Upper bounds keep every cutoff and deadline inside a 64-bit column (a retention of
+    # 10**15 days made the purge cutoff overflow and the scheduler fail to start).
+    history_retention_days: int = Field(default=30, ge=1, le=36_500)
+    catch_up_window_ms: int = Field(default=86_400_000, ge=0, le=366 * 86_400_000)
     # How long a running run stays its daemon's without a renewal; a daemon that dies is
     # noticed by the others this long after its last renewal (renewed every third of it).
-    run_lease_ms: int = Field(default=60_000, ge=3_000)
+    run_lease_ms: int = Field(default=60_000, ge=3_000, le=86_400_000)
 
     @field_validator("timezone")
     @classmethod
     def _check_zone(cls, value: str) -> str:
+        # The longest IANA name is 32 characters; a long one makes ZoneInfo raise OSError.
+        if len(value) > 64:
+            raise ValueError(f"unknown IANA time zone {value[:64]!r}... (at most 64 characters)")
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
         return value
 

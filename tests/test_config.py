@@ -531,11 +531,28 @@ def test_default_model_id_checked_against_the_builtin_registry() -> None:
     assert validate_config(raw).model_provider.default_chat_model_id == "deterministic"
 
 
-@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "UTC+2"])
+@pytest.mark.parametrize(
+    "zone", ["Mars/Olympus_Mons", "", "../../etc/passwd", "UTC+2", "Europe/" + "x" * 300]
+)
 def test_cron_timezone_must_be_iana(zone: str) -> None:
     problem = only_problem({"version": 1, "cron": {"timezone": zone}})
     assert problem.startswith("cron.timezone: ")
     assert "IANA" in problem
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("history_retention_days", 10**15),
+        ("run_lease_ms", 10**15),
+        ("catch_up_window_ms", 10**15),
+    ],
+)
+def test_cron_durations_are_bounded(key: str, value: int) -> None:
+    # Unbounded, these overflowed 64-bit columns: the purge cutoff, every run's lease.
+    problem = only_problem({"version": 1, "cron": {key: value}})
+    assert problem.startswith(f"cron.{key}: ")
+    assert "less than or equal" in problem
 
 
 def test_cron_timezone_valid() -> None:
