@@ -7,6 +7,7 @@ never sees an aiohttp exception and no message ever carries a request header.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -34,25 +35,32 @@ USER_AGENT = "palyra/0.1"
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait, from `retry-after-ms`, or `Retry-After` as seconds or an HTTP-date."""
+    """Seconds to wait, from `retry-after-ms`, or `Retry-After` as seconds or an HTTP-date.
+    What is no finite number of seconds (1e999, nan) is as good as no header."""
     millis = headers.get("retry-after-ms")
     if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
+        seconds = _finite(millis)
+        if seconds is not None:
+            return max(0.0, seconds / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 class HttpProvider(ModelProvider):
@@ -336,12 +344,17 @@ def kind_of(value: Any) -> str:
     return "an object" if isinstance(value, dict) else type(value).__name__
 
 
+# No answer holds more tokens than this; a larger count is nonsense, and one past 64 bits
+# would fail the rendering of our own answer (orjson refuses it) after the upstream's was taken.
+MAX_TOKEN_COUNT = 2**53 - 1
+
+
 def token_count(value: Any, where: str) -> int:
     """A token count an upstream reported: a whole number, or absent (null counts as 0)."""
     if value is None:
         return 0
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
         return value
-    if type(value) is float and value.is_integer() and value >= 0:
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_TOKEN_COUNT:
         return int(value)
     raise Malformed(f"{where} is {kind_of(value)}, not a count of tokens")

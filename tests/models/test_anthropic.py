@@ -1036,6 +1036,8 @@ def message_with(**fields: Any) -> dict[str, Any]:
         (message_with(usage={"input_tokens": 1, "output_tokens": [2]}), "usage.output_tokens"),
         (message_with(usage={"input_tokens": 1, "cache_read_input_tokens": True}), "cache_read"),
         (message_with(usage="plenty"), "usage"),
+        # Fits 64 bits, but three of them summed would not (nor could any real count).
+        (message_with(usage={"input_tokens": 2**64 - 1, "output_tokens": 1}), "input_tokens"),
         (message_with(content=[{"type": "text", "text": 5}]), "content[0].text"),
         (message_with(content=["hello"]), "content[0]"),
         (

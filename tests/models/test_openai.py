@@ -384,6 +384,10 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": when}, now=1445412470.0) == pytest.approx(10)
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
+    # No finite number: as if there were no header (inf made the error's own header a 500).
+    assert parse_retry_after({"retry-after": "1e999"}) is None
+    assert parse_retry_after({"retry-after-ms": "nan", "retry-after": "inf"}) is None
+    assert parse_retry_after({"retry-after-ms": "-inf", "retry-after": "2"}) == 2
 
 
 # --- malformed upstream answers: each a 502 naming what was wrong ---------------------------
@@ -401,6 +405,16 @@ GOOD_CHOICE = {
         (Reply(json={"choices": [GOOD_CHOICE], "usage": {"prompt_tokens": "abc"}}), "usage"),
         (Reply(json={"choices": [GOOD_CHOICE], "usage": {"completion_tokens": [1]}}), "usage"),
         (Reply(json={"choices": [GOOD_CHOICE], "usage": "lots"}), "usage"),
+        # Past 64 bits (parsed as a float), and a float past what any count could be.
+        (
+            Reply(
+                body=b'{"choices": [{"message": {"content": "x"}}], '
+                b'"usage": {"prompt_tokens": 18446744073709551616}}'
+            ),
+            "usage.prompt_tokens",
+        ),
+        (Reply(json={"choices": [GOOD_CHOICE], "usage": {"prompt_tokens": -1}}), "usage"),
+        (Reply(json={"choices": [GOOD_CHOICE], "usage": {"prompt_tokens": 2.5}}), "usage"),
         (Reply(json={"choices": "none"}), "choices"),
         (Reply(json=[GOOD_CHOICE]), "JSON object"),
         (Reply(json={"choices": [{"message": {"content": 5}}]}), "content"),
