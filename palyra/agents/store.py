@@ -110,12 +110,12 @@ class RunStore:
                 " WHERE run_id = ? AND status = 'running'",
                 finish.status,
                 finish.error_kind,
-                finish.error_message,
+                _storable(finish.error_message),
                 finish.prompt_tokens,
                 finish.completion_tokens,
                 finish.tool_calls,
                 finish.turns,
-                finish.output,
+                _storable(finish.output),
                 at_ms,
                 run_id,
             )
@@ -194,6 +194,12 @@ class RunStore:
                 "DELETE FROM agent_runs WHERE started_at < ? AND status <> 'running'", before_ms
             )
             return deleted
+
+
+def _storable(text: str | None) -> str | None:
+    # What a model or an upstream says is not ours to refuse, but PostgreSQL text cannot
+    # hold a NUL: it is stored as U+FFFD on every backend, so both read back the same.
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
 async def _insert_event(

@@ -13,11 +13,12 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from palyra.config import AgentsConfig, PalyraConfig
+from palyra.config import AgentsConfig, PalyraConfig, StateConfig
 from palyra.server.keys import RUNTIME
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.cron.conftest import backend_config
 from tests.fakes.upstream import ChatReply, FakeUpstream
+from tests.state.conftest import drop_schema, postgres_schema_url
 
 __all__ = ["backend_config"]  # the fixture, run once per backend
 
@@ -238,3 +239,35 @@ async def test_a_run_can_be_cancelled(
     assert cancelled["status"] == "cancelled"
     assert b'"type":"run_finished"' in rest and rest.endswith(b"data: [DONE]\n\n")
     assert cancelled["events"][-1]["type"] == "run_finished"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_nul_in_what_the_model_says_is_stored_on_every_backend(
+    backend: str,
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    start_gateway: GatewayFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    # The model's text is not the client's to validate: PostgreSQL text cannot hold a NUL,
+    # so the run must store it somehow rather than fail with the database's error.
+    config = with_agents(
+        gateway_config(upstream, tmp_path / "state", failover_enabled=False), tmp_path
+    )
+    schema = ""
+    if backend == "postgres":
+        url, schema = await postgres_schema_url()
+        config = config.model_copy(update={"state": StateConfig(backend="postgres", url=url)})
+    try:
+        server = await start_gateway(config)
+        upstream.script(CHAT, ChatReply(content="a\x00b", usage=(5, 2)))
+        status, run = await post_run(http, server, {"agent_id": "helper", "input": "go"})
+        assert status == 200, run
+        assert run["status"] == "succeeded", run
+        assert run["output"] == "a\ufffdb"
+        async with http.get(server.make_url(f"/console/v1/runs/{run['run_id']}")) as response:
+            stored = await response.json()
+        assert stored["output"] == "a\ufffdb"
+    finally:
+        if schema:
+            await drop_schema(schema)
