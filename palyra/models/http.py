@@ -63,7 +63,15 @@ def _finite(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+# Far above any real answer (a full batch of large embeddings as JSON floats is ~130 MB).
+MAX_BODY_BYTES = 256 * 1024 * 1024
+# An error body is read for its message only.
+MAX_ERROR_BODY_BYTES = 1024 * 1024
+
+
 class HttpProvider(ModelProvider):
+    max_body_bytes = MAX_BODY_BYTES
+
     def __init__(
         self,
         config: ProviderConfig,
@@ -229,7 +237,10 @@ class HttpProvider(ModelProvider):
                 f"answered {response.status}, {location}; is base_url right?",
                 provider_id=self.provider_id,
             )
-        raw = await response.read()
+        try:
+            raw = await self._read_body(response, MAX_ERROR_BODY_BYTES)
+        except UpstreamProtocolError:
+            raw = b""  # an error page past any sense: its status says enough
         try:
             message, code, param = self._error_details(orjson.loads(raw))
         except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
@@ -252,12 +263,36 @@ class HttpProvider(ModelProvider):
 
     async def _post_raw(self, path: str, payload: Any, **kwargs: Any) -> bytes:
         async with self._request("POST", path, payload=payload, **kwargs) as response:
-            return await response.read()
+            return await self._read_body(response)
 
     async def _get_json(self, path: str, **kwargs: Any) -> Any:
         async with self._request("GET", path, **kwargs) as response:
-            raw = await response.read()
+            raw = await self._read_body(response)
         return self._parse(raw)
+
+    async def _read_body(self, response: aiohttp.ClientResponse, limit: int | None = None) -> bytes:
+        """The whole body, decompressed, up to `limit` bytes (`max_body_bytes` by default):
+        an upstream that answers without end, or with a small compressed bomb, is refused once
+        past it instead of filling the daemon's memory."""
+        limit = self.max_body_bytes if limit is None else limit
+        length = response.content_length
+        if length is not None and length > limit:
+            raise self._too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await response.content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(limit)
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _too_large(self, limit: int) -> UpstreamProtocolError:
+        return UpstreamProtocolError(
+            f"answered with a body larger than {limit // (1024 * 1024) or limit} "
+            f"{'MiB' if limit >= 1024 * 1024 else 'bytes'}",
+            provider_id=self.provider_id,
+        )
 
     def _parse(self, raw: bytes) -> Any:
         try:
@@ -285,7 +320,7 @@ class HttpProvider(ModelProvider):
     async def _not_a_stream(self, response: aiohttp.ClientResponse) -> ProviderError:
         """The error for a stream request answered with a page or a JSON body (some servers
         send their errors with a 200, whatever was asked)."""
-        raw = await response.read()
+        raw = await self._read_body(response, MAX_ERROR_BODY_BYTES)
         if response.content_type == "application/json":
             try:
                 message, code, _ = self._error_details(orjson.loads(raw))

@@ -327,7 +327,7 @@ class OpenAIProvider(HttpProvider):
             return data
 
         async with self._request("POST", "/audio/transcriptions", form=form) as response:
-            raw = await response.read()
+            raw = await self._read_body(response)
         body = self._parse(raw)
         try:
             return _parse_transcription(body)

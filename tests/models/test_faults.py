@@ -10,6 +10,7 @@ both provider kinds, then through the daemon: each must end in a retry, a failov
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -610,3 +611,57 @@ async def test_two_models_of_one_failing_provider_count_one_failure(
     assert headers["x-palyra-failover-count"] == "1"
     assert len(proxy.requests_to("/v1/chat/completions")) == 2
     assert breaker(server, "p1").failures == 1  # one request failed there, not two
+
+
+# --- answers too large to hold -------------------------------------------------------------
+
+
+def gzip_bomb(size: int) -> bytes:
+    """A JSON body of `size` bytes, almost all spaces, gzipped to a few kilobytes."""
+    return gzip.compress(b'{"choices": []' + b" " * size + b"}", compresslevel=9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(
+            Reply(body=b'{"x": "' + b"a" * 300_000 + b'"}', headers={"Content-Type": "x"}),
+            id="content-length",
+        ),
+        pytest.param(
+            Reply(
+                body=gzip_bomb(20 * 1024 * 1024),
+                headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            ),
+            id="gzip-bomb",
+        ),
+    ],
+)
+async def test_an_answer_past_the_body_limit_is_refused_not_held(
+    kind: Kind, reply: Reply, make: Make, upstream: FakeUpstream
+) -> None:
+    provider = make(kind, upstream.url)
+    provider.max_body_bytes = 100_000
+    upstream.script(CHAT_PATH[kind], reply)
+    with pytest.raises(UpstreamProtocolError, match="larger than 100000 bytes") as caught:
+        await provider.chat(chat(), MODEL)
+    assert caught.value.status == 502
+
+
+async def test_an_endless_chunked_answer_is_cut_at_the_body_limit(
+    make: Make, proxy: FaultyProxy
+) -> None:
+    provider = make("openai", proxy.url)
+    provider.max_body_bytes = 100_000
+    proxy.script(
+        "/v1/chat/completions",
+        Trickle(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            piece=b"4000\r\n" + b" " * 0x4000 + b"\r\n",
+            every_s=0,
+        ),
+    )
+    with pytest.raises(UpstreamProtocolError, match="larger than"):
+        await provider.chat(chat(), MODEL)
