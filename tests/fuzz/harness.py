@@ -192,20 +192,23 @@ def build_request(
 def send_raw(
     port: int, data: bytes, timeout_s: float = TIMEOUT_S, *, half_close: bool = False
 ) -> Response:
-    """Send `data` as it is; read the answer until the daemon closes the connection.
-    `half_close`: then shut our side, so the daemon sees the end of a truncated request."""
+    """Send `data` as it is; read the answer until it is whole (by its length or its last
+    chunk) or the daemon closes the connection. `half_close`: shut our side after sending,
+    so the daemon sees the end of a truncated request."""
     started = time.monotonic()
     deadline = started + timeout_s
-    chunks: list[bytes] = []
+    head_request = data[:5] == b"HEAD "
+    buffer = bytearray()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):
             sock.sendall(data)
             if half_close:
                 sock.shutdown(socket.SHUT_WR)
+        framing: tuple[str, int] | None = None  # ("length", end) | ("chunked", 0) | ("close", 0)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                got = compact(b"".join(chunks)[:300])
+                got = compact(bytes(buffer[:300]))
                 raise NoAnswer(
                     f"no complete answer within {timeout_s} s; got {got}", timed_out=True
                 )
@@ -218,15 +221,64 @@ def send_raw(
                 break
             if not chunk:
                 break
-            chunks.append(chunk)
-    return parse_response(b"".join(chunks), time.monotonic() - started, head=data[:5] == b"HEAD ")
+            buffer += chunk
+            if framing is None:
+                framing = _framing(bytes(buffer), head_request)
+            if framing is not None and _whole(buffer, framing):
+                break
+    return parse_response(bytes(buffer), time.monotonic() - started, head=head_request)
+
+
+def _final_head(raw: bytes) -> tuple[int, bytes, bytes] | None:
+    """(offset of the final answer, its head, its body so far), past interim 1xx answers."""
+    offset = 0
+    while True:
+        end = raw.find(b"\r\n\r\n", offset)
+        if end < 0:
+            return None
+        head = raw[offset:end]
+        status = head[9:12]
+        if head.startswith(b"HTTP/") and status.startswith(b"1") and status != b"101":
+            offset = end + 4
+            continue
+        return offset, head, raw[end + 4 :]
+
+
+def _framing(raw: bytes, head_request: bool) -> tuple[str, int] | None:
+    found = _final_head(raw)
+    if found is None:
+        return None
+    offset, head, _ = found
+    body_start = offset + len(head) + 4
+    status = head[9:12]
+    lowered = head.lower()
+    if head_request or status in (b"204", b"304"):
+        return ("length", body_start)
+    if b"\r\ntransfer-encoding:" in lowered and b"chunked" in lowered:
+        return ("chunked", body_start)
+    marker = lowered.find(b"\r\ncontent-length:")
+    if marker >= 0:
+        value = lowered[marker + 17 :].split(b"\r\n", 1)[0].strip()
+        if value.isdigit():
+            return ("length", body_start + int(value))
+    return ("close", 0)
+
+
+def _whole(buffer: bytearray, framing: tuple[str, int]) -> bool:
+    kind, value = framing
+    if kind == "length":
+        return len(buffer) >= value
+    if kind == "chunked":
+        return buffer.endswith(b"0\r\n\r\n") and _dechunk(bytes(buffer[value:]))[1]
+    return False
 
 
 def parse_response(raw: bytes, elapsed_s: float, *, head: bool = False) -> Response:
-    head, sep, rest = raw.partition(b"\r\n\r\n")
-    if not sep:
+    found = _final_head(raw)
+    if found is None:
         raise NoAnswer(f"the connection closed without a whole answer: {compact(raw[:300])}")
-    lines = head.split(b"\r\n")
+    _, head_bytes, rest = found
+    lines = head_bytes.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise NoAnswer(f"not an HTTP answer: {compact(raw[:300])}")
@@ -236,6 +288,7 @@ def parse_response(raw: bytes, elapsed_s: float, *, head: bool = False) -> Respo
         headers.append((name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")))
     response = Response(int(parts[1]), headers, rest, elapsed_s)
     if head:
+        response.body = b""
         return response
     encoding = (response.header("transfer-encoding") or "").lower()
     if "chunked" in encoding:
@@ -871,18 +924,20 @@ class Fuzz:
         check: Callable[[Response], None] | None = None,
         probe: bool = False,
         allow_no_answer: bool = False,
+        half_close: bool = False,
     ) -> Response | None:
         """Send, check the answer, then the daemon's health and log. `probe`: also check that
         /healthz answers within PROBE_S while this request is in flight. `allow_no_answer`:
-        raw bytes that may be no whole request; the connection is half-closed after them, and
-        the daemon may close it without an answer (but must not leave it hanging)."""
+        raw bytes that may be no whole request, which the daemon may close the connection on
+        without an answer (but must not leave hanging); `half_close`: shut our side after
+        sending, so that the daemon sees the end of a request cut short."""
         failures: list[str] = []
         response: Response | None = None
         outcome: list[Response | BaseException] = []
 
         def run() -> None:
             try:
-                outcome.append(send_raw(self.port, data, half_close=allow_no_answer))
+                outcome.append(send_raw(self.port, data, half_close=half_close))
             except BaseException as exc:  # handed to the test thread below
                 outcome.append(exc)
 

@@ -442,8 +442,16 @@ CONTENT_ENCODINGS = [b"gzip", b"deflate", b"br", b"identity", b"zstd", b"x-gzip"
 def wav(
     rate: int, channels: int, width: int, frames_bytes: bytes, declared: int | None = None
 ) -> bytes:
+    """A WAV header (fields wrapped to their widths, so any combination packs) and frames."""
+    u16, u32 = 0xFFFF, 0xFFFFFFFF
     fmt = struct.pack(
-        "<HHIIHH", 1, channels, rate, rate * channels * width, channels * width, width * 8
+        "<HHIIHH",
+        1,
+        channels & u16,
+        rate & u32,
+        (rate * channels * width) & u32,
+        (channels * width) & u16,
+        (width * 8) & u16,
     )
     data_len = len(frames_bytes) if declared is None else declared
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data_len)
