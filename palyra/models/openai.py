@@ -131,10 +131,7 @@ def parse_chunk(chunk: Any) -> ChatDelta | None:
 
     On the hot path: only what a client would otherwise receive malformed is checked by type;
     anything else wrong raises KeyError, TypeError and the like, which the caller reports."""
-    if not isinstance(chunk, dict):
-        raise Malformed(f"a chunk is {kind_of(chunk)}, not a JSON object")
-    raw_usage = chunk.get("usage")
-    usage = parse_usage(raw_usage) if raw_usage else None
+    usage = parse_usage(chunk["usage"]) if chunk.get("usage") else None
     choices = chunk.get("choices") or ()
     if not choices:
         return ChatDelta(usage=usage) if usage else None
@@ -229,9 +226,13 @@ class OpenAIProvider(HttpProvider):
                         f"sent a malformed stream chunk: {exc}", provider_id=self.provider_id
                     ) from None
                 except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+                    what = (
+                        "choices[0].delta is not as the API has it"
+                        if isinstance(chunk, dict)
+                        else f"a chunk is {kind_of(chunk)}, not a JSON object"
+                    )
                     raise UpstreamProtocolError(
-                        "sent a malformed stream chunk (choices[0].delta is not as the API has it)",
-                        provider_id=self.provider_id,
+                        f"sent a malformed stream chunk: {what}", provider_id=self.provider_id
                     ) from None
                 if delta is not None:
                     finished = finished or delta.finish_reason is not None

@@ -665,3 +665,14 @@ async def test_an_endless_chunked_answer_is_cut_at_the_body_limit(
     )
     with pytest.raises(UpstreamProtocolError, match="larger than"):
         await provider.chat(chat(), MODEL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_redirect_is_not_followed(kind: Kind, make: Make, upstream: FakeUpstream) -> None:
+    # Followed, it would carry the key and the prompt wherever the answer points.
+    moved = upstream.url + "/elsewhere"
+    upstream.script(CHAT_PATH[kind], Reply(status=307, headers={"Location": moved}))
+    with pytest.raises(UpstreamProtocolError, match="307, a redirect") as caught:
+        await make(kind, upstream.url).chat(chat(), MODEL)
+    assert caught.value.status == 502
+    assert upstream.requests_to("/elsewhere") == []
