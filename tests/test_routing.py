@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
 from palyra.config import validate_config
+from palyra.server.keys import GATEWAY
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, GatewayFactory
 from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream, Reply
 
@@ -244,6 +245,7 @@ async def test_circuit_opens_blocks_then_probes_once(
             circuit_breaker_cooldown_ms=1000,
         )
     )
+    clock = clocked(server)
     client = sdk(server)
     first.script(CHAT, ErrorReply(500), ErrorReply(500))
     for _ in range(2):
@@ -263,7 +265,7 @@ async def test_circuit_opens_blocks_then_probes_once(
     assert circuit["state"] == "open" and 0 < circuit["retry_after_ms"] <= 1000
 
     # Half-open: of three concurrent requests exactly one is let through, as the probe.
-    await asyncio.sleep(1.05)
+    clock.now += 1.05  # the cooldown passes
     first.script(CHAT, ChatReply(content="probe ok", delay_s=0.5))
     results = await asyncio.gather(
         *(client.chat.completions.create(model="primary", messages=USER) for _ in range(3)),
@@ -284,7 +286,7 @@ async def test_circuit_opens_blocks_then_probes_once(
     for _ in range(2):
         with pytest.raises(openai.APIStatusError):
             await client.chat.completions.create(model="primary", messages=USER)
-    await asyncio.sleep(1.05)
+    clock.now += 1.05  # the cooldown passes
     first.script(CHAT, ErrorReply(503))
     with pytest.raises(openai.APIStatusError):
         await client.chat.completions.create(model="primary", messages=USER)
@@ -337,6 +339,93 @@ async def test_stream_failure_after_first_token_ends_with_an_error(
                 text += choice.delta.content or ""
     assert text and "delta" not in text
     assert second.requests_to(CHAT) == []
+
+
+class FakeClock:
+    """Monotonic time that moves only when told: cooldowns without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked(server: TestServer) -> FakeClock:
+    """Give the daemon's breakers a clock the test moves (before any breaker exists)."""
+    clock = FakeClock()
+    board = server.app[GATEWAY].breakers
+    assert board.items() == []
+    board._clock = clock
+    return clock
+
+
+async def first_chunk_then_rest(server: TestServer, model: str, between: Callable[[], None]) -> str:
+    """Stream from `model`; call `between` once the first content chunk is in."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.make_url("/v1/chat/completions"),
+            json={"model": model, "messages": USER, "stream": True},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as response,
+    ):
+        seen = b""
+        while b'"content":"' not in seen.replace(b'"content":""', b""):
+            chunk = await response.content.readany()
+            assert chunk, seen
+            seen += chunk
+        between()
+        return (seen + await response.read()).decode()
+
+
+async def test_a_stream_is_a_success_when_it_ends_not_at_its_first_token(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(
+        config(tmp_path, first, second, failover_enabled=False, max_retries=0)
+    )
+    first.script(CHAT, ErrorReply(500))
+    with pytest.raises(openai.APIStatusError):
+        await sdk(server).chat.completions.create(model="primary", messages=USER)
+    breaker = server.app[GATEWAY].breakers.peek("p1")
+    assert breaker is not None and breaker.failures == 1
+    first.script(CHAT, ChatReply(content="one two three", chunk_delay_s=0.05))
+    during: list[int] = []
+    text = await first_chunk_then_rest(server, "primary", lambda: during.append(breaker.failures))
+    assert "[DONE]" in text
+    assert during == [1]  # a first token is no answer yet
+    assert breaker.failures == 0  # the whole answer is
+
+
+async def test_a_streamed_probe_settles_the_circuit_at_its_first_token(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(
+        config(
+            tmp_path,
+            first,
+            second,
+            failover_enabled=False,
+            max_retries=0,
+            circuit_breaker_failure_threshold=1,
+            circuit_breaker_cooldown_ms=30_000,
+        )
+    )
+    clock = clocked(server)
+    first.script(CHAT, ErrorReply(500))
+    with pytest.raises(openai.APIStatusError):
+        await sdk(server).chat.completions.create(model="primary", messages=USER)
+    breaker = server.app[GATEWAY].breakers.peek("p1")
+    assert breaker is not None and breaker.state == "open"
+    clock.now += 31
+    assert breaker.state == "half_open"
+    # The probe streams: the circuit closes with its first token, not only when (or if) the
+    # client reads it to the end, so other requests need not wait out a long answer.
+    first.script(CHAT, ChatReply(content="one two three", chunk_delay_s=0.05))
+    during: list[str] = []
+    await first_chunk_then_rest(server, "primary", lambda: during.append(breaker.state))
+    assert during == ["closed"] and breaker.state == "closed"
 
 
 async def test_candidates_follow_capabilities_and_tiers(
