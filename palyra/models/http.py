@@ -198,7 +198,8 @@ class HttpProvider(ModelProvider):
                 f"cannot resolve the host {host} of {where}", provider_id=self.provider_id
             )
         if isinstance(exc, aiohttp.ClientConnectorError):
-            reason = exc.strerror or type(exc.os_error).__name__
+            # (An egress refusal of an IP address arrives here, its text naming the address class.)
+            reason = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
             return UpstreamUnreachable(
                 f"cannot connect to {where}: {reason}", provider_id=self.provider_id
             )
