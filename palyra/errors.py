@@ -15,6 +15,7 @@ from palyra.redact import redact_secrets
 class ErrorClass(StrEnum):
     RETRYABLE = "retryable"  # 429, 5xx, connection failures, timeouts
     CREDENTIAL = "credential"  # 401, 403: this provider's key is wrong
+    CONFIG = "config"  # this provider cannot be reached as configured (a refused address)
     CONTEXT = "context"  # the prompt does not fit the model
     CLIENT = "client"  # the caller's request is wrong; no other provider will like it more
 
@@ -143,6 +144,21 @@ class ProviderError(PalyraError):
 class UpstreamTimeout(ProviderError):
     status = 504
     code = "upstream_timeout"
+
+
+class UpstreamAddressRefused(ProviderError):
+    """The egress guard would not connect to where base_url leads: not a blip to retry but
+    this provider's configuration, so fail over at once and mark the provider."""
+
+    code = "upstream_address_refused"
+    error_class = ErrorClass.CONFIG
+
+    def __init__(self, refusal: str, *, provider_id: str) -> None:
+        super().__init__(
+            f"{refusal}; base_url must reach a public address (for a server on a private "
+            "network set allow_private_base_url = true)",
+            provider_id=provider_id,
+        )
 
 
 class UpstreamUnreachable(ProviderError):

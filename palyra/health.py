@@ -29,6 +29,7 @@ class HealthState(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNREACHABLE = "unreachable"
     MISSING_AUTH = "missing_auth"
+    MISCONFIGURED = "misconfigured"  # e.g. base_url reaches an address it was not allowed
     DISABLED = "disabled"
 
 
@@ -38,6 +39,7 @@ UNHEALTHY = frozenset(
         HealthState.RATE_LIMITED,
         HealthState.UNREACHABLE,
         HealthState.MISSING_AUTH,
+        HealthState.MISCONFIGURED,
         HealthState.DISABLED,
     }
 )
@@ -67,6 +69,8 @@ def state_for_error(error: ProviderError) -> HealthState | None:
         if error.code == "missing_credential":
             return HealthState.MISSING_AUTH
         return HealthState.AUTH_FAILED
+    if error.error_class is ErrorClass.CONFIG:
+        return HealthState.MISCONFIGURED
     if error.error_class is ErrorClass.RETRYABLE:
         if error.upstream_status == 429:
             return HealthState.RATE_LIMITED

@@ -235,7 +235,9 @@ async def fake() -> AsyncIterator[FakeUpstream]:
         yield upstream
 
 
-@pytest.mark.parametrize("bad_host", ["0x7f000001", "localhost"])
+# A name is refused by the guard's resolver, an IP literal by its socket check (127.0.0.2:
+# loopback, told apart from the allowed provider's 127.0.0.1 in what the fake saw).
+@pytest.mark.parametrize("bad_host", ["0x7f000001", "localhost", "127.0.0.2"])
 async def test_a_provider_never_reaches_a_private_address_it_was_not_allowed(
     fake: FakeUpstream, bad_host: str
 ) -> None:
@@ -248,7 +250,7 @@ async def test_a_provider_never_reaches_a_private_address_it_was_not_allowed(
             await gateway.providers["bad"].list_models()
         error = caught.value
         assert error.code == "upstream_address_refused" and error.status == 502
-        assert error.error_class is not ErrorClass.RETRYABLE
+        assert error.error_class is ErrorClass.CONFIG
         assert "loopback address" in error.message and "allow_private_base_url" in error.message
         assert error.message.startswith("provider bad: refused to connect to")
 
@@ -262,7 +264,8 @@ async def test_a_provider_never_reaches_a_private_address_it_was_not_allowed(
 
         # Health says so, naming the address class.
         status = await gateway.test_connection("bad")
-        assert status["bad"]["state"] != "ok" and "loopback" in status["bad"]["last_error"]
+        assert status["bad"]["state"] == "misconfigured", status
+        assert "loopback" in status["bad"]["last_error"]
     finally:
         await gateway.aclose()
     # Only the allowed provider ever reached the fake.

@@ -10,7 +10,7 @@ import aiohttp
 from palyra.config import ModelProviderConfig, ProviderConfig
 from palyra.credentials import CredentialSource
 from palyra.egress import EgressGuard, EgressRefused
-from palyra.errors import ErrorClass, ProviderError
+from palyra.errors import ProviderError, UpstreamAddressRefused
 from palyra.models.base import ModelProvider
 from palyra.types import ModelProviderKind
 
@@ -78,16 +78,7 @@ def new_http_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.
 
 
 def _address_refused(config: ProviderConfig, refusal: EgressRefused) -> ProviderError:
-    return ProviderError(
-        f"{refusal}; base_url must reach a public address (for a server on a private "
-        "network set allow_private_base_url = true)",
-        provider_id=config.provider_id,
-        # Not a blip to retry but this provider's configuration: fail over at once, like a
-        # key it refused (the nearest class there is).
-        error_class=ErrorClass.CREDENTIAL,
-        status=502,
-        code="upstream_address_refused",
-    )
+    return UpstreamAddressRefused(str(refusal), provider_id=config.provider_id)
 
 
 class ProviderSessions:

@@ -33,6 +33,10 @@ from palyra.types import ChatDelta
 T = TypeVar("T")
 
 
+# What a failure says about the provider itself, and so counts toward its breaker.
+_PROVIDER_FAULTS = frozenset({ErrorClass.RETRYABLE, ErrorClass.CREDENTIAL, ErrorClass.CONFIG})
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     model: ModelConfig
@@ -197,7 +201,7 @@ class FallbackModel:
     def _settle_failure(self, candidate: Candidate, permit: Permit, error: ProviderError) -> None:
         provider_id = candidate.provider.provider_id
         charged = self._charged
-        if error.error_class in (ErrorClass.RETRYABLE, ErrorClass.CREDENTIAL) and (
+        if error.error_class in _PROVIDER_FAULTS and (
             charged is None or provider_id not in charged
         ):
             candidate.breaker.record_failure()

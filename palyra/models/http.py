@@ -19,9 +19,11 @@ import orjson
 
 from palyra.config import ProviderConfig, ProviderSettings
 from palyra.credentials import CredentialSource, MissingCredential
+from palyra.egress import refusal_in
 from palyra.errors import (
     ErrorClass,
     ProviderError,
+    UpstreamAddressRefused,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -192,13 +194,17 @@ class HttpProvider(ModelProvider):
         """What went wrong on the wire, in words: the type and the host, never the text of
         the exception (it can quote the request or the answer)."""
         where = self.config.base_url
+        refusal = refusal_in(exc)
+        if refusal is not None:
+            # An IP literal the guard's socket check refused (names are refused earlier, by
+            # its resolver): the configuration's fault, not a connection blip.
+            return UpstreamAddressRefused(str(refusal), provider_id=self.provider_id)
         if isinstance(exc, aiohttp.ClientConnectorDNSError):
             host = getattr(exc, "host", "") or where
             return UpstreamUnreachable(
                 f"cannot resolve the host {host} of {where}", provider_id=self.provider_id
             )
         if isinstance(exc, aiohttp.ClientConnectorError):
-            # (An egress refusal of an IP address arrives here, its text naming the address class.)
             reason = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
             return UpstreamUnreachable(
                 f"cannot connect to {where}: {reason}", provider_id=self.provider_id
