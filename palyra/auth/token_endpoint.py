@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -41,6 +42,19 @@ class TokenEndpointError(Exception):
         return self.error == "invalid_grant" or self.status == 401
 
 
+# A token lifetime we take at its word; a longer one (1e30 from a broken server overflowed the
+# 64-bit column its expiry is stored in) is cut to this, and the token refreshed then.
+MAX_EXPIRES_IN_S = 10 * 365 * 86400
+
+
+def _lifetime(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or value <= 0:
+        return None
+    return int(min(value, MAX_EXPIRES_IN_S))
+
+
 async def request_tokens(
     http: aiohttp.ClientSession, endpoint: str, form: Mapping[str, str]
 ) -> TokenSet:
@@ -75,6 +89,6 @@ async def request_tokens(
     return TokenSet(
         access_token=access,
         refresh_token=refresh if isinstance(refresh, str) and refresh else None,
-        expires_in_s=int(expires) if isinstance(expires, int | float) and expires > 0 else None,
+        expires_in_s=_lifetime(expires),
         scope=scope if isinstance(scope, str) else None,
     )
