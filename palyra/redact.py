@@ -29,6 +29,8 @@ _PATTERNS = re.compile(
 
 # A shorter value would also match ordinary words (local servers take keys such as "none").
 MIN_REMEMBERED_LENGTH = 8
+# Credentials are short; a longer value (a vault blob, a certificate) is no text to scrub for.
+MAX_REMEMBERED_LENGTH = 4096
 # Keys rotate rarely; the bound only keeps a pathological rotation loop from growing this.
 MAX_REMEMBERED = 512
 
@@ -40,7 +42,11 @@ def remember_secret(secret: str | None) -> None:
     """Scrub `secret` from every text redacted from now on (in this process). Cheap when the
     secret is already known, so callers may call it on every use of a credential."""
     global _remembered_pattern
-    if not secret or len(secret) < MIN_REMEMBERED_LENGTH or secret in _remembered:
+    if (
+        not secret
+        or not MIN_REMEMBERED_LENGTH <= len(secret) <= MAX_REMEMBERED_LENGTH
+        or secret in _remembered
+    ):
         return
     _remembered[secret] = None
     while len(_remembered) > MAX_REMEMBERED:

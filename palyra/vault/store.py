@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from palyra.redact import remember_secret
 from palyra.state.db import Database
 from palyra.vault.envelope import (
     MAX_SECRET_BYTES,
@@ -212,7 +213,11 @@ class Vault:
                 f"{self.keys.source.description} does not hold (it holds "
                 f"{', '.join(self.keys.known_ids()) or 'no key'}): wrong master key?"
             )
-        return open_sealed(key, ref, envelope)
+        secret = open_sealed(key, ref, envelope)
+        # Whatever leaves the vault may be echoed back by an upstream one day (an old key, a
+        # token): from now on it is scrubbed from every redacted text.
+        remember_secret(secret.decode("utf-8", "replace"))
+        return secret
 
     async def list(self, scope: str) -> list[SecretMeta]:
         scope = parse_vault_ref(f"{scope}/x").scope  # same rules as a ref's scope

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from palyra.redact import redact_secrets
 from palyra.state.db import Database
 from palyra.vault import (
     SecretNotFound,
@@ -189,3 +190,13 @@ async def test_rotate_env_key_needs_new_key(db: Database, tmp_path: Path) -> Non
     assert "PALYRA_VAULT_KEY" in report.todo
     switched = await open_vault(db, tmp_path, {"PALYRA_VAULT_KEY": new})
     assert await switched.get("global/k") == b"sk-env-rotate"
+
+
+async def test_what_leaves_the_vault_is_scrubbed_from_redacted_text(vault: Vault) -> None:
+    # An upstream may echo a key it was never sent by us (an older one, another provider's):
+    # any secret read from the vault is scrubbed from then on, whatever its shape.
+    secret = f"plain-looking-credential-{os.urandom(6).hex()}"  # not remembered by other tests
+    await vault.put("profile:p1/access_token", secret)
+    assert redact_secrets(f"bad token {secret}!") == f"bad token {secret}!"
+    await vault.get("profile:p1/access_token")
+    assert redact_secrets(f"bad token {secret}!") == "bad token <redacted>!"
