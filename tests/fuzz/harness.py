@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -338,13 +339,15 @@ class Reply:
     `mode`: "normal" (Content-Length), "eof" (no length, close after the body), "chunked",
     "chunked-cut" (chunked, connection closed without the final chunk), "short" (a
     Content-Length larger than the body, then close), "drop" (close before any answer),
-    "hang" (never answer: the daemon's timeout must fire)."""
+    "hang" (never answer: the daemon's timeout must fire). `trickle_s`: the answer goes out
+    in 64-byte pieces this far apart (a slow stream a client may walk away from)."""
 
     status: int = 200
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     mode: str = "normal"
     reason: bytes = b"OK"
+    trickle_s: float = 0.0
 
     def render(self) -> bytes | None:
         if self.mode in ("drop", "hang"):
@@ -488,7 +491,13 @@ class FakeUpstream:
                 self._stop.wait(30)
             return
         with contextlib.suppress(OSError):
-            sock.sendall(data)
+            if not reply.trickle_s:
+                sock.sendall(data)
+                return
+            for start in range(0, len(data), 64):
+                sock.sendall(data[start : start + 64])
+                if self._stop.wait(reply.trickle_s):
+                    return
 
     def _default(self, request: UpstreamRequest) -> Reply:
         route = route_of(request.method, request.path)
@@ -541,6 +550,26 @@ def default_chat(anthropic: bool, body: dict[str, Any], reply: ChatReply | None 
         return json_reply(openai_wire.chat_completion(reply, model=model, prompt=3))
     frames = openai_wire.chat_chunks(reply, model=model, prompt=3, include_usage=True)
     return sse_reply([*frames, openai_wire.DONE])
+
+
+def openai_frames() -> list[bytes]:
+    """A well-formed OpenAI stream (text, then a tool call, usage, [DONE]), frame by frame."""
+    reply = ChatReply(
+        content="hello there",
+        tool_calls=[{"id": "call_1", "name": "f", "arguments": '{"a": 1}'}],
+    )
+    frames = openai_wire.chat_chunks(reply, model="gpt-4o-mini", prompt=3, include_usage=True)
+    return [*frames, openai_wire.DONE]
+
+
+def anthropic_frames() -> list[bytes]:
+    """A well-formed Anthropic stream, event by event, `message_stop` last."""
+    reply = ChatReply(
+        content="hello there",
+        tool_calls=[{"id": "toolu_1", "name": "f", "arguments": '{"a": 1}'}],
+    )
+    frames, end = anthropic_wire.stream_events(reply, model="claude-sonnet-4-5", prompt=3)
+    return [*frames, end]
 
 
 def _read_request(sock: socket.socket) -> UpstreamRequest | None:
@@ -913,6 +942,48 @@ class Fuzz:
         assert response is not None  # an answer is required, so there is one
         return response
 
+    def abandon(self, data: bytes, after_bytes: int, *, reset: bool, what: str) -> None:
+        """Send `data`, read until `after_bytes` of the answer arrived (or 1.5 s passed), then
+        go away: a plain close, or a reset (`reset`). The daemon must notice calmly: no
+        traceback in the log, still healthy."""
+        got = 0
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(data)
+                deadline = time.monotonic() + 1.5
+                while got < after_bytes and time.monotonic() < deadline:
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    try:
+                        chunk = sock.recv(4096)
+                    except TimeoutError:
+                        break
+                    if not chunk:
+                        break
+                    got += len(chunk)
+            if reset:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.3)  # the daemon notices and cancels the handler; its log lines follow
+        failures: list[str] = []
+        health, lines = self.daemon.sync()
+        if not self.daemon.alive():
+            failures.append("palyrad died")
+        elif health is None or health.status != 200:
+            failures.append(f"GET /healthz afterwards: {health.status if health else 'no answer'}")
+        failures += [f"log: {line}" for line in log_problems(lines)]
+        if failures:
+            gone = "reset" if reset else "closed"
+            raise failure_type(failures)(
+                "\n".join(
+                    [
+                        "request:",
+                        what,
+                        f"the client {gone} the connection after {got} bytes of the answer",
+                        "problems:",
+                        *failures,
+                    ]
+                )
+            )
+
     def send_bytes(
         self,
         data: bytes,
@@ -1038,14 +1109,19 @@ def status_problems(
     if status == 500:
         problems.append("500: the daemon failed on this request")
     elif status >= 500:
-        upstream_said = upstream_reply.status if upstream_reply is not None else None
+        # The upstream said "unavailable" itself: a 503 or 529 status, or Anthropic's
+        # in-band overloaded_error (its 529) in a stream.
+        upstream_unavailable = upstream_reply is not None and (
+            upstream_reply.status in (503, 529) or b'"overloaded_error"' in upstream_reply.body
+        )
         if not upstream_fault:
             problems.append(f"{status} for a request the upstream had no part in")
         elif status == 503:
-            if response.error_code() not in ("providers_unavailable", "provider_unavailable") and (
-                upstream_said not in (503, 529)
+            code = response.error_code()
+            if code not in ("providers_unavailable", "provider_unavailable") and (
+                not upstream_unavailable
             ):
-                problems.append(f"503 ({response.error_code()}) that is not 'cooling down'")
+                problems.append(f"503 ({code}) that is not 'cooling down'")
         elif status not in (502, 504):
             problems.append(f"{status}: not a status the daemon gives for upstream failures")
     if status == 200 and not response.complete:

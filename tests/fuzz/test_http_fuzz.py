@@ -1,5 +1,6 @@
 """Fuzzing the HTTP surface as a whole: odd methods, paths and query strings on every route
-prefix, `/healthz` and `/metrics`, and malformed HTTP framing sent byte for byte."""
+prefix, `/healthz` and `/metrics`, malformed HTTP framing sent byte for byte, bodies at and
+past the size limit (compressed ones among them), and clients that go away mid-answer."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.fuzz.conftest import fuzz_settings
-from tests.fuzz.harness import ADMIN_TOKEN, Fuzz
+from tests.fuzz.harness import (
+    ADMIN_TOKEN,
+    Fuzz,
+    anthropic_frames,
+    build_request,
+    compact,
+    json_reply,
+    openai_frames,
+    sse_reply,
+)
 from tests.fuzz.strategies import json_text, odd_headers, odd_text
 
 pytestmark = pytest.mark.timeout(600)
@@ -305,3 +315,67 @@ def test_large_and_compressed_bodies(fz: Fuzz, kind: str, route: str) -> None:
     else:
         body = _body(route, "a" * (33 * MiB))
     fz.send("POST", route, headers, body, probe=True)
+
+
+# --- clients that go away -------------------------------------------------------------------
+
+CHAT_STREAM = {"messages": [{"role": "user", "content": "tell me " * 50}], "stream": True}
+AWAY_REQUESTS: dict[str, tuple[str, bytes]] = {
+    "chat-deterministic": (
+        "/v1/chat/completions",
+        orjson.dumps({"model": "deterministic", **CHAT_STREAM}),
+    ),
+    "chat-openai": ("/v1/chat/completions", orjson.dumps({"model": "gpt-4o-mini", **CHAT_STREAM})),
+    "chat-anthropic": ("/v1/chat/completions", orjson.dumps({"model": "claude", **CHAT_STREAM})),
+    "chat-whole": (
+        "/v1/chat/completions",
+        orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+    ),
+    "run-stream": ("/console/v1/runs", orjson.dumps({"input": "hi there", "stream": True})),
+    "run-whole": (
+        "/console/v1/runs",
+        orjson.dumps({"agent_id": "tools", "input": "/tool current_time {}"}),
+    ),
+    "embeddings": (
+        "/v1/embeddings",
+        orjson.dumps({"model": "text-embedding-3-small", "input": "x"}),
+    ),
+}
+
+
+@fuzz_settings(scale=1, shrink=False)
+@given(
+    name=st.sampled_from(sorted(AWAY_REQUESTS)),
+    after_bytes=st.sampled_from([0, 1, 200, 1000]),
+    reset=st.booleans(),
+    body_cut=st.sampled_from([None, None, 10]),
+)
+@example(name="run-stream", after_bytes=200, reset=True, body_cut=None)
+@example(name="chat-openai", after_bytes=1000, reset=True, body_cut=None)
+def test_client_goes_away(
+    fz: Fuzz, name: str, after_bytes: int, reset: bool, body_cut: int | None
+) -> None:
+    """A client that closes or resets its connection mid-answer (or mid-body), while the
+    upstream trickles its answer out: the handler is cancelled, quietly."""
+    path, body = AWAY_REQUESTS[name]
+    slow = 0.02
+    if name == "chat-openai":
+        reply = sse_reply(openai_frames(), mode="chunked")
+    elif name == "chat-anthropic":
+        reply = sse_reply(anthropic_frames(), mode="chunked")
+    else:
+        reply = json_reply(
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            }
+        )
+    reply.trickle_s = slow
+    headers = [("Authorization", f"Bearer {ADMIN_TOKEN}"), ("Content-Type", "application/json")]
+    data = build_request(fz.port, "POST", path, headers, body)
+    if body_cut is not None:
+        data = data[: len(data) - body_cut]
+    route = "embeddings" if name == "embeddings" else "chat"
+    with fz.upstream.replying(route, reply):
+        fz.abandon(data, after_bytes, reset=reset, what=f"  POST {path} ({name}): {compact(body)}")

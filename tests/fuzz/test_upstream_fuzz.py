@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from tests.fakes import anthropic_wire, openai_wire
 from tests.fakes.replies import ChatReply
 from tests.fuzz.conftest import fuzz_settings
-from tests.fuzz.harness import Fuzz, Reply, default_embeddings, sse_reply
+from tests.fuzz.harness import (
+    Fuzz,
+    Reply,
+    anthropic_frames,
+    default_embeddings,
+    openai_frames,
+    sse_reply,
+)
 from tests.fuzz.strategies import Raw, json_text, odd_text
 from tests.fuzz.strategies import render as render_template
 
@@ -298,24 +305,6 @@ HUGE_USAGE_CHUNK = (
     b'"choices":[],"usage":{"prompt_tokens":18446744073709551616,"completion_tokens":1,'
     b'"total_tokens":1}}\n\n'
 )
-
-
-def openai_frames() -> list[bytes]:
-    reply = ChatReply(
-        content="hello there", tool_calls=[{"id": "call_1", "name": "f", "arguments": '{"a": 1}'}]
-    )
-    return [
-        *openai_wire.chat_chunks(reply, model="gpt-4o-mini", prompt=3, include_usage=True),
-        openai_wire.DONE,
-    ]
-
-
-def anthropic_frames() -> list[bytes]:
-    reply = ChatReply(
-        content="hello there", tool_calls=[{"id": "toolu_1", "name": "f", "arguments": '{"a": 1}'}]
-    )
-    frames, end = anthropic_wire.stream_events(reply, model="claude-sonnet-4-5", prompt=3)
-    return [*frames, end]
 
 
 def _frame_data(frame: bytes) -> tuple[bytes, Any]:
