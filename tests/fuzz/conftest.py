@@ -7,7 +7,7 @@ What must hold for every request (see `harness.py`):
   for "every candidate cooling down" (or an upstream that said 503/529 itself, or a
   credential check that could not reach the provider);
 - an answer within `PALYRA_FUZZ_TIMEOUT_S`; for heavy requests, `GET /healthz` answers within
-  2.5 s while they are in flight (one request must not stall every other client);
+  1.5 s while they are in flight (one request must not stall every other client);
 - a streamed 200 ends cleanly (`data: [DONE]`, or the error event that stopped it);
 - afterwards `GET /healthz` answers 200 and the log lines the request caused hold no
   traceback, no `unhandled_error`, no `exception` field and no line that is not JSON.

@@ -53,7 +53,7 @@ TIMEOUT_S = float(os.environ.get("PALYRA_FUZZ_TIMEOUT_S", "10"))
 PACKAGE_ROOT = os.environ.get("PALYRA_FUZZ_PACKAGE_ROOT", "")
 # While a heavy request is in flight, /healthz must still answer within this: one request
 # must not stall every other client.
-PROBE_S = 2.5
+PROBE_S = 1.5
 
 Header = tuple[str | bytes, str | bytes]
 

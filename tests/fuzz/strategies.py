@@ -101,7 +101,7 @@ NESTING_KINDS = ["list", "dict", "schema", "mixed", "open"]
 @st.composite
 def deep_json(draw: st.DrawFn, depths: list[int] = DEPTHS, closed: bool = False) -> bytes:
     kinds = NESTING_KINDS[:-1] if closed else NESTING_KINDS
-    return nested(draw(st.sampled_from(depths)), draw(st.sampled_from(kinds)))
+    return Blob(nested(draw(st.sampled_from(depths)), draw(st.sampled_from(kinds))))
 
 
 ODD_TEXTS = [
@@ -212,7 +212,7 @@ json_text = st.recursive(
         )
     ),
     max_leaves=6,
-)
+).map(Blob)
 """Any JSON-ish value text: valid, invalid, odd numbers, deep."""
 
 odd_text = st.sampled_from(ODD_TEXTS) | st.text(max_size=40)
@@ -410,15 +410,17 @@ SESSION_PAYLOADS = [
 
 @st.composite
 def session_payload(draw: st.DrawFn) -> bytes:
-    return draw(
-        st.sampled_from(SESSION_PAYLOADS)
-        | st.builds(
-            lambda sid, exp: b'{"sid":' + sid + b',"exp":' + exp + b"}",
-            st.sampled_from(ODD_SCALARS) | deep_json(),
-            st.sampled_from(ODD_SCALARS) | deep_json(),
+    return Blob(
+        draw(
+            st.sampled_from(SESSION_PAYLOADS)
+            | st.builds(
+                lambda sid, exp: b'{"sid":' + sid + b',"exp":' + exp + b"}",
+                st.sampled_from(ODD_SCALARS) | deep_json(),
+                st.sampled_from(ODD_SCALARS) | deep_json(),
+            )
+            | deep_json([*DEEP_DEPTHS, 3000, 3000])
+            | json_text
         )
-        | deep_json([*DEEP_DEPTHS, 3000, 3000])
-        | json_text
     )
 
 

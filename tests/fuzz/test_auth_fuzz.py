@@ -113,11 +113,11 @@ def session_cookie(draw: st.DrawFn) -> bytes:
     payload = draw(session_payload())
     how = draw(st.sampled_from(["signed", "unsigned", "unsigned", "raw"]))
     if how == "signed":
-        return signed_cookie(payload).encode()
+        return Blob(signed_cookie(payload).encode())
     if how == "unsigned":
         signature = draw(signatures)
-        return f"{b64(payload)}.{signature}".encode("utf-8", "surrogateescape")
-    return draw(st.sampled_from(ODD_HEADER_VALUES) | st.just(payload.replace(b";", b"")))
+        return Blob(f"{b64(payload)}.{signature}".encode("utf-8", "surrogateescape"))
+    return Blob(draw(st.sampled_from(ODD_HEADER_VALUES) | st.just(payload.replace(b";", b""))))
 
 
 COOKIE_ROUTES = [
