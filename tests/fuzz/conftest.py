@@ -34,7 +34,7 @@ Knobs (environment variables):
   strategies themselves still find what the examples pin.
 
 The daemon runs once for the session (start-up costs ~2.5 s) with its own state dir under
-pytest's tmp dir; a test that finds it dead starts a fresh one. Its log is
+pytest's tmp dir; after a failed test (or if it died) the next test starts a fresh one. Its log is
 `<tmp>/fuzz/palyrad.log`. Admin token: `harness.ADMIN_TOKEN`, passed as PALYRA_ADMIN_TOKEN.
 
 A failure's message is the reproduction: method, target, every header and the body (long
@@ -107,11 +107,25 @@ def fuzz_daemon(
     daemon.stop()
 
 
+_failed: list[str] = []  # fuzz tests that failed since the daemon last started
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed and "fz" in getattr(item, "fixturenames", ()):
+        _failed.append(item.nodeid)
+    return report
+
+
 @pytest.fixture
 def fz(fuzz_daemon: DaemonProcess, fuzz_upstream: FakeUpstream) -> Fuzz:
-    if not fuzz_daemon.alive():
-        # An earlier test killed it (and failed for it): this one starts from scratch.
+    if _failed or not fuzz_daemon.alive():
+        # An earlier test failed (or killed it): whatever state it left behind, this one
+        # starts from a fresh daemon and an empty state dir, so failures do not cascade.
+        fuzz_daemon.stop()
         fuzz_daemon.start()
+        _failed.clear()
     fuzz_upstream.replies.clear()
     fuzz_daemon.read_log()
     return Fuzz(fuzz_daemon, fuzz_upstream)
