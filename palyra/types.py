@@ -12,7 +12,25 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from palyra.limits import (
+    MAX_CHAT_MESSAGES,
+    MAX_CHAT_TOOLS,
+    MAX_EMBEDDING_DIMENSIONS,
+    MAX_EMBEDDING_INPUTS,
+    MAX_EMBEDDING_TOKEN_IDS,
+    MAX_EMBEDDING_VALUES,
+    MAX_INTEGER,
+    MAX_JSON_DEPTH,
+    MAX_TOOL_CALLS_PER_MESSAGE,
+    json_too_deep,
+    may_be_too_deep,
+)
+
+# What an integer parameter may hold: what every upstream's JSON decoder takes.
+Int64 = Annotated[int, Field(ge=-MAX_INTEGER - 1, le=MAX_INTEGER)]
 
 
 class ModelProviderKind(StrEnum):
@@ -54,6 +72,21 @@ class FunctionCall(_Wire):
     name: str
     arguments: str
 
+    @field_validator("arguments")
+    @classmethod
+    def _check_depth(cls, arguments: str) -> str:
+        # Arguments are JSON in a string, which providers parse and encode again (Anthropic
+        # wants an object): as deep as a body may be, no deeper. Text that is not JSON is
+        # the provider's to judge.
+        if may_be_too_deep(arguments):
+            try:
+                value = orjson.loads(arguments)
+            except orjson.JSONDecodeError:
+                return arguments
+            if json_too_deep(value):
+                raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        return arguments
+
 
 class ToolCall(_Wire):
     id: str
@@ -65,7 +98,7 @@ class Message(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=MAX_TOOL_CALLS_PER_MESSAGE)
     tool_call_id: str | None = None
     refusal: str | None = None
 
@@ -133,20 +166,20 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_CHAT_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=MAX_CHAT_TOOLS)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
     stop: str | list[str] | None = None
     n: Literal[1] | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     user: str | None = None
 
     @property
@@ -171,15 +204,51 @@ class EmbeddingsRequest(BaseModel):
 
     model: str | None = None
     input: str | list[str] | list[int] | list[list[int]]
-    dimensions: int | None = Field(default=None, ge=1, le=8192)
+    dimensions: int | None = Field(default=None, ge=1, le=MAX_EMBEDDING_DIMENSIONS)
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
 
-    @model_validator(mode="after")
-    def _check_input(self) -> EmbeddingsRequest:
-        if isinstance(self.input, list) and not self.input:
-            raise ValueError("input must not be empty")
-        return self
+    @field_validator("input")
+    @classmethod
+    def _check_input(
+        cls, value: str | list[str] | list[int] | list[list[int]]
+    ) -> str | list[str] | list[int] | list[list[int]]:
+        if isinstance(value, str):
+            return value
+        if not value:
+            raise ValueError("must not be empty")
+        if isinstance(value[0], int):
+            ids = len(value)
+        else:
+            if len(value) > MAX_EMBEDDING_INPUTS:
+                raise ValueError(
+                    f"{len(value)} inputs; at most {MAX_EMBEDDING_INPUTS} in one request"
+                )
+            ids = sum(len(item) for item in value if isinstance(item, list))
+        if ids > MAX_EMBEDDING_TOKEN_IDS:
+            raise ValueError(
+                f"{ids} token ids; at most {MAX_EMBEDDING_TOKEN_IDS} in one request, summed "
+                "over all inputs"
+            )
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _check_answer_size(cls, dimensions: int | None, info: ValidationInfo) -> int | None:
+        inputs = info.data.get("input")
+        count = len(inputs) if isinstance(inputs, list) and not isinstance(inputs[0], int) else 1
+        if dimensions is not None and count * dimensions > MAX_EMBEDDING_VALUES:
+            raise ValueError(
+                f"{count} inputs of {dimensions} dimensions are {count * dimensions} numbers; "
+                f"at most {MAX_EMBEDDING_VALUES} in one answer"
+            )
+        return dimensions
+
+    @property
+    def input_count(self) -> int:
+        if isinstance(self.input, list) and not isinstance(self.input[0], int):
+            return len(self.input)
+        return 1
 
     def texts(self) -> list[str | list[int]]:
         """The inputs as a list: strings, or token arrays."""
