@@ -15,12 +15,15 @@ import io
 import json
 import math
 import threading
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Literal, NamedTuple
 
 import imagesize
 import quicktok
 
+from palyra.errors import InvalidRequest
 from palyra.types import ChatRequest, ImageURL, ModelProviderKind, TextPart
 
 DEFAULT_ENCODING = "o200k_base"
@@ -59,8 +62,48 @@ ANTHROPIC_PIXELS_PER_TOKEN = 750
 # without ever decoding a whole multi-megabyte payload.
 _DATA_URL_PREFIXES = (4096, 65536)
 
+# Past this much text, counting (about 6 MB/s on a slow core) takes long enough to hold up
+# every other request, so it is done in a worker thread (`prepare_chat`, `prepare_texts`).
+# The tokenizer lets go of the interpreter while it counts, so the thread really runs beside
+# the event loop.
+COUNT_INLINE_BYTES = 64 * 1024
+
 _encoders: dict[str, Any] = {}
 _encoders_lock = threading.Lock()
+
+
+class _Memo:
+    """Counts worked out while one request is served, kept for whoever asks next: the
+    router's budget checks, then the provider's usage. Keyed by object identity (the object
+    is kept too, so a reused id cannot match), since a request is not changed once it has
+    been validated."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[int, str], tuple[object, int]] = {}
+
+    def get(self, obj: object, what: str) -> int | None:
+        hit = self._values.get((id(obj), what))
+        return hit[1] if hit is not None and hit[0] is obj else None
+
+    def put(self, obj: object, what: str, value: int) -> int:
+        self._values[(id(obj), what)] = (obj, value)
+        return value
+
+
+_memo: ContextVar[_Memo | None] = ContextVar("palyra_token_memo", default=None)
+
+
+@contextmanager
+def remembering() -> Iterator[None]:
+    """Within the block (one request being served), counts are kept and not worked out
+    twice; `prepare_chat` and `prepare_texts` fill them in off the event loop."""
+    token = _memo.set(_Memo())
+    try:
+        yield
+    finally:
+        _memo.reset(token)
 
 
 class BudgetCheck(NamedTuple):
@@ -106,6 +149,37 @@ def warm_up(encoding: str = DEFAULT_ENCODING) -> None:
 def _count(text: str, encoding: str = DEFAULT_ENCODING) -> int:
     if not text:
         return 0
+    memo = _memo.get() if encoding == DEFAULT_ENCODING else None
+    if memo is None:
+        return _tokenize(text, encoding)
+    known = memo.get(text, "tokens")
+    return known if known is not None else memo.put(text, "tokens", _tokenize(text, encoding))
+
+
+# quicktok copies its argument while it holds the interpreter (about 1 ms a megabyte on a
+# slow machine), and only then lets go of it to count: a long text is counted a slice at a
+# time, so that no copy holds up the event loop for long.
+_TOKENIZE_SLICE = 512 * 1024
+
+
+def _tokenize(text: str, encoding: str) -> int:
+    if len(text) <= _TOKENIZE_SLICE:
+        return _tokenize_slice(text, encoding)
+    total = 0
+    start = 0
+    while start < len(text):
+        cut = start + _TOKENIZE_SLICE
+        if cut < len(text):
+            # Just before a space: the pre-tokenizer starts a piece there (" word"), so the
+            # counts of the two sides add up to the count of the whole.
+            space = text.find(" ", cut, cut + 4096)
+            cut = space if space > 0 else cut
+        total += _tokenize_slice(text[start:cut], encoding)
+        start = cut
+    return total
+
+
+def _tokenize_slice(text: str, encoding: str) -> int:
     enc = _encoder(encoding)
     try:
         return int(enc.count(text))
@@ -116,7 +190,14 @@ def _count(text: str, encoding: str = DEFAULT_ENCODING) -> int:
 
 def _utf8_len(text: str) -> int:
     # isascii() is O(1) on CPython strings, so ASCII text, the usual case, is never copied.
-    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+    if text.isascii():
+        return len(text)
+    memo = _memo.get()
+    known = memo.get(text, "bytes") if memo is not None else None
+    if known is not None:
+        return known
+    size = len(text.encode("utf-8", "replace"))
+    return memo.put(text, "bytes", size) if memo is not None else size
 
 
 def text_bound(text: str) -> int:
@@ -131,6 +212,15 @@ def estimate_text_tokens(text: str, *, encoding: str = DEFAULT_ENCODING) -> int:
     return _count(text, encoding)
 
 
+def _compact_json(value: Any, param: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        # Bodies are refused past MAX_JSON_DEPTH when parsed; this is for requests built in
+        # code, which must not crash the estimate either.
+        raise InvalidRequest(f"{param}: nested too deep to count its tokens", param=param) from None
+
+
 def _tools_json(request: ChatRequest) -> str:
     functions = [
         {
@@ -140,22 +230,18 @@ def _tools_json(request: ChatRequest) -> str:
         }
         for t in request.tools or ()
     ]
-    return json.dumps(functions, separators=(",", ":"), ensure_ascii=False)
+    return _compact_json(functions, "tools")
 
 
-def _estimate(
-    request: ChatRequest,
-    kind: ModelProviderKind,
-    count: Callable[[str], int],
-    image_tokens: Callable[[ImageURL, ModelProviderKind], int],
-) -> int:
+_Measure = Literal["tokens", "bytes"]
+
+
+def _text(request: ChatRequest, count: Callable[[str], int]) -> int:
+    """The request's text measured by `count`: the same for every provider kind."""
     text = 0
-    fixed = REPLY_PRIMING
     for m in request.messages:
-        fixed += TOKENS_PER_MESSAGE
         text += count(m.role)
         if m.name:
-            fixed += TOKENS_PER_NAME
             text += count(m.name)
         if isinstance(m.content, str):
             text += count(m.content)
@@ -163,33 +249,69 @@ def _estimate(
             for part in m.content:
                 if isinstance(part, TextPart):
                     text += count(part.text)
-                else:
-                    fixed += image_tokens(part.image_url, kind)
         if m.refusal:
             text += count(m.refusal)
         for call in m.tool_calls or ():
-            fixed += TOKENS_PER_TOOL_CALL
             text += count(call.function.name) + count(call.function.arguments)
     if request.tools:
-        fixed += TOOLS_BASE + TOKENS_PER_TOOL * len(request.tools)
         text += count(_tools_json(request))
-        if kind == ModelProviderKind.ANTHROPIC:
-            fixed += ANTHROPIC_TOOLS_PROMPT
     fmt = request.response_format
     if fmt is not None and fmt.json_schema:
         # Structured output puts the schema in front of the model too.
-        text += count(json.dumps(fmt.json_schema, separators=(",", ":"), ensure_ascii=False))
+        text += count(_compact_json(fmt.json_schema, "response_format.json_schema"))
+    return text
+
+
+def _text_total(request: ChatRequest, measure: _Measure) -> int:
+    memo = _memo.get()
+    known = memo.get(request, measure) if memo is not None else None
+    if known is not None:
+        return known
+    total = _text(request, _count if measure == "tokens" else _utf8_len)
+    return memo.put(request, measure, total) if memo is not None else total
+
+
+def _fixed(
+    request: ChatRequest,
+    kind: ModelProviderKind,
+    image_tokens: Callable[[ImageURL, ModelProviderKind], int],
+) -> int:
+    """What a provider of `kind` bills around the text: framing, images, tool prompts."""
+    fixed = REPLY_PRIMING
+    for m in request.messages:
+        fixed += TOKENS_PER_MESSAGE
+        if m.name:
+            fixed += TOKENS_PER_NAME
+        if isinstance(m.content, list):
+            for part in m.content:
+                if not isinstance(part, TextPart):
+                    fixed += image_tokens(part.image_url, kind)
+        if m.tool_calls:
+            fixed += TOKENS_PER_TOOL_CALL * len(m.tool_calls)
+    if request.tools:
+        fixed += TOOLS_BASE + TOKENS_PER_TOOL * len(request.tools)
+        if kind == ModelProviderKind.ANTHROPIC:
+            fixed += ANTHROPIC_TOOLS_PROMPT
+    return fixed
+
+
+def _scaled(text: int, kind: ModelProviderKind) -> int:
     if kind == ModelProviderKind.ANTHROPIC:
         num, den = ANTHROPIC_TEXT_SCALE
-        text = -(-text * num // den)
-    return fixed + text
+        return -(-text * num // den)
+    return text
 
 
 def estimate_token_count(
     request: ChatRequest, kind: ModelProviderKind = ModelProviderKind.OPENAI_COMPATIBLE
 ) -> int:
     """Estimated prompt tokens of `request` as a provider of `kind` would bill them."""
-    return _estimate(request, kind, _count, image_tokens)
+    memo = _memo.get()
+    known = memo.get(request, kind) if memo is not None else None
+    if known is not None:
+        return known
+    estimate = _fixed(request, kind, image_tokens) + _scaled(_text_total(request, "tokens"), kind)
+    return memo.put(request, kind, estimate) if memo is not None else estimate
 
 
 def prompt_bound(
@@ -199,7 +321,47 @@ def prompt_bound(
     # Every BPE token spans at least one UTF-8 byte, so the same accounting with bytes in
     # place of token counts, and every image at its worst case, bounds the estimate from
     # above.
-    return _estimate(request, kind, _utf8_len, _worst_image_tokens)
+    return _fixed(request, kind, _worst_image_tokens) + _scaled(_text_total(request, "bytes"), kind)
+
+
+async def prepare_chat(
+    request: ChatRequest, rooms: Mapping[ModelProviderKind, tuple[int, int]]
+) -> None:
+    """Inside `remembering()`: work out in a worker thread what checking a large request
+    against its models will ask for, so that those synchronous checks find it done. `rooms`:
+    per provider kind, the smallest token budget and the smallest room for a prompt (budget
+    less output allowance), as `ModelRegistry.chat_rooms` gives them. The byte bounds are
+    always needed; the token estimates only when a bound does not fit a room, which is when
+    the router counts."""
+    if _memo.get() is not None:
+        await asyncio.to_thread(_prepare_chat, request, rooms)
+
+
+def _prepare_chat(request: ChatRequest, rooms: Mapping[ModelProviderKind, tuple[int, int]]) -> None:
+    limit = request.output_limit
+    count = False
+    for kind, (least_budget, least_room) in rooms.items():
+        if prompt_bound(request, kind) > (least_budget - limit if limit else least_room):
+            count = True
+    if count:
+        _encoder(DEFAULT_ENCODING)  # this thread may as well wait for the vocabulary
+        for kind in rooms:
+            estimate_token_count(request, kind)
+
+
+async def prepare_texts(texts: Sequence[str | list[int]], *, budget: int) -> None:
+    """Inside `remembering()`: measure embeddings inputs in a worker thread, their bytes,
+    and their tokens too when one has more bytes than `budget` (the smallest token budget in
+    play: the router counts them then), so the synchronous measures that follow find them."""
+    if _memo.get() is not None:
+        await asyncio.to_thread(_prepare_texts, texts, budget)
+
+
+def _prepare_texts(texts: Sequence[str | list[int]], budget: int) -> None:
+    strings = [text for text in texts if isinstance(text, str)]
+    if max(map(_utf8_len, strings), default=0) > budget:
+        for text in strings:
+            _count(text)
 
 
 def check_token_budget(

@@ -12,6 +12,7 @@ import random
 import statistics
 import struct
 import textwrap
+import threading
 import time
 import warnings
 import zlib
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from palyra import tokens
+from palyra.errors import InvalidRequest
 from palyra.types import ChatRequest, ModelProviderKind
 
 OPENAI = ModelProviderKind.OPENAI_COMPATIBLE
@@ -426,3 +428,96 @@ def test_byte_bound_never_falls_below_the_estimate(kind: ModelProviderKind) -> N
         estimate = tokens.estimate_token_count(req, kind)
         bound = tokens.check_token_budget(req, kind, budget=10**9, output_allowance=0)
         assert not bound.counted and bound.prompt_tokens >= estimate
+
+
+# --- robustness and large requests ----------------------------------------------------------
+
+
+def nested_dict(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_a_schema_too_deep_to_encode_is_a_clear_error_not_a_crash() -> None:
+    # Requests over HTTP are refused past MAX_JSON_DEPTH when parsed; one built in code could
+    # still carry a deeper schema, and counting it must not raise RecursionError (a 500).
+    deep = nested_dict(5000)
+    with_tools = request(
+        user("hi"), tools=[{"type": "function", "function": {"name": "f", "parameters": deep}}]
+    )
+    with pytest.raises(InvalidRequest, match="tools: nested too deep"):
+        tokens.estimate_token_count(with_tools)
+    with_schema = request(user("hi"), response_format={"type": "json_schema", "json_schema": deep})
+    with pytest.raises(InvalidRequest, match="json_schema: nested too deep"):
+        tokens.prompt_bound(with_schema)
+
+
+def test_long_texts_are_counted_in_slices_that_add_up_to_the_whole() -> None:
+    text = english_prose(3 * tokens._TOKENIZE_SLICE)
+    assert len(text) > 2 * tokens._TOKENIZE_SLICE
+    whole = tokens._tokenize_slice(text, tokens.DEFAULT_ENCODING)  # the tokenizer, in one go
+    assert tokens.estimate_text_tokens(text) == whole
+
+
+def counting_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """(thread id, text) of every call into the tokenizer from now on."""
+    calls: list[tuple[int, str]] = []
+    real = tokens._tokenize_slice
+
+    def spy(text: str, encoding: str) -> int:
+        calls.append((threading.get_ident(), text))
+        return real(text, encoding)
+
+    monkeypatch.setattr(tokens, "_tokenize_slice", spy)
+    return calls
+
+
+async def test_a_large_prompt_is_counted_once_in_a_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    req = request({"role": "system", "content": "be brief"}, user(english_prose(200_000)))
+    rooms = {OPENAI: (8192, 4096), ANTHROPIC: (200_000, 190_000)}
+    calls = counting_calls(monkeypatch)
+    with tokens.remembering():
+        await tokens.prepare_chat(req, rooms)
+        assert calls and all(ident != threading.get_ident() for ident, _ in calls)
+        counted = len(calls)
+        # What the router and the provider ask next is known already: nothing is counted
+        # again, on the event loop or anywhere.
+        for kind in (OPENAI, ANTHROPIC):
+            check = tokens.check_token_budget(req, kind, budget=8192, output_allowance=100)
+            assert check.counted and not check.fits
+            assert check.prompt_tokens == tokens.estimate_token_count(req, kind)
+        assert len(calls) == counted
+        estimate = tokens.estimate_token_count(req, OPENAI)
+    # Outside the block nothing is kept: the same estimate is worked out afresh.
+    assert tokens.estimate_token_count(req, OPENAI) == estimate
+    assert len(calls) > counted
+
+
+async def test_a_prompt_that_fits_every_room_by_its_bytes_is_not_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    req = request(user(english_prose(20_000)))
+    calls = counting_calls(monkeypatch)
+    with tokens.remembering():
+        await tokens.prepare_chat(req, {OPENAI: (128_000, 111_616)})
+    assert calls == []
+
+
+async def test_embeddings_inputs_are_counted_off_the_loop_only_when_some_may_not_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts: list[str | list[int]] = [english_prose(3000), "short", [1, 2, 3]]
+    calls = counting_calls(monkeypatch)
+    with tokens.remembering():
+        await tokens.prepare_texts(texts, budget=10_000)
+        assert calls == []  # every input's bytes fit the smallest budget: no counting at all
+        await tokens.prepare_texts(texts, budget=1000)
+        assert {text for _, text in calls} == {texts[0], texts[1]}
+        assert all(ident != threading.get_ident() for ident, _ in calls)
+        counted = len(calls)
+        assert tokens.estimate_text_tokens(texts[0]) == ref_count(texts[0])  # type: ignore[arg-type]
+        assert len(calls) == counted
