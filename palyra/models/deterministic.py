@@ -6,11 +6,13 @@ function of the request, so tests can assert on exact text, vectors and tool cal
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import math
 import re
 import struct
+import time
 import wave
 from collections.abc import AsyncIterator
 
@@ -18,8 +20,15 @@ import orjson
 
 from palyra.config import ModelConfig
 from palyra.errors import InvalidRequest
+from palyra.limits import DETERMINISTIC_MAX_EMBEDDING_VALUES, MAX_JSON_DEPTH, json_too_deep
 from palyra.models.base import ModelProvider
-from palyra.tokens import estimate_text_tokens, estimate_token_count, load_vocabulary
+from palyra.tokens import (
+    COUNT_INLINE_BYTES,
+    estimate_text_tokens,
+    estimate_token_count,
+    load_vocabulary,
+    prompt_bound,
+)
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -40,6 +49,13 @@ from palyra.types import (
 
 _TOOL_COMMAND = re.compile(r"^/tool\s+([A-Za-z0-9_-]{1,64})\s*(.*)$", re.DOTALL)
 _CHUNK_CHARS = 8
+# Below these sizes an answer takes a few milliseconds and is worked out on the event loop;
+# above, in a worker thread (the tokenizer and hashlib let other threads run while they
+# work), so a large request never holds up the others. Small requests pay no thread hop.
+_INLINE_PROMPT_BYTES = COUNT_INLINE_BYTES
+_INLINE_AUDIO_BYTES = 1024 * 1024
+# Work done on the event loop in slices lets other requests run after about this long.
+_TURN_S = 0.002
 
 
 class DeterministicProvider(ModelProvider):
@@ -49,13 +65,13 @@ class DeterministicProvider(ModelProvider):
 
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
         await load_vocabulary()
-        return answer(request, model)
+        return await _answer(request, model)
 
     async def stream_chat(
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
         await load_vocabulary()
-        result = answer(request, model)
+        result = await _answer(request, model)
         for index, call in enumerate(result.tool_calls):
             yield ChatDelta(tool_calls=[ToolCallDelta(index, call.id, call.name, "")])
             for piece in _pieces(call.arguments):
@@ -68,19 +84,47 @@ class DeterministicProvider(ModelProvider):
         await load_vocabulary()
         dims = request.dimensions or self.config.embedding_dimensions
         inputs = request.texts()
-        vectors: list[Vector] = [hash_vector(_input_bytes(item), dims) for item in inputs]
-        prompt_tokens = sum(
-            len(item) if isinstance(item, list) else estimate_text_tokens(item) for item in inputs
-        )
-        return EmbeddingsResult(vectors, Usage(prompt_tokens, 0), model.upstream_name)
+        values = len(inputs) * dims
+        if values > DETERMINISTIC_MAX_EMBEDDING_VALUES:
+            raise InvalidRequest(
+                f"{len(inputs)} inputs of {dims} dimensions are {values} numbers; the "
+                f"deterministic provider computes at most {DETERMINISTIC_MAX_EMBEDDING_VALUES} "
+                "per request",
+                param="dimensions" if request.dimensions else "input",
+            )
+        return await _embed(inputs, dims, model.upstream_name)
 
     async def transcribe(
         self, request: TranscriptionRequest, model: ModelConfig
     ) -> TranscriptionResult:
-        return transcribe_bytes(request.file)
+        if len(request.file) <= _INLINE_AUDIO_BYTES:
+            return transcribe_bytes(request.file)
+        return await asyncio.to_thread(transcribe_bytes, request.file)
 
     async def list_models(self) -> list[str]:
         return []
+
+
+async def _answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
+    if prompt_bound(request, ModelProviderKind.DETERMINISTIC) <= _INLINE_PROMPT_BYTES:
+        return answer(request, model)
+    return await asyncio.to_thread(answer, request, model)
+
+
+async def _embed(inputs: list[str | list[int]], dims: int, upstream_model: str) -> EmbeddingsResult:
+    """Vectors and usage for `inputs`, in turns of `_TURN_S` on the event loop. Hashing is
+    Python through and through: in a worker thread it would take the interpreter from the
+    event loop for 5 ms at every switch, so it runs here and lets others run in between."""
+    vectors: list[Vector] = []
+    prompt_tokens = 0
+    turn_ends = time.perf_counter() + _TURN_S
+    for item in inputs:
+        vectors.append(hash_vector(_input_bytes(item), dims))
+        prompt_tokens += len(item) if isinstance(item, list) else estimate_text_tokens(item)
+        if time.perf_counter() > turn_ends:
+            await asyncio.sleep(0)
+            turn_ends = time.perf_counter() + _TURN_S
+    return EmbeddingsResult(vectors, Usage(prompt_tokens, 0), upstream_model)
 
 
 def answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
@@ -90,7 +134,7 @@ def answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
         # After a tool result, answer in text so agent loops end instead of calling again.
         results = _trailing_tool_messages(request)
         text = "\n".join(f"tool {m.tool_call_id} returned: {m.text()}" for m in results)
-        return _text_result(text, request, prompt_tokens)
+        return _text_result(text, request, model, prompt_tokens, upstream_model="deterministic")
     user_text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "")
     call = _requested_tool_call(request, user_text)
     if call is not None:
@@ -98,16 +142,22 @@ def answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
         return ChatResult(None, "tool_calls", usage, [call], model.upstream_name)
     if request.wants_json:
         user_text = orjson.dumps({"echo": user_text}).decode()
-    return _text_result(user_text, request, prompt_tokens, upstream_model=model.upstream_name)
+    return _text_result(user_text, request, model, prompt_tokens, model.upstream_name)
 
 
 def _text_result(
-    text: str, request: ChatRequest, prompt_tokens: int, upstream_model: str = "deterministic"
+    text: str,
+    request: ChatRequest,
+    model: ModelConfig,
+    prompt_tokens: int,
+    upstream_model: str,
 ) -> ChatResult:
     finish: FinishReason = "stop"
-    limit = request.output_limit
+    # The request's limit, else the model's own: a real model stops there too, and it keeps
+    # the answer to an echoed prompt of megabytes bounded.
+    limit = request.output_limit or model.max_output_tokens
     completion_tokens = estimate_text_tokens(text)
-    if limit is not None and completion_tokens > limit and not request.wants_json:
+    if completion_tokens > limit and not request.wants_json:
         # Cut like a real model at its token limit; JSON mode never returns broken JSON.
         text = _first_tokens(text, limit)
         completion_tokens = limit
@@ -116,14 +166,18 @@ def _text_result(
 
 
 def _first_tokens(text: str, limit: int) -> str:
-    words = text.split(" ")
-    kept: list[str] = []
-    for word in words:
-        candidate = " ".join([*kept, word])
-        if estimate_text_tokens(candidate) > limit:
-            break
-        kept.append(word)
-    return " ".join(kept)
+    """The longest run of whole words from the start whose tokens fit `limit`. Every word is
+    at least one token, so only the first `limit` words can fit; a binary search over them
+    counts O(log limit) prefixes instead of one per word."""
+    words = text.split(" ", limit)[:limit]
+    low, high = 0, len(words)  # words[:low] fits; words[:high + 1] does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if estimate_text_tokens(" ".join(words[:middle])) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return " ".join(words[:low])
 
 
 def _trailing_tool_messages(request: ChatRequest) -> list[Message]:
@@ -146,10 +200,18 @@ def _requested_tool_call(request: ChatRequest, text: str) -> ToolCallResult | No
         return None
     try:
         arguments = orjson.loads(raw_args)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc).split(":", 1)[0]  # orjson's reason, without the position
         raise InvalidRequest(
-            f"/tool {name}: arguments are not valid JSON", param="messages"
+            f"/tool {name}: arguments are not valid JSON ({reason})", param="messages"
         ) from None
+    # As deep as a request body may be, no deeper: the arguments travel on as JSON.
+    if json_too_deep(arguments):
+        raise InvalidRequest(
+            f"/tool {name}: arguments nested more than {MAX_JSON_DEPTH} levels deep "
+            f"(the limit is {MAX_JSON_DEPTH})",
+            param="messages",
+        )
     call_id = "call_" + hashlib.sha256(f"{name}\0{raw_args}".encode()).hexdigest()[:24]
     return ToolCallResult(call_id, name, orjson.dumps(arguments).decode())
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 import wave
 
 import pytest
 
 from palyra.config import ModelConfig, ProviderConfig
 from palyra.errors import InvalidRequest
+from palyra.limits import DETERMINISTIC_MAX_EMBEDDING_VALUES
 from palyra.models.deterministic import DeterministicProvider
+from palyra.tokens import estimate_text_tokens
 from palyra.types import ChatRequest, EmbeddingsRequest, TranscriptionRequest
 
 PROVIDER = DeterministicProvider(ProviderConfig(provider_id="det", kind="deterministic"))
@@ -144,3 +147,73 @@ async def test_transcription_reads_wav_duration() -> None:
         TranscriptionRequest(model="t", file=b"not audio", filename="x", content_type="x"), model
     )
     assert "9 bytes" in other.text
+
+
+# --- bad input and large requests --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        ("[" * 300 + "]" * 300, "nested more than 64 levels deep"),  # orjson would not encode it
+        ("[" * 2000 + "]" * 2000, "not valid JSON (depth limit exceeded"),
+        ('{"a": ', "not valid JSON (unexpected end of data"),
+    ],
+)
+async def test_tool_arguments_that_cannot_travel_are_a_clear_error(
+    arguments: str, words: str
+) -> None:
+    ask = {"role": "user", "content": f"/tool calculator {arguments}"}
+    with pytest.raises(InvalidRequest) as caught:
+        await PROVIDER.chat(request(ask, tools=TOOLS), MODEL)
+    assert words in caught.value.message and caught.value.param == "messages"
+
+
+async def test_tool_arguments_as_deep_as_a_body_may_be_are_fine() -> None:
+    arguments = "[" * 63 + "]" * 63
+    ask = {"role": "user", "content": f"/tool calculator {arguments}"}
+    result = await PROVIDER.chat(request(ask, tools=TOOLS), MODEL)
+    assert json.loads(result.tool_calls[0].arguments) == json.loads(arguments)
+
+
+async def test_cutting_at_max_tokens_takes_no_time_on_long_text() -> None:
+    # The cut used to count every prefix, word by word: quadratic, minutes for this one.
+    text = " ".join(f"word{i}" for i in range(150_000))
+    started = time.perf_counter()
+    result = await PROVIDER.chat(
+        request({"role": "user", "content": text}, max_tokens=100_000), MODEL
+    )
+    assert time.perf_counter() - started < 5
+    content = result.content or ""
+    assert result.finish_reason == "length" and result.usage.completion_tokens == 100_000
+    assert text.startswith(content) and estimate_text_tokens(content) <= 100_000
+    next_word = text.split(" ")[len(content.split(" "))]
+    assert estimate_text_tokens(content + " " + next_word) > 100_000
+
+
+async def test_an_echo_stops_at_the_models_output_limit() -> None:
+    model = ModelConfig(model_id="small", provider_id="det", max_output_tokens=50)
+    text = "many words " * 200
+    result = await PROVIDER.chat(request({"role": "user", "content": text}), model)
+    assert result.finish_reason == "length" and result.usage.completion_tokens == 50
+    assert (
+        text.startswith(result.content or "") and estimate_text_tokens(result.content or "") <= 50
+    )
+
+
+async def test_embeddings_past_the_providers_own_limit_are_refused() -> None:
+    model = ModelConfig(model_id="e", provider_id="det", role="embeddings")
+    wide = EmbeddingsRequest(input=["x"] * 129, dimensions=8192)
+    with pytest.raises(InvalidRequest) as caught:
+        await PROVIDER.embed(wide, model)
+    assert str(DETERMINISTIC_MAX_EMBEDDING_VALUES) in caught.value.message
+    assert caught.value.param == "dimensions"
+    # Its configured size counts the same way.
+    provider = DeterministicProvider(
+        ProviderConfig(provider_id="det", kind="deterministic", embedding_dimensions=8192)
+    )
+    with pytest.raises(InvalidRequest) as caught:
+        await provider.embed(EmbeddingsRequest(input=["x"] * 129), model)
+    assert caught.value.param == "input"
+    result = await provider.embed(EmbeddingsRequest(input=["x"] * 128), model)
+    assert len(result.vectors) == 128 and len(result.vectors[0]) == 8192
