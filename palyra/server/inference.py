@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from aiohttp import BadContentDispositionHeader, BodyPartReader, web
+from aiohttp import BadContentDispositionHeader, BodyPartReader, HttpVersion11, web
 from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
@@ -802,8 +802,18 @@ async def list_models(request: web.Request) -> web.Response:
     )
 
 
+async def expect_continue(request: web.Request) -> None:
+    """`Expect: 100-continue` is answered as aiohttp does; any other expectation is ignored,
+    as RFC 9110 allows. aiohttp's own handler refuses it with a 417 built from the header's
+    text, which fails on bytes that are not UTF-8: a 500, outside every middleware."""
+    expect = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own body has not started
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/embeddings", embeddings)
-    app.router.add_post("/v1/audio/transcriptions", transcriptions)
-    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/chat/completions", chat_completions, expect_handler=expect_continue)
+    app.router.add_post("/v1/embeddings", embeddings, expect_handler=expect_continue)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions, expect_handler=expect_continue)
+    app.router.add_get("/v1/models", list_models, expect_handler=expect_continue)

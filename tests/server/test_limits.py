@@ -252,6 +252,42 @@ async def test_large_invalid_bodies_are_400s(gateway: TestServer) -> None:
         assert error["code"] in ("invalid_json", "invalid_request"), error
 
 
+async def raw_exchange(server: TestServer, head: bytes, body: bytes) -> tuple[int, bytes]:
+    """Send exactly these bytes (headers no client library would send) and read the answer."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("expect", [b"\xff", b"application/\xff", b"something-else"])
+async def test_an_expectation_we_do_not_know_is_ignored(gateway: TestServer, expect: bytes) -> None:
+    # aiohttp refused it with a 417 built from the header's text: bytes that are not UTF-8
+    # made that a 500, outside every middleware.
+    body = orjson.dumps(chat())
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+        + b"Content-Type: application/json\r\nExpect: "
+        + expect
+        + b"\r\n"
+    )
+    status, answer = await raw_exchange(gateway, head, body)
+    assert status == 200, answer
+    assert b'"hi"' in answer
+    # 100-continue is still answered (curl asks for it before any body past 1 KB).
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            gateway.make_url("/v1/chat/completions"), data=body, headers=JSON, expect100=True
+        ) as response,
+    ):
+        assert response.status == 200
+
+
 # --- embeddings -----------------------------------------------------------------------
 
 
