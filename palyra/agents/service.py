@@ -62,7 +62,14 @@ class ActiveRun:
     outcome: RunOutcome | None = None
     task: asyncio.Task[RunOutcome] | None = None
     cancel_reason: str = ""
+    # The last event number handed out (1: run_started). Counted apart from `events`: an
+    # event whose write was cancelled may still be stored, so its number is never reused.
+    last_seq: int = 1
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def next_seq(self) -> int:
+        self.last_seq += 1
+        return self.last_seq
 
     def publish(self, event: dict[str, Any]) -> None:
         self.events.append(event)
@@ -222,7 +229,7 @@ class AgentService:
         return True
 
     async def _emit(self, active: ActiveRun, type: str, data: dict[str, Any]) -> None:
-        seq = len(active.events) + 1
+        seq = active.next_seq()
         now = self._now_ms()
         await self.store.append(active.run_id, seq, type, now, data)
         active.publish({"seq": seq, "type": type, "at_ms": now, "run_id": active.run_id, **data})
@@ -282,7 +289,7 @@ class AgentService:
             "model": loop.model or None,
             "output": output,
         }
-        seq = len(active.events) + 1
+        seq = active.next_seq()
         now = self._now_ms()
         try:
             await self.store.finish(

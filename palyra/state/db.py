@@ -99,8 +99,17 @@ class SqliteDatabase(Database):
         self._conn = conn
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await self._submit(fn, *args)
+
+    def _submit(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        # Submitted at once, not when awaited: the one worker thread runs statements in the
+        # order they were submitted, whoever has stopped waiting for them.
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _rollback(self) -> None:
+        assert self._conn is not None, "database is closed"
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _run(self, sql: str, params: tuple[Any, ...], mode: str) -> Any:
         assert self._conn is not None, "database is closed"
@@ -129,11 +138,16 @@ class SqliteDatabase(Database):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
         async with self._lock:
-            await self._call(self._run, "BEGIN IMMEDIATE", (), "count")
             try:
+                # BEGIN inside the try: a caller cancelled while BEGIN runs (a client that
+                # went away) must still roll back, or the connection stays in a transaction
+                # and every later BEGIN fails.
+                await self._call(self._run, "BEGIN IMMEDIATE", (), "count")
                 yield _SqliteTransaction(self)
             except BaseException:
-                await self._call(self._run, "ROLLBACK", (), "count")
+                # Submitted before the lock is let go, so it runs after whatever statement
+                # of ours is still running and before anyone else's.
+                await asyncio.shield(self._submit(self._rollback))
                 raise
             await self._call(self._run, "COMMIT", (), "count")
 

@@ -271,3 +271,41 @@ async def test_a_nul_in_what_the_model_says_is_stored_on_every_backend(
     finally:
         if schema:
             await drop_schema(schema)
+
+
+async def test_clients_that_leave_streamed_runs_leave_every_run_recorded(
+    tmp_path: Path, start_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    # Found by the fuzz suite: a client that went away mid-stream cancelled its run while an
+    # event was being written; the number of that event was handed out again for the end
+    # (a UNIQUE violation: the run's end was lost), and a cancel during BEGIN left SQLite in
+    # a transaction, so every later run answered 500 until a restart.
+    server = await start_gateway(gateway_config(None, tmp_path / "state"))
+    body = {"input": '/tool current_time {"zone": "UTC"}', "stream": True}
+    run_ids = []
+    for _ in range(6):
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        payload = orjson.dumps(body)
+        writer.write(
+            b"POST /console/v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
+            + b"Content-Length: %d\r\n\r\n" % len(payload)
+            + payload
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"run_started")
+        first = await reader.readuntil(b"\n\n")
+        run_ids.append(orjson.loads((head + first).rpartition(b"data: ")[2])["run_id"])
+        writer.transport.abort()  # a reset, mid-run
+    status, run = await post_run(http, server, {"input": "still there?"})
+    assert status == 200 and run["status"] == "succeeded", run
+    for run_id in run_ids:
+        for _ in range(200):  # a cancel is recorded as its task ends, just after the reset
+            async with http.get(server.make_url(f"/console/v1/runs/{run_id}")) as response:
+                stored = await response.json()
+            if stored["status"] != "running":
+                break
+            await asyncio.sleep(0.01)
+        assert stored["status"] in ("cancelled", "succeeded"), stored
+        seqs = [e["seq"] for e in stored["events"]]
+        assert seqs == sorted(set(seqs)) and stored["events"][-1]["type"] == "run_finished"

@@ -74,3 +74,30 @@ async def test_compare_and_set_under_concurrency(database: Database) -> None:
         )
     )
     assert sorted(results) == [0] * 19 + [1]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+async def test_a_transaction_cancelled_at_any_point_leaves_the_store_usable(
+    database: Database, steps: int
+) -> None:
+    # A client that goes away cancels its handler wherever it is: waiting for BEGIN, for a
+    # statement, for COMMIT. The store must roll back what it must and serve the next one
+    # (SQLite was left inside a transaction: every later BEGIN failed until a restart).
+    await database.migrate("test", MIGRATIONS[:1])
+
+    async def write() -> None:
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO items (id, n) VALUES (?, ?)", "cancelled", 1)
+            await tx.execute("UPDATE items SET n = 2 WHERE id = ?", "cancelled")
+
+    task = asyncio.create_task(write())
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with database.transaction() as tx:
+        await tx.execute("INSERT INTO items (id, n) VALUES (?, ?)", "next", 1)
+    rows = await database.fetch_all("SELECT id, n FROM items ORDER BY id")
+    # All or nothing: a cancel that lands while COMMIT runs may leave the whole write.
+    assert [(r["id"], r["n"]) for r in rows] in ([("next", 1)], [("cancelled", 2), ("next", 1)])
