@@ -20,6 +20,7 @@ import structlog
 import typer
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 
 from palyra.agents.lease import load_node_id
 from palyra.agents.registry import load_agents
@@ -134,6 +135,11 @@ class QuietBadRequests(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, BadHttpMessage):
             log.info("bad_http_request", status=exc.code, error=type(exc).__name__)
+            return False
+        if isinstance(exc, RequestPayloadError):
+            # A body not in its Content-Encoding: the handler answered 400 already, and
+            # aiohttp then fails again reading what is left of it before the next request.
+            log.info("bad_http_request", status=400, error=type(exc).__name__)
             return False
         return True
 

@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web, web_urldispatcher
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
@@ -31,6 +32,23 @@ log = structlog.get_logger("palyra.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+async def expect_continue(request: web.Request) -> None:
+    """`Expect: 100-continue` is answered as aiohttp does; any other expectation is ignored,
+    as RFC 9110 allows. aiohttp's own handler refuses it with a 417 whose text quotes the
+    header, and bytes that are not UTF-8 there made building it fail: a 500 on any route,
+    before authentication and outside every middleware."""
+    expect = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer's own body has not started
+
+
+# Every route takes aiohttp's default expect handler when it is made, the routes aiohttp
+# makes per request for a 404 or 405 included: replacing the default is the one place that
+# covers them all (tests/server/test_app.py holds it to that).
+web_urldispatcher._default_expect_handler = expect_continue
 
 
 def error_response(exc: PalyraError, request: web.Request) -> web.Response:
@@ -115,6 +133,12 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
                 f"request body too large: {exc.text}", status=413, code="request_too_large"
             ),
             request,
+        )
+    except RequestPayloadError as exc:
+        # The body is not what its headers say (a Content-Encoding it is not in, a chunked
+        # encoding that breaks): the client's fault, on whichever route reads it.
+        return error_response(
+            InvalidRequest(f"request body cannot be read: {exc}", code="invalid_body"), request
         )
     except web.HTTPNotFound:
         return error_response(NotFound(f"no route {request.method} {request.path}"), request)
