@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,8 @@ from palyra.server.sessions import Sessions
 log = structlog.get_logger("palyra.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# nginx's "client closed request": counted and logged for a client that left before its answer.
+CLIENT_CLOSED_REQUEST = 499
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -81,6 +84,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = response.status
         response.headers["x-request-id"] = request_id
         return response
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler of a client that went away: not a failure of ours.
+        status = CLIENT_CLOSED_REQUEST
+        raise
     finally:
         route: RouteInfo | None = request.get(ROUTE)
         if request.path.startswith("/v1/"):
@@ -134,6 +141,10 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
             ),
             request,
         )
+    except ConnectionError:
+        # The client went away while we wrote to it; nobody is left to answer.
+        log.info("client_went_away", path=request.path)
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except RequestPayloadError as exc:
         # The body is not what its headers say (a Content-Encoding it is not in, a chunked
         # encoding that breaks): the client's fault, on whichever route reads it.

@@ -7,11 +7,13 @@ import asyncio
 import gzip
 import logging
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
 from palyra.daemon import quiet_bad_requests
 from tests.conftest import ADMIN_TOKEN
+from tests.fakes.upstream import ChatReply, FakeUpstream
 
 AUTH = f"Authorization: Bearer {ADMIN_TOKEN}\r\n".encode()
 
@@ -103,3 +105,45 @@ async def test_a_body_not_in_its_content_encoding_is_a_400(
         gateway, head.replace(b": " + encoding, b": gzip"), gzip.compress(b"{}")
     )
     assert status == 400 and b"request body cannot be read" not in body, body
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_goes_away_is_counted_as_499_not_500(
+    gateway: TestServer,
+    upstream: FakeUpstream,
+    caplog: pytest.LogCaptureFixture,
+    stream: bool,
+) -> None:
+    # Found by the fuzz suite: a client gone before the answer's headers made the write
+    # fail, logged as unhandled_error with a traceback and counted as a 500.
+    caplog.set_level(logging.WARNING)
+    upstream.script("/v1/chat/completions", ChatReply(delay_s=0.3))
+    body = orjson.dumps(
+        {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    _, writer = await asyncio.open_connection(gateway.host, gateway.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        + AUTH
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    await writer.drain()
+    while not upstream.requests_to("/v1/chat/completions"):  # with the upstream now
+        await asyncio.sleep(0.01)
+    writer.transport.abort()
+    counted: list[str] = []
+    for _ in range(100):  # the upstream answers after 0.3 s; the write to the client fails
+        status, metrics = await exchange(gateway, b"GET /metrics HTTP/1.1\r\n" + AUTH)
+        assert status == 200
+        counted = [
+            line
+            for line in metrics.decode().splitlines()
+            if line.startswith("palyra_requests_total{") and "/v1/chat/completions" in line
+        ]
+        if counted:
+            break
+        await asyncio.sleep(0.05)
+    assert any('status="499"' in line for line in counted), counted
+    assert not any('status="500"' in line for line in counted), counted
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
