@@ -112,10 +112,27 @@ def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def may_be_too_deep(text: str | bytes | bytearray, limit: int = MAX_JSON_DEPTH) -> bool:
-    """False when JSON text cannot nest more than `limit` deep: it has no more opening
-    brackets than that (brackets inside strings counted too, so this only ever says maybe).
-    Two counts at memory speed, so the depth walk runs only on the rare text with many."""
-    if isinstance(text, str):
-        return text.count("[") + text.count("{") > limit
-    return text.count(b"[") + text.count(b"{") > limit
+    """False when JSON text cannot nest more than `limit` deep; True means maybe (brackets
+    inside strings are taken for structure), and `json_too_deep` on the parsed value decides.
+
+    This runs on every body, so it is a few C calls: the brackets alone, then, when there are
+    more of them than `limit`, passes that each remove every innermost "[]" and so take one
+    level away; `limit` passes empty any text within the limit (a typical chat body: none;
+    an agent's, with tools: eight or so)."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    brackets = raw.translate(_ONE_KIND, _NOT_BRACKETS)
+    if len(brackets) <= limit:
+        return False
+    for _ in range(limit):
+        if not brackets:
+            return False
+        fewer = brackets.replace(b"[]", b"")
+        if len(fewer) == len(brackets):
+            return True  # unbalanced: brackets inside strings
+        brackets = fewer
+    return bool(brackets)

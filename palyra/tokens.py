@@ -234,65 +234,89 @@ def _tools_json(request: ChatRequest) -> str:
 
 
 _Measure = Literal["tokens", "bytes"]
+_ImageTokens = Callable[[ImageURL, ModelProviderKind], int]
 
 
-def _text(request: ChatRequest, count: Callable[[str], int]) -> int:
-    """The request's text measured by `count`: the same for every provider kind."""
-    text = 0
-    for m in request.messages:
-        text += count(m.role)
-        if m.name:
-            text += count(m.name)
-        if isinstance(m.content, str):
-            text += count(m.content)
-        elif m.content:
-            for part in m.content:
-                if isinstance(part, TextPart):
-                    text += count(part.text)
-        if m.refusal:
-            text += count(m.refusal)
-        for call in m.tool_calls or ():
-            text += count(call.function.name) + count(call.function.arguments)
-    if request.tools:
-        text += count(_tools_json(request))
-    fmt = request.response_format
-    if fmt is not None and fmt.json_schema:
-        # Structured output puts the schema in front of the model too.
-        text += count(_compact_json(fmt.json_schema, "response_format.json_schema"))
-    return text
-
-
-def _text_total(request: ChatRequest, measure: _Measure) -> int:
-    memo = _memo.get()
-    known = memo.get(request, measure) if memo is not None else None
-    if known is not None:
-        return known
-    total = _text(request, _count if measure == "tokens" else _utf8_len)
-    return memo.put(request, measure, total) if memo is not None else total
-
-
-def _fixed(
+def _measure(
     request: ChatRequest,
     kind: ModelProviderKind,
-    image_tokens: Callable[[ImageURL, ModelProviderKind], int],
-) -> int:
-    """What a provider of `kind` bills around the text: framing, images, tool prompts."""
+    image_tokens: _ImageTokens,
+    count: Callable[[str], int] | None,
+) -> tuple[int, int]:
+    """In one pass: what a provider of `kind` bills around the text (framing, images, tool
+    prompts), and the text measured by `count` (0 without one), which is the same for every
+    kind."""
     fixed = REPLY_PRIMING
+    text = 0
     for m in request.messages:
         fixed += TOKENS_PER_MESSAGE
         if m.name:
             fixed += TOKENS_PER_NAME
         if isinstance(m.content, list):
             for part in m.content:
-                if not isinstance(part, TextPart):
+                if isinstance(part, TextPart):
+                    text += count(part.text) if count else 0
+                else:
                     fixed += image_tokens(part.image_url, kind)
         if m.tool_calls:
             fixed += TOKENS_PER_TOOL_CALL * len(m.tool_calls)
+        if count is None:
+            continue
+        text += count(m.role)
+        if m.name:
+            text += count(m.name)
+        if isinstance(m.content, str):
+            text += count(m.content)
+        if m.refusal:
+            text += count(m.refusal)
+        for call in m.tool_calls or ():
+            text += count(call.function.name) + count(call.function.arguments)
     if request.tools:
         fixed += TOOLS_BASE + TOKENS_PER_TOOL * len(request.tools)
         if kind == ModelProviderKind.ANTHROPIC:
             fixed += ANTHROPIC_TOOLS_PROMPT
-    return fixed
+        if count is not None:
+            text += count(_tools_json(request))
+    fmt = request.response_format
+    if count is not None and fmt is not None and fmt.json_schema:
+        # Structured output puts the schema in front of the model too.
+        text += count(_compact_json(fmt.json_schema, "response_format.json_schema"))
+    return fixed, text
+
+
+def _total(
+    request: ChatRequest, kind: ModelProviderKind, image_tokens: _ImageTokens, measure: _Measure
+) -> int:
+    memo = _memo.get()
+    if memo is None:
+        # The usual request: nothing kept, so nothing is looked up either; one pass.
+        count = _plain_count if measure == "tokens" else _plain_utf8_len
+        fixed, text = _measure(request, kind, image_tokens, count)
+        return fixed + _scaled(text, kind)
+    text_known = memo.get(request, measure)
+    if text_known is None:
+        count = _count if measure == "tokens" else _utf8_len
+        fixed, text = _measure(request, kind, image_tokens, count)
+        memo.put(request, measure, text)
+    else:
+        fixed, text = _measure(request, kind, image_tokens, None)[0], text_known
+    return fixed + _scaled(text, kind)
+
+
+def _plain_count(text: str) -> int:
+    if not text:
+        return 0
+    enc = _encoders.get(DEFAULT_ENCODING)
+    if enc is None or len(text) > _TOKENIZE_SLICE:
+        return _tokenize(text, DEFAULT_ENCODING)
+    try:
+        return int(enc.count(text))
+    except TypeError:
+        return _tokenize_slice(text, DEFAULT_ENCODING)
+
+
+def _plain_utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
 def _scaled(text: int, kind: ModelProviderKind) -> int:
@@ -310,7 +334,7 @@ def estimate_token_count(
     known = memo.get(request, kind) if memo is not None else None
     if known is not None:
         return known
-    estimate = _fixed(request, kind, image_tokens) + _scaled(_text_total(request, "tokens"), kind)
+    estimate = _total(request, kind, image_tokens, "tokens")
     return memo.put(request, kind, estimate) if memo is not None else estimate
 
 
@@ -321,7 +345,7 @@ def prompt_bound(
     # Every BPE token spans at least one UTF-8 byte, so the same accounting with bytes in
     # place of token counts, and every image at its worst case, bounds the estimate from
     # above.
-    return _fixed(request, kind, _worst_image_tokens) + _scaled(_text_total(request, "bytes"), kind)
+    return _total(request, kind, _worst_image_tokens, "bytes")
 
 
 async def prepare_chat(

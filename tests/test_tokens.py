@@ -464,13 +464,18 @@ def test_long_texts_are_counted_in_slices_that_add_up_to_the_whole() -> None:
 def counting_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     """(thread id, text) of every call into the tokenizer from now on."""
     calls: list[tuple[int, str]] = []
-    real = tokens._tokenize_slice
+    real_slice, real_plain = tokens._tokenize_slice, tokens._plain_count
 
-    def spy(text: str, encoding: str) -> int:
+    def spy_slice(text: str, encoding: str) -> int:
         calls.append((threading.get_ident(), text))
-        return real(text, encoding)
+        return real_slice(text, encoding)
 
-    monkeypatch.setattr(tokens, "_tokenize_slice", spy)
+    def spy_plain(text: str) -> int:
+        calls.append((threading.get_ident(), text))
+        return real_plain(text)
+
+    monkeypatch.setattr(tokens, "_tokenize_slice", spy_slice)
+    monkeypatch.setattr(tokens, "_plain_count", spy_plain)
     return calls
 
 
