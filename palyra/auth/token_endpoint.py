@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ class TokenEndpointError(Exception):
 # A token lifetime we take at its word; a longer one (1e30 from a broken server overflowed the
 # 64-bit column its expiry is stored in) is cut to this, and the token refreshed then.
 MAX_EXPIRES_IN_S = 10 * 365 * 86400
+# RFC 6749 A.12: a token is visible ASCII (the space left out: it goes after "Bearer ").
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 def _lifetime(value: object) -> int | None:
@@ -84,6 +87,13 @@ async def request_tokens(
     if not isinstance(access, str) or not access:
         raise TokenEndpointError("invalid_response", status, "no access_token in the answer")
     refresh = body.get("refresh_token")
+    for name, token in (("access_token", access), ("refresh_token", refresh)):
+        if isinstance(token, str) and not _TOKEN.fullmatch(token):
+            # It goes into a header (Authorization, a form): a CR/LF there would be a header
+            # injection, which aiohttp refuses with an error of its own (a 500 in the callback).
+            raise TokenEndpointError(
+                "invalid_response", status, f"{name} holds characters a token cannot have"
+            )
     expires = body.get("expires_in")
     scope = body.get("scope")
     return TokenSet(

@@ -114,6 +114,17 @@ class HttpProvider(ModelProvider):
         # Any upstream may echo any key it has seen, this one included, long after it was
         # rotated: every key ever sent is scrubbed from every error built from now on.
         remember_secret(key)
+        if key is not None and not (key.isascii() and key.isprintable()):
+            # A header cannot carry it (aiohttp refuses CR/LF as header injection): say so
+            # as this provider's credential problem, without the value.
+            raise ProviderError(
+                "the credential holds characters an HTTP header cannot carry "
+                "(a line break or a control character?)",
+                provider_id=self.provider_id,
+                error_class=ErrorClass.CREDENTIAL,
+                status=502,
+                code="invalid_credential",
+            )
         return key
 
     async def _refreshed_key(self, rejected: str | None) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from palyra.auth.token_endpoint import MAX_EXPIRES_IN_S, request_tokens
+from palyra.auth.token_endpoint import MAX_EXPIRES_IN_S, TokenEndpointError, request_tokens
 
 
 @dataclass
@@ -57,3 +57,24 @@ async def test_a_token_lifetime_is_taken_only_within_bounds(
         tokens = await request_tokens(http, token_server.url, {"grant_type": "x"})
     assert tokens.access_token == "at-1"
     assert tokens.expires_in_s == expected
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        {"access_token": "at\r\nX-Injected: 1"},  # found by the fuzz suite: a 500 in the callback
+        {"access_token": "at\x00"},
+        {"access_token": "jeton-été"},
+        {"access_token": "at-1", "refresh_token": "rt\n"},
+    ],
+)
+async def test_a_token_a_header_cannot_carry_is_refused(
+    token_server: TokenServer, tokens: dict[str, str]
+) -> None:
+    token_server.body = orjson.dumps(tokens)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(TokenEndpointError) as caught:
+            await request_tokens(http, token_server.url, {"grant_type": "x"})
+    assert caught.value.error == "invalid_response"
+    assert "characters a token cannot have" in caught.value.description
+    assert "\r" not in str(caught.value) and "été" not in str(caught.value)

@@ -203,6 +203,34 @@ async def test_missing_credential_sends_nothing(upstream: FakeUpstream) -> None:
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("key", ["sk-abc\r\nX-Injected: 1", "sk-abc\n", "sk-\x00abc"])
+async def test_a_key_a_header_cannot_carry_is_a_credential_error(
+    upstream: FakeUpstream, key: str
+) -> None:
+    # A key pasted with its line break into an environment variable: aiohttp refuses the
+    # header as an injection with a ValueError, which was a 500 naming nothing.
+    config = ProviderConfig(
+        provider_id="oai",
+        kind="openai_compatible",
+        base_url=upstream.openai_base_url,
+        allow_private_base_url=True,
+        api_key_env="KEY",
+    )
+    async with aiohttp.ClientSession() as session:
+        provider = OpenAIProvider(
+            config,
+            session=session,
+            settings=ModelProviderConfig().settings_for(config),
+            credentials=EnvCredentials({"KEY": key}),
+        )
+        with pytest.raises(ProviderError) as caught:
+            await provider.chat(chat(), MODEL)
+    assert caught.value.error_class is ErrorClass.CREDENTIAL
+    assert caught.value.code == "invalid_credential"
+    assert "sk-abc" not in str(caught.value)
+    assert upstream.requests == []
+
+
 async def test_embeddings_transcription_and_models(
     provider: OpenAIProvider, upstream: FakeUpstream
 ) -> None:
