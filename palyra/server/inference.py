@@ -169,8 +169,8 @@ def _parse_small(raw: bytes | bytearray) -> Any:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
-    # Counting brackets costs well under a microsecond on a typical body; the walk runs only
-    # when there are more of them than the depth limit.
+    # The brackets alone say "not too deep" for a microsecond or so (see may_be_too_deep);
+    # the parsed value is walked only when they cannot.
     if may_be_too_deep(raw) and json_too_deep(data):
         raise _too_deep()
     return data
@@ -248,7 +248,8 @@ def _parse_large(raw: bytes | bytearray) -> Steps:
         if end - quote > _LONG_STRING:
             sk.cut(True, quote, end)
             after = _WHITESPACE.match(raw, end)
-            sk.key_cut = sk.key_cut or raw[after.end() if after else end :][:1] == b":"
+            at = after.end() if after else end
+            sk.key_cut = sk.key_cut or raw[at : at + 1] == b":"
         pos = end
         yield
     if sk.spans:

@@ -540,6 +540,12 @@ HEAVIEST = {
             for i in range(2048)
         ],
     },
+    # 2,048 inputs of 12 KB, 24 MB of long strings: each is cut out and decoded apart, and
+    # all are counted (in a worker thread): each has more bytes than the model's 8192 tokens.
+    "many long inputs": lambda: {
+        "model": "deterministic-embed",
+        "input": [text[i : i + 12_000] for text in [words(14_048)] for i in range(2048)],
+    },
     # A prompt as large as max_request_bytes allows (32 MiB): parsed, then counted (it is
     # past every model's budget in bytes) before it is refused as too long.
     "largest prompt": lambda: chat(words(32 * 1024 * 1024 - len(orjson.dumps(chat(""))))),
@@ -556,6 +562,7 @@ HEAVIEST = {
     [
         ("deterministic embeddings", "/v1/embeddings", 200),
         ("token-array embeddings", "/v1/embeddings", 200),
+        ("many long inputs", "/v1/embeddings", 200),
         ("largest prompt", "/v1/chat/completions", 400),
         ("most messages", "/v1/chat/completions", 200),
     ],
