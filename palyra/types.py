@@ -244,12 +244,6 @@ class EmbeddingsRequest(BaseModel):
             )
         return dimensions
 
-    @property
-    def input_count(self) -> int:
-        if isinstance(self.input, list) and not isinstance(self.input[0], int):
-            return len(self.input)
-        return 1
-
     def texts(self) -> list[str | list[int]]:
         """The inputs as a list: strings, or token arrays."""
         if isinstance(self.input, str):
