@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -44,8 +45,10 @@ async def expect_continue(request: web.Request) -> None:
     before authentication and outside every middleware."""
     expect = request.headers.get("Expect", "")
     if request.version == HttpVersion11 and expect.lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the answer's own body has not started
+        # A client gone already is no error of ours: its answer will find no one either.
+        with contextlib.suppress(ConnectionError):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer's own body has not started
 
 
 # Every route takes aiohttp's default expect handler when it is made, the routes aiohttp

@@ -147,3 +147,18 @@ async def test_a_client_that_goes_away_is_counted_as_499_not_500(
     assert any('status="499"' in line for line in counted), counted
     assert not any('status="500"' in line for line in counted), counted
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_client_gone_before_its_100_continue_is_no_error(
+    gateway: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by the fuzz suite: the write of "100 Continue" to a closed client raised out of
+    # the expect handler, and aiohttp logged a traceback for it.
+    caplog.set_level(logging.WARNING)
+    for _ in range(20):
+        _, writer = await asyncio.open_connection(gateway.host, gateway.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n")
+        writer.transport.abort()
+    status, _ = await exchange(gateway, b"GET /healthz HTTP/1.1\r\n")
+    assert status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
