@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from palyra import limits, tokens
-from palyra.server import inference
+from palyra.server import json_body
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.fakes.upstream import FakeUpstream
 
@@ -134,7 +134,7 @@ async def test_deep_tool_call_arguments_are_refused(
 
 async def test_a_large_deep_body_is_refused_before_it_is_parsed(gateway: TestServer) -> None:
     # Past PARSE_INLINE_BYTES the scan finds the depth, not a walk of the parsed value.
-    padding = "x" * (inference.PARSE_INLINE_BYTES + 1)
+    padding = "x" * (json_body.PARSE_INLINE_BYTES + 1)
     raw = orjson.dumps(chat(padding))[:-1] + b',"metadata":' + nested(200) + b"}"
     status, body = await post(gateway, "/v1/chat/completions", raw)
     assert_error(status, body, 400, "64 levels")
@@ -201,47 +201,13 @@ async def test_large_bodies_arrive_intact(gateway: TestServer, upstream: FakeUps
         metadata={text[:5000]: list(range(20_000)), "long": text, "k": [text[:3000]] * 3},
     )
     raw = orjson.dumps(body)
-    assert len(raw) > 4 * inference.SLICE_BYTES
+    assert len(raw) > 4 * json_body.SLICE_BYTES
     status, answer = await post(gateway, "/v1/chat/completions", raw)
     assert status == 200, answer
     sent = upstream.requests_to("/v1/chat/completions")[-1].json
     assert sent["messages"][0]["content"] == body["messages"][0]["content"]
     assert sent["metadata"] == body["metadata"]
-    assert await inference.parse_large(raw) == orjson.loads(raw)
-
-
-_ALPHABET = ["a", " ", "\n", '"', "\\", "/", "é", "日", "😀", "\u2028", "\x01", "\ue000"]
-
-
-def _random_json(rng: random.Random, depth: int = 0) -> Any:
-    roll = rng.random()
-    if depth > 4 or roll < 0.3:
-        return "".join(rng.choices(_ALPHABET, k=rng.choice([0, 3, 40, 300])))
-    if roll < 0.4:
-        return rng.choice([1, -2.5, True, None, 10**18, 1e-7])
-    if roll < 0.55:  # a flat array of numbers, cut out when long
-        return [rng.choice([1, 2.5, -3, 10**17, None, False]) for _ in range(rng.randint(0, 60))]
-    if roll < 0.75:
-        return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
-    keys = ["".join(rng.choices(_ALPHABET, k=rng.choice([1, 3, 40]))) for _ in range(4)]
-    return {key: _random_json(rng, depth + 1) for key in keys[: rng.randint(0, 4)]}
-
-
-async def test_the_sliced_parse_is_orjson_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Slices, long strings and long arrays made tiny, so that every cut lands everywhere:
-    # inside escapes, surrogate pairs, UTF-8 sequences, keys, runs of backslashes.
-    monkeypatch.setattr(inference, "SLICE_BYTES", 7)
-    monkeypatch.setattr(inference, "_LONG_STRING", 12)
-    monkeypatch.setattr(inference, "_LONG_ARRAY", 20)
-    rng = random.Random(5)
-    for _ in range(400):
-        value = {"x": _random_json(rng)}
-        raw = json.dumps(value, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 1]))
-        assert await inference.parse_large(raw.encode()) == orjson.loads(raw), raw
-    for text in ("\\" * 500, "\n" * 500, "😀" * 300, 'é\\"' * 300):
-        for ascii_only in (True, False):
-            raw = json.dumps({"t": text}, ensure_ascii=ascii_only).encode()
-            assert await inference.parse_large(bytearray(raw)) == {"t": text}
+    assert await json_body.parse_large(raw) == orjson.loads(raw)
 
 
 async def test_large_invalid_bodies_are_400s(gateway: TestServer) -> None:
