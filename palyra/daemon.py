@@ -150,8 +150,20 @@ def quiet_bad_requests() -> None:
         server_log.addFilter(QuietBadRequests())
 
 
+# How long a thread holding the GIL keeps it when another asks (Python's default: 5 ms).
+# Long prompts are counted in worker threads; each time the event loop wakes while one
+# holds the GIL it waited up to the whole interval, and a request spans several wake-ups
+# (tests/server/test_limits.py measured /healthz 50 ms late behind a 32 MB prompt).
+SWITCH_INTERVAL_S = 0.001
+
+
+def tune_interpreter() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 async def serve(app: web.Application, host: str, port: int, grace_s: float) -> None:
     quiet_bad_requests()
+    tune_interpreter()
     # handler_cancellation: a client that goes away cancels its handler, and with it the
     # upstream request it was waiting on.
     runner = web.AppRunner(

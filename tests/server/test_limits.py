@@ -24,6 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from palyra import limits, tokens
+from palyra.daemon import tune_interpreter
 from palyra.server import json_body
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.fakes.upstream import FakeUpstream
@@ -452,31 +453,59 @@ async def send_from_another_process(server: TestServer, path: str, body: Path) -
     return int(out)
 
 
-async def health_delays_during(server: TestServer, work: Awaitable[int]) -> tuple[int, list[float]]:
-    """What `work` gave, and how long each `GET /healthz` took, sent by two clients one after
-    another (a pause of PAUSE_S between) for as long as `work` ran."""
-    done = asyncio.Event()
-    delays: list[float] = []
+# The probes run in processes of their own too: a probe in this process shares the event
+# loop with the daemon, and its own reading of an answer waits behind whatever the loop does
+# next, which is not a delay of the answer. Each probe times GET /healthz from before the
+# request is written to the end of the answer, on one keep-alive connection.
+_PROBE = """
+import http.client, json, os, sys, time
+host, port, stop, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+connection = http.client.HTTPConnection(host, port, timeout=30)
+connection.request("GET", "/healthz")
+connection.getresponse().read()
+print("ready", flush=True)
+delays = []
+while not os.path.exists(stop):
+    time.sleep(pause)
+    began = time.perf_counter()
+    connection.request("GET", "/healthz")
+    response = connection.getresponse()
+    response.read()
+    assert response.status == 200, response.status
+    delays.append(time.perf_counter() - began)
+print(json.dumps(delays), flush=True)
+"""
 
-    async def probe() -> None:
-        async with aiohttp.ClientSession() as http:
-            while not done.is_set():
-                # Timed from before the pause between probes: the client shares the event
-                # loop with the daemon, so a loop held up during the pause counts too.
-                began = time.perf_counter()
-                await asyncio.sleep(PAUSE_S)
-                async with http.get(server.make_url("/healthz")) as response:
-                    assert response.status == 200
-                    await response.read()
-                delays.append(time.perf_counter() - began - PAUSE_S)
 
-    probes = [asyncio.create_task(probe()) for _ in range(2)]
-    await asyncio.sleep(0.05)  # the probes' connections are up before the work starts
+async def health_delays_during(
+    server: TestServer, work: Awaitable[int], stop: Path
+) -> tuple[int, list[float]]:
+    """What `work` gave, and how long each `GET /healthz` took, sent by two probes (each in a
+    process of its own, a pause of PAUSE_S between its requests) for as long as `work` ran."""
+    probes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _PROBE,
+            str(server.host),
+            str(server.port),
+            str(stop),
+            str(PAUSE_S),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for probe in probes:
+        assert probe.stdout is not None
+        assert (await probe.stdout.readline()).strip() == b"ready"
     try:
         result = await work
     finally:
-        done.set()
-        await asyncio.gather(*probes)
+        await asyncio.to_thread(stop.touch)
+    delays: list[float] = []
+    for probe in probes:
+        out, _ = await probe.communicate()
+        delays += orjson.loads(out)
     return result, delays
 
 
@@ -545,12 +574,15 @@ async def test_the_heaviest_requests_leave_the_event_loop_free(
     # left out of it, as a daemon's start-up objects can be (gc.freeze after start).
     gc.collect()
     gc.freeze()
+    switch_interval = sys.getswitchinterval()
+    tune_interpreter()  # as palyrad does when it starts serving
     try:
         status, delays = await health_delays_during(
-            gateway, send_from_another_process(gateway, path, body)
+            gateway, send_from_another_process(gateway, path, body), tmp_path / "stop"
         )
     finally:
         gc.unfreeze()
+        sys.setswitchinterval(switch_interval)
     answer = orjson.loads((tmp_path / "body.json.answer").read_bytes())
     assert status == expected, answer
     if path == "/v1/embeddings":
