@@ -54,6 +54,25 @@ async def provider(upstream: FakeUpstream) -> AsyncIterator[OpenAIProvider]:
         )
 
 
+def env_keyed(
+    upstream: FakeUpstream, session: aiohttp.ClientSession, variable: str, env: dict[str, str]
+) -> OpenAIProvider:
+    """A provider on the fake whose key is the environment variable `variable` of `env`."""
+    config = ProviderConfig(
+        provider_id="oai",
+        kind="openai_compatible",
+        base_url=upstream.openai_base_url,
+        allow_private_base_url=True,
+        api_key_env=variable,
+    )
+    return OpenAIProvider(
+        config,
+        session=session,
+        settings=ModelProviderConfig().settings_for(config),
+        credentials=EnvCredentials(env),
+    )
+
+
 def chat(text: str = "hello", **extra: object) -> ChatRequest:
     return ChatRequest.model_validate({"messages": [{"role": "user", "content": text}], **extra})
 
@@ -182,20 +201,8 @@ async def test_stream_without_finish_is_a_protocol_error(
 
 
 async def test_missing_credential_sends_nothing(upstream: FakeUpstream) -> None:
-    config = ProviderConfig(
-        provider_id="oai",
-        kind="openai_compatible",
-        base_url=upstream.openai_base_url,
-        allow_private_base_url=True,
-        api_key_env="NOT_SET",
-    )
     async with aiohttp.ClientSession() as session:
-        provider = OpenAIProvider(
-            config,
-            session=session,
-            settings=ModelProviderConfig().settings_for(config),
-            credentials=EnvCredentials({}),
-        )
+        provider = env_keyed(upstream, session, "NOT_SET", {})
         with pytest.raises(ProviderError) as caught:
             await provider.chat(chat(), MODEL)
     assert caught.value.error_class is ErrorClass.CREDENTIAL
@@ -209,20 +216,8 @@ async def test_a_key_a_header_cannot_carry_is_a_credential_error(
 ) -> None:
     # A key pasted with its line break into an environment variable: aiohttp refuses the
     # header as an injection with a ValueError, which was a 500 naming nothing.
-    config = ProviderConfig(
-        provider_id="oai",
-        kind="openai_compatible",
-        base_url=upstream.openai_base_url,
-        allow_private_base_url=True,
-        api_key_env="KEY",
-    )
     async with aiohttp.ClientSession() as session:
-        provider = OpenAIProvider(
-            config,
-            session=session,
-            settings=ModelProviderConfig().settings_for(config),
-            credentials=EnvCredentials({"KEY": key}),
-        )
+        provider = env_keyed(upstream, session, "KEY", {"KEY": key})
         with pytest.raises(ProviderError) as caught:
             await provider.chat(chat(), MODEL)
     assert caught.value.error_class is ErrorClass.CREDENTIAL
