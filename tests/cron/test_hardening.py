@@ -455,9 +455,10 @@ async def test_a_due_job_whose_stored_zone_no_longer_loads_stops_without_blockin
 async def test_a_retention_longer_than_history_purges_nothing_instead_of_overflowing(
     db: Database, clock: ManualClock
 ) -> None:
-    """`history_retention_days` has no upper bound in the config: a cutoff before 1970 once
-    overflowed SQLite's INTEGER and stopped the scheduler (and the agent service) starting."""
-    cron = await start_cron(db, GateRunner(), clock, history_retention_days=10**15)
+    """A cutoff before 1970 purges nothing. (`history_retention_days` of 10**15 once
+    overflowed SQLite's INTEGER and stopped the scheduler and the agent service starting; the
+    config now bounds it at 100 years, still longer than the time since 1970.)"""
+    cron = await start_cron(db, GateRunner(), clock, history_retention_days=36_500)
     created = await cron.create(job_body({"every": "1m"}))
     await cron.trigger(created.job_id)
     await cron.scheduler.wait_runs()
@@ -465,7 +466,7 @@ async def test_a_retention_longer_than_history_purges_nothing_instead_of_overflo
     assert len(await runs_of(cron.store, created.job_id)) == 1
     await cron.aclose()
     agents = AgentService(
-        AgentRegistry({}), _no_chat, node_id="node-a", retention_days=10**15, now_ms=clock.now_ms
+        AgentRegistry({}), _no_chat, node_id="node-a", retention_days=36_500, now_ms=clock.now_ms
     )
     await agents.start(db, heartbeat=False)
     assert await agents.store.purge(-(10**30)) == 0
