@@ -22,6 +22,7 @@ from palyra.tokens import (
     check_token_budget,
     estimate_text_tokens,
     load_vocabulary,
+    may_need_counts,
     prompt_bound,
     text_bound,
     vocabulary_loaded,
@@ -322,13 +323,17 @@ class Router:
         return self.candidates(model, lambda m: self._chat_problem(request, m, facts) is None)
 
     def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
-        """Whether checking this request against some chat model could need exact counts:
-        its byte bound does not fit that model's room for a prompt."""
-        limit = request.output_limit
-        for kind, (least_budget, least_room) in self.registry.chat_rooms().items():
-            if facts.bound(kind) > (least_budget - limit if limit else least_room):
-                return True
-        return False
+        return may_need_counts(request, self.registry.chat_rooms(), facts.bound)
+
+    def smallest_budget(self, model: ModelConfig) -> int:
+        """The smallest token budget among `model` and the fallbacks it names: an embeddings
+        input with more bytes than this has its tokens counted."""
+        smallest = token_budget(self.config, model)
+        for fallback_id in model.fallbacks:
+            fallback = self.registry.get(fallback_id)
+            if fallback is not None:
+                smallest = min(smallest, token_budget(self.config, fallback))
+        return smallest
 
     async def chat(self, request: ChatRequest) -> Routed[ChatResult]:
         candidates = await self._chat_candidates(request)
@@ -358,11 +363,7 @@ class Router:
         # Byte counts bound token counts from above: when every input's bytes fit the
         # smallest budget in play, the exact counts could change no decision below, and the
         # tokenizer need not run (nor its vocabulary be loaded).
-        smallest = budget
-        for fallback_id in model.fallbacks:
-            fallback = self.registry.get(fallback_id)
-            if fallback is not None:
-                smallest = min(smallest, token_budget(self.config, fallback))
+        smallest = self.smallest_budget(model)
         lengths = [len(item) if isinstance(item, list) else text_bound(item) for item in texts]
         if max(lengths) > smallest:
             await load_vocabulary()

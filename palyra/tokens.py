@@ -361,13 +361,25 @@ async def prepare_chat(
         await asyncio.to_thread(_prepare_chat, request, rooms)
 
 
-def _prepare_chat(request: ChatRequest, rooms: Mapping[ModelProviderKind, tuple[int, int]]) -> None:
+def may_need_counts(
+    request: ChatRequest,
+    rooms: Mapping[ModelProviderKind, tuple[int, int]],
+    bound: Callable[[ModelProviderKind], int],
+) -> bool:
+    """Whether checking `request` against some chat model could need exact counts: its byte
+    bound (`bound(kind)`) does not fit that model's room for a prompt. The router's rule, and
+    so what `prepare_chat` works out ahead."""
     limit = request.output_limit
-    count = False
-    for kind, (least_budget, least_room) in rooms.items():
-        if prompt_bound(request, kind) > (least_budget - limit if limit else least_room):
-            count = True
-    if count:
+    return any(
+        bound(kind) > (least_budget - limit if limit else least_room)
+        for kind, (least_budget, least_room) in rooms.items()
+    )
+
+
+def _prepare_chat(request: ChatRequest, rooms: Mapping[ModelProviderKind, tuple[int, int]]) -> None:
+    # Every kind's bound is asked for, as the router will ask for each.
+    bounds = {kind: prompt_bound(request, kind) for kind in rooms}
+    if may_need_counts(request, rooms, bounds.__getitem__):
         _encoder(DEFAULT_ENCODING)  # this thread may as well wait for the vocabulary
         for kind in rooms:
             estimate_token_count(request, kind)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from palyra import tokens
 from palyra.errors import PalyraError
-from palyra.routing import RouteInfo, Router, token_budget
+from palyra.routing import RouteInfo, Router
 from palyra.server import responses
 from palyra.server.forms import read_transcription
 from palyra.server.json_body import parse_body
@@ -181,7 +181,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         routed = await router.embed(body)
     else:
         with tokens.remembering():
-            await tokens.prepare_texts(body.texts(), budget=_smallest_budget(router, body))
+            model = router.registry.resolve(body.model, ProviderModelRole.EMBEDDINGS)
+            await tokens.prepare_texts(body.texts(), budget=router.smallest_budget(model))
             routed = await router.embed(body)
     request[ROUTE] = routed.route
     headers = route_headers(routed.route, started)
@@ -191,18 +192,6 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _stream_embeddings(
         request, routed.value, routed.route.model_id, body.encoding_format, headers
     )
-
-
-def _smallest_budget(router: Router, body: EmbeddingsRequest) -> int:
-    """The smallest token budget among the request's model and its fallbacks: an input with
-    more bytes than this has its tokens counted (the router's rule)."""
-    model = router.registry.resolve(body.model, ProviderModelRole.EMBEDDINGS)
-    budgets = [token_budget(router.config, model)]
-    for fallback_id in model.fallbacks:
-        fallback = router.registry.get(fallback_id)
-        if fallback is not None:
-            budgets.append(token_budget(router.config, fallback))
-    return min(budgets)
 
 
 # An embeddings answer of up to this many numbers is rendered in one go (orjson takes about
