@@ -10,6 +10,7 @@ structured log) before going on with the part unnamed."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 from aiohttp import BadContentDispositionHeader, BodyPartReader, web
@@ -117,7 +118,10 @@ async def _read_form(request: web.Request, limit: int) -> TranscriptionRequest:
         try:
             temperature = float(fields["temperature"])
         except ValueError:
-            raise InvalidRequest("temperature: must be a number", param="temperature") from None
+            temperature = math.nan
+        # float() takes "nan" and "1e999"; the API's range is 0 to 1.
+        if not 0 <= temperature <= 1:
+            raise InvalidRequest("temperature: must be a number from 0 to 1", param="temperature")
     return TranscriptionRequest(
         model=fields.get("model") or None,
         file=audio,

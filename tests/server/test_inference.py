@@ -325,6 +325,22 @@ async def test_transcriptions(client: AsyncOpenAI, upstream: FakeUpstream) -> No
     assert sent.form["file"] == audio
 
 
+@pytest.mark.parametrize("temperature", ["nan", "1e999", "-0.5", "1.5", "warm"])
+async def test_a_transcription_temperature_outside_0_to_1_is_a_400(
+    client: AsyncOpenAI, upstream: FakeUpstream, temperature: str
+) -> None:
+    # float() took "nan" and "1e999" (found in review): sent upstream as they were.
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.audio.transcriptions.create(
+            model="whisper-1",
+            file=("clip.wav", wav_bytes(0.5)),
+            extra_body={"temperature": temperature},
+        )
+    assert caught.value.body["param"] == "temperature"  # type: ignore[index]
+    assert "from 0 to 1" in caught.value.message
+    assert upstream.requests_to("/v1/audio/transcriptions") == []
+
+
 async def test_models_list(client: AsyncOpenAI) -> None:
     ids = [model.id async for model in client.models.list()]
     assert {"deterministic", "gpt-4o-mini", "claude", "whisper-1"} <= set(ids)
