@@ -46,14 +46,20 @@ def check_secret_text(value: Any, field: str) -> str:
 
 
 def _error_text(raw: bytes) -> str:
+    # Only the provider's own words, when it gave them as text: str() of whatever else it
+    # sent could be nested deep enough to exhaust the stack (found by the fuzz suite).
     try:
         body = orjson.loads(raw)
-        error = body.get("error", body) if isinstance(body, dict) else body
-        if isinstance(error, dict):
-            return str(error.get("message") or error.get("type") or error)
-        return str(error)
-    except (orjson.JSONDecodeError, AttributeError):
-        return raw[:200].decode("utf-8", "replace")
+    except orjson.JSONDecodeError:
+        body = None
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        for key in ("message", "type"):
+            if isinstance(error.get(key), str) and error[key]:
+                return str(error[key])
+    if isinstance(error, str) and error:
+        return error
+    return raw[:200].decode("utf-8", "replace")
 
 
 async def check_provider_credential(

@@ -105,9 +105,7 @@ class ProviderSessions:
         session = self._guarded.get(config.provider_id)
         if session is None:
             guard = EgressGuard(refuse=functools.partial(_address_refused, config))
-            session = self._guarded[config.provider_id] = new_http_session(
-                guard.connector(**_POOL)
-            )
+            session = self._guarded[config.provider_id] = new_http_session(guard.connector(**_POOL))
         return session
 
     async def close(self) -> None:

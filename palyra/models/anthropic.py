@@ -376,7 +376,11 @@ def prompt_tokens(usage: dict[str, Any], where: str = "usage") -> int | None:
 
 
 def compact_json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # Nested past orjson's 255 levels: no client could be handed it either.
+        raise Malformed("a tool_use input is nested too deep to pass on") from None
 
 
 def parse_message(body: Any, provider_id: str) -> ChatResult:

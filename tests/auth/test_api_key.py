@@ -9,7 +9,7 @@ import pytest
 
 from tests.auth.conftest import Console, auth_config, start_console
 from tests.conftest import GatewayFactory
-from tests.fakes.upstream import ErrorReply, FakeUpstream
+from tests.fakes.upstream import ErrorReply, FakeUpstream, Reply
 
 GOOD_KEY = "sk-planted-good-key-0123456789abcdef"
 BAD_KEY = "sk-planted-wrong-key-9876543210"
@@ -152,3 +152,23 @@ async def test_a_key_is_never_sent_to_a_private_address_the_provider_was_not_all
             "POST", "/console/v1/auth/providers/anthropic/api-key", {"api_key": GOOD_KEY}
         )
         assert status == 200, body
+
+
+async def test_a_refusal_in_a_shape_we_do_not_know_is_still_a_clear_answer(
+    tmp_path: Path, start_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    # Found by the fuzz suite: str() of an error body nested ~1,000 deep exhausted the
+    # stack while the refusal's text was being made (a 500).
+    deep = b"[" * 990 + b"0" + b"]" * 990
+    async with FakeUpstream(api_key=GOOD_KEY) as upstream:
+        console = await start_console(start_gateway, auth_config(upstream, tmp_path / "s"), http)
+        for body in (b'{"error": ' + deep + b"}", b'{"object": ' + deep + b"}"):
+            upstream.script(
+                "/v1/models",
+                Reply(status=401, body=body, headers={"Content-Type": "application/json"}),
+            )
+            path = "/console/v1/auth/providers/openai/api-key"
+            status, answer = await console.call("POST", path, {"api_key": GOOD_KEY})
+            assert 400 <= status < 500, answer
+            assert len(answer["error"]["message"]) < 600
+        await nothing_stored(console)

@@ -1058,6 +1058,23 @@ async def test_malformed_messages_are_protocol_errors_naming_the_fault(
     assert named in caught.value.message
 
 
+async def test_a_tool_input_nested_too_deep_to_pass_on_is_a_protocol_error(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    # Found by the fuzz suite: orjson will not encode past 255 levels, so re-encoding the
+    # input for the client raised out of the parser (a 500).
+    deep = b"[" * 300 + b"]" * 300
+    body = (
+        b'{"id":"msg_1","type":"message","role":"assistant","model":"m","content":'
+        b'[{"type":"tool_use","id":"t1","name":"f","input":{"a":' + deep + b"}}],"
+        b'"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}'
+    )
+    upstream.script("/v1/messages", Reply(body=body, headers={"Content-Type": "application/json"}))
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.chat(chat([user("hi")]), MODEL)
+    assert "nested too deep" in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [
