@@ -498,6 +498,11 @@ def chunk(delta: object = None, **fields: object) -> bytes:
         (sse(chunk({"content": "a"})), "ended"),
         (Reply(body=b"<html>Bad Gateway</html>", headers={"Content-Type": "text/html"}), "HTML"),
         (Reply(json={"choices": [GOOD_CHOICE]}), "JSON"),
+        # Found by the fuzz suite: an index past 64 bits failed our own chunk's encoding.
+        (sse(chunk({"tool_calls": [{"index": 2**64 + 1, "id": "c"}]})), "index"),
+        (sse(chunk({"tool_calls": [{"index": 1e300, "id": "c"}]})), "index"),
+        (sse(chunk({"tool_calls": [{"index": "first", "id": "c"}]})), "index"),
+        (sse(chunk({"tool_calls": ["not a call"]})), "tool_calls[0]"),
     ],
 )
 async def test_malformed_streams_are_protocol_errors_naming_the_fault(
