@@ -162,23 +162,17 @@ def refusal_in(error: BaseException | None) -> EgressRefused | None:
     return None
 
 
-Refuse = Callable[[EgressRefused], BaseException]
-
-
 class EgressGuard:
     """The connect-time checks of one connector.
 
     `allowed_private`: hosts (names or IP literals, as URLs write them) that may be
-    non-public. `refuse` turns a refusal of a name into the exception to raise: the resolver
-    is the one place where a caller's own error type (a `ProviderError` naming its provider)
-    can leave aiohttp unwrapped. A refused IP literal always raises `EgressRefused`, wrapped
-    by aiohttp in a `ClientConnectorError`.
+    non-public. A refusal raises `EgressRefused`, which aiohttp carries out wrapped in a
+    `ClientConnectorError` (a DNS one for a name); `refusal_in` finds it there.
     """
 
-    def __init__(self, allowed_private: Iterable[str] = (), refuse: Refuse | None = None) -> None:
+    def __init__(self, allowed_private: Iterable[str] = ()) -> None:
         self._names: frozenset[str] = frozenset(_normal_host(h) for h in allowed_private)
         self._allowed: set[str] = {h for h in self._names if ip_literal(h) is not None}
-        self._refuse = refuse
 
     def allows_private(self, host: str) -> bool:
         return _normal_host(host) in self._names
@@ -194,8 +188,7 @@ class EgressGuard:
         public = [a for a in answers if address_class(a["host"]) is None]
         if public or not answers:
             return public
-        refusal = EgressRefused(answers[0]["host"], address_class(answers[0]["host"]) or "", host)
-        raise self._refuse(refusal) if self._refuse is not None else refusal
+        raise EgressRefused(answers[0]["host"], address_class(answers[0]["host"]) or "", host)
 
     def socket_factory(self, addr_info: tuple[Any, ...]) -> socket.socket:
         """aiohttp's `socket_factory`: a socket for a public address or an allowed one."""
@@ -218,7 +211,6 @@ class EgressGuard:
 def guarded_session(
     *,
     allowed_private: Iterable[str] = (),
-    refuse: Refuse | None = None,
     connector: dict[str, Any] | None = None,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
@@ -226,7 +218,7 @@ def guarded_session(
     (a proxy would connect for us, out of the guard's sight)."""
     import aiohttp
 
-    guard = EgressGuard(allowed_private, refuse)
+    guard = EgressGuard(allowed_private)
     session_options.setdefault("trust_env", False)
     return aiohttp.ClientSession(connector=guard.connector(**(connector or {})), **session_options)
 

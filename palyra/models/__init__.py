@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import aiohttp
 
 from palyra.config import ModelProviderConfig, ProviderConfig
 from palyra.credentials import CredentialSource
-from palyra.egress import EgressGuard, EgressRefused
-from palyra.errors import ProviderError, UpstreamAddressRefused
+from palyra.egress import EgressGuard
 from palyra.models.base import ModelProvider
 from palyra.types import ModelProviderKind
 
@@ -77,24 +75,17 @@ def new_http_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.
     )
 
 
-def _address_refused(config: ProviderConfig, refusal: EgressRefused) -> ProviderError:
-    return UpstreamAddressRefused(str(refusal), provider_id=config.provider_id)
-
-
 class ProviderSessions:
-    """The providers' HTTP pools. Providers with `allow_private_base_url = true` share one
-    pool that connects anywhere (loopback and private servers included); every other
-    provider gets a pool of its own behind an egress guard that refuses non-public
-    addresses at connect time. Its own, so that a refusal names the provider and is a
-    `ProviderError` the router understands, not a connection blip: the guard's resolver
-    raises it, and aiohttp lets a resolver's non-OSError through unwrapped. (Requests
-    waiting on the same lookup get that one exception object.) An IP literal is refused by
-    the socket check instead, as a connection error; config refuses those literals first.
-    The open pool is the one there was before: requests through it cost nothing more."""
+    """The providers' two HTTP pools. Providers with `allow_private_base_url = true` share
+    one that connects anywhere (loopback and private servers included); every other
+    provider shares one behind an egress guard that refuses non-public addresses at connect
+    time. A refusal arrives as a connection error, which the provider names as its own
+    configuration's fault (`UpstreamAddressRefused`, in `models/http.py`). The open pool is
+    the one there was before: requests through it cost nothing more."""
 
     def __init__(self) -> None:
         self._open: aiohttp.ClientSession | None = None
-        self._guarded: dict[str, aiohttp.ClientSession] = {}
+        self._guarded: aiohttp.ClientSession | None = None
 
     def for_provider(self, config: ProviderConfig) -> aiohttp.ClientSession:
         # The deterministic provider makes no connections: it needs no pool of its own.
@@ -102,14 +93,12 @@ class ProviderSessions:
             if self._open is None:
                 self._open = new_http_session()
             return self._open
-        session = self._guarded.get(config.provider_id)
-        if session is None:
-            guard = EgressGuard(refuse=functools.partial(_address_refused, config))
-            session = self._guarded[config.provider_id] = new_http_session(guard.connector(**_POOL))
-        return session
+        if self._guarded is None:
+            self._guarded = new_http_session(EgressGuard().connector(**_POOL))
+        return self._guarded
 
     async def close(self) -> None:
-        sessions = [*self._guarded.values(), *([self._open] if self._open else [])]
-        self._open, self._guarded = None, {}
+        sessions = [s for s in (self._guarded, self._open) if s is not None]
+        self._open = self._guarded = None
         for session in sessions:
             await session.close()
