@@ -18,7 +18,6 @@ from palyra.auth.profiles import CredentialType
 from palyra.config import ProviderConfig
 from palyra.context import current_context
 from palyra.errors import PalyraError
-from palyra.redact import remember_secret
 from palyra.tasks import cancel_and_wait
 from palyra.types import ModelProviderKind
 
@@ -60,7 +59,6 @@ class EnvCredentials:
     async def api_key(self, provider: ProviderConfig) -> str | None:
         if provider.api_key_env:
             value = self._env.get(provider.api_key_env, "")
-            remember_secret(value)
             if not value:
                 raise MissingCredential(
                     f"environment variable {provider.api_key_env} (api_key_env) is not set"
@@ -247,7 +245,6 @@ class StoreCredentials:
             return value
         if provider.api_key_env:
             value = self._env.get(provider.api_key_env, "")
-            remember_secret(value)
             if not value:
                 raise MissingCredential(
                     f"environment variable {provider.api_key_env} (api_key_env) is not set"
