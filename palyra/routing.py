@@ -39,9 +39,13 @@ from palyra.types import (
     TranscriptionResult,
 )
 
-__all__ = ["ModelRegistry", "RouteInfo", "Routed", "Router"]
+__all__ = ["ModelRegistry", "RouteInfo", "Routed", "Router", "ServeChat", "ServeStream"]
 
 T = TypeVar("T")
+
+# How a dialect has one candidate answer a chat request, whole or streamed.
+ServeChat = Callable[[ModelProvider, ChatRequest, ModelConfig], Awaitable[ChatResult]]
+ServeStream = Callable[[ModelProvider, ChatRequest, ModelConfig], AsyncIterator[ChatDelta]]
 
 _COST = {"low": 0, "standard": 1, "premium": 2}
 _LATENCY = {"low": 0, "standard": 1, "high": 2}
@@ -335,9 +339,17 @@ class Router:
                 smallest = min(smallest, token_budget(self.config, fallback))
         return smallest
 
-    async def chat(self, request: ChatRequest) -> Routed[ChatResult]:
+    async def chat(
+        self, request: ChatRequest, serve: ServeChat | None = None
+    ) -> Routed[ChatResult]:
+        """`serve`: how a dialect has a candidate answer, when it can do better than the
+        provider's `chat` (passing its own wire format through natively); by default
+        `provider.chat`."""
         candidates = await self._chat_candidates(request)
-        routed = await self._serve(candidates, lambda c: c.provider.chat(request, c.model))
+        if serve is None:
+            routed = await self._serve(candidates, lambda c: c.provider.chat(request, c.model))
+        else:
+            routed = await self._serve(candidates, lambda c: serve(c.provider, request, c.model))
         usage = routed.value.usage
         self.metrics.count_tokens(
             routed.route.provider_id,
@@ -347,13 +359,18 @@ class Router:
         )
         return routed
 
-    async def stream_chat(self, request: ChatRequest) -> Routed[AsyncIterator[ChatDelta]]:
+    async def stream_chat(
+        self, request: ChatRequest, serve: ServeStream | None = None
+    ) -> Routed[AsyncIterator[ChatDelta]]:
         """Opens the stream up to its first content token, failing over as needed, so that
         what the client sees is either an ordinary error or a normal stream. The stream's
         token counts are metered as they pass."""
         candidates = await self._chat_candidates(request)
         fallback = self._fallback(candidates)
-        stream = await fallback.stream(lambda c: c.provider.stream_chat(request, c.model))
+        if serve is None:
+            stream = await fallback.stream(lambda c: c.provider.stream_chat(request, c.model))
+        else:
+            stream = await fallback.stream(lambda c: serve(c.provider, request, c.model))
         return Routed(stream, fallback.route)
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:

@@ -24,7 +24,16 @@ import imagesize
 import quicktok
 
 from palyra.errors import InvalidRequest
-from palyra.types import ChatRequest, ImageURL, ModelProviderKind, TextPart
+from palyra.types import (
+    ChatRequest,
+    FilePart,
+    ImagePart,
+    ImageURL,
+    InputAudioPart,
+    ModelProviderKind,
+    RefusalPart,
+    TextPart,
+)
 
 DEFAULT_ENCODING = "o200k_base"
 
@@ -233,6 +242,20 @@ def _tools_json(request: ChatRequest) -> str:
     return _compact_json(functions, "tools")
 
 
+# Audio is billed by its length (about 10 tokens a second of speech); 16-bit 16 kHz mono, the
+# usual recording, is 32,000 bytes a second, 3,200 bytes a token. A document by its pages,
+# which its bytes bound only loosely: a page of PDF text is some 3 KB and 1,500 tokens.
+_AUDIO_BYTES_PER_TOKEN = 3200
+_FILE_BYTES_PER_TOKEN = 2
+
+
+def media_tokens(part: InputAudioPart | FilePart) -> int:
+    """What an audio or file part is billed, estimated from its size."""
+    if isinstance(part, InputAudioPart):
+        return len(part.input_audio.data) * 3 // 4 // _AUDIO_BYTES_PER_TOKEN + 1
+    return len(part.file.file_data or "") * 3 // 4 // _FILE_BYTES_PER_TOKEN + 1
+
+
 _Measure = Literal["tokens", "bytes"]
 _ImageTokens = Callable[[ImageURL, ModelProviderKind], int]
 
@@ -256,8 +279,12 @@ def _measure(
             for part in m.content:
                 if isinstance(part, TextPart):
                     text += count(part.text) if count else 0
-                else:
+                elif isinstance(part, RefusalPart):
+                    text += count(part.refusal) if count else 0
+                elif isinstance(part, ImagePart):
                     fixed += image_tokens(part.image_url, kind)
+                else:
+                    fixed += media_tokens(part)
         if m.tool_calls:
             fixed += TOKENS_PER_TOOL_CALL * len(m.tool_calls)
         if count is None:

@@ -13,7 +13,15 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from palyra.limits import (
     MAX_CHAT_MESSAGES,
@@ -46,7 +54,14 @@ class ProviderModelRole(StrEnum):
 
 
 class _Wire(BaseModel):
-    # Unknown fields inside messages are refused: a typo there silently changes meaning.
+    # Every field of the public schema is known by name; a field we do not know (what an SDK's
+    # reply object carries when dumped, or a provider's extension) is kept and forwarded to
+    # OpenAI-compatible upstreams, and each provider kind decides what it can honour.
+    model_config = ConfigDict(extra="allow")
+
+
+class _Closed(BaseModel):
+    # Where a field outside the schema can only be a typo.
     model_config = ConfigDict(extra="forbid")
 
 
@@ -65,7 +80,35 @@ class ImagePart(_Wire):
     image_url: ImageURL
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class InputAudio(_Wire):
+    data: str
+    format: str
+
+
+class InputAudioPart(_Wire):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileData(_Wire):
+    file_data: str | None = None  # a data URL (or bare base64) of the file
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(_Wire):
+    type: Literal["file"]
+    file: FileData
+
+
+class RefusalPart(_Wire):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Annotated[
+    TextPart | ImagePart | InputAudioPart | FilePart | RefusalPart, Field(discriminator="type")
+]
 
 
 class FunctionCall(_Wire):
@@ -94,55 +137,89 @@ class ToolCall(_Wire):
     function: FunctionCall
 
 
+# Fields of an assistant message that only ever come back from a provider (an SDK's reply
+# object dumped whole carries them): accepted in a history, never sent upstream as input.
+REPLY_ONLY_MESSAGE_FIELDS = frozenset(
+    {"annotations", "reasoning_content", "reasoning", "reasoning_details"}
+)
+
+
 class Message(_Wire):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = Field(default=None, max_length=MAX_TOOL_CALLS_PER_MESSAGE)
     tool_call_id: str | None = None
     refusal: str | None = None
+    # Deprecated by OpenAI, still sent by older clients and dumped reply objects.
+    function_call: FunctionCall | None = None
+    # An earlier audio answer, referred to by id ({"id": ...}; a dumped reply has more).
+    audio: dict[str, Any] | None = None
+    annotations: list[Any] | None = None
+    reasoning_content: str | None = None
 
     @model_validator(mode="after")
     def _check_role_fields(self) -> Message:
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
+        if self.role == "function" and not self.name:
+            raise ValueError("a function message needs name")
         if self.role != "assistant" and self.content is None:
             raise ValueError(f"a {self.role} message needs content")
-        if self.role == "assistant" and self.content is None and not self.tool_calls:
-            raise ValueError("an assistant message needs content or tool_calls")
+        if (
+            self.role == "assistant"
+            and self.content is None
+            and not self.tool_calls
+            and self.function_call is None
+            and self.audio is None
+            and self.refusal is None
+        ):
+            raise ValueError(
+                "an assistant message needs content, tool_calls, function_call, audio or refusal"
+            )
         return self
 
     def text(self) -> str:
-        """The message's text, image parts left out."""
+        """The message's text (refusal parts included), other parts left out."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+        return "".join(
+            p.text if isinstance(p, TextPart) else p.refusal
+            for p in self.content
+            if isinstance(p, TextPart | RefusalPart)
+        )
 
     def images(self) -> list[ImageURL]:
         if isinstance(self.content, list):
             return [p.image_url for p in self.content if isinstance(p, ImagePart)]
         return []
 
+    def part_types(self) -> set[str]:
+        """The content part types of this message (`text`, `image_url`, `input_audio`, ...)."""
+        if isinstance(self.content, list):
+            return {p.type for p in self.content}
+        return set()
 
-class FunctionDefinition(_Wire):
+
+class FunctionDefinition(_Closed):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(_Wire):
+class Tool(_Closed):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class NamedFunction(_Wire):
+class NamedFunction(_Closed):
     name: str
 
 
-class NamedToolChoice(_Wire):
+class NamedToolChoice(_Closed):
     type: Literal["function"] = "function"
     function: NamedFunction
 
@@ -150,13 +227,22 @@ class NamedToolChoice(_Wire):
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
-class ResponseFormat(_Wire):
+class ResponseFormat(_Closed):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
 
 
 class StreamOptions(_Wire):
     include_usage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Native:
+    """A request body in an inbound dialect's own wire format (`dialect` names it, e.g.
+    "anthropic_messages" or "openai_responses"), kept as the client sent it."""
+
+    dialect: str
+    body: dict[str, Any]
 
 
 class ChatRequest(BaseModel):
@@ -178,9 +264,32 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
     stop: str | list[str] | None = None
-    n: Literal[1] | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
     seed: Int64 | None = None
     user: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    reasoning_effort: str | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    modalities: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    # Deprecated by OpenAI in favour of tools, still sent by older clients.
+    functions: list[FunctionDefinition] | None = Field(default=None, max_length=MAX_CHAT_TOOLS)
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+
+    # The request as an inbound dialect's client sent it, when that dialect can be passed to
+    # a provider natively (Anthropic Messages to Anthropic, Responses to an upstream that
+    # serves it): a provider that speaks it sends this, the others the translation above.
+    _native: Native | None = PrivateAttr(default=None)
+
+    @property
+    def native(self) -> Native | None:
+        return self._native
+
+    def with_native(self, native: Native) -> ChatRequest:
+        self._native = native
+        return self
 
     @property
     def output_limit(self) -> int | None:
@@ -259,27 +368,55 @@ class TranscriptionRequest:
     file: bytes
     filename: str
     content_type: str
-    response_format: Literal["json", "text", "verbose_json"] = "json"
+    response_format: Literal["json", "text", "verbose_json", "srt", "vtt"] = "json"
     language: str | None = None
     prompt: str | None = None
     temperature: float | None = None
+    timestamp_granularities: list[str] = field(default_factory=list)
+    stream: bool = False
+    # `/v1/audio/translations`: the answer in English, whatever was spoken.
+    translate: bool = False
 
 
 @dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of prompt_tokens: read from the provider's prompt cache. Of completion_tokens: spent on
+    # reasoning the client does not see.
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    # Of prompt_tokens: written to the provider's prompt cache (Anthropic bills these apart).
+    cache_creation_tokens: int = 0
+    # The upstream's own detail objects and any usage fields we have no name for, given back
+    # as they came (OpenAI's `prompt_tokens_details`, `completion_tokens_details`, ...).
+    extra: dict[str, Any] | None = None
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def as_openai(self) -> dict[str, int]:
-        return {
+    def as_openai(self) -> dict[str, Any]:
+        usage: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.extra:
+            usage.update(self.extra)
+        if self.cached_tokens:
+            details = usage.get("prompt_tokens_details")
+            usage["prompt_tokens_details"] = {
+                **(details if isinstance(details, dict) else {}),
+                "cached_tokens": self.cached_tokens,
+            }
+        if self.reasoning_tokens:
+            details = usage.get("completion_tokens_details")
+            usage["completion_tokens_details"] = {
+                **(details if isinstance(details, dict) else {}),
+                "reasoning_tokens": self.reasoning_tokens,
+            }
+        return usage
 
 
 @dataclass(slots=True)
@@ -299,6 +436,20 @@ class ChatResult:
     usage: Usage
     tool_calls: list[ToolCallResult] = field(default_factory=list)
     upstream_model: str = ""
+    # What reasoning models say of their thinking (OpenAI-compatible `reasoning_content`,
+    # Anthropic thinking blocks).
+    reasoning: str | None = None
+    refusal: str | None = None
+    logprobs: Any = None
+    # Fields the upstream sent that have no name above, kept to be given back as they came:
+    # of the answer (`system_fingerprint`, `service_tier`, ...), of its choice, and of its
+    # message (`annotations`, `audio`, ...).
+    body_extra: dict[str, Any] | None = None
+    choice_extra: dict[str, Any] | None = None
+    message_extra: dict[str, Any] | None = None
+    # The upstream's answer in the inbound dialect's own wire format, when the request was
+    # passed through natively (see `ChatRequest.native`): the dialect hands it back as it is.
+    native: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -320,6 +471,24 @@ class ChatDelta:
     tool_calls: list[ToolCallDelta] | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    logprobs: Any = None
+    # As on `ChatResult`: unnamed fields of the chunk, of its choice, of its delta.
+    chunk_extra: dict[str, Any] | None = None
+    choice_extra: dict[str, Any] | None = None
+    delta_extra: dict[str, Any] | None = None
+    # The upstream's own event when the request was passed through natively: (event name,
+    # data). The dialect relays it as it came.
+    native: tuple[str, str] | None = None
+
+    @property
+    def shows_something(self) -> bool:
+        """Whether this delta shows the client anything of the answer (so a stream that
+        fails after it can no longer be retried elsewhere)."""
+        return bool(
+            self.content or self.tool_calls or self.finish_reason or self.reasoning or self.refusal
+        )
 
 
 # One embedding: floats, or base64 of little-endian float32s as an upstream sent it when the
@@ -349,3 +518,11 @@ class TranscriptionResult:
     duration_s: float | None = None
     segments: list[TranscriptionSegment] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(slots=True)
+class TranscriptionDelta:
+    """One event of a streamed transcription: a piece of text, or (last) the whole result."""
+
+    text: str = ""
+    result: TranscriptionResult | None = None

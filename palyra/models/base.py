@@ -14,6 +14,7 @@ from palyra.types import (
     EmbeddingsRequest,
     EmbeddingsResult,
     ModelProviderKind,
+    TranscriptionDelta,
     TranscriptionRequest,
     TranscriptionResult,
 )
@@ -43,6 +44,12 @@ class ModelProvider(ABC):
         """Chat as a stream of deltas. Errors before the first delta are raised on the first
         `__anext__`, so a caller can still pick another provider."""
 
+    def unsupported(self, request: ChatRequest) -> Unsupported | None:
+        """What in `request` this provider kind cannot honour faithfully (a parameter or a
+        content part type), or None. The router skips a candidate that cannot serve a
+        request for one that can."""
+        return None
+
     async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
         raise Unsupported(f"provider {self.provider_id} ({self.kind}) does not serve embeddings")
 
@@ -51,6 +58,15 @@ class ModelProvider(ABC):
     ) -> TranscriptionResult:
         raise Unsupported(
             f"provider {self.provider_id} ({self.kind}) does not serve audio transcription"
+        )
+
+    def stream_transcribe(
+        self, request: TranscriptionRequest, model: ModelConfig
+    ) -> AsyncIterator[TranscriptionDelta]:
+        """Transcription as a stream of text deltas (the last carries the whole result)."""
+        raise Unsupported(
+            f"provider {self.provider_id} ({self.kind}) cannot stream audio transcription",
+            param="stream",
         )
 
     async def list_models(self) -> list[str]:

@@ -292,7 +292,7 @@ async def open_stream(
         async with asyncio.timeout(timeout_s):
             async for delta in stream:
                 head.append(delta)
-                if delta.content or delta.tool_calls or delta.finish_reason:
+                if delta.shows_something:
                     break
     except TimeoutError:
         await _close(stream)

@@ -14,6 +14,8 @@ from aiohttp import HttpVersion11, web, web_urldispatcher
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from palyra import dialects
+from palyra.dialects.common import random_id, route_headers
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
 from palyra.routing import RouteInfo
 from palyra.runtime import Runtime
@@ -21,13 +23,11 @@ from palyra.server import (
     auth_routes,
     console,
     cron_routes,
-    inference,
     runs_routes,
     web_console,
 )
 from palyra.server.auth import PUBLIC_PATHS, bearer_matches
 from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, RUNTIME, SESSIONS, STARTED
-from palyra.server.responses import random_id
 from palyra.server.sessions import Sessions
 
 log = structlog.get_logger("palyra.http")
@@ -64,12 +64,13 @@ def error_response(exc: PalyraError, request: web.Request) -> web.Response:
         request[ROUTE] = route
     if request.path.startswith("/v1/"):
         started = request.get(STARTED, time.perf_counter())
-        headers.update(inference.route_headers(route or RouteInfo(), started))
+        headers.update(route_headers(route or RouteInfo(), started))
         if isinstance(exc, ProviderError) and route is None:
             headers["x-palyra-provider-id"] = exc.provider_id
+    status, body = dialects.error_renderer(request)(exc)
     return web.Response(
-        body=orjson.dumps(exc.body()),
-        status=exc.status,
+        body=orjson.dumps(body),
+        status=status,
         content_type="application/json",
         headers=headers,
     )
@@ -199,7 +200,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app[SESSIONS] = Sessions(runtime.admin_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    inference.add_routes(app)
+    dialects.add_routes(app)
     console.add_routes(app)
     cron_routes.add_routes(app)
     runs_routes.add_routes(app)

@@ -1,27 +1,84 @@
-"""Rendering results in the OpenAI wire format, whole and as stream chunks."""
+"""OpenAI chat completions: `POST /v1/chat/completions`, whole and streamed.
+
+The internal request shape is this wire format already, so the adapter is thin: validate,
+route, and render the result (or its stream of deltas) as `chat.completion` objects or
+`chat.completion.chunk` SSE frames.
+"""
 
 from __future__ import annotations
 
-import base64
-import random
-import struct
 import time
 from typing import Any
 
 import orjson
+import structlog
+from aiohttp import web
 
-from palyra.types import (
-    ChatDelta,
-    ChatResult,
-    EmbeddingsResult,
-    TranscriptionResult,
-)
+from palyra import tokens
+from palyra.dialects.base import Dialect
+from palyra.dialects.common import Relay, json_response, random_id, route_headers, sse_response
+from palyra.errors import PalyraError
+from palyra.routing import Router
+from palyra.server.json_body import parse_body
+from palyra.server.keys import GATEWAY, ROUTE, STARTED
+from palyra.sse import DONE, encode_data
+from palyra.types import ChatDelta, ChatRequest, ChatResult
+
+log = structlog.get_logger("palyra.inference")
 
 
-def random_id() -> str:
-    """32 hex digits. Request and completion ids only need to be unique, not secret, so they
-    come from the PRNG: uuid4 reads os.urandom, a system call per id (5x the cost)."""
-    return f"{random.getrandbits(128):032x}"
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = request[STARTED]
+    router = request.app[GATEWAY].router
+    body, size = await parse_body(request, ChatRequest)
+    if size <= tokens.COUNT_INLINE_BYTES:
+        # Counting what fits in this many bytes takes a few milliseconds at most, wherever
+        # the router needs it: the usual request pays for nothing more.
+        return await _chat(request, router, body, started)
+    with tokens.remembering():
+        await tokens.prepare_chat(body, router.registry.chat_rooms())
+        return await _chat(request, router, body, started)
+
+
+async def _chat(
+    request: web.Request, router: Router, body: ChatRequest, started: float
+) -> web.StreamResponse:
+    if body.stream:
+        return await _stream_chat(request, router, body, started)
+    routed = await router.chat(body)
+    request[ROUTE] = routed.route
+    payload = chat_completion(routed.value, routed.route.model_id)
+    return json_response(payload, route_headers(routed.route, started))
+
+
+async def _stream_chat(
+    request: web.Request, router: Router, body: ChatRequest, started: float
+) -> web.StreamResponse:
+    routed = await router.stream_chat(body)
+    request[ROUTE] = routed.route
+    writer = ChunkWriter(routed.route.model_id, body.include_usage)
+    response = await sse_response(request, routed.route, started)
+    # The first frame goes out at once, with the headers: time to first chunk is what a
+    # client feels.
+    await response.write(writer.role())
+    relay = Relay(response)
+    try:
+        try:
+            async for event in routed.value:
+                frames = writer.delta(event) + writer.usage(event)
+                if frames and relay.push(frames):
+                    await relay.taken()
+        except PalyraError as exc:
+            # Headers are gone; the only honest signal left is an error event, then the end.
+            log.warning("stream_failed", error=exc.message, code=exc.code)
+            relay.push(encode_data(exc.body()))
+        else:
+            relay.push(DONE)
+        await relay.close()
+    finally:
+        relay.abandon()
+    await response.write_eof()
+    return response
 
 
 def completion_id() -> str:
@@ -127,49 +184,4 @@ class ChunkWriter:
         return self._open_usage + orjson.dumps(event.usage.as_openai()) + b"}\n\n"
 
 
-def embeddings(result: EmbeddingsResult, model_id: str, encoding_format: str) -> dict[str, Any]:
-    data = []
-    for index, vector in enumerate(result.vectors):
-        embedding: Any = vector
-        if encoding_format == "base64" and not isinstance(vector, str):
-            # The OpenAI SDK asks for base64 by default: little-endian float32, base64-encoded.
-            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        elif encoding_format != "base64" and isinstance(vector, str):
-            packed = base64.b64decode(vector)
-            embedding = list(struct.unpack(f"<{len(packed) // 4}f", packed))
-        data.append({"object": "embedding", "index": index, "embedding": embedding})
-    return {
-        "object": "list",
-        "data": data,
-        "model": model_id,
-        "usage": {
-            "prompt_tokens": result.usage.prompt_tokens,
-            "total_tokens": result.usage.prompt_tokens,
-        },
-    }
-
-
-def transcription(result: TranscriptionResult, response_format: str) -> dict[str, Any]:
-    if response_format != "verbose_json":
-        return {"text": result.text}
-    return {
-        "task": "transcribe",
-        "language": result.language or "unknown",
-        "duration": result.duration_s or 0.0,
-        "text": result.text,
-        "segments": [
-            {
-                "id": s.id,
-                "seek": 0,
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": 0.0,
-                "compression_ratio": 0.0,
-                "no_speech_prob": 0.0,
-            }
-            for s in result.segments
-        ],
-    }
+DIALECT = Dialect("openai_chat", (("POST", "/v1/chat/completions", chat_completions),))

@@ -522,7 +522,7 @@ class _SlowClient:
 
 
 async def test_relay_batches_frames_and_holds_the_handler_past_its_limit() -> None:
-    from palyra.server.inference import _Relay
+    from palyra.dialects.common import Relay as _Relay
 
     client = _SlowClient()
     relay = _Relay(client)  # type: ignore[arg-type]
@@ -550,14 +550,14 @@ async def test_relay_batches_frames_and_holds_the_handler_past_its_limit() -> No
 
 
 def test_embeddings_render_either_form_in_the_encoding_asked() -> None:
-    from palyra.server import responses
+    from palyra.dialects import openai_embeddings
     from palyra.types import EmbeddingsResult, Usage
 
     b64 = base64.b64encode(struct.pack("<2f", 0.25, -1.0)).decode()
     result = EmbeddingsResult([b64, [0.5, 2.0]], Usage(3, 0))
-    floats = responses.embeddings(result, "m", "float")
+    floats = openai_embeddings.render_embeddings(result, "m", "float")
     assert [row["embedding"] for row in floats["data"]] == [[0.25, -1.0], [0.5, 2.0]]
-    packed = responses.embeddings(result, "m", "base64")
+    packed = openai_embeddings.render_embeddings(result, "m", "base64")
     assert [row["embedding"] for row in packed["data"]] == [
         b64,  # as the upstream sent it
         base64.b64encode(struct.pack("<2f", 0.5, 2.0)).decode(),
@@ -640,7 +640,7 @@ async def test_requests_touch_no_database(
 
 
 async def test_relay_past_its_limit_raises_when_the_client_is_gone() -> None:
-    from palyra.server.inference import _Relay
+    from palyra.dialects.common import Relay as _Relay
 
     class GoneClient:
         def __init__(self) -> None:
