@@ -61,7 +61,10 @@ from palyra.types import (
 
 ANTHROPIC_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 MODELS_PATH = "/v1/models"
+# The one client header a native pass-through forwards: which beta features the body uses.
+FORWARDED_HEADER = "anthropic-beta"
 # Discovery must end even if an upstream keeps saying has_more; 10 pages of 1000 is plenty.
 MAX_MODEL_PAGES = 10
 MODELS_PAGE_LIMIT = 1000
@@ -357,6 +360,26 @@ def _json_instruction(request: ChatRequest) -> str | None:
             f"{rendered}"
         )
     return JSON_OBJECT_INSTRUCTION
+
+
+def native_body(body: dict[str, Any], model: ModelConfig, *, stream: bool | None) -> dict[str, Any]:
+    """A client's own Messages API body for the upstream: its model is the upstream's name for
+    the routed model, and `stream` is what this call does (None: a route that takes none)."""
+    payload = {**body, "model": model.upstream_name}
+    payload.pop("stream", None)
+    if stream:
+        payload["stream"] = True
+    return payload
+
+
+def forwarded_headers(extra_headers: dict[str, str] | None) -> dict[str, str] | None:
+    """Of a client's headers, only `anthropic-beta` goes upstream: the others are the
+    gateway's to set (its key, its `anthropic-version`)."""
+    if not extra_headers:
+        return None
+    values = [v for name, v in extra_headers.items() if name.lower() == FORWARDED_HEADER]
+    # Several betas are one comma-separated header, as the anthropic SDK sends them.
+    return {FORWARDED_HEADER: ",".join(values)} if values else None
 
 
 # --- response --------------------------------------------------------------------------------
@@ -655,6 +678,72 @@ class AnthropicProvider(HttpProvider):
                 if translator.done:
                     return
         translator.finish()
+
+    # --- native pass-through (the Anthropic Messages dialect) -------------------------------
+
+    async def send_native(
+        self,
+        body: dict[str, Any],
+        model: ModelConfig,
+        *,
+        extra_headers: dict[str, str] | None = None,
+    ) -> ChatResult:
+        """`POST /v1/messages` with a client's own Messages API body (its model replaced by
+        the upstream name). The result is translated for metrics and routing, and carries the
+        upstream's answer as it came in `native`."""
+        payload = native_body(body, model, stream=False)
+        answer = await self._post_json(
+            MESSAGES_PATH, payload, extra_headers=forwarded_headers(extra_headers)
+        )
+        if isinstance(answer, dict) and answer.get("type") == "error":
+            raise error_event(answer, self.provider_id)
+        result = parse_message(answer, self.provider_id)
+        result.native = answer
+        return result
+
+    async def stream_native(
+        self,
+        body: dict[str, Any],
+        model: ModelConfig,
+        *,
+        extra_headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[ChatDelta]:
+        """The same, streamed: one `ChatDelta` per upstream event, its `native` the event as
+        it came and its other fields the event's translation (empty for `ping`,
+        `message_start`, ...), so the router meters and settles a native stream like any."""
+        payload = native_body(body, model, stream=True)
+        translator = StreamTranslator(self.provider_id)
+        events = self._events(
+            MESSAGES_PATH, payload, extra_headers=forwarded_headers(extra_headers)
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                delta = translator.feed(event) or ChatDelta()
+                delta.native = (event.event, event.data)
+                yield delta
+                if translator.done:
+                    return
+        translator.finish()
+
+    async def count_tokens_native(
+        self,
+        body: dict[str, Any],
+        model: ModelConfig,
+        *,
+        extra_headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/messages/count_tokens` with a client's body (model replaced): the
+        upstream's answer as it came."""
+        payload = native_body(body, model, stream=None)
+        answer = await self._post_json(
+            COUNT_TOKENS_PATH, payload, extra_headers=forwarded_headers(extra_headers)
+        )
+        if not isinstance(answer, dict) or not isinstance(answer.get("input_tokens"), int):
+            raise UpstreamProtocolError(
+                "answered count_tokens without an `input_tokens` count",
+                provider_id=self.provider_id,
+            )
+        return answer
 
     async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
         raise Unsupported(
