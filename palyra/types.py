@@ -362,20 +362,30 @@ class EmbeddingsRequest(BaseModel):
         return list(self.input)  # type: ignore[arg-type]
 
 
+AudioResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
+
+
 @dataclass(slots=True)
 class TranscriptionRequest:
+    """`POST /v1/audio/transcriptions` or (`translate`) `/v1/audio/translations`."""
+
     model: str | None
     file: bytes
     filename: str
     content_type: str
-    response_format: Literal["json", "text", "verbose_json", "srt", "vtt"] = "json"
+    response_format: AudioResponseFormat = "json"
     language: str | None = None
     prompt: str | None = None
     temperature: float | None = None
+    # "word", "segment" (`timestamp_granularities[]`): what verbose_json carries timings for.
     timestamp_granularities: list[str] = field(default_factory=list)
     stream: bool = False
     # `/v1/audio/translations`: the answer in English, whatever was spoken.
     translate: bool = False
+    # Form fields Palyra does not read (`chunking_strategy`, `include[]`,
+    # `known_speaker_names[]`, ...), in the order sent: passed on to OpenAI-compatible
+    # upstreams as they came, so new API parameters work before we know them.
+    extra_fields: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -512,12 +522,25 @@ class TranscriptionSegment:
 
 
 @dataclass(slots=True)
+class TranscriptionWord:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(slots=True)
 class TranscriptionResult:
     text: str
     language: str | None = None
     duration_s: float | None = None
     segments: list[TranscriptionSegment] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    words: list[TranscriptionWord] = field(default_factory=list)
+    # The upstream's JSON answer as it came (in the format asked for), given back with every
+    # field it has (words, logprobs, usage, ...); None when Palyra made the answer.
+    body: dict[str, Any] | None = None
+    # The upstream's answer in the subtitle format asked for (srt, vtt), as it came.
+    subtitles: str | None = None
 
 
 @dataclass(slots=True)
@@ -526,3 +549,16 @@ class TranscriptionDelta:
 
     text: str = ""
     result: TranscriptionResult | None = None
+    # The upstream's own event (`transcript.text.delta`, `.done`, `.segment`, ...) as it
+    # came, relayed whole (logprobs and fields we have no name for included).
+    event: dict[str, Any] | None = None
+
+    @property
+    def shows_something(self) -> bool:
+        """Whether the client sees this event (a stream that fails after it can no longer be
+        retried elsewhere)."""
+        return bool(self.text) or self.result is not None or self.event is not None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.result.usage if self.result is not None else None

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from palyra.breaker import CircuitBreaker, Permit
 from palyra.config import ModelConfig, ProviderSettings
@@ -28,9 +28,22 @@ from palyra.errors import ErrorClass, PalyraError, ProviderError, UpstreamTimeou
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
-from palyra.types import ChatDelta
+from palyra.types import Usage
 
 T = TypeVar("T")
+
+
+class StreamEvent(Protocol):
+    """What a stream's events tell the fallback model (`ChatDelta`, `TranscriptionDelta`)."""
+
+    @property
+    def shows_something(self) -> bool: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+
+E = TypeVar("E", bound=StreamEvent)
 
 
 # What a failure says about the provider itself, and so counts toward its breaker.
@@ -218,14 +231,14 @@ class FallbackModel:
     # --- streams ------------------------------------------------------------------------
 
     async def stream(
-        self, open_: Callable[[Candidate], AsyncIterator[ChatDelta]]
-    ) -> AsyncIterator[ChatDelta]:
+        self, open_: Callable[[Candidate], AsyncIterator[E]]
+    ) -> AsyncIterator[E]:
         """Open a stream up to its first content token, failing over as needed, and hand it
         back whole; what it does after that (ends, breaks, is left) is settled with the
         provider's breaker and health as it happens, and its token counts are metered."""
         self._streaming = True
 
-        async def call(candidate: Candidate) -> tuple[list[ChatDelta], AsyncIterator[ChatDelta]]:
+        async def call(candidate: Candidate) -> tuple[list[E], AsyncIterator[E]]:
             timeout_s = candidate.settings.request_timeout_ms / 1000
             return await open_stream(open_(candidate), timeout_s, candidate.provider.provider_id)
 
@@ -236,11 +249,11 @@ class FallbackModel:
 
     async def _relay(
         self,
-        head: list[ChatDelta],
-        rest: AsyncIterator[ChatDelta],
+        head: list[E],
+        rest: AsyncIterator[E],
         candidate: Candidate,
         permit: Permit,
-    ) -> AsyncIterator[ChatDelta]:
+    ) -> AsyncIterator[E]:
         provider_id, model_id = candidate.provider.provider_id, candidate.model.model_id
         count_tokens = self._metrics.count_tokens
         settled = permit is Permit.PROBE  # (a probe was settled by its first token)
@@ -279,15 +292,15 @@ class FallbackModel:
 
 
 async def open_stream(
-    stream: AsyncIterator[ChatDelta], timeout_s: float, provider_id: str
-) -> tuple[list[ChatDelta], AsyncIterator[ChatDelta]]:
+    stream: AsyncIterator[E], timeout_s: float, provider_id: str
+) -> tuple[list[E], AsyncIterator[E]]:
     """Read a stream up to its first content token: (the deltas read, the rest).
 
     A stream that fails before that token has shown the client nothing, so it can still be
     retried or failed over. The wait for that token is bounded by `timeout_s` even while the
     upstream keeps the connection busy (keep-alive comments, pings) without ever answering.
     """
-    head: list[ChatDelta] = []
+    head: list[E] = []
     try:
         async with asyncio.timeout(timeout_s):
             async for delta in stream:
@@ -305,7 +318,7 @@ async def open_stream(
     return head, stream
 
 
-async def _close(stream: AsyncIterator[ChatDelta]) -> None:
+async def _close(stream: AsyncIterator[E]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
