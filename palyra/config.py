@@ -29,16 +29,15 @@ from pydantic import (
 )
 
 from palyra.egress import address_class, ip_literal, is_numeric_spelling
+from palyra.models.kinds import KINDS, spec_for
 from palyra.types import ModelProviderKind, ProviderModelRole
 from palyra.vault.ref import VaultRefError, parse_vault_ref
 
 DEFAULT_PORT = 7142
 DETERMINISTIC_PROVIDER_ID = "deterministic-primary"
 _PROVIDER_ID = re.compile(r"[a-z0-9._:-]{1,128}")
-DEFAULT_BASE_URLS = {
-    ModelProviderKind.OPENAI_COMPATIBLE: "https://api.openai.com/v1",
-    ModelProviderKind.ANTHROPIC: "https://api.anthropic.com",
-}
+# The public API of each kind that has one (the specs in palyra/models/kinds.py).
+DEFAULT_BASE_URLS = {s.kind: s.default_base_url for s in KINDS if s.default_base_url is not None}
 
 
 class ConfigError(Exception):
@@ -128,6 +127,9 @@ class ProviderConfig(_Section):
     circuit_breaker_cooldown_ms: int | None = Field(default=None, ge=1)
     # The deterministic provider's embedding width when a request names none.
     embedding_dimensions: int = Field(default=64, ge=1, le=8192)
+    # openai_compatible: `POST /v1/responses` is sent to the upstream's own `/responses` as
+    # the client wrote it, not translated to chat completions.
+    responses_passthrough: bool = False
 
     @field_validator("provider_id")
     @classmethod
@@ -170,10 +172,11 @@ class ProviderConfig(_Section):
                 "api_key_vault_ref, auth_profile_id and api_key_env: "
                 "set at most one credential source"
             )
-        if self.kind is ModelProviderKind.DETERMINISTIC:
+        default_base_url = spec_for(self.kind).default_base_url
+        if default_base_url is None:  # a kind with no upstream
             return self
         if not self.base_url:
-            self.base_url = DEFAULT_BASE_URLS[self.kind]
+            self.base_url = default_base_url
         self.base_url = check_base_url(self.base_url, self.allow_private_base_url)
         return self
 

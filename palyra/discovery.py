@@ -1,7 +1,8 @@
 """Live model discovery: what each provider offers now, merged with what config declares.
 
 A configured entry always wins over a discovered one with the same id; a discovered model
-gets its provider kind's default capabilities. A failed discovery keeps the last good list.
+gets the default capabilities of its provider's kind (its spec in palyra/models/kinds.py). A
+failed discovery keeps the last good list.
 """
 
 from __future__ import annotations
@@ -16,18 +17,12 @@ import structlog
 from palyra.config import ModelConfig
 from palyra.errors import PalyraError
 from palyra.models.base import ModelProvider
+from palyra.models.kinds import spec_for
 from palyra.redact import redact_secrets
 from palyra.state.db import Database
-from palyra.types import ModelProviderKind, ProviderModelRole
+from palyra.types import ProviderModelRole
 
 log = structlog.get_logger("palyra.discovery")
-
-# What a discovered model is assumed to handle, by provider kind.
-_DEFAULTS: dict[ModelProviderKind, dict[str, int]] = {
-    ModelProviderKind.OPENAI_COMPATIBLE: {"max_context_tokens": 128000, "max_output_tokens": 16384},
-    ModelProviderKind.ANTHROPIC: {"max_context_tokens": 200000, "max_output_tokens": 8192},
-    ModelProviderKind.DETERMINISTIC: {"max_context_tokens": 128000, "max_output_tokens": 16384},
-}
 
 
 def guess_role(model_id: str) -> ProviderModelRole:
@@ -41,15 +36,19 @@ def guess_role(model_id: str) -> ProviderModelRole:
 
 def discovered_model(model_id: str, provider: ModelProvider) -> ModelConfig:
     role = guess_role(model_id)
-    limits = dict(_DEFAULTS[provider.kind])
-    if role is not ProviderModelRole.CHAT:
-        limits = {"max_context_tokens": 8192, "max_output_tokens": 1}
+    if role is ProviderModelRole.CHAT:
+        # What a chat model of the provider's kind is assumed to handle (its spec says).
+        defaults = spec_for(provider.kind).discovery
+        context, output = defaults.max_context_tokens, defaults.max_output_tokens
+    else:
+        context, output = 8192, 1
     return ModelConfig(
         model_id=model_id,
         provider_id=provider.provider_id,
         role=role,
         discovered=True,
-        **limits,
+        max_context_tokens=context,
+        max_output_tokens=output,
     )
 
 

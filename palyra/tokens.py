@@ -24,6 +24,7 @@ import imagesize
 import quicktok
 
 from palyra.errors import InvalidRequest
+from palyra.models.kinds import spec_for
 from palyra.types import (
     ChatRequest,
     FilePart,
@@ -48,14 +49,8 @@ REPLY_PRIMING = 3
 TOKENS_PER_TOOL_CALL = 8
 TOOLS_BASE = 12
 TOKENS_PER_TOOL = 8
-# Anthropic adds a system prompt whenever tools are present; its documentation gives 346
-# tokens (tool_choice auto/none), the larger of its two figures.
-ANTHROPIC_TOOLS_PROMPT = 346
-# Claude's tokenizer is not published, so o200k stands in for it. Claude's vocabulary is
-# smaller, so the same text splits into more pieces than o200k makes; scaling text by 1.1
-# moves the estimate towards the real count without refusing prompts that would fit. This is
-# a judgement, not a measurement: near the limit the upstream still has the final say.
-ANTHROPIC_TEXT_SCALE = (11, 10)
+# What differs by provider kind (a text scale, a tools prompt, whose image accounting) is in
+# each kind's `TokenRules`, in palyra/models/kinds.py.
 
 OPENAI_LOW_DETAIL = 85
 OPENAI_TILE = 170
@@ -300,8 +295,7 @@ def _measure(
             text += count(call.function.name) + count(call.function.arguments)
     if request.tools:
         fixed += TOOLS_BASE + TOKENS_PER_TOOL * len(request.tools)
-        if kind == ModelProviderKind.ANTHROPIC:
-            fixed += ANTHROPIC_TOOLS_PROMPT
+        fixed += spec_for(kind).tokens.tools_prompt
         if count is not None:
             text += count(_tools_json(request))
     fmt = request.response_format
@@ -347,10 +341,8 @@ def _plain_utf8_len(text: str) -> int:
 
 
 def _scaled(text: int, kind: ModelProviderKind) -> int:
-    if kind == ModelProviderKind.ANTHROPIC:
-        num, den = ANTHROPIC_TEXT_SCALE
-        return -(-text * num // den)
-    return text
+    num, den = spec_for(kind).tokens.text_scale
+    return text if num == den else -(-text * num // den)
 
 
 def estimate_token_count(
@@ -449,7 +441,7 @@ def check_token_budget(
 
 
 def _worst_image_tokens(image: ImageURL, kind: ModelProviderKind) -> int:
-    if kind == ModelProviderKind.ANTHROPIC:
+    if spec_for(kind).tokens.images == "anthropic_pixels":
         return ANTHROPIC_IMAGE_MAX
     return OPENAI_LOW_DETAIL if image.detail == "low" else OPENAI_HIGH_DETAIL_MAX
 
@@ -457,14 +449,13 @@ def _worst_image_tokens(image: ImageURL, kind: ModelProviderKind) -> int:
 def image_tokens(image: ImageURL, kind: ModelProviderKind) -> int:
     """Tokens billed for one image; its size is read from a data URL, and an image we cannot
     size (a remote URL, undecodable data) costs the worst case of `kind`."""
-    if kind != ModelProviderKind.ANTHROPIC and image.detail == "low":
+    tiles = spec_for(kind).tokens.images == "openai_tiles"
+    if tiles and image.detail == "low":
         return OPENAI_LOW_DETAIL
     size = image_size(image.url)
     if size is None:
         return _worst_image_tokens(image, kind)
-    if kind == ModelProviderKind.ANTHROPIC:
-        return anthropic_image_tokens(*size)
-    return openai_image_tokens(*size)
+    return openai_image_tokens(*size) if tiles else anthropic_image_tokens(*size)
 
 
 def openai_image_tokens(width: int, height: int) -> int:

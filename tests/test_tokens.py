@@ -23,6 +23,7 @@ import pytest
 
 from palyra import tokens
 from palyra.errors import InvalidRequest
+from palyra.models.kinds import spec_for
 from palyra.types import ChatRequest, ModelProviderKind
 
 OPENAI = ModelProviderKind.OPENAI_COMPATIBLE
@@ -269,7 +270,7 @@ def test_tools_add_at_least_their_schema() -> None:
     anthropic_added = tokens.estimate_token_count(with_tools, ANTHROPIC) - (
         tokens.estimate_token_count(plain, ANTHROPIC)
     )
-    assert anthropic_added >= added + tokens.ANTHROPIC_TOOLS_PROMPT
+    assert anthropic_added >= added + spec_for(ANTHROPIC).tokens.tools_prompt
 
 
 # --- images --------------------------------------------------------------------------------

@@ -23,14 +23,10 @@ from palyra.auth.profiles import (
 from palyra.auth.service import AuthService
 from palyra.egress import refusal_in
 from palyra.errors import InvalidRequest
-from palyra.models.anthropic import ANTHROPIC_VERSION
+from palyra.models.kinds import CredentialCheck, spec_for
 from palyra.types import ModelProviderKind
 
 MAX_KEY_CHARS = 4096
-DEFAULT_PROFILE_IDS = {
-    ModelProviderKind.OPENAI_COMPATIBLE: "openai-api-key",
-    ModelProviderKind.ANTHROPIC: "anthropic-api-key",
-}
 
 
 def check_secret_text(value: Any, field: str) -> str:
@@ -43,6 +39,17 @@ def check_secret_text(value: Any, field: str) -> str:
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         raise InvalidRequest(f"{field}: must not contain spaces or control characters", param=field)
     return text
+
+
+def credential_check(kind: ModelProviderKind) -> CredentialCheck:
+    """How a key for `kind` is tried and where it is stored; a kind that takes no key is a
+    clear error, not a request to some other kind's API."""
+    check = spec_for(kind).credential
+    if check is None:
+        raise InvalidRequest(
+            f"provider kind {kind.value!r} takes no credential", code="no_credential_for_kind"
+        )
+    return check
 
 
 def _error_text(raw: bytes) -> str:
@@ -65,13 +72,11 @@ def _error_text(raw: bytes) -> str:
 async def check_provider_credential(
     http: aiohttp.ClientSession, kind: ModelProviderKind, base_url: str, credential: str
 ) -> None:
-    """GET the provider's models list with the credential; raise what the client should see."""
-    if kind is ModelProviderKind.ANTHROPIC:
-        url = base_url + "/v1/models"
-        headers = {"x-api-key": credential, "anthropic-version": ANTHROPIC_VERSION}
-    else:
-        url = base_url + "/models"
-        headers = {"Authorization": f"Bearer {credential}"}
+    """GET the provider's models list with the credential, as the kind's spec says; raise
+    what the client should see."""
+    check = credential_check(kind)
+    url = base_url + check.models_path
+    headers = check.headers(credential)
     try:
         async with http.get(url, headers=headers, allow_redirects=False) as response:
             status = response.status
@@ -125,8 +130,9 @@ async def connect_api_key(
     profile_name: str | None = None,
     set_default: bool = False,
 ) -> AuthProfile:
+    check = credential_check(kind)
     key = check_secret_text(api_key, "api_key")
-    pid = check_profile_id(profile_id or DEFAULT_PROFILE_IDS[kind])
+    pid = check_profile_id(profile_id or check.profile_id)
     existing = await auth.profiles.get(pid)
     if existing is not None and existing.provider_kind is not kind:
         raise Conflict(

@@ -1,19 +1,25 @@
-"""The provider kinds, side by side, and the one place that builds them from config."""
+"""The provider kinds, side by side, and the one place that builds them from config.
+
+What each kind is lives in `kinds.py` (one spec per kind); this module builds providers from
+those specs and owns their HTTP pools. It imports neither config nor a provider module at
+import time: `palyra.config` reads the registry, and the provider modules import config.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from palyra.config import ModelProviderConfig, ProviderConfig
-from palyra.credentials import CredentialSource
 from palyra.egress import EgressGuard
-from palyra.models.base import ModelProvider
-from palyra.types import ModelProviderKind
+from palyra.models.kinds import spec_for
+
+if TYPE_CHECKING:
+    from palyra.config import ModelProviderConfig, ProviderConfig
+    from palyra.credentials import CredentialSource
+    from palyra.models.base import ModelProvider
 
 __all__ = [
-    "ModelProvider",
     "ProviderSessions",
     "build_provider",
     "build_providers",
@@ -28,14 +34,8 @@ def build_provider(
     session: aiohttp.ClientSession,
     credentials: CredentialSource,
 ) -> ModelProvider:
-    # Imported here so that importing the package does not pull every kind's dependencies.
-    from palyra.models.anthropic import AnthropicProvider
-    from palyra.models.deterministic import DeterministicProvider
-    from palyra.models.openai import OpenAIProvider
-
-    if config.kind is ModelProviderKind.DETERMINISTIC:
-        return DeterministicProvider(config)
-    cls = AnthropicProvider if config.kind is ModelProviderKind.ANTHROPIC else OpenAIProvider
+    """The provider of `config.kind`'s spec; a kind without one is `UnknownProviderKind`."""
+    cls = spec_for(config.kind).provider()
     return cls(
         config,
         session=session,
@@ -88,8 +88,8 @@ class ProviderSessions:
         self._guarded: aiohttp.ClientSession | None = None
 
     def for_provider(self, config: ProviderConfig) -> aiohttp.ClientSession:
-        # The deterministic provider makes no connections: it needs no pool of its own.
-        if config.allow_private_base_url or config.kind is ModelProviderKind.DETERMINISTIC:
+        # A kind that talks to no upstream makes no connections: it needs no pool of its own.
+        if config.allow_private_base_url or spec_for(config.kind).offline:
             if self._open is None:
                 self._open = new_http_session()
             return self._open

@@ -15,10 +15,11 @@ import struct
 import time
 import wave
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import orjson
 
-from palyra.config import ModelConfig
+from palyra.config import ModelConfig, ProviderConfig, ProviderSettings
 from palyra.errors import InvalidRequest
 from palyra.limits import DETERMINISTIC_MAX_EMBEDDING_VALUES, MAX_JSON_DEPTH, json_too_deep
 from palyra.models.base import ModelProvider
@@ -47,6 +48,11 @@ from palyra.types import (
     Vector,
 )
 
+if TYPE_CHECKING:
+    import aiohttp
+
+    from palyra.credentials import CredentialSource
+
 _TOOL_COMMAND = re.compile(r"^/tool\s+([A-Za-z0-9_-]{1,64})\s*(.*)$", re.DOTALL)
 _CHUNK_CHARS = 8
 # Below these sizes an answer takes a few milliseconds and is worked out on the event loop;
@@ -60,6 +66,18 @@ _TURN_S = 0.002
 
 class DeterministicProvider(ModelProvider):
     kind = ModelProviderKind.DETERMINISTIC
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        settings: ProviderSettings | None = None,
+        credentials: CredentialSource | None = None,
+    ) -> None:
+        # Built like every kind (palyra/models/kinds.py); it makes no connections, takes no
+        # key, and has no settings to honour, so it keeps none of them.
+        super().__init__(config)
 
     # Every answer reports usage, so the tokenizer is needed: loaded off the event loop.
 
