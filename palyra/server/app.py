@@ -26,7 +26,7 @@ from palyra.server import (
     runs_routes,
     web_console,
 )
-from palyra.server.auth import PUBLIC_PATHS, bearer_matches
+from palyra.server.auth import PUBLIC_PATHS, api_key_matches, bearer_matches
 from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, RUNTIME, SESSIONS, STARTED
 from palyra.server.sessions import Sessions
 
@@ -114,11 +114,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _authorized(request: web.Request) -> bool:
+    token = request.app[ADMIN_TOKEN]
     try:
         return (
             request.path in PUBLIC_PATHS
             or web_console.is_public(request)
-            or bearer_matches(request.headers.get("Authorization"), request.app[ADMIN_TOKEN])
+            or bearer_matches(request.headers.get("Authorization"), token)
+            or api_key_matches(request.headers.get("x-api-key"), token)
             or web_console.check_session(request)
         )
     except PalyraError:
@@ -134,7 +136,10 @@ def _authorized(request: web.Request) -> bool:
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if not _authorized(request):
-            raise Unauthorized("missing or wrong bearer token (the daemon's admin token)")
+            raise Unauthorized(
+                "missing or wrong API key: send the daemon's admin token as a bearer token "
+                "(Authorization: Bearer) or as x-api-key"
+            )
         return await handler(request)
     except PalyraError as exc:
         return error_response(exc, request)

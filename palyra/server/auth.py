@@ -1,4 +1,5 @@
-"""The admin token: every route but `/healthz` and the OAuth callback needs it."""
+"""The admin token: every route but `/healthz` and the OAuth callback needs it, as a bearer
+token (`Authorization: Bearer`) or as `x-api-key` (how Anthropic's clients send a key)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,20 @@ def bearer_matches(header: str | None, token: str) -> bool:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    # surrogatepass: a header's undecodable bytes arrive as lone surrogates, which the plain
-    # codec refuses to encode (a 500 for `Bearer \xff`); this encodes any text, as cheaply.
+    return _same(value.strip(), token)
+
+
+def api_key_matches(header: str | None, token: str) -> bool:
+    """`x-api-key: <token>`, as Anthropic's clients send a key."""
+    if not header:
+        return False
+    return _same(header.strip(), token)
+
+
+def _same(given: str, token: str) -> bool:
+    # In constant time. surrogatepass: a header's undecodable bytes arrive as lone
+    # surrogates, which the plain codec refuses to encode (a 500 for `Bearer \xff`); this
+    # encodes any text, as cheaply.
     return hmac.compare_digest(
-        value.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+        given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
     )

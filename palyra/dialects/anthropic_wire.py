@@ -1,0 +1,342 @@
+"""The wire format of the public Anthropic Messages API, as far as Palyra reads and writes it.
+
+Typed like the anthropic SDK's own `*_param.py` TypedDicts (anthropic 2.14 is the reference):
+requests come in as these shapes and answers go out as them. Only what the translation onto
+the internal shape touches is spelled out; a body passed through to an Anthropic provider
+travels as the client sent it, fields we do not name included.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, Required, TypedDict
+
+# --- request -----------------------------------------------------------------------------------
+
+
+class CacheControlParam(TypedDict, total=False):
+    type: Required[Literal["ephemeral"]]
+    ttl: Literal["5m", "1h"]
+
+
+class TextBlockParam(TypedDict, total=False):
+    type: Required[Literal["text"]]
+    text: Required[str]
+    cache_control: CacheControlParam | None
+    citations: list[dict[str, Any]] | None
+
+
+class Base64ImageSourceParam(TypedDict):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str
+
+
+class URLSourceParam(TypedDict):
+    type: Literal["url"]
+    url: str
+
+
+class ImageBlockParam(TypedDict, total=False):
+    type: Required[Literal["image"]]
+    source: Required[Base64ImageSourceParam | URLSourceParam]
+    cache_control: CacheControlParam | None
+
+
+class Base64PDFSourceParam(TypedDict):
+    type: Literal["base64"]
+    media_type: Literal["application/pdf"]
+    data: str
+
+
+class PlainTextSourceParam(TypedDict):
+    type: Literal["text"]
+    media_type: Literal["text/plain"]
+    data: str
+
+
+class ContentBlockSourceParam(TypedDict):
+    type: Literal["content"]
+    content: str | list[TextBlockParam | ImageBlockParam]
+
+
+class DocumentBlockParam(TypedDict, total=False):
+    type: Required[Literal["document"]]
+    source: Required[
+        Base64PDFSourceParam | PlainTextSourceParam | ContentBlockSourceParam | URLSourceParam
+    ]
+    title: str | None
+    context: str | None
+    citations: dict[str, Any] | None
+    cache_control: CacheControlParam | None
+
+
+class ToolUseBlockParam(TypedDict, total=False):
+    type: Required[Literal["tool_use"]]
+    id: Required[str]
+    name: Required[str]
+    input: Required[dict[str, Any]]
+    cache_control: CacheControlParam | None
+
+
+class ToolResultBlockParam(TypedDict, total=False):
+    type: Required[Literal["tool_result"]]
+    tool_use_id: Required[str]
+    content: str | list[TextBlockParam | ImageBlockParam | DocumentBlockParam]
+    is_error: bool
+    cache_control: CacheControlParam | None
+
+
+class ThinkingBlockParam(TypedDict):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingBlockParam(TypedDict):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+ContentBlockParam = (
+    TextBlockParam
+    | ImageBlockParam
+    | DocumentBlockParam
+    | ToolUseBlockParam
+    | ToolResultBlockParam
+    | ThinkingBlockParam
+    | RedactedThinkingBlockParam
+)
+
+
+class MessageParam(TypedDict):
+    # "system" turns are accepted by the newest API versions (anthropic 2.14's
+    # SystemMessageParam); they take text only.
+    role: Literal["user", "assistant", "system"]
+    content: str | list[ContentBlockParam]
+
+
+class ToolParam(TypedDict, total=False):
+    name: Required[str]
+    input_schema: Required[dict[str, Any]]
+    description: str
+    type: Literal["custom"] | None
+    strict: bool
+    cache_control: CacheControlParam | None
+
+
+class ToolChoiceAutoParam(TypedDict, total=False):
+    type: Required[Literal["auto"]]
+    disable_parallel_tool_use: bool
+
+
+class ToolChoiceAnyParam(TypedDict, total=False):
+    type: Required[Literal["any"]]
+    disable_parallel_tool_use: bool
+
+
+class ToolChoiceToolParam(TypedDict, total=False):
+    type: Required[Literal["tool"]]
+    name: Required[str]
+    disable_parallel_tool_use: bool
+
+
+class ToolChoiceNoneParam(TypedDict):
+    type: Literal["none"]
+
+
+ToolChoiceParam = (
+    ToolChoiceAutoParam | ToolChoiceAnyParam | ToolChoiceToolParam | ToolChoiceNoneParam
+)
+
+
+class ThinkingConfigEnabledParam(TypedDict, total=False):
+    type: Required[Literal["enabled"]]
+    budget_tokens: Required[int]
+    display: Literal["summarized", "omitted"] | None
+
+
+class ThinkingConfigDisabledParam(TypedDict):
+    type: Literal["disabled"]
+
+
+class ThinkingConfigAdaptiveParam(TypedDict, total=False):
+    type: Required[Literal["adaptive"]]
+    display: Literal["summarized", "omitted"] | None
+
+
+ThinkingConfigParam = (
+    ThinkingConfigEnabledParam | ThinkingConfigDisabledParam | ThinkingConfigAdaptiveParam
+)
+
+
+class MetadataParam(TypedDict, total=False):
+    user_id: str | None
+
+
+class MessageCountTokensParams(TypedDict, total=False):
+    """`POST /v1/messages/count_tokens`."""
+
+    model: Required[str]
+    messages: Required[list[MessageParam]]
+    system: str | list[TextBlockParam]
+    tools: list[ToolParam]
+    tool_choice: ToolChoiceParam
+    thinking: ThinkingConfigParam
+
+
+class MessageCreateParams(MessageCountTokensParams, total=False):
+    """`POST /v1/messages`."""
+
+    max_tokens: Required[int]
+    stop_sequences: list[str]
+    metadata: MetadataParam
+    temperature: float
+    top_p: float
+    top_k: int
+    stream: bool
+
+
+# --- answer ------------------------------------------------------------------------------------
+
+StopReason = Literal[
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+    "model_context_window_exceeded",
+]
+
+
+class TextBlock(TypedDict):
+    type: Literal["text"]
+    text: str
+
+
+class ThinkingBlock(TypedDict):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
+
+
+class ToolUseBlock(TypedDict):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+ContentBlock = TextBlock | ThinkingBlock | ToolUseBlock
+
+
+class Usage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+
+
+class Message(TypedDict):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    content: list[ContentBlock]
+    model: str
+    stop_reason: StopReason | None
+    stop_sequence: str | None
+    usage: Usage
+
+
+class MessageTokensCount(TypedDict):
+    input_tokens: int
+
+
+# --- stream events -----------------------------------------------------------------------------
+
+
+class MessageStartEvent(TypedDict):
+    type: Literal["message_start"]
+    message: Message
+
+
+class ContentBlockStartEvent(TypedDict):
+    type: Literal["content_block_start"]
+    index: int
+    content_block: ContentBlock
+
+
+class TextDelta(TypedDict):
+    type: Literal["text_delta"]
+    text: str
+
+
+class InputJSONDelta(TypedDict):
+    type: Literal["input_json_delta"]
+    partial_json: str
+
+
+class ThinkingDelta(TypedDict):
+    type: Literal["thinking_delta"]
+    thinking: str
+
+
+class SignatureDelta(TypedDict):
+    type: Literal["signature_delta"]
+    signature: str
+
+
+class ContentBlockDeltaEvent(TypedDict):
+    type: Literal["content_block_delta"]
+    index: int
+    delta: TextDelta | InputJSONDelta | ThinkingDelta | SignatureDelta
+
+
+class ContentBlockStopEvent(TypedDict):
+    type: Literal["content_block_stop"]
+    index: int
+
+
+class MessageDelta(TypedDict):
+    stop_reason: StopReason | None
+    stop_sequence: str | None
+
+
+class MessageDeltaUsage(TypedDict, total=False):
+    output_tokens: Required[int]
+    input_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+
+
+class MessageDeltaEvent(TypedDict):
+    type: Literal["message_delta"]
+    delta: MessageDelta
+    usage: MessageDeltaUsage
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+ErrorType = Literal[
+    "invalid_request_error",
+    "authentication_error",
+    "billing_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "timeout_error",
+    "overloaded_error",
+]
+
+
+class ErrorObject(TypedDict):
+    type: ErrorType
+    message: str
+
+
+class ErrorResponse(TypedDict):
+    type: Literal["error"]
+    error: ErrorObject
+    request_id: NotRequired[str | None]
