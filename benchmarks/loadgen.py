@@ -4,8 +4,13 @@ clients, and prints one JSON line of figures.
 Used for what wrk cannot see (time to first and last streamed chunk, many open streams), and
 for whole requests when wrk is not installed.
 
-    python benchmarks/loadgen.py URL --body-file F [--token T] [--concurrency N]
-        [--duration S | --requests N] [--stream] [--timeout S]
+    python benchmarks/loadgen.py URL --body-file F [--token T] [--header "Name: value"]...
+        [--concurrency N] [--duration S | --requests N] [--stream [--stream-end TEXT]]
+        [--timeout S]
+
+A stream counts as done when its last event holds the --stream-end text (`data: [DONE]` for
+chat completions, `response.completed` for Responses, `message_stop` for Anthropic
+Messages); one that ends without it counts as an error.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import time
 from typing import Any
 
 import aiohttp
+
+# Enough of a stream's end to hold its whole last event (a Responses stream's last event
+# carries the whole response).
+TAIL_BYTES = 16384
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -40,6 +49,10 @@ class Run:
         self.headers = {"Content-Type": "application/json"}
         if args.token:
             self.headers["Authorization"] = f"Bearer {args.token}"
+        for header in args.header:
+            name, _, value = header.partition(":")
+            self.headers[name.strip()] = value.strip()
+        self.stream_end = args.stream_end.encode()
         self.latency: list[float] = []
         self.ttfc: list[float] = []
         self.errors = 0
@@ -65,9 +78,11 @@ class Run:
                     async for data in response.content.iter_any():
                         if first is None:
                             first = time.perf_counter()
-                        tail = (tail + data)[-64:]
-                    if not tail.rstrip().endswith(b"data: [DONE]"):
-                        self._failed(f"stream ended without [DONE]: {tail!r}")
+                        tail = (tail + data)[-TAIL_BYTES:]
+                    # The last event: what follows the last blank line but one.
+                    last = tail.rstrip().rpartition(b"\n\n")[2]
+                    if self.stream_end not in last:
+                        self._failed(f"stream ended without {self.stream_end!r}: {tail[-200:]!r}")
                         return
                 else:
                     await response.read()
@@ -118,11 +133,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--body-file", required=True)
-    parser.add_argument("--token", default="")
+    parser.add_argument("--token", default="", help="sent as a bearer token")
+    parser.add_argument(
+        "--header", action="append", default=[], help='"Name: value", sent with every request'
+    )
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--duration", type=float, default=0.0)
     parser.add_argument("--requests", type=int, default=0, help="stop after this many")
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument(
+        "--stream-end", default="data: [DONE]", help="what the last event of a stream holds"
+    )
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
     result = asyncio.run(Run(args).main())

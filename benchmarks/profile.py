@@ -20,7 +20,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run  # noqa: E402  (a sibling script)
+# Sibling scripts, not a package.
+from measure import ensure_wrk, measure  # noqa: E402
+from processes import raise_fd_limit, start_daemon, start_mock, stop, workdir  # noqa: E402
+from scenarios import Scenario, scenarios, uses_dialects  # noqa: E402
 
 TOOLS = HERE / ".venv-tools"
 
@@ -63,12 +66,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = parser.parse_args()
     spy = py_spy()
-    run.raise_fd_limit()
-    scenario = next(s for s in run.scenarios(False) if s.key == args.scenario)
-    scenario = run.Scenario(**{**scenario.__dict__, "duration_s": args.seconds})
-    with run.workdir(keep=True) as work:
-        mock_process, mock = run.start_mock(work, 50)
-        daemon = run.start_daemon(work, mock)
+    raise_fd_limit()
+    known = {s.key: s for s in scenarios(False)}
+    if args.scenario not in known:
+        parser.error(f"--scenario: one of {', '.join(known)}")
+    scenario = Scenario(**{**known[args.scenario].__dict__, "duration_s": args.seconds})
+    with workdir(keep=True) as work:
+        mock_process, mock = start_mock(work, 50)
+        daemon = start_daemon(work, mock, dialects=uses_dialects([scenario]))
         assert daemon.process is not None
         try:
             collapsed = work / "profile.txt"
@@ -90,7 +95,7 @@ def main() -> None:
             result: dict[str, object] = {}
 
             def load() -> None:
-                result.update(run.measure(daemon, scenario, work, run.ensure_wrk(), True))
+                result.update(measure(daemon, scenario, work, ensure_wrk(), True))
 
             loader = threading.Thread(target=load)
             loader.start()
@@ -102,8 +107,8 @@ def main() -> None:
             )
             summarize(collapsed, args.top)
         finally:
-            run.stop(daemon.process)
-            run.stop(mock_process)
+            stop(daemon.process)
+            stop(mock_process)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,326 @@
+"""The processes under test, each on loopback: the mock upstream, the floor, `palyrad` and
+LiteLLM's proxy, and for each a `Target`: where it serves each scenario.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import litellm_peer
+from scenarios import Scenario
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+ADMIN_TOKEN = "palyra-bench-admin-token"
+UPSTREAM_KEY_ENV = "PALYRA_BENCH_UPSTREAM_KEY"
+PEER_TOKEN = "sk-bench-admin"
+
+# (mode, endpoint, via) -> (url, model)
+Routes = dict[tuple[str, str, str], tuple[str, str]]
+
+
+@dataclass
+class Target:
+    name: str
+    process: subprocess.Popen[bytes] | None
+    token: str = ""
+    routes: Routes = field(default_factory=dict)
+
+    def route(self, scenario: Scenario) -> tuple[str, str] | None:
+        """Where this target serves the scenario; None when it does not."""
+        return self.routes.get(scenario.route_key)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready within {timeout_s:.0f} s")
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def raise_fd_limit() -> None:
+    # 1,000 open streams hold ~4,000 sockets across the processes; children inherit this.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 16384:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(16384, hard), hard))
+
+
+@contextlib.contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="palyra-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"logs kept in {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# --- the mock upstream ----------------------------------------------------------------------
+
+
+def start_mock(work: Path, hold_interval_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    log = open(work / "mock.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [
+            PYTHON,
+            str(HERE / "mock_upstream.py"),
+            "--port",
+            str(port),
+            "--hold-interval-ms",
+            str(hold_interval_ms),
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/fast/v1/models", process, 20, "mock upstream")
+    return process, url
+
+
+def mock_target(mock: str) -> Target:
+    """Straight to the mock, in the client's own wire format: the baseline of "added"."""
+    routes: Routes = {
+        ("fast", "chat", ""): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
+        ("slow", "chat", ""): (f"{mock}/slow/v1/chat/completions", "gpt-4o-mini"),
+        ("hold", "chat", ""): (f"{mock}/hold/v1/chat/completions", "gpt-4o-mini"),
+        # Straight to the provider that answers: what failover adds shows as added latency.
+        ("failover", "chat", ""): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
+        ("fast", "embeddings", ""): (f"{mock}/fast/v1/embeddings", "text-embedding-3-small"),
+    }
+    for via in ("", "passthrough", "translated"):
+        routes[("fast", "responses", via)] = (f"{mock}/fast/v1/responses", "gpt-4o-mini")
+        routes[("fast", "messages", via)] = (f"{mock}/fast/v1/messages", "claude-sonnet-4-5")
+    return Target("direct", None, "", routes)
+
+
+# --- palyrad --------------------------------------------------------------------------------
+
+DAEMON_CONFIG = """\
+version = 1
+
+[daemon]
+log_level = "info"
+
+[model_provider]
+failover_enabled = true
+
+{providers}
+{models}
+"""
+
+
+def daemon_config(mock: str, dialects: bool = True) -> str:
+    """Six models on five OpenAI-compatible providers; with `dialects`, also an Anthropic
+    provider (Messages passed through natively) and an OpenAI-compatible one with Responses
+    pass-through. Without, the config is the one the daemon had before those dialects, which
+    an older tree can still load (for before/after figures)."""
+    providers = [
+        ("mock-fast", "openai_compatible", f"{mock}/fast/v1", ""),
+        ("mock-slow", "openai_compatible", f"{mock}/slow/v1", ""),
+        ("mock-hold", "openai_compatible", f"{mock}/hold/v1", ""),
+        # Down: answers 503 at once; no retries so the request fails over straight away.
+        ("mock-down", "openai_compatible", f"{mock}/fail/v1", "max_retries = 0\n"),
+        ("mock-backup", "openai_compatible", f"{mock}/fast/v1", ""),
+    ]
+    models = [
+        ("bench-chat", "mock-fast", "gpt-4o-mini", "chat", ""),
+        ("bench-slow", "mock-slow", "gpt-4o-mini", "chat", ""),
+        ("bench-hold", "mock-hold", "gpt-4o-mini", "chat", ""),
+        (
+            "bench-failover",
+            "mock-down",
+            "gpt-4o-mini",
+            "chat",
+            'fallbacks = ["bench-failover-b"]\n',
+        ),
+        ("bench-failover-b", "mock-backup", "gpt-4o-mini", "chat", ""),
+        ("bench-embed", "mock-fast", "gpt-4o-mini", "embeddings", ""),
+    ]
+    if dialects:
+        # The Anthropic kind appends /v1/messages to its base URL, OpenAI-compatible kinds
+        # /chat/completions or /responses to theirs.
+        providers += [
+            ("mock-anthropic", "anthropic", f"{mock}/fast", ""),
+            (
+                "mock-responses",
+                "openai_compatible",
+                f"{mock}/fast/v1",
+                "responses_passthrough = true\n",
+            ),
+        ]
+        models += [
+            ("bench-claude", "mock-anthropic", "claude-sonnet-4-5", "chat", ""),
+            ("bench-responses", "mock-responses", "gpt-4o-mini", "chat", ""),
+        ]
+    provider_text = [
+        "[[model_provider.providers]]\n"
+        f'provider_id = "{pid}"\nkind = "{kind}"\n'
+        f'base_url = "{base_url}"\napi_key_env = "{UPSTREAM_KEY_ENV}"\n'
+        f"allow_private_base_url = true\ndiscovery = false\n{extra}"
+        for pid, kind, base_url, extra in providers
+    ]
+    model_text = [
+        "[[model_provider.models]]\n"
+        f'model_id = "{mid}"\nprovider_id = "{pid}"\nupstream_model = "{upstream}"\n'
+        f'role = "{role}"\n{extra}'
+        for mid, pid, upstream, role, extra in models
+    ]
+    return DAEMON_CONFIG.format(providers="\n".join(provider_text), models="\n".join(model_text))
+
+
+def gateway_routes(url: str, dialects: bool = True) -> Routes:
+    """Where each scenario is served by a gateway at `url`: both gateways are configured with
+    the same model names for chat and embeddings."""
+    chat, embed = url + "/v1/chat/completions", url + "/v1/embeddings"
+    routes: Routes = {
+        ("fast", "chat", ""): (chat, "bench-chat"),
+        ("slow", "chat", ""): (chat, "bench-slow"),
+        ("hold", "chat", ""): (chat, "bench-hold"),
+        ("failover", "chat", ""): (chat, "bench-failover"),
+        ("fast", "embeddings", ""): (embed, "bench-embed"),
+    }
+    if dialects:
+        responses, messages = url + "/v1/responses", url + "/v1/messages"
+        routes |= {
+            # Headlines: Responses translated onto chat completions, Messages passed through.
+            ("fast", "responses", ""): (responses, "bench-chat"),
+            ("fast", "responses", "passthrough"): (responses, "bench-responses"),
+            ("fast", "messages", ""): (messages, "bench-claude"),
+            ("fast", "messages", "translated"): (messages, "bench-chat"),
+        }
+    return routes
+
+
+def start_daemon(work: Path, mock: str, *, dialects: bool = True, palyra_src: str = "") -> Target:
+    """`palyrad`, the real console script; with `palyra_src`, the package is imported from
+    that tree instead (a git worktree of an older commit, for before/after figures)."""
+    config = work / "palyra.toml"
+    config.write_text(daemon_config(mock, dialects))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PALYRA_")}
+    env.update(
+        PALYRA_ADMIN_TOKEN=ADMIN_TOKEN,
+        XDG_CONFIG_HOME=str(work / "xdg-config"),
+        XDG_STATE_HOME=str(work / "xdg-state"),
+    )
+    env[UPSTREAM_KEY_ENV] = "sk-bench-upstream"
+    if palyra_src:
+        # Ahead of the editable install's finder, which comes last on sys.meta_path.
+        env["PYTHONPATH"] = str(Path(palyra_src).resolve())
+    palyrad = Path(PYTHON).with_name("palyrad")
+    log = open(work / "palyrad.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [
+            str(palyrad),
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--state-dir",
+            str(work / "state"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz", process, 60, "palyrad")
+    return Target("palyra", process, ADMIN_TOKEN, gateway_routes(url, dialects))
+
+
+# --- the floor and the peer -----------------------------------------------------------------
+
+
+def start_floor(work: Path, mock: str) -> Target:
+    """The bare aiohttp pass-through (benchmarks/floor.py): what any aiohttp gateway costs.
+    It relays every path as it came, so it serves every wire format the mock speaks."""
+    port = free_port()
+    log = open(work / "floor.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [PYTHON, str(HERE / "floor.py"), "--port", str(port), "--upstream", mock],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz", process, 20, "floor")
+    direct = mock_target(mock)
+    routes = {
+        key: (url + route.removeprefix(mock), model)
+        for key, (route, model) in direct.routes.items()
+    }
+    return Target("floor", process, "", routes)
+
+
+def start_litellm(work: Path, mock: str) -> Target:
+    """LiteLLM's proxy, configured for chat and embeddings only (its Responses and Messages
+    routes are not set up here, so those scenarios skip it)."""
+    binary = litellm_peer.ensure_venv()
+    config = work / "litellm.yaml"
+    litellm_peer.write_config(config, mock)
+    port = free_port()
+    log = open(work / "litellm.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        env=litellm_peer.env(),
+        stdout=log,
+        stderr=log,
+        cwd=work,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health/liveliness", process, 240, "litellm")
+    return Target("litellm", process, PEER_TOKEN, gateway_routes(url, dialects=False))

@@ -1,0 +1,243 @@
+"""The report: benchmarks/results.md from the figures of one run, with the targets checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scenarios import DIALECTS, Scenario
+
+Results = dict[str, dict[str, dict[str, Any]]]
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def added(result: dict[str, Any], base: dict[str, Any] | None, key: str, q: str) -> float | None:
+    if base is None or result.get(key) is None or base.get(key) is None:
+        return None
+    mine, theirs = result[key].get(q), base[key].get(q)
+    if mine is None or theirs is None:
+        return None
+    return float(mine - theirs)
+
+
+def report(
+    results: Results,
+    tokens: dict[str, Any],
+    meta: dict[str, Any],
+    scenario_list: list[Scenario],
+) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run {meta['when']} on {meta['machine']}; "
+        f"load generator: {meta['loadgen']}; quick: {meta['quick']}.",
+        "Latency in ms; for streams, p50/p90/p99 are the time to the last chunk and TTFC "
+        "the time to the first. *added* = through the gateway minus straight to the mock, same "
+        "percentile, same run. *floor* is a bare aiohttp pass-through (benchmarks/floor.py). "
+        "Peak RSS is the gateway's process tree during the scenario; "
+        "CPU ms/req is the gateway's CPU time (user + system) per request, the figure that "
+        "other load on the machine moves least.",
+        "",
+        "| scenario | target | req/s | errors | p50 | p90 | p99 | added p50 | added p90 | "
+        "added p99 | TTFC p50 | TTFC p99 | added TTFC p50 | added TTFC p99 | peak RSS MB | "
+        "CPU ms/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sc in scenario_list:
+        per = results.get(sc.key, {})
+        base = per.get("direct")
+        for name in ("direct", "floor", "palyra", "litellm"):
+            r = per.get(name)
+            if r is None:
+                continue
+            if "error" in r:
+                lines.append(f"| {sc.title} | {name} | failed: {r['error'][:120]} |" + " |" * 14)
+                continue
+            lat, ttfc = r["latency_ms"], r.get("ttfc_ms") or {}
+            is_base = name == "direct"
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        sc.title,
+                        name,
+                        fmt(r["rps"], 0),
+                        str(r["errors"]),
+                        fmt(lat["p50"]),
+                        fmt(lat["p90"]),
+                        fmt(lat["p99"]),
+                        "" if is_base else fmt(added(r, base, "latency_ms", "p50")),
+                        "" if is_base else fmt(added(r, base, "latency_ms", "p90")),
+                        "" if is_base else fmt(added(r, base, "latency_ms", "p99")),
+                        fmt(ttfc.get("p50")),
+                        fmt(ttfc.get("p99")),
+                        "" if is_base or not ttfc else fmt(added(r, base, "ttfc_ms", "p50")),
+                        "" if is_base or not ttfc else fmt(added(r, base, "ttfc_ms", "p99")),
+                        fmt(r.get("peak_rss_mb"), 0),
+                        fmt(r.get("cpu_ms_per_req"), 3),
+                    ]
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "## Palyra vs LiteLLM",
+        "",
+        "| scenario | palyra req/s | litellm req/s | ratio | palyra added p50 | "
+        "litellm added p50 | palyra peak RSS MB | litellm peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sc in scenario_list:
+        per = results.get(sc.key, {})
+        p, peer, base = per.get("palyra"), per.get("litellm"), per.get("direct")
+        if p is None or "error" in p:
+            continue
+        if peer is None or "error" in peer:
+            lines.append(
+                f"| {sc.title} | {fmt(p['rps'], 0)} | – | – | "
+                f"{fmt(added(p, base, 'latency_ms', 'p50'))} | – | "
+                f"{fmt(p.get('peak_rss_mb'), 0)} | – |"
+            )
+            continue
+        ratio = p["rps"] / peer["rps"] if peer["rps"] else None
+        lines.append(
+            f"| {sc.title} | {fmt(p['rps'], 0)} | {fmt(peer['rps'], 0)} | "
+            f"{fmt(ratio, 1)}× | {fmt(added(p, base, 'latency_ms', 'p50'))} | "
+            f"{fmt(added(peer, base, 'latency_ms', 'p50'))} | "
+            f"{fmt(p.get('peak_rss_mb'), 0)} | {fmt(peer.get('peak_rss_mb'), 0)} |"
+        )
+    lines += floor_table(results, scenario_list)
+    lines += ["", "## Token estimator, 100 KB prompt", ""]
+    for name, r in tokens.items():
+        if isinstance(r, str):
+            lines.append(f"- {name}: {r}")
+        else:
+            extra = f" (tokenizer for {r['model']})" if "model" in r else ""
+            lines.append(
+                f"- {name}{extra}: {r['chars']:,} chars → {r['tokens']:,} tokens; "
+                f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms"
+            )
+    lines += ["", "## Targets", ""] + [f"- {t}" for t in targets(results)]
+    notes = meta.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def floor_table(results: Results, scenario_list: list[Scenario]) -> list[str]:
+    """Palyra against the bare aiohttp pass-through: what its features cost."""
+    rows = []
+    for sc in scenario_list:
+        per = results.get(sc.key, {})
+        p, fl, base = per.get("palyra"), per.get("floor"), per.get("direct")
+        if p is None or fl is None or "error" in p or "error" in fl:
+            continue
+        cpu_p, cpu_f = p.get("cpu_ms_per_req"), fl.get("cpu_ms_per_req")
+        ratio = cpu_p / cpu_f if cpu_p and cpu_f else None
+        rows.append(
+            f"| {sc.title} | {fmt(fl['rps'], 0)} | {fmt(p['rps'], 0)} | "
+            f"{fmt(added(fl, base, 'latency_ms', 'p50'))} | "
+            f"{fmt(added(p, base, 'latency_ms', 'p50'))} | "
+            f"{fmt(cpu_f, 3)} | {fmt(cpu_p, 3)} | {fmt(ratio, 2)}× |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Palyra vs the floor (bare aiohttp pass-through)",
+        "",
+        "| scenario | floor req/s | palyra req/s | floor added p50 | palyra added p50 | "
+        "floor CPU ms/req | palyra CPU ms/req | CPU ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+def targets(results: Results) -> list[str]:
+    def get(key: str, name: str) -> dict[str, Any] | None:
+        r = results.get(key, {}).get(name)
+        return None if r is None or "error" in r else r
+
+    out: list[str] = []
+
+    def check(label: str, value: float | None, limit: float, at_most: bool, unit: str) -> None:
+        if value is None:
+            out.append(f"{label}: not measured")
+            return
+        ok = value <= limit if at_most else value >= limit
+        sign = "≤" if at_most else "≥"
+        out.append(
+            f"{'PASS' if ok else 'FAIL'} {label}: {value:,.2f} {unit} "
+            f"(target {sign} {limit:,} {unit})"
+        )
+
+    base1, p1 = get("chat-c1", "direct"), get("chat-c1", "palyra")
+    if p1:
+        check(
+            "added latency at 1 concurrent, p50",
+            added(p1, base1, "latency_ms", "p50"),
+            1,
+            True,
+            "ms",
+        )
+        check(
+            "added latency at 1 concurrent, p99",
+            added(p1, base1, "latency_ms", "p99"),
+            3,
+            True,
+            "ms",
+        )
+    base16, p16 = get("chat-c16", "direct"), get("chat-c16", "palyra")
+    if p16:
+        check("req/s at 16 concurrent", p16["rps"], 1500, False, "req/s")
+        check("added p99 at 16 concurrent", added(p16, base16, "latency_ms", "p99"), 15, True, "ms")
+    bs, ps = get("stream-c1", "direct"), get("stream-c1", "palyra")
+    if ps:
+        check(
+            "streamed added TTFC p50 (1 concurrent)", added(ps, bs, "ttfc_ms", "p50"), 1, True, "ms"
+        )
+    po = get("streams-1000", "palyra")
+    if po:
+        check("open streams: errors", po["errors"], 0, True, "errors")
+        check("open streams: peak RSS", po.get("peak_rss_mb"), 150, True, "MB")
+    out += dialect_targets(results)
+    peer16 = get("chat-c16", "litellm")
+    if p16 and peer16 and peer16["rps"]:
+        check("req/s at 16 concurrent vs LiteLLM", p16["rps"] / peer16["rps"], 5, False, "×")
+    elif p16:
+        out.append("req/s vs LiteLLM: not measured (peer not run)")
+    return out
+
+
+def dialect_targets(results: Results) -> list[str]:
+    """The Responses and Messages dialects at 1 concurrent, held to chat completions' bar:
+    added p50 at most 1 ms for whole answers, and for streams to the first event (as for
+    streamed chat); a stream's added p50 to its last event is shown beside it."""
+    out = []
+    for key, per in results.items():
+        endpoint = key.split("-", 1)[0]
+        if endpoint not in DIALECTS or not key.endswith("-c1"):
+            continue
+        mine, base = per.get("palyra"), per.get("direct")
+        if mine is None or base is None or "error" in mine or "error" in base:
+            out.append(f"{key}: added p50 not measured")
+            continue
+        if mine["errors"] or not mine["requests"]:
+            # A 404 or 400 is quick: its latency says nothing about the dialect.
+            out.append(f"FAIL {key}: {mine['errors']} errors in {mine['requests']} requests")
+            continue
+        if mine.get("ttfc_ms"):
+            value = added(mine, base, "ttfc_ms", "p50")
+            label = f"{key}: added TTFC p50"
+            last = added(mine, base, "latency_ms", "p50")
+            note = f"; to the last event {fmt(last)} ms"
+        else:
+            value, label, note = added(mine, base, "latency_ms", "p50"), f"{key}: added p50", ""
+        if value is None:
+            out.append(f"{label}: not measured")
+            continue
+        verdict = "PASS" if value <= 1 else "FAIL"
+        out.append(f"{verdict} {label}: {value:,.2f} ms (target ≤ 1 ms){note}")
+    return out

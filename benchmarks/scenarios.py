@@ -1,0 +1,163 @@
+"""What the benchmark runs: the scenarios, and for each the request a client sends (body,
+headers) and how its stream ends.
+
+Each scenario names the mock's behaviour (`mode`), the client's wire format (`endpoint`) and,
+for the Responses and Messages dialects, which setup serves it (`via`): the headline is the
+common one (Messages to an Anthropic provider, passed through; Responses to an
+OpenAI-compatible provider, translated onto chat completions), the variants the other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+SYSTEM = "You are a concise assistant. Answer in one sentence."
+QUESTION = "What is the difference between latency and throughput?"
+CHAT_MESSAGES = [
+    {"role": "system", "content": SYSTEM},
+    {"role": "user", "content": QUESTION},
+]
+ANTHROPIC_VERSION = "2023-06-01"
+# What the last event of a stream holds, per wire format: a stream that ends without it
+# counts as an error. The event's type, not its `event:` line or JSON spacing.
+STREAM_ENDS = {
+    "chat": "data: [DONE]",
+    "responses": "response.completed",
+    "messages": "message_stop",
+}
+# The wire formats the daemon serves through a dialect added after chat completions.
+DIALECTS = ("responses", "messages")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    mode: str  # the mock's behaviour: fast | slow | hold | failover
+    endpoint: str  # chat | embeddings | responses | messages
+    concurrency: int
+    duration_s: float = 5.0
+    stream: bool = False
+    requests: int = 0  # when set: exactly this many, one per client (open-streams test)
+    base64: bool = False  # embeddings: encoding_format "base64", the OpenAI SDK's default
+    # Responses and Messages: "" is the headline setup, "passthrough" or "translated" the other.
+    via: str = ""
+
+    @property
+    def route_key(self) -> tuple[str, str, str]:
+        return (self.mode, self.endpoint, self.via)
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    d = 0.3 if quick else 5.0
+    open_streams = 20 if quick else 1000
+    return [
+        Scenario("chat-c1", "chat, 1 concurrent", "fast", "chat", 1, d),
+        Scenario("chat-c16", "chat, 16 concurrent", "fast", "chat", 16, d),
+        Scenario("chat-c64", "chat, 64 concurrent", "fast", "chat", 64, d),
+        Scenario("chat-50ms-c16", "chat, upstream 50 ms, 16 concurrent", "slow", "chat", 16, d),
+        Scenario("stream-c1", "stream 50 chunks, 1 concurrent", "fast", "chat", 1, d, True),
+        Scenario("stream-c16", "stream 50 chunks, 16 concurrent", "fast", "chat", 16, d, True),
+        Scenario("failover-c16", "failover (first 503), 16 concurrent", "failover", "chat", 16, d),
+        Scenario("embeddings-c16", "embeddings, 16 concurrent", "fast", "embeddings", 16, d),
+        Scenario(
+            "embeddings-b64-c16",
+            "embeddings as base64, 16 concurrent",
+            "fast",
+            "embeddings",
+            16,
+            d,
+            base64=True,
+        ),
+        Scenario(
+            "streams-1000",
+            f"{open_streams} concurrent open streams (50 chunks, 50 ms apart)",
+            "hold",
+            "chat",
+            open_streams,
+            0.0,
+            True,
+            open_streams,
+        ),
+        *dialect_scenarios(d),
+    ]
+
+
+def dialect_scenarios(d: float) -> list[Scenario]:
+    """/v1/responses and /v1/messages: whole and streamed, 1 and 16 concurrent, in the
+    headline setup; the other setup at 1 concurrent."""
+    out = []
+    for endpoint, headline, other in (
+        ("responses", "translated to chat", "passthrough"),
+        ("messages", "Anthropic pass-through", "translated"),
+    ):
+        for stream in (False, True):
+            kind = "stream 50 deltas" if stream else "whole"
+            prefix = f"{endpoint}-stream" if stream else endpoint
+            for c in (1, 16):
+                title = f"{endpoint} ({headline}), {kind}, {c} concurrent"
+                out.append(Scenario(f"{prefix}-c{c}", title, "fast", endpoint, c, d, stream))
+            via_title = "pass-through" if other == "passthrough" else f"{other} to chat"
+            out.append(
+                Scenario(
+                    f"{endpoint}-{other}{'-stream' if stream else ''}-c1",
+                    f"{endpoint} ({via_title}), {kind}, 1 concurrent",
+                    "fast",
+                    endpoint,
+                    1,
+                    d,
+                    stream,
+                    via=other,
+                )
+            )
+    return out
+
+
+def uses_dialects(chosen: list[Scenario]) -> bool:
+    """Whether the daemon needs the providers of the Responses and Messages setups."""
+    return any(s.endpoint in DIALECTS for s in chosen)
+
+
+def body_for(scenario: Scenario, model: str) -> bytes:
+    """The same question in each wire format, as its SDK would send it."""
+    body: dict[str, Any]
+    if scenario.endpoint == "embeddings":
+        body = {"model": model, "input": ["The quick brown fox jumps over the lazy dog."] * 4}
+        if scenario.base64:
+            body["encoding_format"] = "base64"
+    elif scenario.endpoint == "responses":
+        body = {"model": model, "instructions": SYSTEM, "input": QUESTION, "temperature": 0.2}
+    elif scenario.endpoint == "messages":
+        body = {
+            "model": model,
+            "max_tokens": 256,
+            "system": SYSTEM,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "temperature": 0.2,
+        }
+    else:
+        body = {"model": model, "messages": CHAT_MESSAGES, "temperature": 0.2}
+    if scenario.stream:
+        body["stream"] = True
+        if scenario.endpoint == "chat":
+            body["stream_options"] = {"include_usage": True}
+    return json.dumps(body).encode()
+
+
+def headers_for(scenario: Scenario, token: str) -> dict[str, str]:
+    """The anthropic SDK sends its key as x-api-key with anthropic-version; the others as a
+    bearer token."""
+    headers = {"Content-Type": "application/json"}
+    if scenario.endpoint == "messages":
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if token:
+            headers["x-api-key"] = token
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def stream_end(scenario: Scenario) -> str:
+    return STREAM_ENDS.get(scenario.endpoint, STREAM_ENDS["chat"])
