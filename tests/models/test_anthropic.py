@@ -20,13 +20,9 @@ from palyra.errors import (
     UpstreamProtocolError,
     UpstreamUnreachable,
 )
-from palyra.models.anthropic import (
-    JSON_OBJECT_INSTRUCTION,
-    AnthropicProvider,
-    StreamTranslator,
-    build_messages_request,
-    parse_message,
-)
+from palyra.models.anthropic import AnthropicProvider
+from palyra.models.anthropic_request import build_messages_request
+from palyra.models.anthropic_response import StreamTranslator, parse_message
 from palyra.sse import SSEDecoder
 from palyra.types import (
     ChatDelta,
@@ -57,7 +53,7 @@ def chat(messages: list[dict[str, Any]], **fields: Any) -> ChatRequest:
 
 
 def build(messages: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
-    return build_messages_request(chat(messages, **fields), MODEL)
+    return dict(build_messages_request(chat(messages, **fields), MODEL))
 
 
 def user(text: str) -> dict[str, Any]:
@@ -345,36 +341,6 @@ def test_sampling_stop_and_user() -> None:
     assert "stop_sequences" not in build([user("hi")], stop=[])
 
 
-def test_temperature_above_one_is_refused() -> None:
-    assert build([user("hi")], temperature=1)["temperature"] == 1
-    with pytest.raises(InvalidRequest, match="temperature") as caught:
-        build([user("hi")], temperature=1.5)
-    assert caught.value.param == "temperature"
-
-
-def test_json_object_mode_is_emulated_with_a_system_instruction() -> None:
-    payload = build(
-        [{"role": "system", "content": "Be helpful."}, user("List two colours")],
-        response_format={"type": "json_object"},
-    )
-    assert payload["system"] == "Be helpful.\n\n" + JSON_OBJECT_INSTRUCTION
-    assert "response_format" not in payload
-
-
-def test_json_schema_mode_includes_the_schema() -> None:
-    schema = {"type": "object", "properties": {"colours": {"type": "array"}}}
-    payload = build(
-        [user("List two colours")],
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": "colours", "schema": schema, "strict": True},
-        },
-    )
-    assert payload["system"].startswith(JSON_OBJECT_INSTRUCTION)
-    rendered = payload["system"].split("\n", 1)[1]
-    assert json.loads(rendered) == schema
-
-
 def test_text_response_format_adds_nothing() -> None:
     assert "system" not in build([user("hi")], response_format={"type": "text"})
 
@@ -471,10 +437,9 @@ def test_parse_message_without_text_has_no_content() -> None:
     ],
 )
 def test_stop_reasons(stop_reason: str | None, finish: str) -> None:
-    assert (
-        parse_message({**DOCS_MESSAGE, "stop_reason": stop_reason}, PROVIDER_ID).finish_reason
-        == finish
-    )
+    call = {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}
+    body = {**DOCS_MESSAGE, "content": [*DOCS_MESSAGE["content"], call]}
+    assert parse_message({**body, "stop_reason": stop_reason}, PROVIDER_ID).finish_reason == finish
 
 
 def test_parse_non_message_is_protocol_error() -> None:
@@ -930,8 +895,11 @@ async def test_dropped_connection_is_unreachable(
 async def test_invalid_request_is_raised_before_anything_is_sent(
     provider: AnthropicProvider, upstream: FakeUpstream
 ) -> None:
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Unsupported, match="temperature"):
         await collect(provider.stream_chat(chat([user("hi")], temperature=1.7), MODEL))
+    with pytest.raises(InvalidRequest, match="tool_choice"):
+        named = {"type": "function", "function": {"name": "get_time"}}
+        await provider.chat(chat([user("hi")], tool_choice=named), MODEL)
     assert upstream.requests == []
 
 
