@@ -124,6 +124,16 @@ def default_chat_reply(body: dict[str, Any]) -> ChatReply:
     return ChatReply(content=f"echo: {text}")
 
 
+def count_tokens(body: dict[str, Any]) -> dict[str, Any]:
+    """`POST /v1/messages/count_tokens`: the input tokens `message` would report."""
+    for name in ("model", "messages"):
+        if name not in body:
+            raise WireError(400, f"{name}: Field required")
+    if not isinstance(body["messages"], list) or not body["messages"]:
+        raise WireError(400, "messages: at least one message is required")
+    return {"input_tokens": input_tokens(body)}
+
+
 def stop_reason(reply: ChatReply) -> str:
     if reply.finish_reason is not None:
         return _FROM_OPENAI.get(reply.finish_reason, reply.finish_reason)

@@ -560,6 +560,19 @@ async def test_anthropic_models_list(claude: AsyncAnthropic) -> None:
     assert models[0].display_name == "Gpt 4O Mini"
 
 
+async def test_anthropic_count_tokens(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:
+    counted = await claude.messages.count_tokens(
+        model="claude-test",
+        system="be brief",
+        messages=[{"role": "user", "content": "count these four words"}],
+    )
+    assert counted.input_tokens == 6  # the same count `message` reports for this body
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await claude.messages.count_tokens(model="claude-test", messages=[])
+    assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert len(upstream.requests_to("/v1/messages/count_tokens")) == 2
+
+
 # --- the fake's own controls ---------------------------------------------------------------
 
 

@@ -213,6 +213,8 @@ class FakeUpstream:
                 raise WireError(400, "The request body is not valid JSON.")
             reply = anthropic_wire.default_chat_reply(body)
             return await self._chat(request, record, family, reply)
+        if route == ("POST", "/v1/messages/count_tokens"):
+            return _json(family, anthropic_wire.count_tokens(body))
         if route == ("POST", "/v1/embeddings"):
             return _json(family, openai_wire.embeddings(body))
         if route == ("POST", "/v1/audio/transcriptions"):
