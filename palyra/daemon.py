@@ -43,7 +43,7 @@ from palyra.logs import configure_logging
 from palyra.runtime import Runtime
 from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
-from palyra.server.keys import SESSIONS
+from palyra.server.keys import RESPONSES, SESSIONS
 from palyra.state import open_database
 from palyra.vault import open_vault
 
@@ -88,6 +88,7 @@ def build_app(
         agent_exists=lambda agent_id: agents.get(agent_id) is not None,
     )
     app = create_app(runtime)
+    app[RESPONSES] = runtime.responses
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # The tokenizer's vocabulary is not loaded here: it costs ~63 MB and most prompts never
@@ -109,11 +110,13 @@ def build_app(
         runtime.dependencies.start()
         await runtime.agents.start(runtime.db)
         await runtime.cron.start(runtime.db)
+        await runtime.responses.start(runtime.db)
         log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))
         yield
         # Cron first: its runs are agent runs, closed as interrupted before the agents stop.
         await runtime.cron.aclose()
         await runtime.agents.aclose()
+        await runtime.responses.aclose()
         await runtime.dependencies.aclose()
         await app[SESSIONS].aclose()
         await runtime.gateway.aclose()

@@ -16,6 +16,7 @@ from palyra.config import PalyraConfig
 from palyra.dependencies import Dependencies
 from palyra.gateway import Gateway
 from palyra.state.db import Database
+from palyra.state.responses import ResponseStore
 
 if TYPE_CHECKING:
     from palyra.agents.service import AgentService
@@ -31,6 +32,8 @@ class Runtime:
     admin_token: str
     gateway: Gateway
     dependencies: Dependencies = field(default_factory=Dependencies)
+    # Stored `/v1/responses` answers: in memory from the start, in the state store once open.
+    responses: ResponseStore = field(default_factory=ResponseStore)
     _db: Database | None = None
     _auth: AuthService | None = None
     _agents: AgentService | None = None

@@ -23,6 +23,14 @@ from palyra.errors import (
     upstream_status_error,
 )
 from palyra.models.http import HttpProvider, Malformed, kind_of, token_count
+from palyra.models.openai_responses import (
+    RESPONSE_FINAL_EVENTS,
+    RESPONSES_PATH,
+    parse_response,
+    response_failure,
+    responses_native_payload,
+    response_stream_delta,
+)
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -363,6 +371,68 @@ class OpenAIProvider(HttpProvider):
             raise UpstreamProtocolError(
                 "answered /models without data[].id", provider_id=self.provider_id
             ) from None
+
+    # --- native pass-through (the OpenAI Responses dialect) ---------------------------------
+
+    async def send_responses(self, body: dict[str, Any], model: ModelConfig) -> ChatResult:
+        """`POST /responses` with a client's own Responses API body (its model replaced by
+        the upstream name), for a provider with `responses_passthrough`. The result is
+        translated for metrics and routing, and carries the upstream's answer in `native`."""
+        payload = responses_native_payload(body, model.upstream_name, stream=False)
+        answer = await self._post_json(RESPONSES_PATH, payload)
+        if isinstance(answer, dict) and "error" in answer and "output" not in answer:
+            raise self._stream_error(answer)
+        if isinstance(answer, dict) and answer.get("status") == "failed":
+            message, code = response_failure(answer)
+            raise upstream_status_error(self.provider_id, 500, message, upstream_code=code)
+        try:
+            return parse_response(answer)
+        except Malformed as exc:
+            raise UpstreamProtocolError(
+                f"answered a malformed response: {exc}", provider_id=self.provider_id
+            ) from None
+
+    async def stream_responses(
+        self, body: dict[str, Any], model: ModelConfig
+    ) -> AsyncIterator[ChatDelta]:
+        """The same, streamed: one `ChatDelta` per upstream event, its `native` the event as
+        it came (name, data) and its other fields the event's translation, so the router
+        opens, meters and fails over a native stream like any other. An `error` or
+        `response.failed` event is raised as the provider's error."""
+        payload = responses_native_payload(body, model.upstream_name, stream=True)
+        events = self._events(RESPONSES_PATH, payload)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                try:
+                    data = orjson.loads(event.data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError(
+                        "sent a stream event that is not JSON", provider_id=self.provider_id
+                    ) from None
+                if not isinstance(data, dict):
+                    raise UpstreamProtocolError(
+                        f"sent a stream event that is {kind_of(data)}, not an object",
+                        provider_id=self.provider_id,
+                    )
+                kind = str(data.get("type") or event.event)
+                if kind == "error" or (kind == "" and "error" in data):
+                    raise self._stream_error({"error": data.get("error", data)})
+                if kind == "response.failed":
+                    message, code = response_failure(data)
+                    raise upstream_status_error(self.provider_id, 500, message, upstream_code=code)
+                try:
+                    delta = response_stream_delta(kind, data) or ChatDelta()
+                except Malformed as exc:
+                    raise UpstreamProtocolError(
+                        f"sent a malformed stream event: {exc}", provider_id=self.provider_id
+                    ) from None
+                delta.native = (kind, event.data)
+                yield delta
+                if kind in RESPONSE_FINAL_EVENTS:
+                    return
+        raise UpstreamProtocolError(
+            "stream ended before response.completed", provider_id=self.provider_id
+        )
 
 
 # Base64 is checked by a pattern and its length (9 µs for 1,536 float32s), not by decoding it

@@ -11,11 +11,14 @@ if TYPE_CHECKING:
     from palyra.routing import RouteInfo
     from palyra.runtime import Runtime
     from palyra.server.sessions import Sessions
+    from palyra.state.responses import ResponseStore
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
+# Stored responses of `/v1/responses` (see palyra.state.responses).
+RESPONSES: web.AppKey[ResponseStore] = web.AppKey("responses")
 # Per request: when it arrived (perf_counter), for x-palyra-overhead-ms; and who served it.
 STARTED: web.RequestKey[float] = web.RequestKey("started", float)
 ROUTE: web.RequestKey[RouteInfo] = web.RequestKey("route")

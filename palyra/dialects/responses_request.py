@@ -1,0 +1,453 @@
+"""A `POST /v1/responses` body, read: checked, its input items given ids, and translated
+onto the internal chat shape (`ChatRequest`) for providers that do not speak the Responses
+API themselves.
+
+What a translation cannot carry (a built-in tool, an item type chat completions has no word
+for, a parameter with no counterpart) is not refused at once: it is collected in
+`ResponsesCall.untranslatable`, and refused (400, naming it) only when a provider that needs
+the translation is asked to serve the request. A provider with `responses_passthrough` gets
+the body as the client sent it and may well honour it.
+
+Parameters dropped because dropping them changes nothing a client can see of the answer:
+`include` (Palyra's answers carry what it has: reasoning summaries, no encrypted reasoning,
+no logprobs), `stream_options` (`include_obfuscation`: no obfuscation padding is sent),
+`truncation` (a conversation that does not fit is refused either way), `max_tool_calls`
+(it bounds built-in tool calls, which a translated provider never makes),
+`prompt_cache_retention`, `reasoning.summary` / `reasoning.generate_summary` (a reasoning
+text the provider gives is returned as the summary), and `background: false`. `metadata` is
+kept on the stored response and never sent upstream (chat completions would want
+`store: true` with it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from palyra.dialects.common import random_id
+from palyra.errors import InvalidRequest, Unsupported
+from palyra.limits import MAX_CHAT_MESSAGES, MAX_CHAT_TOOLS, MAX_INTEGER
+from palyra.server.json_body import validate
+from palyra.types import ChatRequest, Native
+
+NATIVE_DIALECT = "openai_responses"
+
+# Parameters the API documents that change nothing a client sees when dropped (see above).
+DROPPED_PARAMETERS = frozenset(
+    {"include", "stream_options", "truncation", "max_tool_calls", "prompt_cache_retention"}
+)
+# Documented parameters chat completions takes under the same name: passed on as they are.
+FORWARDED_PARAMETERS = frozenset({"safety_identifier", "prompt_cache_key", "service_tier"})
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_TOOL_CHOICE_MODES = ("none", "auto", "required")
+_DETAILS = ("auto", "low", "high")
+
+
+class ResponsesBody(BaseModel):
+    """The parameters with a fixed type, checked as such; `input`, `tools`, `tool_choice`,
+    `text` and `reasoning` are read by hand below so an error names the item, not a
+    pydantic path through a union."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    input: Any = None
+    instructions: str | None = None
+    tools: list[Any] | None = Field(default=None, max_length=MAX_CHAT_TOOLS)
+    tool_choice: Any = None
+    text: Any = None
+    reasoning: Any = None
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    parallel_tool_calls: bool | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    stream: bool | None = None
+    background: bool | None = None
+
+
+@dataclass(slots=True)
+class ResponsesCall:
+    """One request, read."""
+
+    body: dict[str, Any]  # as the client sent it
+    params: ResponsesBody
+    # This turn's own input items (a string input is one user message), each with an id.
+    input_items: list[dict[str, Any]]
+    # What a provider serving by translation would have to refuse, in words.
+    untranslatable: list[str] = field(default_factory=list)
+
+    @property
+    def store(self) -> bool:
+        return self.params.store is not False  # the API's default is to store
+
+    @property
+    def stream(self) -> bool:
+        return self.params.stream is True
+
+    def chat_request(self, history: list[dict[str, Any]]) -> ChatRequest:
+        """The internal request for `history` (the items of earlier turns, resolved from
+        `previous_response_id`) then this turn, with the native body attached for providers
+        that take it as it is."""
+        translation = _Translation(self.untranslatable)
+        messages: list[dict[str, Any]] = []
+        if self.params.instructions:
+            messages.append({"role": "system", "content": self.params.instructions})
+        for where, item in [
+            *((f"previous_response_id item {i}", h) for i, h in enumerate(history)),
+            *((f"input[{i}]", item) for i, item in enumerate(self.input_items)),
+        ]:
+            translation.item(where, item, messages)
+        if not messages:
+            raise InvalidRequest("input: there is nothing to answer", param="input")
+        if len(messages) > MAX_CHAT_MESSAGES:
+            raise InvalidRequest(
+                f"input: {len(messages)} messages with the earlier turns; at most "
+                f"{MAX_CHAT_MESSAGES}",
+                param="input",
+            )
+        chat: dict[str, Any] = {"messages": messages, "stream": self.stream}
+        if self.params.model is not None:
+            chat["model"] = self.params.model
+        for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+            value = getattr(self.params, name)
+            if value is not None:
+                chat[name] = value
+        if self.params.max_output_tokens is not None:
+            chat["max_completion_tokens"] = self.params.max_output_tokens
+        for name in FORWARDED_PARAMETERS:
+            if self.body.get(name) is not None:
+                chat[name] = self.body[name]
+        translation.tools(self.params.tools, chat)
+        translation.tool_choice(self.params.tool_choice, chat)
+        translation.text(self.params.text, chat)
+        translation.reasoning(self.params.reasoning, chat)
+        request = validate(chat, ChatRequest)
+        return request.with_native(Native(NATIVE_DIALECT, self.native_body(history)))
+
+    def native_body(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """The body for an upstream that serves `/responses` itself: as the client sent it,
+        but with the earlier turns spelled out and nothing stored there (Palyra resolves
+        `previous_response_id` and stores the answer itself)."""
+        body = {k: v for k, v in self.body.items() if k != "previous_response_id"}
+        body["store"] = False
+        if history:
+            body["input"] = [*map(replayable, history), *map(replayable, self.input_items)]
+        return body
+
+
+def read_call(body: dict[str, Any]) -> ResponsesCall:
+    params = validate(body, ResponsesBody)
+    untranslatable: list[str] = []
+    for name in sorted((params.model_extra or {}).keys()):
+        if name in DROPPED_PARAMETERS or name in FORWARDED_PARAMETERS:
+            continue
+        if name == "conversation" and body[name] is not None:
+            raise Unsupported(
+                "conversation: Palyra does not serve the Conversations API; chain responses "
+                "with previous_response_id",
+                param="conversation",
+            )
+        if body[name] is not None:
+            untranslatable.append(f"the parameter {name!r}")
+    if params.background:
+        raise Unsupported(
+            "background: Palyra answers every response in the foreground", param="background"
+        )
+    if params.input is None:
+        raise InvalidRequest("you must provide an input parameter", param="input")
+    return ResponsesCall(body, params, input_items(params.input), untranslatable)
+
+
+def input_items(raw: Any) -> list[dict[str, Any]]:
+    """This turn's items, each with an id (what `input_items` lists): a string is one user
+    message. Items are checked for their shape here, once."""
+    if isinstance(raw, str):
+        return [{"id": item_id("msg"), "type": "message", "role": "user", "content": raw}]
+    if not isinstance(raw, list):
+        raise InvalidRequest("input must be a string or a list of items", param="input")
+    if len(raw) > MAX_CHAT_MESSAGES:
+        raise InvalidRequest(f"input: {len(raw)} items; at most {MAX_CHAT_MESSAGES}", param="input")
+    items = []
+    for i, item in enumerate(raw):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"{where} must be an object", param=where)
+        kind = item_type(item)
+        if kind is None:
+            raise InvalidRequest(
+                f"{where} has no type (and no role, as a message has)", param=where
+            )
+        if kind == "item_reference":
+            raise InvalidRequest(
+                f"{where}: item_reference is not supported; send the item itself, or chain "
+                "with previous_response_id",
+                param=where,
+            )
+        _check_item(where, kind, item)
+        items.append(
+            {"id": item.get("id") or item_id(_ID_PREFIX.get(kind, "item")), **item, "type": kind}
+        )
+    return items
+
+
+_ID_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "reasoning": "rs",
+}
+
+
+def item_id(prefix: str) -> str:
+    return f"{prefix}_{random_id()}"
+
+
+def item_type(item: dict[str, Any]) -> str | None:
+    kind = item.get("type")
+    if kind is None and "role" in item:
+        return "message"  # EasyInputMessage: the type may be left out
+    return kind if isinstance(kind, str) else None
+
+
+def replayable(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as an upstream's input takes it: the ids Palyra gave input messages and tool
+    outputs are Palyra's own (the API's input params have none there)."""
+    if item.get("type") == "function_call_output" or (
+        item.get("type") == "message" and item.get("role") != "assistant"
+    ):
+        return {k: v for k, v in item.items() if k != "id"}
+    return item
+
+
+def _check_item(where: str, kind: str, item: dict[str, Any]) -> None:
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise InvalidRequest(
+                f"{where}.role must be user, assistant, system or developer", param=where
+            )
+        content = item.get("content")
+        if not isinstance(content, str | list):
+            raise InvalidRequest(
+                f"{where}.content must be a string or a list of parts", param=f"{where}.content"
+            )
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise InvalidRequest(
+                        f"{where}.content[{j}] must be an object with a type",
+                        param=f"{where}.content[{j}]",
+                    )
+    elif kind == "function_call":
+        for name in ("call_id", "name", "arguments"):
+            if not isinstance(item.get(name), str):
+                raise InvalidRequest(f"{where}.{name} must be a string", param=f"{where}.{name}")
+    elif kind == "function_call_output":
+        if not isinstance(item.get("call_id"), str):
+            raise InvalidRequest(f"{where}.call_id must be a string", param=f"{where}.call_id")
+        if not isinstance(item.get("output"), str | list):
+            raise InvalidRequest(
+                f"{where}.output must be a string or a list of parts", param=f"{where}.output"
+            )
+    elif kind == "reasoning" and not isinstance(item.get("summary", []), list):
+        raise InvalidRequest(f"{where}.summary must be a list", param=f"{where}.summary")
+
+
+class _Translation:
+    """Responses items and parameters onto chat completions; what has no counterpart is
+    noted in `untranslatable`."""
+
+    def __init__(self, untranslatable: list[str]) -> None:
+        self.untranslatable = untranslatable
+
+    def _cannot(self, what: str) -> None:
+        if what not in self.untranslatable:
+            self.untranslatable.append(what)
+
+    def item(self, where: str, item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        kind = item_type(item)
+        if kind == "message":
+            self._message(where, item, messages)
+        elif kind == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(call)  # parallel calls: one turn
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item["output"]
+            text = output if isinstance(output, str) else self._tool_output(where, output)
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+        elif kind == "reasoning":
+            # An earlier answer's reasoning, echoed back: chat completions takes none as input.
+            return
+        else:
+            self._cannot(f"{where}: items of type {kind!r}")
+
+    def _message(self, where: str, item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+        role, content = item["role"], item["content"]
+        if role == "assistant":
+            if isinstance(content, str):
+                messages.append({"role": "assistant", "content": content})
+                return
+            texts, refusals = [], []
+            for j, part in enumerate(content):
+                kind = part["type"]
+                if kind in ("output_text", "input_text", "text"):
+                    texts.append(str(part.get("text", "")))
+                elif kind == "refusal":
+                    refusals.append(str(part.get("refusal", "")))
+                else:
+                    self._cannot(f"{where}.content[{j}]: assistant parts of type {kind!r}")
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+            if refusals:
+                message["refusal"] = "".join(refusals)
+            elif message["content"] is None:
+                message["content"] = ""
+            messages.append(message)
+            return
+        if isinstance(content, str):
+            messages.append({"role": role, "content": content})
+            return
+        parts = [self._part(f"{where}.content[{j}]", part) for j, part in enumerate(content)]
+        messages.append({"role": role, "content": [p for p in parts if p is not None]})
+
+    def _part(self, where: str, part: dict[str, Any]) -> dict[str, Any] | None:
+        kind = part["type"]
+        if kind in ("input_text", "output_text", "text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest(f"{where}.text must be a string", param=f"{where}.text")
+            return {"type": "text", "text": text}
+        if kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str) or not url:
+                self._cannot(f"{where}: input_image by file_id (only image_url)")
+                return None
+            image: dict[str, Any] = {"url": url}
+            if part.get("detail") in _DETAILS:
+                image["detail"] = part["detail"]
+            return {"type": "image_url", "image_url": image}
+        if kind == "input_file":
+            if part.get("file_url"):
+                self._cannot(f"{where}: input_file by file_url")
+                return None
+            file = {k: part[k] for k in ("file_data", "file_id", "filename") if part.get(k)}
+            if not file:
+                raise InvalidRequest(f"{where}: input_file needs file_data or file_id", param=where)
+            return {"type": "file", "file": file}
+        self._cannot(f"{where}: content parts of type {kind!r}")
+        return None
+
+    def _tool_output(self, where: str, output: list[Any]) -> str | list[dict[str, Any]]:
+        parts = []
+        for j, part in enumerate(output):
+            if not isinstance(part, dict):
+                raise InvalidRequest(
+                    f"{where}.output[{j}] must be an object", param=f"{where}.output"
+                )
+            if part.get("type") not in ("input_text", "output_text", "text"):
+                self._cannot(f"{where}.output[{j}]: tool output parts of type {part.get('type')!r}")
+                continue
+            parts.append({"type": "text", "text": str(part.get("text", ""))})
+        return parts or ""
+
+    def tools(self, tools: list[Any] | None, chat: dict[str, Any]) -> None:
+        if not tools:
+            return
+        translated = []
+        for i, tool in enumerate(tools):
+            where = f"tools[{i}]"
+            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+                raise InvalidRequest(f"{where} must be an object with a type", param=where)
+            if tool["type"] != "function":
+                self._cannot(f"{where}: built-in tools of type {tool['type']!r}")
+                continue
+            name = tool.get("name")
+            if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+                raise InvalidRequest(
+                    f"{where}.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -", param=where
+                )
+            parameters = tool.get("parameters")
+            if parameters is not None and not isinstance(parameters, dict):
+                raise InvalidRequest(f"{where}.parameters must be an object", param=where)
+            function: dict[str, Any] = {"name": name}
+            for key in ("description", "parameters", "strict"):
+                if tool.get(key) is not None:
+                    function[key] = tool[key]
+            translated.append({"type": "function", "function": function})
+        if translated:
+            chat["tools"] = translated
+
+    def tool_choice(self, choice: Any, chat: dict[str, Any]) -> None:
+        if choice is None:
+            return
+        if isinstance(choice, str):
+            if choice not in _TOOL_CHOICE_MODES:
+                raise InvalidRequest(
+                    "tool_choice must be none, auto, required or an object", param="tool_choice"
+                )
+            if "tools" in chat:
+                chat["tool_choice"] = choice
+            return
+        if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+            raise InvalidRequest(
+                "tool_choice must be none, auto, required or an object", param="tool_choice"
+            )
+        if choice["type"] == "function" and isinstance(choice.get("name"), str):
+            chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+        else:
+            self._cannot(f"tool_choice of type {choice['type']!r}")
+
+    def text(self, text: Any, chat: dict[str, Any]) -> None:
+        if text is None:
+            return
+        if not isinstance(text, dict):
+            raise InvalidRequest("text must be an object", param="text")
+        if text.get("verbosity") is not None:
+            chat["verbosity"] = text["verbosity"]
+        fmt = text.get("format")
+        if fmt is None:
+            return
+        kind: Literal["text", "json_object", "json_schema"] | None = (
+            fmt.get("type") if isinstance(fmt, dict) else None
+        )
+        if kind == "text" or kind == "json_object":
+            chat["response_format"] = {"type": kind}
+            return
+        if kind != "json_schema":
+            raise InvalidRequest(
+                "text.format.type must be text, json_object or json_schema", param="text.format"
+            )
+        assert isinstance(fmt, dict)
+        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+            raise InvalidRequest(
+                "text.format: a json_schema format needs a name and a schema", param="text.format"
+            )
+        schema = {
+            k: fmt[k] for k in ("name", "schema", "description", "strict") if fmt.get(k) is not None
+        }
+        chat["response_format"] = {"type": "json_schema", "json_schema": schema}
+
+    def reasoning(self, reasoning: Any, chat: dict[str, Any]) -> None:
+        if reasoning is None:
+            return
+        if not isinstance(reasoning, dict):
+            raise InvalidRequest("reasoning must be an object", param="reasoning")
+        effort = reasoning.get("effort")
+        if effort is not None:
+            if not isinstance(effort, str):
+                raise InvalidRequest("reasoning.effort must be a string", param="reasoning")
+            chat["reasoning_effort"] = effort

@@ -1,0 +1,304 @@
+"""The typed events of a streamed response, written from the internal stream of deltas.
+
+The order is the API's: `response.created`, `response.in_progress`, then per output item
+`response.output_item.added`, its parts and deltas (`response.content_part.added`,
+`response.output_text.delta` / `response.refusal.delta`, `..done`, `response.content_part.done`;
+`response.reasoning_summary_*` for reasoning; `response.function_call_arguments.delta` /
+`.done` for a call), `response.output_item.done`; and last `response.completed` (or
+`response.incomplete`), or on failure `error` then `response.failed`. Every event carries
+its `sequence_number`, from 0.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+
+from palyra.dialects import responses_render as render
+from palyra.dialects.responses_request import ResponsesCall
+from palyra.dialects.responses_wire import Response
+from palyra.errors import PalyraError
+from palyra.types import ChatDelta, FinishReason, Usage
+
+
+def frame(kind: str, data: bytes | str) -> bytes:
+    """One SSE event: its `event:` line and its `data:` line."""
+    raw = data.encode() if isinstance(data, str) else data
+    return b"event: " + kind.encode() + b"\ndata: " + raw + b"\n\n"
+
+
+class EventWriter:
+    """The events of one response. `response` is its shell (`render.shell`), filled in as
+    the stream goes: what `response.completed` carries, and what is stored."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+        self.sequence = 0
+        self._output: list[dict[str, Any]] = response["output"]
+        self._item: dict[str, Any] | None = None  # the output item being written
+        self._part: dict[str, Any] | None = None  # its content part being written
+        self._calls: dict[int, dict[str, Any]] = {}  # a delta's tool call index -> its item
+        self._finish: FinishReason | None = None
+        self._usage = Usage()
+        # The whole response once the stream ended well: what is stored.
+        self.final: dict[str, Any] | None = None
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return frame(kind, orjson.dumps(data))
+
+    def _snapshot(self) -> Response:
+        return copy.deepcopy(self.response)
+
+    def start(self) -> bytes:
+        return self._event("response.created", response=self._snapshot()) + self._event(
+            "response.in_progress", response=self._snapshot()
+        )
+
+    # --- items ----------------------------------------------------------------------------
+
+    def _open(self, item: dict[str, Any]) -> bytes:
+        self._item = item
+        self._output.append(item)
+        added = {**item}
+        if item["type"] == "message":
+            added["content"] = []
+        elif item["type"] == "reasoning":
+            added["summary"] = []
+        return self._event(
+            "response.output_item.added", output_index=len(self._output) - 1, item=added
+        )
+
+    def _close(self) -> bytes:
+        item = self._item
+        if item is None:
+            return b""
+        frames = self._close_part()
+        self._item = None
+        index = self._output.index(item)
+        if item["type"] == "function_call":
+            frames += self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=item["arguments"],
+            )
+        elif item["type"] == "reasoning":
+            summary = item["summary"][0]
+            frames += self._event(
+                "response.reasoning_summary_text.done",
+                item_id=item["id"],
+                output_index=index,
+                summary_index=0,
+                text=summary["text"],
+            ) + self._event(
+                "response.reasoning_summary_part.done",
+                item_id=item["id"],
+                output_index=index,
+                summary_index=0,
+                part=summary,
+            )
+        if "status" in item:
+            item["status"] = "completed"
+        return frames + self._event("response.output_item.done", output_index=index, item=item)
+
+    def _close_part(self) -> bytes:
+        part, self._part = self._part, None
+        if part is None or self._item is None:
+            return b""
+        where = {
+            "item_id": self._item["id"],
+            "output_index": len(self._output) - 1,
+            "content_index": len(self._item["content"]) - 1,
+        }
+        if part["type"] == "output_text":
+            done = self._event("response.output_text.done", **where, text=part["text"], logprobs=[])
+        else:
+            done = self._event("response.refusal.done", **where, refusal=part["refusal"])
+        return done + self._event("response.content_part.done", **where, part=part)
+
+    def _text(self, kind: str, piece: str) -> bytes:
+        """A piece of text (`output_text`) or refusal, into the open message."""
+        frames = b""
+        if self._item is None or self._item["type"] != "message":
+            frames += self._close() + self._open(dict(render.message([], status="in_progress")))
+        item = self._item
+        assert item is not None
+        if self._part is None or self._part["type"] != kind:
+            frames += self._close_part()
+            part: dict[str, Any] = (
+                dict(render.output_text("")) if kind == "output_text" else dict(render.refusal(""))
+            )
+            self._part = part
+            item["content"].append(part)
+            frames += self._event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=len(self._output) - 1,
+                content_index=len(item["content"]) - 1,
+                part={**part},
+            )
+        where = {
+            "item_id": item["id"],
+            "output_index": len(self._output) - 1,
+            "content_index": len(item["content"]) - 1,
+        }
+        if kind == "output_text":
+            self._part["text"] += piece
+            return frames + self._event(
+                "response.output_text.delta", **where, delta=piece, logprobs=[]
+            )
+        self._part["refusal"] += piece
+        return frames + self._event("response.refusal.delta", **where, delta=piece)
+
+    def _reasoning(self, piece: str) -> bytes:
+        frames = b""
+        if self._item is None or self._item["type"] != "reasoning":
+            frames += self._close() + self._open(dict(render.reasoning("")))
+            assert self._item is not None
+            summary = {"type": "summary_text", "text": ""}
+            self._item["summary"] = [summary]
+            frames += self._event(
+                "response.reasoning_summary_part.added",
+                item_id=self._item["id"],
+                output_index=len(self._output) - 1,
+                summary_index=0,
+                part={**summary},
+            )
+        item = self._item
+        assert item is not None
+        item["summary"][0]["text"] += piece
+        return frames + self._event(
+            "response.reasoning_summary_text.delta",
+            item_id=item["id"],
+            output_index=len(self._output) - 1,
+            summary_index=0,
+            delta=piece,
+        )
+
+    def _call(self, index: int, call_id: str | None, name: str | None, piece: str) -> bytes:
+        frames = b""
+        item = self._calls.get(index)
+        if item is None:
+            frames += self._close()
+            item = dict(render.function_call(call_id or "", name or "", "", done=False))
+            self._calls[index] = item
+            frames += self._open(item)
+        elif item is not self._item:
+            # A fragment of a call already closed (calls interleaved): its arguments go on.
+            pass
+        if call_id and not item["call_id"]:
+            item["call_id"] = call_id
+        if name and not item["name"]:
+            item["name"] = name
+        if not piece:
+            return frames
+        item["arguments"] += piece
+        return frames + self._event(
+            "response.function_call_arguments.delta",
+            item_id=item["id"],
+            output_index=self._output.index(item),
+            delta=piece,
+        )
+
+    # --- the stream -----------------------------------------------------------------------
+
+    def delta(self, event: ChatDelta) -> bytes:
+        frames = b""
+        if event.reasoning:
+            frames += self._reasoning(event.reasoning)
+        if event.content:
+            frames += self._text("output_text", event.content)
+        if event.refusal:
+            frames += self._text("refusal", event.refusal)
+        for call in event.tool_calls or ():
+            frames += self._call(call.index, call.id, call.name, call.arguments)
+        if event.finish_reason is not None:
+            self._finish = event.finish_reason
+        if event.usage is not None:
+            self._usage = event.usage
+        return frames
+
+    def complete(self) -> bytes:
+        """The items still open closed, then `response.completed` (or `.incomplete`)."""
+        frames = self._close()
+        render.finish(self.response, self._finish)
+        self.response["usage"] = render.usage(self._usage)
+        kind = "response.completed"
+        if self.response["status"] == "incomplete":
+            kind = "response.incomplete"
+        self.final = dict(self.response)
+        return frames + self._event(kind, response=self.response)
+
+    def fail(self, error: PalyraError) -> bytes:
+        """After a failure mid-stream: `error`, then `response.failed` with what was sent."""
+        code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+        self.response["status"] = "failed"
+        self.response["error"] = {"code": code, "message": error.message}
+        self.response["usage"] = render.usage(self._usage)
+        if self._item is not None and "status" in self._item:
+            self._item["status"] = "incomplete"
+        return self._event(
+            "error", code=error.code, message=error.message, param=error.param
+        ) + self._event("response.failed", response=self.response)
+
+
+# The events of an upstream's own stream that carry the response object: made Palyra's.
+_RESPONSE_EVENTS = frozenset(
+    {
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.completed",
+        "response.incomplete",
+    }
+)
+
+
+class NativeEvents:
+    """An upstream's own response stream (pass-through), relayed as it came but for the
+    response object its lifecycle events carry, which becomes Palyra's (`render.adopt`)."""
+
+    def __init__(self, call: ResponsesCall, response_id: str, model_id: str) -> None:
+        self._call = call
+        self._id = response_id
+        self._model_id = model_id
+        self._sequence = 0
+        self._response: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None
+
+    def delta(self, event: ChatDelta) -> bytes:
+        assert event.native is not None
+        kind, data = event.native
+        self._sequence += 1
+        if kind not in _RESPONSE_EVENTS:
+            return frame(kind, data)
+        parsed = orjson.loads(data)
+        response = parsed.get("response")
+        if isinstance(response, dict):
+            parsed["response"] = self._response = render.adopt(
+                self._call, response, self._id, self._model_id
+            )
+            if kind in ("response.completed", "response.incomplete"):
+                self.final = self._response
+        return frame(kind, orjson.dumps(parsed))
+
+    def complete(self) -> bytes:
+        return b""  # the upstream's own last event has gone already
+
+    def fail(self, error: PalyraError) -> bytes:
+        code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+        response = dict(self._response or {"id": self._id, "object": "response"})
+        response.update(status="failed", error={"code": code, "message": error.message})
+        frames = b""
+        for kind, fields in (
+            ("error", {"code": error.code, "message": error.message, "param": error.param}),
+            ("response.failed", {"response": response}),
+        ):
+            data = {"type": kind, "sequence_number": self._sequence, **fields}
+            self._sequence += 1
+            frames += frame(kind, orjson.dumps(data))
+        return frames

@@ -1,0 +1,275 @@
+"""Stored responses (`store: true` on `POST /v1/responses`): what `GET /v1/responses/{id}`,
+its `input_items` and `previous_response_id` read back.
+
+A response is written off the request path: `save` puts it in memory and queues it, and a
+background task writes the queue to the state store (SQLite or PostgreSQL, portable SQL
+only). The latest responses stay in a bounded in-memory map as well, so one is readable the
+moment its client has it, and a conversation chained with `previous_response_id` usually
+never reads the database. Responses older than `RETENTION_MS` (30 days, as OpenAI keeps
+them) are purged once a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from palyra.state.db import Database, Row
+
+log = structlog.get_logger("palyra.responses")
+
+MIGRATIONS = [
+    "CREATE TABLE responses ("
+    " response_id TEXT PRIMARY KEY, created_at BIGINT NOT NULL, previous_response_id TEXT,"
+    " input TEXT NOT NULL, response TEXT NOT NULL);"
+    "CREATE INDEX responses_created ON responses (created_at)",
+]
+
+RETENTION_MS = 30 * 24 * 3600 * 1000
+PURGE_EVERY_S = 24 * 3600.0
+# The in-memory map: the latest responses, up to this many and this many bytes of JSON.
+MEMORY_ITEMS = 1024
+MEMORY_BYTES = 64 * 1024 * 1024
+# Responses waiting to be written beyond this many are written no more (and said so): a
+# store that stopped answering must not take the daemon's memory with it.
+MAX_PENDING = 10_000
+# How many earlier responses a `previous_response_id` chain may reach back.
+MAX_CHAIN = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    response_id: str
+    created_at_ms: int
+    previous_response_id: str | None
+    # This turn's own input items, each with an id.
+    input: list[dict[str, Any]]
+    response: dict[str, Any]
+    size: int = 0  # bytes of JSON, for the memory bound
+
+    @classmethod
+    def of(
+        cls,
+        response: dict[str, Any],
+        input: list[dict[str, Any]],
+        previous_response_id: str | None,
+        created_at_ms: int,
+    ) -> StoredResponse:
+        size = len(orjson.dumps(input)) + len(orjson.dumps(response))
+        return cls(str(response["id"]), created_at_ms, previous_response_id, input, response, size)
+
+
+class ChainTooLong(ValueError):
+    pass
+
+
+class ResponseStore:
+    def __init__(
+        self,
+        *,
+        memory_items: int = MEMORY_ITEMS,
+        memory_bytes: int = MEMORY_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._memory: OrderedDict[str, StoredResponse] = OrderedDict()
+        self._memory_size = 0
+        self._memory_items = memory_items
+        self._memory_bytes = memory_bytes
+        self._clock = clock
+        # Saved, not yet written: readable here until they are.
+        self._pending: dict[str, StoredResponse] = {}
+        self._queue: asyncio.Queue[str] | None = None
+        self._db: Database | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._purger: asyncio.Task[None] | None = None
+
+    async def start(self, db: Database, *, purge_every_s: float = PURGE_EVERY_S) -> None:
+        await db.migrate("responses", MIGRATIONS)
+        self._db = db
+        self._queue = asyncio.Queue()
+        for response_id in self._pending:  # saved before the store was open
+            self._queue.put_nowait(response_id)
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._purger = asyncio.get_running_loop().create_task(self._purge_loop(purge_every_s))
+
+    async def aclose(self) -> None:
+        """Writes what is still pending, then stops."""
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+        if self._queue is not None and self._writer is not None:
+            await self._queue.join()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        self._writer = self._purger = None
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def save(self, record: StoredResponse) -> None:
+        """Readable at once; written to the state store in the background."""
+        self._remember(record)
+        if len(self._pending) >= MAX_PENDING:
+            log.warning(
+                "responses_not_stored", reason="write queue full", response_id=record.response_id
+            )
+            return
+        self._pending[record.response_id] = record
+        if self._queue is not None:
+            self._queue.put_nowait(record.response_id)
+
+    async def flush(self) -> None:
+        """Returns when everything saved so far is written."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def _write_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            response_id = await self._queue.get()
+            try:
+                record = self._pending.get(response_id)
+                if record is not None:
+                    await self._insert(record)
+                    if self._pending.pop(response_id, None) is None:
+                        # Deleted while it was being written: deleted it stays.
+                        await self._delete_row(response_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The answer was given; the store failing only loses its later reading.
+                self._pending.pop(response_id, None)
+                log.warning(
+                    "response_store_failed", response_id=response_id, error=type(exc).__name__
+                )
+            finally:
+                self._queue.task_done()
+
+    async def _insert(self, record: StoredResponse) -> None:
+        assert self._db is not None
+        await self._db.execute(
+            "INSERT INTO responses (response_id, created_at, previous_response_id, input,"
+            " response) VALUES (?, ?, ?, ?, ?) ON CONFLICT (response_id) DO NOTHING",
+            record.response_id,
+            record.created_at_ms,
+            record.previous_response_id,
+            orjson.dumps(record.input).decode(),
+            orjson.dumps(record.response).decode(),
+        )
+
+    async def _purge_loop(self, every_s: float) -> None:
+        while True:
+            try:
+                await self.purge(self.now_ms() - RETENTION_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("response_purge_failed", error=type(exc).__name__)
+            await asyncio.sleep(every_s)
+
+    async def purge(self, before_ms: int) -> int:
+        """Forget the responses created before `before_ms`; how many the store held."""
+        for response_id in [r for r, s in self._memory.items() if s.created_at_ms < before_ms]:
+            self._forget(response_id)
+        if self._db is None:
+            return 0
+        return await self._db.execute(
+            "DELETE FROM responses WHERE created_at < ?", max(before_ms, 0)
+        )
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        record = self._memory.get(response_id) or self._pending.get(response_id)
+        if record is not None:
+            if response_id in self._memory:
+                self._memory.move_to_end(response_id)
+            return record
+        if self._db is None:
+            return None
+        row = await self._db.fetch_one(
+            "SELECT response_id, created_at, previous_response_id, input, response"
+            " FROM responses WHERE response_id = ?",
+            response_id,
+        )
+        if row is None:
+            return None
+        record = _from_row(row)
+        self._remember(record)
+        return record
+
+    async def history(self, response_id: str) -> list[dict[str, Any]] | None:
+        """The conversation up to and with `response_id`: each earlier response's input and
+        output items, oldest first; None when `response_id` (or one it chains to) is not
+        stored."""
+        chain: list[StoredResponse] = []
+        next_id: str | None = response_id
+        while next_id is not None:
+            if len(chain) >= MAX_CHAIN:
+                raise ChainTooLong(f"more than {MAX_CHAIN} responses chained")
+            record = await self.get(next_id)
+            if record is None:
+                return None
+            chain.append(record)
+            next_id = record.previous_response_id
+        items: list[dict[str, Any]] = []
+        for record in reversed(chain):
+            items += record.input
+            items += record.response.get("output") or []
+        return items
+
+    async def delete(self, response_id: str) -> bool:
+        found = self._forget(response_id)
+        self._pending.pop(response_id, None)
+        if self._db is not None:
+            found = await self._delete_row(response_id) or found
+        return found
+
+    async def _delete_row(self, response_id: str) -> bool:
+        assert self._db is not None
+        deleted = await self._db.execute("DELETE FROM responses WHERE response_id = ?", response_id)
+        return bool(deleted)
+
+    # --- the in-memory map ----------------------------------------------------------------
+
+    def _remember(self, record: StoredResponse) -> None:
+        if record.size > self._memory_bytes:
+            return
+        self._forget(record.response_id)
+        self._memory[record.response_id] = record
+        self._memory_size += record.size
+        while len(self._memory) > self._memory_items or self._memory_size > self._memory_bytes:
+            _, oldest = self._memory.popitem(last=False)
+            self._memory_size -= oldest.size
+
+    def _forget(self, response_id: str) -> bool:
+        record = self._memory.pop(response_id, None)
+        if record is None:
+            return False
+        self._memory_size -= record.size
+        return True
+
+
+def _from_row(row: Row) -> StoredResponse:
+    input = orjson.loads(row["input"])
+    response = orjson.loads(row["response"])
+    return StoredResponse(
+        row["response_id"],
+        int(row["created_at"]),
+        row["previous_response_id"],
+        input,
+        response,
+        len(row["input"]) + len(row["response"]),
+    )
