@@ -262,18 +262,23 @@ async def test_json_mode(client: AsyncOpenAI, upstream: FakeUpstream, model: str
         assert sent["response_format"] == {"type": "json_object"}
 
 
-async def test_anthropic_json_mode_asks_in_system(
+async def test_anthropic_json_mode_is_a_forced_answer_tool(
     client: AsyncOpenAI, upstream: FakeUpstream
 ) -> None:
-    await client.chat.completions.create(
+    completion = await client.chat.completions.create(
         model="claude",
         messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "json"}],
         response_format={"type": "json_object"},
     )
     sent = upstream.requests_to("/v1/messages")[-1].json
-    assert "be brief" in sent["system"]
-    assert "JSON" in sent["system"]
+    assert sent["system"] == "be brief"  # no instruction sentence: a forced tool call instead
+    assert sent["tool_choice"]["type"] == "tool"
+    assert [tool["name"] for tool in sent["tools"]] == [sent["tool_choice"]["name"]]
     assert sent["max_tokens"] == 4096  # the model's max_output_tokens when the request names none
+    # The forced call's input is the answer: message content, finish_reason stop.
+    assert completion.choices[0].message.content == "{}"
+    assert completion.choices[0].message.tool_calls is None
+    assert completion.choices[0].finish_reason == "stop"
 
 
 async def test_embeddings_deterministic_and_openai(

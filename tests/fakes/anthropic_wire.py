@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,6 +20,19 @@ from .replies import (
     split_json,
     split_text,
 )
+
+
+@dataclass
+class ClaudeReply(ChatReply):
+    """A `ChatReply` with what only the Messages API sends: thinking (a thinking block with
+    its signature, streamed as thinking_delta and signature_delta), a redacted_thinking block,
+    and prompt-cache counts in usage (`usage` then holds the uncached input tokens)."""
+
+    thinking: str | None = None
+    redacted_thinking: bool = False
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+
 
 _TOOL_COMMAND = re.compile(r"^/tool\s+(\S+)\s*(.*)$", re.DOTALL)
 
@@ -112,6 +128,12 @@ def default_chat_reply(body: dict[str, Any]) -> ChatReply:
         "",
     )
     command = _TOOL_COMMAND.match(text.strip())
+    choice = body.get("tool_choice")
+    if body.get("tools") and isinstance(choice, dict) and choice.get("type") == "tool":
+        # A forced call is what the model makes, whatever was said.
+        name = str(choice.get("name"))
+        arguments = command.group(2).strip() or "{}" if command else "{}"
+        return ChatReply(content=None, tool_calls=[{"name": name, "arguments": arguments}])
     if body.get("tools") and command:
         # Lets a test ask for a tool call through the gateway without scripting the upstream.
         arguments = command.group(2).strip() or "{}"
@@ -140,8 +162,26 @@ def stop_reason(reply: ChatReply) -> str:
     return "tool_use" if reply.tool_calls else "end_turn"
 
 
-def _blocks(reply: ChatReply, calls: list[ToolCall]) -> list[dict[str, Any]]:
+def _signature(thinking: str) -> str:
+    # Opaque to clients; the real one is an encrypted digest that the API checks when the
+    # block comes back in a later turn.
+    return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
+
+
+def _thinking_blocks(reply: ChatReply) -> list[dict[str, Any]]:
+    if not isinstance(reply, ClaudeReply):
+        return []
     blocks: list[dict[str, Any]] = []
+    if reply.thinking is not None:
+        signature = _signature(reply.thinking)
+        blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": signature})
+    if reply.redacted_thinking:
+        blocks.append({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"})
+    return blocks
+
+
+def _blocks(reply: ChatReply, calls: list[ToolCall]) -> list[dict[str, Any]]:
+    blocks = _thinking_blocks(reply)
     if reply.content:
         blocks.append({"type": "text", "text": reply.content})
     blocks += [
@@ -157,11 +197,12 @@ def _output_tokens(reply: ChatReply, calls: list[ToolCall]) -> int:
     return rough_tokens(reply.content or "") + sum(rough_tokens(c.arguments) for c in calls)
 
 
-def _usage(input_count: int, output_count: int) -> dict[str, Any]:
+def _usage(reply: ChatReply, input_count: int, output_count: int) -> dict[str, Any]:
+    cached = isinstance(reply, ClaudeReply)
     return {
         "input_tokens": input_count,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": reply.cache_creation_tokens if cached else 0,
+        "cache_read_input_tokens": reply.cache_read_tokens if cached else 0,
         "output_tokens": output_count,
         "service_tier": "standard",
     }
@@ -178,7 +219,7 @@ def message(reply: ChatReply, *, model: str, prompt: int) -> dict[str, Any]:
         "content": _blocks(reply, calls),
         "stop_reason": stop_reason(reply),
         "stop_sequence": None,
-        "usage": _usage(input_count, _output_tokens(reply, calls)),
+        "usage": _usage(reply, input_count, _output_tokens(reply, calls)),
     }
 
 
@@ -195,18 +236,21 @@ def stream_events(reply: ChatReply, *, model: str, prompt: int) -> tuple[list[by
         "stop_reason": None,
         "stop_sequence": None,
         # The real API reports a token or so of output up front and the total in message_delta.
-        "usage": _usage(input_count, 1),
+        "usage": _usage(reply, input_count, 1),
     }
     frames = [event("message_start", {"type": "message_start", "message": start})]
     ping = event("ping", {"type": "ping"})
     index = 0
+    for block in _thinking_blocks(reply):
+        frames += _thinking_frames(block, index)
+        index += 1
     if reply.content:
         frames.append(
             event(
                 "content_block_start",
                 {
                     "type": "content_block_start",
-                    "index": 0,
+                    "index": index,
                     "content_block": {"type": "text", "text": ""},
                 },
             )
@@ -217,11 +261,11 @@ def stream_events(reply: ChatReply, *, model: str, prompt: int) -> tuple[list[by
             frames.append(
                 event(
                     "content_block_delta",
-                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                    {"type": "content_block_delta", "index": index, "delta": delta},
                 )
             )
-        frames.append(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        index = 1
+        frames.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        index += 1
     else:
         frames.append(ping)
     for offset, call in enumerate(calls, start=index):
@@ -253,6 +297,26 @@ def stream_events(reply: ChatReply, *, model: str, prompt: int) -> tuple[list[by
         )
     )
     return frames, event("message_stop", {"type": "message_stop"})
+
+
+def _thinking_frames(block: dict[str, Any], index: int) -> list[bytes]:
+    """A thinking block streamed as the API does: opened empty, its text in thinking_delta
+    pieces, its signature in one signature_delta; a redacted one arrives whole at its start."""
+    if block["type"] == "redacted_thinking":
+        opened = block
+        deltas: list[dict[str, Any]] = []
+    else:
+        opened = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = [{"type": "thinking_delta", "thinking": p} for p in split_text(block["thinking"])]
+        deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    start = {"type": "content_block_start", "index": index, "content_block": opened}
+    frames = [event("content_block_start", start)]
+    frames += [
+        event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+        for d in deltas
+    ]
+    frames.append(event("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return frames
 
 
 def models_list(models: list[str]) -> dict[str, Any]:

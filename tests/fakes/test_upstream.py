@@ -19,7 +19,14 @@ import httpx2
 import openai
 import pytest
 from anthropic import AsyncAnthropic
-from anthropic.types import Message, TextBlock, ToolParam, ToolUseBlock
+from anthropic.types import (
+    Message,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolParam,
+    ToolUseBlock,
+)
 from openai import AsyncOpenAI
 from openai.types.chat import (
     ChatCompletion,
@@ -29,6 +36,7 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
+from tests.fakes.anthropic_wire import ClaudeReply
 from tests.fakes.upstream import (
     ChatReply,
     DropConnection,
@@ -475,6 +483,71 @@ async def test_anthropic_tool_command(claude: AsyncAnthropic) -> None:
     (block,) = message.content
     assert isinstance(block, ToolUseBlock) and block.id.startswith("toolu_")
     assert (block.name, block.input) == ("get_weather", {"city": "Rome"})
+
+
+async def test_anthropic_forced_tool_choice(claude: AsyncAnthropic) -> None:
+    message = await claude.messages.create(
+        model="claude-test",
+        max_tokens=64,
+        tools=[CLAUDE_WEATHER_TOOL],
+        tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "anything"}],
+    )
+    assert message.stop_reason == "tool_use"
+    (block,) = message.content
+    assert isinstance(block, ToolUseBlock) and (block.name, block.input) == ("get_weather", {})
+
+
+async def test_anthropic_thinking_and_cache_usage_whole(
+    claude: AsyncAnthropic, upstream: FakeUpstream
+) -> None:
+    reply = ClaudeReply(
+        "Four.",
+        thinking="Two plus two is four.",
+        redacted_thinking=True,
+        usage=(5, 9),
+        cache_read_tokens=1000,
+        cache_creation_tokens=200,
+    )
+    upstream.script("/v1/messages", reply)
+    message = await claude.messages.create(
+        model="claude-test",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "2+2?"}],
+    )
+    thinking, redacted, text = message.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.thinking == "Two plus two is four."
+    assert thinking.signature
+    assert isinstance(redacted, RedactedThinkingBlock) and redacted.data
+    assert isinstance(text, TextBlock) and text.text == "Four."
+    usage = message.usage
+    assert (usage.input_tokens, usage.output_tokens) == (5, 9)
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (1000, 200)
+
+
+async def test_anthropic_thinking_and_cache_usage_streamed(
+    claude: AsyncAnthropic, upstream: FakeUpstream
+) -> None:
+    reply = ClaudeReply(
+        "Four.", thinking="Two plus two is four.", usage=(5, 9), cache_read_tokens=1000
+    )
+    upstream.script("/v1/messages", reply)
+    async with claude.messages.stream(
+        model="claude-test",
+        max_tokens=2048,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "2+2?"}],
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        message = await stream.get_final_message()
+    assert "thinking" in kinds and "signature" in kinds
+    thinking, text = message.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.thinking == "Two plus two is four."
+    assert thinking.signature
+    assert isinstance(text, TextBlock) and text.text == "Four."
+    assert message.usage.cache_read_input_tokens == 1000
+    assert message.usage.output_tokens == 9
 
 
 async def test_anthropic_errors(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,7 +22,7 @@ from palyra.errors import (
     UpstreamUnreachable,
 )
 from palyra.models.anthropic import AnthropicProvider
-from palyra.models.anthropic_request import build_messages_request
+from palyra.models.anthropic_request import build_messages_request, unhonoured
 from palyra.models.anthropic_response import StreamTranslator, parse_message
 from palyra.sse import SSEDecoder
 from palyra.types import (
@@ -32,6 +33,7 @@ from palyra.types import (
     TranscriptionRequest,
 )
 from tests.conftest import ADMIN_TOKEN
+from tests.fakes.anthropic_wire import ClaudeReply
 from tests.fakes.upstream import ChatReply, DropConnection, ErrorReply, FakeUpstream, Reply
 
 PROVIDER_ID = "anthropic-test"
@@ -1143,3 +1145,608 @@ async def test_gateway_answers_502_for_a_malformed_anthropic_body_whole_and_stre
     events = [frame for frame in text.split("\n\n") if frame.startswith('data: {"error"')]
     assert len(events) == 1 and "upstream_protocol_error" in events[0]
     assert "[DONE]" not in text
+
+
+# --- issue 13: what Anthropic can honour, translated; what it cannot, named -------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        (
+            {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+            "modalities",
+        ),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"presence_penalty": -1}, "presence_penalty"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"verbosity": "low"}, "verbosity"),
+        ({"web_search_options": {}}, None),  # empty options ask for nothing
+        ({"temperature": 1.5}, "temperature"),
+        ({"reasoning_effort": "xhigh"}, "reasoning_effort"),
+        (
+            {"reasoning_effort": "low", "tools": [WEATHER_TOOL], "tool_choice": "required"},
+            "tool_choice",
+        ),
+        (
+            {"reasoning_effort": "high", "response_format": {"type": "json_object"}},
+            "response_format",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "list", "schema": {"type": "array"}},
+                }
+            },
+            "response_format",
+        ),
+        ({"tools": [{"type": "custom", "custom": {"name": "grep"}}]}, "tools[0]"),
+    ],
+)
+def test_what_anthropic_cannot_honour_is_named(fields: dict[str, Any], param: str | None) -> None:
+    found = unhonoured(chat([user("hi")], **fields))
+    if param is None:
+        assert found is None
+    else:
+        assert found is not None and found[0] == param
+
+
+def test_the_provider_words_the_refusal_and_the_router_can_skip_it(
+    make_provider: Factory,
+) -> None:
+    refusal = make_provider().unsupported(chat([user("hi")], n=3))
+    assert isinstance(refusal, Unsupported)
+    assert refusal.status == 400 and refusal.param == "n"
+    assert refusal.message.startswith(f"provider {PROVIDER_ID} (anthropic) cannot honour n=3")
+    assert make_provider().unsupported(chat([user("hi")])) is None
+
+
+def test_harmless_parameters_are_dropped_and_zero_penalties_accepted() -> None:
+    fields = {
+        "seed": 7,
+        "service_tier": "flex",
+        "prediction": {"type": "content", "content": "x"},
+        "store": True,
+        "metadata": {"k": "v"},
+        "frequency_penalty": 0,
+        "presence_penalty": 0.0,
+        "stream_options": {"include_usage": True},
+        "prompt_cache_key": "k",
+        "logprobs": False,
+        "n": 1,
+        "modalities": ["text"],
+    }
+    request = chat([user("hi")], **fields)
+    assert unhonoured(request) is None
+    payload = build([user("hi")], **fields)
+    assert set(payload) == {"model", "max_tokens", "messages"}
+
+
+@pytest.mark.parametrize(
+    ("part", "where"),
+    [
+        ({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}, "content[1]"),
+        ({"type": "file", "file": {"file_id": "file-abc"}}, "content[1]"),
+    ],
+)
+def test_parts_anthropic_cannot_read_are_named(part: dict[str, Any], where: str) -> None:
+    message = {"role": "user", "content": [{"type": "text", "text": "hear this"}, part]}
+    found = unhonoured(chat([message]))
+    assert found is not None and found[0] == f"messages[0].{where}"
+
+
+def test_safety_identifier_is_the_user_id() -> None:
+    assert build([user("hi")], safety_identifier="h-1")["metadata"] == {"user_id": "h-1"}
+
+
+# JSON response formats: a forced answer tool, not a prompt sentence.
+
+COLOURS = {
+    "type": "object",
+    "properties": {"colours": {"type": "array", "items": {"type": "string"}}},
+    "required": ["colours"],
+}
+COLOURS_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "colours", "schema": COLOURS, "strict": True},
+}
+
+
+def test_json_schema_is_a_forced_answer_tool() -> None:
+    payload = build(
+        [{"role": "system", "content": "Be helpful."}, user("List two colours")],
+        response_format=COLOURS_FORMAT,
+    )
+    assert payload["system"] == "Be helpful."  # no instruction sentence
+    [tool] = payload["tools"]
+    assert tool["name"] == "colours" and tool["input_schema"] == COLOURS
+    assert payload["tool_choice"] == {
+        "type": "tool",
+        "name": "colours",
+        "disable_parallel_tool_use": True,
+    }
+
+
+def test_json_object_is_an_answer_tool_taking_any_object() -> None:
+    payload = build([user("List two colours")], response_format={"type": "json_object"})
+    [tool] = payload["tools"]
+    assert tool["name"] == "json_answer" and tool["input_schema"] == {"type": "object"}
+    assert payload["tool_choice"]["name"] == "json_answer"
+
+
+def test_json_schema_with_the_clients_own_tools() -> None:
+    fields = {"response_format": COLOURS_FORMAT, "tools": [WEATHER_TOOL]}
+    # auto: the model calls a tool of the client's, or answers through the answer tool.
+    payload = build([user("hi")], **fields)
+    assert [t["name"] for t in payload["tools"]] == ["get_weather", "colours"]
+    assert payload["tool_choice"] == {"type": "any"}
+    # none: the answer it must be.
+    payload = build([user("hi")], tool_choice="none", **fields)
+    assert payload["tool_choice"]["name"] == "colours"
+    # required: this turn is a call of the client's; there is no answer to shape.
+    payload = build([user("hi")], tool_choice="required", **fields)
+    assert [t["name"] for t in payload["tools"]] == ["get_weather"]
+    assert payload["tool_choice"] == {"type": "any"}
+    # an answer tool never takes the name of a client's tool
+    clash = {"type": "function", "function": {"name": "colours"}}
+    payload = build([user("hi")], response_format=COLOURS_FORMAT, tools=[clash])
+    assert [t["name"] for t in payload["tools"]] == ["colours", "colours_answer"]
+
+
+def test_the_answer_tool_call_is_the_content_whole() -> None:
+    body = {
+        **DOCS_MESSAGE,
+        "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "colours", "input": {"colours": ["red"]}}
+        ],
+        "stop_reason": "tool_use",
+    }
+    result = parse_message(body, PROVIDER_ID, answer_tool="colours")
+    assert result.content == '{"colours":["red"]}'
+    assert result.finish_reason == "stop"
+    assert result.tool_calls == []
+
+
+ANSWER_STREAM = b"""event: message_start
+data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":20,"cache_read_input_tokens":300,"cache_creation_input_tokens":40,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"colours","input":{}}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":""}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\\"colours\\": [\\"re"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"d\\"]}"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":12}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+"""  # noqa: E501 - wire bytes, kept verbatim
+
+
+def test_the_answer_tool_streams_as_content() -> None:
+    decoder = SSEDecoder()
+    translator = StreamTranslator(PROVIDER_ID, answer_tool="colours")
+    deltas = [d for e in decoder.feed(ANSWER_STREAM) if (d := translator.feed(e)) is not None]
+    assert json.loads("".join(d.content or "" for d in deltas)) == {"colours": ["red"]}
+    assert not any(d.tool_calls for d in deltas)
+    assert deltas[-1].finish_reason == "stop"
+    usage = deltas[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.cache_creation_tokens) == (360, 300, 40)
+    assert usage.as_openai()["prompt_tokens_details"] == {"cached_tokens": 300}
+
+
+async def test_json_schema_through_the_fake_upstream_whole_and_streamed(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    answer = {"name": "colours", "arguments": {"colours": ["red", "teal"]}}
+    upstream.script("/v1/messages", ChatReply(content=None, tool_calls=[answer]))
+    request = chat([user("two colours")], response_format=COLOURS_FORMAT)
+    result = await provider.chat(request, MODEL)
+    assert json.loads(result.content or "") == {"colours": ["red", "teal"]}
+    assert (result.finish_reason, result.tool_calls) == ("stop", [])
+    upstream.script("/v1/messages", ChatReply(content=None, tool_calls=[answer]))
+    deltas = await collect(provider.stream_chat(request, MODEL))
+    assert json.loads("".join(d.content or "" for d in deltas)) == {"colours": ["red", "teal"]}
+    assert deltas[-1].finish_reason == "stop"
+    sent = upstream.requests_to("/v1/messages")[-1].json
+    assert sent["tool_choice"]["name"] == "colours"
+    # with the client's tools, a call of one of those is a tool call as ever
+    call = {"name": "get_weather", "arguments": {"location": "Oslo"}}
+    upstream.script("/v1/messages", ChatReply(content=None, tool_calls=[call]))
+    both = chat([user("weather?")], response_format=COLOURS_FORMAT, tools=[WEATHER_TOOL])
+    result = await provider.chat(both, MODEL)
+    assert (result.content, result.finish_reason) == (None, "tool_calls")
+    assert result.tool_calls[0].name == "get_weather"
+
+
+# Usage: cache reads and writes.
+
+
+def test_cache_tokens_whole() -> None:
+    body = {
+        **DOCS_MESSAGE,
+        "usage": {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 100,
+            "cache_read_input_tokens": 1000,
+            "output_tokens": 7,
+        },
+    }
+    usage = parse_message(body, PROVIDER_ID).usage
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.cache_creation_tokens) == (
+        1110,
+        1000,
+        100,
+    )
+    rendered = usage.as_openai()
+    assert rendered["prompt_tokens"] == 1110
+    assert rendered["prompt_tokens_details"] == {"cached_tokens": 1000}
+
+
+async def test_cache_tokens_through_the_fake_upstream_whole_and_streamed(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    reply = ClaudeReply("Hi.", usage=(5, 3), cache_read_tokens=900, cache_creation_tokens=60)
+    upstream.script("/v1/messages", reply, reply)
+    whole = (await provider.chat(chat([user("hi")]), MODEL)).usage
+    deltas = await collect(provider.stream_chat(chat([user("hi")]), MODEL))
+    streamed = deltas[-1].usage
+    assert streamed is not None
+    for usage in (whole, streamed):
+        assert (usage.prompt_tokens, usage.completion_tokens) == (965, 3)
+        assert (usage.cached_tokens, usage.cache_creation_tokens) == (900, 60)
+
+
+# Thinking: reasoning out, reasoning_effort in.
+
+
+def test_thinking_blocks_are_reasoning_and_redacted_ones_left_out() -> None:
+    body = {
+        **DOCS_MESSAGE,
+        "content": [
+            {"type": "thinking", "thinking": "First, ", "signature": "sig"},
+            {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+            {"type": "thinking", "thinking": "then.", "signature": "sig2"},
+            {"type": "text", "text": "Done."},
+        ],
+    }
+    result = parse_message(body, PROVIDER_ID)
+    assert (result.reasoning, result.content) == ("First, then.", "Done.")
+    assert "EmwK" not in repr(result)
+
+
+async def test_thinking_through_the_fake_upstream_whole_and_streamed(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    reply = ClaudeReply("Four.", thinking="Two and two make four.", redacted_thinking=True)
+    upstream.script("/v1/messages", reply, reply)
+    request = chat([user("2+2?")], reasoning_effort="medium")
+    result = await provider.chat(request, MODEL)
+    assert (result.reasoning, result.content) == ("Two and two make four.", "Four.")
+    deltas = await collect(provider.stream_chat(request, MODEL))
+    assert "".join(d.reasoning or "" for d in deltas) == "Two and two make four."
+    assert len([d for d in deltas if d.reasoning]) > 1
+    assert "".join(d.content or "" for d in deltas) == "Four."
+    first_reasoning = next(i for i, d in enumerate(deltas) if d.reasoning)
+    first_content = next(i for i, d in enumerate(deltas) if d.content)
+    assert first_reasoning < first_content
+    sent = upstream.requests_to("/v1/messages")[-1].json
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["max_tokens"] == MODEL.max_output_tokens + 4096
+
+
+@pytest.mark.parametrize(
+    ("fields", "max_tokens", "budget"),
+    [
+        ({"reasoning_effort": "low"}, 4096 + 1024, 1024),
+        ({"reasoning_effort": "high"}, 4096 + 16384, 16384),
+        ({"reasoning_effort": "high", "max_tokens": 10000}, 10000, 5000),
+        ({"reasoning_effort": "low", "max_completion_tokens": 1025}, 1025, 1024),
+        ({"reasoning_effort": "medium", "max_tokens": 40000}, 40000, 4096),
+        ({"reasoning_effort": "low", "temperature": 1, "top_p": 0.95}, 4096 + 1024, 1024),
+    ],
+)
+def test_reasoning_effort_is_a_thinking_budget_under_max_tokens(
+    fields: dict[str, Any], max_tokens: int, budget: int
+) -> None:
+    payload = build([user("hi")], **fields)
+    assert payload["max_tokens"] == max_tokens
+    assert payload["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert payload["thinking"]["budget_tokens"] < payload["max_tokens"]
+    assert "reasoning_effort" not in payload
+
+
+@pytest.mark.parametrize("effort", ["minimal", "none"])
+def test_minimal_reasoning_effort_is_no_thinking(effort: str) -> None:
+    payload = build([user("hi")], reasoning_effort=effort, temperature=0.2)
+    assert "thinking" not in payload and payload["max_tokens"] == 4096
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "words"),
+    [
+        ({"max_tokens": 1024}, "max_tokens", ["reasoning_effort", "max_tokens 1024"]),
+        (
+            {"max_completion_tokens": 500},
+            "max_completion_tokens",
+            ["reasoning_effort", "max_completion_tokens 500"],
+        ),
+        ({"temperature": 0.2}, "temperature", ["reasoning_effort", "temperature 1"]),
+        ({"top_p": 0.5}, "top_p", ["reasoning_effort", "0.95"]),
+    ],
+)
+def test_thinking_constraints_are_refused_not_changed(
+    fields: dict[str, Any], param: str, words: list[str]
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        build([user("hi")], reasoning_effort="low", **fields)
+    assert caught.value.status == 400 and caught.value.param == param
+    for word in words:
+        assert word in caught.value.message
+
+
+# Content parts and history.
+
+PDF_B64 = (  # a minimal PDF
+    "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoKdHJhaWxlcgo8PC9Sb290IDEgMCBSPj4K"
+    "JSVFT0YK"
+)
+
+
+def test_file_parts_become_document_blocks() -> None:
+    text_b64 = base64.b64encode(b"Minutes: all agreed.").decode()
+    message = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Summarise"},
+            {
+                "type": "file",
+                "file": {
+                    "filename": "r.pdf",
+                    "file_data": f"data:application/pdf;base64,{PDF_B64}",
+                },
+            },
+            {"type": "file", "file": {"file_data": f"data:text/plain;base64,{text_b64}"}},
+            {"type": "file", "file": {"filename": "bare.pdf", "file_data": PDF_B64}},
+        ],
+    }
+    blocks = build([message])["messages"][0]["content"]
+    assert blocks[1] == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": PDF_B64},
+        "title": "r.pdf",
+    }
+    assert blocks[2] == {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "Minutes: all agreed."},
+    }
+    assert blocks[3]["source"]["data"] == PDF_B64 and blocks[3]["title"] == "bare.pdf"
+    # In a tool result too.
+    tool_result = {"role": "tool", "tool_call_id": "toolu_1", "content": message["content"][1:2]}
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+    history = [user("go"), {"role": "assistant", "tool_calls": [call]}, tool_result]
+    result_block = build(history)["messages"][2]["content"][0]
+    assert result_block["content"][0]["type"] == "document"
+
+
+@pytest.mark.parametrize(
+    ("file", "complaint"),
+    [
+        ({"file_data": "data:application/zip;base64,UEsDBA=="}, "application/zip"),
+        ({"filename": "x.docx", "file_data": "UEsDBA=="}, "x.docx"),
+        ({"file_data": "data:text/plain;base64,//79"}, "UTF-8"),
+    ],
+)
+def test_files_anthropic_cannot_read_are_refused_naming_the_part(
+    file: dict[str, Any], complaint: str
+) -> None:
+    message = {"role": "user", "content": [{"type": "file", "file": file}]}
+    with pytest.raises(InvalidRequest, match=complaint) as caught:
+        build([message])
+    assert caught.value.param == "messages[0].content[0].file.file_data"
+
+
+def test_refusals_and_audio_transcripts_in_history_are_text() -> None:
+    history = [
+        user("one"),
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help."}]},
+        user("two"),
+        {"role": "assistant", "content": None, "refusal": "Still no."},
+        user("three"),
+        {"role": "assistant", "audio": {"id": "audio_1", "transcript": "Said aloud."}},
+        user("four"),
+    ]
+    said = [m["content"] for m in build(history)["messages"] if m["role"] == "assistant"]
+    assert said == ["I can't help.", "Still no.", "Said aloud."]
+    only_id = [user("one"), {"role": "assistant", "audio": {"id": "audio_1"}}, user("two")]
+    found = unhonoured(chat(only_id))
+    assert found is not None and found[0] == "messages[1].audio"
+
+
+def test_reply_only_fields_never_reach_anthropic() -> None:
+    dumped_reply = {
+        "role": "assistant",
+        "content": "Paris.",
+        "refusal": None,
+        "annotations": [{"type": "url_citation", "url_citation": {"url": "https://x.test"}}],
+        "audio": None,
+        "function_call": None,
+        "tool_calls": None,
+        "reasoning_content": "SECRET-THOUGHTS",
+    }
+    payload = build([user("Capital of France?"), dumped_reply, user("And Italy?")])
+    wire = json.dumps(payload)
+    assert "SECRET-THOUGHTS" not in wire and "url_citation" not in wire
+    assert payload["messages"][1] == {"role": "assistant", "content": "Paris."}
+
+
+def test_deprecated_function_calls_are_tool_use() -> None:
+    history = [
+        user("weather?"),
+        {
+            "role": "assistant",
+            "content": None,
+            "function_call": {"name": "get_weather", "arguments": '{"location": "Oslo"}'},
+        },
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+    ]
+    functions = [WEATHER_TOOL["function"]]
+    payload = build(history, functions=functions, function_call="auto")
+    [tool] = payload["tools"]
+    assert tool["name"] == "get_weather"
+    use = payload["messages"][1]["content"][0]
+    assert (use["type"], use["name"], use["input"]) == (
+        "tool_use",
+        "get_weather",
+        {"location": "Oslo"},
+    )
+    result = payload["messages"][2]["content"][0]
+    assert result == {"type": "tool_result", "tool_use_id": use["id"], "content": "sunny"}
+    named = build([user("hi")], functions=functions, function_call={"name": "get_weather"})
+    assert named["tool_choice"] == {"type": "tool", "name": "get_weather"}
+
+
+# Refusals and errors.
+
+
+def test_refusal_stop_is_content_filter_with_a_refusal() -> None:
+    result = parse_message({**DOCS_MESSAGE, "stop_reason": "refusal"}, PROVIDER_ID)
+    assert result.finish_reason == "content_filter"
+    assert result.refusal and "refusal" in result.refusal
+    assert result.content == "Hi! My name is Claude."  # what came before the stop is kept
+
+
+async def test_refusal_stop_streamed(provider: AnthropicProvider, upstream: FakeUpstream) -> None:
+    upstream.script("/v1/messages", ChatReply("I will not", finish_reason="refusal"))
+    deltas = await collect(provider.stream_chat(chat([user("bad")]), MODEL))
+    assert deltas[-1].finish_reason == "content_filter"
+    assert deltas[-1].refusal
+
+
+async def test_overloaded_mid_stream_keeps_529_upstream(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ChatReply("one two three", error_event_after_chunks=3))
+    with pytest.raises(ProviderError) as caught:
+        await collect(provider.stream_chat(chat([user("hi")]), MODEL))
+    error = caught.value
+    assert (error.status, error.upstream_status) == (503, 529)
+    assert error.error_class is ErrorClass.RETRYABLE
+    assert error.code == "upstream_error"
+
+
+# --- native pass-through (the Anthropic Messages dialect) -------------------------------------
+
+NATIVE_BODY: dict[str, Any] = {
+    "model": "claude",
+    "max_tokens": 300,
+    "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}],
+    "metadata": {"user_id": "u-1"},
+    "top_k": 5,
+    "stream": True,  # what the client sent; each method decides
+}
+BETAS = {"anthropic-beta": "prompt-caching-2024-07-31", "x-api-key": "sk-client", "x-other": "1"}
+
+
+async def test_send_native_passes_the_body_and_keeps_the_answer(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ClaudeReply("Hi.", usage=(9, 2), cache_read_tokens=4))
+    result = await provider.send_native(NATIVE_BODY, MODEL, extra_headers=BETAS)
+    [sent] = upstream.requests_to("/v1/messages")
+    expected = {k: v for k, v in NATIVE_BODY.items() if k != "stream"}
+    assert sent.json == {**expected, "model": MODEL.upstream_name}
+    assert sent.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert sent.headers["x-api-key"] == KEY and "x-other" not in sent.headers
+    assert result.native is not None
+    assert result.native["type"] == "message" and result.native["content"][0]["text"] == "Hi."
+    assert result.native["usage"]["cache_read_input_tokens"] == 4
+    assert (result.content, result.usage.prompt_tokens, result.usage.cached_tokens) == (
+        "Hi.",
+        13,
+        4,
+    )
+    assert NATIVE_BODY["model"] == "claude" and NATIVE_BODY["stream"] is True  # not changed
+
+
+async def test_stream_native_yields_every_event_as_it_came(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        "/v1/messages", Reply(body=TOOL_STREAM, headers={"Content-Type": "text/event-stream"})
+    )
+    deltas = await collect(provider.stream_native(NATIVE_BODY, MODEL, extra_headers=BETAS))
+    [sent] = upstream.requests_to("/v1/messages")
+    assert sent.json["stream"] is True and sent.json["model"] == MODEL.upstream_name
+    assert sent.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+    events = [e for e in SSEDecoder().feed(TOOL_STREAM)]
+    assert [d.native for d in deltas] == [(e.event, e.data) for e in events]
+    assert deltas[2].native is not None and deltas[2].native[0] == "ping"
+    assert not deltas[2].shows_something
+    text, calls = assemble(deltas)
+    assert text.startswith("Okay") and calls[0]["name"] == "get_weather"
+    assert deltas[-1].native == ("message_stop", '{"type":"message_stop"}')
+    assert deltas[-1].finish_reason == "tool_calls"
+    assert deltas[-1].usage is not None and deltas[-1].usage.completion_tokens == 89
+
+
+async def test_stream_native_thinking_and_errors(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ClaudeReply("Four.", thinking="Two and two."))
+    deltas = await collect(provider.stream_native(NATIVE_BODY, MODEL))
+    assert "".join(d.reasoning or "" for d in deltas) == "Two and two."
+    kinds = [d.native[0] for d in deltas if d.native]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    upstream.script("/v1/messages", ChatReply("one two three", error_event_after_chunks=2))
+    stream = provider.stream_native(NATIVE_BODY, MODEL)
+    seen = []
+    with pytest.raises(ProviderError) as caught:
+        async for delta in stream:
+            seen.append(delta)
+    assert len(seen) == 2 and caught.value.upstream_status == 529
+    upstream.script("/v1/messages", ErrorReply(529))
+    with pytest.raises(ProviderError) as before:
+        await collect(provider.stream_native(NATIVE_BODY, MODEL))
+    assert (before.value.status, before.value.upstream_status) == (503, 529)
+
+
+async def test_send_native_errors_are_provider_errors(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/messages", ErrorReply(400, "messages: roles must alternate"))
+    with pytest.raises(ProviderError) as caught:
+        await provider.send_native(NATIVE_BODY, MODEL)
+    assert caught.value.status == 400 and caught.value.upstream_status == 400
+    assert "roles must alternate" in caught.value.message
+
+
+async def test_count_tokens_native(provider: AnthropicProvider, upstream: FakeUpstream) -> None:
+    body = {k: v for k, v in NATIVE_BODY.items() if k not in ("max_tokens", "stream", "metadata")}
+    answer = await provider.count_tokens_native(body, MODEL, extra_headers=BETAS)
+    assert isinstance(answer["input_tokens"], int) and answer["input_tokens"] > 0
+    [sent] = upstream.requests_to("/v1/messages/count_tokens")
+    assert sent.json == {**body, "model": MODEL.upstream_name}
+    assert sent.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+    upstream.script("/v1/messages/count_tokens", Reply(json={"tokens": 3}))
+    with pytest.raises(UpstreamProtocolError, match="input_tokens"):
+        await provider.count_tokens_native(body, MODEL)
