@@ -46,7 +46,10 @@ def add_routes(app: web.Application) -> None:
 def error_renderer(request: web.Request) -> ErrorRenderer:
     """How an error on this request reads: in its route's dialect, or OpenAI's shape for
     any other route (and for paths no route matched)."""
+    renderers = request.app.get(_RENDERERS, {})
     resource = request.match_info.route.resource
     if resource is None:
-        return render_openai_error
-    return request.app.get(_RENDERERS, {}).get(resource.canonical, render_openai_error)
+        # A method the route does not take (405) matches no resource: its path still says
+        # whose route it is.
+        return renderers.get(request.path, render_openai_error)
+    return renderers.get(resource.canonical, render_openai_error)

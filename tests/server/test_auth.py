@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 
 from palyra.config import PalyraConfig, validate_config
 from palyra.daemon import build_app
-from palyra.server.auth import bearer_matches
+from palyra.server.auth import api_key_matches, bearer_matches
 from palyra.server.sessions import COOKIE, SessionSigner
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.state.conftest import drop_schema, postgres_schema_url
@@ -210,6 +210,14 @@ HOSTILE: dict[str, Hostile] = {
     "static name with encoded traversal": Hostile(
         "GET", b"/console/static/..%2F..%2Fserver%2Fapp.js", lambda s: [], 404
     ),
+    "x-api-key undecodable": Hostile("POST", b"/v1/messages", lambda s: [b"x-api-key: \xff"], 401),
+    "x-api-key non-ASCII": Hostile("GET", b"/v1/models", lambda s: [b"x-api-key: \xc3\xa9"], 401),
+    "x-api-key the admin token": Hostile(
+        "GET", b"/v1/models", lambda s: [b"x-api-key: " + ADMIN_TOKEN.encode()], 200
+    ),
+    "x-api-key the admin token, console API": Hostile(
+        "GET", STATUS, lambda s: [b"x-api-key: " + ADMIN_TOKEN.encode()], 200
+    ),
     "CSRF token non-ASCII on a valid session": Hostile(
         "POST",
         b"/console/v1/models/discover",
@@ -342,6 +350,31 @@ def test_bearer_check_takes_any_text() -> None:
     for header in ("Bearer \udcff", "Bearer é", "Bearer \ud800", "Basic x", "", None):
         assert not bearer_matches(header, ADMIN_TOKEN)
     assert bearer_matches("Bearer tökén", "tökén")
+
+
+def test_api_key_check_takes_any_text() -> None:
+    assert api_key_matches(ADMIN_TOKEN, ADMIN_TOKEN)
+    assert api_key_matches(f" {ADMIN_TOKEN} ", ADMIN_TOKEN)
+    for header in ("\udcff", "é", "\ud800", f"Bearer {ADMIN_TOKEN}", ADMIN_TOKEN[:-1], "", None):
+        assert not api_key_matches(header, ADMIN_TOKEN)
+    assert api_key_matches("tökén", "tökén")
+
+
+async def test_a_wrong_x_api_key_is_refused_without_echoing_it(console: TestServer) -> None:
+    wrong = "sk-ant-api03-wrong-key-for-palyra"
+    for path in ("/v1/models", "/v1/messages", "/v1/chat/completions"):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(console.make_url(path), headers={"x-api-key": wrong}) as r,
+        ):
+            body = await r.text()
+            assert r.status == 401, path
+            assert "x-api-key" in body and wrong not in body
+            assert wrong not in str(r.headers)
+            if path == "/v1/messages":
+                # On Anthropic's route, in Anthropic's shape (refused before any handler).
+                assert json.loads(body)["error"]["type"] == "authentication_error"
+                assert json.loads(body)["type"] == "error"
 
 
 # -- the Secure attribute ---------------------------------------------------------------------
