@@ -35,6 +35,7 @@ from palyra.types import (
     EmbeddingsResult,
     ModelProviderKind,
     ProviderModelRole,
+    TranscriptionDelta,
     TranscriptionRequest,
     TranscriptionResult,
 )
@@ -410,3 +411,33 @@ class Router:
         model = self.registry.resolve(request.model, ProviderModelRole.AUDIO_TRANSCRIPTION)
         candidates = self.candidates(model, lambda m: True)
         return await self._serve(candidates, lambda c: c.provider.transcribe(request, c.model))
+
+    async def stream_transcribe(
+        self, request: TranscriptionRequest
+    ) -> Routed[AsyncIterator[TranscriptionDelta]]:
+        """A transcription as a stream, opened up to its first event and failed over like
+        chat; only candidates whose provider kind can stream one are tried."""
+        model = self.registry.resolve(request.model, ProviderModelRole.AUDIO_TRANSCRIPTION)
+        provider = self.providers.get(model.provider_id)
+        if provider is not None and not _streams_transcription(provider):
+            refused = Unsupported(
+                f"stream: provider {provider.provider_id} ({provider.kind}) cannot stream a "
+                f"transcription (model {model.model_id!r}); send stream=false",
+                param="stream",
+            )
+            refused.route = RouteInfo(model.model_id, model.provider_id)
+            raise refused
+        candidates = self.candidates(
+            model,
+            lambda m: (
+                (p := self.providers.get(m.provider_id)) is not None and _streams_transcription(p)
+            ),
+        )
+        fallback = self._fallback(candidates)
+        stream = await fallback.stream(lambda c: c.provider.stream_transcribe(request, c.model))
+        return Routed(stream, fallback.route)
+
+
+def _streams_transcription(provider: ModelProvider) -> bool:
+    # The base class refuses; a kind that streams transcriptions overrides the hook.
+    return type(provider).stream_transcribe is not ModelProvider.stream_transcribe

@@ -1,37 +1,60 @@
-"""OpenAI models: `GET /v1/models`."""
+"""OpenAI models: `GET /v1/models` and `GET /v1/models/{id}`.
+
+An id may hold slashes ("openai/gpt-4o"): the SDK sends them percent-encoded, curl as they
+are, and the route takes the rest of the path either way.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+from palyra.config import ModelConfig
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import json_response, route_headers
+from palyra.errors import ModelNotFound
 from palyra.routing import RouteInfo
 from palyra.server.keys import GATEWAY, STARTED
 
 
 async def list_models(request: web.Request) -> web.Response:
     router = request.app[GATEWAY].router
-    data = []
-    for model in router.registry.models():
-        data.append(
-            {
-                "id": model.model_id,
-                "object": "model",
-                "created": 0,
-                "owned_by": model.provider_id,
-                "palyra": {
-                    "role": model.role.value,
-                    "provider_id": model.provider_id,
-                    "source": "discovered" if model.discovered else "configured",
-                    "enabled": model.enabled,
-                    "max_context_tokens": model.max_context_tokens,
-                },
-            }
-        )
+    data = [model_object(model) for model in router.registry.models()]
     return json_response(
         {"object": "list", "data": data}, route_headers(RouteInfo(), request[STARTED])
     )
 
 
-DIALECT = Dialect("openai_models", (("GET", "/v1/models", list_models),))
+async def retrieve_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["model_id"]
+    model = request.app[GATEWAY].router.registry.get(model_id)
+    if model is None:
+        raise ModelNotFound(f"The model {model_id!r} does not exist", param="model")
+    return json_response(model_object(model), route_headers(RouteInfo(), request[STARTED]))
+
+
+def model_object(model: ModelConfig) -> dict[str, Any]:
+    """A model as the API has it, with what Palyra knows of it under `palyra`."""
+    return {
+        "id": model.model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": model.provider_id,
+        "palyra": {
+            "role": model.role.value,
+            "provider_id": model.provider_id,
+            "source": "discovered" if model.discovered else "configured",
+            "enabled": model.enabled,
+            "max_context_tokens": model.max_context_tokens,
+        },
+    }
+
+
+DIALECT = Dialect(
+    "openai_models",
+    (
+        ("GET", "/v1/models", list_models),
+        ("GET", "/v1/models/{model_id:.+}", retrieve_model),
+    ),
+)

@@ -41,9 +41,11 @@ from palyra.types import (
     ModelProviderKind,
     ToolCallDelta,
     ToolCallResult,
+    TranscriptionDelta,
     TranscriptionRequest,
     TranscriptionResult,
     TranscriptionSegment,
+    TranscriptionWord,
     Usage,
     Vector,
 )
@@ -115,9 +117,23 @@ class DeterministicProvider(ModelProvider):
     async def transcribe(
         self, request: TranscriptionRequest, model: ModelConfig
     ) -> TranscriptionResult:
+        """The transcript of `transcribe_bytes`. A translation is that same transcript,
+        marked as English (what a translation into English says of its language); the form
+        fields OpenAI's newer models take (`chunking_strategy`, `include[]`, speaker names)
+        are ignored, as OpenAI's models ignore parameters they do not support."""
         if len(request.file) <= _INLINE_AUDIO_BYTES:
             return transcribe_bytes(request.file)
         return await asyncio.to_thread(transcribe_bytes, request.file)
+
+    async def stream_transcribe(
+        self, request: TranscriptionRequest, model: ModelConfig
+    ) -> AsyncIterator[TranscriptionDelta]:
+        """The transcript a word at a time (each with the space before it, as OpenAI's
+        deltas come), then the whole result."""
+        result = await self.transcribe(request, model)
+        for word in _WORD.findall(result.text):
+            yield TranscriptionDelta(text=word)
+        yield TranscriptionDelta(result=result)
 
     async def list_models(self) -> list[str]:
         return []
@@ -258,14 +274,36 @@ def hash_vector(data: bytes, dims: int) -> list[float]:
 
 
 def transcribe_bytes(audio: bytes) -> TranscriptionResult:
+    """One sentence naming the audio's size (or a WAV's duration) and hash. A WAV's words
+    share its duration evenly, in one segment; other audio has no timings to give (its
+    words all start and end at 0). The language is named as OpenAI's verbose_json names
+    it."""
     digest = hashlib.sha256(audio).hexdigest()[:12]
     duration = _wav_duration(audio)
     if duration is None:
         text = f"deterministic transcript of {len(audio)} bytes of audio ({digest})"
-        return TranscriptionResult(text=text, language="en")
+        return TranscriptionResult(text=text, language="english", words=_timed_words(text, 0.0))
     text = f"deterministic transcript of {duration:.2f} seconds of WAV audio ({digest})"
     segment = TranscriptionSegment(0, 0.0, duration, text)
-    return TranscriptionResult(text=text, language="en", duration_s=duration, segments=[segment])
+    return TranscriptionResult(
+        text=text,
+        language="english",
+        duration_s=duration,
+        segments=[segment],
+        words=_timed_words(text, duration),
+    )
+
+
+_WORD = re.compile(r"\s*\S+")
+
+
+def _timed_words(text: str, duration: float) -> list[TranscriptionWord]:
+    words = text.split()
+    step = duration / len(words) if words else 0.0
+    return [
+        TranscriptionWord(word, round(i * step, 3), round((i + 1) * step, 3))
+        for i, word in enumerate(words)
+    ]
 
 
 def _wav_duration(audio: bytes) -> float | None:

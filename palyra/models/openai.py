@@ -18,11 +18,13 @@ import orjson
 
 from palyra.config import ModelConfig
 from palyra.errors import (
+    ErrorClass,
     ProviderError,
     UpstreamProtocolError,
     upstream_status_error,
 )
-from palyra.models.http import HttpProvider, Malformed, kind_of, token_count
+from palyra.models.http import HttpProvider, Malformed, describe_body, kind_of, token_count
+from palyra.sse import SSEError, decode_sse
 from palyra.models.openai_responses import (
     RESPONSE_FINAL_EVENTS,
     RESPONSES_PATH,
@@ -41,9 +43,11 @@ from palyra.types import (
     ModelProviderKind,
     ToolCallDelta,
     ToolCallResult,
+    TranscriptionDelta,
     TranscriptionRequest,
     TranscriptionResult,
     TranscriptionSegment,
+    TranscriptionWord,
     Usage,
     Vector,
 )
@@ -188,6 +192,8 @@ class OpenAIProvider(HttpProvider):
     kind = ModelProviderKind.OPENAI_COMPATIBLE
     # Until the upstream refuses an embeddings request for asking for base64.
     _upstream_takes_base64 = True
+    # Upstream model names that refused to answer in srt or vtt.
+    _no_subtitles: frozenset[str] = frozenset()
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -327,29 +333,119 @@ class OpenAIProvider(HttpProvider):
     async def transcribe(
         self, request: TranscriptionRequest, model: ModelConfig
     ) -> TranscriptionResult:
-        def form() -> aiohttp.FormData:
-            data = aiohttp.FormData()
-            data.add_field(
-                "file", request.file, filename=request.filename, content_type=request.content_type
-            )
-            data.add_field("model", model.upstream_name)
-            # verbose_json carries language, duration and segments; json is the lowest common
-            # form.
-            data.add_field(
-                "response_format",
-                "verbose_json" if request.response_format == "verbose_json" else "json",
-            )
-            for name in ("language", "prompt"):
-                value = getattr(request, name)
-                if value is not None:
-                    data.add_field(name, value)
-            if request.temperature is not None:
-                data.add_field("temperature", str(request.temperature))
-            return data
+        """`/audio/transcriptions`, or `/audio/translations` for a translation. Subtitles
+        (srt, vtt) are asked of the upstream; one that refuses them for a model is asked for
+        verbose_json instead (then and from then on), whose segments Palyra renders."""
+        asked = _upstream_format(request.response_format)
+        subtitles = asked in _SUBTITLES
+        if subtitles and model.upstream_name in self._no_subtitles:
+            return await self._transcribe_as(request, model, "verbose_json")
+        try:
+            return await self._transcribe_as(request, model, asked)
+        except ProviderError as error:
+            if not subtitles or not _refuses_format(error):
+                raise
+            refused = error
+        try:
+            result = await self._transcribe_as(request, model, "verbose_json")
+        except ProviderError as error:
+            if _refuses_format(error):
+                raise refused from None  # what the client asked for is what it cannot have
+            raise
+        self._no_subtitles = self._no_subtitles | {model.upstream_name}
+        return result
 
-        async with self._request("POST", "/audio/transcriptions", form=form) as response:
+    async def stream_transcribe(
+        self, request: TranscriptionRequest, model: ModelConfig
+    ) -> AsyncIterator[TranscriptionDelta]:
+        """The upstream's events relayed whole. An upstream that answers a stream request
+        with the whole transcription (OpenAI's whisper-1 ignores `stream`) has that answer
+        given as the events it would have streamed: all its text in one delta, then done."""
+        asked = _upstream_format(request.response_format)
+        done = False
+
+        def form() -> aiohttp.FormData:
+            return self._transcription_form(request, model, asked, stream=True)
+
+        async with self._request("POST", _audio_path(request), form=form, stream=True) as response:
+            if response.content_type != "text/event-stream":
+                raw = await self._read_body(response)
+                result = self._transcription_answer(raw, response.content_type, asked)
+                yield TranscriptionDelta(text=result.text)
+                yield TranscriptionDelta(result=result)
+                return
+            try:
+                async for event in decode_sse(response.content.iter_any()):
+                    if event.data == "[DONE]":
+                        break
+                    delta = self._transcription_event(event.data)
+                    done = done or delta.result is not None
+                    yield delta
+            except SSEError as exc:
+                raise UpstreamProtocolError(
+                    f"sent a broken event stream: {exc}", provider_id=self.provider_id
+                ) from None
+        if not done:
+            raise UpstreamProtocolError(
+                "transcription stream ended before transcript.text.done",
+                provider_id=self.provider_id,
+            )
+
+    async def _transcribe_as(
+        self, request: TranscriptionRequest, model: ModelConfig, response_format: str
+    ) -> TranscriptionResult:
+        def form() -> aiohttp.FormData:
+            return self._transcription_form(request, model, response_format)
+
+        async with self._request("POST", _audio_path(request), form=form) as response:
             raw = await self._read_body(response)
+            content_type = response.content_type
+        return self._transcription_answer(raw, content_type, response_format)
+
+    def _transcription_form(
+        self,
+        request: TranscriptionRequest,
+        model: ModelConfig,
+        response_format: str,
+        *,
+        stream: bool = False,
+    ) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field(
+            "file", request.file, filename=request.filename, content_type=request.content_type
+        )
+        data.add_field("model", model.upstream_name)
+        data.add_field("response_format", response_format)
+        for name in ("language", "prompt"):
+            value = getattr(request, name)
+            if value is not None:
+                data.add_field(name, value)
+        if request.temperature is not None:
+            data.add_field("temperature", str(request.temperature))
+        for granularity in request.timestamp_granularities:
+            data.add_field("timestamp_granularities[]", granularity)
+        if stream:
+            data.add_field("stream", "true")
+        for name, value in request.extra_fields:
+            data.add_field(name, value)
+        return data
+
+    def _transcription_answer(
+        self, raw: bytes, content_type: str, response_format: str
+    ) -> TranscriptionResult:
+        """A whole transcription answer: subtitles as they came when they were asked for and
+        came as text, otherwise a JSON body (some servers answer JSON whatever is asked)."""
+        if response_format in _SUBTITLES and content_type.startswith("text/"):
+            if content_type in ("text/html", "text/xml"):
+                raise UpstreamProtocolError(
+                    f"answered {response_format} with {describe_body(raw)} ({content_type})",
+                    provider_id=self.provider_id,
+                )
+            # The plain text is in the cues; the client asked for the cues.
+            return TranscriptionResult(text="", subtitles=raw.decode("utf-8", "replace"))
         body = self._parse(raw)
+        if isinstance(body, dict) and "error" in body and "text" not in body:
+            raise self._stream_error(body)  # an error sent with a 200: the upstream's words
         try:
             return _parse_transcription(body)
         except Malformed as exc:
@@ -358,9 +454,25 @@ class OpenAIProvider(HttpProvider):
             ) from None
         except (KeyError, TypeError, ValueError, AttributeError):
             raise UpstreamProtocolError(
-                "answered a transcription without text, or with segments that are not "
-                "objects with start, end and text",
+                "answered a transcription without text, or with segments or words that are "
+                "not objects with start, end and text (or word)",
                 provider_id=self.provider_id,
+            ) from None
+
+    def _transcription_event(self, data: str) -> TranscriptionDelta:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                "sent a transcription event that is not JSON", provider_id=self.provider_id
+            ) from None
+        if isinstance(event, dict) and "error" in event:
+            raise self._stream_error(event)
+        try:
+            return _transcription_delta(event)
+        except Malformed as exc:
+            raise UpstreamProtocolError(
+                f"sent a malformed transcription event: {exc}", provider_id=self.provider_id
             ) from None
 
     async def list_models(self) -> list[str]:
@@ -477,19 +589,75 @@ def _parse_transcription(body: Any) -> TranscriptionResult:
         )
         for i, s in enumerate(body.get("segments") or ())
     ]
+    words = [
+        TranscriptionWord(str(w["word"]), float(w["start"]), float(w["end"]))
+        for w in body.get("words") or ()
+    ]
     duration = body.get("duration")
     language = body.get("language")
-    usage = body.get("usage")
-    if usage is not None and not isinstance(usage, dict):
-        raise Malformed(f"usage is {kind_of(usage)}, not an object")
-    usage = usage or {}
     return TranscriptionResult(
         text=text,
         language=language if isinstance(language, str) else None,
         duration_s=float(duration) if duration is not None else None,
         segments=segments,
-        usage=Usage(
-            token_count(usage.get("input_tokens"), "usage.input_tokens"),
-            token_count(usage.get("output_tokens"), "usage.output_tokens"),
-        ),
+        usage=_transcription_usage(body.get("usage")),
+        words=words,
+        body=body,
+    )
+
+
+def _transcription_usage(usage: Any) -> Usage:
+    """Usage billed in tokens; usage billed by duration (whisper-1) counts none."""
+    if usage is None:
+        return Usage()
+    if not isinstance(usage, dict):
+        raise Malformed(f"usage is {kind_of(usage)}, not an object")
+    return Usage(
+        token_count(usage.get("input_tokens"), "usage.input_tokens"),
+        token_count(usage.get("output_tokens"), "usage.output_tokens"),
+    )
+
+
+def _transcription_delta(event: Any) -> TranscriptionDelta:
+    """One event of a transcription stream (`transcript.text.delta`, `.done`, or one we
+    relay without reading, such as `.segment`), kept whole to be relayed as it came."""
+    if not isinstance(event, dict):
+        raise Malformed(f"an event is {kind_of(event)}, not a JSON object")
+    kind = event.get("type")
+    if kind == "transcript.text.delta":
+        delta = event.get("delta")
+        if not isinstance(delta, str):
+            raise Malformed(f"transcript.text.delta has a delta that is {kind_of(delta)}")
+        return TranscriptionDelta(text=delta, event=event)
+    if kind == "transcript.text.done":
+        text = event.get("text")
+        if not isinstance(text, str):
+            raise Malformed(f"transcript.text.done has a text that is {kind_of(text)}")
+        result = TranscriptionResult(text=text, usage=_transcription_usage(event.get("usage")))
+        return TranscriptionDelta(result=result, event=event)
+    if not isinstance(kind, str):
+        raise Malformed(f"an event has a type that is {kind_of(kind)}, not a string")
+    return TranscriptionDelta(event=event)
+
+
+# Subtitle formats, and the form the upstream is asked for to answer each format.
+_SUBTITLES = ("srt", "vtt")
+
+
+def _upstream_format(response_format: str) -> str:
+    # Plain text is the text of a json answer, which also carries usage.
+    return "json" if response_format == "text" else response_format
+
+
+def _audio_path(request: TranscriptionRequest) -> str:
+    return "/audio/translations" if request.translate else "/audio/transcriptions"
+
+
+def _refuses_format(error: ProviderError) -> bool:
+    """Whether an upstream's 4xx refused the response_format (a server or model without
+    subtitles), not the request as a whole."""
+    return (
+        error.upstream_status in (400, 422)
+        and error.error_class is ErrorClass.CLIENT
+        and (error.param == "response_format" or "response_format" in error.message)
     )

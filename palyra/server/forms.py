@@ -1,4 +1,10 @@
-"""Reading the multipart form of `/v1/audio/transcriptions` into a `TranscriptionRequest`.
+"""Reading the multipart form of `/v1/audio/transcriptions` and `/v1/audio/translations`
+into a `TranscriptionRequest`.
+
+The fields Palyra reads are checked here, each error naming its field; every other field
+(`chunking_strategy`, `include[]`, `known_speaker_names[]`, ...) is kept as sent, for
+OpenAI-compatible upstreams to judge (the deterministic provider has no use for them, and
+ignores them as OpenAI's models ignore parameters they do not support).
 
 aiohttp holds each part of a multipart body to client_max_size, never the body as a whole:
 here the whole body counts toward that limit, headers and boundaries included, checked as it
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass, field
 
 from aiohttp import BadContentDispositionHeader, BodyPartReader, web
 from aiohttp.helpers import parse_mimetype
@@ -24,9 +31,8 @@ from palyra.limits import (
     MAX_FORM_FIELD_BYTES,
     MAX_FORM_PARTS,
 )
-from palyra.types import TranscriptionRequest
+from palyra.types import AudioResponseFormat, TranscriptionRequest
 
-_TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
 _PART_CHUNK = 64 * 1024
 
 # aiohttp reports a malformed Content-Disposition as a warning, printed on stderr outside
@@ -44,9 +50,16 @@ def _too_large(what: str, limit: int, param: str | None = None) -> InvalidReques
     )
 
 
-async def read_transcription(request: web.Request) -> TranscriptionRequest:
+async def read_transcription(
+    request: web.Request, *, translate: bool = False
+) -> TranscriptionRequest:
+    """The form of a transcription request, or (`translate`) of a translation request."""
+    what = "translate" if translate else "transcribe"
     if not request.content_type.startswith("multipart/"):
-        raise InvalidRequest("send multipart/form-data with `file` and `model`", param="file")
+        raise InvalidRequest(
+            f"send multipart/form-data with `file` (the audio to {what}) and `model`",
+            param="file",
+        )
     boundary = parse_mimetype(request.headers.get("Content-Type", "")).parameters.get("boundary")
     if not boundary:
         raise InvalidRequest(
@@ -58,18 +71,26 @@ async def read_transcription(request: web.Request) -> TranscriptionRequest:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large("request body", limit)
     try:
-        return await _read_form(request, limit)
+        form = await _read_form(request, limit)
     except (ValueError, RuntimeError, AssertionError, HttpProcessingError, ConnectionError) as exc:
         # aiohttp's word for a malformed or cut-short body (its own 400s included); a
         # ConnectionError means the client went away, and this answer will not reach it.
         reason = str(exc)[:200] or type(exc).__name__
         raise InvalidRequest(f"multipart body is malformed or cut short: {reason}") from None
+    return _translation(form) if translate else _transcription(form)
 
 
-async def _read_form(request: web.Request, limit: int) -> TranscriptionRequest:
-    fields: dict[str, str] = {}
+@dataclass(slots=True)
+class _Form:
     audio: bytes | None = None
-    audio_name, content_type = "audio", "application/octet-stream"
+    filename: str = "audio"
+    content_type: str = "application/octet-stream"
+    # Every other named part, in order, repeated names (`include[]`) included.
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def _read_form(request: web.Request, limit: int) -> _Form:
+    form = _Form()
     reader = await request.multipart()
     parts = 0
     async for part in reader:
@@ -97,41 +118,137 @@ async def _read_form(request: web.Request, limit: int) -> TranscriptionRequest:
                     param=name,
                 )
         if name == "file":
-            audio = await _read_part(request, part, MAX_AUDIO_BYTES, "file", limit)
-            audio_name = filename or audio_name
-            content_type = part.headers.get("Content-Type", content_type)
+            form.audio = await _read_part(request, part, MAX_AUDIO_BYTES, "file", limit)
+            form.filename = filename or form.filename
+            form.content_type = part.headers.get("Content-Type", form.content_type)
         else:
-            value = await _read_part(request, part, MAX_FORM_FIELD_BYTES, name, limit)
+            # Speaker references are audio samples (as data URLs): as large as audio may be.
+            cap = MAX_AUDIO_BYTES if name in _AUDIO_FIELDS else MAX_FORM_FIELD_BYTES
+            value = await _read_part(request, part, cap, name, limit)
             if name is not None:
-                fields[name] = value.decode("utf-8", "replace")
+                form.fields.append((name, value.decode("utf-8", "replace")))
     _check_total(request, limit)
-    if not audio:
-        raise InvalidRequest("file: required (the audio to transcribe)", param="file")
-    response_format = fields.get("response_format", "json")
-    if response_format not in _TRANSCRIPTION_FORMATS:
+    return form
+
+
+_AUDIO_FIELDS = frozenset({"known_speaker_references[]", "known_speaker_references"})
+
+# The fields each route reads; the rest are passed on as they came.
+_COMMON_FIELDS = frozenset({"model", "prompt", "response_format", "temperature", "stream"})
+_TRANSCRIPTION_FIELDS = _COMMON_FIELDS | {
+    "language",
+    "timestamp_granularities[]",
+    "timestamp_granularities",
+}
+_TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
+_TRANSLATION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+_GRANULARITIES = ("word", "segment")
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _transcription(form: _Form) -> TranscriptionRequest:
+    known, extra = _split(form, _TRANSCRIPTION_FIELDS)
+    granularities: list[str] = []
+    for name, value in form.fields:
+        if name in ("timestamp_granularities[]", "timestamp_granularities"):
+            if value not in _GRANULARITIES:
+                raise InvalidRequest(
+                    f"timestamp_granularities[]: {value[:40]!r} is not one of "
+                    f"{', '.join(_GRANULARITIES)}",
+                    param="timestamp_granularities",
+                )
+            if value not in granularities:
+                granularities.append(value)
+    return TranscriptionRequest(
+        model=known.get("model") or None,
+        file=_audio(form, "transcribe"),
+        filename=form.filename,
+        content_type=form.content_type,
+        response_format=_response_format(known, _TRANSCRIPTION_FORMATS, "transcriptions"),
+        language=known.get("language") or None,
+        prompt=known.get("prompt") or None,
+        temperature=_temperature(known),
+        timestamp_granularities=granularities,
+        stream=_stream(known),
+        extra_fields=extra,
+    )
+
+
+def _translation(form: _Form) -> TranscriptionRequest:
+    known, extra = _split(form, _COMMON_FIELDS)
+    if _stream(known):
         raise InvalidRequest(
-            f"response_format: must be one of {', '.join(_TRANSCRIPTION_FORMATS)}",
+            "stream: translations are not streamed (the API streams transcriptions only); "
+            "send stream=false or leave it out",
+            param="stream",
+        )
+    return TranscriptionRequest(
+        model=known.get("model") or None,
+        file=_audio(form, "translate"),
+        filename=form.filename,
+        content_type=form.content_type,
+        response_format=_response_format(known, _TRANSLATION_FORMATS, "translations"),
+        prompt=known.get("prompt") or None,
+        temperature=_temperature(known),
+        translate=True,
+        extra_fields=extra,
+    )
+
+
+def _split(form: _Form, reads: frozenset[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """(the fields this route reads, the last of each name; the others, as they came)."""
+    known: dict[str, str] = {}
+    extra: list[tuple[str, str]] = []
+    for name, value in form.fields:
+        if name in reads:
+            known[name] = value
+        else:
+            extra.append((name, value))
+    return known, extra
+
+
+def _audio(form: _Form, what: str) -> bytes:
+    if not form.audio:
+        raise InvalidRequest(f"file: required (the audio to {what})", param="file")
+    return form.audio
+
+
+def _response_format(
+    known: dict[str, str], formats: tuple[str, ...], route: str
+) -> AudioResponseFormat:
+    response_format = known.get("response_format") or "json"
+    if response_format not in formats:
+        raise InvalidRequest(
+            f"response_format: {response_format[:40]!r} is not offered for {route}; use one "
+            f"of {', '.join(formats)}",
             param="response_format",
         )
-    temperature = None
-    if fields.get("temperature"):
-        try:
-            temperature = float(fields["temperature"])
-        except ValueError:
-            temperature = math.nan
-        # float() takes "nan" and "1e999"; the API's range is 0 to 1.
-        if not 0 <= temperature <= 1:
-            raise InvalidRequest("temperature: must be a number from 0 to 1", param="temperature")
-    return TranscriptionRequest(
-        model=fields.get("model") or None,
-        file=audio,
-        filename=audio_name,
-        content_type=content_type,
-        response_format=response_format,  # type: ignore[arg-type]
-        language=fields.get("language") or None,
-        prompt=fields.get("prompt") or None,
-        temperature=temperature,
-    )
+    return response_format  # type: ignore[return-value]
+
+
+def _temperature(known: dict[str, str]) -> float | None:
+    if not known.get("temperature"):
+        return None
+    try:
+        temperature = float(known["temperature"])
+    except ValueError:
+        temperature = math.nan
+    # float() takes "nan" and "1e999"; the API's range is 0 to 1.
+    if not 0 <= temperature <= 1:
+        raise InvalidRequest("temperature: must be a number from 0 to 1", param="temperature")
+    return temperature
+
+
+def _stream(known: dict[str, str]) -> bool:
+    raw = known.get("stream")
+    if raw is None or raw == "":
+        return False
+    value = _BOOLEANS.get(raw.strip().lower())
+    if value is None:
+        raise InvalidRequest(
+            f"stream: {raw[:40]!r} is not a boolean (send true or false)", param="stream"
+        )
+    return value
 
 
 async def _read_part(

@@ -8,6 +8,7 @@ import math
 import re
 import struct
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -302,43 +303,141 @@ def embeddings(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def transcription(form: dict[str, str | bytes]) -> dict[str, Any] | str:
-    """The body: a dict for the JSON formats, a str for `text`."""
+@dataclass(frozen=True)
+class TextAnswer:
+    """An audio answer in a text format, with the content type the API sends it as."""
+
+    text: str
+    content_type: str
+
+
+_TEXT_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
+_TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
+_TRANSLATION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
+
+def audio(
+    items: list[tuple[str, str | bytes]], *, translate: bool = False
+) -> dict[str, Any] | TextAnswer | list[bytes]:
+    """`/v1/audio/transcriptions` or (`translate`) `/v1/audio/translations`: a JSON body, a
+    text body, or (a transcription asked to stream, of a model that streams) SSE frames.
+
+    As the API does: whisper models answer every format and ignore `stream`; the newer
+    (gpt-4o-*-transcribe) models answer json and text only, stream, bill in tokens, and give
+    `logprobs` when `include[]` asks for them."""
+    form = dict(items)
     audio = form.get("file")
     if not isinstance(audio, bytes):
         raise WireError(400, "you must provide a file parameter", param="file")
-    if not form.get("model"):
+    model = form.get("model")
+    if not isinstance(model, str) or not model:
         raise WireError(400, "you must provide a model parameter", param="model")
-    text = f"transcript of {len(audio)} bytes"
+    whisper = model.startswith("whisper")
     response_format = str(form.get("response_format") or "json")
+    formats = _TRANSLATION_FORMATS if translate else _TRANSCRIPTION_FORMATS
+    if response_format not in formats:
+        raise WireError(400, f"Invalid response_format: {response_format}", param="response_format")
+    if not whisper and response_format not in ("json", "text"):
+        raise WireError(
+            400,
+            f"response_format '{response_format}' is not compatible with model '{model}'. "
+            "Use 'json' or 'text'.",
+            param="response_format",
+        )
+    text = f"{'English translation' if translate else 'transcript'} of {len(audio)} bytes"
     # Pretend 16 kHz 16-bit mono so longer uploads get longer (and stable) durations.
     duration = round(len(audio) / 32000, 2)
+    granularities = [v for k, v in items if k == "timestamp_granularities[]"]
+    logprobs = None
+    if ("include[]", "logprobs") in items and not whisper:
+        logprobs = [{"token": w, "logprob": -0.1, "bytes": list(w.encode())} for w in text.split()]
+    usage: dict[str, Any] = {"type": "duration", "seconds": math.ceil(duration)}
+    if not whisper:
+        audio_tokens = max(1, len(audio) // 1000)
+        output = rough_tokens(text)
+        usage = {
+            "type": "tokens",
+            "input_tokens": audio_tokens,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+            "output_tokens": output,
+            "total_tokens": audio_tokens + output,
+        }
+    if form.get("stream") == "true" and not whisper and not translate:
+        return _transcription_events(text, logprobs, usage)
     if response_format == "json":
-        return {"text": text}
-    if response_format == "verbose_json":
-        segment = {
-            "id": 0,
-            "seek": 0,
-            "start": 0.0,
-            "end": duration,
-            "text": text,
-            "tokens": [50364, 50365],
-            "temperature": 0.0,
-            "avg_logprob": -0.25,
-            "compression_ratio": 1.0,
-            "no_speech_prob": 0.01,
-        }
-        return {
-            "task": "transcribe",
-            "language": "english",
-            "duration": duration,
-            "text": text,
-            "segments": [segment],
-            "usage": {"type": "duration", "seconds": math.ceil(duration)},
-        }
+        body: dict[str, Any] = {"text": text, "usage": usage}
+        if logprobs is not None:
+            body["logprobs"] = logprobs
+        return body
+    if response_format in _TEXT_TYPES:
+        return TextAnswer(_as_text(text, duration, response_format), _TEXT_TYPES[response_format])
+    if response_format == "diarized_json":
+        segment = {"type": "transcript.text.segment", "id": "seg_0", "start": 0.0}
+        segment.update({"end": duration, "text": text, "speaker": "A"})
+        return {"task": "transcribe", "duration": duration, "text": text, "segments": [segment]}
+    verbose: dict[str, Any] = {
+        "task": "translate" if translate else "transcribe",
+        "language": "english",
+        "duration": duration,
+        "text": text,
+    }
+    if "segment" in granularities or not granularities:
+        verbose["segments"] = [
+            {
+                "id": 0,
+                "seek": 0,
+                "start": 0.0,
+                "end": duration,
+                "text": text,
+                "tokens": [50364, 50365],
+                "temperature": 0.0,
+                "avg_logprob": -0.25,
+                "compression_ratio": 1.0,
+                "no_speech_prob": 0.01,
+            }
+        ]
+    if "word" in granularities and not translate:
+        words = text.split()
+        step = duration / len(words)
+        verbose["words"] = [
+            {"word": w, "start": round(i * step, 2), "end": round((i + 1) * step, 2)}
+            for i, w in enumerate(words)
+        ]
+    verbose["usage"] = usage
+    return verbose
+
+
+def _as_text(text: str, duration: float, response_format: str) -> str:
+    def stamp(seconds: float, decimal: str) -> str:
+        millis = round(seconds * 1000)
+        return (
+            f"{millis // 3_600_000:02d}:{millis // 60_000 % 60:02d}:"
+            f"{millis // 1000 % 60:02d}{decimal}{millis % 1000:03d}"
+        )
+
     if response_format == "text":
         return text
-    raise WireError(400, f"Invalid response_format: {response_format}", param="response_format")
+    if response_format == "srt":
+        return f"1\n{stamp(0, ',')} --> {stamp(duration, ',')}\n{text}\n\n"
+    return f"WEBVTT\n\n{stamp(0, '.')} --> {stamp(duration, '.')}\n{text}\n\n"
+
+
+def _transcription_events(
+    text: str, logprobs: list[dict[str, Any]] | None, usage: dict[str, Any]
+) -> list[bytes]:
+    """`data:` frames of `transcript.text.delta` events, then `transcript.text.done` (the
+    API sends no `[DONE]` after it)."""
+    frames = []
+    for index, piece in enumerate(split_text(text)):
+        delta: dict[str, Any] = {"type": "transcript.text.delta", "delta": piece}
+        if logprobs is not None:
+            delta["logprobs"] = logprobs[index : index + 1]
+        frames.append(sse(delta))
+    done: dict[str, Any] = {"type": "transcript.text.done", "text": text, "usage": usage}
+    if logprobs is not None:
+        done["logprobs"] = logprobs
+    frames.append(sse(done))
+    return frames
 
 
 def models_list(models: list[str]) -> dict[str, Any]:

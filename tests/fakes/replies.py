@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -24,6 +24,8 @@ class RecordedRequest:
     json: Any = None
     form: dict[str, str | bytes] | None = None
     file_name: str | None = None
+    # Every part of a multipart form in order, repeated names (`include[]`) each time.
+    form_items: list[tuple[str, str | bytes]] = field(default_factory=list)
 
 
 @dataclass

@@ -313,6 +313,83 @@ async def test_openai_transcriptions(oai: AsyncOpenAI) -> None:
     assert verbose.segments is not None and verbose.segments[0].end == 2.0
 
 
+async def test_openai_transcription_subtitles_words_and_fields(
+    oai: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    srt = await oai.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=AUDIO, response_format="srt"
+    )
+    assert srt.headers["content-type"] == "text/plain; charset=utf-8"
+    assert srt.parse() == ("1\n00:00:00,000 --> 00:00:02,000\ntranscript of 64000 bytes\n\n")
+    vtt = await oai.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=AUDIO, response_format="vtt"
+    )
+    assert vtt.headers["content-type"] == "text/vtt; charset=utf-8"
+    assert vtt.parse().startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\n")
+    words = await oai.audio.transcriptions.create(
+        model="whisper-1",
+        file=AUDIO,
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+        chunking_strategy="auto",
+        known_speaker_names=["agent", "customer"],
+    )
+    assert words.words is not None and [w.word for w in words.words][:1] == ["transcript"]
+    assert words.segments is None  # words alone were asked for
+    sent = upstream.requests_to("/v1/audio/transcriptions")[-1].form_items
+    assert ("timestamp_granularities[]", "word") in sent
+    assert ("chunking_strategy", "auto") in sent
+    names = [value for name, value in sent if name == "known_speaker_names[]"]
+    assert names == ["agent", "customer"]
+    diarized = await oai.audio.transcriptions.create(
+        model="whisper-1", file=AUDIO, response_format="diarized_json"
+    )
+    assert diarized.segments[0].speaker == "A"
+    with pytest.raises(openai.BadRequestError) as refused:
+        await oai.audio.transcriptions.create(
+            model="gpt-4o-transcribe", file=AUDIO, response_format="srt"
+        )
+    assert refused.value.body["param"] == "response_format"  # type: ignore[index]
+
+
+async def test_openai_transcription_stream(oai: AsyncOpenAI) -> None:
+    stream = await oai.audio.transcriptions.create(
+        model="gpt-4o-transcribe", file=AUDIO, stream=True, include=["logprobs"]
+    )
+    events = [event async for event in stream]
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    done = events[-1]
+    assert done.type == "transcript.text.done"
+    assert "".join(d.delta for d in deltas) == done.text == "transcript of 64000 bytes"
+    assert deltas[0].logprobs is not None and done.usage is not None
+    assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
+    # whisper-1 ignores `stream`, as the API does: a whole answer, which no stream parses.
+    async with aiohttp.ClientSession() as http:
+        form = aiohttp.FormData()
+        form.add_field("file", AUDIO[1], filename="clip.wav")
+        form.add_field("model", "whisper-1")
+        form.add_field("stream", "true")
+        url = upstream_url(oai, "/audio/transcriptions")
+        async with http.post(url, data=form, headers={"Authorization": f"Bearer {KEY}"}) as r:
+            assert r.content_type == "application/json"
+
+
+def upstream_url(client: AsyncOpenAI, path: str) -> str:
+    return str(client.base_url).rstrip("/") + path
+
+
+async def test_openai_translations(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    as_json = await oai.audio.translations.create(model="whisper-1", file=AUDIO)
+    assert as_json.text == "English translation of 64000 bytes"
+    verbose = await oai.audio.translations.create(
+        model="whisper-1", file=AUDIO, response_format="verbose_json"
+    )
+    assert verbose.language == "english" and verbose.segments is not None
+    srt = await oai.audio.translations.create(model="whisper-1", file=AUDIO, response_format="srt")
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:02,000\nEnglish translation")
+    assert upstream.requests_to("/v1/audio/translations")[0].form["model"] == "whisper-1"  # type: ignore[index]
+
+
 async def test_openai_models_list(oai: AsyncOpenAI) -> None:
     page = await oai.models.list()
     models = [m async for m in page]

@@ -1,7 +1,8 @@
 """A fake LLM upstream that speaks the real OpenAI and Anthropic wire formats.
 
 Gateway tests point providers at it instead of the public APIs: it serves
-`/v1/chat/completions`, `/v1/embeddings`, `/v1/audio/transcriptions`, `/v1/models` (OpenAI) and
+`/v1/chat/completions`, `/v1/embeddings`, `/v1/audio/transcriptions` (streamed too),
+`/v1/audio/translations`, `/v1/models` (OpenAI) and
 `/v1/messages`, `/v1/models` (Anthropic), records every request, and plays scripted replies,
 errors, broken streams and dropped connections. `test_upstream.py` keeps it honest by driving
 it with the official SDKs.
@@ -217,17 +218,44 @@ class FakeUpstream:
             return _json(family, anthropic_wire.count_tokens(body))
         if route == ("POST", "/v1/embeddings"):
             return _json(family, openai_wire.embeddings(body))
-        if route == ("POST", "/v1/audio/transcriptions"):
-            result = openai_wire.transcription(record.form or {})
-            if isinstance(result, str):
-                return web.Response(text=result, headers=_ids(family))
-            return _json(family, result)
+        if route in (("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations")):
+            return await self._audio(request, record, family)
         if route == ("GET", "/v1/models"):
             if family == "anthropic":
                 return _json(family, anthropic_wire.models_list(self.models))
             return _json(family, openai_wire.models_list(self.models))
         message = f"Unknown request URL: {request.method} {request.path}."
         return _error(family, ErrorReply(404, message))
+
+    # --- audio -----------------------------------------------------------------------------
+
+    async def _audio(
+        self, request: web.Request, record: RecordedRequest, family: Family
+    ) -> web.StreamResponse:
+        answer = openai_wire.audio(
+            record.form_items, translate=request.path.endswith("/translations")
+        )
+        if isinstance(answer, openai_wire.TextAnswer):
+            return web.Response(
+                text=answer.text,
+                content_type=answer.content_type,
+                charset="utf-8",
+                headers=_ids(family),
+            )
+        if isinstance(answer, dict):
+            return _json(family, answer)
+        response = web.StreamResponse(
+            headers={
+                **_ids(family),
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            }
+        )
+        await response.prepare(request)
+        for frame in answer:
+            await response.write(frame)
+        await response.write_eof()
+        return response
 
     # --- chat ------------------------------------------------------------------------------
 
@@ -383,19 +411,22 @@ def _record(request: web.Request, body: bytes) -> RecordedRequest:
         with contextlib.suppress(orjson.JSONDecodeError):
             record.json = orjson.loads(body)
     elif content_type.startswith("multipart/form-data"):
-        record.form, record.file_name = _parse_multipart(body, content_type)
+        record.form_items, record.file_name = _parse_multipart(body, content_type)
+        record.form = dict(record.form_items)
     return record
 
 
 _BOUNDARY = re.compile(r'boundary="?([^";]+)"?')
 
 
-def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str | bytes], str | None]:
+def _parse_multipart(
+    body: bytes, content_type: str
+) -> tuple[list[tuple[str, str | bytes]], str | None]:
     # Parsed from the raw bytes because the body was already read for the record.
     match = _BOUNDARY.search(content_type)
     if match is None:
-        return {}, None
-    form: dict[str, str | bytes] = {}
+        return [], None
+    form: list[tuple[str, str | bytes]] = []
     file_name: str | None = None
     for part in body.split(b"--" + match.group(1).encode())[1:]:
         if part.startswith(b"--"):
@@ -411,8 +442,8 @@ def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str | by
             continue
         filename = disposition.get_filename()
         if filename is not None:
-            form[field] = content
+            form.append((field, content))
             file_name = filename
         else:
-            form[field] = content.decode("utf-8", "replace")
+            form.append((field, content.decode("utf-8", "replace")))
     return form, file_name
