@@ -99,6 +99,11 @@ class AnthropicProvider(HttpProvider):
         return error
 
     def unsupported(self, request: ChatRequest) -> Unsupported | None:
+        native = request.native
+        if native is not None and native.dialect == "anthropic_messages":
+            # Served as the client's own Messages body (send_native / stream_native), which
+            # Anthropic judges itself: the limits of translating the chat shape are not its.
+            return None
         found = unhonoured(request)
         return None if found is None else self.cannot_honour(found[1], found[0])
 

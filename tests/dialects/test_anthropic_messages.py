@@ -236,6 +236,32 @@ async def test_pass_through_whole(gateway: TestServer, upstream: FakeUpstream) -
     assert received.headers["anthropic-beta"] == "files-api-2025-04-14"
 
 
+async def test_what_the_translation_could_not_serve_on_anthropic_still_passes_through(
+    gateway: TestServer, upstream: FakeUpstream
+) -> None:
+    # Structured output while thinking, and an effort above "high": Anthropic takes both in
+    # its own format, though the chat shape's Anthropic translation could not express them.
+    for extra in (
+        {
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+        },
+        {"output_config": {"effort": "max"}},
+    ):
+        body = {
+            "model": "claude",
+            "max_tokens": 2000,
+            "messages": [{"role": "user", "content": "hi"}],
+            **extra,
+        }
+        status, _, raw = await post(gateway, "/v1/messages", body)
+        assert status == 200, raw
+        assert upstream.requests_to("/v1/messages")[-1].json == {
+            **body,
+            "model": "claude-sonnet-4-5",
+        }
+
+
 @pytest.mark.parametrize("model", ["deterministic", "gpt-4o-mini"])
 async def test_what_only_anthropic_takes_is_a_400_elsewhere(
     gateway: TestServer, upstream: FakeUpstream, model: str
