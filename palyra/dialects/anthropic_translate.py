@@ -479,6 +479,12 @@ class _Reader:
     def _tool_choice(self, value: Any, tools: list[dict[str, Any]], chat: dict[str, Any]) -> None:
         choice = _object(value, "tool_choice")
         kind = choice.get("type")
+        if not tools and kind in ("auto", "none", "any"):
+            if kind == "any" and not self._skipped_tools():
+                raise _error("tool_choice", "'any' needs tools to choose from")
+            # Without tools (a server tool aside) there is no choice to make or forbid; an
+            # OpenAI-compatible upstream refuses a tool_choice without tools.
+            return
         if kind == "auto":
             chat["tool_choice"] = "auto"
         elif kind == "any":
@@ -490,7 +496,7 @@ class _Reader:
             name = _string(choice.get("name"), "tool_choice.name", empty=False)
             if any(tool["function"]["name"] == name for tool in tools):
                 chat["tool_choice"] = {"type": "function", "function": {"name": name}}
-            elif not any(where.startswith("tools.") for where, _ in self.untranslatable):
+            elif not self._skipped_tools():
                 raise _error("tool_choice.name", f"no tool named {name!r} in tools")
         else:
             raise _error("tool_choice.type", "must be 'auto', 'any', 'tool' or 'none'")
@@ -499,6 +505,9 @@ class _Reader:
             raise _error("tool_choice.disable_parallel_tool_use", "must be a boolean")
         if disable:
             chat["parallel_tool_calls"] = False
+
+    def _skipped_tools(self) -> bool:
+        return any(where.startswith("tools.") for where, _ in self.untranslatable)
 
     def _thinking(self, value: Any, chat: dict[str, Any]) -> None:
         thinking = _object(value, "thinking")

@@ -1018,6 +1018,27 @@ def test_bad_requests_name_the_field(body: dict[str, Any], message: str) -> None
     assert bad.value.message.startswith(message)
 
 
+def test_tool_choice_without_tools() -> None:
+    hi = [{"role": "user", "content": "x"}]
+    for kind in ("auto", "none"):
+        body = {"max_tokens": 5, "tool_choice": {"type": kind}, "messages": hi}
+        assert to_chat_request(body).request.tool_choice is None
+    with pytest.raises(InvalidRequest, match="tool_choice: 'any' needs tools"):
+        to_chat_request({"max_tokens": 5, "tool_choice": {"type": "any"}, "messages": hi})
+    # Choosing a server tool: nothing to translate, and only Anthropic can serve it.
+    server_tool = {"type": "web_search_20250305", "name": "web_search"}
+    translation = to_chat_request(
+        {
+            "max_tokens": 5,
+            "tools": [server_tool],
+            "tool_choice": {"type": "tool", "name": "web_search"},
+            "messages": hi,
+        }
+    )
+    assert translation.request.tool_choice is None
+    assert [where for where, _ in translation.untranslatable] == ["tools.0"]
+
+
 def test_rendered_message_maps_what_came_back() -> None:
     result = ChatResult(
         content=None,
