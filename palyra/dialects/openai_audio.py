@@ -6,7 +6,9 @@ diarized_json) as JSON, text and srt as text/plain, vtt as text/vtt. What an ups
 in the format asked for is given back as it came; what Palyra has to make (the deterministic
 provider's answers, subtitles of an upstream that has none) is made from the segments.
 A streamed transcription is `data:` frames holding `transcript.text.delta` events, then
-`transcript.text.done`, as OpenAI streams it.
+`transcript.text.done`, as OpenAI streams it; their text is plain whatever `response_format`
+says (the API streams json and text only), and a failure after the first event is a last
+`data:` frame holding an `error` object, which the SDK raises.
 """
 
 from __future__ import annotations

@@ -371,6 +371,8 @@ class OpenAIProvider(HttpProvider):
             if response.content_type != "text/event-stream":
                 raw = await self._read_body(response)
                 result = self._transcription_answer(raw, response.content_type, asked)
+                if result.subtitles is not None:
+                    result.text = result.subtitles  # all there is of its text
                 yield TranscriptionDelta(text=result.text)
                 yield TranscriptionDelta(result=result)
                 return

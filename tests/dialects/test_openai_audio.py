@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
 from palyra.config import validate_config
+from palyra.dialects.openai_audio import render_text
+from palyra.types import TranscriptionResult, TranscriptionSegment
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.fakes.upstream import ErrorReply, FakeUpstream, Reply
 
@@ -382,7 +384,12 @@ async def test_a_stream_broken_after_its_first_event_ends_with_an_error_event(
 
 # --- translations ----------------------------------------------------------------------------
 
+# openai 3.57 marks `audio.translations.create` deprecated; the API still serves it, and
+# clients still call it.
+translations_sdk = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
+
+@translations_sdk
 async def test_deterministic_translations(client: AsyncOpenAI) -> None:
     as_json = await client.audio.translations.create(
         model="deterministic-transcribe", file=("clip.wav", AUDIO)
@@ -400,6 +407,7 @@ async def test_deterministic_translations(client: AsyncOpenAI) -> None:
     assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n" + DET_TEXT_START)
 
 
+@translations_sdk
 async def test_translations_go_to_the_upstream_translations_route(
     client: AsyncOpenAI, upstream: FakeUpstream
 ) -> None:
@@ -419,6 +427,7 @@ async def test_translations_go_to_the_upstream_translations_route(
     assert upstream.requests_to("/v1/audio/transcriptions") == []
 
 
+@translations_sdk
 @pytest.mark.parametrize(
     ("field", "value", "words"),
     [
@@ -451,3 +460,29 @@ async def test_translation_without_a_file_says_so(gateway: TestServer) -> None:
             body = await response.json()
     assert response.status == 400
     assert body["error"]["message"] == "file: required (the audio to translate)"
+
+
+async def test_subtitles_asked_to_stream_of_an_upstream_that_ignores_stream(
+    audio_client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    # The whole srt answer is all its text: nothing of it is lost on the way to events.
+    stream = await audio_client.audio.transcriptions.create(
+        model="whisper-1", file=("clip.wav", AUDIO), stream=True, response_format="srt"
+    )
+    events = [event async for event in stream]
+    assert events[1].text.startswith("1\n00:00:00,000 --> ")  # type: ignore[union-attr]
+    assert events[0].delta == events[1].text  # type: ignore[union-attr]
+
+
+def test_cues_past_an_hour_and_with_an_arrow_in_their_text() -> None:
+    result = TranscriptionResult(
+        text="a --> b",
+        segments=[
+            TranscriptionSegment(0, 3725.5, 3726.0004, " a --> b "),
+            TranscriptionSegment(1, 3726.0004, 3727.9996, "c"),
+        ],
+    )
+    assert render_text(result, "srt") == (
+        "1\n01:02:05,500 --> 01:02:06,000\na -> b\n\n2\n01:02:06,000 --> 01:02:08,000\nc\n\n"
+    )
+    assert render_text(result, "vtt").startswith("WEBVTT\n\n01:02:05.500 --> 01:02:06.000\n")
