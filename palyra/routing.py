@@ -315,6 +315,11 @@ class Router:
 
     # --- operations -------------------------------------------------------------------
 
+    def _unhonoured(self, request: ChatRequest, model: ModelConfig) -> Unsupported | None:
+        """What the provider of `model` cannot honour in `request`, as it would be handed it."""
+        provider = self.providers.get(model.provider_id)
+        return None if provider is None else provider.unsupported(provider.accepts(request))
+
     async def _chat_candidates(self, request: ChatRequest) -> Iterable[Candidate]:
         model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
         facts = _ChatFacts(request)
@@ -325,7 +330,25 @@ class Router:
             # Refused before any provider was tried; the headers still name the model.
             problem.route = RouteInfo(model.model_id, model.provider_id)
             raise problem
-        return self.candidates(model, lambda m: self._chat_problem(request, m, facts) is None)
+
+        def can_serve(other: ModelConfig) -> bool:
+            return (
+                self._chat_problem(request, other, facts) is None
+                and self._unhonoured(request, other) is None
+            )
+
+        candidates = self.candidates(model, can_serve)
+        unhonoured = self._unhonoured(request, model)
+        if unhonoured is None:
+            return candidates
+        # The requested model's provider cannot honour the request: not a fault of the
+        # request, so on to the candidates that can, and a 400 naming what and who when
+        # none can (never a silent drop of what it could not do).
+        capable = [c for c in candidates if c.model is not model]
+        if not capable:
+            unhonoured.route = RouteInfo(model.model_id, model.provider_id)
+            raise unhonoured
+        return capable
 
     def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
         return may_need_counts(request, self.registry.chat_rooms(), facts.bound)
@@ -348,9 +371,13 @@ class Router:
         `provider.chat`."""
         candidates = await self._chat_candidates(request)
         if serve is None:
-            routed = await self._serve(candidates, lambda c: c.provider.chat(request, c.model))
+            routed = await self._serve(
+                candidates, lambda c: c.provider.chat(c.provider.accepts(request), c.model)
+            )
         else:
-            routed = await self._serve(candidates, lambda c: serve(c.provider, request, c.model))
+            routed = await self._serve(
+                candidates, lambda c: serve(c.provider, c.provider.accepts(request), c.model)
+            )
         usage = routed.value.usage
         self.metrics.count_tokens(
             routed.route.provider_id,
@@ -369,9 +396,13 @@ class Router:
         candidates = await self._chat_candidates(request)
         fallback = self._fallback(candidates)
         if serve is None:
-            stream = await fallback.stream(lambda c: c.provider.stream_chat(request, c.model))
+            stream = await fallback.stream(
+                lambda c: c.provider.stream_chat(c.provider.accepts(request), c.model)
+            )
         else:
-            stream = await fallback.stream(lambda c: serve(c.provider, request, c.model))
+            stream = await fallback.stream(
+                lambda c: serve(c.provider, c.provider.accepts(request), c.model)
+            )
         return Routed(stream, fallback.route)
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:

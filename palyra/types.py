@@ -16,8 +16,10 @@ import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -137,18 +139,59 @@ class ToolCall(_Wire):
     function: FunctionCall
 
 
+class CustomCall(_Wire):
+    name: str
+    input: str
+
+
+class CustomToolCall(_Wire):
+    """A call of a custom (free-form input) tool, as an assistant message of a history holds
+    it. Providers that only know function tools read it through `function`; none but an
+    OpenAI-compatible one can honour it (see `ModelProvider.unsupported`)."""
+
+    id: str
+    type: Literal["custom"]
+    custom: CustomCall
+
+    @property
+    def function(self) -> FunctionCall:
+        return FunctionCall.model_construct(name=self.custom.name, arguments=self.custom.input)
+
+
+def _tagged_by_type(default: str) -> Any:
+    # Tagged by `type` (absent: `default`, as the API allows for function tools and calls),
+    # so that a bad item is reported against its own kind, not against every kind at once.
+    def tag(value: Any) -> Any:
+        if isinstance(value, dict):
+            return value.get("type", default)
+        return getattr(value, "type", default)
+
+    return Discriminator(tag)
+
+
+AnyToolCall = Annotated[
+    Annotated[ToolCall, Tag("function")] | Annotated[CustomToolCall, Tag("custom")],
+    _tagged_by_type("function"),
+]
+
+
 # Fields of an assistant message that only ever come back from a provider (an SDK's reply
 # object dumped whole carries them): accepted in a history, never sent upstream as input.
 REPLY_ONLY_MESSAGE_FIELDS = frozenset(
     {"annotations", "reasoning_content", "reasoning", "reasoning_details"}
 )
+# Of an earlier audio answer, the request refers to its id only; a dumped reply also carries
+# its data, transcript and expiry, which are not sent back.
+ASSISTANT_AUDIO_FIELDS = frozenset({"id"})
 
 
 class Message(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = Field(default=None, max_length=MAX_TOOL_CALLS_PER_MESSAGE)
+    tool_calls: list[AnyToolCall] | None = Field(
+        default=None, max_length=MAX_TOOL_CALLS_PER_MESSAGE
+    )
     tool_call_id: str | None = None
     refusal: str | None = None
     # Deprecated by OpenAI, still sent by older clients and dumped reply objects.
@@ -164,7 +207,8 @@ class Message(_Wire):
             raise ValueError("a tool message needs tool_call_id")
         if self.role == "function" and not self.name:
             raise ValueError("a function message needs name")
-        if self.role != "assistant" and self.content is None:
+        # (A function message's content is nullable in the API's own schema.)
+        if self.role not in ("assistant", "function") and self.content is None:
             raise ValueError(f"a {self.role} message needs content")
         if (
             self.role == "assistant"
@@ -215,6 +259,33 @@ class Tool(_Closed):
     function: FunctionDefinition
 
 
+class CustomDefinition(_Wire):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    # {"type": "text"} or {"type": "grammar", "grammar": {...}}: the upstream's to judge.
+    format: dict[str, Any] | None = None
+
+
+class CustomTool(_Closed):
+    """A tool that takes free-form text (OpenAI's custom tools). Read through `function` by
+    providers that only know function tools; only OpenAI-compatible ones can honour it."""
+
+    type: Literal["custom"]
+    custom: CustomDefinition
+
+    @property
+    def function(self) -> FunctionDefinition:
+        return FunctionDefinition.model_construct(
+            name=self.custom.name, description=self.custom.description, parameters=None
+        )
+
+
+AnyTool = Annotated[
+    Annotated[Tool, Tag("function")] | Annotated[CustomTool, Tag("custom")],
+    _tagged_by_type("function"),
+]
+
+
 class NamedFunction(_Closed):
     name: str
 
@@ -224,7 +295,32 @@ class NamedToolChoice(_Closed):
     function: NamedFunction
 
 
-ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+class NamedCustomToolChoice(_Closed):
+    type: Literal["custom"]
+    custom: NamedFunction
+
+
+class AllowedTools(_Closed):
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, Any]] = Field(max_length=MAX_CHAT_TOOLS)
+
+
+class AllowedToolsChoice(_Closed):
+    """Of the tools offered, the ones the model may call this turn (OpenAI only)."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+ToolChoice = (
+    Literal["none", "auto", "required"]
+    | Annotated[
+        Annotated[NamedToolChoice, Tag("function")]
+        | Annotated[NamedCustomToolChoice, Tag("custom")]
+        | Annotated[AllowedToolsChoice, Tag("allowed_tools")],
+        _tagged_by_type("function"),
+    ]
+)
 
 
 class ResponseFormat(_Closed):
@@ -234,6 +330,7 @@ class ResponseFormat(_Closed):
 
 class StreamOptions(_Wire):
     include_usage: bool = False
+    include_obfuscation: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +352,7 @@ class ChatRequest(BaseModel):
     messages: list[Message] = Field(min_length=1, max_length=MAX_CHAT_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    tools: list[Tool] | None = Field(default=None, max_length=MAX_CHAT_TOOLS)
+    tools: list[AnyTool] | None = Field(default=None, max_length=MAX_CHAT_TOOLS)
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
@@ -274,6 +371,11 @@ class ChatRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     modalities: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    # The rest of the public schema (`audio`, `logit_bias`, `prediction`, `service_tier`,
+    # `store`, `verbosity`, `web_search_options`, `prompt_cache_key`, `safety_identifier`,
+    # ...) and whatever OpenAI adds next are extras (`model_extra`): unvalidated here, sent
+    # as they came to OpenAI-compatible upstreams, and judged by each other provider kind's
+    # `unsupported`.
     # Deprecated by OpenAI in favour of tools, still sent by older clients.
     functions: list[FunctionDefinition] | None = Field(default=None, max_length=MAX_CHAT_TOOLS)
     function_call: Literal["none", "auto"] | NamedFunction | None = None
@@ -282,6 +384,7 @@ class ChatRequest(BaseModel):
     # a provider natively (Anthropic Messages to Anthropic, Responses to an upstream that
     # serves it): a provider that speaks it sends this, the others the translation above.
     _native: Native | None = PrivateAttr(default=None)
+    _as_tools: ChatRequest | None = PrivateAttr(default=None)
 
     @property
     def native(self) -> Native | None:
@@ -290,6 +393,29 @@ class ChatRequest(BaseModel):
     def with_native(self, native: Native) -> ChatRequest:
         self._native = native
         return self
+
+    @property
+    def uses_functions(self) -> bool:
+        """Whether the client speaks the deprecated `functions` dialect (and so wants its
+        answer's calls as `function_call`, not `tool_calls`)."""
+        return self.functions is not None and not self.tools
+
+    def functions_as_tools(self) -> ChatRequest:
+        """The request with the deprecated `functions`, `function_call`, assistant
+        `function_call`s and `function` messages spelled as tools, tool calls and tool
+        messages: the same meaning, for providers that only know tools. Itself when there is
+        nothing to convert; worked out once per request."""
+        if self._as_tools is not None:
+            return self._as_tools
+        converted = self
+        if (
+            self.functions is not None
+            or self.function_call is not None
+            or any(m.role == "function" or m.function_call is not None for m in self.messages)
+        ):
+            converted = _functions_as_tools(self)
+        self._as_tools = converted
+        return converted
 
     @property
     def output_limit(self) -> int | None:
@@ -306,6 +432,45 @@ class ChatRequest(BaseModel):
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+
+def _functions_as_tools(request: ChatRequest) -> ChatRequest:
+    tools: list[Tool | CustomTool] = list(request.tools or [])
+    tools += [Tool(function=f) for f in request.functions or ()]
+    choice = request.tool_choice
+    if isinstance(request.function_call, NamedFunction):
+        choice = NamedToolChoice(function=request.function_call)
+    elif request.function_call is not None and choice is None:
+        choice = request.function_call
+    messages: list[Message] = []
+    call_id = ""
+    for index, message in enumerate(request.messages):
+        if message.function_call is not None:
+            # A function call has no id; the function message that answers it names the
+            # function only. The call and its answer are paired by order, as the API did.
+            call_id = f"call_function_{index}"
+            call = ToolCall(id=call_id, function=message.function_call)
+            message = message.model_copy(
+                update={"function_call": None, "tool_calls": [*(message.tool_calls or []), call]}
+            )
+        elif message.role == "function":
+            message = message.model_copy(
+                update={
+                    "role": "tool",
+                    "tool_call_id": call_id or f"call_function_{index}",
+                    "content": message.content or "",
+                }
+            )
+        messages.append(message)
+    return request.model_copy(
+        update={
+            "tools": tools or None,
+            "tool_choice": choice,
+            "functions": None,
+            "function_call": None,
+            "messages": messages,
+        }
+    )
 
 
 class EmbeddingsRequest(BaseModel):
@@ -433,7 +598,9 @@ class Usage:
 class ToolCallResult:
     id: str
     name: str
+    # A custom tool's free-form input is its `arguments` here.
     arguments: str
+    type: Literal["function", "custom"] = "function"
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -457,6 +624,9 @@ class ChatResult:
     body_extra: dict[str, Any] | None = None
     choice_extra: dict[str, Any] | None = None
     message_extra: dict[str, Any] | None = None
+    # With n > 1: the upstream's choices after the first, as it sent them (index included),
+    # given back beside the first.
+    more_choices: list[dict[str, Any]] | None = None
     # The upstream's answer in the inbound dialect's own wire format, when the request was
     # passed through natively (see `ChatRequest.native`): the dialect hands it back as it is.
     native: dict[str, Any] | None = None
@@ -470,6 +640,7 @@ class ToolCallDelta:
     id: str | None = None
     name: str | None = None
     arguments: str = ""
+    type: Literal["function", "custom"] = "function"
 
 
 @dataclass(slots=True)
@@ -488,6 +659,8 @@ class ChatDelta:
     chunk_extra: dict[str, Any] | None = None
     choice_extra: dict[str, Any] | None = None
     delta_extra: dict[str, Any] | None = None
+    # With n > 1: the chunk's choices other than the first (index > 0), as they came.
+    more_choices: list[dict[str, Any]] | None = None
     # The upstream's own event when the request was passed through natively: (event name,
     # data). The dialect relays it as it came.
     native: tuple[str, str] | None = None
@@ -497,7 +670,12 @@ class ChatDelta:
         """Whether this delta shows the client anything of the answer (so a stream that
         fails after it can no longer be retried elsewhere)."""
         return bool(
-            self.content or self.tool_calls or self.finish_reason or self.reasoning or self.refusal
+            self.content
+            or self.tool_calls
+            or self.finish_reason
+            or self.reasoning
+            or self.refusal
+            or self.more_choices
         )
 
 

@@ -22,7 +22,7 @@ from palyra.routing import Router
 from palyra.server.json_body import parse_body
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
 from palyra.sse import DONE, encode_data
-from palyra.types import ChatDelta, ChatRequest, ChatResult
+from palyra.types import ChatDelta, ChatRequest, ChatResult, ToolCallDelta, ToolCallResult
 
 log = structlog.get_logger("palyra.inference")
 
@@ -47,7 +47,7 @@ async def _chat(
         return await _stream_chat(request, router, body, started)
     routed = await router.chat(body)
     request[ROUTE] = routed.route
-    payload = chat_completion(routed.value, routed.route.model_id)
+    payload = chat_completion(routed.value, routed.route.model_id, functions=body.uses_functions)
     return json_response(payload, route_headers(routed.route, started))
 
 
@@ -56,7 +56,12 @@ async def _stream_chat(
 ) -> web.StreamResponse:
     routed = await router.stream_chat(body)
     request[ROUTE] = routed.route
-    writer = ChunkWriter(routed.route.model_id, body.include_usage)
+    writer = ChunkWriter(routed.route.model_id, body.include_usage, functions=body.uses_functions)
+    events = routed.value
+    # The router has read the stream up to its first token already: taking its first event
+    # waits for nothing, and lets the role chunk carry the upstream's chunk fields too.
+    first = await anext(events, None)
+    writer.follow(first.chunk_extra if first is not None else None)
     response = await sse_response(request, routed.route, started)
     # The first frame goes out at once, with the headers: time to first chunk is what a
     # client feels.
@@ -64,7 +69,9 @@ async def _stream_chat(
     relay = Relay(response)
     try:
         try:
-            async for event in routed.value:
+            if first is not None:
+                relay.push(writer.delta(first) + writer.usage(first))
+            async for event in events:
                 frames = writer.delta(event) + writer.usage(event)
                 if frames and relay.push(frames):
                     await relay.taken()
@@ -85,28 +92,67 @@ def completion_id() -> str:
     return "chatcmpl-" + random_id()
 
 
-def chat_completion(result: ChatResult, model_id: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": result.content, "refusal": None}
+def chat_completion(
+    result: ChatResult, model_id: str, *, functions: bool = False
+) -> dict[str, Any]:
+    """The `chat.completion` body of a result: what the upstream sent, whole (its fields we
+    have no name for included, and with n > 1 its other choices). `functions`: the client
+    spoke the deprecated functions, and gets its call as `function_call`."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": result.content,
+        "refusal": result.refusal,
+    }
+    finish_reason: str = result.finish_reason
     if result.tool_calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in result.tool_calls
-        ]
-    return {
+        if functions:
+            call = result.tool_calls[0]
+            message["function_call"] = {"name": call.name, "arguments": call.arguments}
+            if finish_reason == "tool_calls":
+                finish_reason = "function_call"
+        else:
+            message["tool_calls"] = [_tool_call(c) for c in result.tool_calls]
+    extra = result.message_extra
+    if extra:
+        message.update(extra)
+    if result.reasoning is not None and not (
+        extra and ("reasoning_content" in extra or "reasoning" in extra)
+    ):
+        # (An upstream's own spelling, in the extras, is given back as it came.)
+        message["reasoning_content"] = result.reasoning
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": message,
+        "finish_reason": finish_reason,
+        "logprobs": result.logprobs,
+    }
+    if result.choice_extra:
+        choice.update(result.choice_extra)
+    body: dict[str, Any] = {
         "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_id,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": result.finish_reason,
-                "logprobs": None,
-            }
-        ],
+        "choices": [choice, *(result.more_choices or ())],
         "usage": result.usage.as_openai(),
         "system_fingerprint": None,
+    }
+    if result.body_extra:
+        body.update(result.body_extra)
+    return body
+
+
+def _tool_call(call: ToolCallResult) -> dict[str, Any]:
+    if call.type == "custom":
+        return {
+            "id": call.id,
+            "type": "custom",
+            "custom": {"name": call.name, "input": call.arguments},
+        }
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
     }
 
 
@@ -115,32 +161,57 @@ class ChunkWriter:
     created.
 
     Every chunk of a stream repeats the same head (id, object, created, model,
-    system_fingerprint), so it is encoded once and each chunk is that head, the encoded delta
-    and a fixed tail: per chunk only the delta goes through the JSON encoder. The bytes are
-    exactly what encoding the whole chunk object would give, keys in the same order."""
+    system_fingerprint, and what else the upstream puts at the top of each chunk, such as
+    service_tier), so it is encoded once and each chunk is that head, the encoded delta and a
+    fixed tail: per chunk only the delta goes through the JSON encoder. The upstream's chunk
+    fields are compared with the last ones seen and the head encoded again only when they
+    change (most upstreams send the same on every chunk; none, for the other kinds). The
+    bytes are exactly what encoding the whole chunk object would give, keys in the same
+    order."""
 
-    def __init__(self, model_id: str, include_usage: bool) -> None:
-        head = orjson.dumps(
-            {
-                "id": completion_id(),
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model_id,
-                "system_fingerprint": None,
-            }
-        )[:-1]  # without its closing brace: the chunk goes on
+    def __init__(self, model_id: str, include_usage: bool, *, functions: bool = False) -> None:
+        self._head = {
+            "id": completion_id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model_id,
+            "system_fingerprint": None,
+        }
         self._include_usage = include_usage
+        self._functions = functions
         # as OpenAI does: with include_usage, usage is null on every chunk but the last,
         # choice-less one
         self._usage_null = b',"usage":null' if include_usage else b""
-        self._open = b"data: " + head + b',"choices":[{"index":0,"delta":'
-        self._open_usage = b"data: " + head + b',"choices":[],"usage":'
         self._tail = b',"finish_reason":null,"logprobs":null}]' + self._usage_null + b"}\n\n"
+        self._chunk_extra: dict[str, Any] | None = None
+        self._encode_head()
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        if finish_reason is None:
-            tail = self._tail
-        else:
+    def _encode_head(self) -> None:
+        head = self._head
+        if self._chunk_extra:
+            head = {**head, **self._chunk_extra}
+        encoded = orjson.dumps(head)[:-1]  # without its closing brace: the chunk goes on
+        self._prefix = b"data: " + encoded + b',"choices":'
+        self._open = self._prefix + b'[{"index":0,"delta":'
+        self._open_usage = self._prefix + b'[],"usage":'
+
+    def follow(self, chunk_extra: dict[str, Any] | None) -> None:
+        """Take the upstream's chunk fields (`system_fingerprint`, `service_tier`, ...) for
+        the chunks to come. Free when it sends none (other kinds) or the same as before (the
+        usual)."""
+        if chunk_extra is not self._chunk_extra and chunk_extra != self._chunk_extra:
+            self._chunk_extra = chunk_extra
+            self._encode_head()
+
+    def _chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        event: ChatDelta | None = None,
+    ) -> bytes:
+        if event is None or (event.logprobs is None and not event.choice_extra):
+            if finish_reason is None:
+                return self._open + orjson.dumps(delta) + self._tail
             tail = (
                 b',"finish_reason":'
                 + orjson.dumps(finish_reason)
@@ -148,40 +219,99 @@ class ChunkWriter:
                 + self._usage_null
                 + b"}\n\n"
             )
-        return self._open + orjson.dumps(delta) + tail
+            return self._open + orjson.dumps(delta) + tail
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "logprobs": event.logprobs,
+        }
+        if event.choice_extra:
+            choice.update(event.choice_extra)
+        return self._choices([choice])
+
+    def _choices(self, choices: list[Any]) -> bytes:
+        return self._prefix + orjson.dumps(choices) + self._usage_null + b"}\n\n"
 
     def role(self) -> bytes:
         return self._chunk({"role": "assistant", "content": ""})
 
     def delta(self, event: ChatDelta) -> bytes:
         """The frames of one event (none, one or two), as one piece to write at once."""
+        self.follow(event.chunk_extra)
         frames = b""
-        if event.content or event.tool_calls:
+        finish: str | None = event.finish_reason
+        if finish == "tool_calls" and self._functions:
+            finish = "function_call"
+        if (
+            event.content
+            or event.tool_calls
+            or event.reasoning
+            or event.refusal
+            or event.delta_extra
+            or event.logprobs is not None
+            or event.choice_extra
+        ):
             delta: dict[str, Any] = {}
             if event.content:
                 delta["content"] = event.content
+            if event.refusal:
+                delta["refusal"] = event.refusal
             if event.tool_calls:
-                calls = []
-                for call in event.tool_calls:
-                    item: dict[str, Any] = {"index": call.index}
-                    function: dict[str, Any] = {"arguments": call.arguments}
-                    if call.id is not None:
-                        item["id"] = call.id
-                        item["type"] = "function"
-                    if call.name is not None:
-                        function["name"] = call.name
-                    item["function"] = function
-                    calls.append(item)
-                delta["tool_calls"] = calls
-            frames = self._chunk(delta)
-        if event.finish_reason is not None:
-            frames += self._chunk({}, event.finish_reason)
-        return frames
+                if self._functions:
+                    delta["function_call"] = _function_call_delta(event.tool_calls[0])
+                else:
+                    delta["tool_calls"] = [_tool_call_delta(call) for call in event.tool_calls]
+            extra = event.delta_extra
+            if extra:
+                delta.update(extra)
+            if event.reasoning and not (
+                extra and ("reasoning_content" in extra or "reasoning" in extra)
+            ):
+                delta["reasoning_content"] = event.reasoning
+            if finish is not None and (event.logprobs is not None or event.choice_extra):
+                # One chunk, as it came: its delta, its finish and its choice's fields.
+                return self._chunk(delta, finish, event) + self._more(event)
+            frames = self._chunk(delta, None, event)
+        if finish is not None:
+            frames += self._chunk({}, finish)
+        return frames + self._more(event)
+
+    def _more(self, event: ChatDelta) -> bytes:
+        # With n > 1, the upstream's other choices go in a chunk of their own, as they came.
+        if not event.more_choices:
+            return b""
+        return self._choices(event.more_choices)
 
     def usage(self, event: ChatDelta) -> bytes:
         if not self._include_usage or event.usage is None:
             return b""
         return self._open_usage + orjson.dumps(event.usage.as_openai()) + b"}\n\n"
+
+
+def _tool_call_delta(call: ToolCallDelta) -> dict[str, Any]:
+    item: dict[str, Any] = {"index": call.index}
+    if call.id is not None:
+        item["id"] = call.id
+        item["type"] = call.type
+    if call.type == "custom":
+        custom: dict[str, Any] = {"input": call.arguments}
+        if call.name is not None:
+            custom["name"] = call.name
+        item["custom"] = custom
+        return item
+    function: dict[str, Any] = {"arguments": call.arguments}
+    if call.name is not None:
+        function["name"] = call.name
+    item["function"] = function
+    return item
+
+
+def _function_call_delta(call: ToolCallDelta) -> dict[str, Any]:
+    function: dict[str, Any] = {"arguments": call.arguments}
+    if call.name is not None:
+        function["name"] = call.name
+    return function
 
 
 DIALECT = Dialect("openai_chat", (("POST", "/v1/chat/completions", chat_completions),))

@@ -28,6 +28,9 @@ class ModelProvider(ABC):
     """
 
     kind: ModelProviderKind
+    # Whether the kind takes OpenAI's deprecated `functions` as they are; the others are
+    # handed the request with them spelled as tools (`ChatRequest.functions_as_tools`).
+    takes_functions: bool = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -46,9 +49,21 @@ class ModelProvider(ABC):
 
     def unsupported(self, request: ChatRequest) -> Unsupported | None:
         """What in `request` this provider kind cannot honour faithfully (a parameter or a
-        content part type), or None. The router skips a candidate that cannot serve a
-        request for one that can."""
+        content part type), or None: `cannot_honour` words it. The router skips a candidate
+        that cannot serve a request for one that can, and answers with this when none can.
+        `request` is as the provider will get it (see `takes_functions`)."""
         return None
+
+    def cannot_honour(self, what: str, param: str) -> Unsupported:
+        """The refusal `unsupported` returns, in the one wording clients see:
+        `provider claude (anthropic) cannot honour logprobs`."""
+        return Unsupported(
+            f"provider {self.provider_id} ({self.kind}) cannot honour {what}", param=param
+        )
+
+    def accepts(self, request: ChatRequest) -> ChatRequest:
+        """`request` as this provider is handed it."""
+        return request if self.takes_functions else request.functions_as_tools()
 
     async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
         raise Unsupported(f"provider {self.provider_id} ({self.kind}) does not serve embeddings")

@@ -230,9 +230,7 @@ class FallbackModel:
 
     # --- streams ------------------------------------------------------------------------
 
-    async def stream(
-        self, open_: Callable[[Candidate], AsyncIterator[E]]
-    ) -> AsyncIterator[E]:
+    async def stream(self, open_: Callable[[Candidate], AsyncIterator[E]]) -> AsyncIterator[E]:
         """Open a stream up to its first content token, failing over as needed, and hand it
         back whole; what it does after that (ends, breaks, is left) is settled with the
         provider's breaker and health as it happens, and its token counts are metered."""

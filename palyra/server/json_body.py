@@ -111,11 +111,91 @@ def _validate(data: Any, model: type[_M]) -> _M:
 
 
 def _validation_error(exc: ValidationError) -> InvalidRequest:
-    first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
-    message = str(first["msg"]).removeprefix("Value error, ")
-    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return InvalidRequest(f"{param}: {message}{more}" if param else message, param=param)
+    """The first problem, at the path the client wrote (`messages[1].content[0]`), never at
+    pydantic's (whose union branches show as `content.str` or `list[tagged-union[...]]`)."""
+    errors = [(_client_path(e["loc"]), e) for e in exc.errors()]
+    path, first = _most_telling(errors)
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    # `param` keeps the dotted form clients already match on.
+    param = ".".join(str(p) for p in path) or None
+    message = _reason(first, path)
+    problems = _count(errors)
+    more = f" (and {problems - 1} more problems)" if problems > 1 else ""
+    return InvalidRequest(f"{where}: {message}{more}" if where else message, param=param)
+
+
+# What pydantic puts in a location for a union's branch: a type (`str`, `list[...]`,
+# `literal['none','auto']`, `function-after[...]`) or a model's class name.
+_BRANCH = re.compile(r"^(str|int|float|bool|none|bytes|dict|list)$|[\[(]|^[A-Z]")
+# The things a tagged union tells apart, by the field that holds them.
+_TAGGED = {
+    "content": "content part",
+    "tools": "tool",
+    "tool_calls": "tool call",
+    "tool_choice": "tool choice",
+}
+
+
+# Lists whose items are told apart by a function of their `type` (types.py): pydantic puts
+# the chosen tag right after the item's index, with no label before it.
+_TAG_AFTER_INDEX = frozenset({"tools", "tool_calls"})
+
+
+def _client_path(loc: tuple[int | str, ...]) -> list[int | str]:
+    path: list[int | str] = []
+    tagged = False
+    for part in loc:
+        if isinstance(part, str) and _BRANCH.search(part):
+            tagged = tagged or "tagged-union[" in part
+            continue
+        if isinstance(part, int) and path and path[-1] in _TAG_AFTER_INDEX:
+            tagged = True
+        elif tagged and isinstance(part, str):
+            tagged = False  # the tag a tagged union chose: no field of the client's
+            continue
+        path.append(part)
+    return path
+
+
+def _rank(kind: str) -> int:
+    if kind.startswith("union_tag"):
+        return 2
+    # One branch of a union saying the value is not of its type is noise beside the others.
+    return 0 if kind.endswith("_type") or kind == "literal_error" else 1
+
+
+def _most_telling(errors: list[tuple[list[int | str], Any]]) -> tuple[list[int | str], Any]:
+    """Of the errors at the first place that has any, the one that says most: a union's
+    branches each report, and `should be a valid string` of one branch is noise beside the
+    deeper problem of the branch the value had the shape of."""
+    path = errors[0][0]
+    same_place = [(p, e) for p, e in errors if p[: len(path)] == path]
+    return max(same_place, key=lambda pe: (_rank(pe[1]["type"]), len(pe[0])))
+
+
+def _count(errors: list[tuple[list[int | str], Any]]) -> int:
+    # A union's branches reporting on one value are one problem.
+    places = {tuple(p) for p, e in errors}
+    noise = {
+        place
+        for place in places
+        if any(other != place and other[: len(place)] == place for other in places)
+    }
+    return max(1, len(places - noise))
+
+
+def _reason(error: Any, path: list[int | str]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    field = next((p for p in reversed(path) if isinstance(p, str)), "")
+    what = _TAGGED.get(field, "type")
+    if kind == "union_tag_invalid":
+        expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
+        listed = ", ".join(expected[:-1]) + f" or {expected[-1]}" if len(expected) > 1 else ""
+        return f"unknown {what} type {ctx.get('tag')!r}; expected {listed or expected[0]}"
+    if kind == "union_tag_not_found":
+        return f"a {what} needs a 'type'"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _not_json(exc: orjson.JSONDecodeError | str) -> InvalidRequest:

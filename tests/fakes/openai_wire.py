@@ -120,22 +120,31 @@ def default_chat_reply(body: dict[str, Any]) -> ChatReply:
         ),
         "",
     )
+    # A reasoning model (asked with reasoning_effort) says what it thought, as DeepSeek does.
+    reasoning = f"thinking about: {text}" if body.get("reasoning_effort") else None
     command = _TOOL_COMMAND.match(text.strip())
-    if body.get("tools") and command:
+    if (body.get("tools") or body.get("functions")) and command:
         # Lets a test ask for a tool call through the gateway without scripting the upstream.
         arguments = command.group(2).strip() or "{}"
         call = {"id": new_id("call_"), "name": command.group(1), "arguments": arguments}
-        return ChatReply(content=None, tool_calls=[call])
+        return ChatReply(content=None, tool_calls=[call], reasoning=reasoning)
     response_format = body.get("response_format")
     if isinstance(response_format, dict) and response_format.get("type") == "json_object":
-        return ChatReply(content=orjson.dumps({"echo": text}).decode())
-    return ChatReply(content=f"echo: {text}")
+        return ChatReply(content=orjson.dumps({"echo": text}).decode(), reasoning=reasoning)
+    return ChatReply(content=f"echo: {text}", reasoning=reasoning)
 
 
-def finish_reason(reply: ChatReply) -> str:
+def finish_reason(reply: ChatReply, body: dict[str, Any] | None = None) -> str:
     if reply.finish_reason is not None:
         return _FROM_ANTHROPIC.get(reply.finish_reason, reply.finish_reason)
-    return "tool_calls" if reply.tool_calls else "stop"
+    if reply.tool_calls:
+        # A request in the deprecated functions' dialect is answered in it.
+        return "function_call" if _functions(body) else "tool_calls"
+    return "stop"
+
+
+def _functions(body: dict[str, Any] | None) -> bool:
+    return bool(body and body.get("functions") and not body.get("tools"))
 
 
 def _usage(reply: ChatReply, calls: list[ToolCall], prompt: int) -> dict[str, Any]:
@@ -149,9 +158,9 @@ def _usage(reply: ChatReply, calls: list[ToolCall], prompt: int) -> dict[str, An
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reply.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -159,80 +168,200 @@ def _usage(reply: ChatReply, calls: list[ToolCall], prompt: int) -> dict[str, An
     }
 
 
-def chat_completion(reply: ChatReply, *, model: str, prompt: int) -> dict[str, Any]:
-    calls = normalized_tool_calls(reply, "call_")
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": reply.content,
-        "refusal": None,
-        "annotations": [],
+SYSTEM_FINGERPRINT = "fp_fake0001"
+
+
+def _head(body: dict[str, Any] | None) -> dict[str, Any]:
+    # The tier the request asked for, as the API says which one served it.
+    tier = (body or {}).get("service_tier")
+    return {
+        "service_tier": tier if isinstance(tier, str) and tier != "auto" else "default",
+        "system_fingerprint": SYSTEM_FINGERPRINT,
     }
-    if calls:
-        message["tool_calls"] = [
+
+
+def _choice_count(body: dict[str, Any] | None) -> int:
+    n = (body or {}).get("n")
+    return n if isinstance(n, int) and 1 <= n <= 8 else 1
+
+
+def _choice_text(reply: ChatReply, index: int) -> str | None:
+    # Each choice of n > 1 differs, as sampled ones do.
+    if reply.content is None or index == 0:
+        return reply.content
+    return f"{reply.content} (choice {index})"
+
+
+def _logprobs(text: str) -> dict[str, Any]:
+    return {
+        "content": [
             {
-                "id": c.id,
-                "type": "function",
-                "function": {"name": c.name, "arguments": c.arguments},
+                "token": piece,
+                "logprob": -0.25,
+                "bytes": list(piece.encode()),
+                "top_logprobs": [{"token": piece, "logprob": -0.25, "bytes": list(piece.encode())}],
             }
-            for c in calls
-        ]
+            for piece in split_text(text)
+        ],
+        "refusal": None,
+    }
+
+
+def _wants_audio(body: dict[str, Any] | None) -> bool:
+    modalities = (body or {}).get("modalities")
+    return isinstance(modalities, list) and "audio" in modalities
+
+
+def _audio(transcript: str, created: int) -> dict[str, Any]:
+    return {
+        "id": new_id("audio_"),
+        "data": base64.b64encode(b"RIFF fake audio").decode(),
+        "expires_at": created + 3600,
+        "transcript": transcript,
+    }
+
+
+def chat_completion(
+    reply: ChatReply, *, model: str, prompt: int, request: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    calls = normalized_tool_calls(reply, "call_")
+    created = int(time.time())
+    choices = []
+    for index in range(_choice_count(request)):
+        text = _choice_text(reply, index)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": text,
+            "refusal": reply.refusal,
+            "annotations": reply.annotations or [],
+        }
+        if reply.reasoning is not None:
+            message[reply.reasoning_key] = reply.reasoning
+        if _wants_audio(request) and text is not None:
+            message["content"] = None
+            message["audio"] = _audio(text, created)
+        if calls and _functions(request):
+            message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+        elif calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in calls
+            ]
+        message.update(reply.message_extra or {})
+        choice = {
+            "index": index,
+            "message": message,
+            "logprobs": _logprobs(text or "") if (request or {}).get("logprobs") else None,
+            "finish_reason": finish_reason(reply, request),
+            **(reply.choice_extra or {}),
+        }
+        choices.append(choice)
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(reply),
-            }
-        ],
+        "choices": choices,
         "usage": _usage(reply, calls, prompt),
-        "service_tier": "default",
-        "system_fingerprint": None,
+        **_head(request),
+        **(reply.body_extra or {}),
     }
 
 
-def chat_chunks(reply: ChatReply, *, model: str, prompt: int, include_usage: bool) -> list[bytes]:
+def _choice_deltas(
+    reply: ChatReply, calls: list[ToolCall], index: int, request: dict[str, Any] | None
+) -> list[tuple[dict[str, Any], Any]]:
+    """One choice's deltas in order, each with its logprobs (None unless asked)."""
+    text = _choice_text(reply, index)
+    extra = reply.message_extra or {}
+    logprobs = bool((request or {}).get("logprobs"))
+    first_content = "" if text is not None else None
+    deltas: list[tuple[dict[str, Any], Any]] = [
+        ({"role": "assistant", "content": first_content, "refusal": None}, None)
+    ]
+    if reply.reasoning:
+        deltas += [
+            ({reply.reasoning_key: piece, **extra}, None) for piece in split_text(reply.reasoning)
+        ]
+    if text:
+        deltas += [
+            ({"content": piece, **extra}, _logprobs(piece) if logprobs else None)
+            for piece in split_text(text)
+        ]
+    if reply.refusal:
+        deltas += [({"refusal": piece, **extra}, None) for piece in split_text(reply.refusal)]
+    if reply.annotations:
+        deltas.append(({"annotations": reply.annotations, **extra}, None))
+    if calls and _functions(request):
+        call = calls[0]
+        deltas.append(({"function_call": {"name": call.name, "arguments": ""}}, None))
+        deltas += [
+            ({"function_call": {"arguments": piece}}, None) for piece in split_json(call.arguments)
+        ]
+        return deltas
+    # Parallel calls are sent one after another, as the real API does; `index` tells them apart.
+    for call_index, call in enumerate(calls):
+        head = {
+            "index": call_index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        deltas.append(({"tool_calls": [head]}, None))
+        deltas += [
+            ({"tool_calls": [{"index": call_index, "function": {"arguments": piece}}]}, None)
+            for piece in split_json(call.arguments)
+        ]
+    return deltas
+
+
+def chat_chunks(
+    reply: ChatReply,
+    *,
+    model: str,
+    prompt: int,
+    include_usage: bool,
+    request: dict[str, Any] | None = None,
+) -> list[bytes]:
     """Every data frame of the stream except the `[DONE]` terminator."""
     calls = normalized_tool_calls(reply, "call_")
     chunk_id, created = new_id("chatcmpl-"), int(time.time())
+    head = {**_head(request), **(reply.body_extra or {})}
 
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+    def chunk(index: int, delta: dict[str, Any], reason: str | None, logprobs: Any) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         data: dict[str, Any] = {
             "id": chunk_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "service_tier": "default",
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+            **head,
+            "choices": [{**choice, **(reply.choice_extra or {})}],
         }
         if include_usage:
             # With include_usage every chunk carries `usage: null` until the final one.
             data["usage"] = None
         return sse(data)
 
-    first_content = "" if reply.content is not None else None
-    frames = [chunk({"role": "assistant", "content": first_content, "refusal": None})]
-    if reply.content:
-        frames += [chunk({"content": piece}) for piece in split_text(reply.content)]
-    # Parallel calls are sent one after another, as the real API does; `index` tells them apart.
-    for index, call in enumerate(calls):
-        head = {
-            "index": index,
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }
-        frames.append(chunk({"tool_calls": [head]}))
-        frames += [
-            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-            for piece in split_json(call.arguments)
-        ]
-    frames.append(chunk({}, finish_reason(reply)))
+    per_choice = [
+        [chunk(index, delta, None, logprobs) for delta, logprobs in deltas]
+        + [chunk(index, {}, finish_reason(reply, request), None)]
+        for index, deltas in enumerate(
+            _choice_deltas(reply, calls, i, request) for i in range(_choice_count(request))
+        )
+    ]
+    # With n > 1 the choices' chunks are interleaved, as the API sends them.
+    frames = [
+        frame
+        for step in range(max(map(len, per_choice)))
+        for frames_of in per_choice
+        if step < len(frames_of)
+        for frame in [frames_of[step]]
+    ]
     if include_usage:
         frames.append(
             sse(
@@ -241,8 +370,7 @@ def chat_chunks(reply: ChatReply, *, model: str, prompt: int, include_usage: boo
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": model,
-                    "service_tier": "default",
-                    "system_fingerprint": None,
+                    **head,
                     "choices": [],
                     "usage": _usage(reply, calls, prompt),
                 }

@@ -75,6 +75,19 @@ class ChatReply:
     chunk_delay_s: float = 0
     break_after_chunks: int | None = None
     error_event_after_chunks: int | None = None
+    # What the OpenAI route sends beside the answer (Anthropic's ignores these): reasoning as
+    # `reasoning_content` (or, with `reasoning_key`, as some servers spell it), a refusal,
+    # `annotations`, usage details, and fields the schema does not name on the body, its
+    # choices and its message (each delta of a stream; the body's on every chunk).
+    reasoning: str | None = None
+    reasoning_key: str = "reasoning_content"
+    refusal: str | None = None
+    annotations: list[dict[str, Any]] | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    body_extra: dict[str, Any] | None = None
+    choice_extra: dict[str, Any] | None = None
+    message_extra: dict[str, Any] | None = None
 
 
 @dataclass

@@ -126,7 +126,8 @@ async def test_openai_chat_whole(oai: AsyncOpenAI, upstream: FakeUpstream) -> No
     assert completion.id.startswith("chatcmpl-")
     assert completion.object == "chat.completion"
     assert completion.model == "gpt-4o-mini"
-    assert completion.system_fingerprint is None
+    assert completion.system_fingerprint == "fp_fake0001"
+    assert completion.service_tier == "default"
     choice = completion.choices[0]
     assert choice.message.role == "assistant"
     assert choice.message.content == "echo: hello world"
@@ -471,6 +472,113 @@ async def test_openai_whole_answer_cut_short(oai: AsyncOpenAI, upstream: FakeUps
     upstream.script("/v1/chat/completions", ChatReply("cut", break_after_chunks=0))
     with pytest.raises(openai.APIConnectionError):
         await oai.chat.completions.create(model="m", messages=USER_HELLO)
+
+
+RICH = ChatReply(
+    content="the answer",
+    reasoning="first I thought",
+    refusal="part of it I will not say",
+    annotations=[
+        {
+            "type": "url_citation",
+            "url_citation": {
+                "start_index": 0,
+                "end_index": 3,
+                "title": "Source",
+                "url": "https://example.com/",
+            },
+        }
+    ],
+    cached_tokens=2,
+    reasoning_tokens=4,
+    body_extra={"x_body_note": {"kept": True}},
+    choice_extra={"x_choice_note": 1},
+    message_extra={"x_message_note": "as sent"},
+)
+
+
+async def test_openai_answers_carry_every_field_the_sdk_reads(
+    oai: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    # Whole: strict SDK models take every field, n > 1, logprobs and audio included.
+    upstream.script("/v1/chat/completions", RICH)
+    completion = await oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=USER_HELLO,
+        n=2,
+        logprobs=True,
+        top_logprobs=1,
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"},
+    )
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert completion.system_fingerprint == "fp_fake0001"
+    assert completion.model_extra == {"x_body_note": {"kept": True}}
+    choice = completion.choices[0]
+    assert choice.model_extra == {"x_choice_note": 1}
+    message = choice.message
+    assert message.content is None and message.audio is not None
+    assert message.audio.transcript == "the answer"
+    assert completion.choices[1].message.audio.transcript == "the answer (choice 1)"  # type: ignore[union-attr]
+    assert message.refusal == "part of it I will not say"
+    assert message.annotations and message.annotations[0].url_citation.url == "https://example.com/"
+    assert message.model_extra == {
+        "reasoning_content": "first I thought",
+        "x_message_note": "as sent",
+    }
+    assert choice.logprobs is not None and choice.logprobs.content
+    assert "".join(t.token for t in choice.logprobs.content) == "the answer"
+    usage = completion.usage
+    assert usage is not None and usage.prompt_tokens_details and usage.completion_tokens_details
+    assert usage.prompt_tokens_details.cached_tokens == 2
+    assert usage.completion_tokens_details.reasoning_tokens == 4
+
+    # Streamed: the same fields, per chunk; the choices interleaved.
+    upstream.script("/v1/chat/completions", RICH)
+    stream = await oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=USER_HELLO,
+        n=2,
+        logprobs=True,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all(c.system_fingerprint == "fp_fake0001" for c in chunks)
+    assert all(c.model_extra == {"x_body_note": {"kept": True}} for c in chunks)
+    text: dict[int, str] = {0: "", 1: ""}
+    reasoning, refusal, tokens = "", "", ""
+    for chunk in chunks:
+        for c in chunk.choices:
+            assert c.model_extra == {"x_choice_note": 1}
+            text[c.index] += c.delta.content or ""
+            refusal += c.delta.refusal or "" if c.index == 0 else ""
+            if c.index == 0 and c.delta.model_extra:
+                reasoning += c.delta.model_extra.get("reasoning_content", "")
+            if c.index == 0 and c.logprobs and c.logprobs.content:
+                tokens += "".join(t.token for t in c.logprobs.content)
+    assert text == {0: "the answer", 1: "the answer (choice 1)"}
+    assert (reasoning, refusal, tokens) == (
+        "first I thought",
+        "part of it I will not say",
+        "the answer",
+    )
+    final = chunks[-1].usage
+    assert final is not None and final.prompt_tokens_details is not None
+    assert final.prompt_tokens_details.cached_tokens == 2
+
+
+async def test_openai_functions_are_answered_with_function_call(oai: AsyncOpenAI) -> None:
+    completion = await oai.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": '/tool get_weather {"city": "Oslo"}'}],
+        functions=[WEATHER_TOOL["function"]],
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "function_call"
+    assert choice.message.function_call is not None
+    assert choice.message.function_call.name == "get_weather"
+    assert json.loads(choice.message.function_call.arguments) == {"city": "Oslo"}
 
 
 # --- Anthropic -----------------------------------------------------------------------------

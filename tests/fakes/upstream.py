@@ -278,12 +278,14 @@ class FakeUpstream:
             messages = body.get("messages")
             prompt = openai_wire.prompt_tokens(messages if isinstance(messages, list) else [])
             if not stream:
-                payload = openai_wire.chat_completion(reply, model=model, prompt=prompt)
+                payload = openai_wire.chat_completion(
+                    reply, model=model, prompt=prompt, request=body
+                )
                 return await self._whole(request, family, payload, reply)
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
             frames = openai_wire.chat_chunks(
-                reply, model=model, prompt=prompt, include_usage=include_usage
+                reply, model=model, prompt=prompt, include_usage=include_usage, request=body
             )
             end, error_frame = openai_wire.DONE, openai_wire.stream_error_frame()
         return await self._stream(request, family, reply, frames, end, error_frame)
