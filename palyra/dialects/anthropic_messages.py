@@ -21,8 +21,9 @@ from aiohttp import web
 
 from palyra import tokens
 from palyra.config import ModelConfig
+from palyra.dialects.anthropic_render import render_message
 from palyra.dialects.anthropic_stream import EventWriter, frame, native_frame
-from palyra.dialects.anthropic_translate import Translation, render_message, to_chat_request
+from palyra.dialects.anthropic_translate import Translation, to_chat_request
 from palyra.dialects.anthropic_wire import ErrorResponse, ErrorType, MessageTokensCount
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, route_headers, sse_response

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from palyra.dialects.anthropic_translate import message_id, render_usage, stop_reason
+from palyra.dialects.anthropic_render import message_id, render_usage, stop_reason
 from palyra.dialects.anthropic_wire import ContentBlock, Message, MessageDeltaUsage
 from palyra.dialects.common import random_id
 from palyra.types import ChatDelta, FinishReason, ToolCallDelta, Usage

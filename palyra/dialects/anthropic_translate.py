@@ -1,9 +1,9 @@
-"""Anthropic Messages requests onto the internal chat shape, and internal results back.
+"""Anthropic Messages requests onto the internal chat shape (the way back is
+`anthropic_render`).
 
 `to_chat_request` reads a Messages API body (checking it as the API would, with errors that
 name the field by its path in the client's body, `messages.0.content.1.source.media_type`)
-into a `ChatRequest`; `render_message` turns a `ChatResult` into a Messages API `Message`.
-Both are pure, so the translation is tested without a server.
+into a `ChatRequest`. It is pure, so the translation is tested without a server.
 
 Where the two shapes differ:
 - A user turn's `tool_result` blocks become `tool` messages ahead of the rest of the turn (the
@@ -11,8 +11,7 @@ Where the two shapes differ:
   with `is_error` says so in its text ("Error: ..."): the internal shape has no flag for it.
 - `thinking` with a budget becomes `reasoning_effort` (the knob OpenAI-compatible reasoning
   models have), by the size of the budget; thinking blocks of earlier turns become the
-  assistant's `reasoning_content`, and reasoning that comes back becomes thinking blocks
-  (without a signature: only Anthropic can sign them).
+  assistant's `reasoning_content`.
 - `top_k` has no OpenAI name; it is kept as an extra field, which OpenAI-compatible servers
   that know it (vLLM, llama.cpp, ...) honour.
 - Hints that do not change what the answer says (`cache_control`, `service_tier`, `speed`,
@@ -30,18 +29,10 @@ from typing import Any
 
 import orjson
 
-from palyra.dialects.anthropic_wire import (
-    ContentBlock,
-    Message,
-    StopReason,
-    ToolUseBlock,
-)
-from palyra.dialects.anthropic_wire import Usage as WireUsage
-from palyra.dialects.common import random_id
-from palyra.errors import InvalidRequest, UpstreamProtocolError
+from palyra.errors import InvalidRequest
 from palyra.limits import MAX_CHAT_MESSAGES, MAX_INTEGER
 from palyra.server.json_body import validate
-from palyra.types import ChatRequest, ChatResult, FinishReason, Usage
+from palyra.types import ChatRequest
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 # Anthropic's smallest thinking budget.
@@ -73,13 +64,6 @@ _TRANSLATED = frozenset(
 )
 # Hints about caching, capacity and placement: what the answer says does not depend on them.
 _HINTS = frozenset({"cache_control", "service_tier", "speed", "inference_geo"})
-
-_STOP_REASONS: dict[FinishReason, StopReason] = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "content_filter": "refusal",
-}
 
 
 @dataclass(slots=True)
@@ -556,79 +540,3 @@ def to_chat_request(body: dict[str, Any], *, counting: bool = False) -> Translat
     """The internal request for a Messages API body (`counting`: a count_tokens body, which
     has no max_tokens). Raises `InvalidRequest` naming the first problem."""
     return _Reader().read(body, counting)
-
-
-# --- answers -------------------------------------------------------------------------------------
-
-
-def message_id() -> str:
-    return "msg_" + random_id()
-
-
-def stop_reason(
-    finish: FinishReason | None, stop_sequences: tuple[str, ...], extra: dict[str, Any] | None
-) -> tuple[StopReason, str | None]:
-    """Anthropic's stop reason (and stop sequence) for an internal finish reason. OpenAI says
-    "stop" for a stop sequence as for an end of turn; servers that say which sequence matched
-    (vLLM's `stop_reason` on the choice) let it come back as `stop_sequence`."""
-    matched = extra.get("stop_reason") if extra else None
-    if finish == "stop" and isinstance(matched, str) and matched in stop_sequences:
-        return "stop_sequence", matched
-    return _STOP_REASONS.get(finish or "stop", "end_turn"), None
-
-
-def render_usage(usage: Usage) -> WireUsage:
-    # Anthropic's input_tokens are the fresh ones: cache reads and writes are counted apart.
-    fresh = usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens
-    return {
-        "input_tokens": max(0, fresh),
-        "output_tokens": usage.completion_tokens,
-        "cache_creation_input_tokens": usage.cache_creation_tokens,
-        "cache_read_input_tokens": usage.cached_tokens,
-    }
-
-
-def tool_input(arguments: str, provider_id: str) -> dict[str, Any]:
-    """A tool call's arguments as the object a tool_use block holds."""
-    if not arguments.strip():
-        return {}
-    try:
-        value = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError(
-            "answered a tool call whose arguments are not a JSON object", provider_id=provider_id
-        )
-    return value
-
-
-def render_message(
-    result: ChatResult, model_id: str, provider_id: str, stop_sequences: tuple[str, ...] = ()
-) -> Message:
-    content: list[ContentBlock] = []
-    if result.reasoning:
-        content.append({"type": "thinking", "thinking": result.reasoning, "signature": ""})
-    text = result.content or result.refusal
-    if text:
-        content.append({"type": "text", "text": text})
-    for call in result.tool_calls:
-        block: ToolUseBlock = {
-            "type": "tool_use",
-            "id": call.id,
-            "name": call.name,
-            "input": tool_input(call.arguments, provider_id),
-        }
-        content.append(block)
-    finish: FinishReason = "content_filter" if result.refusal else result.finish_reason
-    reason, sequence = stop_reason(finish, stop_sequences, result.choice_extra)
-    return {
-        "id": message_id(),
-        "type": "message",
-        "role": "assistant",
-        "content": content,
-        "model": model_id,
-        "stop_reason": reason,
-        "stop_sequence": sequence,
-        "usage": render_usage(result.usage),
-    }

@@ -19,8 +19,9 @@ from aiohttp.test_utils import TestServer
 from anthropic import AsyncAnthropic
 
 from palyra.dialects.anthropic_messages import anthropic_status
+from palyra.dialects.anthropic_render import render_message
 from palyra.dialects.anthropic_stream import EventWriter, native_frame
-from palyra.dialects.anthropic_translate import render_message, to_chat_request
+from palyra.dialects.anthropic_translate import to_chat_request
 from palyra.errors import InvalidRequest
 from palyra.types import ChatDelta, ChatResult, ToolCallDelta, ToolCallResult, Usage
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
