@@ -772,15 +772,16 @@ async def test_errors_are_the_sdks_own(
     }
 
 
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude"])
 async def test_error_mid_stream_is_an_error_event(
-    claude: AsyncAnthropic, gateway: TestServer, upstream: FakeUpstream
+    claude: AsyncAnthropic, gateway: TestServer, upstream: FakeUpstream, model: str
 ) -> None:
-    upstream.script(
-        "/v1/chat/completions",
-        ChatReply(content="one two three four five six", error_event_after_chunks=3),
-    )
+    path = "/v1/messages" if model == "claude" else "/v1/chat/completions"
+    # The fake's Anthropic stream has a ping among its first frames: one more to show text.
+    broken = ChatReply(content="one two three four five six", error_event_after_chunks=4)
+    upstream.script(path, broken)
     body = {
-        "model": "gpt-4o-mini",
+        "model": model,
         "max_tokens": 100,
         "stream": True,
         "messages": [{"role": "user", "content": "hi"}],
@@ -788,17 +789,17 @@ async def test_error_mid_stream_is_an_error_event(
     status, _, raw = await post(gateway, "/v1/messages", body)
     assert status == 200
     frames = events(raw)
+    names = [n for n, _ in frames]
+    assert names[0] == "message_start" and "content_block_delta" in names
     name, data = frames[-1]
     assert name == "error" and data["type"] == "error"
+    # The fake's in-band error is overloaded_error (Anthropic) or a server error (OpenAI).
     assert data["error"]["type"] in ("overloaded_error", "api_error")
-    assert "message_stop" not in [n for n, _ in frames]
-    upstream.script(
-        "/v1/chat/completions",
-        ChatReply(content="one two three four five six", error_event_after_chunks=3),
-    )
+    assert "message_stop" not in names
+    upstream.script(path, broken)
     with pytest.raises(anthropic.APIStatusError):
         async with claude.messages.stream(
-            model="gpt-4o-mini", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+            model=model, max_tokens=100, messages=[{"role": "user", "content": "hi"}]
         ) as stream:
             async for _ in stream:
                 pass
