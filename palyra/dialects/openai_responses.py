@@ -57,6 +57,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     body, size = await parse_json(request)
     call = read_call(body)
     history = await _history(store, call)
+    if call.references():
+        # Items of the conversation so far first, then those of other recent responses.
+        found = store.find_items(call.references())
+        found.update({item["id"]: item for item in history if isinstance(item.get("id"), str)})
+        call.resolve(found)
     chat = call.chat_request(history)
     if size <= tokens.COUNT_INLINE_BYTES and not history:
         return await _respond(request, router, store, call, chat, started)
@@ -243,10 +248,19 @@ async def list_input_items(request: web.Request) -> web.Response:
     order = request.query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequest("order must be asc or desc", param="order")
-    record = await request.app[RESPONSES].get(response_id)
+    store = request.app[RESPONSES]
+    record = await store.get(response_id)
     if record is None:
         raise _not_found(response_id)
-    items = [listed_item(item) for item in record.input]
+    # As the API lists them: the whole input the answer was given, the turns before it
+    # (chained with previous_response_id) included.
+    earlier: list[dict[str, Any]] | None = []
+    if record.previous_response_id:
+        try:
+            earlier = await store.history(record.previous_response_id)
+        except ChainTooLong:
+            earlier = None
+    items = [listed_item(item) for item in [*(earlier or []), *record.input]]
     if order == "desc":
         items.reverse()
     after = request.query.get("after")

@@ -82,6 +82,28 @@ class ResponsesCall:
     input_items: list[dict[str, Any]]
     # What a provider serving by translation would have to refuse, in words.
     untranslatable: list[str] = field(default_factory=list)
+    # Whether the input differs from the body's (item references resolved).
+    expanded: bool = False
+
+    def references(self) -> list[str]:
+        """The ids this turn's `item_reference` items name."""
+        return [item["id"] for item in self.input_items if item["type"] == "item_reference"]
+
+    def resolve(self, found: dict[str, dict[str, Any]]) -> None:
+        """Each `item_reference` replaced by the stored item it names (`found`: by id)."""
+        resolved = []
+        for i, item in enumerate(self.input_items):
+            if item["type"] == "item_reference":
+                target = found.get(item["id"])
+                if target is None:
+                    raise InvalidRequest(
+                        f"input[{i}]: item_reference {item['id']!r} names no stored item",
+                        param=f"input[{i}]",
+                    )
+                item = target
+            resolved.append(item)
+        self.input_items = resolved
+        self.expanded = True
 
     @property
     def store(self) -> bool:
@@ -137,7 +159,7 @@ class ResponsesCall:
         `previous_response_id` and stores the answer itself)."""
         body = {k: v for k, v in self.body.items() if k != "previous_response_id"}
         body["store"] = False
-        if history:
+        if history or self.expanded:
             body["input"] = [*map(replayable, history), *map(replayable, self.input_items)]
         return body
 
@@ -185,11 +207,10 @@ def input_items(raw: Any) -> list[dict[str, Any]]:
                 f"{where} has no type (and no role, as a message has)", param=where
             )
         if kind == "item_reference":
-            raise InvalidRequest(
-                f"{where}: item_reference is not supported; send the item itself, or chain "
-                "with previous_response_id",
-                param=where,
-            )
+            if not isinstance(item.get("id"), str):
+                raise InvalidRequest(f"{where}.id must be a string", param=f"{where}.id")
+            items.append({"type": kind, "id": item["id"]})  # resolved by the dialect
+            continue
         _check_item(where, kind, item)
         items.append(
             {"id": item.get("id") or item_id(_ID_PREFIX.get(kind, "item")), **item, "type": kind}

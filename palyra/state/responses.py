@@ -84,6 +84,9 @@ class ResponseStore:
         self._memory_items = memory_items
         self._memory_bytes = memory_bytes
         self._clock = clock
+        # The items (input and output) of the remembered responses, by id: what an
+        # `item_reference` names.
+        self._items: dict[str, dict[str, Any]] = {}
         # Saved, not yet written: readable here until they are.
         self._pending: dict[str, StoredResponse] = {}
         self._queue: asyncio.Queue[str] | None = None
@@ -230,6 +233,10 @@ class ResponseStore:
             items += record.response.get("output") or []
         return items
 
+    def find_items(self, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Of `item_ids`, the items of remembered responses (the latest ones) that have them."""
+        return {i: self._items[i] for i in item_ids if i in self._items}
+
     async def delete(self, response_id: str) -> bool:
         found = self._forget(response_id)
         self._pending.pop(response_id, None)
@@ -250,16 +257,29 @@ class ResponseStore:
         self._forget(record.response_id)
         self._memory[record.response_id] = record
         self._memory_size += record.size
+        for item in _items_of(record):
+            self._items[item["id"]] = item
         while len(self._memory) > self._memory_items or self._memory_size > self._memory_bytes:
-            _, oldest = self._memory.popitem(last=False)
-            self._memory_size -= oldest.size
+            self._forget(next(iter(self._memory)))
 
     def _forget(self, response_id: str) -> bool:
         record = self._memory.pop(response_id, None)
         if record is None:
             return False
         self._memory_size -= record.size
+        for item in _items_of(record):
+            if self._items.get(item["id"]) is item:
+                del self._items[item["id"]]
         return True
+
+
+def _items_of(record: StoredResponse) -> list[dict[str, Any]]:
+    output = record.response.get("output") or []
+    return [
+        item
+        for item in [*record.input, *output]
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ]
 
 
 def _from_row(row: Row) -> StoredResponse:
