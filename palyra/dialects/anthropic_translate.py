@@ -401,10 +401,16 @@ class _Reader:
         call_id = _string(block.get("id"), f"{where}.id", empty=False)
         name = _string(block.get("name"), f"{where}.name", empty=False)
         arguments = _object(block.get("input"), f"{where}.input")
+        try:
+            encoded = orjson.dumps(arguments).decode()
+        except orjson.JSONEncodeError as exc:
+            # An integer past 64 bits (orjson's limit, and every upstream's), or text that
+            # is no Unicode (a lone surrogate escape).
+            raise _error(f"{where}.input", f"cannot be passed on as JSON ({exc})") from None
         return {
             "id": call_id,
             "type": "function",
-            "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
+            "function": {"name": name, "arguments": encoded},
         }
 
     def _tool_result(self, block: dict[str, Any], where: str) -> dict[str, Any]:

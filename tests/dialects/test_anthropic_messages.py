@@ -1012,6 +1012,20 @@ def test_translation_of_a_full_request() -> None:
             },
             "tool_choice.name: no tool named 'g' in tools",
         ),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "tool_use", "id": "a", "name": "b", "input": {"n": 2**70}}
+                        ],
+                    }
+                ],
+            },
+            "messages.0.content.0.input: cannot be passed on as JSON",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(body: dict[str, Any], message: str) -> None:
