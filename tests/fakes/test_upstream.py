@@ -35,6 +35,7 @@ from openai.types.chat import (
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageParam,
 )
+from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
 
 from tests.fakes.anthropic_wire import ClaudeReply
 from tests.fakes.upstream import (
@@ -938,3 +939,89 @@ async def test_start_close_idempotent_url() -> None:
     finally:
         await fake.close()
     await asyncio.sleep(0)
+
+
+# --- OpenAI Responses ----------------------------------------------------------------------
+
+RESPONSES_WEATHER_TOOL: FunctionToolParam = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    "strict": None,
+}
+
+
+async def test_responses_whole(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    answer = await oai.responses.create(
+        model="gpt-4o-mini", input="hello there", instructions="be brief", store=False
+    )
+    assert answer.object == "response" and answer.status == "completed"
+    assert answer.output_text == "echo: hello there"
+    assert answer.usage is not None and answer.usage.total_tokens > 0
+    assert answer.instructions == "be brief"
+    assert upstream.requests_to("/v1/responses")[0].json["input"] == "hello there"
+
+
+async def test_responses_tool_call_and_its_output(oai: AsyncOpenAI) -> None:
+    called = await oai.responses.create(
+        model="m", input='/tool get_weather {"city": "Oslo"}', tools=[RESPONSES_WEATHER_TOOL]
+    )
+    call = called.output[0]
+    assert isinstance(call, ResponseFunctionToolCall)
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Oslo"})
+    answered = await oai.responses.create(
+        model="m",
+        input=[
+            {"role": "user", "content": '/tool get_weather {"city": "Oslo"}'},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        ],
+        tools=[RESPONSES_WEATHER_TOOL],
+    )
+    assert answered.output_text == "tool returned: sunny"
+
+
+async def test_responses_stream_events_in_order(oai: AsyncOpenAI) -> None:
+    kinds: list[str] = []
+    sequence: list[int] = []
+    async with oai.responses.stream(
+        model="m", input='/tool get_weather {"city": "Oslo"}', tools=[RESPONSES_WEATHER_TOOL]
+    ) as stream:
+        async for event in stream:
+            kinds.append(event.type)
+            sequence.append(event.sequence_number)
+        final = await stream.get_final_response()
+    assert sequence == list(range(len(kinds)))
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    call = final.output[0]
+    assert isinstance(call, ResponseFunctionToolCall) and json.loads(call.arguments) == {
+        "city": "Oslo"
+    }
+    async with oai.responses.stream(model="m", input="one two three") as text_stream:
+        async for _ in text_stream:
+            pass
+        assert (await text_stream.get_final_response()).output_text == "echo: one two three"
+
+
+async def test_responses_error_event_and_unknown_previous_response(
+    oai: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    upstream.script("/v1/responses", ChatReply("one two three four", error_event_after_chunks=4))
+    kinds = []
+    stream = await oai.responses.create(model="m", input="hi", stream=True)
+    async for event in stream:
+        kinds.append(event.type)
+    assert kinds[-1] == "error" and "response.completed" not in kinds
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.responses.create(model="m", input="hi", previous_response_id="resp_gone")
+    assert info.value.param == "previous_response_id"

@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from . import anthropic_wire, openai_wire
+from . import anthropic_wire, openai_wire, responses_wire
 from .replies import (
     AnyReply,
     ChatReply,
@@ -50,7 +50,7 @@ __all__ = [
 
 Family = Literal["openai", "anthropic"]
 DEFAULT_MODELS = ["gpt-4o-mini", "text-embedding-3-small", "whisper-1"]
-CHAT_PATHS = ("/v1/chat/completions", "/v1/messages")
+CHAT_PATHS = ("/v1/chat/completions", "/v1/messages", responses_wire.RESPONSES_PATH)
 # An aborted handler waits this long for aiohttp to notice the closed socket and cancel it.
 _ABORT_GRACE_S = 5.0
 
@@ -216,6 +216,9 @@ class FakeUpstream:
             return await self._chat(request, record, family, reply)
         if route == ("POST", "/v1/messages/count_tokens"):
             return _json(family, anthropic_wire.count_tokens(body))
+        if route == ("POST", responses_wire.RESPONSES_PATH):
+            reply = responses_wire.default_reply(body)
+            return await self._chat(request, record, family, reply)
         if route == ("POST", "/v1/embeddings"):
             return _json(family, openai_wire.embeddings(body))
         if route in (("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations")):
@@ -267,6 +270,13 @@ class FakeUpstream:
         stream = body.get("stream") is True
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
+        if request.path == responses_wire.RESPONSES_PATH:
+            if not stream:
+                payload = responses_wire.response(reply, body)
+                return await self._whole(request, family, payload, reply)
+            frames, end = responses_wire.stream_events(reply, body)
+            error_frame = responses_wire.stream_error_frame()
+            return await self._stream(request, family, reply, frames, end, error_frame)
         if family == "anthropic":
             prompt = anthropic_wire.input_tokens(body)
             if not stream:
