@@ -676,6 +676,8 @@ class ChatDelta:
             or self.reasoning
             or self.refusal
             or self.more_choices
+            # (An audio answer's deltas, say: a field we have no name for, with a value.)
+            or (self.delta_extra and any(v is not None for v in self.delta_extra.values()))
         )
 
 

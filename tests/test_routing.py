@@ -633,3 +633,120 @@ def test_chat_rooms_are_the_least_per_provider_kind_and_follow_discovery() -> No
         ]
     )
     assert registry.chat_rooms()[anthropic_kind] == (2_000, 1_500)
+
+
+# --- what a provider kind cannot honour --------------------------------------------------------
+
+
+def claude_config(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, **settings: Any
+) -> Any:
+    """p1 speaks Anthropic (on `first`), p2 is OpenAI-compatible (on `second`)."""
+    return config(
+        tmp_path,
+        first,
+        second,
+        providers={"p1": {"kind": "anthropic", "base_url": first.anthropic_base_url}},
+        models=[
+            {"model_id": "claude", "provider_id": "p1", "upstream_model": "claude-sonnet-4-5"},
+            {"model_id": "backup", "provider_id": "p2", "upstream_model": "gpt-4o-mini"},
+        ],
+        max_retries=0,
+        **settings,
+    )
+
+
+async def test_a_provider_that_cannot_honour_the_request_is_skipped_for_one_that_can(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(claude_config(tmp_path, first, second))
+    client = sdk(server)
+    for stream in (False, True):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="claude", messages=USER, logprobs=True, stream=stream
+        )
+        # The requested model's provider cannot give logprobs: the one that can answers.
+        assert raw.headers["x-palyra-model-id"] == "backup"
+        assert raw.headers["x-palyra-failover-count"] == "0"
+        if stream:
+            chunks = [chunk async for chunk in raw.parse()]  # type: ignore[union-attr]
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert first.requests_to("/v1/messages") == []
+    assert [r.json["logprobs"] for r in second.requests_to(CHAT)] == [True, True]
+    # What it can honour, it serves itself.
+    raw = await client.chat.completions.with_raw_response.create(model="claude", messages=USER)
+    assert raw.headers["x-palyra-model-id"] == "claude"
+
+
+async def test_a_fallback_that_cannot_honour_the_request_is_passed_over(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as third:
+        models = [
+            {"model_id": "primary", "provider_id": "p3", "fallbacks": ["claude", "backup"]},
+            {"model_id": "claude", "provider_id": "p1", "upstream_model": "claude-sonnet-4-5"},
+            {"model_id": "backup", "provider_id": "p2", "upstream_model": "gpt-4o-mini"},
+        ]
+        server = await start_gateway(
+            config(
+                tmp_path,
+                first,
+                second,
+                providers={"p1": {"kind": "anthropic", "base_url": first.anthropic_base_url}},
+                more_providers=[provider("p3", third)],
+                models=models,
+                max_retries=0,
+            )
+        )
+        third.script(CHAT, ErrorReply(503))
+        raw = await sdk(server).chat.completions.with_raw_response.create(
+            model="primary", messages=USER, n=2
+        )
+        assert raw.headers["x-palyra-model-id"] == "backup"
+        assert len(raw.parse().choices) == 2
+        assert first.requests_to("/v1/messages") == []
+
+
+async def test_when_no_candidate_can_honour_the_request_the_400_names_what_and_who(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    both_anthropic = config(
+        tmp_path,
+        first,
+        second,
+        providers={
+            "p1": {"kind": "anthropic", "base_url": first.anthropic_base_url},
+            "p2": {"kind": "anthropic", "base_url": second.anthropic_base_url},
+        },
+        models=[
+            {"model_id": "claude", "provider_id": "p1", "upstream_model": "c"},
+            {"model_id": "backup", "provider_id": "p2", "upstream_model": "c"},
+        ],
+    )
+    # Failover off; and on, with only candidates of the same kind.
+    for cfg in (claude_config(tmp_path, first, second, failover_enabled=False), both_anthropic):
+        server = await start_gateway(cfg)
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk(server).chat.completions.create(
+                model="claude",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "input_audio",
+                                "input_audio": {"data": "UklGRg==", "format": "wav"},
+                            }
+                        ],
+                    }
+                ],
+            )
+        error = caught.value.body
+        assert isinstance(error, dict)
+        assert error["message"].startswith(
+            "provider p1 (anthropic) cannot honour input_audio content parts"
+        ), error
+        assert error["param"] == "messages[0].content[0]"
+        assert caught.value.response.headers["x-palyra-model-id"] == "claude"
+        assert first.requests_to("/v1/messages") == []
+        assert second.requests_to(CHAT) == second.requests_to("/v1/messages") == []
