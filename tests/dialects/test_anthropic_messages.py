@@ -878,6 +878,33 @@ async def test_failover_from_anthropic_to_a_translated_provider(
     assert len(upstream.requests_to("/v1/messages")) == 1
 
 
+@pytest.mark.parametrize(
+    ("model", "path"), [("claude", "/v1/messages"), ("gpt-4o-mini", "/v1/chat/completions")]
+)
+async def test_retried_like_chat(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory, model: str, path: str
+) -> None:
+    config = gateway_config(
+        upstream, tmp_path / "state", failover_enabled=False, max_retries=1, retry_backoff_ms=0
+    )
+    gateway = await start_gateway(config)
+    upstream.script(path, ErrorReply(529 if model == "claude" else 500))
+    for stream in (False, True):
+        if stream:
+            upstream.script(path, ErrorReply(529 if model == "claude" else 500))
+        body = {
+            "model": model,
+            "max_tokens": 50,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "again"}],
+        }
+        status, headers, raw = await post(gateway, "/v1/messages", body)
+        assert status == 200, raw
+        assert headers["x-palyra-retry-count"] == "1"
+        assert headers["x-palyra-provider-id"] == PROVIDER_OF[model]
+        assert b"again" in raw  # the answer (streamed in pieces, whole in one)
+
+
 async def test_failover_to_anthropic_passes_through(
     upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory
 ) -> None:
