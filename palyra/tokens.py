@@ -192,6 +192,16 @@ def _tokenize_slice(text: str, encoding: str) -> int:
         return int(enc.count(text.encode("utf-8", "replace").decode("utf-8")))
 
 
+def token_pieces(text: str, encoding: str = DEFAULT_ENCODING) -> list[bytes]:
+    """The bytes of each token of `text`, in order (a token may hold part of a character)."""
+    enc = _encoder(encoding)
+    try:
+        tokens = enc.encode_ordinary(text)
+    except TypeError:  # lone surrogates, as in `_tokenize_slice`
+        tokens = enc.encode_ordinary(text.encode("utf-8", "replace").decode("utf-8"))
+    return [bytes(enc.decode_single_token_bytes(t)) for t in tokens]
+
+
 def _utf8_len(text: str) -> int:
     # isascii() is O(1) on CPython strings, so ASCII text, the usual case, is never copied.
     if text.isascii():

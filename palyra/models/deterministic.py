@@ -2,6 +2,18 @@
 
 It lets the daemon, agents and tests run with no network and no keys. Every answer is a pure
 function of the request, so tests can assert on exact text, vectors and tool calls.
+
+Chat (`deterministic_chat.py` has the rules): the last user message echoed; `/tool NAME ARGS`
+lines call tools; `tool_choice` "required" or a named tool calls one with arguments built from
+its parameters schema; a `json_schema` response format is answered with an instance of the
+schema (`schema_instance.py`). What it honours and what it does not (`unsupported`):
+`n` > 1 gives n identical choices (a deterministic model samples the same answer each time);
+`logprobs` gives each token of the text with logprob 0, and `top_logprobs` that one token;
+`stop` cuts the text at the first stop sequence; `temperature`, `top_p`, `seed` and the
+penalties change nothing, as they cannot for a deterministic model. It cannot answer with
+audio (`modalities` with "audio", `audio`) nor search the web (`web_search_options`): those
+are refused as unsupported, so the router picks a provider that can or answers 400 naming
+them. It reads only text: image, audio and file parts are not looked at.
 """
 
 from __future__ import annotations
@@ -17,16 +29,14 @@ import wave
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import orjson
-
 from palyra.config import ModelConfig, ProviderConfig, ProviderSettings
-from palyra.errors import InvalidRequest
-from palyra.limits import DETERMINISTIC_MAX_EMBEDDING_VALUES, MAX_JSON_DEPTH, json_too_deep
+from palyra.errors import InvalidRequest, Unsupported
+from palyra.limits import DETERMINISTIC_MAX_EMBEDDING_VALUES
 from palyra.models.base import ModelProvider
+from palyra.models.deterministic_chat import answer, deltas, unsupported_parameter
 from palyra.tokens import (
     COUNT_INLINE_BYTES,
     estimate_text_tokens,
-    estimate_token_count,
     load_vocabulary,
     prompt_bound,
 )
@@ -36,11 +46,7 @@ from palyra.types import (
     ChatResult,
     EmbeddingsRequest,
     EmbeddingsResult,
-    FinishReason,
-    Message,
     ModelProviderKind,
-    ToolCallDelta,
-    ToolCallResult,
     TranscriptionDelta,
     TranscriptionRequest,
     TranscriptionResult,
@@ -55,8 +61,6 @@ if TYPE_CHECKING:
 
     from palyra.credentials import CredentialSource
 
-_TOOL_COMMAND = re.compile(r"^/tool\s+([A-Za-z0-9_-]{1,64})\s*(.*)$", re.DOTALL)
-_CHUNK_CHARS = 8
 # Below these sizes an answer takes a few milliseconds and is worked out on the event loop;
 # above, in a worker thread (the tokenizer and hashlib let other threads run while they
 # work), so a large request never holds up the others. Small requests pay no thread hop.
@@ -83,22 +87,27 @@ class DeterministicProvider(ModelProvider):
 
     # Every answer reports usage, so the tokenizer is needed: loaded off the event loop.
 
+    def unsupported(self, request: ChatRequest) -> Unsupported | None:
+        found = unsupported_parameter(request)
+        return None if found is None else self.cannot_honour(*found)
+
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
+        refusal = self.unsupported(request)
+        if refusal is not None:
+            raise refusal
         await load_vocabulary()
         return await _answer(request, model)
 
     async def stream_chat(
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
+        refusal = self.unsupported(request)
+        if refusal is not None:
+            raise refusal
         await load_vocabulary()
         result = await _answer(request, model)
-        for index, call in enumerate(result.tool_calls):
-            yield ChatDelta(tool_calls=[ToolCallDelta(index, call.id, call.name, "")])
-            for piece in _pieces(call.arguments):
-                yield ChatDelta(tool_calls=[ToolCallDelta(index, arguments=piece)])
-        for piece in _pieces(result.content or ""):
-            yield ChatDelta(content=piece)
-        yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
+        for delta in deltas(result, request):
+            yield delta
 
     async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
         await load_vocabulary()
@@ -159,99 +168,6 @@ async def _embed(inputs: list[str | list[int]], dims: int, upstream_model: str) 
             await asyncio.sleep(0)
             turn_ends = time.perf_counter() + _TURN_S
     return EmbeddingsResult(vectors, Usage(prompt_tokens, 0), upstream_model)
-
-
-def answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
-    last = request.messages[-1]
-    prompt_tokens = estimate_token_count(request, ModelProviderKind.DETERMINISTIC)
-    if last.role == "tool":
-        # After a tool result, answer in text so agent loops end instead of calling again.
-        results = _trailing_tool_messages(request)
-        text = "\n".join(f"tool {m.tool_call_id} returned: {m.text()}" for m in results)
-        return _text_result(text, request, model, prompt_tokens, upstream_model="deterministic")
-    user_text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "")
-    call = _requested_tool_call(request, user_text)
-    if call is not None:
-        usage = Usage(prompt_tokens, estimate_text_tokens(call.name + call.arguments))
-        return ChatResult(None, "tool_calls", usage, [call], model.upstream_name)
-    if request.wants_json:
-        user_text = orjson.dumps({"echo": user_text}).decode()
-    return _text_result(user_text, request, model, prompt_tokens, model.upstream_name)
-
-
-def _text_result(
-    text: str,
-    request: ChatRequest,
-    model: ModelConfig,
-    prompt_tokens: int,
-    upstream_model: str,
-) -> ChatResult:
-    finish: FinishReason = "stop"
-    # The request's limit, else the model's own: a real model stops there too, and it keeps
-    # the answer to an echoed prompt of megabytes bounded.
-    limit = request.output_limit or model.max_output_tokens
-    completion_tokens = estimate_text_tokens(text)
-    if completion_tokens > limit and not request.wants_json:
-        # Cut like a real model at its token limit; JSON mode never returns broken JSON.
-        text = _first_tokens(text, limit)
-        completion_tokens = limit
-        finish = "length"
-    return ChatResult(text, finish, Usage(prompt_tokens, completion_tokens), [], upstream_model)
-
-
-def _first_tokens(text: str, limit: int) -> str:
-    """The longest run of whole words from the start whose tokens fit `limit`. Every word is
-    at least one token, so only the first `limit` words can fit; a binary search over them
-    counts O(log limit) prefixes instead of one per word."""
-    words = text.split(" ", limit)[:limit]
-    low, high = 0, len(words)  # words[:low] fits; words[:high + 1] does not
-    while low < high:
-        middle = (low + high + 1) // 2
-        if estimate_text_tokens(" ".join(words[:middle])) <= limit:
-            low = middle
-        else:
-            high = middle - 1
-    return " ".join(words[:low])
-
-
-def _trailing_tool_messages(request: ChatRequest) -> list[Message]:
-    trailing: list[Message] = []
-    for message in reversed(request.messages):
-        if message.role != "tool":
-            break
-        trailing.append(message)
-    return list(reversed(trailing))
-
-
-def _requested_tool_call(request: ChatRequest, text: str) -> ToolCallResult | None:
-    if not request.tools or request.tool_choice == "none":
-        return None
-    match = _TOOL_COMMAND.match(text.strip())
-    if match is None:
-        return None
-    name, raw_args = match.group(1), match.group(2).strip() or "{}"
-    if name not in {tool.function.name for tool in request.tools}:
-        return None
-    try:
-        arguments = orjson.loads(raw_args)
-    except orjson.JSONDecodeError as exc:
-        reason = str(exc).split(":", 1)[0]  # orjson's reason, without the position
-        raise InvalidRequest(
-            f"/tool {name}: arguments are not valid JSON ({reason})", param="messages"
-        ) from None
-    # As deep as a request body may be, no deeper: the arguments travel on as JSON.
-    if json_too_deep(arguments):
-        raise InvalidRequest(
-            f"/tool {name}: arguments nested more than {MAX_JSON_DEPTH} levels deep "
-            f"(the limit is {MAX_JSON_DEPTH})",
-            param="messages",
-        )
-    call_id = "call_" + hashlib.sha256(f"{name}\0{raw_args}".encode()).hexdigest()[:24]
-    return ToolCallResult(call_id, name, orjson.dumps(arguments).decode())
-
-
-def _pieces(text: str) -> list[str]:
-    return [text[i : i + _CHUNK_CHARS] for i in range(0, len(text), _CHUNK_CHARS)]
 
 
 def _input_bytes(item: str | list[int]) -> bytes:
