@@ -41,6 +41,8 @@ MEMORY_BYTES = 64 * 1024 * 1024
 # Responses waiting to be written beyond this many are written no more (and said so): a
 # store that stopped answering must not take the daemon's memory with it.
 MAX_PENDING = 10_000
+# At most this many responses are written in one transaction.
+WRITE_BATCH = 256
 # How many earlier responses a `previous_response_id` chain may reach back.
 MAX_CHAIN = 1000
 
@@ -141,36 +143,44 @@ class ResponseStore:
     async def _write_loop(self) -> None:
         assert self._queue is not None
         while True:
-            response_id = await self._queue.get()
+            # All that piled up is written in one transaction: one commit (one fsync on
+            # SQLite) per batch, not per response, so a busy daemon's writes keep up.
+            batch = [await self._queue.get()]
+            while len(batch) < WRITE_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                record = self._pending.get(response_id)
-                if record is not None:
-                    await self._insert(record)
-                    if self._pending.pop(response_id, None) is None:
-                        # Deleted while it was being written: deleted it stays.
-                        await self._delete_row(response_id)
+                await self._write(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # The answer was given; the store failing only loses its later reading.
-                self._pending.pop(response_id, None)
-                log.warning(
-                    "response_store_failed", response_id=response_id, error=type(exc).__name__
-                )
+                # The answers were given; the store failing only loses their later reading.
+                log.warning("response_store_failed", responses=len(batch), error=type(exc).__name__)
             finally:
-                self._queue.task_done()
+                for response_id in batch:
+                    self._pending.pop(response_id, None)
+                    self._queue.task_done()
 
-    async def _insert(self, record: StoredResponse) -> None:
+    async def _write(self, batch: list[str]) -> None:
         assert self._db is not None
-        await self._db.execute(
-            "INSERT INTO responses (response_id, created_at, previous_response_id, input,"
-            " response) VALUES (?, ?, ?, ?, ?) ON CONFLICT (response_id) DO NOTHING",
-            record.response_id,
-            record.created_at_ms,
-            record.previous_response_id,
-            orjson.dumps(record.input).decode(),
-            orjson.dumps(record.response).decode(),
-        )
+        records = [r for r in map(self._pending.get, batch) if r is not None]
+        if not records:
+            return
+        async with self._db.transaction() as tx:
+            for record in records:
+                await tx.execute(
+                    "INSERT INTO responses (response_id, created_at, previous_response_id,"
+                    " input, response) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (response_id) DO NOTHING",
+                    record.response_id,
+                    record.created_at_ms,
+                    record.previous_response_id,
+                    orjson.dumps(record.input).decode(),
+                    orjson.dumps(record.response).decode(),
+                )
+        for record in records:
+            if record.response_id not in self._pending:
+                # Deleted while it was being written: deleted it stays.
+                await self._delete_row(record.response_id)
 
     async def _purge_loop(self, every_s: float) -> None:
         while True:
