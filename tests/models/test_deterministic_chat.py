@@ -516,3 +516,40 @@ async def test_sdk_gets_n_choices_and_logprobs(offline: AsyncOpenAI) -> None:
         assert all(t.logprob == 0.0 for t in choice.logprobs.content)
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 2 * len(completion.choices[0].logprobs.content)
+
+
+class Forecast(BaseModel):
+    city: str
+    celsius: float
+    advice: str
+
+
+@pytest.mark.parametrize("api", ["responses", "chat_completions"])
+async def test_an_openai_agents_agent_calls_its_tool_then_answers_in_its_type(
+    offline: AsyncOpenAI, api: str
+) -> None:
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)
+    asked: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"12 C in {city}"
+
+    model_class = (
+        agents.OpenAIResponsesModel if api == "responses" else agents.OpenAIChatCompletionsModel
+    )
+    agent = agents.Agent(
+        name="weather",
+        instructions="Help with the weather.",
+        tools=[get_weather],
+        # Forced at first; the SDK goes back to auto once a tool was used, so the run ends.
+        model_settings=agents.ModelSettings(tool_choice="required"),
+        model=model_class(model="deterministic", openai_client=offline),
+        output_type=Forecast,
+    )
+    result = await agents.Runner.run(agent, "what should I wear in Oslo?")
+    assert len(asked) == 1
+    assert isinstance(result.final_output, Forecast)
