@@ -187,11 +187,17 @@ async def _stream(
                 if writer is None:
                     if event.native is not None:
                         writer = NativeEvents(call, rid, model_id)
+                        head = b""
                     else:
                         writer = EventWriter(
                             render.shell(call, rid, model_id, created_at, "in_progress")
                         )
-                        relay.push(writer.start())
+                        head = writer.start()
+                    # The first events go out at once, with the headers: time to first event
+                    # is what a client feels. Pushed, they would wait for the relay until the
+                    # rest of the upstream's read had been handled (benchmarks/README.md).
+                    await response.write(head + writer.delta(event))
+                    continue
                 frames = writer.delta(event)
                 if frames and relay.push(frames):
                     await relay.taken()
@@ -226,6 +232,12 @@ def _not_found(response_id: str) -> ResponseNotFound:
 
 async def get_response(request: web.Request) -> web.Response:
     response_id = request.match_info["response_id"]
+    if request.query.get("stream") in ("true", "1"):
+        raise InvalidRequest(
+            "stream: only a response made in the background can be streamed again, and "
+            "Palyra makes none in the background",
+            param="stream",
+        )
     record = await request.app[RESPONSES].get(response_id)
     if record is None:
         raise _not_found(response_id)
