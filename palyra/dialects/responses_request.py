@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from palyra.dialects.common import random_id
 from palyra.errors import InvalidRequest, Unsupported
@@ -41,6 +41,7 @@ DROPPED_PARAMETERS = frozenset(
 )
 # Documented parameters chat completions takes under the same name: passed on as they are.
 FORWARDED_PARAMETERS = frozenset({"safety_identifier", "prompt_cache_key", "service_tier"})
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _DETAILS = ("auto", "low", "high")
@@ -64,12 +65,23 @@ class ResponsesBody(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     parallel_tool_calls: bool | None = None
-    metadata: dict[str, str] | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
     user: str | None = None
     store: bool | None = None
     previous_response_id: str | None = None
     stream: bool | None = None
     background: bool | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_metadata(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        # The API's bounds: it is stored with the response.
+        for key, value in (metadata or {}).items():
+            if len(key) > MAX_METADATA_KEY:
+                raise ValueError(f"keys are at most {MAX_METADATA_KEY} characters long")
+            if len(value) > MAX_METADATA_VALUE:
+                raise ValueError(f"values are at most {MAX_METADATA_VALUE} characters long")
+        return metadata
 
 
 @dataclass(slots=True)
@@ -160,7 +172,14 @@ class ResponsesCall:
         body = {k: v for k, v in self.body.items() if k != "previous_response_id"}
         body["store"] = False
         if history or self.expanded:
-            body["input"] = [*map(replayable, history), *map(replayable, self.input_items)]
+            # An earlier answer's reasoning goes back only with its encrypted content: the
+            # upstream keeps nothing (`store: false`) to find it by its id.
+            earlier = [
+                replayable(item)
+                for item in history
+                if item.get("type") != "reasoning" or item.get("encrypted_content")
+            ]
+            body["input"] = [*earlier, *map(replayable, self.input_items)]
         return body
 
 

@@ -440,6 +440,32 @@ async def test_item_references_name_stored_items(
         assert sent[1]["type"] == "function_call" and sent[1]["call_id"] == call.call_id
 
 
+@pytest.mark.parametrize("model", ["gpt-4o-mini", PASS])
+async def test_reasoning_echoed_back_is_taken(
+    sdk: AsyncOpenAI, upstream: FakeUpstream, model: str
+) -> None:
+    upstream.script(UPSTREAM_PATH[model], ChatReply("the answer", reasoning="first I thought"))
+    first = await sdk.responses.create(model=model, input="think")
+    reasoning = first.output[0]
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == "first I thought"
+    # Chained: the upstream keeps nothing, so reasoning without its encrypted content stays
+    # behind; the answer it led to goes on.
+    await sdk.responses.create(model=model, input="and then?", previous_response_id=first.id)
+    # Echoed back by the client: taken, and sent only where it can go.
+    echoed = [item.model_dump(exclude_none=True) for item in first.output]
+    await sdk.responses.create(
+        model=model,
+        input=[{"role": "user", "content": "think"}, *echoed],  # type: ignore[list-item]
+    )
+    chained, sent_back = upstream_bodies(upstream, model)[-2:]
+    if model == PASS:
+        assert [i.get("type") for i in chained["input"]] == ["message", "message", "message"]
+        assert sent_back["input"][1]["type"] == "reasoning"
+    else:
+        assert "first I thought" not in json.dumps([chained, sent_back])
+        assert "the answer" in json.dumps(chained) and "the answer" in json.dumps(sent_back)
+
+
 async def test_store_false_is_not_stored(sdk: AsyncOpenAI) -> None:
     answer = await sdk.responses.create(model="deterministic", input="hi", store=False)
     assert answer.model_extra is not None and answer.model_extra["store"] is False
@@ -504,6 +530,8 @@ async def test_bad_input_is_named(sdk: AsyncOpenAI) -> None:
         ({"input": "x", "tools": [{"type": "function", "name": "bad name!"}]}, "tools[0].name"),
         ({"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type must be"),
         ({"input": "x", "background": True}, "background"),
+        ({"input": "x", "metadata": {str(n): "v" for n in range(17)}}, "metadata"),
+        ({"input": "x", "metadata": {"k": "v" * 513}}, "at most 512 characters"),
         ({"input": "x", "conversation": "conv_1"}, "previous_response_id"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "'msg_1' names no stored"),
     ]
