@@ -41,6 +41,8 @@ MEMORY_BYTES = 64 * 1024 * 1024
 # Responses waiting to be written beyond this many are written no more (and said so): a
 # store that stopped answering must not take the daemon's memory with it.
 MAX_PENDING = 10_000
+# How long shutdown waits for the responses still to be written.
+CLOSE_TIMEOUT_S = 10.0
 # At most this many responses are written in one transaction.
 WRITE_BATCH = 256
 # How many earlier responses a `previous_response_id` chain may reach back.
@@ -112,7 +114,12 @@ class ResponseStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
         if self._queue is not None and self._writer is not None:
-            await self._queue.join()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._queue.join()
+            except TimeoutError:
+                # A store that stopped answering must not hold the daemon's shutdown.
+                log.warning("responses_not_stored", reason="shutdown", pending=len(self._pending))
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer

@@ -22,6 +22,7 @@ from openai.types.responses import (
     ResponseInputText,
     ResponseOutputMessage,
 )
+from pydantic import BaseModel
 
 from palyra.config import PalyraConfig, validate_config
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
@@ -81,6 +82,12 @@ async def sdk(server: TestServer) -> AsyncIterator[AsyncOpenAI]:
     )
     yield client
     await client.close()
+
+
+class Forecast(BaseModel):
+    city: str
+    celsius: float
+    windy: bool
 
 
 def input_text(item: Any) -> str:
@@ -200,6 +207,10 @@ async def test_json_schema_text_format(
     assert isinstance(json.loads(answer.output_text)["echo"], str), answer.output_text
     assert answer.text is not None and answer.text.format is not None
     assert answer.text.format.type == "json_schema"
+    if model == "deterministic":
+        # The SDK's own structured outputs, on the provider that answers the schema offline.
+        parsed = await sdk.responses.parse(model=model, input="weather?", text_format=Forecast)
+        assert isinstance(parsed.output_parsed, Forecast)
     if model == "gpt-4o-mini":
         sent = upstream.requests_to("/v1/chat/completions")[-1].json["response_format"]
         assert sent == {
