@@ -41,6 +41,7 @@ MEMORY_BYTES = 64 * 1024 * 1024
 # Responses waiting to be written beyond this many are written no more (and said so): a
 # store that stopped answering must not take the daemon's memory with it.
 MAX_PENDING = 10_000
+MAX_PENDING_BYTES = 256 * 1024 * 1024
 # How long shutdown waits for the responses still to be written.
 CLOSE_TIMEOUT_S = 10.0
 # At most this many responses are written in one transaction.
@@ -93,6 +94,7 @@ class ResponseStore:
         self._items: dict[str, dict[str, Any]] = {}
         # Saved, not yet written: readable here until they are.
         self._pending: dict[str, StoredResponse] = {}
+        self._pending_size = 0
         self._queue: asyncio.Queue[str] | None = None
         self._db: Database | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -133,12 +135,17 @@ class ResponseStore:
     def save(self, record: StoredResponse) -> None:
         """Readable at once; written to the state store in the background."""
         self._remember(record)
-        if len(self._pending) >= MAX_PENDING:
+        if (
+            len(self._pending) >= MAX_PENDING
+            or self._pending_size + record.size > MAX_PENDING_BYTES
+        ):
             log.warning(
                 "responses_not_stored", reason="write queue full", response_id=record.response_id
             )
             return
+        self._unpend(record.response_id)
         self._pending[record.response_id] = record
+        self._pending_size += record.size
         if self._queue is not None:
             self._queue.put_nowait(record.response_id)
 
@@ -164,7 +171,7 @@ class ResponseStore:
                 log.warning("response_store_failed", responses=len(batch), error=type(exc).__name__)
             finally:
                 for response_id in batch:
-                    self._pending.pop(response_id, None)
+                    self._unpend(response_id)
                     self._queue.task_done()
 
     async def _write(self, batch: list[str]) -> None:
@@ -256,7 +263,7 @@ class ResponseStore:
 
     async def delete(self, response_id: str) -> bool:
         found = self._forget(response_id)
-        self._pending.pop(response_id, None)
+        self._unpend(response_id)
         if self._db is not None:
             found = await self._delete_row(response_id) or found
         return found
@@ -267,6 +274,11 @@ class ResponseStore:
         return bool(deleted)
 
     # --- the in-memory map ----------------------------------------------------------------
+
+    def _unpend(self, response_id: str) -> None:
+        record = self._pending.pop(response_id, None)
+        if record is not None:
+            self._pending_size -= record.size
 
     def _remember(self, record: StoredResponse) -> None:
         if record.size > self._memory_bytes:

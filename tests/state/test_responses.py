@@ -141,3 +141,20 @@ async def test_a_store_that_fails_loses_only_the_later_reading(database: Databas
     await store.flush()
     assert await store.get("resp_2") is not None  # still in memory
     await store.aclose()
+
+
+async def test_writes_beyond_the_pending_bound_are_dropped(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from palyra.state import responses
+
+    monkeypatch.setattr(responses, "MAX_PENDING", 2)
+    store = ResponseStore()
+    for n in range(3):  # the store not open yet: all three wait
+        store.save(record(n))
+    assert await store.get("resp_2") is not None  # readable from memory all the same
+    await store.start(database, purge_every_s=3600)
+    await store.flush()
+    rows = await database.fetch_all("SELECT response_id FROM responses ORDER BY response_id")
+    assert [row["response_id"] for row in rows] == ["resp_0", "resp_1"]
+    await store.aclose()
