@@ -11,7 +11,6 @@ its `sequence_number`, from 0.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import orjson
@@ -50,12 +49,10 @@ class EventWriter:
         self.sequence += 1
         return frame(kind, orjson.dumps(data))
 
-    def _snapshot(self) -> Response:
-        return copy.deepcopy(self.response)
-
     def start(self) -> bytes:
-        return self._event("response.created", response=self._snapshot()) + self._event(
-            "response.in_progress", response=self._snapshot()
+        # (An event is encoded as it is made: what it carries may change after, unseen.)
+        return self._event("response.created", response=self.response) + self._event(
+            "response.in_progress", response=self.response
         )
 
     # --- items ----------------------------------------------------------------------------
