@@ -632,3 +632,9 @@ async def test_openai_agents_runs_an_agent_with_a_function_tool(sdk: AsyncOpenAI
     result = await Runner.run(agent, ASK_WEATHER)
     assert asked == ["Oslo"]
     assert "sunny in Oslo" in result.final_output
+    # Streamed: the agent reads the typed events as they come.
+    streamed = Runner.run_streamed(agent, ASK_WEATHER)
+    kinds = {event.type async for event in streamed.stream_events()}
+    assert asked == ["Oslo", "Oslo"]
+    assert "sunny in Oslo" in streamed.final_output
+    assert {"raw_response_event", "run_item_stream_event"} <= kinds
