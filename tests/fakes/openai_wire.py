@@ -123,6 +123,11 @@ def default_chat_reply(body: dict[str, Any]) -> ChatReply:
     # A reasoning model (asked with reasoning_effort) says what it thought, as DeepSeek does.
     reasoning = f"thinking about: {text}" if body.get("reasoning_effort") else None
     command = _TOOL_COMMAND.match(text.strip())
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    if last.get("role") in ("tool", "function"):
+        # A tool's result came back: the model answers with it, so tool loops end.
+        result = message_text(last.get("content"))
+        return ChatReply(content=f"the tool said: {result}", reasoning=reasoning)
     if (body.get("tools") or body.get("functions")) and command:
         # Lets a test ask for a tool call through the gateway without scripting the upstream.
         arguments = command.group(2).strip() or "{}"
