@@ -238,7 +238,35 @@ class ChunkWriter:
 
     def delta(self, event: ChatDelta) -> bytes:
         """The frames of one event (none, one or two), as one piece to write at once."""
-        self.follow(event.chunk_extra)
+        if event.chunk_extra is not self._chunk_extra:
+            self.follow(event.chunk_extra)
+        if (
+            event.delta_extra is None
+            and event.choice_extra is None
+            and event.logprobs is None
+            and event.more_choices is None
+            and not event.reasoning
+            and not event.refusal
+            and not self._functions
+        ):
+            return self._plain(event)
+        return self._rich(event)
+
+    def _plain(self, event: ChatDelta) -> bytes:
+        # The usual event: content or tool calls, perhaps a finish.
+        frames = b""
+        if event.content or event.tool_calls:
+            delta: dict[str, Any] = {}
+            if event.content:
+                delta["content"] = event.content
+            if event.tool_calls:
+                delta["tool_calls"] = [_tool_call_delta(call) for call in event.tool_calls]
+            frames = self._open + orjson.dumps(delta) + self._tail
+        if event.finish_reason is not None:
+            frames += self._chunk({}, event.finish_reason)
+        return frames
+
+    def _rich(self, event: ChatDelta) -> bytes:
         frames = b""
         finish: str | None = event.finish_reason
         if finish == "tool_calls" and self._functions:

@@ -65,6 +65,7 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 
 # What is not sent upstream: the stream flags (set below), and of each message what only a
 # reply carries (a history of dumped reply objects has them).
+_FLAGS = {"stream", "stream_options"}
 _NOT_SENT: dict[str, Any] = {
     "stream": True,
     "stream_options": True,
@@ -75,7 +76,12 @@ _NOT_SENT: dict[str, Any] = {
 def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> dict[str, Any]:
     """The upstream body: the request as it came (parameters we have no name for included),
     less nulls and reply-only fields, with the upstream's model name."""
-    payload = request.model_dump(exclude_none=True, exclude=_NOT_SENT)
+    # (The per-message exclusion doubles the dump's cost: only a history that has one pays.)
+    replies = any(
+        m.annotations is not None or m.reasoning_content is not None or m.model_extra
+        for m in request.messages
+    )
+    payload = request.model_dump(exclude_none=True, exclude=_NOT_SENT if replies else _FLAGS)
     payload["model"] = model.upstream_name
     for index, message in enumerate(request.messages):
         if message.audio is not None and message.audio.keys() - ASSISTANT_AUDIO_FIELDS:
@@ -180,10 +186,10 @@ _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "refusal", "function
 
 
 def _extra(data: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
-    # The set difference is one C call: the usual level has nothing unknown and costs no more.
-    if data.keys() - known:
-        return {k: v for k, v in data.items() if k not in known}
-    return None
+    # The subset test is one C call: the usual level has nothing unknown and costs no more.
+    if data.keys() <= known:
+        return None
+    return {k: v for k, v in data.items() if k not in known}
 
 
 def _reasoning(message: dict[str, Any], where: str) -> str | None:
@@ -260,17 +266,38 @@ def parse_chat_response(body: Any) -> ChatResult:
     )
 
 
-def parse_chunk(chunk: Any) -> ChatDelta | None:
+def _chunk_extra(chunk: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    # Most upstreams send the same fields on every chunk (OpenAI: service_tier,
+    # system_fingerprint): the previous chunk's are handed on, the same object, so that the
+    # chat dialect's writer sees at once that its encoded head still holds.
+    if chunk.keys() <= _BODY_KEYS:
+        return None
+    if previous is not None and chunk.keys() - _BODY_KEYS == previous.keys():
+        for key, value in previous.items():
+            if chunk[key] != value:
+                break
+        else:
+            return previous
+    return _extra(chunk, _BODY_KEYS)
+
+
+def parse_chunk(chunk: Any, previous: dict[str, Any] | None = None) -> ChatDelta | None:
     """One `chat.completion.chunk` as a delta; None when it carries nothing we relay.
 
     On the hot path: only what a client would otherwise receive malformed is checked by type;
-    anything else wrong raises KeyError, TypeError and the like, which the caller reports."""
+    anything else wrong raises KeyError, TypeError and the like, which the caller reports.
+    `previous`: the last chunk's `chunk_extra` of this stream. What the schema does not
+    name is looked for by a subset test of each level's keys (one C call), and the delta is
+    built with the fields it has only."""
     usage = parse_usage(chunk["usage"]) if chunk.get("usage") else None
     choices = chunk.get("choices") or ()
-    chunk_extra = _extra(chunk, _BODY_KEYS)
+    chunk_extra = _chunk_extra(chunk, previous)
     if not choices:
         return ChatDelta(usage=usage, chunk_extra=chunk_extra) if usage else None
-    choice, more_choices = _first_choice(choices)
+    choice = choices[0]
+    more_choices = None
+    if len(choices) > 1 or type(choice) is not dict or choice.get("index"):
+        choice, more_choices = _first_choice(choices)
     if choice is None:
         # Only other choices (n > 1) in this chunk.
         return ChatDelta(usage=usage, chunk_extra=chunk_extra, more_choices=more_choices)
@@ -278,20 +305,29 @@ def parse_chunk(chunk: Any) -> ChatDelta | None:
     tool_calls = None
     if delta.get("tool_calls"):
         tool_calls = [_tool_call_delta(call, i) for i, call in enumerate(delta["tool_calls"])]
-    if delta.get("function_call"):
-        tool_calls = [*(tool_calls or ()), _function_call_delta(delta["function_call"])]
     finish_raw = choice.get("finish_reason")
     finish = _finish(finish_raw, "choices[0].finish_reason") if finish_raw else None
     content = delta.get("content") or None
     if content is not None and not isinstance(content, str):
         raise Malformed(f"choices[0].delta.content is {kind_of(content)}, not a string")
+    plain_delta = delta.keys() <= _PLAIN_DELTA_KEYS
+    plain_choice = choice.keys() <= _PLAIN_CHOICE_KEYS and choice.get("logprobs") is None
+    if plain_delta and plain_choice and more_choices is None:
+        # The usual chunk: content, tool calls, a finish, usage.
+        if content is None and tool_calls is None and finish is None and usage is None:
+            return None
+        parsed = ChatDelta(content, tool_calls, finish, usage)
+        if chunk_extra is not None:
+            parsed.chunk_extra = chunk_extra
+        return parsed
+    if delta.get("function_call"):
+        tool_calls = [*(tool_calls or ()), _function_call_delta(delta["function_call"])]
     refusal = delta.get("refusal") or None
     if refusal is not None and not isinstance(refusal, str):
         raise Malformed(f"choices[0].delta.refusal is {kind_of(refusal)}, not a string")
     logprobs = choice.get("logprobs")
-    delta_extra = _extra(delta, _MESSAGE_KEYS)
-    choice_extra = _extra(choice, _CHOICE_KEYS)
-    reasoning = _reasoning(delta, "choices[0].delta") if delta_extra else None
+    delta_extra = None if plain_delta else _extra(delta, _MESSAGE_KEYS)
+    choice_extra = None if plain_choice else _extra(choice, _CHOICE_KEYS)
     if (
         content is None
         and tool_calls is None
@@ -309,7 +345,7 @@ def parse_chunk(chunk: Any) -> ChatDelta | None:
         tool_calls=tool_calls,
         finish_reason=finish,
         usage=usage,
-        reasoning=reasoning,
+        reasoning=_reasoning(delta, "choices[0].delta") if delta_extra else None,
         refusal=refusal,
         logprobs=logprobs,
         chunk_extra=chunk_extra,
@@ -317,6 +353,12 @@ def parse_chunk(chunk: Any) -> ChatDelta | None:
         delta_extra=delta_extra,
         more_choices=more_choices,
     )
+
+
+# What the usual chunk's choice and delta hold: anything else takes the longer way above.
+_PLAIN_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
+# (A null refusal comes with every first delta of OpenAI's.)
+_PLAIN_DELTA_KEYS = frozenset({"role", "content", "tool_calls"})
 
 
 # Tool calls in one answer are numbered from 0; a request offers at most 128 tools and a
@@ -403,6 +445,7 @@ class OpenAIProvider(HttpProvider):
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
         finished = False
+        chunk_extra: dict[str, Any] | None = None
         payload = chat_payload(request, model, stream=True)
         # aclosing: whether we stop on [DONE], an error or the caller leaving, the upstream
         # response is released now, not when the generator is collected.
@@ -420,7 +463,7 @@ class OpenAIProvider(HttpProvider):
                 if isinstance(chunk, dict) and "error" in chunk:
                     raise self._stream_error(chunk)
                 try:
-                    delta = parse_chunk(chunk)
+                    delta = parse_chunk(chunk, chunk_extra)
                 except Malformed as exc:
                     raise UpstreamProtocolError(
                         f"sent a malformed stream chunk: {exc}", provider_id=self.provider_id
@@ -435,6 +478,7 @@ class OpenAIProvider(HttpProvider):
                         f"sent a malformed stream chunk: {what}", provider_id=self.provider_id
                     ) from None
                 if delta is not None:
+                    chunk_extra = delta.chunk_extra or chunk_extra
                     finished = finished or delta.finish_reason is not None
                     yield delta
         if not finished:
