@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from palyra.errors import InvalidRequest
+from palyra.errors import InvalidRequest, Unsupported
 from palyra.limits import MAX_CHAT_MESSAGES, MAX_INTEGER
 from palyra.server.json_body import validate
 from palyra.types import ChatRequest
@@ -73,14 +73,16 @@ class Translation:
     untranslatable: list[tuple[str, str]] = field(default_factory=list)
     stop_sequences: tuple[str, ...] = ()
 
-    def refusal_for(self, provider: str) -> InvalidRequest | None:
-        """The 400 for serving this request on a provider that is not Anthropic, or None."""
+    def refusal_for(self, provider: str) -> Unsupported | None:
+        """The 400 for serving this request on a provider that is not Anthropic, or None.
+        (An `Unsupported` raised while serving makes the router try the next candidate: an
+        Anthropic one further down the chain can still serve it.)"""
         if not self.untranslatable:
             return None
         where, what = self.untranslatable[0]
         more = len(self.untranslatable) - 1
         tail = f" (and {more} more)" if more else ""
-        return InvalidRequest(
+        return Unsupported(
             f"{where}: {what} cannot be served by provider {provider}, which is not an "
             f"Anthropic provider{tail}",
             param=where,

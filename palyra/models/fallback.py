@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 
 from palyra.breaker import CircuitBreaker, Permit
 from palyra.config import ModelConfig, ProviderSettings
-from palyra.errors import ErrorClass, PalyraError, ProviderError, UpstreamTimeout
+from palyra.errors import ErrorClass, PalyraError, ProviderError, Unsupported, UpstreamTimeout
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
@@ -113,6 +113,10 @@ class FallbackModel:
 
     async def _run(self, call: Callable[[Candidate], Awaitable[T]]) -> T:
         last_error: ProviderError | None = None
+        # The first candidate that could not carry the request as sent (found while
+        # translating it, before anything went upstream): skipped like one `unsupported()`
+        # names, and the answer when no other candidate serves.
+        refused: Unsupported | None = None
         attempted = 0
         cooling: list[float] = []
         window_floor = 0  # after a context error: only larger windows are worth trying
@@ -123,21 +127,32 @@ class FallbackModel:
             if permit is None:
                 cooling.append(candidate.breaker.retry_after_s())
                 continue
-            if attempted:
-                self.route.failovers += 1
-                if last_error is not None:
-                    self._metrics.count_failover(last_error.provider_id)
+            failing_over_from = last_error.provider_id if last_error is not None else None
+            failover = attempted > 0
             attempted += 1
             self.route.model_id = candidate.model.model_id
             self.route.provider_id = candidate.provider.provider_id
             try:
-                return await self._attempt(candidate, permit, call)
+                result = await self._attempt(candidate, permit, call)
+            except Unsupported as refusal:
+                refused = refused or refusal
+                attempted -= 1
+                continue
             except ProviderError as error:
+                self._count_failover(failover, failing_over_from)
                 if error.error_class is ErrorClass.CLIENT:
                     raise
                 last_error = error
                 if error.error_class is ErrorClass.CONTEXT:
                     window_floor = max(window_floor, candidate.model.max_context_tokens)
+                continue
+            except BaseException:
+                self._count_failover(failover, failing_over_from)
+                raise
+            self._count_failover(failover, failing_over_from)
+            return result
+        if last_error is None and refused is not None:
+            raise refused
         if last_error is not None:
             raise last_error
         if cooling:
@@ -148,6 +163,14 @@ class FallbackModel:
                 headers={"Retry-After": str(wait)},
             )
         raise AllCandidatesCoolingDown("no enabled provider can serve this request")
+
+    def _count_failover(self, failover: bool, from_provider: str | None) -> None:
+        # Counted once the attempt it led to was made (a candidate skipped for refusing the
+        # request is no failover).
+        if failover:
+            self.route.failovers += 1
+            if from_provider is not None:
+                self._metrics.count_failover(from_provider)
 
     async def _attempt(
         self, candidate: Candidate, permit: Permit, call: Callable[[Candidate], Awaitable[T]]

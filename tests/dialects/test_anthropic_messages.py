@@ -1161,3 +1161,39 @@ def test_native_frames_keep_multiline_data() -> None:
 )
 def test_statuses_are_anthropics(status: int, expected: tuple[int, str]) -> None:
     assert anthropic_status(status) == expected
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_only_anthropic_can_carry_skips_to_an_anthropic_candidate(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory, stream: bool
+) -> None:
+    # Found in review: a server tool refused by the translating primary ended the request with
+    # a 400, although its Anthropic fallback takes the body natively.
+    config = gateway_config(upstream, tmp_path / "state", max_retries=0)
+    for model in config.model_provider.models:
+        if model.model_id == "gpt-4o-mini":
+            model.fallbacks = ["claude"]
+    gateway = await start_gateway(config)
+    tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 100,
+        "stream": stream,
+        "tools": [tool],
+        "messages": [{"role": "user", "content": "search"}],
+    }
+    status, headers, raw = await post(gateway, "/v1/messages", body)
+    assert status == 200, raw
+    assert headers["x-palyra-provider-id"] == "claude"
+    assert headers["x-palyra-failover-count"] == "0"  # skipped before anything was sent
+    assert not upstream.requests_to("/v1/chat/completions")
+    assert upstream.requests_to("/v1/messages")[-1].json["tools"] == [tool]
+    # No Anthropic candidate: the 400 names the tool, in Anthropic's shape.
+    for model in config.model_provider.models:
+        if model.model_id == "gpt-4o-mini":
+            model.fallbacks = ["deterministic"]
+    gateway = await start_gateway(config)
+    status, _, raw = await post(gateway, "/v1/messages", {**body, "stream": False})
+    assert status == 400, raw
+    error = orjson.loads(raw)
+    assert error["type"] == "error" and "web_search" in error["error"]["message"], error

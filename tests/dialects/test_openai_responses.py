@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
@@ -638,3 +639,49 @@ async def test_openai_agents_runs_an_agent_with_a_function_tool(sdk: AsyncOpenAI
     assert asked == ["Oslo", "Oslo"]
     assert "sunny in Oslo" in streamed.final_output
     assert {"raw_response_event", "run_item_stream_event"} <= kinds
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_request_only_pass_through_can_carry_skips_to_a_candidate_that_can(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory, stream: bool
+) -> None:
+    # Found in review: a built-in tool refused by the translating primary ended the request
+    # with a 400, although its fallback passes the request through and can serve it.
+    config = responses_config(upstream, tmp_path / "state", max_retries=0)
+    for model in config.model_provider.models:
+        if model.model_id == "gpt-4o-mini":
+            model.fallbacks = [PASS]
+    server = await start_gateway(config)
+    body = {
+        "model": "gpt-4o-mini",
+        "input": "search for it",
+        "tools": [{"type": "web_search"}],
+        "stream": stream,
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            server.make_url("/v1/responses"),
+            json=body,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as answer:
+            assert answer.status == 200, await answer.text()
+            # Skipped before anything was sent: no failover, and nothing reached chat.
+            assert answer.headers["x-palyra-provider-id"] == "oai-pass"
+            assert answer.headers["x-palyra-failover-count"] == "0"
+            await answer.read()
+    assert not upstream.requests_to("/v1/chat/completions")
+    assert upstream.requests_to("/v1/responses")[-1].json["tools"] == [{"type": "web_search"}]
+    # With no candidate that can carry it, the answer is the translator's 400, naming it.
+    for model in config.model_provider.models:
+        if model.model_id == "gpt-4o-mini":
+            model.fallbacks = ["deterministic"]
+    server = await start_gateway(config)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            server.make_url("/v1/responses"),
+            json={**body, "stream": False},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as answer:
+            assert answer.status == 400
+            error = (await answer.json())["error"]
+    assert "web_search" in error["message"] and "provider oai" in error["message"], error
