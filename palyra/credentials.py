@@ -18,6 +18,7 @@ from palyra.auth.profiles import CredentialType
 from palyra.config import ProviderConfig
 from palyra.context import current_context
 from palyra.errors import PalyraError
+from palyra.models.kinds import spec_for
 from palyra.tasks import cancel_and_wait
 from palyra.types import ModelProviderKind
 
@@ -230,7 +231,7 @@ class StoreCredentials:
         return await self._default_profile_id(provider.kind)
 
     async def api_key(self, provider: ProviderConfig) -> str | None:
-        if provider.kind is ModelProviderKind.DETERMINISTIC:
+        if spec_for(provider.kind).credential is None:
             return None
         profile_id = await self._profile_for(provider)
         if profile_id is not None:
@@ -260,7 +261,7 @@ class StoreCredentials:
         )
 
     async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
-        if self._auth is None or not api_key or provider.kind is ModelProviderKind.DETERMINISTIC:
+        if self._auth is None or not api_key or spec_for(provider.kind).credential is None:
             return False
         try:
             return await self._replaced(provider, api_key)

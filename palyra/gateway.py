@@ -15,12 +15,12 @@ from palyra.health import HealthBoard, ProviderHealth, probe, probe_all
 from palyra.metrics import Metrics
 from palyra.models import ProviderSessions, build_providers
 from palyra.models.base import ModelProvider
+from palyra.models.kinds import spec_for
 from palyra.routing import ModelRegistry, Router
 from palyra.shared import SharedState
 from palyra.state.db import Database
 from palyra.tasks import cancel_and_wait, run_periodically
 from palyra.tokens import load_vocabulary
-from palyra.types import ModelProviderKind
 
 PROBE_TIMEOUT_S = 10.0
 
@@ -66,8 +66,8 @@ class Gateway:
             build_providers(self.config, sessions=self._sessions, credentials=self._credentials)
         )
         self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
-        if any(p.kind is ModelProviderKind.DETERMINISTIC for p in self.providers.values()):
-            # The deterministic provider reports usage on every answer, so it will count:
+        if any(spec_for(p.kind).offline for p in self.providers.values()):
+            # An offline provider counts the usage it reports on every answer itself:
             # load the vocabulary now, in the background, not in its first request.
             self._tasks.append(asyncio.create_task(load_vocabulary()))
         if self._redis_url:
@@ -117,9 +117,7 @@ class Gateway:
         targets = [
             p
             for p in self._selected(provider_id)
-            if p.config.enabled
-            and p.config.discovery
-            and p.kind is not ModelProviderKind.DETERMINISTIC
+            if p.config.enabled and p.config.discovery and not spec_for(p.kind).offline
         ]
         await asyncio.gather(*(self.discovery.discover(p) for p in targets))
         self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
