@@ -1,7 +1,8 @@
 """OpenAI-compatible upstreams: the OpenAI API itself and the many servers that copy it.
 
-The request is already in this wire format, so it is passed through (unknown parameters
-included) with only the model name replaced; answers are parsed into the shared shapes.
+This module does the I/O; the wire formats it speaks live beside it, pure: chat completions
+in `openai_chat.py`, audio in `openai_audio.py`, the Responses API (for providers with
+`responses_passthrough`) in `openai_responses.py`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,25 @@ import orjson
 
 from palyra.config import ModelConfig
 from palyra.errors import (
-    ErrorClass,
     ProviderError,
     UpstreamProtocolError,
     upstream_status_error,
 )
-from palyra.models.http import HttpProvider, Malformed, describe_body, kind_of, token_count
+from palyra.models.http import HttpProvider, Malformed, describe_body, kind_of
+from palyra.models.openai_audio import (
+    SUBTITLES,
+    audio_path,
+    parse_transcription,
+    refuses_format,
+    transcription_delta,
+    upstream_format,
+)
+from palyra.models.openai_chat import (
+    chat_payload,
+    parse_chat_response,
+    parse_chunk,
+    parse_usage,
+)
 from palyra.models.openai_responses import (
     RESPONSE_FINAL_EVENTS,
     RESPONSES_PATH,
@@ -34,372 +48,17 @@ from palyra.models.openai_responses import (
 )
 from palyra.sse import SSEError, decode_sse
 from palyra.types import (
-    ASSISTANT_AUDIO_FIELDS,
-    REPLY_ONLY_MESSAGE_FIELDS,
     ChatDelta,
     ChatRequest,
     ChatResult,
     EmbeddingsRequest,
     EmbeddingsResult,
-    FinishReason,
     ModelProviderKind,
-    ToolCallDelta,
-    ToolCallResult,
     TranscriptionDelta,
     TranscriptionRequest,
     TranscriptionResult,
-    TranscriptionSegment,
-    TranscriptionWord,
-    Usage,
     Vector,
 )
-
-_FINISH_REASONS: dict[str, FinishReason] = {
-    "stop": "stop",
-    "length": "length",
-    "tool_calls": "tool_calls",
-    # (The deprecated functions' call is a tool call here; the chat dialect spells it back.)
-    "function_call": "tool_calls",
-    "content_filter": "content_filter",
-}
-
-# What is not sent upstream: the stream flags (set below), and of each message what only a
-# reply carries (a history of dumped reply objects has them).
-_FLAGS = {"stream", "stream_options"}
-_NOT_SENT: dict[str, Any] = {
-    "stream": True,
-    "stream_options": True,
-    "messages": {"__all__": REPLY_ONLY_MESSAGE_FIELDS},
-}
-
-
-def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> dict[str, Any]:
-    """The upstream body: the request as it came (parameters we have no name for included),
-    less nulls and reply-only fields, with the upstream's model name."""
-    # (The per-message exclusion doubles the dump's cost: only a history that has one pays.)
-    replies = any(
-        m.annotations is not None or m.reasoning_content is not None or m.model_extra
-        for m in request.messages
-    )
-    payload = request.model_dump(exclude_none=True, exclude=_NOT_SENT if replies else _FLAGS)
-    payload["model"] = model.upstream_name
-    for index, message in enumerate(request.messages):
-        if message.audio is not None and message.audio.keys() - ASSISTANT_AUDIO_FIELDS:
-            audio = payload["messages"][index]["audio"]
-            payload["messages"][index]["audio"] = {
-                k: v for k, v in audio.items() if k in ASSISTANT_AUDIO_FIELDS
-            }
-    if stream:
-        payload["stream"] = True
-        # Always ask for usage: metrics and budgets need it even when the client did not. The
-        # client's other stream options go as they came.
-        options = request.stream_options
-        asked = options.model_dump(exclude_none=True) if options is not None else {}
-        payload["stream_options"] = {**asked, "include_usage": True}
-    return payload
-
-
-_USAGE_COUNTS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
-
-
-def parse_usage(data: Any, where: str = "usage") -> Usage:
-    """Usage as the upstream counted it; absent is zero, a count of the wrong type is
-    `Malformed` (it would be a 500 later, or a wrong bill). Its detail objects and any
-    field we have no name for are kept in `extra`, to be given back as they came."""
-    if data is None:
-        return Usage()
-    if not isinstance(data, dict):
-        raise Malformed(f"{where} is {kind_of(data)}, not an object")
-    usage = Usage(
-        token_count(data.get("prompt_tokens"), f"{where}.prompt_tokens"),
-        token_count(data.get("completion_tokens"), f"{where}.completion_tokens"),
-    )
-    if data.keys() - _USAGE_COUNTS:
-        usage.extra = {k: v for k, v in data.items() if k not in _USAGE_COUNTS}
-        prompt = data.get("prompt_tokens_details")
-        if isinstance(prompt, dict):
-            where_prompt = f"{where}.prompt_tokens_details"
-            usage.cached_tokens = token_count(
-                prompt.get("cached_tokens"), f"{where_prompt}.cached_tokens"
-            )
-            usage.cache_creation_tokens = token_count(
-                prompt.get("cache_write_tokens"), f"{where_prompt}.cache_write_tokens"
-            )
-        completion = data.get("completion_tokens_details")
-        if isinstance(completion, dict):
-            usage.reasoning_tokens = token_count(
-                completion.get("reasoning_tokens"),
-                f"{where}.completion_tokens_details.reasoning_tokens",
-            )
-    return usage
-
-
-def _finish(raw: Any, where: str) -> FinishReason:
-    if raw is None:
-        return "stop"
-    if not isinstance(raw, str):
-        raise Malformed(f"{where} is {kind_of(raw)}, not a string")
-    return _FINISH_REASONS.get(raw, "stop")
-
-
-def _tool_call(call: Any, where: str) -> ToolCallResult:
-    if isinstance(call, dict) and call.get("type") == "custom":
-        custom = call.get("custom")
-        if not isinstance(custom, dict):
-            raise Malformed(f"{where} is a custom tool call without a custom object")
-        call_id, name, text = call.get("id"), custom.get("name"), custom.get("input")
-        if not isinstance(call_id, str) or not isinstance(name, str):
-            raise Malformed(f"{where} has no string id and custom.name")
-        if text is not None and not isinstance(text, str):
-            raise Malformed(f"{where}.custom.input is {kind_of(text)}, not a string")
-        return ToolCallResult(call_id, name, text or "", "custom")
-    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
-        raise Malformed(f"{where} is not an object with a function")
-    function = call["function"]
-    call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
-    if not isinstance(call_id, str) or not isinstance(name, str):
-        raise Malformed(f"{where} has no string id and function.name")
-    return ToolCallResult(call_id, name, _arguments(arguments, f"{where}.function.arguments"))
-
-
-def _arguments(arguments: Any, where: str) -> str:
-    if isinstance(arguments, dict):
-        # Some compatible servers send the arguments as an object; clients want its JSON.
-        return orjson.dumps(arguments).decode()
-    if arguments is not None and not isinstance(arguments, str):
-        raise Malformed(f"{where} is {kind_of(arguments)}, not a string")
-    return arguments or ""
-
-
-def _function_call(call: Any, where: str) -> ToolCallResult:
-    # The deprecated functions' call: no id (the chat dialect gives it back as it came).
-    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-        raise Malformed(f"{where} is not an object with a string name")
-    return ToolCallResult("", call["name"], _arguments(call.get("arguments"), f"{where}.arguments"))
-
-
-# What the chat completions schema names, at each level of an answer; anything else an
-# upstream sends is kept as an extra of that level and given back as it came.
-_BODY_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage"})
-_CHOICE_KEYS = frozenset({"index", "message", "delta", "finish_reason", "logprobs"})
-_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "refusal", "function_call"})
-
-
-def _extra(data: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
-    # The subset test is one C call: the usual level has nothing unknown and costs no more.
-    if data.keys() <= known:
-        return None
-    return {k: v for k, v in data.items() if k not in known}
-
-
-def _reasoning(message: dict[str, Any], where: str) -> str | None:
-    # Servers spell it `reasoning_content` (DeepSeek, vLLM, SGLang) or `reasoning` (vLLM's
-    # newer releases, OpenRouter, Ollama). Both stay in the extras as they came; this is
-    # their text for the dialects that render reasoning their own way.
-    reasoning = message.get("reasoning_content")
-    if reasoning is None:
-        reasoning = message.get("reasoning")
-        if not isinstance(reasoning, str):
-            return None  # (OpenRouter's `reasoning` may be an object: an extra only)
-    if not isinstance(reasoning, str):
-        raise Malformed(f"{where}.reasoning_content is {kind_of(reasoning)}, not a string")
-    return reasoning or None
-
-
-def _first_choice(choices: list[Any]) -> tuple[Any, list[dict[str, Any]] | None]:
-    """The choice of index 0 (absent index is 0) and the others, as they came."""
-    if len(choices) == 1 and isinstance(choices[0], dict) and not choices[0].get("index"):
-        return choices[0], None
-    first, more = None, []
-    for choice in choices:
-        if first is None and isinstance(choice, dict) and not choice.get("index"):
-            first = choice
-        else:
-            more.append(choice)
-    return first, more or None
-
-
-def parse_chat_response(body: Any) -> ChatResult:
-    """A `chat.completion` body as a `ChatResult`; `Malformed` names the first field that is
-    not what the API says it is."""
-    if not isinstance(body, dict):
-        raise Malformed(f"the body is {kind_of(body)}, not a JSON object")
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices:
-        raise Malformed("the body has no choices[0]")
-    choice, more_choices = _first_choice(choices)
-    if not isinstance(choice, dict):
-        raise Malformed("the body has no choices[0]")
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        raise Malformed("choices[0].message is not an object")
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        raise Malformed(f"choices[0].message.content is {kind_of(content)}, not a string")
-    refusal = message.get("refusal")
-    if refusal is not None and not isinstance(refusal, str):
-        raise Malformed(f"choices[0].message.refusal is {kind_of(refusal)}, not a string")
-    raw_calls = message.get("tool_calls") or []
-    if not isinstance(raw_calls, list):
-        raise Malformed("choices[0].message.tool_calls is not a list")
-    tool_calls = [
-        _tool_call(call, f"choices[0].message.tool_calls[{i}]") for i, call in enumerate(raw_calls)
-    ]
-    if message.get("function_call") is not None:
-        tool_calls.append(
-            _function_call(message["function_call"], "choices[0].message.function_call")
-        )
-    model = body.get("model")
-    return ChatResult(
-        content=content,
-        finish_reason=_finish(choice.get("finish_reason"), "choices[0].finish_reason"),
-        usage=parse_usage(body.get("usage")),
-        tool_calls=tool_calls,
-        upstream_model=model if isinstance(model, str) else "",
-        reasoning=_reasoning(message, "choices[0].message"),
-        refusal=refusal,
-        logprobs=choice.get("logprobs"),
-        body_extra=_extra(body, _BODY_KEYS),
-        choice_extra=_extra(choice, _CHOICE_KEYS),
-        message_extra=_extra(message, _MESSAGE_KEYS),
-        more_choices=more_choices,
-    )
-
-
-def _chunk_extra(chunk: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
-    # Most upstreams send the same fields on every chunk (OpenAI: service_tier,
-    # system_fingerprint): the previous chunk's are handed on, the same object, so that the
-    # chat dialect's writer sees at once that its encoded head still holds.
-    if chunk.keys() <= _BODY_KEYS:
-        return None
-    if previous is not None and chunk.keys() - _BODY_KEYS == previous.keys():
-        for key, value in previous.items():
-            if chunk[key] != value:
-                break
-        else:
-            return previous
-    return _extra(chunk, _BODY_KEYS)
-
-
-def parse_chunk(chunk: Any, previous: dict[str, Any] | None = None) -> ChatDelta | None:
-    """One `chat.completion.chunk` as a delta; None when it carries nothing we relay.
-
-    On the hot path: only what a client would otherwise receive malformed is checked by type;
-    anything else wrong raises KeyError, TypeError and the like, which the caller reports.
-    `previous`: the last chunk's `chunk_extra` of this stream. What the schema does not
-    name is looked for by a subset test of each level's keys (one C call), and the delta is
-    built with the fields it has only."""
-    usage = parse_usage(chunk["usage"]) if chunk.get("usage") else None
-    choices = chunk.get("choices") or ()
-    chunk_extra = _chunk_extra(chunk, previous)
-    if not choices:
-        return ChatDelta(usage=usage, chunk_extra=chunk_extra) if usage else None
-    choice = choices[0]
-    more_choices = None
-    if len(choices) > 1 or type(choice) is not dict or choice.get("index"):
-        choice, more_choices = _first_choice(choices)
-    if choice is None:
-        # Only other choices (n > 1) in this chunk.
-        return ChatDelta(usage=usage, chunk_extra=chunk_extra, more_choices=more_choices)
-    delta = choice.get("delta") or {}
-    tool_calls = None
-    if delta.get("tool_calls"):
-        tool_calls = [_tool_call_delta(call, i) for i, call in enumerate(delta["tool_calls"])]
-    finish_raw = choice.get("finish_reason")
-    finish = _finish(finish_raw, "choices[0].finish_reason") if finish_raw else None
-    content = delta.get("content") or None
-    if content is not None and not isinstance(content, str):
-        raise Malformed(f"choices[0].delta.content is {kind_of(content)}, not a string")
-    plain_delta = delta.keys() <= _PLAIN_DELTA_KEYS
-    plain_choice = choice.keys() <= _PLAIN_CHOICE_KEYS and choice.get("logprobs") is None
-    if plain_delta and plain_choice and more_choices is None:
-        # The usual chunk: content, tool calls, a finish, usage.
-        if content is None and tool_calls is None and finish is None and usage is None:
-            return None
-        parsed = ChatDelta(content, tool_calls, finish, usage)
-        if chunk_extra is not None:
-            parsed.chunk_extra = chunk_extra
-        return parsed
-    if delta.get("function_call"):
-        tool_calls = [*(tool_calls or ()), _function_call_delta(delta["function_call"])]
-    refusal = delta.get("refusal") or None
-    if refusal is not None and not isinstance(refusal, str):
-        raise Malformed(f"choices[0].delta.refusal is {kind_of(refusal)}, not a string")
-    logprobs = choice.get("logprobs")
-    delta_extra = None if plain_delta else _extra(delta, _MESSAGE_KEYS)
-    choice_extra = None if plain_choice else _extra(choice, _CHOICE_KEYS)
-    if (
-        content is None
-        and tool_calls is None
-        and finish is None
-        and usage is None
-        and refusal is None
-        and logprobs is None
-        and delta_extra is None
-        and choice_extra is None
-        and more_choices is None
-    ):
-        return None
-    return ChatDelta(
-        content=content,
-        tool_calls=tool_calls,
-        finish_reason=finish,
-        usage=usage,
-        reasoning=_reasoning(delta, "choices[0].delta") if delta_extra else None,
-        refusal=refusal,
-        logprobs=logprobs,
-        chunk_extra=chunk_extra,
-        choice_extra=choice_extra,
-        delta_extra=delta_extra,
-        more_choices=more_choices,
-    )
-
-
-# What the usual chunk's choice and delta hold: anything else takes the longer way above.
-_PLAIN_CHOICE_KEYS = frozenset({"index", "delta", "finish_reason", "logprobs"})
-# (A null refusal comes with every first delta of OpenAI's.)
-_PLAIN_DELTA_KEYS = frozenset({"role", "content", "tool_calls"})
-
-
-# Tool calls in one answer are numbered from 0; a request offers at most 128 tools and a
-# model calls each a few times at most. A larger index is no index (1e300 or 2**64 failed the
-# encoding of our own chunk: a 500, found by the fuzz suite).
-_MAX_TOOL_CALL_INDEX = 1023
-
-
-def _tool_call_delta(call: Any, position: int) -> ToolCallDelta:
-    where = f"choices[0].delta.tool_calls[{position}]"
-    if not isinstance(call, dict):
-        raise Malformed(f"{where} is {kind_of(call)}, not an object")
-    custom = call.get("type") == "custom"
-    function = (call.get("custom") if custom else call.get("function")) or {}
-    if not isinstance(function, dict):
-        raise Malformed(f"{where}.function is {kind_of(function)}, not an object")
-    call_id, name = call.get("id"), function.get("name")
-    arguments = function.get("input" if custom else "arguments")
-    if not (
-        isinstance(call_id, str | None)
-        and isinstance(name, str | None)
-        and isinstance(arguments, str | None)
-    ):
-        raise Malformed(f"{where} has fields of the wrong type")
-    index = call.get("index", 0)
-    if type(index) is not int or not 0 <= index <= _MAX_TOOL_CALL_INDEX:
-        raise Malformed(f"{where}.index is not a whole number from 0 to {_MAX_TOOL_CALL_INDEX}")
-    return ToolCallDelta(
-        index=index,
-        id=call_id,
-        name=name,
-        arguments=arguments or "",
-        type="custom" if custom else "function",
-    )
-
-
-def _function_call_delta(call: Any) -> ToolCallDelta:
-    name, arguments = call.get("name"), call.get("arguments")
-    if not (isinstance(name, str | None) and isinstance(arguments, str | None)):
-        raise Malformed("choices[0].delta.function_call has fields of the wrong type")
-    return ToolCallDelta(index=0, name=name, arguments=arguments or "")
 
 
 class OpenAIProvider(HttpProvider):
@@ -554,20 +213,20 @@ class OpenAIProvider(HttpProvider):
         """`/audio/transcriptions`, or `/audio/translations` for a translation. Subtitles
         (srt, vtt) are asked of the upstream; one that refuses them for a model is asked for
         verbose_json instead (then and from then on), whose segments Palyra renders."""
-        asked = _upstream_format(request.response_format)
-        subtitles = asked in _SUBTITLES
+        asked = upstream_format(request.response_format)
+        subtitles = asked in SUBTITLES
         if subtitles and model.upstream_name in self._no_subtitles:
             return await self._transcribe_as(request, model, "verbose_json")
         try:
             return await self._transcribe_as(request, model, asked)
         except ProviderError as error:
-            if not subtitles or not _refuses_format(error):
+            if not subtitles or not refuses_format(error):
                 raise
             refused = error
         try:
             result = await self._transcribe_as(request, model, "verbose_json")
         except ProviderError as error:
-            if _refuses_format(error):
+            if refuses_format(error):
                 raise refused from None  # what the client asked for is what it cannot have
             raise
         self._no_subtitles = self._no_subtitles | {model.upstream_name}
@@ -579,13 +238,13 @@ class OpenAIProvider(HttpProvider):
         """The upstream's events relayed whole. An upstream that answers a stream request
         with the whole transcription (OpenAI's whisper-1 ignores `stream`) has that answer
         given as the events it would have streamed: all its text in one delta, then done."""
-        asked = _upstream_format(request.response_format)
+        asked = upstream_format(request.response_format)
         done = False
 
         def form() -> aiohttp.FormData:
             return self._transcription_form(request, model, asked, stream=True)
 
-        async with self._request("POST", _audio_path(request), form=form, stream=True) as response:
+        async with self._request("POST", audio_path(request), form=form, stream=True) as response:
             if response.content_type != "text/event-stream":
                 raw = await self._read_body(response)
                 result = self._transcription_answer(raw, response.content_type, asked)
@@ -617,7 +276,7 @@ class OpenAIProvider(HttpProvider):
         def form() -> aiohttp.FormData:
             return self._transcription_form(request, model, response_format)
 
-        async with self._request("POST", _audio_path(request), form=form) as response:
+        async with self._request("POST", audio_path(request), form=form) as response:
             raw = await self._read_body(response)
             content_type = response.content_type
         return self._transcription_answer(raw, content_type, response_format)
@@ -655,7 +314,7 @@ class OpenAIProvider(HttpProvider):
     ) -> TranscriptionResult:
         """A whole transcription answer: subtitles as they came when they were asked for and
         came as text, otherwise a JSON body (some servers answer JSON whatever is asked)."""
-        if response_format in _SUBTITLES and content_type.startswith("text/"):
+        if response_format in SUBTITLES and content_type.startswith("text/"):
             if content_type in ("text/html", "text/xml"):
                 raise UpstreamProtocolError(
                     f"answered {response_format} with {describe_body(raw)} ({content_type})",
@@ -667,7 +326,7 @@ class OpenAIProvider(HttpProvider):
         if isinstance(body, dict) and "error" in body and "text" not in body:
             raise self._stream_error(body)  # an error sent with a 200: the upstream's words
         try:
-            return _parse_transcription(body)
+            return parse_transcription(body)
         except Malformed as exc:
             raise UpstreamProtocolError(
                 f"answered a malformed transcription: {exc}", provider_id=self.provider_id
@@ -689,7 +348,7 @@ class OpenAIProvider(HttpProvider):
         if isinstance(event, dict) and "error" in event:
             raise self._stream_error(event)
         try:
-            return _transcription_delta(event)
+            return transcription_delta(event)
         except Malformed as exc:
             raise UpstreamProtocolError(
                 f"sent a malformed transcription event: {exc}", provider_id=self.provider_id
@@ -795,89 +454,3 @@ def _vector(embedding: Any, base64_wanted: bool, booleans: bool = True) -> Vecto
 
 
 _NUMBER_TYPES = {int, float}
-
-
-def _parse_transcription(body: Any) -> TranscriptionResult:
-    if not isinstance(body, dict):
-        raise Malformed(f"the body is {kind_of(body)}, not a JSON object")
-    text = body.get("text")
-    if not isinstance(text, str):
-        raise Malformed(f"text is {kind_of(text)}, not a string")
-    segments = [
-        TranscriptionSegment(
-            int(s.get("id", i)), float(s["start"]), float(s["end"]), str(s["text"])
-        )
-        for i, s in enumerate(body.get("segments") or ())
-    ]
-    words = [
-        TranscriptionWord(str(w["word"]), float(w["start"]), float(w["end"]))
-        for w in body.get("words") or ()
-    ]
-    duration = body.get("duration")
-    language = body.get("language")
-    return TranscriptionResult(
-        text=text,
-        language=language if isinstance(language, str) else None,
-        duration_s=float(duration) if duration is not None else None,
-        segments=segments,
-        usage=_transcription_usage(body.get("usage")),
-        words=words,
-        body=body,
-    )
-
-
-def _transcription_usage(usage: Any) -> Usage:
-    """Usage billed in tokens; usage billed by duration (whisper-1) counts none."""
-    if usage is None:
-        return Usage()
-    if not isinstance(usage, dict):
-        raise Malformed(f"usage is {kind_of(usage)}, not an object")
-    return Usage(
-        token_count(usage.get("input_tokens"), "usage.input_tokens"),
-        token_count(usage.get("output_tokens"), "usage.output_tokens"),
-    )
-
-
-def _transcription_delta(event: Any) -> TranscriptionDelta:
-    """One event of a transcription stream (`transcript.text.delta`, `.done`, or one we
-    relay without reading, such as `.segment`), kept whole to be relayed as it came."""
-    if not isinstance(event, dict):
-        raise Malformed(f"an event is {kind_of(event)}, not a JSON object")
-    kind = event.get("type")
-    if kind == "transcript.text.delta":
-        delta = event.get("delta")
-        if not isinstance(delta, str):
-            raise Malformed(f"transcript.text.delta has a delta that is {kind_of(delta)}")
-        return TranscriptionDelta(text=delta, event=event)
-    if kind == "transcript.text.done":
-        text = event.get("text")
-        if not isinstance(text, str):
-            raise Malformed(f"transcript.text.done has a text that is {kind_of(text)}")
-        result = TranscriptionResult(text=text, usage=_transcription_usage(event.get("usage")))
-        return TranscriptionDelta(result=result, event=event)
-    if not isinstance(kind, str):
-        raise Malformed(f"an event has a type that is {kind_of(kind)}, not a string")
-    return TranscriptionDelta(event=event)
-
-
-# Subtitle formats, and the form the upstream is asked for to answer each format.
-_SUBTITLES = ("srt", "vtt")
-
-
-def _upstream_format(response_format: str) -> str:
-    # Plain text is the text of a json answer, which also carries usage.
-    return "json" if response_format == "text" else response_format
-
-
-def _audio_path(request: TranscriptionRequest) -> str:
-    return "/audio/translations" if request.translate else "/audio/transcriptions"
-
-
-def _refuses_format(error: ProviderError) -> bool:
-    """Whether an upstream's 4xx refused the response_format (a server or model without
-    subtitles), not the request as a whole."""
-    return (
-        error.upstream_status in (400, 422)
-        and error.error_class is ErrorClass.CLIENT
-        and (error.param == "response_format" or "response_format" in error.message)
-    )
