@@ -174,6 +174,11 @@ class OpenAIProvider(HttpProvider):
             payload["dimensions"] = request.dimensions
         if request.user is not None:
             payload["user"] = request.user
+        # Parameters we have no name for go as they came, as for chat (servers extend this
+        # API too: vLLM's `truncate_prompt_tokens`, `input_type` of retrieval models, ...).
+        for key, value in (request.model_extra or {}).items():
+            if value is not None:
+                payload.setdefault(key, value)
         try:
             raw = await self._post_raw("/embeddings", payload)
         except ProviderError as error:

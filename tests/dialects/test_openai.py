@@ -293,6 +293,20 @@ async def test_embeddings_deterministic_and_openai(
     assert default.data[0].embedding == sized.data[0].embedding
 
 
+async def test_embeddings_parameters_we_do_not_know_reach_the_upstream(
+    client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    # Found in review: chat forwarded unknown parameters, embeddings dropped them silently.
+    await client.embeddings.create(
+        model="text-embedding-3-small",
+        input="hello",
+        extra_body={"input_type": "query", "truncate_prompt_tokens": 8, "nothing": None},
+    )
+    sent = upstream.requests_to("/v1/embeddings")[-1].json
+    assert sent["input_type"] == "query" and sent["truncate_prompt_tokens"] == 8
+    assert "nothing" not in sent
+
+
 async def test_embeddings_on_anthropic_is_a_clear_error(client: AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await client.embeddings.create(model="claude-embed", input="x")
