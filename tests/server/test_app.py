@@ -107,23 +107,31 @@ async def test_a_body_not_in_its_content_encoding_is_a_400(
     assert status == 400 and b"request body cannot be read" not in body, body
 
 
+# Every dialect's route: what its client sends, the fake upstream path it reaches.
+_GONE_ROUTES = {
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+    "/v1/responses": {"input": "hi"},
+    "/v1/messages": {"max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
+}
+
+
+@pytest.mark.parametrize("path", list(_GONE_ROUTES))
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_client_that_goes_away_is_counted_as_499_not_500(
     gateway: TestServer,
     upstream: FakeUpstream,
     caplog: pytest.LogCaptureFixture,
     stream: bool,
+    path: str,
 ) -> None:
     # Found by the fuzz suite: a client gone before the answer's headers made the write
     # fail, logged as unhandled_error with a traceback and counted as a 500.
     caplog.set_level(logging.WARNING)
     upstream.script("/v1/chat/completions", ChatReply(delay_s=0.3))
-    body = orjson.dumps(
-        {"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
-    )
+    body = orjson.dumps({"model": "gpt-4o-mini", "stream": stream, **_GONE_ROUTES[path]})
     _, writer = await asyncio.open_connection(gateway.host, gateway.port)
     writer.write(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        b"POST %s HTTP/1.1\r\nHost: x\r\n" % path.encode()
         + AUTH
         + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
         + body
@@ -139,7 +147,7 @@ async def test_a_client_that_goes_away_is_counted_as_499_not_500(
         counted = [
             line
             for line in metrics.decode().splitlines()
-            if line.startswith("palyra_requests_total{") and "/v1/chat/completions" in line
+            if line.startswith("palyra_requests_total{") and f'route="{path}"' in line
         ]
         if counted:
             break
