@@ -177,8 +177,10 @@ AnyToolCall = Annotated[
 
 # Fields of an assistant message that only ever come back from a provider (an SDK's reply
 # object dumped whole carries them): accepted in a history, never sent upstream as input.
+# (`thinking_blocks`, Anthropic's signed thinking, is sent back by the Anthropic provider
+# only, which reads it itself: see anthropic_request.py.)
 REPLY_ONLY_MESSAGE_FIELDS = frozenset(
-    {"annotations", "reasoning_content", "reasoning", "reasoning_details"}
+    {"annotations", "reasoning_content", "reasoning", "reasoning_details", "thinking_blocks"}
 )
 # Of an earlier audio answer, the request refers to its id only; a dumped reply also carries
 # its data, transcript and expiry, which are not sent back.

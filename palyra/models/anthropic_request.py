@@ -12,6 +12,11 @@ Where the two APIs differ:
   `annotations`, ...) are never sent: only the fields translated here are. A `refusal` part
   or field of an assistant turn is what the assistant said: text. An earlier audio answer is
   its transcript.
+- `thinking_blocks` of an assistant message (the thinking and redacted_thinking blocks an
+  earlier Anthropic answer gave back, signatures included; `anthropic_response.py`) open its
+  assistant turn, as they came, when the request thinks: Anthropic then requires them before
+  the tool_use blocks of the turn it is continuing, and checks their signatures. Without
+  thinking they are left out (see `_thinking_blocks`).
 - `file` parts: a PDF becomes a document block (base64 source), text/plain a document with a
   text source, an image an image block. OpenAI file ids mean nothing to Anthropic.
 - JSON response formats are enforced the one way Anthropic can: a tool (the "answer tool")
@@ -64,6 +69,8 @@ from palyra.models.anthropic_wire import (
     MessageCreateParams,
     MessageParam,
     PlainTextSourceParam,
+    RedactedThinkingBlockParam,
+    ThinkingBlockParam,
     ThinkingConfigEnabledParam,
     ToolChoiceAnyParam,
     ToolChoiceAutoParam,
@@ -222,6 +229,7 @@ def build_messages_request(
     the offending field, so the caller gets a precise 400 rather than an upstream one.
     """
     request = request.functions_as_tools()
+    max_tokens, thinking = _thinking(request, model)
     system_parts: list[str] = []
     turns: list[tuple[str, list[ContentBlockParam]]] = []
     for index, message in enumerate(request.messages):
@@ -233,7 +241,10 @@ def build_messages_request(
         elif message.role == "user":
             turns.append(("user", list(_content_blocks(message, index))))
         elif message.role == "assistant":
-            turns.append(("assistant", _assistant_blocks(message, index)))
+            blocks = _assistant_blocks(message, index)
+            if thinking is not None:
+                blocks[:0] = _thinking_blocks(message, index)
+            turns.append(("assistant", blocks))
         else:  # tool (function messages are tool messages by now)
             turns.append(("user", [_tool_result_block(message, index)]))
 
@@ -243,7 +254,6 @@ def build_messages_request(
             "messages: Anthropic needs at least one non-empty user or assistant message",
             param="messages",
         )
-    max_tokens, thinking = _thinking(request, model)
     payload: MessageCreateParams = {
         "model": model.upstream_name,
         "max_tokens": max_tokens,
@@ -554,6 +564,55 @@ def _assistant_blocks(message: Message, index: int) -> list[ContentBlockParam]:
     for call_index, call in enumerate(message.tool_calls or []):
         where = f"messages[{index}].tool_calls[{call_index}].function.arguments"
         blocks.append(_tool_use(call.id, call.function.name, call.function.arguments, where))
+    return blocks
+
+
+def _thinking_blocks(
+    message: Message, index: int
+) -> list[ThinkingBlockParam | RedactedThinkingBlockParam]:
+    """The thinking blocks an assistant message of the history carries (`thinking_blocks`,
+    as an earlier answer gave them), to open its turn in a request that thinks.
+
+    Only a request that thinks sends them. Anthropic requires them then (an assistant turn
+    with tool_use that the request continues must start with the thinking that led to it,
+    signature intact) and uses them as context. Without thinking it requires none, refuses
+    them in a final assistant message ("When thinking is disabled, an `assistant` message in
+    the final position cannot contain `thinking`") and has no thinking to continue: leaving
+    them out never fails and changes nothing the model could use, as leaving out
+    `reasoning_content` does. Signatures are Anthropic's to check; their shape is ours."""
+    raw = (message.model_extra or {}).get("thinking_blocks")
+    if raw is None:
+        return []
+    where = f"messages[{index}].thinking_blocks"
+    if not isinstance(raw, list):
+        raise InvalidRequest(
+            f"{where}: must be a list of thinking blocks, as the answer gave them", param=where
+        )
+    blocks: list[ThinkingBlockParam | RedactedThinkingBlockParam] = []
+    for position, block in enumerate(raw):
+        at = f"{where}[{position}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            thinking, signature = block.get("thinking"), block.get("signature")
+            if not isinstance(thinking, str):
+                raise InvalidRequest(f"{at}.thinking: must be a string", param=f"{at}.thinking")
+            if signature is not None and not isinstance(signature, str):
+                raise InvalidRequest(f"{at}.signature: must be a string", param=f"{at}.signature")
+            sent: ThinkingBlockParam = {"type": "thinking", "thinking": thinking}
+            if signature is not None:
+                sent["signature"] = signature
+            blocks.append(sent)
+        elif kind == "redacted_thinking":
+            data = block.get("data")
+            if not isinstance(data, str):
+                raise InvalidRequest(f"{at}.data: must be a string", param=f"{at}.data")
+            blocks.append({"type": "redacted_thinking", "data": data})
+        else:
+            raise InvalidRequest(
+                f"{at}: must be a block of type thinking or redacted_thinking, as the answer "
+                "gave it",
+                param=at,
+            )
     return blocks
 
 

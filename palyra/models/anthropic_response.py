@@ -6,6 +6,12 @@ checked, and a wrong one is an `UpstreamProtocolError` naming it (never its valu
 
 What is translated:
 - text blocks -> content; tool_use blocks -> tool calls; thinking blocks -> reasoning.
+- thinking and redacted_thinking blocks are also given back whole, signatures included, as
+  the message's `thinking_blocks` (as LiteLLM does): Anthropic wants them back, unchanged,
+  in the assistant turn a tool loop continues when the request thinks
+  (`anthropic_request.py`), and `reasoning_content` is only their text. Streamed, each block
+  is one delta's `thinking_blocks` (a list of that one block), sent when the block ends (its
+  signature comes last); a client appends them in order to rebuild the message's list.
 - The answer tool (`anthropic_request.answer_tool`): the forced tool call that carries a JSON
   answer is given back as the message content, finish_reason "stop"; text beside it is not
   part of the answer and is left out.
@@ -17,6 +23,7 @@ What is translated:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -95,6 +102,7 @@ def _parse_message(body: Any, answer_tool: str | None) -> ChatResult:
         raise Malformed("the body has no Messages API `content` list")
     texts: list[str] = []
     thoughts: list[str] = []
+    thinking_blocks: list[dict[str, Any]] = []
     answers: list[str] = []
     calls: list[ToolCallResult] = []
     for index, block in enumerate(body["content"]):
@@ -105,16 +113,21 @@ def _parse_message(body: Any, answer_tool: str | None) -> ChatResult:
         if kind == "text":
             texts.append(_string(block, "text", where))
         elif kind == "thinking":
-            thoughts.append(_string(block, "thinking", where))
+            thought = _string(block, "thinking", where)
+            thoughts.append(thought)
+            thinking_blocks.append(_thinking_block(thought, block.get("signature"), where))
+        elif kind == "redacted_thinking":
+            # Encrypted reasoning: no text a client could read (nothing for reasoning), but
+            # Anthropic wants it back like a thinking block.
+            data = _string(block, "data", where)
+            thinking_blocks.append({"type": "redacted_thinking", "data": data})
         elif kind == "tool_use":
             call = _tool_use(block, where)
             if call.name == answer_tool:
                 answers.append(call.arguments)
             else:
                 calls.append(call)
-        # redacted_thinking holds encrypted reasoning: no text a client could read, only
-        # Anthropic can use it, so there is nothing to give back as reasoning. Server-tool
-        # blocks have no chat completions counterpart either.
+        # Server-tool blocks have no chat completions counterpart.
     raw_usage = body.get("usage")
     if raw_usage is not None and not isinstance(raw_usage, dict):
         raise Malformed(f"usage is {kind_of(raw_usage)}, not an object")
@@ -136,7 +149,19 @@ def _parse_message(body: Any, answer_tool: str | None) -> ChatResult:
         upstream_model=model if isinstance(model, str) else "",
         reasoning="".join(thoughts) if thoughts else None,
         refusal=REFUSAL if finish == "content_filter" else None,
+        message_extra={"thinking_blocks": thinking_blocks} if thinking_blocks else None,
     )
+
+
+def _thinking_block(thinking: str, signature: Any, where: str) -> dict[str, Any]:
+    """A thinking block as a client sends it back: its text and signature, as they came."""
+    if signature is not None and not isinstance(signature, str):
+        raise Malformed(f"{where}.signature is {kind_of(signature)}, not a string")
+    block: dict[str, Any] = {"type": "thinking", "thinking": thinking}
+    if signature is not None:
+        # (Absent from what some Anthropic-compatible servers send; Anthropic always signs.)
+        block["signature"] = signature
+    return block
 
 
 def usage_of(usage: dict[str, Any]) -> Usage:
@@ -182,6 +207,14 @@ def error_event(payload: Any, provider_id: str) -> ProviderError:
     return upstream_status_error(provider_id, status, message, upstream_code=error_type)
 
 
+@dataclass(slots=True)
+class _Thought:
+    """A thinking block being streamed."""
+
+    parts: list[str]
+    signature: str
+
+
 class StreamTranslator:
     """Turns the SSE events of a streamed Messages API answer into `ChatDelta`s.
 
@@ -201,6 +234,10 @@ class StreamTranslator:
         # Per tool_use block (the answer tool's too): whether any input came yet.
         self._has_input: dict[int, bool] = {}
         self._answer_block: int | None = None
+        # Per thinking block being streamed: its text so far and its signature; per redacted
+        # one, its data. Each is given back whole when the block stops.
+        self._thoughts: dict[int, _Thought] = {}
+        self._redacted: dict[int, str] = {}
 
     def feed(self, event: SSEEvent) -> ChatDelta | None:
         if self.done:
@@ -266,9 +303,17 @@ class StreamTranslator:
             return ChatDelta(content=text) if text and self.answer_tool is None else None
         if kind == "thinking":
             thought = _optional_string(block, "thinking", "content_block")
+            signature = _optional_string(block, "signature", "content_block")
+            self._thoughts[index] = _Thought([thought] if thought else [], signature or "")
             return ChatDelta(reasoning=thought) if thought else None
+        if kind == "redacted_thinking":
+            encrypted = _optional_string(block, "data", "content_block")
+            if encrypted is None:
+                raise Malformed("content_block.data (redacted_thinking) is missing")
+            self._redacted[index] = encrypted
+            return None
         if kind != "tool_use":
-            return None  # redacted_thinking (see parse_message), server tools
+            return None  # server tools
         initial = block.get("input")
         # The real API opens with `input: {}` and streams the input as JSON fragments; an
         # input given up front (some compatible servers) is passed on as is.
@@ -302,7 +347,15 @@ class StreamTranslator:
             return ChatDelta(content=text) if text and self.answer_tool is None else None
         if kind == "thinking_delta":
             thought = _optional_string(delta, "thinking", "delta")
+            if thought and isinstance(index, int) and index in self._thoughts:
+                self._thoughts[index].parts.append(thought)
             return ChatDelta(reasoning=thought) if thought else None
+        if kind == "signature_delta":
+            signature = _optional_string(delta, "signature", "delta")
+            if signature is not None and isinstance(index, int) and index in self._thoughts:
+                # One delta carries the whole signature (the anthropic SDK keeps the last).
+                self._thoughts[index].signature = signature
+            return None
         if kind == "input_json_delta":
             if not isinstance(index, int) or index not in self._has_input:
                 raise self._protocol("sent tool input for a block that is not a tool_use")
@@ -316,11 +369,13 @@ class StreamTranslator:
                 return None  # a second answer call
             call = ToolCallDelta(index=self._tool_index[index], arguments=fragment)
             return ChatDelta(tool_calls=[call])
-        # signature and citation deltas have no chat completions counterpart.
+        # citation deltas have no chat completions counterpart.
         return None
 
     def _block_stop(self, data: dict[str, Any]) -> ChatDelta | None:
         index = data.get("index")
+        if isinstance(index, int) and (index in self._thoughts or index in self._redacted):
+            return self._thinking_block_stop(index)
         if not isinstance(index, int) or self._has_input.get(index) is not False:
             return None
         # A call without input streams no fragment at all; clients parse the assembled
@@ -332,6 +387,21 @@ class StreamTranslator:
             return None
         call = ToolCallDelta(index=self._tool_index[index], arguments="{}")
         return ChatDelta(tool_calls=[call])
+
+    def _thinking_block_stop(self, index: int) -> ChatDelta:
+        # The whole block, once: its text was streamed as reasoning already, but a client
+        # needs it beside its signature, unchanged, to send it back (see the module doc).
+        block: dict[str, Any]
+        if index in self._redacted:
+            block = {"type": "redacted_thinking", "data": self._redacted.pop(index)}
+        else:
+            thought = self._thoughts.pop(index)
+            block = {
+                "type": "thinking",
+                "thinking": "".join(thought.parts),
+                "signature": thought.signature,
+            }
+        return ChatDelta(delta_extra={"thinking_blocks": [block]})
 
     def _message_delta(self, data: dict[str, Any]) -> None:
         delta = data.get("delta")

@@ -56,6 +56,21 @@ class ToolUseBlockParam(TypedDict):
     input: dict[str, Any]
 
 
+class ThinkingBlockParam(TypedDict, total=False):
+    """A thinking block of an earlier answer, sent back exactly as it came: with thinking
+    enabled, Anthropic checks its signature and wants it first in the assistant turn that
+    called a tool."""
+
+    type: Required[Literal["thinking"]]
+    thinking: Required[str]
+    signature: str
+
+
+class RedactedThinkingBlockParam(TypedDict):
+    type: Literal["redacted_thinking"]
+    data: str  # encrypted reasoning, opaque to everyone but Anthropic
+
+
 ToolResultContentParam: TypeAlias = TextBlockParam | ImageBlockParam | DocumentBlockParam
 
 
@@ -67,7 +82,13 @@ class ToolResultBlockParam(TypedDict, total=False):
 
 
 ContentBlockParam: TypeAlias = (
-    TextBlockParam | ImageBlockParam | DocumentBlockParam | ToolUseBlockParam | ToolResultBlockParam
+    TextBlockParam
+    | ImageBlockParam
+    | DocumentBlockParam
+    | ToolUseBlockParam
+    | ToolResultBlockParam
+    | ThinkingBlockParam
+    | RedactedThinkingBlockParam
 )
 
 

@@ -113,20 +113,37 @@ def input_tokens(body: dict[str, Any]) -> int:
 
 
 def default_chat_reply(body: dict[str, Any]) -> ChatReply:
+    """The model's answer: an echo of the last user text, or a call of a tool when that text
+    (or, in a tool loop, the tool's result) is `/tool NAME {json}`. With thinking enabled the
+    answer thinks first (a signed thinking block; a redacted one too when the prompt holds
+    Anthropic's documented test string), and the request is held to the thinking rules."""
     for name in ("model", "max_tokens", "messages"):
         if name not in body:
             raise WireError(400, f"{name}: Field required")
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         raise WireError(400, "messages: at least one message is required")
-    text = next(
-        (
-            message_text(m.get("content"))
-            for m in reversed(messages)
-            if isinstance(m, dict) and m.get("role") == "user"
-        ),
-        "",
+    check_thinking(body)
+    last_user = next(
+        (m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {}
     )
+    text = message_text(last_user.get("content")) or tool_results_text(last_user.get("content"))
+    reply = _answer(body, text)
+    if not thinking_enabled(body):
+        return reply
+    prompt = " ".join(
+        [message_text(body.get("system"))]
+        + [message_text(m.get("content")) for m in messages if isinstance(m, dict)]
+    )
+    return ClaudeReply(
+        content=reply.content,
+        tool_calls=reply.tool_calls,
+        thinking=f"thinking about: {text}",
+        redacted_thinking=REDACTED_THINKING_TRIGGER in prompt,
+    )
+
+
+def _answer(body: dict[str, Any], text: str) -> ChatReply:
     command = _TOOL_COMMAND.match(text.strip())
     choice = body.get("tool_choice")
     if body.get("tools") and isinstance(choice, dict) and choice.get("type") == "tool":
@@ -135,7 +152,8 @@ def default_chat_reply(body: dict[str, Any]) -> ChatReply:
         arguments = command.group(2).strip() or "{}" if command else "{}"
         return ChatReply(content=None, tool_calls=[{"name": name, "arguments": arguments}])
     if body.get("tools") and command:
-        # Lets a test ask for a tool call through the gateway without scripting the upstream.
+        # Lets a test ask for a tool call through the gateway without scripting the upstream
+        # (and, as a tool's result, for the next call of a tool loop).
         arguments = command.group(2).strip() or "{}"
         try:
             orjson.loads(arguments)
@@ -144,6 +162,117 @@ def default_chat_reply(body: dict[str, Any]) -> ChatReply:
         call = {"id": new_id("toolu_"), "name": command.group(1), "arguments": arguments}
         return ChatReply(content=None, tool_calls=[call])
     return ChatReply(content=f"echo: {text}")
+
+
+def tool_results_text(content: Any) -> str:
+    """The text of the tool_result blocks of a user message."""
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        message_text(block.get("content"))
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    )
+
+
+# --- thinking ---------------------------------------------------------------------------------
+
+# Anthropic's documented string that makes a thinking model answer with a redacted_thinking
+# block, for testing how clients handle one.
+REDACTED_THINKING_TRIGGER = (
+    "ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_46C9A13E193C177646C7398A98432ECCCE4C1253"
+)
+REDACTED_DATA = "EmwKAhgBEgy3va3pzix/LafPsn4a"
+_THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+_THINKING_KINDS = ("thinking", "redacted_thinking")
+
+
+def thinking_enabled(body: dict[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") == "enabled"
+
+
+def check_thinking(body: dict[str, Any]) -> None:
+    """Hold a request to the rules the real API has for thinking blocks in the history, with
+    its words (400 invalid_request_error):
+
+    - every thinking block comes back as it was issued: its signature checks out against its
+      text, and a redacted block's data is what was sent;
+    - with thinking enabled, the assistant turn the request continues (the assistant
+      messages after the last user message that holds no tool_result, when the request ends
+      in tool results) starts with a thinking or redacted_thinking block;
+    - with thinking disabled, an assistant message in the final position holds none.
+    """
+    messages: list[Any] = body["messages"]
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        for position, block in enumerate(_blocks_of(message)):
+            where = f"messages.{index}.content.{position}"
+            kind = block.get("type")
+            if kind == "thinking" and block.get("signature") != _signature(
+                str(block.get("thinking"))
+            ):
+                raise WireError(400, f"{where}: Invalid `signature` in `thinking` block")
+            if kind == "redacted_thinking" and block.get("data") != REDACTED_DATA:
+                raise WireError(400, f"{where}: Invalid `data` in `redacted_thinking` block")
+            final = index == len(messages) - 1
+            if kind in _THINKING_KINDS and final and not thinking_enabled(body):
+                raise WireError(
+                    400,
+                    f"{where}: When thinking is disabled, an `assistant` message in the final "
+                    "position cannot contain `thinking`. To use thinking blocks, enable "
+                    "`thinking` in your request.",
+                )
+    if not thinking_enabled(body):
+        return
+    opened = _open_turn(messages)
+    if opened is not None and opened[1].get("type") not in _THINKING_KINDS:
+        index, first = opened
+        raise WireError(
+            400,
+            f"messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+            f"found `{first.get('type')}`. When `thinking` is enabled, a final `assistant` "
+            "message must start with a thinking block (preceeding the lastmost set of "
+            "`tool_use` and `tool_result` blocks). We recommend you include thinking blocks "
+            "from previous turns. To avoid this requirement, disable `thinking`. Please "
+            f"consult our documentation at {_THINKING_DOCS}",
+        )
+
+
+def _open_turn(messages: list[Any]) -> tuple[int, dict[str, Any]] | None:
+    """(index, first block) of the first assistant message of the turn a request ending in
+    tool results continues; None when the request ends in a turn of its own."""
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user" or not _has_tool_results(last):
+        return None
+    start = max(
+        (
+            i
+            for i, m in enumerate(messages)
+            if isinstance(m, dict) and m.get("role") == "user" and not _has_tool_results(m)
+        ),
+        default=-1,
+    )
+    for index in range(start + 1, len(messages)):
+        message = messages[index]
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            blocks = _blocks_of(message)
+            return (index, blocks[0]) if blocks else None
+    return None
+
+
+def _has_tool_results(message: dict[str, Any]) -> bool:
+    return any(block.get("type") == "tool_result" for block in _blocks_of(message))
+
+
+def _blocks_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return [block for block in content if isinstance(block, dict)]
+    return []
 
 
 def count_tokens(body: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +305,7 @@ def _thinking_blocks(reply: ChatReply) -> list[dict[str, Any]]:
         signature = _signature(reply.thinking)
         blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": signature})
     if reply.redacted_thinking:
-        blocks.append({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"})
+        blocks.append({"type": "redacted_thinking", "data": REDACTED_DATA})
     return blocks
 
 

@@ -21,9 +21,11 @@ import pytest
 from anthropic import AsyncAnthropic
 from anthropic.types import (
     Message,
+    MessageParam,
     RedactedThinkingBlock,
     TextBlock,
     ThinkingBlock,
+    ThinkingConfigEnabledParam,
     ToolParam,
     ToolUseBlock,
 )
@@ -37,7 +39,7 @@ from openai.types.chat import (
 )
 from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
 
-from tests.fakes.anthropic_wire import ClaudeReply
+from tests.fakes.anthropic_wire import REDACTED_THINKING_TRIGGER, ClaudeReply
 from tests.fakes.upstream import (
     ChatReply,
     DropConnection,
@@ -734,6 +736,123 @@ async def test_anthropic_thinking_and_cache_usage_streamed(
     assert isinstance(text, TextBlock) and text.text == "Four."
     assert message.usage.cache_read_input_tokens == 1000
     assert message.usage.output_tokens == 9
+
+
+THINKING: ThinkingConfigEnabledParam = {"type": "enabled", "budget_tokens": 1024}
+
+
+async def test_anthropic_thinking_tool_loop_needs_the_signed_thinking_back(
+    claude: AsyncAnthropic,
+) -> None:
+    # As the real API: with thinking enabled, the assistant turn a request continues after a
+    # tool result starts with the thinking that led to the call, exactly as it was issued.
+    asked: MessageParam = {"role": "user", "content": '/tool get_weather {"city": "Paris"}'}
+    first = await claude.messages.create(
+        model="claude-test",
+        max_tokens=2048,
+        thinking=THINKING,
+        tools=[CLAUDE_WEATHER_TOOL],
+        messages=[asked],
+    )
+    thinking, call = first.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.signature
+    assert thinking.thinking == 'thinking about: /tool get_weather {"city": "Paris"}'
+    assert isinstance(call, ToolUseBlock) and first.stop_reason == "tool_use"
+    result: MessageParam = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}],
+    }
+
+    async def send(assistant: MessageParam, *, thinking: bool = True) -> Message:
+        return await claude.messages.create(
+            model="claude-test",
+            max_tokens=2048,
+            tools=[CLAUDE_WEATHER_TOOL],
+            messages=[asked, assistant, result],
+            **({"thinking": THINKING} if thinking else {}),
+        )
+
+    second = await send(first.to_param())
+    assert isinstance(second.content[-1], TextBlock)
+    assert second.content[-1].text == "echo: sunny"
+
+    without: MessageParam = {"role": "assistant", "content": [call]}
+    with pytest.raises(anthropic.BadRequestError) as missing:
+        await send(without)
+    assert missing.value.status_code == 400 and missing.value.type == "invalid_request_error"
+    assert missing.value.body["error"]["message"].startswith(  # type: ignore[index]
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        "`tool_use`. When `thinking` is enabled, a final `assistant` message must start with "
+        "a thinking block"
+    )
+    # Text first is no better; a thinking block that was changed is refused too.
+    with pytest.raises(anthropic.BadRequestError, match="but found `text`"):
+        await send({"role": "assistant", "content": [TextBlock(type="text", text="hm"), call]})
+    forged = thinking.model_copy(update={"thinking": "something else"})
+    with pytest.raises(anthropic.BadRequestError, match="Invalid `signature` in `thinking`"):
+        await send({"role": "assistant", "content": [forged, call]})
+
+    # Without thinking nothing is required, and earlier thinking is taken; only a final
+    # assistant message may not hold thinking then.
+    assert (await send(without, thinking=False)).content[-1].type == "text"
+    assert (await send(first.to_param(), thinking=False)).content[-1].type == "text"
+    with pytest.raises(anthropic.BadRequestError, match="in the final position cannot contain"):
+        await claude.messages.create(
+            model="claude-test", max_tokens=64, messages=[asked, first.to_param()]
+        )
+    # A new turn of the user's own needs no earlier thinking.
+    fresh = await claude.messages.create(
+        model="claude-test",
+        max_tokens=2048,
+        thinking=THINKING,
+        tools=[CLAUDE_WEATHER_TOOL],
+        messages=[
+            asked,
+            without,
+            result,
+            {"role": "assistant", "content": "Sunny."},
+            {"role": "user", "content": "thanks"},
+        ],
+    )
+    assert fresh.content[-1].type == "text"
+
+
+async def test_anthropic_redacted_thinking_is_sent_back_whole(claude: AsyncAnthropic) -> None:
+    asked: MessageParam = {"role": "user", "content": "/tool get_weather {}"}
+    async with claude.messages.stream(
+        model="claude-test",
+        max_tokens=2048,
+        system=REDACTED_THINKING_TRIGGER,
+        thinking=THINKING,
+        tools=[CLAUDE_WEATHER_TOOL],
+        messages=[asked],
+    ) as stream:
+        first = await stream.get_final_message()
+    thinking, redacted, call = first.content
+    assert isinstance(thinking, ThinkingBlock) and isinstance(redacted, RedactedThinkingBlock)
+    assert isinstance(call, ToolUseBlock)
+    result: MessageParam = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "cloudy"}],
+    }
+    # Only the redacted block first is a thinking block first, as the rule asks.
+    for content in ([thinking, redacted, call], [redacted, call]):
+        second = await claude.messages.create(
+            model="claude-test",
+            max_tokens=2048,
+            thinking=THINKING,
+            tools=[CLAUDE_WEATHER_TOOL],
+            messages=[asked, {"role": "assistant", "content": content}, result],
+        )
+        assert second.content[-1].type == "text"
+    changed = redacted.model_copy(update={"data": "AAAA"})
+    with pytest.raises(anthropic.BadRequestError, match="Invalid `data`"):
+        await claude.messages.create(
+            model="claude-test",
+            max_tokens=2048,
+            thinking=THINKING,
+            messages=[asked, {"role": "assistant", "content": [thinking, changed, call]}, result],
+        )
 
 
 async def test_anthropic_errors(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -1418,19 +1419,32 @@ async def test_cache_tokens_through_the_fake_upstream_whole_and_streamed(
 # Thinking: reasoning out, reasoning_effort in.
 
 
-def test_thinking_blocks_are_reasoning_and_redacted_ones_left_out() -> None:
-    body = {
-        **DOCS_MESSAGE,
-        "content": [
-            {"type": "thinking", "thinking": "First, ", "signature": "sig"},
-            {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
-            {"type": "thinking", "thinking": "then.", "signature": "sig2"},
-            {"type": "text", "text": "Done."},
-        ],
-    }
+def test_thinking_blocks_are_reasoning_and_given_back_whole_with_signatures() -> None:
+    blocks = [
+        {"type": "thinking", "thinking": "First, ", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"},
+        {"type": "thinking", "thinking": "then.", "signature": "sig2"},
+    ]
+    body = {**DOCS_MESSAGE, "content": [*blocks, {"type": "text", "text": "Done."}]}
     result = parse_message(body, PROVIDER_ID)
+    # The redacted block has no text for reasoning, but goes back to Anthropic with the rest.
     assert (result.reasoning, result.content) == ("First, then.", "Done.")
-    assert "EmwK" not in repr(result)
+    assert result.message_extra == {"thinking_blocks": blocks}
+    plain = parse_message({**DOCS_MESSAGE, "content": [{"type": "text", "text": "x"}]}, "p")
+    assert plain.message_extra is None
+
+
+@pytest.mark.parametrize(
+    ("block", "fault"),
+    [
+        ({"type": "thinking", "thinking": "a", "signature": 7}, "content[0].signature is"),
+        ({"type": "redacted_thinking"}, "content[0].data is"),
+        ({"type": "thinking", "signature": "s"}, "content[0].thinking is"),
+    ],
+)
+def test_malformed_thinking_blocks_are_protocol_errors(block: dict[str, Any], fault: str) -> None:
+    with pytest.raises(UpstreamProtocolError, match=re.escape(fault)):
+        parse_message({**DOCS_MESSAGE, "content": [block]}, PROVIDER_ID)
 
 
 async def test_thinking_through_the_fake_upstream_whole_and_streamed(
@@ -1451,6 +1465,166 @@ async def test_thinking_through_the_fake_upstream_whole_and_streamed(
     sent = upstream.requests_to("/v1/messages")[-1].json
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
     assert sent["max_tokens"] == MODEL.max_output_tokens + 4096
+    # The blocks, whole, beside the text: the same whole and streamed.
+    whole = (result.message_extra or {})["thinking_blocks"]
+    assert [b["type"] for b in whole] == ["thinking", "redacted_thinking"]
+    assert whole[0]["thinking"] == "Two and two make four." and whole[0]["signature"]
+    streamed = [b for d in deltas for b in (d.delta_extra or {}).get("thinking_blocks", [])]
+    assert streamed == whole
+
+
+# The thinking blocks of a streamed answer: each given once, whole, when its block stops.
+THINKING_STREAM = [
+    ("message_start", {"type": "message_start", "message": {**DOCS_MESSAGE, "content": []}}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Let me "},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "see."},
+        },
+    ),
+    (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "signature_delta", "signature": "EqQBCgIYAhIM"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "redacted_thinking", "data": "EmwKAhgB"},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    (
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {"type": "tool_use", "id": "toolu_9", "name": "get_time", "input": {}},
+        },
+    ),
+    ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+    (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": 9},
+        },
+    ),
+    ("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_stream_gives_each_thinking_block_whole_when_it_stops() -> None:
+    raw = b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in THINKING_STREAM
+    )
+    deltas, _ = translate(raw)
+    assert "".join(d.reasoning or "" for d in deltas) == "Let me see."
+    given = [d.delta_extra["thinking_blocks"] for d in deltas if d.delta_extra]
+    assert given == [
+        [{"type": "thinking", "thinking": "Let me see.", "signature": "EqQBCgIYAhIM"}],
+        [{"type": "redacted_thinking", "data": "EmwKAhgB"}],
+    ]
+    # Each after the reasoning it carries, before the call that follows.
+    first_block = next(i for i, d in enumerate(deltas) if d.delta_extra)
+    assert all(not d.reasoning for d in deltas[first_block:])
+    assert first_block < next(i for i, d in enumerate(deltas) if d.tool_calls)
+    assert all(d.shows_something for d in deltas if d.delta_extra)
+
+
+THOUGHT = {"type": "thinking", "thinking": "The user wants weather.", "signature": "EqQBsig"}
+REDACTED = {"type": "redacted_thinking", "data": "EmwKAhgB"}
+
+
+def tool_loop(blocks: Any) -> list[dict[str, Any]]:
+    """A tool loop's history: the assistant turn that called the tool carries `blocks`."""
+    call = {
+        "id": "toolu_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+    }
+    assistant = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [call],
+        "reasoning_content": "The user wants weather.",
+        "thinking_blocks": blocks,
+    }
+    return [
+        user("Weather?"),
+        assistant,
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+    ]
+
+
+def test_thinking_blocks_in_history_open_the_assistant_turn_when_thinking() -> None:
+    payload = build(tool_loop([THOUGHT, REDACTED]), tools=[WEATHER_TOOL], reasoning_effort="low")
+    assistant = payload["messages"][1]
+    assert assistant["content"] == [
+        THOUGHT,
+        REDACTED,
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
+    ]
+    # Only the blocks' own fields are sent, whatever else a client kept beside them.
+    kept = build(
+        tool_loop([{**THOUGHT, "index": 0, "cache_control": None}]),
+        tools=[WEATHER_TOOL],
+        reasoning_effort="low",
+    )
+    assert kept["messages"][1]["content"][0] == THOUGHT
+
+
+def test_thinking_blocks_in_history_are_left_out_without_thinking() -> None:
+    for fields in ({}, {"reasoning_effort": "minimal"}):
+        payload = build(tool_loop([THOUGHT, REDACTED]), tools=[WEATHER_TOOL], **fields)
+        wire = json.dumps(payload)
+        assert "thinking" not in wire and "EqQBsig" not in wire
+        assert [b["type"] for b in payload["messages"][1]["content"]] == ["tool_use"]
+        # (Nor are they judged: what is not sent cannot be wrong.)
+        build(tool_loop("not a list"), tools=[WEATHER_TOOL], **fields)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "where"),
+    [
+        ("a string", "messages[1].thinking_blocks: must be a list"),
+        ([{"type": "thinking", "signature": "s"}], "messages[1].thinking_blocks[0].thinking:"),
+        ([{"type": "thinking", "thinking": "t", "signature": 5}], "thinking_blocks[0].signature:"),
+        ([THOUGHT, {"type": "redacted_thinking"}], "messages[1].thinking_blocks[1].data:"),
+        ([{"type": "text", "text": "x"}], "messages[1].thinking_blocks[0]: must be a block of"),
+        (["thinking"], "messages[1].thinking_blocks[0]: must be a block of"),
+    ],
+)
+def test_bad_thinking_blocks_are_a_400_naming_where(blocks: Any, where: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        build(tool_loop(blocks), tools=[WEATHER_TOOL], reasoning_effort="low")
+    assert caught.value.status == 400 and where in caught.value.message
+    assert caught.value.param is not None and caught.value.param.startswith("messages[1]")
 
 
 @pytest.mark.parametrize(
