@@ -212,7 +212,8 @@ class _Thought:
     """A thinking block being streamed."""
 
     parts: list[str]
-    signature: str
+    # Opened empty and set by a signature_delta (the anthropic SDK keeps the last one).
+    signature: str | None
 
 
 class StreamTranslator:
@@ -304,7 +305,7 @@ class StreamTranslator:
         if kind == "thinking":
             thought = _optional_string(block, "thinking", "content_block")
             signature = _optional_string(block, "signature", "content_block")
-            self._thoughts[index] = _Thought([thought] if thought else [], signature or "")
+            self._thoughts[index] = _Thought([thought] if thought else [], signature or None)
             return ChatDelta(reasoning=thought) if thought else None
         if kind == "redacted_thinking":
             encrypted = _optional_string(block, "data", "content_block")
@@ -353,7 +354,6 @@ class StreamTranslator:
         if kind == "signature_delta":
             signature = _optional_string(delta, "signature", "delta")
             if signature is not None and isinstance(index, int) and index in self._thoughts:
-                # One delta carries the whole signature (the anthropic SDK keeps the last).
                 self._thoughts[index].signature = signature
             return None
         if kind == "input_json_delta":
@@ -396,11 +396,9 @@ class StreamTranslator:
             block = {"type": "redacted_thinking", "data": self._redacted.pop(index)}
         else:
             thought = self._thoughts.pop(index)
-            block = {
-                "type": "thinking",
-                "thinking": "".join(thought.parts),
-                "signature": thought.signature,
-            }
+            block = {"type": "thinking", "thinking": "".join(thought.parts)}
+            if thought.signature is not None:  # (as `_thinking_block`: given as it came)
+                block["signature"] = thought.signature
         return ChatDelta(delta_extra={"thinking_blocks": [block]})
 
     def _message_delta(self, data: dict[str, Any]) -> None:

@@ -63,7 +63,7 @@ class ThinkingBlockParam(TypedDict, total=False):
 
     type: Required[Literal["thinking"]]
     thinking: Required[str]
-    signature: str
+    signature: str  # Anthropic always signs; some Anthropic-compatible servers do not
 
 
 class RedactedThinkingBlockParam(TypedDict):

@@ -1557,6 +1557,17 @@ def test_stream_gives_each_thinking_block_whole_when_it_stops() -> None:
     assert all(d.shows_something for d in deltas if d.delta_extra)
 
 
+def test_a_streamed_thinking_block_without_a_signature_is_given_as_it_came() -> None:
+    # (Some Anthropic-compatible servers do not sign; the whole answer leaves it out too.)
+    unsigned = [e for e in THINKING_STREAM if "signature_delta" not in json.dumps(e[1])]
+    raw = b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in unsigned
+    )
+    deltas, _ = translate(raw)
+    given = [d.delta_extra["thinking_blocks"] for d in deltas if d.delta_extra]
+    assert given[0] == [{"type": "thinking", "thinking": "Let me see."}]
+
+
 THOUGHT = {"type": "thinking", "thinking": "The user wants weather.", "signature": "EqQBsig"}
 REDACTED = {"type": "redacted_thinking", "data": "EmwKAhgB"}
 
