@@ -24,11 +24,11 @@ from palyra.config import ModelConfig
 from palyra.dialects.anthropic_render import render_message
 from palyra.dialects.anthropic_stream import EventWriter, frame, native_frame
 from palyra.dialects.anthropic_translate import Translation, to_chat_request
-from palyra.dialects.anthropic_wire import ErrorResponse, ErrorType, MessageTokensCount
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, route_headers, sse_response
 from palyra.errors import PalyraError
 from palyra.models.anthropic import AnthropicProvider
+from palyra.models.anthropic_wire import ErrorResponse, ErrorType, MessageTokensCount
 from palyra.models.base import ModelProvider
 from palyra.routing import RouteInfo, Router
 from palyra.server.json_body import parse_json

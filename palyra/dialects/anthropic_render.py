@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from palyra.dialects.anthropic_wire import ContentBlock, Message, StopReason, ToolUseBlock
-from palyra.dialects.anthropic_wire import Usage as WireUsage
 from palyra.dialects.common import random_id
 from palyra.errors import UpstreamProtocolError
+from palyra.models.anthropic_wire import ContentBlock, Message, StopReason, ToolUseBlock
+from palyra.models.anthropic_wire import Usage as WireUsage
 from palyra.types import ChatResult, FinishReason, Usage
 
 _STOP_REASONS: dict[FinishReason, StopReason] = {

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from palyra.dialects.anthropic_render import message_id, render_usage, stop_reason
-from palyra.dialects.anthropic_wire import ContentBlock, Message, MessageDeltaUsage
 from palyra.dialects.common import random_id
+from palyra.models.anthropic_wire import ContentBlock, Message, MessageDeltaUsage
 from palyra.types import ChatDelta, FinishReason, ToolCallDelta, Usage
 
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'

@@ -3,7 +3,7 @@ Messages API passed through natively for clients that speak it.
 
 The translation is pure and lives apart: `anthropic_request.py` (chat completions request ->
 Messages API body, and what Anthropic cannot honour), `anthropic_response.py` (answers and
-stream events -> chat results and deltas), `anthropic_wire.py` (the request's typed dicts).
+stream events -> chat results and deltas), `anthropic_wire.py` (the wire format, typed).
 This module does the I/O: headers, errors, the calls, discovery.
 """
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -66,6 +66,7 @@ from palyra.models.anthropic_wire import (
     ContentBlockParam,
     DocumentBlockParam,
     ImageBlockParam,
+    ImageMediaType,
     MessageCreateParams,
     MessageParam,
     PlainTextSourceParam,
@@ -97,7 +98,7 @@ from palyra.types import (
     TextPart,
 )
 
-IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+IMAGE_MEDIA_TYPES: frozenset[str] = frozenset(get_args(ImageMediaType))
 PDF: Literal["application/pdf"] = "application/pdf"
 PLAIN_TEXT: Literal["text/plain"] = "text/plain"
 # What a file part without a data URL is, by its file name.
@@ -480,7 +481,11 @@ def image_block(url: str, where: str = "image_url.url") -> ImageBlockParam:
             )
         return {
             "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
+            "source": {
+                "type": "base64",
+                "media_type": cast(ImageMediaType, media_type),  # checked just above
+                "data": data,
+            },
         }
     if url.lower().startswith(("https://", "http://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
