@@ -8,6 +8,15 @@ resolved from the stored responses, and routed like chat: translated onto the in
 retries and failover are chat's. The answer is rendered as a `response` object
 (`responses_render`) or its typed events (`responses_stream`), under Palyra's own id; with
 `store` (the API's default) it is saved to the `ResponseStore` off the request path.
+
+Reasoning state: a translated answer's reasoning item carries the provider's opaque state in
+`encrypted_content` (Anthropic's signed thinking blocks, in Palyra's format; see
+`responses_request`), which the next turn of a tool loop must send back. The client is shown
+it only when `include` has `reasoning.encrypted_content`, as the API does (what
+openai-agents asks for with `store` off); the stored response keeps it regardless, so a turn
+chained with `previous_response_id`, or one that sends a reasoning item back by its id
+without its content, gets it from the store. `GET /v1/responses/{id}` and its
+`input_items` take `include` too.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from palyra.config import ModelConfig
 from palyra.dialects import responses_render as render
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, route_headers, sse_response
-from palyra.dialects.responses_request import ResponsesCall, read_call
+from palyra.dialects.responses_request import INCLUDE_REASONING_STATE, ResponsesCall, read_call
 from palyra.dialects.responses_stream import EventWriter, NativeEvents
 from palyra.errors import InvalidRequest, PalyraError, Unsupported
 from palyra.models.base import ModelProvider
@@ -106,6 +115,7 @@ async def _respond(
     else:
         payload = dict(render.from_result(call, routed.value, rid, model_id, created_at))
     _save(store, call, payload)
+    payload = render.shown(payload, call.shows_reasoning_state)
     return json_response(payload, route_headers(routed.route, started))
 
 
@@ -189,9 +199,7 @@ async def _stream(
                         writer = NativeEvents(call, rid, model_id)
                         head = b""
                     else:
-                        writer = EventWriter(
-                            render.shell(call, rid, model_id, created_at, "in_progress")
-                        )
+                        writer = _writer(call, rid, model_id, created_at)
                         head = writer.start()
                     # The first events go out at once, with the headers: time to first event
                     # is what a client feels. Pushed, they would wait for the relay until the
@@ -202,7 +210,7 @@ async def _stream(
                 if frames and relay.push(frames):
                     await relay.taken()
             if writer is None:
-                writer = EventWriter(render.shell(call, rid, model_id, created_at, "in_progress"))
+                writer = _writer(call, rid, model_id, created_at)
                 relay.push(writer.start())
             frames = writer.complete()
             if writer.final is not None:
@@ -213,7 +221,7 @@ async def _stream(
             # Headers are gone; what is left is the API's own way of saying it failed.
             log.warning("stream_failed", error=exc.message, code=exc.code)
             if writer is None:
-                writer = EventWriter(render.shell(call, rid, model_id, created_at, "in_progress"))
+                writer = _writer(call, rid, model_id, created_at)
                 relay.push(writer.start())
             relay.push(writer.fail(exc))
         await relay.close()
@@ -223,7 +231,21 @@ async def _stream(
     return response
 
 
+def _writer(call: ResponsesCall, rid: str, model_id: str, created_at: int) -> EventWriter:
+    return EventWriter(
+        render.shell(call, rid, model_id, created_at, "in_progress"),
+        include_reasoning_state=call.shows_reasoning_state,
+    )
+
+
 # --- stored responses -----------------------------------------------------------------------
+
+
+def _includes_reasoning_state(request: web.Request) -> bool:
+    """Whether the query's `include` (`include[]` as the SDKs send a list) asks for
+    reasoning items' encrypted content."""
+    asked = [*request.query.getall("include", ()), *request.query.getall("include[]", ())]
+    return INCLUDE_REASONING_STATE in asked
 
 
 def _not_found(response_id: str) -> ResponseNotFound:
@@ -241,7 +263,10 @@ async def get_response(request: web.Request) -> web.Response:
     record = await request.app[RESPONSES].get(response_id)
     if record is None:
         raise _not_found(response_id)
-    return json_response(record.response, route_headers(RouteInfo(), request[STARTED]))
+    return json_response(
+        render.shown(record.response, _includes_reasoning_state(request)),
+        route_headers(RouteInfo(), request[STARTED]),
+    )
 
 
 async def delete_response(request: web.Request) -> web.Response:
@@ -272,7 +297,10 @@ async def list_input_items(request: web.Request) -> web.Response:
             earlier = await store.history(record.previous_response_id)
         except ChainTooLong:
             earlier = None
-    items = [listed_item(item) for item in [*(earlier or []), *record.input]]
+    include = _includes_reasoning_state(request)
+    items = [
+        render.shown_item(listed_item(item), include) for item in [*(earlier or []), *record.input]
+    ]
     if order == "desc":
         items.reverse()
     after = request.query.get("after")

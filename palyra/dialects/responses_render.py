@@ -1,12 +1,18 @@
 """The `response` object: built from the internal result for a translated answer, or taken
-from an upstream that answered natively and made Palyra's own (its id, what was asked)."""
+from an upstream that answered natively and made Palyra's own (its id, what was asked).
+
+A translated answer's reasoning item carries the provider's reasoning state (Anthropic's
+thinking blocks) in `encrypted_content`, always, in what is stored; `shown` gives the client
+its view, without it unless `include` asked for `reasoning.encrypted_content`, as the API
+returns it only when asked.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from palyra.dialects.responses_request import ResponsesCall, item_id
+from palyra.dialects.responses_request import ResponsesCall, encode_reasoning_state, item_id
 from palyra.dialects.responses_wire import (
     FunctionCall,
     OutputMessage,
@@ -120,12 +126,44 @@ def function_call(call_id: str, name: str, arguments: str, *, done: bool = True)
     }
 
 
-def reasoning(text: str) -> Reasoning:
-    return {
+def reasoning(text: str, thinking_blocks: list[dict[str, Any]] | None = None) -> Reasoning:
+    item: Reasoning = {
         "id": item_id("rs"),
         "type": "reasoning",
         "summary": [{"type": "summary_text", "text": text}] if text else [],
     }
+    if thinking_blocks:
+        item["encrypted_content"] = encode_reasoning_state(thinking_blocks)
+    return item
+
+
+def thinking_blocks(extra: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The thinking blocks a result's message (or a delta) carries, to go back to the
+    provider that made them (see `anthropic_response`)."""
+    blocks = (extra or {}).get("thinking_blocks")
+    return blocks if isinstance(blocks, list) else []
+
+
+def shown(response: dict[str, Any], include: bool) -> dict[str, Any]:
+    """A response as the client sees it: with its reasoning state only when `include` (it
+    asked for `reasoning.encrypted_content`)."""
+    output = response.get("output")
+    if include or not output or not any(map(_has_state, output)):
+        return response
+    return {**response, "output": [shown_item(item, include) for item in output]}
+
+
+def shown_item(item: dict[str, Any], include: bool) -> dict[str, Any]:
+    """An item as the client sees it: a reasoning item's state only when `include`."""
+    if include or not _has_state(item):
+        return item
+    return {k: v for k, v in item.items() if k != "encrypted_content"}
+
+
+def _has_state(item: Any) -> bool:
+    return (
+        isinstance(item, dict) and item.get("type") == "reasoning" and "encrypted_content" in item
+    )
 
 
 def from_result(
@@ -134,8 +172,9 @@ def from_result(
     """The whole answer of a translated provider as a response object."""
     response = shell(call, rid, model_id, created_at, "completed")
     output: list[Any] = []
-    if result.reasoning:
-        output.append(reasoning(result.reasoning))
+    blocks = thinking_blocks(result.message_extra)
+    if result.reasoning or blocks:
+        output.append(reasoning(result.reasoning or "", blocks))
     content: list[OutputText | OutputRefusal] = []
     if result.content:
         content.append(output_text(result.content))

@@ -8,10 +8,27 @@ for, a parameter with no counterpart) is not refused at once: it is collected in
 the translation is asked to serve the request. A provider with `responses_passthrough` gets
 the body as the client sent it and may well honour it.
 
+Reasoning state: a reasoning output item carries the provider's opaque reasoning state in
+`encrypted_content`, as the API means it. From Anthropic that is its signed thinking (the
+result's `thinking_blocks`), which Anthropic wants back, unchanged, at the start of an
+assistant turn that called a tool when the request thinks. Palyra's format is
+`REASONING_STATE_PREFIX` then base64 of the JSON list of blocks (`encode_reasoning_state`):
+not encrypted by Palyra (Anthropic signs its thinking and encrypts the redacted kind;
+chat completions shows the same blocks in the clear), prefixed so that content an OpenAI
+model made is told apart. Read from an `input` item or the stored chain of
+`previous_response_id`, it becomes `thinking_blocks` of the assistant message the reasoning
+item precedes; content that is not Palyra's means nothing to a translated provider and is
+left out, and Palyra's means nothing to an upstream served natively (it would refuse it):
+such a reasoning item is left out of the pass-through body. A reasoning item sent back by
+its id without its content (openai-agents with `store` on) gets the content of the stored
+item with that id, as the API finds its stored reasoning. `include` with
+`reasoning.encrypted_content` decides whether the client is shown it; the stored response
+keeps it either way (see `openai_responses`).
+
 Parameters dropped because dropping them changes nothing a client can see of the answer:
-`include` (Palyra's answers carry what it has: reasoning summaries, no encrypted reasoning,
-no logprobs), `stream_options` (`include_obfuscation`: no obfuscation padding is sent),
-`truncation` (a conversation that does not fit is refused either way), `max_tool_calls`
+`include` but for `reasoning.encrypted_content` (Palyra's answers carry no logprobs and no
+outputs of built-in tools), `stream_options` (`include_obfuscation`: no obfuscation padding
+is sent), `truncation` (a conversation that does not fit is refused either way), `max_tool_calls`
 (it bounds built-in tool calls, which a translated provider never makes),
 `prompt_cache_retention`, `reasoning.summary` / `reasoning.generate_summary` (a reasoning
 text the provider gives is returned as the summary), and `background: false`. `metadata` is
@@ -21,10 +38,13 @@ kept on the stored response and never sent upstream (chat completions would want
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from palyra.dialects.common import random_id
@@ -45,6 +65,10 @@ MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _DETAILS = ("auto", "low", "high")
+# What `include` asks for to be shown a reasoning item's `encrypted_content`.
+INCLUDE_REASONING_STATE = "reasoning.encrypted_content"
+# Names Palyra's format of `encrypted_content` (see the module doc): version 1, thinking blocks.
+REASONING_STATE_PREFIX = "palyra.thinking_blocks.v1:"
 
 
 class ResponsesBody(BaseModel):
@@ -94,15 +118,24 @@ class ResponsesCall:
     input_items: list[dict[str, Any]]
     # What a provider serving by translation would have to refuse, in words.
     untranslatable: list[str] = field(default_factory=list)
-    # Whether the input differs from the body's (item references resolved).
+    # Whether the input differs from the body's (item references resolved, reasoning state
+    # found by id).
     expanded: bool = False
 
     def references(self) -> list[str]:
-        """The ids this turn's `item_reference` items name."""
-        return [item["id"] for item in self.input_items if item["type"] == "item_reference"]
+        """The ids of stored items this turn needs: those its `item_reference` items name,
+        and those of its reasoning items sent back without their encrypted content."""
+        return [
+            item["id"]
+            for item in self.input_items
+            if item["type"] == "item_reference"
+            or (item["type"] == "reasoning" and not item.get("encrypted_content"))
+        ]
 
     def resolve(self, found: dict[str, dict[str, Any]]) -> None:
-        """Each `item_reference` replaced by the stored item it names (`found`: by id)."""
+        """Each `item_reference` replaced by the stored item it names, and each reasoning item
+        without encrypted content given that of the stored item with its id, if it has any
+        (`found`: by id)."""
         resolved = []
         for i, item in enumerate(self.input_items):
             if item["type"] == "item_reference":
@@ -112,10 +145,19 @@ class ResponsesCall:
                         f"input[{i}]: item_reference {item['id']!r} names no stored item",
                         param=f"input[{i}]",
                     )
-                item = target
+                item, self.expanded = target, True
+            elif item["type"] == "reasoning" and not item.get("encrypted_content"):
+                stored = found.get(item["id"]) or {}
+                if stored.get("type") == "reasoning" and stored.get("encrypted_content"):
+                    item = {**item, "encrypted_content": stored["encrypted_content"]}
+                    self.expanded = True
             resolved.append(item)
         self.input_items = resolved
-        self.expanded = True
+
+    @property
+    def shows_reasoning_state(self) -> bool:
+        """Whether the client asked to be shown reasoning items' `encrypted_content`."""
+        return INCLUDE_REASONING_STATE in (self.body.get("include") or ())
 
     @property
     def store(self) -> bool:
@@ -171,15 +213,19 @@ class ResponsesCall:
         `previous_response_id` and stores the answer itself)."""
         body = {k: v for k, v in self.body.items() if k != "previous_response_id"}
         body["store"] = False
-        if history or self.expanded:
+        ours = any(_carries_palyra_state(item) for item in self.input_items)
+        if history or self.expanded or ours:
             # An earlier answer's reasoning goes back only with its encrypted content: the
-            # upstream keeps nothing (`store: false`) to find it by its id.
+            # upstream keeps nothing (`store: false`) to find it by its id. Palyra's own
+            # content (a translated answer's) it cannot read: that reasoning stays behind.
             earlier = [
                 replayable(item)
                 for item in history
-                if item.get("type") != "reasoning" or item.get("encrypted_content")
+                if item.get("type") != "reasoning"
+                or (item.get("encrypted_content") and not _carries_palyra_state(item))
             ]
-            body["input"] = [*earlier, *map(replayable, self.input_items)]
+            current = [replayable(i) for i in self.input_items if not _carries_palyra_state(i)]
+            body["input"] = [*earlier, *current]
         return body
 
 
@@ -203,6 +249,11 @@ def read_call(body: dict[str, Any]) -> ResponsesCall:
         )
     if params.input is None:
         raise InvalidRequest("you must provide an input parameter", param="input")
+    include = body.get("include")
+    if include is not None and (
+        not isinstance(include, list) or not all(isinstance(i, str) for i in include)
+    ):
+        raise InvalidRequest("include must be a list of strings", param="include")
     return ResponsesCall(body, params, input_items(params.input), untranslatable)
 
 
@@ -266,6 +317,52 @@ def replayable(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def encode_reasoning_state(blocks: list[dict[str, Any]]) -> str:
+    """Thinking blocks as a reasoning item's `encrypted_content`, in Palyra's format."""
+    return REASONING_STATE_PREFIX + base64.b64encode(orjson.dumps(blocks)).decode()
+
+
+def _carries_palyra_state(item: dict[str, Any]) -> bool:
+    content = item.get("encrypted_content")
+    return (
+        item.get("type") == "reasoning"
+        and isinstance(content, str)
+        and content.startswith(REASONING_STATE_PREFIX)
+    )
+
+
+def reasoning_state(where: str, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The thinking blocks a reasoning item carries in Palyra's `encrypted_content`; none for
+    an item without it or with content Palyra did not make."""
+    if not _carries_palyra_state(item):
+        return []
+    at = f"{where}.encrypted_content"
+    damaged = InvalidRequest(
+        f"{at}: Palyra's reasoning state is damaged; send it back as the response gave it",
+        param=at,
+    )
+    try:
+        raw = base64.b64decode(
+            item["encrypted_content"].removeprefix(REASONING_STATE_PREFIX), validate=True
+        )
+        blocks = orjson.loads(raw)
+    except (binascii.Error, orjson.JSONDecodeError):
+        raise damaged from None
+    if not isinstance(blocks, list) or not blocks or not all(map(_is_thinking_block, blocks)):
+        raise damaged
+    return blocks
+
+
+def _is_thinking_block(block: Any) -> bool:
+    if not isinstance(block, dict):
+        return False
+    if block.get("type") == "thinking":
+        return isinstance(block.get("thinking"), str) and isinstance(
+            block.get("signature", ""), str
+        )
+    return block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str)
+
+
 def _check_item(where: str, kind: str, item: dict[str, Any]) -> None:
     if kind == "message":
         role = item.get("role")
@@ -306,6 +403,8 @@ class _Translation:
 
     def __init__(self, untranslatable: list[str]) -> None:
         self.untranslatable = untranslatable
+        # Thinking blocks of reasoning items read, for the assistant message that follows.
+        self._thinking: list[dict[str, Any]] = []
 
     def _cannot(self, what: str) -> None:
         if what not in self.untranslatable:
@@ -326,43 +425,57 @@ class _Translation:
                 last.setdefault("tool_calls", []).append(call)  # parallel calls: one turn
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            self._think(messages[-1])
         elif kind == "function_call_output":
             output = item["output"]
             text = output if isinstance(output, str) else self._tool_output(where, output)
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+            self._thinking = []
         elif kind == "reasoning":
-            # An earlier answer's reasoning, echoed back: chat completions takes none as input.
-            return
+            # An earlier answer's reasoning, echoed back: chat completions takes its summary
+            # nowhere as input; the provider's state it carries goes with the answer it led
+            # to, as that message's `thinking_blocks` (see the module doc).
+            self._thinking += reasoning_state(where, item)
         else:
             self._cannot(f"{where}: items of type {kind!r}")
+
+    def _think(self, message: dict[str, Any]) -> None:
+        """The thinking blocks read since the last message onto this assistant message."""
+        if self._thinking:
+            message.setdefault("thinking_blocks", []).extend(self._thinking)
+            self._thinking = []
 
     def _message(self, where: str, item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
         role, content = item["role"], item["content"]
         if role == "assistant":
-            if isinstance(content, str):
-                messages.append({"role": "assistant", "content": content})
-                return
-            texts, refusals = [], []
-            for j, part in enumerate(content):
-                kind = part["type"]
-                if kind in ("output_text", "input_text", "text"):
-                    texts.append(str(part.get("text", "")))
-                elif kind == "refusal":
-                    refusals.append(str(part.get("refusal", "")))
-                else:
-                    self._cannot(f"{where}.content[{j}]: assistant parts of type {kind!r}")
-            message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
-            if refusals:
-                message["refusal"] = "".join(refusals)
-            elif message["content"] is None:
-                message["content"] = ""
-            messages.append(message)
+            messages.append(self._assistant(where, content))
+            self._think(messages[-1])
             return
+        self._thinking = []  # reasoning that led to no answer given back: nothing to open
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
             return
         parts = [self._part(f"{where}.content[{j}]", part) for j, part in enumerate(content)]
         messages.append({"role": role, "content": [p for p in parts if p is not None]})
+
+    def _assistant(self, where: str, content: str | list[dict[str, Any]]) -> dict[str, Any]:
+        if isinstance(content, str):
+            return {"role": "assistant", "content": content}
+        texts, refusals = [], []
+        for j, part in enumerate(content):
+            kind = part["type"]
+            if kind in ("output_text", "input_text", "text"):
+                texts.append(str(part.get("text", "")))
+            elif kind == "refusal":
+                refusals.append(str(part.get("refusal", "")))
+            else:
+                self._cannot(f"{where}.content[{j}]: assistant parts of type {kind!r}")
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+        if refusals:
+            message["refusal"] = "".join(refusals)
+        elif message["content"] is None:
+            message["content"] = ""
+        return message
 
     def _part(self, where: str, part: dict[str, Any]) -> dict[str, Any] | None:
         kind = part["type"]

@@ -7,6 +7,11 @@ The order is the API's: `response.created`, `response.in_progress`, then per out
 `.done` for a call), `response.output_item.done`; and last `response.completed` (or
 `response.incomplete`), or on failure `error` then `response.failed`. Every event carries
 its `sequence_number`, from 0.
+
+A reasoning item's `encrypted_content` (the provider's reasoning state: Anthropic's thinking
+blocks, each of which comes whole in one delta when it ends) is known once the item ends: it
+is on the item of `response.output_item.done` and in the final response, when `include`
+asked for it, and always in what is stored (`render.shown`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 import orjson
 
 from palyra.dialects import responses_render as render
-from palyra.dialects.responses_request import ResponsesCall
+from palyra.dialects.responses_request import ResponsesCall, encode_reasoning_state
 from palyra.dialects.responses_wire import Response
 from palyra.errors import PalyraError
 from palyra.types import ChatDelta, FinishReason, Usage
@@ -32,8 +37,10 @@ class EventWriter:
     """The events of one response. `response` is its shell (`render.shell`), filled in as
     the stream goes: what `response.completed` carries, and what is stored."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: Response, *, include_reasoning_state: bool = False) -> None:
         self.response = response
+        self._include = include_reasoning_state
+        self._thinking: list[dict[str, Any]] = []  # the open reasoning item's state
         self.sequence = 0
         self._output: list[dict[str, Any]] = response["output"]
         self._item: dict[str, Any] | None = None  # the output item being written
@@ -84,23 +91,35 @@ class EventWriter:
                 arguments=item["arguments"],
             )
         elif item["type"] == "reasoning":
-            summary = item["summary"][0]
-            frames += self._event(
-                "response.reasoning_summary_text.done",
-                item_id=item["id"],
-                output_index=index,
-                summary_index=0,
-                text=summary["text"],
-            ) + self._event(
-                "response.reasoning_summary_part.done",
-                item_id=item["id"],
-                output_index=index,
-                summary_index=0,
-                part=summary,
-            )
+            frames += self._close_reasoning(item, index)
         if "status" in item:
             item["status"] = "completed"
-        return frames + self._event("response.output_item.done", output_index=index, item=item)
+        return frames + self._event(
+            "response.output_item.done",
+            output_index=index,
+            item=render.shown_item(item, self._include),
+        )
+
+    def _close_reasoning(self, item: dict[str, Any], index: int) -> bytes:
+        if self._thinking:
+            item["encrypted_content"] = encode_reasoning_state(self._thinking)
+            self._thinking = []
+        if not item["summary"]:
+            return b""  # state without text (redacted thinking): nothing was summarised
+        summary = item["summary"][0]
+        return self._event(
+            "response.reasoning_summary_text.done",
+            item_id=item["id"],
+            output_index=index,
+            summary_index=0,
+            text=summary["text"],
+        ) + self._event(
+            "response.reasoning_summary_part.done",
+            item_id=item["id"],
+            output_index=index,
+            summary_index=0,
+            part=summary,
+        )
 
     def _close_part(self) -> bytes:
         part, self._part = self._part, None
@@ -151,22 +170,32 @@ class EventWriter:
         self._part["refusal"] += piece
         return frames + self._event("response.refusal.delta", **where, delta=piece)
 
+    def _open_reasoning(self) -> bytes:
+        if self._item is not None and self._item["type"] == "reasoning":
+            return b""
+        return self._close() + self._open(dict(render.reasoning("")))
+
+    def _thinking_blocks(self, blocks: list[dict[str, Any]]) -> bytes:
+        """Whole blocks of the provider's reasoning state, kept for the reasoning item's
+        `encrypted_content` (a redacted block, which has no text, opens one)."""
+        frames = self._open_reasoning()
+        self._thinking += blocks
+        return frames
+
     def _reasoning(self, piece: str) -> bytes:
-        frames = b""
-        if self._item is None or self._item["type"] != "reasoning":
-            frames += self._close() + self._open(dict(render.reasoning("")))
-            assert self._item is not None
+        frames = self._open_reasoning()
+        item = self._item
+        assert item is not None
+        if not item["summary"]:
             summary = {"type": "summary_text", "text": ""}
-            self._item["summary"] = [summary]
+            item["summary"] = [summary]
             frames += self._event(
                 "response.reasoning_summary_part.added",
-                item_id=self._item["id"],
+                item_id=item["id"],
                 output_index=len(self._output) - 1,
                 summary_index=0,
                 part={**summary},
             )
-        item = self._item
-        assert item is not None
         item["summary"][0]["text"] += piece
         return frames + self._event(
             "response.reasoning_summary_text.delta",
@@ -207,6 +236,10 @@ class EventWriter:
         frames = b""
         if event.reasoning:
             frames += self._reasoning(event.reasoning)
+        if event.delta_extra is not None:
+            blocks = render.thinking_blocks(event.delta_extra)
+            if blocks:
+                frames += self._thinking_blocks(blocks)
         if event.content:
             frames += self._text("output_text", event.content)
         if event.refusal:
@@ -228,7 +261,7 @@ class EventWriter:
         if self.response["status"] == "incomplete":
             kind = "response.incomplete"
         self.final = dict(self.response)
-        return frames + self._event(kind, response=self.response)
+        return frames + self._event(kind, response=render.shown(self.final, self._include))
 
     def fail(self, error: PalyraError) -> bytes:
         """After a failure mid-stream: `error`, then `response.failed` with what was sent."""
@@ -240,7 +273,9 @@ class EventWriter:
             self._item["status"] = "incomplete"
         return self._event(
             "error", code=error.code, message=error.message, param=error.param
-        ) + self._event("response.failed", response=self.response)
+        ) + self._event(
+            "response.failed", response=render.shown(dict(self.response), self._include)
+        )
 
 
 # The events of an upstream's own stream that carry the response object: made Palyra's.

@@ -4,7 +4,7 @@ the `response` object and items it answers, and the stream's events."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Required, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
@@ -180,6 +180,7 @@ class Reasoning(TypedDict):
     id: str
     type: Literal["reasoning"]
     summary: list[SummaryText]
+    encrypted_content: NotRequired[str]
 
 
 OutputItem = OutputMessage | FunctionCall | Reasoning
