@@ -12,7 +12,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from palyra.dialects.responses_request import ResponsesCall, encode_reasoning_state, item_id
+from palyra.dialects.responses_request import (
+    ResponsesCall,
+    encode_reasoning_state,
+    is_thinking_block,
+    item_id,
+)
 from palyra.dialects.responses_wire import (
     FunctionCall,
     OutputMessage,
@@ -141,7 +146,9 @@ def thinking_blocks(extra: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The thinking blocks a result's message (or a delta) carries, to go back to the
     provider that made them (see `anthropic_response`)."""
     blocks = (extra or {}).get("thinking_blocks")
-    return blocks if isinstance(blocks, list) else []
+    if not isinstance(blocks, list) or not all(map(is_thinking_block, blocks)):
+        return []  # (an OpenAI-compatible upstream's field of that name, in another shape)
+    return blocks
 
 
 def shown(response: dict[str, Any], include: bool) -> dict[str, Any]:

@@ -348,12 +348,13 @@ def reasoning_state(where: str, item: dict[str, Any]) -> list[dict[str, Any]]:
         blocks = orjson.loads(raw)
     except (binascii.Error, orjson.JSONDecodeError):
         raise damaged from None
-    if not isinstance(blocks, list) or not blocks or not all(map(_is_thinking_block, blocks)):
+    if not isinstance(blocks, list) or not blocks or not all(map(is_thinking_block, blocks)):
         raise damaged
     return blocks
 
 
-def _is_thinking_block(block: Any) -> bool:
+def is_thinking_block(block: Any) -> bool:
+    """A thinking or redacted_thinking block as Anthropic gives it (`anthropic_response`)."""
     if not isinstance(block, dict):
         return False
     if block.get("type") == "thinking":
