@@ -33,7 +33,8 @@ from palyra.config import ModelConfig
 from palyra.dialects import responses_render as render
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, route_headers, sse_response
-from palyra.dialects.responses_request import INCLUDE_REASONING_STATE, ResponsesCall, read_call
+from palyra.dialects.responses_reasoning import INCLUDE_REASONING_STATE
+from palyra.dialects.responses_request import ResponsesCall, read_call
 from palyra.dialects.responses_stream import EventWriter, NativeEvents
 from palyra.errors import InvalidRequest, PalyraError, Unsupported
 from palyra.models.base import ModelProvider

@@ -12,12 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from palyra.dialects.responses_request import (
-    ResponsesCall,
-    encode_reasoning_state,
-    is_thinking_block,
-    item_id,
-)
+from palyra.dialects.responses_reasoning import encode_reasoning_state, is_thinking_block
+from palyra.dialects.responses_request import ResponsesCall, item_id
 from palyra.dialects.responses_wire import (
     FunctionCall,
     OutputMessage,

@@ -8,22 +8,15 @@ for, a parameter with no counterpart) is not refused at once: it is collected in
 the translation is asked to serve the request. A provider with `responses_passthrough` gets
 the body as the client sent it and may well honour it.
 
-Reasoning state: a reasoning output item carries the provider's opaque reasoning state in
-`encrypted_content`, as the API means it. From Anthropic that is its signed thinking (the
-result's `thinking_blocks`), which Anthropic wants back, unchanged, at the start of an
-assistant turn that called a tool when the request thinks. Palyra's format is
-`REASONING_STATE_PREFIX` then base64 of the JSON list of blocks (`encode_reasoning_state`):
-not encrypted by Palyra (Anthropic signs its thinking and encrypts the redacted kind;
-chat completions shows the same blocks in the clear), prefixed so that content an OpenAI
-model made is told apart. Read from an `input` item or the stored chain of
-`previous_response_id`, it becomes `thinking_blocks` of the assistant message the reasoning
-item precedes; content that is not Palyra's means nothing to a translated provider and is
-left out, and Palyra's means nothing to an upstream served natively (it would refuse it):
-such a reasoning item is left out of the pass-through body. A reasoning item sent back by
-its id without its content (openai-agents with `store` on) gets the content of the stored
-item with that id, as the API finds its stored reasoning. `include` with
-`reasoning.encrypted_content` decides whether the client is shown it; the stored response
-keeps it either way (see `openai_responses`).
+Reasoning state (`responses_reasoning`): read from an `input` item or the stored chain of
+`previous_response_id`, Palyra's `encrypted_content` becomes `thinking_blocks` of the
+assistant message the reasoning item precedes; content that is not Palyra's means nothing to
+a translated provider and is left out, and Palyra's means nothing to an upstream served
+natively (it would refuse it): such a reasoning item is left out of the pass-through body. A
+reasoning item sent back by its id without its content (openai-agents with `store` on) gets
+the content of the stored item with that id, as the API finds its stored reasoning.
+`include` with `reasoning.encrypted_content` decides whether the client is shown it; the
+stored response keeps it either way (see `openai_responses`).
 
 Parameters dropped because dropping them changes nothing a client can see of the answer:
 `include` but for `reasoning.encrypted_content` (Palyra's answers carry no logprobs and no
@@ -38,16 +31,18 @@ kept on the stored response and never sent upstream (chat completions would want
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from palyra.dialects.common import random_id
+from palyra.dialects.responses_reasoning import (
+    INCLUDE_REASONING_STATE,
+    carries_palyra_state,
+    reasoning_state,
+)
 from palyra.errors import InvalidRequest, Unsupported
 from palyra.limits import MAX_CHAT_MESSAGES, MAX_CHAT_TOOLS, MAX_INTEGER
 from palyra.server.json_body import validate
@@ -65,10 +60,6 @@ MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _DETAILS = ("auto", "low", "high")
-# What `include` asks for to be shown a reasoning item's `encrypted_content`.
-INCLUDE_REASONING_STATE = "reasoning.encrypted_content"
-# Names Palyra's format of `encrypted_content` (see the module doc): version 1, thinking blocks.
-REASONING_STATE_PREFIX = "palyra.thinking_blocks.v1:"
 
 
 class ResponsesBody(BaseModel):
@@ -213,7 +204,7 @@ class ResponsesCall:
         `previous_response_id` and stores the answer itself)."""
         body = {k: v for k, v in self.body.items() if k != "previous_response_id"}
         body["store"] = False
-        ours = any(_carries_palyra_state(item) for item in self.input_items)
+        ours = any(carries_palyra_state(item) for item in self.input_items)
         if history or self.expanded or ours:
             # An earlier answer's reasoning goes back only with its encrypted content: the
             # upstream keeps nothing (`store: false`) to find it by its id. Palyra's own
@@ -222,9 +213,9 @@ class ResponsesCall:
                 replayable(item)
                 for item in history
                 if item.get("type") != "reasoning"
-                or (item.get("encrypted_content") and not _carries_palyra_state(item))
+                or (item.get("encrypted_content") and not carries_palyra_state(item))
             ]
-            current = [replayable(i) for i in self.input_items if not _carries_palyra_state(i)]
+            current = [replayable(i) for i in self.input_items if not carries_palyra_state(i)]
             body["input"] = [*earlier, *current]
         return body
 
@@ -315,53 +306,6 @@ def replayable(item: dict[str, Any]) -> dict[str, Any]:
     ):
         return {k: v for k, v in item.items() if k != "id"}
     return item
-
-
-def encode_reasoning_state(blocks: list[dict[str, Any]]) -> str:
-    """Thinking blocks as a reasoning item's `encrypted_content`, in Palyra's format."""
-    return REASONING_STATE_PREFIX + base64.b64encode(orjson.dumps(blocks)).decode()
-
-
-def _carries_palyra_state(item: dict[str, Any]) -> bool:
-    content = item.get("encrypted_content")
-    return (
-        item.get("type") == "reasoning"
-        and isinstance(content, str)
-        and content.startswith(REASONING_STATE_PREFIX)
-    )
-
-
-def reasoning_state(where: str, item: dict[str, Any]) -> list[dict[str, Any]]:
-    """The thinking blocks a reasoning item carries in Palyra's `encrypted_content`; none for
-    an item without it or with content Palyra did not make."""
-    if not _carries_palyra_state(item):
-        return []
-    at = f"{where}.encrypted_content"
-    damaged = InvalidRequest(
-        f"{at}: Palyra's reasoning state is damaged; send it back as the response gave it",
-        param=at,
-    )
-    try:
-        raw = base64.b64decode(
-            item["encrypted_content"].removeprefix(REASONING_STATE_PREFIX), validate=True
-        )
-        blocks = orjson.loads(raw)
-    except (binascii.Error, orjson.JSONDecodeError):
-        raise damaged from None
-    if not isinstance(blocks, list) or not blocks or not all(map(is_thinking_block, blocks)):
-        raise damaged
-    return blocks
-
-
-def is_thinking_block(block: Any) -> bool:
-    """A thinking or redacted_thinking block as Anthropic gives it (`anthropic_response`)."""
-    if not isinstance(block, dict):
-        return False
-    if block.get("type") == "thinking":
-        return isinstance(block.get("thinking"), str) and isinstance(
-            block.get("signature", ""), str
-        )
-    return block.get("type") == "redacted_thinking" and isinstance(block.get("data"), str)
 
 
 def _check_item(where: str, kind: str, item: dict[str, Any]) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 import orjson
 
 from palyra.dialects import responses_render as render
-from palyra.dialects.responses_request import ResponsesCall, encode_reasoning_state
+from palyra.dialects.responses_reasoning import encode_reasoning_state
+from palyra.dialects.responses_request import ResponsesCall
 from palyra.dialects.responses_wire import Response
 from palyra.errors import PalyraError
 from palyra.types import ChatDelta, FinishReason, Usage

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam, Response, ResponseFunctionToolCall
 
-from palyra.dialects.responses_request import REASONING_STATE_PREFIX
+from palyra.dialects.responses_reasoning import REASONING_STATE_PREFIX
 from tests.conftest import ADMIN_TOKEN, GatewayFactory
 from tests.dialects.test_openai_responses import PASS, responses_config
 from tests.fakes.anthropic_wire import REDACTED_DATA, REDACTED_THINKING_TRIGGER
