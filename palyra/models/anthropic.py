@@ -18,8 +18,14 @@ import aiohttp
 
 from palyra.config import ModelConfig
 from palyra.errors import ProviderError, Unsupported, UpstreamProtocolError
-from palyra.models.anthropic_request import answer_tool, build_messages_request, unhonoured
+from palyra.models.anthropic_request import (
+    CannotHonour,
+    answer_tool,
+    build_messages_request,
+    unhonoured,
+)
 from palyra.models.anthropic_response import StreamTranslator, error_event, parse_message
+from palyra.models.anthropic_wire import MessageCreateParams
 from palyra.models.http import HttpProvider, kind_of
 from palyra.types import (
     ChatDelta,
@@ -107,11 +113,19 @@ class AnthropicProvider(HttpProvider):
         found = unhonoured(request)
         return None if found is None else self.cannot_honour(found[1], found[0])
 
+    def _payload(
+        self, request: ChatRequest, model: ModelConfig, *, stream: bool = False
+    ) -> MessageCreateParams:
+        """The Messages API body for `request`. What Anthropic cannot honour in it is this
+        provider's `Unsupported` (the fallback skips to a candidate that can serve), whether
+        `unsupported` named it before any attempt or only the translation finds it."""
+        try:
+            return build_messages_request(request, model, stream=stream)
+        except CannotHonour as found:
+            raise self.cannot_honour(found.what, found.param) from None
+
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult:
-        refusal = self.unsupported(request)
-        if refusal is not None:
-            raise refusal
-        payload = build_messages_request(request, model)
+        payload = self._payload(request, model)
         body = await self._post_json(MESSAGES_PATH, payload)
         if isinstance(body, dict) and body.get("type") == "error":
             raise error_event(body, self.provider_id)
@@ -120,10 +134,7 @@ class AnthropicProvider(HttpProvider):
     async def stream_chat(
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
-        refusal = self.unsupported(request)
-        if refusal is not None:
-            raise refusal
-        payload = build_messages_request(request, model, stream=True)
+        payload = self._payload(request, model, stream=True)
         translator = StreamTranslator(self.provider_id, answer_tool=answer_tool(request))
         # aclosing: whether we stop on message_stop, an error event or the caller leaving,
         # the upstream response is released now, not when the generator is collected.

@@ -1,7 +1,11 @@
 """Chat completions requests translated to Anthropic Messages API requests (pure, no I/O).
 
 `unhonoured` names what Anthropic cannot honour (the router then picks a candidate that
-can); `build_messages_request` translates the rest into a `POST /v1/messages` body.
+can); `build_messages_request` translates the rest into a `POST /v1/messages` body, and raises
+`CannotHonour` for what only the translation finds Anthropic cannot honour (the fallback skips
+the candidate on that too). `InvalidRequest` is kept for a request that is wrong whatever
+serves it (a tool_choice naming no tool, a malformed data URL, ...): that is the client's to
+fix, and no other candidate would do better.
 
 Where the two APIs differ:
 - System and developer messages become the top-level `system` string, in order, joined by a
@@ -33,20 +37,25 @@ Where the two APIs differ:
   generated, as OpenAI's max_completion_tokens, which counts reasoning tokens too) and the
   budget takes at most half of it; without one, max_tokens is the model's max_output_tokens
   plus the budget, so the answer keeps the room it has without thinking. With thinking
-  Anthropic takes temperature 1 only, top_p from 0.95 only, and no forced tool call: such
-  requests are refused naming the parameters, never changed silently.
+  Anthropic takes temperature 1 only, top_p from 0.95 only, a max_tokens above 1024 and no
+  forced tool call: such requests are not honoured (another candidate serves them, or the 400
+  names the parameters), never changed silently.
 - Anthropic's temperature range is 0..1; a higher value is not honoured (not clamped, which
   would change the sampling the caller asked for).
 - Not honoured, so never silently dropped (`unhonoured`): n > 1, logprobs / top_logprobs,
-  audio input and output, frequency / presence penalties, logit_bias, `verbosity` and
-  `web_search_options` (each changes the answer), custom tools and allowed_tools choices.
-  Dropped as harmless: `seed` (best-effort determinism, no promise to break), `service_tier`
-  (billing and latency, not the answer), `prediction` (a latency hint), `store` and
-  `metadata` (OpenAI's stored completions), `stream_options` (usage always comes),
-  `prompt_cache_key` and `prompt_cache_retention` (cache hints; Anthropic caches what a
-  request marks, and a translated one marks nothing). `user` (or `safety_identifier`)
-  becomes `metadata.user_id`. Other fields Palyra has no name for are forwarded to
-  OpenAI-compatible upstreams only; they mean nothing to Anthropic.
+  audio input and output, frequency / presence penalties, logit_bias, `verbosity`,
+  `web_search_options` and `moderation` (each changes the answer), custom tools and
+  allowed_tools choices. Dropped as harmless (`HARMLESS_PARAMETERS` and the declared `seed`,
+  `metadata`, `stream_options`): `seed` (best-effort determinism, no promise to break),
+  `service_tier` (billing and latency, not the answer), `prediction` (a latency hint), `store`
+  and `metadata` (OpenAI's stored completions), `stream_options` (usage always comes),
+  `prompt_cache_key`, `prompt_cache_retention` and `prompt_cache_options` (cache hints;
+  Anthropic caches what a request marks, and a translated one marks nothing). `user` (or
+  `safety_identifier`) becomes `metadata.user_id`; `top_k` (not OpenAI's, but Anthropic's,
+  sent by clients that know they reach Claude) is Anthropic's `top_k`.
+- A top-level parameter Palyra has no name for (`ChatRequest.model_extra`) is forwarded to
+  OpenAI-compatible upstreams as it came; to Anthropic it means nothing, and leaving it out
+  may change the answer the client asked for, so it is not honoured either (null is absent).
 """
 
 from __future__ import annotations
@@ -119,18 +128,46 @@ ANSWER_TOOL_DESCRIPTION = (
 )
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
-# Top-level parameters that change the answer and that Anthropic has no counterpart for.
+# Top-level parameters (kept as extras) that change the answer and that Anthropic has no
+# counterpart for; an empty value asks nothing.
 _UNHONOURED = {
     "audio": "audio output",
     "logit_bias": "logit_bias (Anthropic cannot bias tokens)",
     "verbosity": "verbosity (Anthropic has no such setting)",
     "web_search_options": "web_search_options (OpenAI's web search)",
+    "moderation": "moderation (OpenAI's moderation of the input and answer)",
 }
+# Documented OpenAI parameters (kept as extras) that do not change the answer, so leaving them
+# out on the way to Anthropic is faithful. What real clients send by default (openai-python,
+# langchain-openai, openai-agents: model, messages, stream, stream_options, tools, tool_choice,
+# parallel_tool_calls, response_format, store, metadata, ...) is declared or listed here.
+HARMLESS_PARAMETERS = frozenset(
+    {
+        "service_tier",  # billing and latency
+        "prediction",  # a latency hint: the answer is the model's either way
+        "store",  # OpenAI's stored completions
+        "prompt_cache_key",  # cache hints: Anthropic caches what a request marks
+        "prompt_cache_retention",
+        "prompt_cache_options",
+        "safety_identifier",  # translated: metadata.user_id
+    }
+)
 
 _DATA_URL = re.compile(r"^data:(?P<media>[^;,]*)(?P<params>(;[^;,]*)*),(?P<data>.*)$", re.DOTALL)
 
 
 # --- what cannot be honoured -----------------------------------------------------------------
+
+
+class CannotHonour(Exception):
+    """What Anthropic cannot honour in a request, found while translating it: as `unhonoured`
+    words it (the parameter or part, what it asks in words). The provider raises it as its
+    `Unsupported`, on which the fallback skips to a candidate that can serve."""
+
+    def __init__(self, param: str, what: str) -> None:
+        super().__init__(f"{param}: {what}")
+        self.param = param
+        self.what = what
 
 
 def unhonoured(request: ChatRequest) -> tuple[str, str] | None:
@@ -148,10 +185,9 @@ def unhonoured(request: ChatRequest) -> tuple[str, str] | None:
     for penalty in ("frequency_penalty", "presence_penalty"):
         if getattr(request, penalty):  # 0 is no penalty, and means what it says
             return penalty, f"{penalty} (Anthropic has no repetition penalties)"
-    extras = request.model_extra or {}
-    for name, what in _UNHONOURED.items():
-        if getattr(request, name, None) or extras.get(name):
-            return name, what
+    found = _unhonoured_extras(request.model_extra or {})
+    if found is not None:
+        return found
     found = _unhonoured_tools(request)
     if found is not None:
         return found
@@ -163,23 +199,69 @@ def unhonoured(request: ChatRequest) -> tuple[str, str] | None:
             f"reasoning_effort {effort!r} (Anthropic thinking is mapped from none, minimal, "
             "low, medium and high)"
         )
-    if effort in THINKING_BUDGETS:
-        if _forced_call(request):
-            return "tool_choice", (
-                "a tool_choice that forces a tool call together with reasoning_effort "
-                "(Anthropic thinks only when the model may choose)"
-            )
-        if answer_tool(request) is not None:
-            return "response_format", (
-                "a JSON response_format together with reasoning_effort (Anthropic enforces "
-                "JSON by forcing a tool call, and does not think then)"
-            )
+    if effort is not None and effort in THINKING_BUDGETS:
+        found = _unhonoured_thinking(request, effort)
+        if found is not None:
+            return found
     if answer_tool(request) is not None and answer_schema(request) is None:
         return "response_format", (
             "a json_schema whose root is not an object (Anthropic enforces the schema as a "
             "tool's input, which is an object)"
         )
     return _unhonoured_content(request.messages)
+
+
+def _unhonoured_extras(extras: dict[str, Any]) -> tuple[str, str] | None:
+    for name, value in extras.items():
+        if value is None or name in HARMLESS_PARAMETERS:
+            continue
+        if name == "top_k":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return name, f"top_k {value!r} (Anthropic's top_k is an integer from 0)"
+            continue
+        what = _UNHONOURED.get(name)
+        if what is None:
+            return name, (
+                f"parameter {name!r} (unknown to Palyra, so only OpenAI-compatible providers "
+                "are sent it)"
+            )
+        if value:
+            return name, what
+    return None
+
+
+def _unhonoured_thinking(request: ChatRequest, effort: str) -> tuple[str, str] | None:
+    """What Anthropic's extended thinking (for `effort`) does not go with in `request`."""
+    asked = f"with reasoning_effort {effort!r}"
+    if _forced_call(request):
+        return "tool_choice", (
+            f"a tool_choice that forces a tool call {asked} (Anthropic thinks only when the "
+            "model may choose)"
+        )
+    if answer_tool(request) is not None:
+        return "response_format", (
+            f"a JSON response_format {asked} (Anthropic enforces JSON by forcing a tool call, "
+            "and does not think then)"
+        )
+    if request.temperature is not None and request.temperature != 1:
+        return "temperature", (
+            f"temperature {request.temperature} {asked} (Anthropic thinks at temperature 1 "
+            "only; leave temperature or reasoning_effort out)"
+        )
+    if request.top_p is not None and request.top_p < THINKING_TOP_P:
+        return "top_p", (
+            f"top_p {request.top_p} {asked} (Anthropic thinks with top_p from "
+            f"{THINKING_TOP_P} to 1 only; raise top_p or leave reasoning_effort out)"
+        )
+    limit = request.output_limit
+    if limit is not None and limit <= MIN_THINKING_BUDGET:
+        name = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        return name, (
+            f"{name} {limit} {asked} (Anthropic thinks in at least {MIN_THINKING_BUDGET} "
+            f"tokens, counted in {name}, and needs room for an answer too; raise {name} above "
+            f"{MIN_THINKING_BUDGET} or leave reasoning_effort out)"
+        )
+    return None
 
 
 def _unhonoured_tools(request: ChatRequest) -> tuple[str, str] | None:
@@ -224,11 +306,15 @@ def _transcript(message: Message) -> str:
 def build_messages_request(
     request: ChatRequest, model: ModelConfig, *, stream: bool = False
 ) -> MessageCreateParams:
-    """The `POST /v1/messages` body for a chat request `unhonoured` found nothing in.
+    """The `POST /v1/messages` body for a chat request.
 
-    Raises `InvalidRequest` for what Anthropic cannot express or would refuse anyway, naming
-    the offending field, so the caller gets a precise 400 rather than an upstream one.
+    Raises `CannotHonour` for what Anthropic cannot honour (what `unhonoured` finds, and what
+    only translating finds), and `InvalidRequest` for what is wrong whatever serves the request,
+    naming the offending field, so the caller gets a precise 400 rather than an upstream one.
     """
+    found = unhonoured(request)
+    if found is not None:
+        raise CannotHonour(*found)
     request = request.functions_as_tools()
     max_tokens, thinking = _thinking(request, model)
     system_parts: list[str] = []
@@ -251,9 +337,10 @@ def build_messages_request(
 
     messages = _merge_turns(turns)
     if not messages:
-        raise InvalidRequest(
-            "messages: Anthropic needs at least one non-empty user or assistant message",
-            param="messages",
+        # OpenAI answers a request of system messages alone; Anthropic does not.
+        raise CannotHonour(
+            "messages",
+            "a request without a non-empty user or assistant message (Anthropic needs one)",
         )
     payload: MessageCreateParams = {
         "model": model.upstream_name,
@@ -273,6 +360,9 @@ def build_messages_request(
         payload["temperature"] = request.temperature
     if request.top_p is not None:
         payload["top_p"] = request.top_p
+    top_k = (request.model_extra or {}).get("top_k")
+    if top_k is not None:  # an integer from 0: `unhonoured` checked
+        payload["top_k"] = top_k
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
     if stop:
         payload["stop_sequences"] = stop
@@ -292,31 +382,10 @@ def _thinking(
     effort = request.reasoning_effort
     if effort is None or effort not in THINKING_BUDGETS:
         return limit or model.max_output_tokens, None
+    # (The limits thinking puts on the rest of the request are `unhonoured`'s to name.)
     budget = THINKING_BUDGETS[effort]
-    if request.temperature is not None and request.temperature != 1:
-        raise InvalidRequest(
-            f"temperature: Anthropic thinks (reasoning_effort {effort!r}) only at temperature "
-            f"1, got {request.temperature}; leave temperature out or reasoning_effort out",
-            param="temperature",
-        )
-    if request.top_p is not None and request.top_p < THINKING_TOP_P:
-        raise InvalidRequest(
-            f"top_p: Anthropic thinks (reasoning_effort {effort!r}) only with top_p from "
-            f"{THINKING_TOP_P} to 1, got {request.top_p}; raise top_p or leave reasoning_effort "
-            "out",
-            param="top_p",
-        )
     if limit is None:
         return model.max_output_tokens + budget, {"type": "enabled", "budget_tokens": budget}
-    if limit <= MIN_THINKING_BUDGET:
-        name = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        raise InvalidRequest(
-            f"{name}: Anthropic thinks (reasoning_effort {effort!r}) in at least "
-            f"{MIN_THINKING_BUDGET} tokens, counted in {name}; {name} {limit} leaves no room "
-            f"for them and an answer: raise {name} above {MIN_THINKING_BUDGET} or leave "
-            "reasoning_effort out",
-            param=name,
-        )
     budget = min(budget, max(MIN_THINKING_BUDGET, limit // 2))
     return limit, {"type": "enabled", "budget_tokens": budget}
 
@@ -396,7 +465,7 @@ def _tools_and_choice(request: ChatRequest) -> tuple[list[ToolParam], ToolChoice
     elif choice == "auto":
         result = {"type": "auto"}
     else:  # custom and allowed_tools choices: `unhonoured` names them
-        raise InvalidRequest(f"tool_choice: Anthropic cannot honour {choice}", param="tool_choice")
+        raise CannotHonour("tool_choice", f"tool_choice {choice}")
     if request.parallel_tool_calls is False:
         result["disable_parallel_tool_use"] = True
     elif choice is None and answer is None:
@@ -417,11 +486,8 @@ def _tool(function: FunctionDefinition) -> ToolParam:
 
 def _answer_tool(request: ChatRequest, name: str) -> ToolParam:
     schema = answer_schema(request)
-    if schema is None:  # `unhonoured` names it; this is for a caller that did not ask
-        raise InvalidRequest(
-            "response_format: Anthropic can enforce a json_schema whose root is an object only",
-            param="response_format",
-        )
+    if schema is None:  # `unhonoured` names it first
+        raise CannotHonour("response_format", "a json_schema whose root is not an object")
     description = ANSWER_TOOL_DESCRIPTION
     spec = request.response_format.json_schema if request.response_format else None
     if spec and isinstance(spec.get("description"), str) and spec["description"]:
@@ -461,10 +527,8 @@ def _content_blocks(message: Message, index: int) -> list[ToolResultContentParam
             blocks.append(image_block(part.image_url.url, f"{where}.image_url.url"))
         elif isinstance(part, FilePart):
             blocks.append(file_block(part, where))
-        else:  # `unhonoured` names it; this is for a caller that did not ask
-            raise InvalidRequest(
-                f"{where}: Anthropic takes no {part.type} parts", param=f"{where}.type"
-            )
+        else:  # `unhonoured` names it first
+            raise CannotHonour(f"{where}.type", f"{part.type} content parts")
     return blocks
 
 
@@ -475,9 +539,8 @@ def image_block(url: str, where: str = "image_url.url") -> ImageBlockParam:
         media_type, data = _base64_data_url(url, where)
         if media_type not in IMAGE_MEDIA_TYPES:
             allowed = ", ".join(sorted(IMAGE_MEDIA_TYPES))
-            raise InvalidRequest(
-                f"{where}: image type {media_type or '(none)'!r} is not supported; use {allowed}",
-                param=where,
+            raise CannotHonour(
+                where, f"an image of type {media_type or '(none)'!r} (Anthropic reads {allowed})"
             )
         return {
             "type": "image",
@@ -518,10 +581,12 @@ def file_block(part: FilePart, where: str) -> ImageBlockParam | DocumentBlockPar
         suffix = name[name.rfind(".") :].lower() if name and "." in name else ""
         media_type = FILE_SUFFIXES.get(suffix, "")
         if not media_type:
-            raise InvalidRequest(
-                f"{where}: bare base64 of a file named {name!r}; send a data URL naming its "
-                "type (application/pdf or text/plain), or a file name ending .pdf or .txt",
-                param=where,
+            # An upstream may tell the type from the bytes; Anthropic must be told it.
+            raise CannotHonour(
+                where,
+                f"bare base64 of a file named {name!r} (Anthropic must be told the type: send a "
+                "data URL naming it, application/pdf or text/plain, or a file name ending .pdf "
+                "or .txt)",
             )
         raw = f"data:{media_type};base64,{raw}"
     source: Base64PDFSourceParam | PlainTextSourceParam
@@ -532,10 +597,10 @@ def file_block(part: FilePart, where: str) -> ImageBlockParam | DocumentBlockPar
     elif media_type in IMAGE_MEDIA_TYPES:
         return image_block(raw, where)
     else:
-        raise InvalidRequest(
-            f"{where}: Anthropic reads files of type application/pdf and text/plain (and "
-            f"images), not {media_type or '(none)'!r}",
-            param=where,
+        raise CannotHonour(
+            where,
+            f"a file of type {media_type or '(none)'!r} (Anthropic reads application/pdf and "
+            "text/plain files, and images)",
         )
     block: DocumentBlockParam = {"type": "document", "source": source}
     if name:
@@ -554,9 +619,8 @@ def _plain_text(url: str, where: str) -> str:
         )
         return raw.decode("utf-8")
     except (binascii.Error, ValueError):
-        raise InvalidRequest(
-            f"{where}: text/plain data that is not UTF-8 text", param=where
-        ) from None
+        # Anthropic's plain text source is text; the bytes are for an upstream to judge.
+        raise CannotHonour(where, "a text/plain file that is not UTF-8 text") from None
 
 
 def _assistant_blocks(message: Message, index: int) -> list[ContentBlockParam]:
@@ -622,16 +686,18 @@ def _thinking_blocks(
 
 
 def _tool_use(call_id: str, name: str, raw: str, where: str) -> ToolUseBlockParam:
-    # Some clients send "" for a call without arguments; Anthropic wants an object.
+    # Some clients send "" for a call without arguments; Anthropic wants an object. OpenAI
+    # takes the arguments a model wrote back as they are, JSON or not (a cut-off answer's are
+    # not), so anything else is Anthropic's limit, not the request's fault.
     if not raw.strip():
         arguments: Any = {}
     else:
         try:
             arguments = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise InvalidRequest(f"{where}: not valid JSON", param=where) from None
+            raise CannotHonour(where, "tool call arguments that are not JSON") from None
     if not isinstance(arguments, dict):
-        raise InvalidRequest(f"{where}: must be a JSON object", param=where)
+        raise CannotHonour(where, "tool call arguments that are not a JSON object")
     return {"type": "tool_use", "id": call_id, "name": name, "input": arguments}
 
 

@@ -23,7 +23,12 @@ from palyra.errors import (
     UpstreamUnreachable,
 )
 from palyra.models.anthropic import AnthropicProvider
-from palyra.models.anthropic_request import build_messages_request, unhonoured
+from palyra.models.anthropic_request import (
+    HARMLESS_PARAMETERS,
+    CannotHonour,
+    build_messages_request,
+    unhonoured,
+)
 from palyra.models.anthropic_response import StreamTranslator, parse_message
 from palyra.sse import SSEDecoder
 from palyra.types import (
@@ -136,9 +141,12 @@ def test_consecutive_roles_are_merged_and_roles_alternate() -> None:
     ]
 
 
-def test_only_system_messages_is_invalid() -> None:
-    with pytest.raises(InvalidRequest, match="messages"):
-        build([{"role": "system", "content": "x"}])
+def test_only_system_messages_is_not_honoured() -> None:
+    # OpenAI answers system messages alone; Anthropic needs a user or assistant turn.
+    for messages in ([{"role": "system", "content": "x"}], [{"role": "user", "content": ""}]):
+        with pytest.raises(CannotHonour, match="user or assistant") as caught:
+            build(messages)
+        assert caught.value.param == "messages"
 
 
 def test_images_data_url_and_http_url() -> None:
@@ -170,7 +178,6 @@ def test_images_data_url_and_http_url() -> None:
 @pytest.mark.parametrize(
     ("url", "complaint"),
     [
-        ("data:image/bmp;base64,AAAA", "not supported"),
         ("data:image/png,rawbytes", "base64"),
         ("ftp://example.com/cat.png", "http"),
         ("data:nonsense", "data URL"),
@@ -183,6 +190,14 @@ def test_bad_images_are_refused_naming_the_part(url: str, complaint: str) -> Non
             [user("x"), {"role": "assistant", "content": "y"}, {"role": "user", "content": [image]}]
         )
     assert caught.value.param == "messages[2].content[0].image_url.url"
+
+
+def test_an_image_type_anthropic_cannot_read_is_not_honoured() -> None:
+    # Not the request's fault (another upstream may read a BMP): Anthropic's limit.
+    image = {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AAAA"}}
+    with pytest.raises(CannotHonour, match=r"'image/bmp'.*image/png") as caught:
+        build([{"role": "user", "content": [image]}])
+    assert caught.value.param == "messages[0].content[0].image_url.url"
 
 
 def test_image_in_system_message_is_refused() -> None:
@@ -326,10 +341,16 @@ def test_assistant_with_only_tool_calls() -> None:
     ]
 
 
-@pytest.mark.parametrize("arguments", ['{"location": ', "[1, 2]"])
-def test_bad_tool_call_arguments_name_the_message(arguments: str) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "complaint"), [('{"location": ', "not JSON"), ("[1, 2]", "not a JSON object")]
+)
+def test_tool_call_arguments_anthropic_cannot_take_name_the_message(
+    arguments: str, complaint: str
+) -> None:
+    # OpenAI takes back whatever arguments its model wrote (a cut-off answer's are not JSON);
+    # Anthropic's tool_use input is an object.
     call = {"id": "t", "type": "function", "function": {"name": "get_time", "arguments": arguments}}
-    with pytest.raises(InvalidRequest, match=r"messages\[1\]\.tool_calls\[0\]") as caught:
+    with pytest.raises(CannotHonour, match=complaint) as caught:
         build([user("hi"), {"role": "assistant", "tool_calls": [call]}])
     assert caught.value.param == "messages[1].tool_calls[0].function.arguments"
 
@@ -1168,6 +1189,12 @@ async def test_gateway_answers_502_for_a_malformed_anthropic_body_whole_and_stre
         ({"logit_bias": {"50256": -100}}, "logit_bias"),
         ({"verbosity": "low"}, "verbosity"),
         ({"web_search_options": {}}, None),  # empty options ask for nothing
+        ({"moderation": {"model": "omni-moderation-latest"}}, "moderation"),
+        ({"frobnicate": 1}, "frobnicate"),  # unknown: may change the answer
+        ({"frobnicate": False}, "frobnicate"),  # (what false means, only its upstream knows)
+        ({"frobnicate": None}, None),  # null is absent
+        ({"top_k": "5"}, "top_k"),
+        ({"top_k": -1}, "top_k"),
         ({"temperature": 1.5}, "temperature"),
         ({"reasoning_effort": "xhigh"}, "reasoning_effort"),
         (
@@ -1219,14 +1246,90 @@ def test_harmless_parameters_are_dropped_and_zero_penalties_accepted() -> None:
         "presence_penalty": 0.0,
         "stream_options": {"include_usage": True},
         "prompt_cache_key": "k",
+        "prompt_cache_retention": "24h",
+        "prompt_cache_options": {"mode": "implicit", "ttl": "30m"},
         "logprobs": False,
         "n": 1,
         "modalities": ["text"],
+        # What a dumped or defaulted body carries as null means "not given".
+        "audio": None,
+        "verbosity": None,
+        "logit_bias": None,
+        "web_search_options": None,
+        "moderation": None,
     }
     request = chat([user("hi")], **fields)
     assert unhonoured(request) is None
     payload = build([user("hi")], **fields)
     assert set(payload) == {"model", "max_tokens", "messages"}
+
+
+def test_every_harmless_parameter_is_a_documented_chat_completions_parameter() -> None:
+    # The list drops what OpenAI documents as not changing the answer: nothing we guessed.
+    from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+
+    assert set(CompletionCreateParamsBase.__annotations__) >= HARMLESS_PARAMETERS
+    request = chat([user("hi")], **dict.fromkeys(HARMLESS_PARAMETERS, "x"))
+    assert unhonoured(request) is None
+
+
+async def test_an_unknown_parameter_is_not_honoured_naming_it(
+    provider: AnthropicProvider, upstream: FakeUpstream
+) -> None:
+    request = chat([user("hi")], frobnicate=1)
+    refusal = provider.unsupported(request)
+    assert isinstance(refusal, Unsupported) and refusal.param == "frobnicate"
+    assert refusal.message.startswith(
+        f"provider {PROVIDER_ID} (anthropic) cannot honour parameter 'frobnicate'"
+    )
+    with pytest.raises(Unsupported, match="'frobnicate'"):
+        await provider.chat(request, MODEL)
+    assert upstream.requests == []
+
+
+def test_top_k_is_anthropics_top_k() -> None:
+    assert build([user("hi")], top_k=5)["top_k"] == 5
+    assert build([user("hi")], top_k=0)["top_k"] == 0
+    assert "top_k" not in build([user("hi")], top_k=None)
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "system", "content": "only a system prompt"}], "messages"),
+        (
+            [
+                user("hi"),
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "t",
+                            "type": "function",
+                            "function": {"name": "get_time", "arguments": '{"cut off'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "t", "content": "noon"},
+            ],
+            "messages[1].tool_calls[0].function.arguments",
+        ),
+    ],
+)
+async def test_what_only_translating_finds_is_unsupported_not_a_400_of_its_own(
+    provider: AnthropicProvider,
+    upstream: FakeUpstream,
+    messages: list[dict[str, Any]],
+    param: str,
+) -> None:
+    # Unsupported, on which the fallback skips to a candidate that can serve.
+    request = chat(messages)
+    for attempt in (provider.chat(request, MODEL), collect(provider.stream_chat(request, MODEL))):
+        with pytest.raises(Unsupported) as caught:
+            await attempt
+        assert caught.value.param == param
+        assert caught.value.message.startswith(f"provider {PROVIDER_ID} (anthropic) cannot honour")
+    assert upstream.requests == []
 
 
 @pytest.mark.parametrize(
@@ -1665,27 +1768,45 @@ def test_minimal_reasoning_effort_is_no_thinking(effort: str) -> None:
     assert "thinking" not in payload and payload["max_tokens"] == 4096
 
 
-@pytest.mark.parametrize(
-    ("fields", "param", "words"),
-    [
-        ({"max_tokens": 1024}, "max_tokens", ["reasoning_effort", "max_tokens 1024"]),
-        (
-            {"max_completion_tokens": 500},
-            "max_completion_tokens",
-            ["reasoning_effort", "max_completion_tokens 500"],
-        ),
-        ({"temperature": 0.2}, "temperature", ["reasoning_effort", "temperature 1"]),
-        ({"top_p": 0.5}, "top_p", ["reasoning_effort", "0.95"]),
-    ],
-)
-def test_thinking_constraints_are_refused_not_changed(
-    fields: dict[str, Any], param: str, words: list[str]
+THINKING_LIMITS = [
+    ({"max_tokens": 1024}, "max_tokens", ["reasoning_effort 'low'", "max_tokens 1024", "1024"]),
+    (
+        {"max_completion_tokens": 500},
+        "max_completion_tokens",
+        ["reasoning_effort 'low'", "max_completion_tokens 500"],
+    ),
+    ({"temperature": 0.2}, "temperature", ["reasoning_effort 'low'", "temperature 0.2", "1"]),
+    ({"top_p": 0.5}, "top_p", ["reasoning_effort 'low'", "top_p 0.5", "0.95"]),
+]
+
+
+@pytest.mark.parametrize(("fields", "param", "words"), THINKING_LIMITS)
+async def test_thinking_limits_are_not_honoured_not_changed(
+    provider: AnthropicProvider,
+    upstream: FakeUpstream,
+    fields: dict[str, Any],
+    param: str,
+    words: list[str],
 ) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        build([user("hi")], reasoning_effort="low", **fields)
-    assert caught.value.status == 400 and caught.value.param == param
+    # What Anthropic's thinking does not go with is named before any attempt (the router
+    # then skips to a candidate that can serve it), not a 400 of the request's own.
+    request = chat([user("hi")], reasoning_effort="low", **fields)
+    found = unhonoured(request)
+    assert found is not None and found[0] == param
     for word in words:
-        assert word in caught.value.message
+        assert word in found[1]
+    with pytest.raises(CannotHonour):
+        build_messages_request(request, MODEL)
+    unsupported = provider.unsupported(request)
+    assert isinstance(unsupported, Unsupported) and unsupported.param == param
+    assert unsupported.message.startswith(f"provider {PROVIDER_ID} (anthropic) cannot honour ")
+    # Served anyway (a caller that did not ask): the same refusal, nothing sent.
+    with pytest.raises(Unsupported) as caught:
+        await provider.chat(request, MODEL)
+    assert caught.value.message == unsupported.message
+    with pytest.raises(Unsupported):
+        await collect(provider.stream_chat(request, MODEL))
+    assert upstream.requests == []
 
 
 # Content parts and history.
@@ -1740,13 +1861,19 @@ def test_file_parts_become_document_blocks() -> None:
         ({"file_data": "data:text/plain;base64,//79"}, "UTF-8"),
     ],
 )
-def test_files_anthropic_cannot_read_are_refused_naming_the_part(
+def test_files_anthropic_cannot_read_are_not_honoured_naming_the_part(
     file: dict[str, Any], complaint: str
 ) -> None:
     message = {"role": "user", "content": [{"type": "file", "file": file}]}
-    with pytest.raises(InvalidRequest, match=complaint) as caught:
+    with pytest.raises(CannotHonour, match=complaint) as caught:
         build([message])
     assert caught.value.param == "messages[0].content[0].file.file_data"
+
+
+def test_a_malformed_file_data_url_is_the_requests_own_400() -> None:
+    message = {"role": "user", "content": [{"type": "file", "file": {"file_data": "data:x"}}]}
+    with pytest.raises(InvalidRequest, match="not a valid data URL"):
+        build([message])
 
 
 def test_refusals_and_audio_transcripts_in_history_are_text() -> None:
