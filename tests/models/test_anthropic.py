@@ -1293,25 +1293,15 @@ def test_top_k_is_anthropics_top_k() -> None:
     assert "top_k" not in build([user("hi")], top_k=None)
 
 
+CUT_OFF_CALL = {"id": "t", "type": "function", "function": {"name": "f", "arguments": '{"cut'}}
+
+
 @pytest.mark.parametrize(
     ("messages", "param"),
     [
         ([{"role": "system", "content": "only a system prompt"}], "messages"),
         (
-            [
-                user("hi"),
-                {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": "t",
-                            "type": "function",
-                            "function": {"name": "get_time", "arguments": '{"cut off'},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "t", "content": "noon"},
-            ],
+            [user("hi"), {"role": "assistant", "tool_calls": [CUT_OFF_CALL]}],
             "messages[1].tool_calls[0].function.arguments",
         ),
     ],
