@@ -2,8 +2,9 @@
 Messages API passed through natively for clients that speak it.
 
 The translation is pure and lives apart: `anthropic_request.py` (chat completions request ->
-Messages API body, and what Anthropic cannot honour), `anthropic_response.py` (answers and
-stream events -> chat results and deltas), `anthropic_wire.py` (the wire format, typed).
+Messages API body), `anthropic_honour.py` (what Anthropic cannot honour), `anthropic_answer.py`
+(JSON answers through a forced tool call), `anthropic_response.py` (answers and stream events
+-> chat results and deltas), `anthropic_wire.py` (the wire format, typed).
 This module does the I/O: headers, errors, the calls, discovery.
 """
 
@@ -18,12 +19,9 @@ import aiohttp
 
 from palyra.config import ModelConfig
 from palyra.errors import ProviderError, Unsupported, UpstreamProtocolError
-from palyra.models.anthropic_request import (
-    CannotHonour,
-    answer_tool,
-    build_messages_request,
-    unhonoured,
-)
+from palyra.models.anthropic_answer import answer_tool
+from palyra.models.anthropic_honour import CannotHonour, unhonoured
+from palyra.models.anthropic_request import build_messages_request
 from palyra.models.anthropic_response import StreamTranslator, error_event, parse_message
 from palyra.models.anthropic_wire import MessageCreateParams
 from palyra.models.http import HttpProvider, kind_of

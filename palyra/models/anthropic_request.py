@@ -1,11 +1,11 @@
 """Chat completions requests translated to Anthropic Messages API requests (pure, no I/O).
 
-`unhonoured` names what Anthropic cannot honour (the router then picks a candidate that
-can); `build_messages_request` translates the rest into a `POST /v1/messages` body, and raises
-`CannotHonour` for what only the translation finds Anthropic cannot honour (the fallback skips
-the candidate on that too). `InvalidRequest` is kept for a request that is wrong whatever
-serves it (a tool_choice naming no tool, a malformed data URL, ...): that is the client's to
-fix, and no other candidate would do better.
+`build_messages_request` translates a request into a `POST /v1/messages` body. What Anthropic
+cannot honour is named first (`unhonoured`, `anthropic_honour.py`; the router then picks a
+candidate that can); what only translating finds Anthropic cannot honour is raised as
+`CannotHonour` (the fallback skips the candidate on that too). `InvalidRequest` is kept for a
+request that is wrong whatever serves it (a tool_choice naming no tool, a malformed data URL,
+...): that is the client's to fix, and no other candidate would do better.
 
 Where the two APIs differ:
 - System and developer messages become the top-level `system` string, in order, joined by a
@@ -23,39 +23,19 @@ Where the two APIs differ:
   thinking they are left out (see `_thinking_blocks`).
 - `file` parts: a PDF becomes a document block (base64 source), text/plain a document with a
   text source, an image an image block. OpenAI file ids mean nothing to Anthropic.
-- JSON response formats are enforced the one way Anthropic can: a tool (the "answer tool")
-  whose input_schema is the client's schema (json_object: any object), and a tool_choice that
-  forces a call to it; the call's input is the answer, given back as the message content with
-  finish_reason "stop" (`anthropic_response.py`). With the client's own tools as well, the
-  model may call those or answer: tool_choice "auto" becomes "any" over the client's tools
-  and the answer tool (OpenAI's model too either calls a tool or answers in the schema);
-  "none" forces the answer tool; "required" or a named function forces that call, and the
-  response format has no answer to shape in that turn, so no answer tool is added.
-- `reasoning_effort` becomes `thinking` with a token budget (`THINKING_BUDGETS`; "none" and
-  "minimal" mean no thinking). Anthropic counts thinking in max_tokens and wants a budget of
-  at least 1024 below it: a client's max_tokens keeps its meaning (a cap on everything
-  generated, as OpenAI's max_completion_tokens, which counts reasoning tokens too) and the
-  budget takes at most half of it; without one, max_tokens is the model's max_output_tokens
-  plus the budget, so the answer keeps the room it has without thinking. With thinking
-  Anthropic takes temperature 1 only, top_p from 0.95 only, a max_tokens above 1024 and no
-  forced tool call: such requests are not honoured (another candidate serves them, or the 400
-  names the parameters), never changed silently.
-- Anthropic's temperature range is 0..1; a higher value is not honoured (not clamped, which
-  would change the sampling the caller asked for).
-- Not honoured, so never silently dropped (`unhonoured`): n > 1, logprobs / top_logprobs,
-  audio input and output, frequency / presence penalties, logit_bias, `verbosity`,
-  `web_search_options` and `moderation` (each changes the answer), custom tools and
-  allowed_tools choices. Dropped as harmless (`HARMLESS_PARAMETERS` and the declared `seed`,
-  `metadata`, `stream_options`): `seed` (best-effort determinism, no promise to break),
-  `service_tier` (billing and latency, not the answer), `prediction` (a latency hint), `store`
-  and `metadata` (OpenAI's stored completions), `stream_options` (usage always comes),
-  `prompt_cache_key`, `prompt_cache_retention` and `prompt_cache_options` (cache hints;
-  Anthropic caches what a request marks, and a translated one marks nothing). `user` (or
-  `safety_identifier`) becomes `metadata.user_id`; `top_k` (not OpenAI's, but Anthropic's,
-  sent by clients that know they reach Claude) is Anthropic's `top_k`.
-- A top-level parameter Palyra has no name for (`ChatRequest.model_extra`) is forwarded to
-  OpenAI-compatible upstreams as it came; to Anthropic it means nothing, and leaving it out
-  may change the answer the client asked for, so it is not honoured either (null is absent).
+- JSON response formats become the answer tool, and a tool_choice that forces a call to it
+  (`anthropic_answer.py`).
+- `reasoning_effort` becomes `thinking` with a token budget (`THINKING_BUDGETS` of
+  `anthropic_honour.py`; "none" and "minimal" mean no thinking). Anthropic counts thinking in
+  max_tokens and wants a budget of at least 1024 below it: a client's max_tokens keeps its
+  meaning (a cap on everything generated, as OpenAI's max_completion_tokens, which counts
+  reasoning tokens too) and the budget takes at most half of it; without one, max_tokens is
+  the model's max_output_tokens plus the budget, so the answer keeps the room it has without
+  thinking. What thinking does not go with is not honoured (`anthropic_honour.py`), never
+  changed silently.
+- `user` (or `safety_identifier`) becomes `metadata.user_id`; `top_k` (not OpenAI's, but
+  Anthropic's, sent by clients that know they reach Claude) is Anthropic's `top_k`. What is
+  dropped as harmless, and what is not honoured, `anthropic_honour.py` says.
 """
 
 from __future__ import annotations
@@ -70,6 +50,14 @@ import orjson
 
 from palyra.config import ModelConfig
 from palyra.errors import InvalidRequest
+from palyra.models.anthropic_answer import answer_tool, answer_tool_param
+from palyra.models.anthropic_honour import (
+    MIN_THINKING_BUDGET,
+    THINKING_BUDGETS,
+    CannotHonour,
+    audio_transcript,
+    unhonoured,
+)
 from palyra.models.anthropic_wire import (
     Base64PDFSourceParam,
     ContentBlockParam,
@@ -92,16 +80,11 @@ from palyra.models.anthropic_wire import (
     ToolUseBlockParam,
 )
 from palyra.types import (
-    AllowedToolsChoice,
     ChatRequest,
-    CustomTool,
-    CustomToolCall,
     FilePart,
     FunctionDefinition,
     ImagePart,
-    InputAudioPart,
     Message,
-    NamedCustomToolChoice,
     NamedToolChoice,
     RefusalPart,
     TextPart,
@@ -114,190 +97,7 @@ PLAIN_TEXT: Literal["text/plain"] = "text/plain"
 FILE_SUFFIXES = {".pdf": PDF, ".txt": PLAIN_TEXT}
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
-MIN_THINKING_BUDGET = 1024
-THINKING_BUDGETS = {"low": MIN_THINKING_BUDGET, "medium": 4096, "high": 16384}
-NO_THINKING = frozenset({"none", "minimal"})
-# With thinking Anthropic samples at temperature 1 and takes top_p from 0.95 to 1 only.
-THINKING_TOP_P = 0.95
-
-# The answer tool's name when the json_schema names none Anthropic would take (or none is
-# given: json_object).
-ANSWER_TOOL = "json_answer"
-ANSWER_TOOL_DESCRIPTION = (
-    "Give your whole answer by calling this tool: its input is the answer, as JSON."
-)
-_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-
-# Top-level parameters (kept as extras) that change the answer and that Anthropic has no
-# counterpart for; an empty value asks nothing.
-_UNHONOURED = {
-    "audio": "audio output",
-    "logit_bias": "logit_bias (Anthropic cannot bias tokens)",
-    "verbosity": "verbosity (Anthropic has no such setting)",
-    "web_search_options": "web_search_options (OpenAI's web search)",
-    "moderation": "moderation (OpenAI's moderation of the input and answer)",
-}
-# Documented OpenAI parameters (kept as extras) that do not change the answer, so leaving them
-# out on the way to Anthropic is faithful. What real clients send by default (openai-python,
-# langchain-openai, openai-agents: model, messages, stream, stream_options, tools, tool_choice,
-# parallel_tool_calls, response_format, store, metadata, ...) is declared or listed here.
-HARMLESS_PARAMETERS = frozenset(
-    {
-        "service_tier",  # billing and latency
-        "prediction",  # a latency hint: the answer is the model's either way
-        "store",  # OpenAI's stored completions
-        "prompt_cache_key",  # cache hints: Anthropic caches what a request marks
-        "prompt_cache_retention",
-        "prompt_cache_options",
-        "safety_identifier",  # translated: metadata.user_id
-    }
-)
-
 _DATA_URL = re.compile(r"^data:(?P<media>[^;,]*)(?P<params>(;[^;,]*)*),(?P<data>.*)$", re.DOTALL)
-
-
-# --- what cannot be honoured -----------------------------------------------------------------
-
-
-class CannotHonour(Exception):
-    """What Anthropic cannot honour in a request, found while translating it: as `unhonoured`
-    words it (the parameter or part, what it asks in words). The provider raises it as its
-    `Unsupported`, on which the fallback skips to a candidate that can serve."""
-
-    def __init__(self, param: str, what: str) -> None:
-        super().__init__(f"{param}: {what}")
-        self.param = param
-        self.what = what
-
-
-def unhonoured(request: ChatRequest) -> tuple[str, str] | None:
-    """What in `request` Anthropic cannot honour: (the parameter or part, what it asks in
-    words), or None. `AnthropicProvider.unsupported` words the refusal."""
-    request = request.functions_as_tools()
-    if request.n is not None and request.n > 1:
-        return "n", f"n={request.n} (Anthropic gives one answer per request)"
-    if request.logprobs:
-        return "logprobs", "logprobs (Anthropic gives no token probabilities)"
-    if request.top_logprobs:
-        return "top_logprobs", "top_logprobs (Anthropic gives no token probabilities)"
-    if request.modalities and "audio" in request.modalities:
-        return "modalities", "audio output (modalities includes audio)"
-    for penalty in ("frequency_penalty", "presence_penalty"):
-        if getattr(request, penalty):  # 0 is no penalty, and means what it says
-            return penalty, f"{penalty} (Anthropic has no repetition penalties)"
-    found = _unhonoured_extras(request.model_extra or {})
-    if found is not None:
-        return found
-    found = _unhonoured_tools(request)
-    if found is not None:
-        return found
-    if request.temperature is not None and request.temperature > 1:
-        return "temperature", f"temperature {request.temperature} (Anthropic takes 0 to 1)"
-    effort = request.reasoning_effort
-    if effort is not None and effort not in NO_THINKING and effort not in THINKING_BUDGETS:
-        return "reasoning_effort", (
-            f"reasoning_effort {effort!r} (Anthropic thinking is mapped from none, minimal, "
-            "low, medium and high)"
-        )
-    if effort is not None and effort in THINKING_BUDGETS:
-        found = _unhonoured_thinking(request, effort)
-        if found is not None:
-            return found
-    if answer_tool(request) is not None and answer_schema(request) is None:
-        return "response_format", (
-            "a json_schema whose root is not an object (Anthropic enforces the schema as a "
-            "tool's input, which is an object)"
-        )
-    return _unhonoured_content(request.messages)
-
-
-def _unhonoured_extras(extras: dict[str, Any]) -> tuple[str, str] | None:
-    for name, value in extras.items():
-        if value is None or name in HARMLESS_PARAMETERS:
-            continue
-        if name == "top_k":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                return name, f"top_k {value!r} (Anthropic's top_k is an integer from 0)"
-            continue
-        what = _UNHONOURED.get(name)
-        if what is None:
-            return name, (
-                f"parameter {name!r} (unknown to Palyra, so only OpenAI-compatible providers "
-                "are sent it)"
-            )
-        if value:
-            return name, what
-    return None
-
-
-def _unhonoured_thinking(request: ChatRequest, effort: str) -> tuple[str, str] | None:
-    """What Anthropic's extended thinking (for `effort`) does not go with in `request`."""
-    asked = f"with reasoning_effort {effort!r}"
-    if _forced_call(request):
-        return "tool_choice", (
-            f"a tool_choice that forces a tool call {asked} (Anthropic thinks only when the "
-            "model may choose)"
-        )
-    if answer_tool(request) is not None:
-        return "response_format", (
-            f"a JSON response_format {asked} (Anthropic enforces JSON by forcing a tool call, "
-            "and does not think then)"
-        )
-    if request.temperature is not None and request.temperature != 1:
-        return "temperature", (
-            f"temperature {request.temperature} {asked} (Anthropic thinks at temperature 1 "
-            "only; leave temperature or reasoning_effort out)"
-        )
-    if request.top_p is not None and request.top_p < THINKING_TOP_P:
-        return "top_p", (
-            f"top_p {request.top_p} {asked} (Anthropic thinks with top_p from "
-            f"{THINKING_TOP_P} to 1 only; raise top_p or leave reasoning_effort out)"
-        )
-    limit = request.output_limit
-    if limit is not None and limit <= MIN_THINKING_BUDGET:
-        name = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-        return name, (
-            f"{name} {limit} {asked} (Anthropic thinks in at least {MIN_THINKING_BUDGET} "
-            f"tokens, counted in {name}, and needs room for an answer too; raise {name} above "
-            f"{MIN_THINKING_BUDGET} or leave reasoning_effort out)"
-        )
-    return None
-
-
-def _unhonoured_tools(request: ChatRequest) -> tuple[str, str] | None:
-    for index, tool in enumerate(request.tools or []):
-        if isinstance(tool, CustomTool):
-            return f"tools[{index}]", "custom tools (Anthropic's tools take JSON input only)"
-    if isinstance(request.tool_choice, NamedCustomToolChoice):
-        return "tool_choice", "a tool_choice naming a custom tool"
-    if isinstance(request.tool_choice, AllowedToolsChoice):
-        return (
-            "tool_choice",
-            "tool_choice allowed_tools (Anthropic cannot narrow the tools offered)",
-        )
-    for index, message in enumerate(request.messages):
-        for call_index, call in enumerate(message.tool_calls or []):
-            if isinstance(call, CustomToolCall):
-                return f"messages[{index}].tool_calls[{call_index}]", "custom tool calls"
-    return None
-
-
-def _unhonoured_content(messages: list[Message]) -> tuple[str, str] | None:
-    for index, message in enumerate(messages):
-        for part_index, part in enumerate(message.content or []):
-            where = f"messages[{index}].content[{part_index}]"
-            if isinstance(part, InputAudioPart):
-                return where, "input_audio content parts (Anthropic takes no audio input)"
-            if isinstance(part, FilePart) and not part.file.file_data:
-                return where, "file parts given by file_id (OpenAI file ids mean nothing to it)"
-        if message.audio is not None and not _transcript(message) and not message.text():
-            return f"messages[{index}].audio", "an earlier audio answer without its transcript"
-    return None
-
-
-def _transcript(message: Message) -> str:
-    transcript = (message.audio or {}).get("transcript")
-    return transcript if isinstance(transcript, str) else ""
 
 
 # --- the request -----------------------------------------------------------------------------
@@ -393,45 +193,6 @@ def _thinking(
 # --- tools -----------------------------------------------------------------------------------
 
 
-def _forced_call(request: ChatRequest) -> bool:
-    """Whether the client forces a call to one of its own tools."""
-    choice = request.tool_choice
-    return bool(request.tools) and (choice == "required" or isinstance(choice, NamedToolChoice))
-
-
-def answer_tool(request: ChatRequest) -> str | None:
-    """The name of the tool whose forced call carries a JSON answer, or None when the
-    request wants no JSON (or forces a call to a tool of its own, leaving no answer)."""
-    request = request.functions_as_tools()
-    response_format = request.response_format
-    if response_format is None or response_format.type == "text" or _forced_call(request):
-        return None
-    taken = {tool.function.name for tool in request.tools or []}
-    spec = response_format.json_schema or {}
-    name = spec.get("name") if response_format.type == "json_schema" else None
-    if not isinstance(name, str) or not _TOOL_NAME.match(name):
-        name = ANSWER_TOOL
-    while name in taken:
-        name = f"{name[:56]}_answer"
-    return name
-
-
-def answer_schema(request: ChatRequest) -> dict[str, Any] | None:
-    """The answer tool's input schema: the client's json_schema (OpenAI wraps it as
-    {"name", "schema", "strict"}; a bare schema is taken too), or any object for json_object.
-    None when the schema's root is not an object, which a tool's input must be."""
-    response_format = request.response_format
-    spec = response_format.json_schema if response_format is not None else None
-    if response_format is None or response_format.type != "json_schema" or not spec:
-        return {"type": "object"}
-    schema = spec["schema"] if isinstance(spec.get("schema"), dict) else spec
-    if schema.get("type") == "object":
-        return schema
-    if "type" not in schema and isinstance(schema.get("properties"), dict):
-        return {"type": "object", **schema}
-    return None
-
-
 def _tools_and_choice(request: ChatRequest) -> tuple[list[ToolParam], ToolChoiceParam | None]:
     tools = [_tool(tool.function) for tool in request.tools or []]
     choice = request.tool_choice
@@ -446,7 +207,10 @@ def _tools_and_choice(request: ChatRequest) -> tuple[list[ToolParam], ToolChoice
         )
     answer = answer_tool(request)
     if answer is not None:
-        tools.append(_answer_tool(request, answer))
+        answer_spec = answer_tool_param(request, answer)
+        if answer_spec is None:  # `unhonoured` names it first
+            raise CannotHonour("response_format", "a json_schema whose root is not an object")
+        tools.append(answer_spec)
         if len(tools) == 1 or choice == "none":
             # One answer, so one call: a second would be a second answer.
             return tools, {"type": "tool", "name": answer, "disable_parallel_tool_use": True}
@@ -482,17 +246,6 @@ def _tool(function: FunctionDefinition) -> ToolParam:
     if function.description is not None:
         spec["description"] = function.description
     return spec
-
-
-def _answer_tool(request: ChatRequest, name: str) -> ToolParam:
-    schema = answer_schema(request)
-    if schema is None:  # `unhonoured` names it first
-        raise CannotHonour("response_format", "a json_schema whose root is not an object")
-    description = ANSWER_TOOL_DESCRIPTION
-    spec = request.response_format.json_schema if request.response_format else None
-    if spec and isinstance(spec.get("description"), str) and spec["description"]:
-        description += f" The answer: {spec['description']}"
-    return {"name": name, "description": description, "input_schema": schema}
 
 
 # --- content ---------------------------------------------------------------------------------
@@ -626,10 +379,10 @@ def _plain_text(url: str, where: str) -> str:
 def _assistant_blocks(message: Message, index: int) -> list[ContentBlockParam]:
     _refuse_media(message, index)
     blocks: list[ContentBlockParam] = list(_content_blocks(message, index))
-    if not blocks and (message.refusal or _transcript(message)):
+    if not blocks and (message.refusal or audio_transcript(message)):
         # What the assistant said, when the content holds nothing: its refusal, or the
         # transcript of its audio answer.
-        blocks.append({"type": "text", "text": message.refusal or _transcript(message)})
+        blocks.append({"type": "text", "text": message.refusal or audio_transcript(message)})
     for call_index, call in enumerate(message.tool_calls or []):
         where = f"messages[{index}].tool_calls[{call_index}].function.arguments"
         blocks.append(_tool_use(call.id, call.function.name, call.function.arguments, where))

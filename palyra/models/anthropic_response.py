@@ -12,7 +12,7 @@ What is translated:
   (`anthropic_request.py`), and `reasoning_content` is only their text. Streamed, each block
   is one delta's `thinking_blocks` (a list of that one block), sent when the block ends (its
   signature comes last); a client appends them in order to rebuild the message's list.
-- The answer tool (`anthropic_request.answer_tool`): the forced tool call that carries a JSON
+- The answer tool (`anthropic_answer.py`): the forced tool call that carries a JSON
   answer is given back as the message content, finish_reason "stop"; text beside it is not
   part of the answer and is left out.
 - usage: input, cache-creation and cache-read tokens add up to prompt_tokens; the cache-read

@@ -23,12 +23,8 @@ from palyra.errors import (
     UpstreamUnreachable,
 )
 from palyra.models.anthropic import AnthropicProvider
-from palyra.models.anthropic_request import (
-    HARMLESS_PARAMETERS,
-    CannotHonour,
-    build_messages_request,
-    unhonoured,
-)
+from palyra.models.anthropic_honour import HARMLESS_PARAMETERS, CannotHonour, unhonoured
+from palyra.models.anthropic_request import build_messages_request
 from palyra.models.anthropic_response import StreamTranslator, parse_message
 from palyra.sse import SSEDecoder
 from palyra.types import (
