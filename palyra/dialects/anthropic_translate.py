@@ -31,12 +31,11 @@ import orjson
 
 from palyra.errors import InvalidRequest, Unsupported
 from palyra.limits import MAX_CHAT_MESSAGES, MAX_INTEGER
+from palyra.models.anthropic_honour import MIN_THINKING_BUDGET
+from palyra.models.anthropic_request import IMAGE_MEDIA_TYPES
 from palyra.server.json_body import validate
 from palyra.types import ChatRequest
 
-IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
-# Anthropic's smallest thinking budget.
-MIN_THINKING_BUDGET = 1024
 # Thinking budgets onto reasoning efforts: up to 4K tokens is a light think, up to 16K a
 # medium one, more is a long one.
 _EFFORT_BY_BUDGET = ((4096, "low"), (16384, "medium"))
@@ -348,7 +347,7 @@ class _Reader:
         if kind == "base64":
             media_type = source.get("media_type")
             if media_type not in IMAGE_MEDIA_TYPES:
-                allowed = ", ".join(IMAGE_MEDIA_TYPES)
+                allowed = ", ".join(sorted(IMAGE_MEDIA_TYPES))
                 raise _error(f"{where}.source.media_type", f"must be one of {allowed}")
             data = _string(source.get("data"), f"{where}.source.data", empty=False)
             url = f"data:{media_type};base64,{data}"

@@ -746,7 +746,7 @@ async def test_errors_are_the_sdks_own(
             ],  # type: ignore[list-item,typeddict-item]
         )
     assert bad.value.body["error"]["message"].startswith(  # type: ignore[index]
-        "messages.0.content.0.source.media_type: must be one of image/jpeg"
+        "messages.0.content.0.source.media_type: must be one of image/gif, image/jpeg"
     )
     upstream.script("/v1/chat/completions", ErrorReply(429, retry_after="7"))
     with pytest.raises(anthropic.RateLimitError) as limited:
