@@ -1,7 +1,7 @@
 """Profile `palyrad` on the hot path: start the mock and the daemon as `run.py` does, load one
 scenario with wrk (or loadgen.py for streams), and sample the daemon with py-spy meanwhile.
 
-    .venv/bin/python benchmarks/profile.py [--scenario chat-c16] [--seconds 8]
+    .venv/bin/python benchmarks/profile.py [--scenario chat-c16] [--seconds 8] [--palyra-src DIR]
 
 py-spy comes from PyPI into benchmarks/.venv-tools (made on first use). Output: the hottest
 frames by own and by total time, and collapsed stacks (for flamegraph tools) in the work dir.
@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument(
+        "--palyra-src", default="", help="profile the daemon of another tree (as run.py's)"
+    )
     args = parser.parse_args()
     spy = py_spy()
     raise_fd_limit()
@@ -73,7 +76,9 @@ def main() -> None:
     scenario = Scenario(**{**known[args.scenario].__dict__, "duration_s": args.seconds})
     with workdir(keep=True) as work:
         mock_process, mock = start_mock(work, 50)
-        daemon = start_daemon(work, mock, dialects=uses_dialects([scenario]))
+        daemon = start_daemon(
+            work, mock, dialects=uses_dialects([scenario]), palyra_src=args.palyra_src
+        )
         assert daemon.process is not None
         try:
             collapsed = work / "profile.txt"
