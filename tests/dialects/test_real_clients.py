@@ -340,3 +340,36 @@ async def test_langchain_openai_chat_and_tools(daemon: Daemon, responses_api: bo
     final = await with_tools.ainvoke(history)
     assert "value-of-k" in json.dumps(final.content)
     await http.aclose()
+
+
+# --- pydantic-ai -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_pydantic_ai_agent_with_a_tool_and_structured_output(
+    daemon: Daemon, api: str
+) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(openai_client=openai_client(daemon))
+    model = (
+        OpenAIChatModel("deterministic", provider=provider)
+        if api == "chat"
+        else OpenAIResponsesModel("deterministic", provider=provider)
+    )
+    agent = Agent(model, output_type=City, instructions="Look the city up, then describe it.")
+    looked_up: list[str] = []
+
+    @agent.tool_plain
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        looked_up.append(key)
+        return f"value-of-{key}"
+
+    # The deterministic provider, asked with tool_choice required (pydantic-ai's structured
+    # output is a tool too), calls the function tool first, then answers with the output tool.
+    result = await agent.run("describe a city")
+    assert isinstance(result.output, City)
+    assert len(looked_up) == 1
