@@ -581,12 +581,17 @@ class Usage:
         }
         if self.extra:
             usage.update(self.extra)
-        if self.cached_tokens:
+        if self.cached_tokens or self.cache_creation_tokens:
             details = usage.get("prompt_tokens_details")
-            usage["prompt_tokens_details"] = {
-                **(details if isinstance(details, dict) else {}),
-                "cached_tokens": self.cached_tokens,
-            }
+            details = {**(details if isinstance(details, dict) else {})}
+            if self.cached_tokens:
+                details["cached_tokens"] = self.cached_tokens
+            if self.cache_creation_tokens:
+                # Written to the cache, billed dearer than fresh input, unlike cached_tokens
+                # (read, billed cheaper): kept apart under the name OpenAI-compatible
+                # gateways use for it.
+                details["cache_write_tokens"] = self.cache_creation_tokens
+            usage["prompt_tokens_details"] = details
         if self.reasoning_tokens:
             details = usage.get("completion_tokens_details")
             usage["completion_tokens_details"] = {

@@ -1440,7 +1440,10 @@ def test_the_answer_tool_streams_as_content() -> None:
     usage = deltas[-1].usage
     assert usage is not None
     assert (usage.prompt_tokens, usage.cached_tokens, usage.cache_creation_tokens) == (360, 300, 40)
-    assert usage.as_openai()["prompt_tokens_details"] == {"cached_tokens": 300}
+    assert usage.as_openai()["prompt_tokens_details"] == {
+        "cached_tokens": 300,
+        "cache_write_tokens": 40,
+    }
 
 
 async def test_json_schema_through_the_fake_upstream_whole_and_streamed(
@@ -1488,7 +1491,7 @@ def test_cache_tokens_whole() -> None:
     )
     rendered = usage.as_openai()
     assert rendered["prompt_tokens"] == 1110
-    assert rendered["prompt_tokens_details"] == {"cached_tokens": 1000}
+    assert rendered["prompt_tokens_details"] == {"cached_tokens": 1000, "cache_write_tokens": 100}
 
 
 async def test_cache_tokens_through_the_fake_upstream_whole_and_streamed(
