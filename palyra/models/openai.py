@@ -33,6 +33,7 @@ from palyra.models.openai_audio import (
     upstream_format,
 )
 from palyra.models.openai_chat import (
+    ChunkFields,
     chat_payload,
     parse_chat_response,
     parse_chunk,
@@ -104,7 +105,7 @@ class OpenAIProvider(HttpProvider):
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
         finished = False
-        chunk_extra: dict[str, Any] | None = None
+        fields = ChunkFields()
         payload = chat_payload(request, model, stream=True)
         # aclosing: whether we stop on [DONE], an error or the caller leaving, the upstream
         # response is released now, not when the generator is collected.
@@ -122,7 +123,7 @@ class OpenAIProvider(HttpProvider):
                 if isinstance(chunk, dict) and "error" in chunk:
                     raise self._stream_error(chunk)
                 try:
-                    delta = parse_chunk(chunk, chunk_extra)
+                    delta = parse_chunk(chunk, fields)
                 except Malformed as exc:
                     raise UpstreamProtocolError(
                         f"sent a malformed stream chunk: {exc}", provider_id=self.provider_id
@@ -137,7 +138,6 @@ class OpenAIProvider(HttpProvider):
                         f"sent a malformed stream chunk: {what}", provider_id=self.provider_id
                     ) from None
                 if delta is not None:
-                    chunk_extra = delta.chunk_extra or chunk_extra
                     finished = finished or delta.finish_reason is not None
                     yield delta
         if not finished:

@@ -236,32 +236,50 @@ def parse_chat_response(body: Any) -> ChatResult:
     )
 
 
-def _chunk_extra(chunk: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any] | None:
-    # Most upstreams send the same fields on every chunk (OpenAI: service_tier,
-    # system_fingerprint): the previous chunk's are handed on, the same object, so that the
-    # chat dialect's writer sees at once that its encoded head still holds.
-    if chunk.keys() <= _BODY_KEYS:
-        return None
-    if previous is not None and chunk.keys() - _BODY_KEYS == previous.keys():
-        for key, value in previous.items():
-            if chunk[key] != value:
-                break
-        else:
-            return previous
-    return _extra(chunk, _BODY_KEYS)
+_ABSENT = object()
 
 
-def parse_chunk(chunk: Any, previous: dict[str, Any] | None = None) -> ChatDelta | None:
+class ChunkFields:
+    """The top-level fields of one stream's chunks that have no name here (OpenAI's
+    system_fingerprint and service_tier, a server's own). Most upstreams send the same on
+    every chunk: the last ones are handed on, the same object, while they hold, so the chat
+    dialect's writer sees at once that its encoded head still holds. Checking that costs one
+    subset test of the chunk's keys and a comparison per field."""
+
+    __slots__ = ("_known", "_last")
+
+    def __init__(self) -> None:
+        self._last: dict[str, Any] | None = None
+        # The keys a chunk may have for `_last` to still hold: the named ones and its own.
+        self._known = _BODY_KEYS
+
+    def of(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        last = self._last
+        if chunk.keys() <= self._known:
+            if last is None:
+                return None
+            for key, value in last.items():
+                if chunk.get(key, _ABSENT) != value:
+                    break
+            else:
+                return last
+        extra = _extra(chunk, _BODY_KEYS)
+        self._last = extra
+        self._known = _BODY_KEYS | extra.keys() if extra else _BODY_KEYS
+        return extra
+
+
+def parse_chunk(chunk: Any, fields: ChunkFields | None = None) -> ChatDelta | None:
     """One `chat.completion.chunk` as a delta; None when it carries nothing we relay.
 
     On the hot path: only what a client would otherwise receive malformed is checked by type;
     anything else wrong raises KeyError, TypeError and the like, which the caller reports.
-    `previous`: the last chunk's `chunk_extra` of this stream. What the schema does not
+    `fields`: the stream's chunk fields so far (a chunk alone without). What the schema does not
     name is looked for by a subset test of each level's keys (one C call), and the delta is
     built with the fields it has only."""
     usage = parse_usage(chunk["usage"]) if chunk.get("usage") else None
     choices = chunk.get("choices") or ()
-    chunk_extra = _chunk_extra(chunk, previous)
+    chunk_extra = fields.of(chunk) if fields is not None else _extra(chunk, _BODY_KEYS)
     if not choices:
         return ChatDelta(usage=usage, chunk_extra=chunk_extra) if usage else None
     choice = choices[0]
