@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.daemon import free_port, wait_healthy
 
 BIN = Path(sys.executable).parent
 PALYRA = str(BIN / "palyra")
@@ -71,12 +69,6 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -265,21 +257,6 @@ class Daemon:
     port: int
     state_dir: Path
     env: dict[str, str]  # what the CLI needs to find it: PALYRA_DAEMON_PORT, PALYRA_STATE_DIR
-
-
-def wait_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"palyrad exited with {process.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"palyrad did not become healthy: {log.read_text()}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:

@@ -20,14 +20,13 @@ from palyra.state.db import SqliteDatabase
 from tests.cli.test_cli import (
     PALYRAD,
     Daemon,
-    free_port,
     isolated_env,
     one_error_line,
     palyra,
     run,
     stop,
-    wait_healthy,
 )
+from tests.support.daemon import free_port, wait_healthy
 
 
 @pytest.fixture(scope="module")

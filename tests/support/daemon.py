@@ -101,7 +101,7 @@ def running_daemon(root: Path, config: dict[str, Any], env: dict[str, str]) -> I
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_healthy(process, port, log)
+        wait_healthy(process, port, log)
         yield Daemon(process, port, log)
     finally:
         if process.poll() is None:
@@ -113,7 +113,7 @@ def running_daemon(root: Path, config: dict[str, Any], env: dict[str, str]) -> I
                 process.wait()
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+def wait_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
