@@ -119,6 +119,11 @@ def _validation_error(exc: ValidationError) -> InvalidRequest:
     # `param` keeps the dotted form clients already match on.
     param = ".".join(str(p) for p in path) or None
     message = _reason(first, path)
+    kinds = _kinds_expected(errors, path)
+    if len(kinds) > 1 and first["type"].endswith("_type"):
+        # Every branch of a union refused the value's type: say what it may be, not what
+        # one branch wanted.
+        message = "must be " + ", ".join(kinds[:-1]) + f" or {kinds[-1]}"
     problems = _count(errors)
     more = f" (and {problems - 1} more problems)" if problems > 1 else ""
     return InvalidRequest(f"{where}: {message}{more}" if where else message, param=param)
@@ -155,6 +160,29 @@ def _client_path(loc: tuple[int | str, ...]) -> list[int | str]:
             continue
         path.append(part)
     return path
+
+
+_TYPE_NOUNS = {
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "a boolean",
+}
+
+
+def _kinds_expected(errors: list[tuple[list[int | str], Any]], path: list[int | str]) -> list[str]:
+    """What the union branches at exactly `path` would each have taken, when each refused
+    the value for its type (`content: 5`: a string or a list)."""
+    kinds: list[str] = []
+    for where, error in errors:
+        noun = _TYPE_NOUNS.get(error["type"])
+        if where == path and noun is not None and noun not in kinds:
+            kinds.append(noun)
+    return kinds
 
 
 def _rank(kind: str) -> int:

@@ -45,3 +45,24 @@ async def test_the_sliced_parse_is_orjson_exactly(monkeypatch: pytest.MonkeyPatc
         for ascii_only in (True, False):
             raw = json.dumps({"t": text}, ensure_ascii=ascii_only).encode()
             assert await json_body.parse_large(bytearray(raw)) == {"t": text}
+
+
+def test_a_value_of_no_type_a_union_takes_says_what_it_may_be() -> None:
+    # Found in review: `content: 5` read "Input should be a valid string", which is what one
+    # branch of the union wanted, not what the field takes.
+    from palyra.errors import InvalidRequest
+    from palyra.types import ChatRequest
+
+    for body, expected in [
+        (
+            {"messages": [{"role": "user", "content": 5}]},
+            "messages[0].content: must be a string or a list",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "stop": 5},
+            "stop: must be a string or a list",
+        ),
+    ]:
+        with pytest.raises(InvalidRequest) as caught:
+            json_body.validate(body, ChatRequest)
+        assert caught.value.message == expected
