@@ -89,6 +89,10 @@ class PostgresDatabase(Database):
         async with self._pool.acquire() as conn, conn.transaction():
             yield _Connection(conn)
 
+    async def execute_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(to_postgres(sql), rows)
+
     async def migrate(self, component: str, migrations: Sequence[str]) -> None:
         # Several daemons may start at once: a session advisory lock makes them migrate in
         # turn, and each migration still commits on its own.

@@ -190,18 +190,21 @@ class ResponseStore:
         records = [r for r in map(self._pending.get, batch) if r is not None]
         if not records:
             return
-        async with self._db.transaction() as tx:
-            for record in records:
-                await tx.execute(
-                    "INSERT INTO responses (response_id, created_at, previous_response_id,"
-                    " input, response) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (response_id) DO NOTHING",
+        await self._db.execute_many(
+            "INSERT INTO responses (response_id, created_at, previous_response_id,"
+            " input, response) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (response_id) DO NOTHING",
+            [
+                (
                     record.response_id,
                     record.created_at_ms,
                     record.previous_response_id,
                     orjson.dumps(record.input).decode(),
                     orjson.dumps(record.response).decode(),
                 )
+                for record in records
+            ],
+        )
         for record in records:
             if record.response_id not in self._pending:
                 # Deleted while it was being written: deleted it stays.

@@ -101,3 +101,17 @@ async def test_a_transaction_cancelled_at_any_point_leaves_the_store_usable(
     rows = await database.fetch_all("SELECT id, n FROM items ORDER BY id")
     # All or nothing: a cancel that lands while COMMIT runs may leave the whole write.
     assert [(r["id"], r["n"]) for r in rows] in ([("next", 1)], [("cancelled", 2), ("next", 1)])
+
+
+async def test_execute_many_commits_every_row_or_none(database: Database) -> None:
+    await database.execute("CREATE TABLE batch (k TEXT PRIMARY KEY, v BIGINT)")
+    insert = "INSERT INTO batch (k, v) VALUES (?, ?)"
+    await database.execute_many(insert, [(f"k{n}", n) for n in range(100)])
+    rows = await database.fetch_all("SELECT k, v FROM batch ORDER BY v")
+    assert [(r["k"], r["v"]) for r in rows] == [(f"k{n}", n) for n in range(100)]
+    # A row that breaks the batch (a duplicate key) leaves none of it behind.
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await database.execute_many(insert, [("new", 1), ("k5", 5)])
+    assert await database.fetch_one("SELECT k FROM batch WHERE k = ?", "new") is None
+    await database.execute_many(insert, [("after", 101)])  # the store is usable after
+    assert await database.fetch_one("SELECT k FROM batch WHERE k = ?", "after") is not None
