@@ -82,6 +82,20 @@ class SSEDecoder:
                 yield SSEEvent("message", buffer[start + 6 : newline].decode("utf-8", "replace"))
                 start = newline + 2
                 continue
+            if startswith(b"event: ", start) and not self._data and not self._event:
+                # A named event (Anthropic's, the Responses API's): `event: ` and `data: `
+                # lines and the blank line, taken whole as well.
+                data_end = find(b"\n", newline + 1)
+                if (
+                    data_end >= 0
+                    and startswith(b"data: ", newline + 1)
+                    and startswith(b"\n", data_end + 1)
+                ):
+                    name = buffer[start + 7 : newline].decode("utf-8", "replace")
+                    data = buffer[newline + 7 : data_end].decode("utf-8", "replace")
+                    yield SSEEvent(name or "message", data)
+                    start = data_end + 2
+                    continue
             event = self._line(buffer[start:newline].decode("utf-8", "replace"))
             start = newline + 1
             if event is not None:

@@ -74,9 +74,17 @@ def test_every_split_of_a_mixed_stream_matches_the_spec() -> None:
         b"data: \n\n"
         b"data: x\r\n\r\n"
         b"id: 7\ndata: with an id\n\n"
+        b"event: \ndata: an empty name is a message\n\n"
+        b"event: content_block_delta\ndata: {\"b\":2}\n\n"
+        b"event: two\ndata: lines\ndata: of data\n\n"
+        b"event: then\n: a comment\ndata: between\n\n"
+        b"event:tight\ndata:packed\n\n"
+        b"event: crlf\r\ndata: ended\r\n\r\n"
         b"data: [DONE]\n\n"
     )
     expected = reference(raw)
+    assert SSEEvent("content_block_delta", '{"b":2}') in expected
+    assert SSEEvent("message", "an empty name is a message") in expected
     assert SSEEvent("message", " two spaces kept one") in expected
     assert SSEEvent("message", "after a lonely name") in expected
     assert all(event.event != "lonely" for event in expected)
