@@ -89,6 +89,25 @@ def gateway_config(
     return validate_config(raw)
 
 
+# A model on an OpenAI-compatible provider that passes /v1/responses through.
+PASS = "gpt-pass"
+
+
+def responses_config(
+    upstream: FakeUpstream, state_dir: Path, **model_provider: Any
+) -> PalyraConfig:
+    """The shared test gateway's providers, and one more on the fake with pass-through."""
+    base = gateway_config(upstream, state_dir, **model_provider)
+    raw = base.model_dump(mode="json")
+    providers = raw["model_provider"]["providers"]
+    oai = next(p for p in providers if p["provider_id"] == "oai")
+    providers.append({**oai, "provider_id": "oai-pass", "responses_passthrough": True})
+    raw["model_provider"]["models"].append(
+        {"model_id": PASS, "provider_id": "oai-pass", "upstream_model": "gpt-4o-mini"}
+    )
+    return validate_config(raw)
+
+
 GatewayFactory = Callable[..., Awaitable[TestServer]]
 
 

@@ -25,11 +25,9 @@ from openai.types.responses import (
 )
 from pydantic import BaseModel
 
-from palyra.config import PalyraConfig, validate_config
-from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
+from tests.conftest import ADMIN_TOKEN, PASS, GatewayFactory, responses_config
 from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream
 
-PASS = "gpt-pass"
 MODELS = ["deterministic", "gpt-4o-mini", "claude", PASS]
 PROVIDER_OF = {"deterministic": "det", "gpt-4o-mini": "oai", "claude": "claude", PASS: "oai-pass"}
 # Where each model's requests land on the fake upstream (the deterministic one: nowhere).
@@ -51,21 +49,6 @@ WEATHER: FunctionToolParam = {
     "strict": True,
 }
 ASK_WEATHER = '/tool get_weather {"city": "Oslo"}'
-
-
-def responses_config(
-    upstream: FakeUpstream, state_dir: Path, **model_provider: Any
-) -> PalyraConfig:
-    """The shared test gateway's providers, and one more on the fake with pass-through."""
-    base = gateway_config(upstream, state_dir, **model_provider)
-    raw = base.model_dump(mode="json")
-    providers = raw["model_provider"]["providers"]
-    oai = next(p for p in providers if p["provider_id"] == "oai")
-    providers.append({**oai, "provider_id": "oai-pass", "responses_passthrough": True})
-    raw["model_provider"]["models"].append(
-        {"model_id": PASS, "provider_id": "oai-pass", "upstream_model": "gpt-4o-mini"}
-    )
-    return validate_config(raw)
 
 
 @pytest.fixture

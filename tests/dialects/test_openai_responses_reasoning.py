@@ -25,8 +25,7 @@ from openai import AsyncOpenAI
 from openai.types.responses import FunctionToolParam, Response, ResponseFunctionToolCall
 
 from palyra.dialects.responses_reasoning import REASONING_STATE_PREFIX
-from tests.conftest import ADMIN_TOKEN, GatewayFactory
-from tests.dialects.test_openai_responses import PASS, responses_config
+from tests.conftest import ADMIN_TOKEN, PASS, GatewayFactory, responses_config
 from tests.fakes.anthropic_wire import REDACTED_DATA, REDACTED_THINKING_TRIGGER
 from tests.fakes.upstream import ChatReply, FakeUpstream
 
