@@ -48,6 +48,19 @@ T = TypeVar("T")
 ServeChat = Callable[[ModelProvider, ChatRequest, ModelConfig], Awaitable[ChatResult]]
 ServeStream = Callable[[ModelProvider, ChatRequest, ModelConfig], AsyncIterator[ChatDelta]]
 
+
+def _provider_chat(
+    provider: ModelProvider, request: ChatRequest, model: ModelConfig
+) -> Awaitable[ChatResult]:
+    return provider.chat(request, model)
+
+
+def _provider_stream(
+    provider: ModelProvider, request: ChatRequest, model: ModelConfig
+) -> AsyncIterator[ChatDelta]:
+    return provider.stream_chat(request, model)
+
+
 _COST = {"low": 0, "standard": 1, "premium": 2}
 _LATENCY = {"low": 0, "standard": 1, "high": 2}
 
@@ -331,14 +344,22 @@ class Router:
             problem.route = RouteInfo(model.model_id, model.provider_id)
             raise problem
 
+        # What a provider cannot honour depends on the provider, not on which of its
+        # models: worked out once per provider however many of its models are candidates.
+        unhonoured_by: dict[str, Unsupported | None] = {}
+
+        def unhonoured_on(candidate: ModelConfig) -> Unsupported | None:
+            if candidate.provider_id not in unhonoured_by:
+                unhonoured_by[candidate.provider_id] = self._unhonoured(request, candidate)
+            return unhonoured_by[candidate.provider_id]
+
         def can_serve(other: ModelConfig) -> bool:
             return (
-                self._chat_problem(request, other, facts) is None
-                and self._unhonoured(request, other) is None
+                self._chat_problem(request, other, facts) is None and unhonoured_on(other) is None
             )
 
         candidates = self.candidates(model, can_serve)
-        unhonoured = self._unhonoured(request, model)
+        unhonoured = unhonoured_on(model)
         if unhonoured is None:
             return candidates
         # The requested model's provider cannot honour the request: not a fault of the
@@ -370,14 +391,10 @@ class Router:
         provider's `chat` (passing its own wire format through natively); by default
         `provider.chat`."""
         candidates = await self._chat_candidates(request)
-        if serve is None:
-            routed = await self._serve(
-                candidates, lambda c: c.provider.chat(c.provider.accepts(request), c.model)
-            )
-        else:
-            routed = await self._serve(
-                candidates, lambda c: serve(c.provider, c.provider.accepts(request), c.model)
-            )
+        answer = serve or _provider_chat
+        routed = await self._serve(
+            candidates, lambda c: answer(c.provider, c.provider.accepts(request), c.model)
+        )
         usage = routed.value.usage
         self.metrics.count_tokens(
             routed.route.provider_id,
@@ -395,14 +412,10 @@ class Router:
         token counts are metered as they pass."""
         candidates = await self._chat_candidates(request)
         fallback = self._fallback(candidates)
-        if serve is None:
-            stream = await fallback.stream(
-                lambda c: c.provider.stream_chat(c.provider.accepts(request), c.model)
-            )
-        else:
-            stream = await fallback.stream(
-                lambda c: serve(c.provider, c.provider.accepts(request), c.model)
-            )
+        open_ = serve or _provider_stream
+        stream = await fallback.stream(
+            lambda c: open_(c.provider, c.provider.accepts(request), c.model)
+        )
         return Routed(stream, fallback.route)
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:

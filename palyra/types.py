@@ -416,6 +416,7 @@ class ChatRequest(BaseModel):
             or any(m.role == "function" or m.function_call is not None for m in self.messages)
         ):
             converted = _functions_as_tools(self)
+            converted._as_tools = converted  # (a copy: it has nothing left to convert)
         self._as_tools = converted
         return converted
 

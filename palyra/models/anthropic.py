@@ -24,7 +24,7 @@ from palyra.models.anthropic_honour import CannotHonour, unhonoured
 from palyra.models.anthropic_request import build_messages_request
 from palyra.models.anthropic_response import StreamTranslator, error_event, parse_message
 from palyra.models.anthropic_wire import MessageCreateParams
-from palyra.models.http import HttpProvider, kind_of
+from palyra.models.http import HttpProvider, kind_of, native_body
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -46,16 +46,6 @@ FORWARDED_HEADER = "anthropic-beta"
 MAX_MODEL_PAGES = 10
 MODELS_PAGE_LIMIT = 1000
 OVERLOADED_STATUS = 529
-
-
-def native_body(body: dict[str, Any], model: ModelConfig, *, stream: bool | None) -> dict[str, Any]:
-    """A client's own Messages API body for the upstream: its model is the upstream's name for
-    the routed model, and `stream` is what this call does (None: a route that takes none)."""
-    payload = {**body, "model": model.upstream_name}
-    payload.pop("stream", None)
-    if stream:
-        payload["stream"] = True
-    return payload
 
 
 def forwarded_headers(extra_headers: dict[str, str] | None) -> dict[str, str] | None:

@@ -199,7 +199,9 @@ def _unhonoured_tools(request: ChatRequest) -> tuple[str, str] | None:
 
 def _unhonoured_content(messages: list[Message]) -> tuple[str, str] | None:
     for index, message in enumerate(messages):
-        for part_index, part in enumerate(message.content or []):
+        # (Content as a string has no parts; walking it would visit every character.)
+        parts = message.content if isinstance(message.content, list) else ()
+        for part_index, part in enumerate(parts):
             where = f"messages[{index}].content[{part_index}]"
             if isinstance(part, InputAudioPart):
                 return where, "input_audio content parts (Anthropic takes no audio input)"

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from palyra.config import ProviderConfig, ProviderSettings
+from palyra.config import ModelConfig, ProviderConfig, ProviderSettings
 from palyra.credentials import CredentialSource, MissingCredential
 from palyra.egress import refusal_in
 from palyra.errors import (
@@ -411,3 +411,14 @@ def token_count(value: Any, where: str) -> int:
     if type(value) is float and value.is_integer() and 0 <= value <= MAX_TOKEN_COUNT:
         return int(value)
     raise Malformed(f"{where} is {kind_of(value)}, not a count of tokens")
+
+
+def native_body(body: dict[str, Any], model: ModelConfig, *, stream: bool | None) -> dict[str, Any]:
+    """A client's own body in an API the upstream speaks natively (pass-through): its model
+    is the upstream's name for the routed model, and `stream` is what this call does (None:
+    a route that takes none)."""
+    payload = {**body, "model": model.upstream_name}
+    payload.pop("stream", None)
+    if stream:
+        payload["stream"] = True
+    return payload

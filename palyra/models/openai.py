@@ -23,7 +23,7 @@ from palyra.errors import (
     UpstreamProtocolError,
     upstream_status_error,
 )
-from palyra.models.http import HttpProvider, Malformed, describe_body, kind_of
+from palyra.models.http import HttpProvider, Malformed, describe_body, kind_of, native_body
 from palyra.models.openai_audio import (
     SUBTITLES,
     audio_path,
@@ -45,7 +45,6 @@ from palyra.models.openai_responses import (
     parse_response,
     response_failure,
     response_stream_delta,
-    responses_native_payload,
 )
 from palyra.sse import SSEError, decode_sse
 from palyra.types import (
@@ -374,7 +373,7 @@ class OpenAIProvider(HttpProvider):
         """`POST /responses` with a client's own Responses API body (its model replaced by
         the upstream name), for a provider with `responses_passthrough`. The result is
         translated for metrics and routing, and carries the upstream's answer in `native`."""
-        payload = responses_native_payload(body, model.upstream_name, stream=False)
+        payload = native_body(body, model, stream=False)
         answer = await self._post_json(RESPONSES_PATH, payload)
         if isinstance(answer, dict) and "error" in answer and "output" not in answer:
             raise self._stream_error(answer)
@@ -395,7 +394,7 @@ class OpenAIProvider(HttpProvider):
         it came (name, data) and its other fields the event's translation, so the router
         opens, meters and fails over a native stream like any other. An `error` or
         `response.failed` event is raised as the provider's error."""
-        payload = responses_native_payload(body, model.upstream_name, stream=True)
+        payload = native_body(body, model, stream=True)
         events = self._events(RESPONSES_PATH, payload)
         async with contextlib.aclosing(events):
             async for event in events:

@@ -14,16 +14,6 @@ RESPONSES_PATH = "/responses"
 RESPONSE_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
 
 
-def responses_native_payload(
-    body: dict[str, Any], upstream_model: str, *, stream: bool
-) -> dict[str, Any]:
-    payload = {**body, "model": upstream_model}
-    payload.pop("stream", None)
-    if stream:
-        payload["stream"] = True
-    return payload
-
-
 def parse_usage(data: Any) -> Usage:
     if data is None:
         return Usage()
