@@ -34,6 +34,27 @@ def frame(kind: str, data: bytes | str) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + raw + b"\n\n"
 
 
+class _Growing:
+    """A text field of the response that grows a piece at a time. Appending to a string held
+    in a dict copies it whole each time (quadratic over a long answer: 140 µs a delta at
+    1 MB); the pieces are kept and joined into the field when it is read."""
+
+    __slots__ = ("_into", "_key", "_pieces")
+
+    def __init__(self, into: dict[str, Any], key: str) -> None:
+        self._into, self._key = into, key
+        self._pieces: list[str] = [into[key]] if into[key] else []
+
+    def add(self, piece: str) -> None:
+        self._pieces.append(piece)
+
+    def flush(self) -> str:
+        text = "".join(self._pieces)
+        self._into[self._key] = text
+        self._pieces = [text] if text else []
+        return text
+
+
 class EventWriter:
     """The events of one response. `response` is its shell (`render.shell`), filled in as
     the stream goes: what `response.completed` carries, and what is stored."""
@@ -47,6 +68,12 @@ class EventWriter:
         self._item: dict[str, Any] | None = None  # the output item being written
         self._part: dict[str, Any] | None = None  # its content part being written
         self._calls: dict[int, dict[str, Any]] = {}  # a delta's tool call index -> its item
+        # The text fields being written: the open part's, the open summary's, each call's
+        # arguments (by item id); all flushed before the response is encoded.
+        self._growing: dict[int, _Growing] = {}
+        self._part_text: _Growing | None = None
+        self._summary_text: _Growing | None = None
+        self._arguments: dict[str, _Growing] = {}
         self._finish: FinishReason | None = None
         self._usage = Usage()
         # The whole response once the stream ended well: what is stored.
@@ -56,6 +83,15 @@ class EventWriter:
         data = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
         return frame(kind, orjson.dumps(data))
+
+    def _growing_field(self, into: dict[str, Any], key: str) -> _Growing:
+        field = _Growing(into, key)
+        self._growing[id(field)] = field
+        return field
+
+    def _flush_all(self) -> None:
+        for field in self._growing.values():
+            field.flush()
 
     def start(self) -> bytes:
         # (An event is encoded as it is made: what it carries may change after, unseen.)
@@ -85,6 +121,7 @@ class EventWriter:
         self._item = None
         index = self._output.index(item)
         if item["type"] == "function_call":
+            self._arguments[item["id"]].flush()
             frames += self._event(
                 "response.function_call_arguments.done",
                 item_id=item["id"],
@@ -107,6 +144,9 @@ class EventWriter:
             self._thinking = []
         if not item["summary"]:
             return b""  # state without text (redacted thinking): nothing was summarised
+        if self._summary_text is not None:
+            self._summary_text.flush()
+            self._summary_text = None
         summary = item["summary"][0]
         return self._event(
             "response.reasoning_summary_text.done",
@@ -126,6 +166,9 @@ class EventWriter:
         part, self._part = self._part, None
         if part is None or self._item is None:
             return b""
+        if self._part_text is not None:
+            self._part_text.flush()
+            self._part_text = None
         where = {
             "item_id": self._item["id"],
             "output_index": len(self._output) - 1,
@@ -150,6 +193,9 @@ class EventWriter:
                 dict(render.output_text("")) if kind == "output_text" else dict(render.refusal(""))
             )
             self._part = part
+            self._part_text = self._growing_field(
+                part, "text" if kind == "output_text" else "refusal"
+            )
             item["content"].append(part)
             frames += self._event(
                 "response.content_part.added",
@@ -163,12 +209,12 @@ class EventWriter:
             "output_index": len(self._output) - 1,
             "content_index": len(item["content"]) - 1,
         }
+        assert self._part_text is not None
+        self._part_text.add(piece)
         if kind == "output_text":
-            self._part["text"] += piece
             return frames + self._event(
                 "response.output_text.delta", **where, delta=piece, logprobs=[]
             )
-        self._part["refusal"] += piece
         return frames + self._event("response.refusal.delta", **where, delta=piece)
 
     def _open_reasoning(self) -> bytes:
@@ -190,6 +236,7 @@ class EventWriter:
         if not item["summary"]:
             summary = {"type": "summary_text", "text": ""}
             item["summary"] = [summary]
+            self._summary_text = self._growing_field(summary, "text")
             frames += self._event(
                 "response.reasoning_summary_part.added",
                 item_id=item["id"],
@@ -197,7 +244,8 @@ class EventWriter:
                 summary_index=0,
                 part={**summary},
             )
-        item["summary"][0]["text"] += piece
+        assert self._summary_text is not None
+        self._summary_text.add(piece)
         return frames + self._event(
             "response.reasoning_summary_text.delta",
             item_id=item["id"],
@@ -213,6 +261,7 @@ class EventWriter:
             frames += self._close()
             item = dict(render.function_call(call_id or "", name or "", "", done=False))
             self._calls[index] = item
+            self._arguments[item["id"]] = self._growing_field(item, "arguments")
             frames += self._open(item)
         elif item is not self._item:
             # A fragment of a call already closed (calls interleaved): its arguments go on.
@@ -223,7 +272,7 @@ class EventWriter:
             item["name"] = name
         if not piece:
             return frames
-        item["arguments"] += piece
+        self._arguments[item["id"]].add(piece)
         return frames + self._event(
             "response.function_call_arguments.delta",
             item_id=item["id"],
@@ -256,6 +305,7 @@ class EventWriter:
     def complete(self) -> bytes:
         """The items still open closed, then `response.completed` (or `.incomplete`)."""
         frames = self._close()
+        self._flush_all()  # (a call closed early may have had fragments since)
         render.finish(self.response, self._finish)
         self.response["usage"] = render.usage(self._usage)
         kind = "response.completed"
@@ -267,6 +317,7 @@ class EventWriter:
     def fail(self, error: PalyraError) -> bytes:
         """After a failure mid-stream: `error`, then `response.failed` with what was sent."""
         code = "rate_limit_exceeded" if error.status == 429 else "server_error"
+        self._flush_all()
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": error.message}
         self.response["usage"] = render.usage(self._usage)
