@@ -159,3 +159,14 @@ DONE = b"data: [DONE]\n\n"
 
 def encode_data(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def encode_event(name: str, data: bytes | str) -> bytes:
+    """One event with its `event:` line (none for an empty name). Data that spans lines (an
+    upstream's event relayed as it came, decoded with its `data:` lines joined by newlines)
+    goes out in as many `data:` lines again: a newline inside one would end the event."""
+    raw = data.encode() if isinstance(data, str) else data
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    if b"\n" not in raw:
+        return head + b"data: " + raw + b"\n\n"
+    return head + b"".join(b"data: " + line + b"\n" for line in raw.split(b"\n")) + b"\n"

@@ -1,6 +1,6 @@
 import pytest
 
-from palyra.sse import SSEDecoder, SSEError, SSEEvent
+from palyra.sse import SSEDecoder, SSEError, SSEEvent, encode_event
 
 
 def feed_all(*chunks: bytes) -> list[SSEEvent]:
@@ -75,7 +75,7 @@ def test_every_split_of_a_mixed_stream_matches_the_spec() -> None:
         b"data: x\r\n\r\n"
         b"id: 7\ndata: with an id\n\n"
         b"event: \ndata: an empty name is a message\n\n"
-        b"event: content_block_delta\ndata: {\"b\":2}\n\n"
+        b'event: content_block_delta\ndata: {"b":2}\n\n'
         b"event: two\ndata: lines\ndata: of data\n\n"
         b"event: then\n: a comment\ndata: between\n\n"
         b"event:tight\ndata:packed\n\n"
@@ -134,3 +134,10 @@ def test_a_line_or_event_past_the_limit_is_an_error() -> None:
     assert SSEDecoder(max_event_bytes=100).feed(b"data: " + b"z" * 90 + b"\n\n") == [
         SSEEvent("message", "z" * 90)
     ]
+
+
+def test_native_frames_keep_multiline_data() -> None:
+    # (Moved from tests/dialects/test_anthropic_messages.py with the encoder; the Responses
+    # pass-through relays with it too.)
+    assert encode_event("ping", '{"type":"ping"}') == b'event: ping\ndata: {"type":"ping"}\n\n'
+    assert encode_event("x", "{\n}") == b"event: x\ndata: {\ndata: }\n\n"

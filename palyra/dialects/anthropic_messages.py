@@ -22,7 +22,7 @@ from aiohttp import web
 from palyra import tokens
 from palyra.config import ModelConfig
 from palyra.dialects.anthropic_render import render_message
-from palyra.dialects.anthropic_stream import EventWriter, frame, native_frame
+from palyra.dialects.anthropic_stream import EventWriter, frame
 from palyra.dialects.anthropic_translate import Translation, to_chat_request
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, route_headers, sse_response
@@ -33,6 +33,7 @@ from palyra.models.base import ModelProvider
 from palyra.routing import RouteInfo, Router
 from palyra.server.json_body import parse_json
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
+from palyra.sse import encode_event
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -206,7 +207,7 @@ async def _stream(
 
 
 def _frames(event: ChatDelta, writer: EventWriter) -> bytes:
-    return native_frame(*event.native) if event.native is not None else writer.delta(event)
+    return encode_event(*event.native) if event.native is not None else writer.delta(event)
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ order: `message_start`, `ping`, then per content block `content_block_start`,
 `content_block_delta`s (`thinking_delta`, `text_delta`, `input_json_delta`) and
 `content_block_stop`, then `message_delta` (stop reason and usage) and `message_stop`. A
 stream passed through natively needs none of it: its events are relayed as they came
-(`native_frame`).
+(`palyra.sse.encode_event`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import orjson
 from palyra.dialects.anthropic_render import message_id, render_usage, stop_reason
 from palyra.dialects.common import random_id
 from palyra.models.anthropic_wire import ContentBlock, Message, MessageDeltaUsage
+from palyra.sse import encode_event
 from palyra.types import ChatDelta, FinishReason, ToolCallDelta, Usage
 
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
@@ -24,17 +25,7 @@ MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
 def frame(name: str, payload: Any) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
-def native_frame(name: str, data: str) -> bytes:
-    """An upstream event as it came. Its data may have spanned several `data:` lines (joined
-    by newlines when decoded): it goes out in as many again."""
-    head = b"event: " + name.encode() + b"\n" if name else b""
-    if "\n" not in data:
-        return head + b"data: " + data.encode() + b"\n\n"
-    lines = b"".join(b"data: " + line.encode() + b"\n" for line in data.split("\n"))
-    return head + lines + b"\n"
+    return encode_event(name, orjson.dumps(payload))
 
 
 class EventWriter:

@@ -25,13 +25,8 @@ from palyra.dialects.responses_reasoning import encode_reasoning_state
 from palyra.dialects.responses_request import ResponsesCall
 from palyra.dialects.responses_wire import Response
 from palyra.errors import PalyraError
+from palyra.sse import encode_event
 from palyra.types import ChatDelta, FinishReason, Usage
-
-
-def frame(kind: str, data: bytes | str) -> bytes:
-    """One SSE event: its `event:` line and its `data:` line."""
-    raw = data.encode() if isinstance(data, str) else data
-    return b"event: " + kind.encode() + b"\ndata: " + raw + b"\n\n"
 
 
 class _Growing:
@@ -82,7 +77,7 @@ class EventWriter:
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
-        return frame(kind, orjson.dumps(data))
+        return encode_event(kind, orjson.dumps(data))
 
     def _growing_field(self, into: dict[str, Any], key: str) -> _Growing:
         field = _Growing(into, key)
@@ -359,7 +354,7 @@ class NativeEvents:
         kind, data = event.native
         self._sequence += 1
         if kind not in _RESPONSE_EVENTS:
-            return frame(kind, data)
+            return encode_event(kind, data)
         parsed = orjson.loads(data)
         response = parsed.get("response")
         if isinstance(response, dict):
@@ -368,7 +363,7 @@ class NativeEvents:
             )
             if kind in ("response.completed", "response.incomplete"):
                 self.final = self._response
-        return frame(kind, orjson.dumps(parsed))
+        return encode_event(kind, orjson.dumps(parsed))
 
     def complete(self) -> bytes:
         return b""  # the upstream's own last event has gone already
@@ -384,5 +379,5 @@ class NativeEvents:
         ):
             data = {"type": kind, "sequence_number": self._sequence, **fields}
             self._sequence += 1
-            frames += frame(kind, orjson.dumps(data))
+            frames += encode_event(kind, orjson.dumps(data))
         return frames

@@ -20,7 +20,7 @@ from anthropic import AsyncAnthropic
 
 from palyra.dialects.anthropic_messages import anthropic_status
 from palyra.dialects.anthropic_render import render_message
-from palyra.dialects.anthropic_stream import EventWriter, native_frame
+from palyra.dialects.anthropic_stream import EventWriter
 from palyra.dialects.anthropic_translate import to_chat_request
 from palyra.errors import InvalidRequest
 from palyra.types import ChatDelta, ChatResult, ToolCallDelta, ToolCallResult, Usage
@@ -1137,11 +1137,6 @@ def test_event_writer_blocks() -> None:
     (delta,) = [d for n, d in frames if n == "message_delta"]
     assert delta["delta"]["stop_reason"] == "tool_use"
     assert delta["usage"]["output_tokens"] == 3 and delta["usage"]["input_tokens"] == 5
-
-
-def test_native_frames_keep_multiline_data() -> None:
-    assert native_frame("ping", '{"type":"ping"}') == b'event: ping\ndata: {"type":"ping"}\n\n'
-    assert native_frame("x", "{\n}") == b"event: x\ndata: {\ndata: }\n\n"
 
 
 @pytest.mark.parametrize(
