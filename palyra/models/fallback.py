@@ -151,17 +151,19 @@ class FallbackModel:
                 raise
             self._count_failover(failover, failing_over_from)
             return result
-        if last_error is None and refused is not None:
-            raise refused
         if last_error is not None:
             raise last_error
         if cooling:
+            # (Before a refusal: a candidate cooling down may be the one that can carry the
+            # request, and a client told to retry later will then be served.)
             wait = max(1, math.ceil(min(cooling)))
             raise AllCandidatesCoolingDown(
                 "every provider that could serve this request is cooling down after failures; "
                 f"retry in {wait} s",
                 headers={"Retry-After": str(wait)},
             )
+        if refused is not None:
+            raise refused
         raise AllCandidatesCoolingDown("no enabled provider can serve this request")
 
     def _count_failover(self, failover: bool, from_provider: str | None) -> None:

@@ -1192,3 +1192,32 @@ async def test_a_request_only_anthropic_can_carry_skips_to_an_anthropic_candidat
     assert status == 400, raw
     error = orjson.loads(raw)
     assert error["type"] == "error" and "web_search" in error["error"]["message"], error
+
+
+async def test_a_request_only_a_cooling_candidate_can_carry_is_a_503_to_retry(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    # Found in review: with the one candidate that can carry it cooling down, the answer was
+    # the translating candidate's 400, which a client does not retry; it is the 503 with
+    # Retry-After that every-candidate-cooling gives.
+    config = gateway_config(
+        upstream,
+        tmp_path / "state",
+        max_retries=0,
+        circuit_breaker_failure_threshold=1,
+        circuit_breaker_cooldown_ms=60_000,
+    )
+    for model in config.model_provider.models:
+        if model.model_id == "gpt-4o-mini":
+            model.fallbacks = ["claude"]
+    gateway = await start_gateway(config)
+    upstream.script("/v1/messages", ErrorReply(529))
+    hi = {"max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+    await post(gateway, "/v1/messages", {"model": "claude", **hi})  # claude's circuit opens
+    tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    status, headers, raw = await post(
+        gateway, "/v1/messages", {"model": "gpt-4o-mini", "tools": [tool], **hi}
+    )
+    assert status == 529, raw  # (Anthropic spells unavailable as overloaded)
+    assert int(headers["Retry-After"]) > 0
+    assert not upstream.requests_to("/v1/chat/completions")
