@@ -283,7 +283,7 @@ class Router:
         facts = facts or _ChatFacts(request)
         if facts.has_images and not model.vision:
             return Unsupported(f"model {model.model_id!r} does not accept images", param="messages")
-        if request.tools and not model.tool_calls:
+        if (request.tools or request.functions) and not model.tool_calls:
             return Unsupported(f"model {model.model_id!r} does not support tools", param="tools")
         if request.wants_json and not model.json_mode:
             return Unsupported(

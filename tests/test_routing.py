@@ -750,3 +750,25 @@ async def test_when_no_candidate_can_honour_the_request_the_400_names_what_and_w
         assert caught.value.response.headers["x-palyra-model-id"] == "claude"
         assert first.requests_to("/v1/messages") == []
         assert second.requests_to(CHAT) == second.requests_to("/v1/messages") == []
+
+
+async def test_a_request_with_deprecated_functions_needs_a_model_with_tool_calls(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    # Found in review: the capability check looked at `tools` only, so a request with the
+    # deprecated `functions` reached a model configured without tool calls.
+    models = [
+        {"model_id": "primary", "provider_id": "p1", "tool_calls": False},
+        {"model_id": "other", "provider_id": "p2"},
+    ]
+    server = await start_gateway(config(tmp_path, first, second, models=models, max_retries=0))
+    client = sdk(server)
+    functions = [{"name": "lookup", "parameters": {"type": "object", "properties": {}}}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(
+            model="primary",
+            messages=USER,
+            functions=functions,  # type: ignore[arg-type]
+        )
+    assert "does not support tools" in refused.value.message
+    assert not first.requests_to(CHAT)
