@@ -3,18 +3,111 @@
 The request path goes through the methods below rather than `.labels()`: prometheus_client
 validates and locks on every `.labels()` call (about 4 µs), so each labelled child is looked
 up once and kept in a plain dict.
+
+Per-deployment figures are read at scrape time from the deployment board's view (a custom
+collector), so the request path pays nothing for them.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from palyra.breaker import CircuitState
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+log = structlog.get_logger("palyra.metrics")
+
+DeploymentView = Callable[[], list[dict[str, Any]]]
+
+# (metric name, help, row field): gauges read straight from a view() row.
+_DEPLOYMENT_GAUGES = (
+    ("palyra_deployment_in_flight", "Requests in flight to the deployment", "in_flight"),
+    (
+        "palyra_deployment_requests_last_minute",
+        "Requests dispatched to the deployment in the last 60 s",
+        "requests_last_minute",
+    ),
+    (
+        "palyra_deployment_tokens_last_minute",
+        "Tokens used by the deployment in the last 60 s",
+        "tokens_last_minute",
+    ),
+    ("palyra_deployment_rpm_limit", "Requests per minute allowed (0: no limit)", "rpm_limit"),
+    ("palyra_deployment_tpm_limit", "Tokens per minute allowed (0: no limit)", "tpm_limit"),
+    (
+        "palyra_deployment_traffic_share",
+        "Fraction of its model's dispatches in the last minute that went to the deployment",
+        "share",
+    ),
+)
+_LABELS = ("model", "provider")
+
+
+class DeploymentCollector(Collector):
+    """The deployment board's view() as metrics, read when Prometheus scrapes."""
+
+    def __init__(self) -> None:
+        self.view: DeploymentView | None = None
+        self.now: Callable[[], float] = time.time
+
+    def describe(self) -> Iterator[Metric]:
+        # Registration asks for the names: answer without calling the view.
+        gauges, ttft, dispatched, exhausted = self._families()
+        return iter([*gauges, ttft, dispatched, exhausted])
+
+    def collect(self) -> Iterator[Metric]:
+        rows: list[dict[str, Any]] = []
+        if self.view is not None:
+            try:
+                rows = self.view()
+            except Exception:
+                # A broken view must not take the rest of /metrics down with it.
+                log.exception("deployment view failed; per-deployment metrics left out")
+        gauges, ttft, dispatched, exhausted = self._families()
+        now_ms = self.now() * 1000
+        for row in rows:
+            labels = [str(row["model_id"]), str(row["provider_id"])]
+            for family, (_, _, field) in zip(gauges, _DEPLOYMENT_GAUGES, strict=True):
+                family.add_metric(labels, float(row[field]))
+            if row.get("ttft_ms") is not None:
+                ttft.add_metric(labels, float(row["ttft_ms"]) / 1000)
+            dispatched.add_metric(labels, float(row["dispatched"]))
+            until = (row.get("upstream") or {}).get("exhausted_until_ms")
+            exhausted.add_metric(labels, 1.0 if until is not None and until > now_ms else 0.0)
+        return iter([*gauges, ttft, dispatched, exhausted])
+
+    @staticmethod
+    def _families() -> tuple[
+        list[GaugeMetricFamily], GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily
+    ]:
+        gauges = [
+            GaugeMetricFamily(name, doc, labels=_LABELS) for name, doc, _ in _DEPLOYMENT_GAUGES
+        ]
+        ttft = GaugeMetricFamily(
+            "palyra_deployment_ttft_seconds",
+            "Moving average of the deployment's time to first token",
+            labels=_LABELS,
+        )
+        dispatched = CounterMetricFamily(
+            "palyra_deployment_dispatched",
+            "Requests dispatched to the deployment since the daemon started",
+            labels=_LABELS,
+        )
+        exhausted = GaugeMetricFamily(
+            "palyra_deployment_exhausted",
+            "1 while the upstream's rate-limit headers say the deployment has nothing left",
+            labels=_LABELS,
+        )
+        return gauges, ttft, dispatched, exhausted
 
 
 class Metrics:
@@ -66,6 +159,16 @@ class Metrics:
         # configured and discovered models, providers, statuses), as they are in the metric.
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._circuit_now: dict[str, int] = {}
+        self._deployments = DeploymentCollector()
+        r.register(self._deployments)
+
+    def watch_deployments(
+        self, view: DeploymentView, *, now: Callable[[], float] = time.time
+    ) -> None:
+        """Report `view()` rows (the deployment board's) at every scrape; `now` is wall-clock
+        seconds, against which the rows' epoch-ms exhaustion times are read."""
+        self._deployments.view = view
+        self._deployments.now = now
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, labels)
