@@ -6,6 +6,7 @@ Every error names the dotted key and the rule it broke.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -225,7 +227,15 @@ def check_base_url(url: str, allow_private: bool) -> str:
     return url.rstrip("/")
 
 
+LoadBalancing = Literal["weighted", "least_busy", "latency", "usage"]
+
+
 class ModelConfig(_Section):
+    """One `[[model_provider.models]]` entry: a model on one provider, i.e. one deployment.
+
+    Entries sharing a `model_id` (on different providers) are deployments of one model.
+    """
+
     model_id: str = Field(pattern=r"^[^\s]{1,256}$")
     provider_id: str
     upstream_model: str = ""
@@ -239,18 +249,45 @@ class ModelConfig(_Section):
     cost_tier: Literal["low", "standard", "premium"] = "standard"
     latency_tier: Literal["low", "standard", "high"] = "standard"
     fallbacks: list[str] = Field(default_factory=list)
+    # A deployment's share of its priority group under the weighted strategy.
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    # Lower is preferred: deployments with a larger number are used only when every one with
+    # a smaller number cannot take the request.
+    priority: int = Field(default=0, ge=0)
+    rpm_limit: int = Field(default=0, ge=0)  # 0: no limit
+    tpm_limit: int = Field(default=0, ge=0)
+    # Model-wide (shared by all deployments of the model): "" means `[model_provider]`'s.
+    load_balancing: Literal["", "weighted", "least_busy", "latency", "usage"] = ""
+    affinity: Literal["", "prefix"] = ""
     # Set on entries found by discovery rather than written in the file.
     discovered: bool = Field(default=False, exclude=True)
+    # Model-wide keys this entry took from a sibling deployment (errors name where one was written).
+    _inherited: set[str] = PrivateAttr(default_factory=set)
 
     @property
     def upstream_name(self) -> str:
         return self.upstream_model or self.model_id
 
+    def strategy(self, default: str) -> str:
+        """The load-balancing strategy of this model: its own, else `default` (the section's)."""
+        return self.load_balancing or default
+
     @model_validator(mode="after")
     def _check_limits(self) -> ModelConfig:
         if self.max_output_tokens > self.max_context_tokens:
             raise ValueError("max_output_tokens: must not exceed max_context_tokens")
+        if self.affinity and self.role != ProviderModelRole.CHAT:
+            # Prompt caches key on a conversation's leading messages: only chat has them.
+            raise ValueError(
+                f'affinity: "{self.affinity}" is only for chat models; this one has role '
+                f"{self.role}"
+            )
         return self
+
+
+# Keys that belong to the model, not to one deployment: written on any one deployment (or the
+# same on each), they hold for all.
+_MODEL_WIDE = ("fallbacks", "load_balancing", "affinity")
 
 
 class ModelProviderConfig(_Section):
@@ -268,6 +305,7 @@ class ModelProviderConfig(_Section):
     # A probe slower than this marks the provider `degraded` (still used, but noticed).
     health_degraded_latency_ms: int = Field(default=2000, ge=1)
     max_model_tokens_per_event: int = Field(default=0, ge=0)
+    load_balancing: LoadBalancing = "weighted"
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
 
@@ -297,8 +335,36 @@ class ModelProviderConfig(_Section):
             ]
         return self
 
+    @model_validator(mode="after")
+    def _share_model_wide_keys(self) -> ModelProviderConfig:
+        # A model-wide key written on one deployment holds for its siblings, so any deployment
+        # tells the model's fallbacks and strategy. Differing values are left for
+        # _check_references to report.
+        groups: dict[str, list[ModelConfig]] = {}
+        for model in self.models:
+            groups.setdefault(model.model_id, []).append(model)
+        for group in groups.values():
+            if len(group) < 2:
+                continue
+            for key in _MODEL_WIDE:
+                given = [getattr(m, key) for m in group if getattr(m, key)]
+                if given and all(value == given[0] for value in given):
+                    for m in group:
+                        if not getattr(m, key):
+                            setattr(m, key, copy.copy(given[0]))
+                            m._inherited.add(key)
+        return self
+
     def provider(self, provider_id: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.provider_id == provider_id), None)
+
+    def deployments_of(self, model_id: str) -> list[ModelConfig]:
+        """Every entry (deployment) of `model_id`, in file order; empty when none."""
+        return [m for m in self.models if m.model_id == model_id]
+
+    def strategy_for(self, model: ModelConfig) -> str:
+        """The load-balancing strategy that picks among `model`'s deployments."""
+        return model.strategy(self.load_balancing)
 
     def settings_for(self, provider: ProviderConfig) -> ProviderSettings:
         """The provider's effective timeouts and retry settings: its overrides, else ours."""
@@ -565,15 +631,19 @@ def _check_references(mp: ModelProviderConfig) -> list[str]:
                 f"model_provider.providers[{i}].provider_id: duplicate id {provider.provider_id!r}"
             )
         provider_ids[provider.provider_id] = i
-    models: dict[str, ModelConfig] = {}
+    # model_id -> indexes of its entries (its deployments), in file order.
+    deployments: dict[str, list[int]] = {}
     for i, model in enumerate(mp.models):
         where = f"model_provider.models[{i}]"
-        if model.model_id in models:
-            problems.append(f"{where}.model_id: duplicate id {model.model_id!r}")
-        models[model.model_id] = model
         if model.provider_id not in provider_ids:
             problems.append(f"{where}.provider_id: no provider {model.provider_id!r} is configured")
+        siblings = deployments.setdefault(model.model_id, [])
+        problems.extend(_check_deployment(mp, i, siblings))
+        siblings.append(i)
+    models = {model_id: mp.models[indexes[0]] for model_id, indexes in deployments.items()}
     for i, model in enumerate(mp.models):
+        if "fallbacks" in model._inherited:
+            continue  # checked where it was written
         for j, fallback in enumerate(model.fallbacks):
             where = f"model_provider.models[{i}].fallbacks[{j}]"
             target = models.get(fallback)
@@ -593,6 +663,43 @@ def _check_references(mp: ModelProviderConfig) -> list[str]:
             problems.append(f"model_provider.{key}: no model {wanted!r} is configured")
         elif target.role != role:
             problems.append(f"model_provider.{key}: {wanted!r} has role {target.role}, not {role}")
+    return problems
+
+
+def _check_deployment(mp: ModelProviderConfig, i: int, siblings: list[int]) -> list[str]:
+    """Entry i against the earlier entries of its model_id: one per provider, one role, and
+    model-wide keys that agree."""
+    model = mp.models[i]
+    where = f"model_provider.models[{i}]"
+    for k in siblings:
+        if mp.models[k].provider_id == model.provider_id:
+            return [
+                f"{where}.model_id: {model.model_id!r} is already on provider "
+                f"{model.provider_id!r} as models[{k}]; deployments of one model must be on "
+                "different providers"
+            ]
+    if not siblings:
+        return []
+    problems: list[str] = []
+    first = mp.models[siblings[0]]
+    if first.role != model.role:
+        problems.append(
+            f"{where}.role: {model.role} here but {first.role} in models[{siblings[0]}], "
+            f"another deployment of {model.model_id!r}; all deployments of a model have one role"
+        )
+    for key in _MODEL_WIDE:
+        value = getattr(model, key)
+        if not value:
+            continue
+        for k in siblings:
+            other = getattr(mp.models[k], key)
+            if other and other != value:
+                problems.append(
+                    f"{where}.{key}: {value!r} here but {other!r} in models[{k}], another "
+                    f"deployment of {model.model_id!r}; it belongs to the model: set it on one "
+                    "deployment or the same on each"
+                )
+                break
     return problems
 
 

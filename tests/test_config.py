@@ -479,9 +479,10 @@ def test_duplicate_provider_ids() -> None:
     )
 
 
-def test_duplicate_model_ids() -> None:
-    assert only_problem(with_models(model("m"), model("m"))) == (
-        "model_provider.models[1].model_id: duplicate id 'm'"
+def test_the_same_model_twice_on_one_provider_is_refused_naming_both_entries() -> None:
+    assert only_problem(with_models(model("m"), model("n"), model("m"))) == (
+        "model_provider.models[2].model_id: 'm' is already on provider 'det' as models[0]; "
+        "deployments of one model must be on different providers"
     )
 
 
@@ -529,6 +530,218 @@ def test_default_model_id_checked_against_the_builtin_registry() -> None:
     )
     raw["model_provider"]["default_chat_model_id"] = "deterministic"
     assert validate_config(raw).model_provider.default_chat_model_id == "deterministic"
+
+
+# --- deployments and load balancing ------------------------------------------------------
+
+DET2 = {"provider_id": "det2", "kind": "deterministic"}
+
+
+def with_two_providers(*models: dict[str, Any], **model_provider: Any) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "model_provider": {"providers": [DET, DET2], "models": list(models), **model_provider},
+    }
+
+
+def on_det2(model_id: str, role: str = "chat", **fields: Any) -> dict[str, Any]:
+    return model(model_id, role, provider_id="det2", **fields)
+
+
+def test_deployment_keys_default_to_one_equal_deployment_of_the_section_strategy() -> None:
+    mp = validate_config(with_models(model("m"))).model_provider
+    assert mp.load_balancing == "weighted"
+    (m,) = mp.models
+    assert (m.weight, m.priority, m.rpm_limit, m.tpm_limit) == (1.0, 0, 0, 0)
+    assert (m.load_balancing, m.affinity) == ("", "")
+    assert m.strategy(mp.load_balancing) == mp.strategy_for(m) == "weighted"
+
+
+def test_deployment_keys_are_read() -> None:
+    mp = validate_config(
+        with_two_providers(
+            model("m", weight=3, priority=0, rpm_limit=60, tpm_limit=90000),
+            on_det2("m", weight=0.5, priority=1),
+            load_balancing="usage",
+        )
+    ).model_provider
+    a, b = mp.deployments_of("m")
+    assert (a.provider_id, a.weight, a.priority, a.rpm_limit, a.tpm_limit) == (
+        "det",
+        3.0,
+        0,
+        60,
+        90000,
+    )
+    assert (b.provider_id, b.weight, b.priority, b.rpm_limit, b.tpm_limit) == ("det2", 0.5, 1, 0, 0)
+    assert mp.strategy_for(a) == mp.strategy_for(b) == "usage"
+    assert mp.deployments_of("ghost") == []
+
+
+@pytest.mark.parametrize("strategy", ["weighted", "least_busy", "latency", "usage"])
+def test_every_strategy_is_accepted_in_the_section_and_per_model(strategy: str) -> None:
+    mp = validate_config(
+        with_models(model("m", load_balancing=strategy), model("n"), load_balancing=strategy)
+    ).model_provider
+    assert mp.load_balancing == strategy
+    assert [mp.strategy_for(m) for m in mp.models] == [strategy, strategy]
+
+
+def test_a_model_strategy_overrides_the_section() -> None:
+    mp = validate_config(
+        with_models(model("m", load_balancing="latency"), model("n"), load_balancing="least_busy")
+    ).model_provider
+    assert [mp.strategy_for(m) for m in mp.models] == ["latency", "least_busy"]
+
+
+def test_unknown_strategy_is_refused_in_the_section_and_per_model() -> None:
+    problem = only_problem(with_models(model("m"), load_balancing="round_robin"))
+    assert problem.startswith("model_provider.load_balancing: "), problem
+    assert "'weighted'" in problem and "'usage'" in problem and "round_robin" in problem
+    problem = only_problem(with_models(model("m", load_balancing="fastest")))
+    assert problem.startswith("model_provider.models[0].load_balancing: "), problem
+    assert "'latency'" in problem and "fastest" in problem
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("weight", 0, "greater than 0"),
+        ("weight", -2.5, "greater than 0"),
+        ("weight", float("inf"), "finite"),
+        ("weight", float("nan"), "finite"),
+        ("priority", -1, "greater than or equal to 0"),
+        ("rpm_limit", -1, "greater than or equal to 0"),
+        ("tpm_limit", -100, "greater than or equal to 0"),
+        ("priority", 1.5, "integer"),
+        ("rpm_limit", "sixty", "integer"),
+    ],
+)
+def test_bad_deployment_numbers_name_the_key(key: str, value: object, says: str) -> None:
+    problem = only_problem(with_models(model("m", "chat", **{key: value})))
+    assert problem.startswith(f"model_provider.models[0].{key}: "), problem
+    assert says in problem, problem
+
+
+@pytest.mark.parametrize("key", ["weight", "priority", "rpm_limit", "tpm_limit"])
+def test_true_or_false_is_no_deployment_number(key: str) -> None:
+    problem = only_problem(with_models(model("m", "chat", **{key: True})))
+    assert problem.startswith(
+        f"model_provider.models[0].{key}: must be a number, not true or false"
+    ), problem
+
+
+def test_prefix_affinity_is_for_chat_models_only() -> None:
+    mp = validate_config(with_models(model("m", affinity="prefix"))).model_provider
+    assert mp.models[0].affinity == "prefix"
+    assert only_problem(with_models(model("e", "embeddings", affinity="prefix"))) == (
+        'model_provider.models[0].affinity: "prefix" is only for chat models; '
+        "this one has role embeddings"
+    )
+    assert only_problem(with_models(model("t", "audio_transcription", affinity="prefix"))) == (
+        'model_provider.models[0].affinity: "prefix" is only for chat models; '
+        "this one has role audio_transcription"
+    )
+    problem = only_problem(with_models(model("m", affinity="suffix")))
+    assert problem.startswith("model_provider.models[0].affinity: "), problem
+    assert "'prefix'" in problem and "suffix" in problem
+
+
+def test_deployments_on_different_providers_are_one_model() -> None:
+    raw = with_two_providers(
+        model("m"), on_det2("m"), model("other", fallbacks=["m"]), default_chat_model_id="m"
+    )
+    mp = validate_config(raw).model_provider
+    assert [d.provider_id for d in mp.deployments_of("m")] == ["det", "det2"]
+    assert mp.default_chat_model_id == "m"
+
+
+def test_deployments_of_one_model_must_share_its_role() -> None:
+    raw = with_two_providers(model("m"), on_det2("m", "embeddings"))
+    assert only_problem(raw) == (
+        "model_provider.models[1].role: embeddings here but chat in models[0], another "
+        "deployment of 'm'; all deployments of a model have one role"
+    )
+
+
+def test_a_deployment_on_a_provider_that_has_the_model_already_is_refused_with_three() -> None:
+    det3 = {"provider_id": "det3", "kind": "deterministic"}
+    raw = with_two_providers(model("m"), on_det2("m"), on_det2("m", weight=2))
+    raw["model_provider"]["providers"].append(det3)
+    assert only_problem(raw) == (
+        "model_provider.models[2].model_id: 'm' is already on provider 'det2' as models[1]; "
+        "deployments of one model must be on different providers"
+    )
+
+
+def test_model_wide_keys_written_on_one_deployment_hold_for_all() -> None:
+    raw = with_two_providers(
+        model("m", fallbacks=["b"], load_balancing="latency"),
+        on_det2("m", affinity="prefix"),
+        model("b"),
+    )
+    mp = validate_config(raw).model_provider
+    for d in mp.deployments_of("m"):
+        assert (d.fallbacks, d.load_balancing, d.affinity) == (["b"], "latency", "prefix")
+    first, second = mp.deployments_of("m")
+    assert first.fallbacks is not second.fallbacks  # each entry its own list
+    # The same value on each deployment is fine too.
+    raw = with_two_providers(
+        model("m", load_balancing="usage"), on_det2("m", load_balancing="usage")
+    )
+    assert [d.load_balancing for d in validate_config(raw).model_provider.models] == [
+        "usage",
+        "usage",
+    ]
+
+
+def test_model_wide_keys_that_differ_between_deployments_are_refused() -> None:
+    raw = with_two_providers(
+        model("m", fallbacks=["a"], load_balancing="latency"),
+        on_det2("m", fallbacks=["b"], load_balancing="usage"),
+        model("a"),
+        model("b"),
+    )
+    assert problems_of(raw) == [
+        "model_provider.models[1].fallbacks: ['b'] here but ['a'] in models[0], another "
+        "deployment of 'm'; it belongs to the model: set it on one deployment or the same on each",
+        "model_provider.models[1].load_balancing: 'usage' here but 'latency' in models[0], "
+        "another deployment of 'm'; it belongs to the model: set it on one deployment or the "
+        "same on each",
+    ]
+
+
+def test_a_model_cannot_fall_back_to_itself_through_another_deployment() -> None:
+    raw = with_two_providers(model("m"), on_det2("m", fallbacks=["m"]))
+    # Named once, where it was written, not on the deployment that shares it.
+    assert only_problem(raw) == (
+        "model_provider.models[1].fallbacks[0]: a model cannot fall back to itself"
+    )
+
+
+def test_fallbacks_and_defaults_name_a_model_of_deployments() -> None:
+    raw = with_two_providers(
+        model("e", "embeddings"),
+        on_det2("e", "embeddings"),
+        model("c", fallbacks=["e"]),
+        default_chat_model_id="e",
+        default_embeddings_model_id="e",
+    )
+    assert problems_of(raw) == [
+        "model_provider.models[2].fallbacks[0]: 'e' has role embeddings, not chat",
+        "model_provider.default_chat_model_id: 'e' has role embeddings, not chat",
+    ]
+
+
+def test_load_balancing_is_settable_from_env(home: dict[str, str]) -> None:
+    env = {**home, "PALYRA_MODEL_PROVIDER_LOAD_BALANCING": "least_busy"}
+    assert load_config(None, env=env).config.model_provider.load_balancing == "least_busy"
+    env["PALYRA_MODEL_PROVIDER_LOAD_BALANCING"] = "busiest"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env=env)
+    assert info.value.problems[0].startswith(
+        "model_provider.load_balancing (from env PALYRA_MODEL_PROVIDER_LOAD_BALANCING): "
+    )
 
 
 @pytest.mark.parametrize(
