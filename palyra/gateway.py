@@ -11,7 +11,7 @@ from palyra.config import ModelProviderConfig
 from palyra.credentials import CredentialSource
 from palyra.discovery import Discovery
 from palyra.errors import NotFound
-from palyra.health import HealthBoard, ProviderHealth, probe, probe_all
+from palyra.health import DEFINITIVE, HealthBoard, ProviderHealth, probe, probe_all
 from palyra.metrics import Metrics
 from palyra.models import ProviderSessions, build_providers
 from palyra.models.base import ModelProvider
@@ -203,7 +203,7 @@ class Gateway:
             seconds = circuit["retry_after_ms"] / 1000
             return {"available": False, "reason": f"circuit open; retry in {seconds:.1f} s"}
         health = self.health.get(provider_id)
-        if not health.healthy:
+        if health.state in DEFINITIVE:
             return {"available": False, "reason": f"provider {health.state.value}"}
         if circuit["state"] == CircuitState.HALF_OPEN.value:
             return {"available": True, "reason": "circuit half-open: next request probes"}

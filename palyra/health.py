@@ -44,6 +44,12 @@ UNHEALTHY = frozenset(
     }
 )
 
+# States that say a request sent there now would fail whatever it asks (a refused or missing
+# credential): the router passes such a provider over while another can serve. The others
+# (slow, unreachable or rate limited at the last probe) may be over already; only the
+# breaker, fed by live traffic, takes a provider out of rotation for them.
+DEFINITIVE = frozenset({HealthState.AUTH_FAILED, HealthState.MISSING_AUTH, HealthState.DISABLED})
+
 
 @dataclass(slots=True)
 class ProviderHealth:

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 from palyra.breaker import BreakerBoard
 from palyra.config import ModelConfig, ModelProviderConfig, ProviderConfig, ProviderSettings
 from palyra.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, Unsupported
-from palyra.health import HealthBoard
+from palyra.health import DEFINITIVE, HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
 from palyra.models.fallback import Candidate, FallbackModel, RouteInfo
@@ -222,11 +222,16 @@ class Router:
     ) -> Iterable[Candidate]:
         """The requested model, then its `fallbacks` in order, or else every other enabled
         model of its role on another provider that can serve the request, cheapest and
-        fastest first. Unhealthy or open providers go to the back.
+        fastest first.
 
-        When the requested model's provider is well it goes first whatever the others are,
-        so the rest of the chain is only worked out if that first attempt fails: most
-        requests never need it, and checking each fallback costs a budget check."""
+        Only the breakers take a provider out of rotation, as `FallbackModel` asks each in
+        turn: an open one is passed over, and once its cooldown is over the next request
+        for it is the half-open probe, wherever it stands. Health from probes only orders
+        candidates of equal rank, and a definitive state (a refused or missing credential)
+        drops a candidate while any other remains.
+
+        The rest of the chain is only worked out if the first attempt fails: most requests
+        never need it, and checking each fallback costs a budget check."""
         first = self._candidate(model)
         if first is None:
             raise ModelNotFound(
@@ -237,43 +242,52 @@ class Router:
             )
         if not self.config.failover_enabled:
             return [first]
-        if not self._unwell(first):
-            return self._first_then_others(first, model, can_serve)
-        # Stable: within each group the order above stands.
-        return sorted([first, *self._others(model, can_serve)], key=self._unwell)
+        return self._chain(first, model, can_serve)
 
-    def _first_then_others(
+    def _chain(
         self, first: Candidate, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
     ) -> Iterator[Candidate]:
-        yield first
-        yield from sorted(self._others(model, can_serve), key=self._unwell)
+        if not self._definitive(first):
+            yield first
+            yield from self._viable(self._others(model, can_serve))
+            return
+        others = self._viable(self._others(model, can_serve))
+        # (Tried when nothing else serves: the client then gets the provider's own answer,
+        # and a credential mended since is noticed at once, not at the next probe.)
+        yield from others if others else [first]
+
+    def _viable(self, chain: list[Candidate]) -> list[Candidate]:
+        kept = [c for c in chain if not self._definitive(c)]
+        return kept or chain
 
     def _others(
         self, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
     ) -> list[Candidate]:
         if model.fallbacks:
+            # Each named fallback is a rank of its own: the order written is the order tried.
             others = [m for m in map(self.registry.get, model.fallbacks) if m is not None]
-        else:
-            pool = [
-                m
-                for m in self.registry.configured()
-                if m.role == model.role and m.provider_id != model.provider_id
-            ]
-            order = {m.model_id: i for i, m in enumerate(pool)}
-            others = sorted(
-                pool,
-                key=lambda m: (_COST[m.cost_tier], _LATENCY[m.latency_tier], order[m.model_id]),
-            )
-        chain = []
-        for other in others:
-            candidate = self._candidate(other)
-            if candidate is not None and can_serve(other):
-                chain.append(candidate)
-        return chain
+            chain = [c for c in map(self._candidate, others) if c is not None]
+            return [c for c in chain if can_serve(c.model)]
+        pool = [
+            m
+            for m in self.registry.configured()
+            if m.role == model.role and m.provider_id != model.provider_id
+        ]
+        order = {m.model_id: i for i, m in enumerate(pool)}
+        chain = [c for c in map(self._candidate, pool) if c is not None and can_serve(c.model)]
+        # Within a rank (the same tiers), what the probes found puts the unwell last.
+        return sorted(
+            chain,
+            key=lambda c: (
+                _COST[c.model.cost_tier],
+                _LATENCY[c.model.latency_tier],
+                not self.health.get(c.provider.provider_id).healthy,
+                order[c.model.model_id],
+            ),
+        )
 
-    def _unwell(self, candidate: Candidate) -> bool:
-        open_now = candidate.breaker.retry_after_s() > 0
-        return open_now or not self.health.get(candidate.provider.provider_id).healthy
+    def _definitive(self, candidate: Candidate) -> bool:
+        return self.health.get(candidate.provider.provider_id).state in DEFINITIVE
 
     # --- checks -----------------------------------------------------------------------
 

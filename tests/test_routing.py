@@ -772,3 +772,156 @@ async def test_a_request_with_deprecated_functions_needs_a_model_with_tool_calls
         )
     assert "does not support tools" in refused.value.message
     assert not first.requests_to(CHAT)
+
+
+# --- the breaker decides (issue 14's defect) ---------------------------------------------
+
+
+async def test_threshold_n_lets_exactly_n_failed_requests_reach_the_primary(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    # Found: one live failure marked the primary unreachable and sorted it behind a healthy
+    # fallback, so the second request never reached it (primary hit once, not twice).
+    server = await start_gateway(
+        config(tmp_path, first, second, max_retries=0, circuit_breaker_failure_threshold=2)
+    )
+    first.script(CHAT, *[ErrorReply(503)] * 5)
+    client = sdk(server)
+    for _ in range(4):
+        raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+        assert raw.headers["x-palyra-provider-id"] == "p2"
+    assert len(first.requests_to(CHAT)) == 2  # two failures reached it; then it opened
+    assert len(second.requests_to(CHAT)) == 4
+
+
+async def test_after_the_cooldown_the_next_request_probes_the_primary_and_traffic_returns(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    # Found: with a healthy fallback the primary was never probed by traffic after its
+    # cooldown: it stayed behind the fallback until a /models probe said it was well.
+    server = await start_gateway(
+        config(
+            tmp_path,
+            first,
+            second,
+            max_retries=0,
+            circuit_breaker_failure_threshold=1,
+            circuit_breaker_cooldown_ms=2000,
+        )
+    )
+    clock = clocked(server)
+    client = sdk(server)
+    first.script(CHAT, ErrorReply(503))
+    raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+    assert raw.headers["x-palyra-provider-id"] == "p2"
+    raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+    assert raw.headers["x-palyra-provider-id"] == "p2"  # open: skipped, not tried
+    assert len(first.requests_to(CHAT)) == 1
+
+    clock.now += 2.3  # the cooldown passes: the next request is the half-open probe
+    raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+    assert raw.headers["x-palyra-provider-id"] == "p1"
+    assert len(first.requests_to(CHAT)) == 2
+    # The probe succeeded: closed, and traffic is back on the primary at once.
+    for _ in range(3):
+        raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+        assert raw.headers["x-palyra-provider-id"] == "p1"
+    assert len(first.requests_to(CHAT)) == 5
+    assert len(second.requests_to(CHAT)) == 2
+
+
+async def test_a_failed_probe_opens_again_for_one_more_cooldown(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(
+        config(
+            tmp_path,
+            first,
+            second,
+            max_retries=0,
+            circuit_breaker_failure_threshold=1,
+            circuit_breaker_cooldown_ms=2000,
+        )
+    )
+    clock = clocked(server)
+    client = sdk(server)
+    first.script(CHAT, ErrorReply(503), ErrorReply(503))
+    await client.chat.completions.create(model="primary", messages=USER)
+    clock.now += 2.3
+    await client.chat.completions.create(model="primary", messages=USER)  # the probe: fails
+    assert len(first.requests_to(CHAT)) == 2
+    clock.now += 1.0  # within the new cooldown
+    await client.chat.completions.create(model="primary", messages=USER)
+    assert len(first.requests_to(CHAT)) == 2
+    clock.now += 1.3
+    await client.chat.completions.create(model="primary", messages=USER)  # probe again: ok
+    assert len(first.requests_to(CHAT)) == 3
+
+
+async def test_a_provider_whose_credential_was_refused_is_skipped_while_another_serves(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second, max_retries=0))
+    client = sdk(server)
+    first.script(CHAT, ErrorReply(401))
+    raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+    assert raw.headers["x-palyra-provider-id"] == "p2"
+    # auth_failed is definitive: no request goes there until a probe says otherwise.
+    for _ in range(3):
+        raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+        assert raw.headers["x-palyra-provider-id"] == "p2"
+        assert raw.headers["x-palyra-failover-count"] == "0"
+    assert len(first.requests_to(CHAT)) == 1
+
+
+async def test_a_refused_credential_is_still_tried_when_nothing_else_can_serve(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    # Skipping it there would answer with our guess; trying it gives the upstream's own
+    # error, or an answer at once when the credential has been mended since.
+    server = await start_gateway(config(tmp_path, first, second, failover_enabled=False))
+    client = sdk(server)
+    first.script(CHAT, ErrorReply(401))
+    with pytest.raises(openai.APIStatusError):
+        await client.chat.completions.create(model="primary", messages=USER)
+    reply = await client.chat.completions.create(model="primary", messages=USER)
+    assert reply.choices[0].message.content == "echo: hello"
+    assert len(first.requests_to(CHAT)) == 2
+
+
+async def test_probe_health_orders_only_fallbacks_of_equal_rank(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as third:
+        models = [
+            {"model_id": "primary", "provider_id": "p1", "upstream_model": "gpt-4o-mini"},
+            {"model_id": "backup", "provider_id": "p2", "upstream_model": "gpt-4o-mini"},
+            {"model_id": "spare", "provider_id": "p3", "upstream_model": "gpt-4o-mini"},
+        ]
+        server = await start_gateway(
+            config(
+                tmp_path,
+                first,
+                second,
+                models=models,
+                max_retries=0,
+                more_providers=[provider("p3", third)],
+            )
+        )
+        client = sdk(server)
+        second.set_down(True)  # a probe finds p2 unreachable
+        await console(server, "POST", "/console/v1/models/test-connection", {"provider_id": "p2"})
+        second.set_down(False)
+        first.script(CHAT, ErrorReply(503))
+        # p2 and p3 are of equal rank (same tiers): the probe puts p3 first.
+        raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+        assert raw.headers["x-palyra-provider-id"] == "p3"
+        # The primary's probe result does not move it behind anything: it is asked first.
+        await console(server, "POST", "/console/v1/models/test-connection", {"provider_id": "p1"})
+        first.set_down(True)
+        await console(server, "POST", "/console/v1/models/test-connection", {"provider_id": "p1"})
+        first.set_down(False)
+        sent = len(first.requests_to(CHAT))
+        raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
+        assert raw.headers["x-palyra-provider-id"] == "p1"
+        assert len(first.requests_to(CHAT)) == sent + 1
