@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
 
 from palyra.cli.client import DaemonClient, DaemonError
 from palyra.config import ConfigError, LoadedConfig, load_config
@@ -52,7 +51,7 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-def print_table(table: Table) -> None:
+def print_table(table: RenderableType) -> None:
     # Piped output is not cut to 80 columns: ids must survive `| grep` intact.
     console = Console() if sys.stdout.isatty() else Console(width=1000)
     console.print(table)

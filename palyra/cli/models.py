@@ -6,7 +6,10 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from palyra.cli.common import call, print_json, print_table
 
@@ -51,6 +54,91 @@ def _circuit(circuit: dict[str, Any]) -> str:
     return str(circuit["state"])
 
 
+def _count(n: int) -> str:
+    # Token counts run to six digits and more: kept short so the table fits 80 columns.
+    if n < 10_000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.0f}k"
+    return f"{n / 1_000_000:.1f}M".replace(".0M", "M")
+
+
+def _against(used: int, limit: int) -> str:
+    return f"{_count(used)}/{_count(limit)}" if limit else _count(used)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m"
+
+
+def _deployment_notes(row: dict[str, Any], now_ms: float) -> list[str]:
+    """Why the deployment was last passed over, and whether its upstream says it is spent."""
+    key = f"{row['model_id']}@{row['provider_id']}"
+    notes = []
+    upstream = row.get("upstream") or {}
+    until = upstream.get("exhausted_until_ms")
+    if until is not None and until > now_ms:
+        left = [
+            f"{upstream[field]} {what} left"
+            for field, what in (("remaining_requests", "requests"), ("remaining_tokens", "tokens"))
+            if upstream.get(field) is not None
+        ]
+        notes.append(
+            f"{key}: upstream exhausted for {_seconds((until - now_ms) / 1000)} more"
+            + (f" ({', '.join(left)})" if left else "")
+        )
+    skipped = row.get("skipped")
+    if skipped:
+        ago = _seconds(max(0.0, now_ms - skipped["at_ms"]) / 1000)
+        notes.append(f"{key}: skipped {ago} ago: {skipped['reason']}")
+    return notes
+
+
+def deployments_view(rows: list[dict[str, Any]], now_ms: float) -> RenderableType:
+    """The Deployments table, then one line per deployment that was skipped or is exhausted
+    (the reasons are long: in a column they would squeeze the table past 80 columns)."""
+    # Light rules, no outer edge, one space between columns, the strategy under the model
+    # rather than in a column of its own: all this has to fit 80 terminal columns. Figures
+    # never wrap; ids fold rather than end in "…".
+    table = Table(
+        title="Deployments",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=0,
+    )
+    table.add_column("model\n(strategy)", overflow="fold")
+    table.add_column("provider", overflow="fold")
+    table.add_column("weight\n/prio", justify="right", no_wrap=True)
+    for header in ("in\nflight", "req\n/min", "tok\n/min", "TTFT", "share"):
+        table.add_column(header, justify="right", no_wrap=True)
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_model.setdefault(row["model_id"], []).append(row)
+    notes: list[str] = []
+    for model_id, group in by_model.items():
+        for i, row in enumerate(group):
+            model = Text(model_id)
+            # One deployment has no choice to make: its strategy would say nothing.
+            if i == 0 and len(group) > 1:
+                model.append(f"\n({row['strategy']})", style="dim")
+            ttft = row.get("ttft_ms")
+            table.add_row(
+                model,
+                row["provider_id"],
+                f"{row['weight']:g}/{row['priority']}",
+                str(row["in_flight"]),
+                _against(row["requests_last_minute"], row["rpm_limit"]),
+                _against(row["tokens_last_minute"], row["tpm_limit"]),
+                "-" if ttft is None else f"{ttft:.0f}ms",
+                f"{row['share'] * 100:.0f}%",
+            )
+            notes.extend(_deployment_notes(row, now_ms))
+    if not notes:
+        return table
+    return Group(table, *(Text(note) for note in notes))
+
+
 @app.command("status")
 def models_status(as_json: JsonOption = False) -> None:
     """Health, circuit state, last probe and discovered models per provider; availability
@@ -88,6 +176,9 @@ def models_status(as_json: JsonOption = False) -> None:
             m["reason"],
         )
     print_table(models)
+    # An older daemon's status has no "deployments": nothing more to show then.
+    if status.get("deployments"):
+        print_table(deployments_view(status["deployments"], time.time() * 1000))
 
 
 @app.command("discover")
