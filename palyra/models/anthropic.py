@@ -192,8 +192,13 @@ class AnthropicProvider(HttpProvider):
         """`POST /v1/messages/count_tokens` with a client's body (model replaced): the
         upstream's answer as it came."""
         payload = native_body(body, model, stream=None)
+        # Anthropic limits token counting apart from messages: its headers say nothing of
+        # whether this model can take a message.
         answer = await self._post_json(
-            COUNT_TOKENS_PATH, payload, extra_headers=forwarded_headers(extra_headers)
+            COUNT_TOKENS_PATH,
+            payload,
+            extra_headers=forwarded_headers(extra_headers),
+            observe_limits=False,
         )
         if not isinstance(answer, dict) or not isinstance(answer.get("input_tokens"), int):
             raise UpstreamProtocolError(

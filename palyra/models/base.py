@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from palyra.config import ModelConfig, ProviderConfig
 from palyra.errors import Unsupported
+from palyra.ratelimits import LimitsListener
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -31,6 +32,9 @@ class ModelProvider(ABC):
     # Whether the kind takes OpenAI's deprecated `functions` as they are; the others are
     # handed the request with them spelled as tools (`ChatRequest.functions_as_tools`).
     takes_functions: bool = False
+    # Told what each upstream answer's rate-limit headers say, with the upstream's name of the
+    # model asked (set by whoever balances deployments; None: nobody asks, nothing is parsed).
+    limits_listener: LimitsListener | None = None
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config

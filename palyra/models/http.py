@@ -30,6 +30,7 @@ from palyra.errors import (
     upstream_status_error,
 )
 from palyra.models.base import ModelProvider
+from palyra.models.kinds import RateLimitParser, spec_for
 from palyra.redact import redact_secrets, remember_secret
 from palyra.sse import SSEError, SSEEvent, decode_sse
 
@@ -92,6 +93,7 @@ class HttpProvider(ModelProvider):
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=seconds, sock_read=seconds
         )
+        self._rate_limits: RateLimitParser | None = spec_for(self.kind).rate_limits
 
     @abstractmethod
     def _auth_headers(self, api_key: str | None) -> dict[str, str]: ...
@@ -146,8 +148,15 @@ class HttpProvider(ModelProvider):
         form: Callable[[], aiohttp.FormData] | None = None,
         stream: bool = False,
         extra_headers: Mapping[str, str] | None = None,
+        upstream_model: str | None = None,
+        observe_limits: bool = True,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """`form` makes a multipart body: one per send, as sending consumes it."""
+        """`form` makes a multipart body: one per send, as sending consumes it.
+
+        Each answer's rate-limit headers go to `limits_listener`, as the limits of
+        `upstream_model` (by default the JSON payload's `model`; no model, no report).
+        `observe_limits=False` for an endpoint whose limits are not the model's (Anthropic
+        counts count_tokens apart from messages)."""
         api_key = await self._api_key()
         headers = {"User-Agent": USER_AGENT, **self._auth_headers(api_key), **(extra_headers or {})}
         body: bytes | aiohttp.FormData | None = None
@@ -166,6 +175,8 @@ class HttpProvider(ModelProvider):
                 method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
                 answered = True
+                if observe_limits and self.limits_listener is not None:
+                    self._observe_limits(response, upstream_model or _model_of(payload))
                 if response.status in (401, 403):
                     retry_key = await self._refreshed_key(api_key)
                     if retry_key is not None:
@@ -186,6 +197,8 @@ class HttpProvider(ModelProvider):
                             allow_redirects=False,
                         ) as retried:
                             answered = True
+                            if observe_limits and self.limits_listener is not None:
+                                self._observe_limits(retried, upstream_model or _model_of(payload))
                             if retried.status >= 300:
                                 raise await self._status_error(retried, sent)
                             yield retried
@@ -200,6 +213,14 @@ class HttpProvider(ModelProvider):
             ) from None
         except aiohttp.ClientError as exc:
             raise self._connection_error(exc, answered) from None
+
+    def _observe_limits(self, response: aiohttp.ClientResponse, model: str | None) -> None:
+        listener, parse = self.limits_listener, self._rate_limits
+        if listener is None or parse is None or not model:
+            return
+        limits = parse(response.headers)
+        if limits is not None:
+            listener(model, limits)
 
     def _connection_error(self, exc: aiohttp.ClientError, answered: bool) -> ProviderError:
         """What went wrong on the wire, in words: the type and the host, never the text of
@@ -357,6 +378,11 @@ class HttpProvider(ModelProvider):
             "not an event stream",
             provider_id=self.provider_id,
         )
+
+
+def _model_of(payload: Any) -> str | None:
+    model = payload.get("model") if isinstance(payload, dict) else None
+    return model if isinstance(model, str) else None
 
 
 # Content types that no event stream is sent as (and that error pages and bodies are).

@@ -9,17 +9,19 @@ spec is an error that names it and the kinds there are, never the OpenAI provide
 Adding a kind: a `ModelProviderKind` member, a provider module in this folder, one
 `ProviderSpec` in `KINDS` below.
 
-This module imports nothing of Palyra but the types: `palyra.config` and `palyra.tokens` read
+This module imports nothing of Palyra but the types and `palyra.ratelimits` (which imports
+nothing of Palyra): `palyra.config` and `palyra.tokens` read
 it, and the provider modules import both, so a provider class is named by a function that
 imports it when it is first built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from palyra.ratelimits import UpstreamLimits, from_anthropic_headers, from_openai_headers
 from palyra.types import ModelProviderKind
 
 if TYPE_CHECKING:
@@ -80,6 +82,10 @@ class CredentialCheck:
     headers: Callable[[str], dict[str, str]]
 
 
+# An answer's headers -> what they say of the upstream's rate limits, None when nothing.
+RateLimitParser = Callable[[Mapping[str, str]], UpstreamLimits | None]
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
     kind: ModelProviderKind
@@ -91,6 +97,9 @@ class ProviderSpec:
     tokens: TokenRules
     # None: the kind takes no credential.
     credential: CredentialCheck | None
+    # Reads the upstream's rate-limit headers off an answer; None: the kind's upstream sends
+    # none (or it has no upstream).
+    rate_limits: RateLimitParser | None = None
 
     @property
     def offline(self) -> bool:
@@ -169,6 +178,7 @@ KINDS = ProviderKinds(
         # OpenAI's published accounting is what tokens.py does by default.
         tokens=TokenRules(),
         credential=CredentialCheck("openai-api-key", "/models", _bearer),
+        rate_limits=from_openai_headers,
     ),
     ProviderSpec(
         kind=ModelProviderKind.ANTHROPIC,
@@ -188,6 +198,7 @@ KINDS = ProviderKinds(
             images="anthropic_pixels",
         ),
         credential=CredentialCheck("anthropic-api-key", "/v1/models", _anthropic_key),
+        rate_limits=from_anthropic_headers,
     ),
     ProviderSpec(
         kind=ModelProviderKind.DETERMINISTIC,

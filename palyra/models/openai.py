@@ -248,7 +248,9 @@ class OpenAIProvider(HttpProvider):
         def form() -> aiohttp.FormData:
             return self._transcription_form(request, model, asked, stream=True)
 
-        async with self._request("POST", audio_path(request), form=form, stream=True) as response:
+        async with self._request(
+            "POST", audio_path(request), form=form, stream=True, upstream_model=model.upstream_name
+        ) as response:
             if response.content_type != "text/event-stream":
                 raw = await self._read_body(response)
                 result = self._transcription_answer(raw, response.content_type, asked)
@@ -280,7 +282,9 @@ class OpenAIProvider(HttpProvider):
         def form() -> aiohttp.FormData:
             return self._transcription_form(request, model, response_format)
 
-        async with self._request("POST", audio_path(request), form=form) as response:
+        async with self._request(
+            "POST", audio_path(request), form=form, upstream_model=model.upstream_name
+        ) as response:
             raw = await self._read_body(response)
             content_type = response.content_type
         return self._transcription_answer(raw, content_type, response_format)

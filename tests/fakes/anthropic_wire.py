@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from .replies import (
     ChatReply,
+    RateLimits,
     ToolCall,
     WireError,
     new_id,
@@ -468,3 +471,36 @@ def models_list(models: list[str]) -> dict[str, Any]:
         "first_id": models[0] if models else None,
         "last_id": models[-1] if models else None,
     }
+
+
+# --- rate limits ------------------------------------------------------------------------------
+
+
+def rate_limit_headers(limits: RateLimits) -> dict[str, str]:
+    """The `anthropic-ratelimit-*` headers Anthropic sends on an answer."""
+    now = limits.clock()
+    headers = {
+        "anthropic-ratelimit-requests-limit": str(limits.requests_limit),
+        "anthropic-ratelimit-requests-remaining": str(max(0, limits.requests_remaining)),
+        "anthropic-ratelimit-requests-reset": rfc3339(now + limits.requests_reset_s),
+        "anthropic-ratelimit-tokens-limit": str(limits.tokens_limit),
+        "anthropic-ratelimit-tokens-remaining": str(max(0, limits.tokens_remaining)),
+        "anthropic-ratelimit-tokens-reset": rfc3339(now + limits.tokens_reset_s),
+    }
+    for kind, left, reset in (
+        ("input-tokens", limits.input_tokens_remaining, limits.input_tokens_reset_s),
+        ("output-tokens", limits.output_tokens_remaining, limits.output_tokens_reset_s),
+    ):
+        if left is not None:
+            headers[f"anthropic-ratelimit-{kind}-limit"] = str(limits.tokens_limit)
+            headers[f"anthropic-ratelimit-{kind}-remaining"] = str(max(0, left))
+            headers[f"anthropic-ratelimit-{kind}-reset"] = rfc3339(
+                now + (limits.tokens_reset_s if reset is None else reset)
+            )
+    return headers
+
+
+def rfc3339(epoch_s: float) -> str:
+    """As Anthropic writes its resets: UTC, whole seconds (rounded up, so a reset is never
+    announced earlier than it comes), "Z"."""
+    return datetime.fromtimestamp(math.ceil(epoch_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -15,6 +15,7 @@ import orjson
 
 from .replies import (
     ChatReply,
+    RateLimits,
     ToolCall,
     WireError,
     new_id,
@@ -581,3 +582,43 @@ def models_list(models: list[str]) -> dict[str, Any]:
             for m in models
         ],
     }
+
+
+# --- rate limits ------------------------------------------------------------------------------
+
+
+def rate_limit_headers(limits: RateLimits) -> dict[str, str]:
+    """The `x-ratelimit-*` headers OpenAI sends on an answer."""
+    return {
+        "x-ratelimit-limit-requests": str(limits.requests_limit),
+        "x-ratelimit-limit-tokens": str(limits.tokens_limit),
+        "x-ratelimit-remaining-requests": str(max(0, limits.requests_remaining)),
+        "x-ratelimit-remaining-tokens": str(max(0, limits.tokens_remaining)),
+        "x-ratelimit-reset-requests": go_duration(limits.requests_reset_s),
+        "x-ratelimit-reset-tokens": go_duration(limits.tokens_reset_s),
+    }
+
+
+def go_duration(seconds: float) -> str:
+    """`seconds` as Go's time.Duration prints itself, which is what OpenAI sends: "20ms",
+    "1s", "6m0s", "1m30.5s", "1h0m0s"."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1e-6:
+        return f"{_decimal(seconds * 1e9)}ns"
+    if seconds < 1e-3:
+        return f"{_decimal(seconds * 1e6)}\u00b5s"
+    if seconds < 1:
+        return f"{_decimal(seconds * 1e3)}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{_decimal(secs)}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m{text}"
+    if hours:
+        text = f"{int(hours)}h{text}"
+    return text
+
+
+def _decimal(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +98,36 @@ class DropConnection:
 
 
 AnyReply = Reply | ErrorReply | ChatReply | DropConnection
+
+
+@dataclass
+class RateLimits:
+    """The rate-limit state a fake upstream reports on every answer of a model route (chat,
+    messages, responses, embeddings, audio), 429s included, in the real API's headers:
+    OpenAI's `x-ratelimit-*` (resets as Go durations), Anthropic's `anthropic-ratelimit-*`
+    (resets as RFC 3339 times, whole seconds rounded up, counted from `clock`).
+
+    The counts stay as set unless `enforce`: then each answered request takes one from
+    `requests_remaining`, and once none remain the route answers 429 (with Retry-After at
+    the request reset) until a test sets it again. Nothing refills by itself."""
+
+    requests_limit: int = 500
+    requests_remaining: int = 499
+    requests_reset_s: float = 0.12
+    tokens_limit: int = 200_000
+    tokens_remaining: int = 199_000
+    tokens_reset_s: float = 6.0
+    # Anthropic only: its separate input and output token limits (None: not sent).
+    input_tokens_remaining: int | None = None
+    input_tokens_reset_s: float | None = None
+    output_tokens_remaining: int | None = None
+    output_tokens_reset_s: float | None = None
+    enforce: bool = False
+    clock: Callable[[], float] = time.time
+
+    @property
+    def spent(self) -> bool:
+        return self.requests_remaining <= 0
 
 
 class WireError(Exception):

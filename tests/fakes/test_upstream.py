@@ -45,6 +45,7 @@ from tests.fakes.upstream import (
     DropConnection,
     ErrorReply,
     FakeUpstream,
+    RateLimits,
     Reply,
 )
 
@@ -1144,3 +1145,73 @@ async def test_responses_error_event_and_unknown_previous_response(
     with pytest.raises(openai.BadRequestError) as info:
         await oai.responses.create(model="m", input="hi", previous_response_id="resp_gone")
     assert info.value.param == "previous_response_id"
+
+
+# --- rate-limit headers ----------------------------------------------------------------------
+
+
+async def test_openai_sdk_reads_the_rate_limit_headers(
+    oai: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    raw = await oai.chat.completions.with_raw_response.create(model="m", messages=USER_HELLO)
+    assert "x-ratelimit-remaining-requests" not in raw.headers  # none until a test asks
+    upstream.set_rate_limits(
+        requests_remaining=41, tokens_remaining=9000, requests_reset_s=0.02, tokens_reset_s=90.5
+    )
+    raw = await oai.chat.completions.with_raw_response.create(model="m", messages=USER_HELLO)
+    assert raw.parse().choices[0].message.content
+    assert {k: v for k, v in raw.headers.items() if k.startswith("x-ratelimit-")} == {
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-limit-tokens": "200000",
+        "x-ratelimit-remaining-requests": "41",
+        "x-ratelimit-remaining-tokens": "9000",
+        "x-ratelimit-reset-requests": "20ms",
+        "x-ratelimit-reset-tokens": "1m30.5s",
+    }
+    streamed = await oai.chat.completions.with_raw_response.create(
+        model="m", messages=USER_HELLO, stream=True
+    )
+    assert streamed.headers["x-ratelimit-remaining-requests"] == "41"
+    async for _ in streamed.parse():
+        pass
+    embedded = await oai.embeddings.with_raw_response.create(model="e", input="x")
+    assert embedded.headers["x-ratelimit-reset-tokens"] == "1m30.5s"
+
+
+async def test_openai_sdk_meets_an_enforced_limit(oai: AsyncOpenAI, upstream: FakeUpstream) -> None:
+    upstream.set_rate_limits(RateLimits(requests_remaining=1, requests_reset_s=6.5, enforce=True))
+    raw = await oai.chat.completions.with_raw_response.create(model="m", messages=USER_HELLO)
+    assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(openai.RateLimitError) as info:
+        await oai.chat.completions.create(model="m", messages=USER_HELLO)
+    headers = info.value.response.headers
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "6.5s"
+    assert headers["retry-after"] == "7"
+    assert info.value.code == "rate_limit_exceeded"
+
+
+async def test_anthropic_sdk_reads_the_rate_limit_headers(
+    claude: AsyncAnthropic, upstream: FakeUpstream
+) -> None:
+    upstream.set_rate_limits(
+        requests_remaining=1,
+        requests_reset_s=30,
+        output_tokens_remaining=77,
+        enforce=True,
+        clock=lambda: 1_755_780_049.0,  # 2025-08-21T12:40:49Z
+    )
+    raw = await claude.messages.with_raw_response.create(
+        model="claude-x", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert (await raw.parse()).content
+    assert raw.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert raw.headers["anthropic-ratelimit-requests-reset"] == "2025-08-21T12:41:19Z"
+    assert raw.headers["anthropic-ratelimit-output-tokens-remaining"] == "77"
+    assert raw.headers["anthropic-ratelimit-tokens-remaining"] == "199000"
+    with pytest.raises(anthropic.RateLimitError) as info:
+        await claude.messages.create(
+            model="claude-x", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert info.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert info.value.response.headers["retry-after"] == "30"

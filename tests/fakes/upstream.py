@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.message
+import math
 import re
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from .replies import (
     ChatReply,
     DropConnection,
     ErrorReply,
+    RateLimits,
     RecordedRequest,
     Reply,
     WireError,
@@ -44,6 +46,7 @@ __all__ = [
     "DropConnection",
     "ErrorReply",
     "FakeUpstream",
+    "RateLimits",
     "RecordedRequest",
     "Reply",
 ]
@@ -51,6 +54,13 @@ __all__ = [
 Family = Literal["openai", "anthropic"]
 DEFAULT_MODELS = ["gpt-4o-mini", "text-embedding-3-small", "whisper-1"]
 CHAT_PATHS = ("/v1/chat/completions", "/v1/messages", responses_wire.RESPONSES_PATH)
+# The routes whose answers carry rate-limit headers and count against the limits.
+MODEL_PATHS = (
+    *CHAT_PATHS,
+    "/v1/embeddings",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+)
 # An aborted handler waits this long for aiohttp to notice the closed socket and cancel it.
 _ABORT_GRACE_S = 5.0
 
@@ -65,6 +75,8 @@ class FakeUpstream:
         self.open_streams = 0
         self.cancelled_streams = 0
         self.down = False
+        # Set (see `RateLimits`) to have model routes send rate-limit headers; None: none sent.
+        self.rate_limits: RateLimits | None = None
         self._scripts: dict[str, deque[AnyReply]] = {}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -76,6 +88,7 @@ class FakeUpstream:
         self._closing = False
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_response_prepare.append(self._add_rate_limit_headers)
         # handler_cancellation: a client that goes away must cancel the handler, as it would
         # cancel a real upstream's generation; that is what `cancelled_streams` counts.
         # A short shutdown_timeout keeps close() from waiting on streams a test left open.
@@ -126,6 +139,12 @@ class FakeUpstream:
         self.requests.clear()
         self._scripts.clear()
 
+    def set_rate_limits(self, limits: RateLimits | None = None, /, **fields: Any) -> RateLimits:
+        """Send rate-limit headers from now on: `limits`, or a `RateLimits` made of `fields`
+        (`set_rate_limits(requests_remaining=0, requests_reset_s=20)`)."""
+        self.rate_limits = limits if limits is not None else RateLimits(**fields)
+        return self.rate_limits
+
     def set_down(self, down: bool = True) -> None:
         self.down = down
 
@@ -149,6 +168,12 @@ class FakeUpstream:
         refused = self._check_auth(request, family)
         if refused is not None:
             return refused
+        limits = self.rate_limits
+        if limits is not None and limits.enforce and request.path in MODEL_PATHS:
+            if limits.spent:
+                retry_after = str(max(1, math.ceil(limits.requests_reset_s)))
+                return _error(family, ErrorReply(429, retry_after=retry_after))
+            limits.requests_remaining -= 1
         queue = self._scripts.get(request.path)
         try:
             if queue:
@@ -156,6 +181,17 @@ class FakeUpstream:
             return await self._default(request, record, family)
         except WireError as err:
             return _error(family, ErrorReply(err.status, err.message), param=err.param)
+
+    async def _add_rate_limit_headers(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        limits = self.rate_limits
+        if limits is None or request.path not in MODEL_PATHS or response.status in (401, 404):
+            return
+        if _family(request) == "anthropic":
+            response.headers.update(anthropic_wire.rate_limit_headers(limits))
+        else:
+            response.headers.update(openai_wire.rate_limit_headers(limits))
 
     def _check_auth(self, request: web.Request, family: Family) -> web.Response | None:
         headers = request.headers
