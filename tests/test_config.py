@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -524,7 +526,10 @@ def test_default_model_ids_must_exist_with_the_right_role() -> None:
 
 
 def test_default_model_id_checked_against_the_builtin_registry() -> None:
-    raw = {"version": 1, "model_provider": {"default_chat_model_id": "deterministic-embed"}}
+    raw: dict[str, Any] = {
+        "version": 1,
+        "model_provider": {"default_chat_model_id": "deterministic-embed"},
+    }
     assert only_problem(raw) == (
         "model_provider.default_chat_model_id: 'deterministic-embed' has role embeddings, not chat"
     )
@@ -1115,3 +1120,45 @@ def test_config_for_display_is_plain_json_data() -> None:
     assert json.loads(json.dumps(data)) == data
     assert data["model_provider"]["providers"][0]["kind"] == "deterministic"
     assert PalyraConfig.model_validate(data).daemon.port == 7142
+
+
+# --- the docs' examples -----------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def toml_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```toml\n(.*?)^```$", markdown, flags=re.M | re.S)
+
+
+def test_toml_blocks_are_found_however_many() -> None:
+    text = "a\n```toml\nversion = 1\n```\nb\n```sh\nx\n```\n```toml\n[x]\ny = 2\n```\n"
+    assert toml_blocks(text) == ["version = 1\n", "[x]\ny = 2\n"]
+
+
+def test_every_toml_block_of_the_routing_docs_is_a_valid_config() -> None:
+    blocks = toml_blocks((DOCS / "routing.md").read_text(encoding="utf-8"))
+    assert len(blocks) >= 2, "docs/routing.md lost its examples"
+    for block in blocks:
+        validate_config(tomllib.loads(block))
+
+
+def test_the_routing_docs_worked_example_is_what_it_says() -> None:
+    blocks = toml_blocks((DOCS / "routing.md").read_text(encoding="utf-8"))
+    (example,) = [b for b in blocks if "[[model_provider.models]]" in b]
+    mp = validate_config(tomllib.loads(example)).model_provider
+    chat = mp.deployments_of("chat")
+    assert [(d.provider_id, d.weight, d.priority) for d in chat] == [
+        ("openai-a", 3.0, 0),
+        ("openai-b", 1.0, 0),
+        ("azure-eu", 2.0, 0),
+        ("vllm", 1.0, 1),
+    ]
+    assert all(d.rpm_limit > 0 and d.tpm_limit > 0 for d in chat[:3])
+    # Written on one deployment, the model-wide keys hold for all four.
+    assert {(tuple(d.fallbacks), d.affinity, mp.strategy_for(d)) for d in chat} == {
+        (("claude",), "prefix", "usage")
+    }
+    assert [p.base_url for p in mp.providers[:2]] == ["https://api.openai.com/v1"] * 2
+    vllm = mp.provider("vllm")
+    assert vllm is not None and vllm.allow_private_base_url
