@@ -1,5 +1,7 @@
 // Providers: health, circuit and time to recovery, last probe, models, last error;
-// discover and test-connection buttons; refreshes itself every few seconds.
+// discover and test-connection buttons; per deployment (model@provider): load, use of its
+// limits, time to first token, share of traffic, why it was skipped last. Refreshes itself
+// every few seconds.
 
 const REFRESH_MS = 2000;
 
@@ -14,9 +16,67 @@ function circuitText(circuit) {
   return circuit.state.replace("_", "-");
 }
 
+// Token counts run to millions: short forms keep the table narrow.
+function count(n) {
+  if (n < 10000) return String(n);
+  if (n < 1000000) return `${Math.round(n / 1000)}k`;
+  return `${(n / 1000000).toFixed(1).replace(/\.0$/, "")}M`;
+}
+
+function against(used, limit) {
+  return limit ? `${count(used)} / ${count(limit)}` : count(used);
+}
+
+function seconds(s) {
+  return s < 120 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`;
+}
+
+function deploymentNotes(h, d, ago) {
+  const notes = [];
+  const upstream = d.upstream || {};
+  const until = upstream.exhausted_until_ms;
+  if (until && until > Date.now()) {
+    const left = [["remaining_requests", "requests"], ["remaining_tokens", "tokens"]]
+      .filter(([field]) => upstream[field] !== null && upstream[field] !== undefined)
+      .map(([field, what]) => `${upstream[field]} ${what} left`);
+    notes.push(h("div", { class: "error-text", "data-field": "exhausted" },
+      `Upstream exhausted for ${seconds((until - Date.now()) / 1000)} more`
+        + (left.length ? ` (${left.join(", ")})` : "")));
+  }
+  if (d.skipped) {
+    notes.push(h("div", { "data-field": "skipped" }, d.skipped.reason,
+      h("span", { class: "muted" }, ` — ${ago(d.skipped.at_ms)}`)));
+  }
+  return notes;
+}
+
+function deploymentRow(h, d, ago) {
+  return h("tr", { "data-deployment": `${d.model_id}@${d.provider_id}` },
+    h("th", { scope: "row", class: "nowrap" }, d.model_id),
+    h("td", { class: "nowrap" }, d.provider_id),
+    h("td", { class: "nowrap", "data-field": "weight" }, `${d.weight} / ${d.priority}`),
+    h("td", { class: "nowrap", "data-field": "strategy" }, d.strategy.replace("_", " ")),
+    h("td", { class: "nowrap", "data-field": "in-flight" }, String(d.in_flight)),
+    h("td", { class: "nowrap", "data-field": "requests" }, against(d.requests_last_minute, d.rpm_limit)),
+    h("td", { class: "nowrap", "data-field": "tokens" }, against(d.tokens_last_minute, d.tpm_limit)),
+    h("td", { class: "nowrap", "data-field": "ttft" }, d.ttft_ms === null || d.ttft_ms === undefined ? "—" : `${Math.round(d.ttft_ms)} ms`),
+    h("td", { class: "nowrap", "data-field": "share" }, `${Math.round(d.share * 100)}%`),
+    h("td", { "data-field": "last-skip" }, deploymentNotes(h, d, ago)),
+  );
+}
+
 export function providersPage({ api, h, main, notify, ago, onLeave }) {
   const table = h("tbody");
   const models = h("tbody");
+  const deployments = h("tbody");
+  // Hidden until the daemon reports deployments (an older one does not).
+  const deploymentsSection = h("div", { id: "deployments", hidden: true },
+    h("h2", {}, "Deployments"),
+    h("p", { class: "muted" }, "Each model on each provider: load now, use of its limits over the last minute, share of the model's traffic, and why it was last passed over."),
+    h("div", { class: "scroll" }, h("table", { id: "deployments-table" },
+      h("caption", { class: "visually-hidden" }, "Deployments and their load"),
+      h("thead", {}, h("tr", {}, ["Model", "Provider", "Weight / priority", "Strategy", "In flight", "Requests / min", "Tokens / min", "TTFT", "Share", "Last skipped"].map((t) => h("th", { scope: "col" }, t)))),
+      deployments)));
   const updated = h("p", { class: "muted", id: "providers-updated" }, "Loading…");
 
   async function act(path, providerId, label) {
@@ -62,6 +122,9 @@ export function providersPage({ api, h, main, notify, ago, onLeave }) {
         h("td", {}, m.source),
         h("td", {}, m.available ? "yes" : "no"),
         h("td", {}, m.reason))));
+      const rows = status.deployments || [];
+      deployments.replaceChildren(...rows.map((d) => deploymentRow(h, d, ago)));
+      deploymentsSection.hidden = rows.length === 0;
       const deps = Object.entries(status.dependencies || {}).filter(([, d]) => !d.ok);
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}` +
         (deps.length ? ` — degraded: ${deps.map(([name, d]) => `${name} (${d.error})`).join(", ")}` : "");
@@ -86,6 +149,7 @@ export function providersPage({ api, h, main, notify, ago, onLeave }) {
       h("caption", { class: "visually-hidden" }, "Models and their availability"),
       h("thead", {}, h("tr", {}, ["Model", "Provider", "Role", "Source", "Available", "Why"].map((t) => h("th", { scope: "col" }, t)))),
       models)),
+    deploymentsSection,
   );
   refresh();
   const timer = setInterval(refresh, REFRESH_MS);
