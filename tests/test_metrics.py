@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from palyra.config import ModelConfig
+from palyra.deployments import Admission, DeploymentBoard
 from palyra.metrics import Metrics
 
 NOW_S = 1_800_000_000.0
@@ -147,3 +150,32 @@ def test_two_apps_keep_their_deployments_apart() -> None:
     second.watch_deployments(lambda: [row("b", "p")])
     assert {model for (_, model, _) in samples(first)} == {"a"}
     assert {model for (_, model, _) in samples(second)} == {"b"}
+
+
+async def test_a_deployment_boards_view_reads_as_metrics() -> None:
+    # The real board's rows, not a copy of their shape: the two must keep agreeing.
+    now = [1000.0]
+    board = DeploymentBoard(clock=lambda: now[0], wall_clock=lambda: NOW_S + now[0])
+    fast = board.deployment(ModelConfig(model_id="m", provider_id="a", rpm_limit=60))
+    slow = board.deployment(ModelConfig(model_id="m", provider_id="b"))
+    for _ in range(3):
+        admission = await board.admit(fast, 100)
+        assert isinstance(admission, Admission)
+        board.settle(admission, ttft_s=0.2, tokens=100)
+    held = await board.admit(slow, 10)
+    assert isinstance(held, Admission)
+    board.exhaust(slow, 30.0, "upstream answered 429")
+
+    metrics = Metrics()
+    metrics.watch_deployments(board.view, now=lambda: NOW_S + now[0])
+    got = samples(metrics)
+    assert got[("palyra_deployment_dispatched_total", "m", "a")] == 3
+    assert got[("palyra_deployment_requests_last_minute", "m", "a")] == 3
+    assert got[("palyra_deployment_rpm_limit", "m", "a")] == 60
+    assert got[("palyra_deployment_ttft_seconds", "m", "a")] == pytest.approx(0.2)
+    assert got[("palyra_deployment_traffic_share", "m", "a")] == pytest.approx(0.75)
+    assert got[("palyra_deployment_in_flight", "m", "b")] == 1
+    assert got[("palyra_deployment_exhausted", "m", "b")] == 1
+    assert got[("palyra_deployment_exhausted", "m", "a")] == 0
+    now[0] += 31  # past the rest
+    assert samples(metrics)[("palyra_deployment_exhausted", "m", "b")] == 0

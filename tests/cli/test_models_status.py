@@ -25,6 +25,8 @@ import pytest
 from rich.console import Console
 
 from palyra.cli.models import deployments_view
+from palyra.config import ModelConfig
+from palyra.deployments import Admission, DeploymentBoard
 from tests.cli.test_cli import PALYRA, isolated_env, palyra
 
 TOKEN = "status-admin-token-77"
@@ -301,3 +303,25 @@ def test_figures_read_against_their_limits() -> None:
     text = render([past], 200)
     assert "exhausted" not in text
     assert "m@p: skipped 4s ago: rpm_limit 60 reached" in text
+
+
+async def test_a_deployment_boards_view_renders() -> None:
+    # The real board's rows, so the table and the board keep agreeing on the shape.
+    now = [1000.0]
+    board = DeploymentBoard(clock=lambda: now[0], wall_clock=lambda: NOW_MS / 1000 + now[0])
+    first = board.deployment(ModelConfig(model_id="m", provider_id="a", rpm_limit=60, weight=3))
+    second = board.deployment(ModelConfig(model_id="m", provider_id="b", priority=1))
+    admission = await board.admit(first, 100)
+    assert isinstance(admission, Admission)
+    board.settle(admission, ttft_s=0.25, tokens=120)
+    board.exhaust(second, 30.0, "upstream answered 429")
+    now_ms = NOW_MS + now[0] * 1000
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(deployments_view(board.view(), now_ms))
+    text = console.export_text()
+    rows = [line.split() for line in text.splitlines() if line.startswith("m ")]
+    assert rows == [
+        ["m", "a", "3/0", "0", "1/60", "120", "250ms", "100%"],
+        ["m", "b", "1/1", "0", "0", "0", "-", "0%"],
+    ]
+    assert "m@b: upstream exhausted for 30s more" in text
