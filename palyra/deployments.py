@@ -178,6 +178,12 @@ class Deployment:
         self._limited = bool(self.rpm_limit or self.tpm_limit)
         self._upstream = upstream
 
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether admitting a request here needs its token estimate (a tpm_limit, or what
+        the upstream said is left); otherwise the estimate need not be worked out."""
+        return self.tpm_limit > 0 or self._upstream.active
+
     def usage_share(self) -> float:
         """The larger of requests / rpm_limit and tokens / tpm_limit over the last 60 s
         (0.0 without limits)."""

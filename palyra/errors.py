@@ -99,6 +99,14 @@ class Unsupported(PalyraError):
     code = "unsupported_operation"
 
 
+class RateLimitExceeded(PalyraError):
+    """Every deployment that could serve is at its limit (rpm/tpm, or the upstream's own)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
 class ProviderError(PalyraError):
     """A failure talking to an upstream provider.
 

@@ -4,11 +4,13 @@ the router's view fresh (discovery, health probes). The HTTP layer talks to this
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from palyra.breaker import BreakerBoard, CircuitBreaker, CircuitState
 from palyra.config import ModelProviderConfig
 from palyra.credentials import CredentialSource
+from palyra.deployments import DeploymentBoard, RedisRateCounter
 from palyra.discovery import Discovery
 from palyra.errors import NotFound
 from palyra.health import DEFINITIVE, HealthBoard, ProviderHealth, probe, probe_all
@@ -45,6 +47,12 @@ class Gateway:
         self.registry = ModelRegistry(config)
         self.health = HealthBoard(config.health_degraded_latency_ms)
         self.breakers = BreakerBoard()
+        # With Redis, a deployment's rpm/tpm counts are one for every daemon sharing it.
+        self.rate_counter = RedisRateCounter(redis_url) if redis_url else None
+        self.deployments = DeploymentBoard(
+            counter=self.rate_counter, default_strategy=config.load_balancing
+        )
+        self.metrics.watch_deployments(self.deployments.view)
         self.discovery = Discovery(timeout_s=PROBE_TIMEOUT_S)
         self.router = Router(
             config,
@@ -53,6 +61,7 @@ class Gateway:
             breakers=self.breakers,
             health=self.health,
             metrics=self.metrics,
+            deployments=self.deployments,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -65,6 +74,12 @@ class Gateway:
         self.providers.update(
             build_providers(self.config, sessions=self._sessions, credentials=self._credentials)
         )
+        for provider in self.providers.values():
+            provider.limits_listener = functools.partial(
+                self.deployments.observe_limits, provider.provider_id
+            )
+        for model in self.config.models:
+            self.deployments.deployment(model)  # listed in the status before any traffic
         self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
         if any(spec_for(p.kind).offline for p in self.providers.values()):
             # An offline provider counts the usage it reports on every answer itself:
@@ -100,6 +115,9 @@ class Gateway:
     async def aclose(self) -> None:
         if self.shared is not None:
             await self.shared.aclose()
+        await self.deployments.drain()
+        if self.rate_counter is not None:
+            await self.rate_counter.aclose()
         await cancel_and_wait(*self._tasks)
         for provider in self.providers.values():
             await provider.aclose()
@@ -190,7 +208,11 @@ class Gateway:
             }
             for model in self.registry.models()
         ]
-        return {"providers": providers, "models": models}
+        return {
+            "providers": providers,
+            "models": models,
+            "deployments": self.deployments.view(),
+        }
 
     def _availability(self, model_id: str, provider_id: str, enabled: bool) -> dict[str, Any]:
         provider = self.providers.get(provider_id)

@@ -6,13 +6,16 @@ Everything here runs in memory on the request path: no database, no blocking cal
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from palyra.balancing import order, prefix_key
 from palyra.breaker import BreakerBoard
 from palyra.config import ModelConfig, ModelProviderConfig, ProviderConfig, ProviderSettings
+from palyra.deployments import DeploymentBoard
 from palyra.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, Unsupported
 from palyra.health import DEFINITIVE, HealthBoard
 from palyra.metrics import Metrics
@@ -80,15 +83,22 @@ class ModelRegistry:
         self._configured = list(config.models)
         self._discovered: list[ModelConfig] = []
         self._index: dict[str, ModelConfig] = {}
+        self._deployments: dict[str, list[ModelConfig]] = {}
         self._rooms: dict[ModelProviderKind, tuple[int, int]] = {}
         self._rebuild()
 
     def _rebuild(self) -> None:
         index: dict[str, ModelConfig] = {}
-        for model in [*self._configured, *self._discovered]:
+        deployments: dict[str, list[ModelConfig]] = {}
+        for model in self._configured:
             index.setdefault(model.model_id, model)
+            deployments.setdefault(model.model_id, []).append(model)
+        for model in self._discovered:
+            if model.model_id not in index:
+                index[model.model_id] = model
+                deployments[model.model_id] = [model]
         rooms: dict[ModelProviderKind, tuple[int, int]] = {}
-        for model in index.values():
+        for model in (m for entries in deployments.values() for m in entries):
             provider = self._config.provider(model.provider_id)
             if model.role != ProviderModelRole.CHAT or provider is None:
                 continue
@@ -99,7 +109,7 @@ class ModelRegistry:
                 min(least[1], budget - model.max_output_tokens),
             )
         # Swapped whole: readers never see a half-built index.
-        self._index, self._rooms = index, rooms
+        self._index, self._deployments, self._rooms = index, deployments, rooms
 
     def chat_rooms(self) -> dict[ModelProviderKind, tuple[int, int]]:
         """Per provider kind, over its chat models: the smallest token budget, and the
@@ -118,7 +128,12 @@ class ModelRegistry:
         return list(self._configured)
 
     def get(self, model_id: str) -> ModelConfig | None:
+        """The model as clients name it: its first deployment stands for all of them."""
         return self._index.get(model_id)
+
+    def deployments(self, model_id: str) -> list[ModelConfig]:
+        """Every entry that serves `model_id` (one per provider), in the file's order."""
+        return self._deployments.get(model_id, [])
 
     def default_for(self, role: ProviderModelRole) -> str:
         wanted: str = getattr(self._config, f"default_{role.value}_model_id")
@@ -186,9 +201,15 @@ class Router:
         breakers: BreakerBoard,
         health: HealthBoard,
         metrics: Metrics,
+        deployments: DeploymentBoard | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.registry = registry
+        self.deployments = deployments or DeploymentBoard(clock=clock)
+        self._rng = rng or random.Random()
+        self._clock = clock
         self.providers = providers
         self.breakers = breakers
         self.health = health
@@ -205,7 +226,7 @@ class Router:
             self._settings[provider.provider_id] = cached
         return cached[2]
 
-    def _candidate(self, model: ModelConfig) -> Candidate | None:
+    def _candidate(self, model: ModelConfig, balanced: bool = False) -> Candidate | None:
         provider = self.providers.get(model.provider_id)
         if provider is None or not provider.config.enabled or not model.enabled:
             return None
@@ -215,14 +236,21 @@ class Router:
             settings.circuit_breaker_failure_threshold,
             settings.circuit_breaker_cooldown_ms,
         )
-        return Candidate(model, provider, settings, breaker)
+        deployment = self.deployments.deployment(model)
+        return Candidate(model, provider, settings, breaker, deployment, balanced)
 
     def candidates(
-        self, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
+        self,
+        model: ModelConfig,
+        can_serve: Callable[[ModelConfig], bool],
+        affinity: Callable[[], str | None] | None = None,
     ) -> Iterable[Candidate]:
-        """The requested model, then its `fallbacks` in order, or else every other enabled
-        model of its role on another provider that can serve the request, cheapest and
-        fastest first.
+        """The requested model's deployments in the order its strategy gives, then its
+        `fallbacks` in order, or else every other enabled model of its role on another
+        provider that can serve the request, cheapest and fastest first (each model's
+        deployments balanced the same way). `can_serve` is asked of every entry but the
+        requested one (whose problems the caller has answered already); `affinity` gives the
+        request's key for models with `affinity = "prefix"`.
 
         Only the breakers take a provider out of rotation, as `FallbackModel` asks each in
         turn: an open one is passed over, and once its cooldown is over the next request
@@ -232,8 +260,8 @@ class Router:
 
         The rest of the chain is only worked out if the first attempt fails: most requests
         never need it, and checking each fallback costs a budget check."""
-        first = self._candidate(model)
-        if first is None:
+        firsts = self._deployed(model, can_serve, affinity, requested=model)
+        if not firsts:
             raise ModelNotFound(
                 f"model {model.model_id!r} is served by provider {model.provider_id!r}, "
                 "which is disabled",
@@ -241,50 +269,102 @@ class Router:
                 code="provider_disabled",
             )
         if not self.config.failover_enabled:
-            return [first]
-        return self._chain(first, model, can_serve)
+            return firsts
+        return self._chain(firsts, model, can_serve, affinity)
 
     def _chain(
-        self, first: Candidate, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
+        self,
+        firsts: list[Candidate],
+        model: ModelConfig,
+        can_serve: Callable[[ModelConfig], bool],
+        affinity: Callable[[], str | None] | None,
     ) -> Iterator[Candidate]:
-        if not self._definitive(first):
-            yield first
-            yield from self._viable(self._others(model, can_serve))
-            return
-        others = self._viable(self._others(model, can_serve))
-        # (Tried when nothing else serves: the client then gets the provider's own answer,
-        # and a credential mended since is noticed at once, not at the next probe.)
-        yield from others if others else [first]
+        viable = [c for c in firsts if not self._definitive(c)]
+        yield from viable
+        others = self._viable(self._others(model, can_serve, affinity))
+        if viable or others:
+            yield from others
+        else:
+            # (Tried when nothing else serves: the client then gets the provider's own
+            # answer, and a credential mended since is noticed at once, not at the next probe.)
+            yield from firsts
 
     def _viable(self, chain: list[Candidate]) -> list[Candidate]:
         kept = [c for c in chain if not self._definitive(c)]
         return kept or chain
 
+    def _deployed(
+        self,
+        model: ModelConfig,
+        can_serve: Callable[[ModelConfig], bool],
+        affinity: Callable[[], str | None] | None,
+        requested: ModelConfig | None = None,
+    ) -> list[Candidate]:
+        """The deployments of `model` that can serve, in the order to try them: priority
+        groups, each in its strategy's order (or by affinity), probed-unwell ones last."""
+        entries = self.registry.deployments(model.model_id) or [model]
+        if len(entries) == 1:  # the usual case: nothing to balance
+            only = entries[0]
+            candidate = self._candidate(only)
+            ok = candidate is not None and (only is requested or can_serve(only))
+            return [candidate] if candidate is not None and ok else []
+        by_key: dict[str, Candidate] = {}
+        for entry in entries:
+            candidate = self._candidate(entry, balanced=True)
+            if candidate is not None and (entry is requested or can_serve(entry)):
+                by_key[candidate.deployment.key] = candidate
+        key = affinity() if affinity is not None and model.affinity == "prefix" else None
+        ordered = order(
+            [c.deployment for c in by_key.values()],
+            self.config.strategy_for(model),
+            rng=self._rng,
+            now=self._clock(),
+            affinity_key=key,
+        )
+        chain = [by_key[d.key] for d in ordered]
+        # Stable: within a priority the strategy's order stands but for what probes found.
+        return sorted(chain, key=lambda c: (c.deployment.priority, not self._healthy(c)))
+
     def _others(
-        self, model: ModelConfig, can_serve: Callable[[ModelConfig], bool]
+        self,
+        model: ModelConfig,
+        can_serve: Callable[[ModelConfig], bool],
+        affinity: Callable[[], str | None] | None,
     ) -> list[Candidate]:
         if model.fallbacks:
             # Each named fallback is a rank of its own: the order written is the order tried.
-            others = [m for m in map(self.registry.get, model.fallbacks) if m is not None]
-            chain = [c for c in map(self._candidate, others) if c is not None]
-            return [c for c in chain if can_serve(c.model)]
-        pool = [
-            m
-            for m in self.registry.configured()
-            if m.role == model.role and m.provider_id != model.provider_id
-        ]
-        order = {m.model_id: i for i, m in enumerate(pool)}
-        chain = [c for c in map(self._candidate, pool) if c is not None and can_serve(c.model)]
+            chain: list[Candidate] = []
+            for fallback_id in model.fallbacks:
+                fallback = self.registry.get(fallback_id)
+                if fallback is not None:
+                    chain += self._deployed(fallback, can_serve, affinity)
+            return chain
+        serving = {m.provider_id for m in self.registry.deployments(model.model_id)}
+        serving.add(model.provider_id)
+        pool: dict[str, ModelConfig] = {}
+        for m in self.registry.configured():
+            elsewhere = m.model_id != model.model_id and m.provider_id not in serving
+            if elsewhere and m.role == model.role:
+                pool.setdefault(m.model_id, self.registry.get(m.model_id) or m)
+        ranked = sorted(
+            enumerate(pool.values()),
+            key=lambda im: (_COST[im[1].cost_tier], _LATENCY[im[1].latency_tier], im[0]),
+        )
+        chain = []
+        for _, other in ranked:
+            chain += self._deployed(other, can_serve, affinity)
         # Within a rank (the same tiers), what the probes found puts the unwell last.
         return sorted(
             chain,
             key=lambda c: (
                 _COST[c.model.cost_tier],
                 _LATENCY[c.model.latency_tier],
-                not self.health.get(c.provider.provider_id).healthy,
-                order[c.model.model_id],
+                not self._healthy(c),
             ),
         )
+
+    def _healthy(self, candidate: Candidate) -> bool:
+        return self.health.get(candidate.provider.provider_id).healthy
 
     def _definitive(self, candidate: Candidate) -> bool:
         return self.health.get(candidate.provider.provider_id).state in DEFINITIVE
@@ -323,7 +403,9 @@ class Router:
             )
         return None
 
-    def _fallback(self, candidates: Iterable[Candidate]) -> FallbackModel:
+    def _fallback(
+        self, candidates: Iterable[Candidate], estimate: Callable[[], int] = lambda: 0
+    ) -> FallbackModel:
         deadline = time.monotonic() + self.config.request_timeout_ms / 1000
         return FallbackModel(
             candidates,
@@ -331,12 +413,17 @@ class Router:
             deadline=deadline,
             health=self.health,
             metrics=self.metrics,
+            deployments=self.deployments,
+            estimate=estimate,
         )
 
     async def _serve(
-        self, candidates: Iterable[Candidate], call: Callable[[Candidate], Awaitable[T]]
+        self,
+        candidates: Iterable[Candidate],
+        call: Callable[[Candidate], Awaitable[T]],
+        estimate: Callable[[], int] = lambda: 0,
     ) -> Routed[T]:
-        fallback = self._fallback(candidates)
+        fallback = self._fallback(candidates, estimate)
         value = await fallback.run(call)
         return Routed(value, fallback.route)
 
@@ -347,9 +434,21 @@ class Router:
         provider = self.providers.get(model.provider_id)
         return None if provider is None else provider.unsupported(provider.accepts(request))
 
-    async def _chat_candidates(self, request: ChatRequest) -> Iterable[Candidate]:
+    async def _chat_candidates(
+        self, request: ChatRequest
+    ) -> tuple[Iterable[Candidate], Callable[[], int]]:
+        """The candidates for `request`, and how to estimate its tokens (for deployments
+        with a tpm limit)."""
         model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
         facts = _ChatFacts(request)
+
+        def estimate() -> int:
+            # Bytes bound tokens from above; about four to a token in the usual text, and
+            # the answer as long as the client allows (corrected to the usage afterwards).
+            provider = self.providers.get(model.provider_id)
+            kind = provider.kind if provider else ModelProviderKind.OPENAI_COMPATIBLE
+            return -(-facts.bound(kind) // 4) + (request.output_limit or 0)
+
         if not vocabulary_loaded() and self._may_count(request, facts):
             await load_vocabulary()
         problem = self._chat_problem(request, model, facts)
@@ -372,10 +471,10 @@ class Router:
                 self._chat_problem(request, other, facts) is None and unhonoured_on(other) is None
             )
 
-        candidates = self.candidates(model, can_serve)
+        candidates = self.candidates(model, can_serve, lambda: prefix_key(request))
         unhonoured = unhonoured_on(model)
         if unhonoured is None:
-            return candidates
+            return candidates, estimate
         # The requested model's provider cannot honour the request: not a fault of the
         # request, so on to the candidates that can, and a 400 naming what and who when
         # none can (never a silent drop of what it could not do).
@@ -383,7 +482,7 @@ class Router:
         if not capable:
             unhonoured.route = RouteInfo(model.model_id, model.provider_id)
             raise unhonoured
-        return capable
+        return capable, estimate
 
     def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
         return may_need_counts(request, self.registry.chat_rooms(), facts.bound)
@@ -404,10 +503,12 @@ class Router:
         """`serve`: how a dialect has a candidate answer, when it can do better than the
         provider's `chat` (passing its own wire format through natively); by default
         `provider.chat`."""
-        candidates = await self._chat_candidates(request)
+        candidates, estimate = await self._chat_candidates(request)
         answer = serve or _provider_chat
         routed = await self._serve(
-            candidates, lambda c: answer(c.provider, c.provider.accepts(request), c.model)
+            candidates,
+            lambda c: answer(c.provider, c.provider.accepts(request), c.model),
+            estimate,
         )
         usage = routed.value.usage
         self.metrics.count_tokens(
@@ -424,8 +525,8 @@ class Router:
         """Opens the stream up to its first content token, failing over as needed, so that
         what the client sees is either an ordinary error or a normal stream. The stream's
         token counts are metered as they pass."""
-        candidates = await self._chat_candidates(request)
-        fallback = self._fallback(candidates)
+        candidates, estimate = await self._chat_candidates(request)
+        fallback = self._fallback(candidates, estimate)
         open_ = serve or _provider_stream
         stream = await fallback.stream(
             lambda c: open_(c.provider, c.provider.accepts(request), c.model)
@@ -457,13 +558,19 @@ class Router:
                 error.route = RouteInfo(model.model_id, model.provider_id)
                 raise error
         # Vectors of different models live in different spaces: an embeddings request only
-        # fails over to the fallbacks its model names explicitly.
+        # fails over to another deployment of its model or the fallbacks it names.
         longest = max(lengths)
         candidates = self.candidates(
             model,
-            lambda m: bool(model.fallbacks) and token_budget(self.config, m) >= longest,
+            lambda m: (
+                (m.model_id == model.model_id or bool(model.fallbacks))
+                and token_budget(self.config, m) >= longest
+            ),
         )
-        return await self._serve(candidates, lambda c: c.provider.embed(request, c.model))
+        total = sum(lengths)
+        return await self._serve(
+            candidates, lambda c: c.provider.embed(request, c.model), lambda: total
+        )
 
     async def transcribe(self, request: TranscriptionRequest) -> Routed[TranscriptionResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.AUDIO_TRANSCRIPTION)

@@ -24,7 +24,15 @@ from typing import Protocol, TypeVar
 
 from palyra.breaker import CircuitBreaker, Permit
 from palyra.config import ModelConfig, ProviderSettings
-from palyra.errors import ErrorClass, PalyraError, ProviderError, Unsupported, UpstreamTimeout
+from palyra.deployments import Admission, Deployment, DeploymentBoard, Refusal
+from palyra.errors import (
+    ErrorClass,
+    PalyraError,
+    ProviderError,
+    RateLimitExceeded,
+    Unsupported,
+    UpstreamTimeout,
+)
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
@@ -56,6 +64,10 @@ class Candidate:
     provider: ModelProvider
     settings: ProviderSettings
     breaker: CircuitBreaker
+    deployment: Deployment
+    # One of several deployments of its model: a 429 there moves on to a sibling rather than
+    # waiting out its Retry-After.
+    balanced: bool = False
 
 
 @dataclass(slots=True)
@@ -90,6 +102,8 @@ class FallbackModel:
         deadline: float,
         health: HealthBoard,
         metrics: Metrics,
+        deployments: DeploymentBoard,
+        estimate: Callable[[], int] = lambda: 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.candidates = candidates
@@ -98,11 +112,16 @@ class FallbackModel:
         self._health = health
         self._metrics = metrics
         self._sleep = sleep
+        self._deployments = deployments
+        # The request's tokens as reserved against a deployment's limits before dispatch:
+        # worked out only for a deployment that counts them.
+        self._estimate = estimate
+        self._estimated: int | None = None
         # Providers whose breaker this request has already charged a failure to.
         self._charged: set[str] | None = None
         # Set while opening a stream: success is settled when the stream ends.
         self._streaming = False
-        self._served: tuple[Candidate, Permit] | None = None
+        self._served: tuple[Candidate, Permit, Admission, float] | None = None
 
     async def run(self, call: Callable[[Candidate], Awaitable[T]]) -> T:
         try:
@@ -119,6 +138,7 @@ class FallbackModel:
         refused: Unsupported | None = None
         attempted = 0
         cooling: list[float] = []
+        limited: list[float] = []
         window_floor = 0  # after a context error: only larger windows are worth trying
         for candidate in self.candidates:
             if candidate.model.max_context_tokens <= window_floor:
@@ -127,13 +147,20 @@ class FallbackModel:
             if permit is None:
                 cooling.append(candidate.breaker.retry_after_s())
                 continue
+            admission = await self._deployments.admit(
+                candidate.deployment, self._tokens(candidate.deployment)
+            )
+            if isinstance(admission, Refusal):
+                candidate.breaker.release(permit)
+                limited.append(admission.retry_after_s)
+                continue
             failing_over_from = last_error.provider_id if last_error is not None else None
             failover = attempted > 0
             attempted += 1
             self.route.model_id = candidate.model.model_id
             self.route.provider_id = candidate.provider.provider_id
             try:
-                result = await self._attempt(candidate, permit, call)
+                result = await self._attempt(candidate, permit, admission, call)
             except Unsupported as refusal:
                 refused = refused or refusal
                 attempted -= 1
@@ -153,6 +180,14 @@ class FallbackModel:
             return result
         if last_error is not None:
             raise last_error
+        if limited:
+            # (Before cooling: the limits are what the client's retry must wait out.)
+            wait = max(1, math.ceil(min(limited + cooling)))
+            raise RateLimitExceeded(
+                "every deployment that could serve this request is at its rate limit; "
+                f"retry in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         if cooling:
             # (Before a refusal: a candidate cooling down may be the one that can carry the
             # request, and a client told to retry later will then be served.)
@@ -166,6 +201,13 @@ class FallbackModel:
             raise refused
         raise AllCandidatesCoolingDown("no enabled provider can serve this request")
 
+    def _tokens(self, deployment: Deployment) -> int:
+        if not deployment.counts_tokens:
+            return 0
+        if self._estimated is None:
+            self._estimated = self._estimate()
+        return self._estimated
+
     def _count_failover(self, failover: bool, from_provider: str | None) -> None:
         # Counted once the attempt it led to was made (a candidate skipped for refusing the
         # request is no failover).
@@ -175,7 +217,11 @@ class FallbackModel:
                 self._metrics.count_failover(from_provider)
 
     async def _attempt(
-        self, candidate: Candidate, permit: Permit, call: Callable[[Candidate], Awaitable[T]]
+        self,
+        candidate: Candidate,
+        permit: Permit,
+        admission: Admission,
+        call: Callable[[Candidate], Awaitable[T]],
     ) -> T:
         provider_id = candidate.provider.provider_id
         # A half-open probe is one request, one try: its answer decides the circuit.
@@ -189,9 +235,10 @@ class FallbackModel:
                 except ProviderError as error:
                     self.route.upstream_s += time.perf_counter() - started
                     self._metrics.count_upstream_error(provider_id, error.error_class)
-                    wait = self._retry_wait(error, attempt, max_retries, candidate.settings)
+                    wait = self._retry_wait(error, attempt, max_retries, candidate)
                     if wait is None:
                         self._settle_failure(candidate, permit, error)
+                        self._deployments.settle(admission, ttft_s=None, tokens=None)
                         raise
                     attempt += 1
                     self.route.retries += 1
@@ -203,23 +250,33 @@ class FallbackModel:
                 self.route.upstream_s += elapsed
                 self._metrics.observe_upstream(provider_id, candidate.model.model_id, elapsed)
                 if self._streaming:
-                    self._served = (candidate, permit)
+                    self._served = (candidate, permit, admission, elapsed)
                     # A probe is settled by its first token: the circuit must not wait on a
                     # stream that the caller may never read, nor stay half-open for its length.
                     if permit is Permit.PROBE:
                         self._settle_success(candidate)
                 else:
                     self._settle_success(candidate)
+                    self._deployments.settle(admission, ttft_s=elapsed, tokens=_total(result))
                 return result
         except BaseException as error:
             if not isinstance(error, ProviderError):
                 # Cancelled, or our own bug: says nothing about the provider.
                 candidate.breaker.release(permit)
+                self._deployments.settle(admission, ttft_s=None, tokens=None)
             raise
 
     def _retry_wait(
-        self, error: ProviderError, attempt: int, max_retries: int, settings: ProviderSettings
+        self, error: ProviderError, attempt: int, max_retries: int, candidate: Candidate
     ) -> float | None:
+        if error.upstream_status == 429 and error.retry_after_s is not None:
+            # The upstream's quota is spent: no request goes there before it says.
+            self._deployments.exhaust(
+                candidate.deployment, error.retry_after_s, "upstream answered 429"
+            )
+            if candidate.balanced:
+                return None  # a sibling deployment can answer now
+        settings = candidate.settings
         if error.error_class is not ErrorClass.RETRYABLE or attempt >= max_retries:
             return None
         if error.retry_after_s is not None:
@@ -267,8 +324,7 @@ class FallbackModel:
 
         head, rest = await self.run(call)
         assert self._served is not None  # run() returned: a candidate served
-        candidate, permit = self._served
-        return self._relay(head, rest, candidate, permit)
+        return self._relay(head, rest, *self._served)
 
     async def _relay(
         self,
@@ -276,10 +332,13 @@ class FallbackModel:
         rest: AsyncIterator[E],
         candidate: Candidate,
         permit: Permit,
+        admission: Admission,
+        ttft_s: float,
     ) -> AsyncIterator[E]:
         provider_id, model_id = candidate.provider.provider_id, candidate.model.model_id
         count_tokens = self._metrics.count_tokens
         settled = permit is Permit.PROBE  # (a probe was settled by its first token)
+        tokens: int | None = None
         try:
             for delta in head:
                 if delta.usage is not None:
@@ -289,6 +348,7 @@ class FallbackModel:
                         delta.usage.prompt_tokens,
                         delta.usage.completion_tokens,
                     )
+                    tokens = delta.usage.total_tokens
                 yield delta
             async for delta in rest:
                 if delta.usage is not None:
@@ -298,6 +358,7 @@ class FallbackModel:
                         delta.usage.prompt_tokens,
                         delta.usage.completion_tokens,
                     )
+                    tokens = delta.usage.total_tokens
                 yield delta
         except ProviderError as error:
             # Too late to retry or fail over: the client has had part of the answer.
@@ -310,8 +371,15 @@ class FallbackModel:
             if not settled:
                 self._settle_success(candidate)
         finally:
+            self._deployments.settle(admission, ttft_s=ttft_s, tokens=tokens)
             # Closing the provider's generator closes its upstream response (client went away).
             await _close(rest)
+
+
+def _total(result: object) -> int | None:
+    """The tokens an answer used, when it says (chat and embeddings results do)."""
+    usage = getattr(result, "usage", None)
+    return usage.total_tokens if isinstance(usage, Usage) else None
 
 
 async def open_stream(
