@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import litellm_peer
-from scenarios import Scenario
+from scenarios import DEPLOYED, Scenario
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -131,6 +132,7 @@ def mock_target(mock: str) -> Target:
         # Straight to the provider that answers: what failover adds shows as added latency.
         ("failover", "chat", ""): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
         ("fast", "embeddings", ""): (f"{mock}/fast/v1/embeddings", "text-embedding-3-small"),
+        ("fast", "chat", DEPLOYED): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
     }
     for via in ("", "passthrough", "translated"):
         routes[("fast", "responses", via)] = (f"{mock}/fast/v1/responses", "gpt-4o-mini")
@@ -154,11 +156,13 @@ failover_enabled = true
 """
 
 
-def daemon_config(mock: str, dialects: bool = True) -> str:
+def daemon_config(mock: str, dialects: bool = True, deployments: bool = False) -> str:
     """Six models on five OpenAI-compatible providers; with `dialects`, also an Anthropic
     provider (Messages passed through natively) and an OpenAI-compatible one with Responses
     pass-through. Without, the config is the one the daemon had before those dialects, which
-    an older tree can still load (for before/after figures)."""
+    an older tree can still load (for before/after figures). With `deployments`, also
+    `DEPLOYED_MODEL` on three more providers and `EXTRA_MODELS` models spread over all of
+    them (see `deployed_models`)."""
     providers = [
         ("mock-fast", "openai_compatible", f"{mock}/fast/v1", ""),
         ("mock-slow", "openai_compatible", f"{mock}/slow/v1", ""),
@@ -197,6 +201,11 @@ def daemon_config(mock: str, dialects: bool = True) -> str:
             ("bench-claude", "mock-anthropic", "claude-sonnet-4-5", "chat", ""),
             ("bench-responses", "mock-responses", "gpt-4o-mini", "chat", ""),
         ]
+    if deployments:
+        providers += [
+            (pid, "openai_compatible", f"{mock}/fast/v1", "") for pid in DEPLOYMENT_PROVIDERS
+        ]
+        models += deployed_models([pid for pid, *_ in providers])
     provider_text = [
         "[[model_provider.providers]]\n"
         f'provider_id = "{pid}"\nkind = "{kind}"\n'
@@ -211,6 +220,32 @@ def daemon_config(mock: str, dialects: bool = True) -> str:
         for mid, pid, upstream, role, extra in models
     ]
     return DAEMON_CONFIG.format(providers="\n".join(provider_text), models="\n".join(model_text))
+
+
+# The model of the deploy-* scenarios: one model_id on three providers that all answer at
+# once, weighted alike (the default strategy, `weighted`).
+DEPLOYED_MODEL = "bench-deployed"
+DEPLOYMENT_PROVIDERS = ("mock-deploy-a", "mock-deploy-b", "mock-deploy-c")
+# Configured beside it so that the registry is the size of a real gateway's, not six models.
+EXTRA_MODELS = 100
+
+
+def deployed_models(provider_ids: list[str]) -> list[tuple[str, str, str, str, str]]:
+    """`DEPLOYED_MODEL`'s three deployments, then `EXTRA_MODELS` models `bench-extra-NNN`
+    dealt round the providers (every tenth an embeddings model), as `daemon_config` rows."""
+    rows = [(DEPLOYED_MODEL, pid, "gpt-4o-mini", "chat", "") for pid in DEPLOYMENT_PROVIDERS]
+    for n in range(EXTRA_MODELS):
+        embeddings = n % 10 == 9
+        rows.append(
+            (
+                f"bench-extra-{n:03d}",
+                provider_ids[n % len(provider_ids)],
+                "text-embedding-3-small" if embeddings else f"gpt-4o-mini-{n:03d}",
+                "embeddings" if embeddings else "chat",
+                "",
+            )
+        )
+    return rows
 
 
 def gateway_routes(url: str, dialects: bool = True) -> Routes:
@@ -239,21 +274,42 @@ def gateway_routes(url: str, dialects: bool = True) -> Routes:
 def start_daemon(work: Path, mock: str, *, dialects: bool = True, palyra_src: str = "") -> Target:
     """`palyrad`, the real console script; with `palyra_src`, the package is imported from
     that tree instead (a git worktree of an older commit, for before/after figures)."""
-    config = work / "palyra.toml"
-    config.write_text(daemon_config(mock, dialects))
+    process, url = spawn_daemon(work, "", daemon_config(mock, dialects), palyra_src)
+    return Target("palyra", process, ADMIN_TOKEN, gateway_routes(url, dialects))
+
+
+def start_deployed_daemon(work: Path, mock: str, *, palyra_src: str = "") -> Target:
+    """A second `palyrad` for the deploy-* scenarios only, its config the usual one plus
+    `DEPLOYED_MODEL` (three deployments) and `EXTRA_MODELS` more models. A daemon of its own,
+    so that chat-c16 in the same run is the usual single-deployment figure, and what the
+    bigger registry costs per request shows in the comparison rather than on both sides."""
+    config = daemon_config(mock, dialects=False, deployments=True)
+    process, url = spawn_daemon(work, "-deployed", config, palyra_src)
+    routes: Routes = {("fast", "chat", DEPLOYED): (url + "/v1/chat/completions", DEPLOYED_MODEL)}
+    return Target("palyra", process, ADMIN_TOKEN, routes)
+
+
+def spawn_daemon(
+    work: Path, suffix: str, config_text: str, palyra_src: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts `palyrad` on `config_text`, with its config file, state and log under `work`
+    (`palyra{suffix}.toml`, `palyrad{suffix}.log`, ...); returns the process and its URL
+    once it answers."""
+    config = work / f"palyra{suffix}.toml"
+    config.write_text(config_text)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PALYRA_")}
     env.update(
         PALYRA_ADMIN_TOKEN=ADMIN_TOKEN,
-        XDG_CONFIG_HOME=str(work / "xdg-config"),
-        XDG_STATE_HOME=str(work / "xdg-state"),
+        XDG_CONFIG_HOME=str(work / f"xdg-config{suffix}"),
+        XDG_STATE_HOME=str(work / f"xdg-state{suffix}"),
     )
     env[UPSTREAM_KEY_ENV] = "sk-bench-upstream"
     if palyra_src:
         # Ahead of the editable install's finder, which comes last on sys.meta_path.
         env["PYTHONPATH"] = str(Path(palyra_src).resolve())
     palyrad = Path(PYTHON).with_name("palyrad")
-    log = open(work / "palyrad.log", "wb")  # noqa: SIM115 - lives as long as the process
+    log = open(work / f"palyrad{suffix}.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
         [
             str(palyrad),
@@ -262,15 +318,49 @@ def start_daemon(work: Path, mock: str, *, dialects: bool = True, palyra_src: st
             "--port",
             str(port),
             "--state-dir",
-            str(work / "state"),
+            str(work / f"state{suffix}"),
         ],
         env=env,
         stdout=log,
         stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/healthz", process, 60, "palyrad")
-    return Target("palyra", process, ADMIN_TOKEN, gateway_routes(url, dialects))
+    try:
+        wait_http(url + "/healthz", process, 60, f"palyrad ({config.name})")
+    except RuntimeError:
+        stop(process)
+        raise
+    return process, url
+
+
+_DISPATCHED = re.compile(
+    r"^palyra_deployment_dispatched_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$", re.M
+)
+
+
+def dispatched(target: Target, model: str) -> dict[str, int] | None:
+    """Requests the daemon has dispatched to each deployment of `model` (provider id ->
+    count), from its /metrics; None when it has no per-deployment figures for that model."""
+    route = next(iter(target.routes.values()), None)
+    if route is None:
+        return None
+    base = route[0].split("/v1/", 1)[0]
+    request = urllib.request.Request(
+        base + "/metrics", headers={"Authorization": f"Bearer {target.token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dispatched_counts(response.read().decode(), model)
+
+
+def dispatched_counts(metrics_text: str, model: str) -> dict[str, int] | None:
+    """`palyra_deployment_dispatched_total` of `model` per provider, read from Prometheus
+    text; None when there is none."""
+    counts: dict[str, int] = {}
+    for match in _DISPATCHED.finditer(metrics_text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        if labels.get("model") == model:
+            counts[labels.get("provider", "?")] = int(float(match["value"]))
+    return counts or None
 
 
 # --- the floor and the peer -----------------------------------------------------------------
@@ -292,6 +382,7 @@ def start_floor(work: Path, mock: str) -> Target:
     routes = {
         key: (url + route.removeprefix(mock), model)
         for key, (route, model) in direct.routes.items()
+        if key[2] != DEPLOYED  # a pass-through has no models, let alone deployments
     }
     return Target("floor", process, "", routes)
 

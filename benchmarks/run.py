@@ -33,11 +33,15 @@ sys.path.insert(0, str(HERE))
 import litellm_peer  # noqa: E402
 from measure import ensure_wrk, measure, rss_mb  # noqa: E402
 from processes import (  # noqa: E402
+    DEPLOYED_MODEL,
+    EXTRA_MODELS,
     PYTHON,
     Target,
+    dispatched,
     mock_target,
     raise_fd_limit,
     start_daemon,
+    start_deployed_daemon,
     start_floor,
     start_litellm,
     start_mock,
@@ -45,7 +49,7 @@ from processes import (  # noqa: E402
     workdir,
 )
 from report import fmt, report  # noqa: E402
-from scenarios import scenarios, uses_dialects  # noqa: E402
+from scenarios import scenarios, uses_deployments, uses_dialects  # noqa: E402
 
 # --- token estimator ----------------------------------------------------------------------
 
@@ -106,6 +110,22 @@ def token_bench(
     return result
 
 
+def spread_note(deployed: Target) -> str:
+    """How the deployed model's requests fell over its deployments: a deploy-* figure means
+    little if one deployment took them all."""
+    try:
+        counts = dispatched(deployed, DEPLOYED_MODEL)
+    except OSError as exc:
+        return f"{DEPLOYED_MODEL}: per-deployment counts not read from /metrics: {exc}"
+    if not counts:
+        return f"{DEPLOYED_MODEL}: this palyrad's /metrics has no per-deployment counts"
+    total = sum(counts.values()) or 1
+    shares = ", ".join(
+        f"{provider} {n:,} ({n / total:.0%})" for provider, n in sorted(counts.items())
+    )
+    return f"{DEPLOYED_MODEL} requests per deployment, whole run: {shares}"
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -161,6 +181,23 @@ def main(argv: list[str] | None = None) -> int:
             assert daemon.process is not None
             processes.append(daemon.process)
             targets_.append(daemon)
+            deployed: Target | None = None
+            if uses_deployments(chosen):
+                try:
+                    deployed = start_deployed_daemon(work, mock, palyra_src=args.palyra_src)
+                except RuntimeError as exc:
+                    # A tree from before issue 14 refuses a model_id on several providers.
+                    notes.append(f"deploy-* not run through palyrad: {exc}")
+                    print(f"deploy-* not run through palyrad: {exc}", flush=True)
+                else:
+                    assert deployed.process is not None
+                    processes.append(deployed.process)
+                    targets_.append(deployed)
+                    notes.append(
+                        f"deploy-* ran on a second palyrad: the same config plus "
+                        f"{DEPLOYED_MODEL} (3 deployments, weighted) and {EXTRA_MODELS} more "
+                        "models"
+                    )
             if not args.no_peer:
                 try:
                     peer = start_litellm(work, mock)
@@ -173,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             for sc in chosen:
                 for target in targets_:
                     if target.route(sc) is None:
-                        continue  # LiteLLM is set up for chat and embeddings only
+                        # LiteLLM is set up for chat and embeddings only; deploy-* is
+                        # palyrad's alone, and served by its second daemon.
+                        continue
                     print(f"{sc.key:16s} {target.name:8s} ...", end=" ", flush=True)
                     try:
                         r = measure(target, sc, work, use_wrk, args.quick)
@@ -194,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault(sc.key, {})[target.name] = r
             if daemon.process is not None:
                 notes.append(f"palyrad RSS after the run: {rss_mb(daemon.process.pid):.0f} MB")
+            if deployed is not None and deployed.process is not None:
+                notes.append(spread_note(deployed))
         finally:
             for process in reversed(processes):
                 stop(process)

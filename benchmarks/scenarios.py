@@ -29,6 +29,10 @@ STREAM_ENDS = {
 }
 # The wire formats the daemon serves through a dialect added after chat completions.
 DIALECTS = ("responses", "messages")
+# `via` of the chat scenarios served by the model with several deployments (issue 14): only
+# palyrad serves them (the floor has no models; LiteLLM is not set up for them), in a daemon
+# of their own whose config has that model and 100 more.
+DEPLOYED = "deployed"
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Scenario:
     requests: int = 0  # when set: exactly this many, one per client (open-streams test)
     base64: bool = False  # embeddings: encoding_format "base64", the OpenAI SDK's default
     # Responses and Messages: "" is the headline setup, "passthrough" or "translated" the other.
+    # Chat: "" is a model with one deployment, DEPLOYED the model with three.
     via: str = ""
 
     @property
@@ -82,6 +87,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             open_streams,
         ),
         *dialect_scenarios(d),
+        *deployment_scenarios(d),
     ]
 
 
@@ -113,6 +119,28 @@ def dialect_scenarios(d: float) -> list[Scenario]:
                 )
             )
     return out
+
+
+def deployment_scenarios(d: float) -> list[Scenario]:
+    """Whole chat to one model over three deployments (weighted), among 100 more models: at 1
+    concurrent for the added latency, at 16 beside chat-c16 (one deployment) for req/s."""
+    return [
+        Scenario(
+            f"deploy-c{c}",
+            f"chat, 1 model over 3 deployments (+100 models), {c} concurrent",
+            "fast",
+            "chat",
+            c,
+            d,
+            via=DEPLOYED,
+        )
+        for c in (1, 16)
+    ]
+
+
+def uses_deployments(chosen: list[Scenario]) -> bool:
+    """Whether the daemon with the deployed model (and 100 more) is needed."""
+    return any(s.via == DEPLOYED for s in chosen)
 
 
 def uses_dialects(chosen: list[Scenario]) -> bool:

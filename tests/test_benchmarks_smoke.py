@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from processes import start_mock, stop  # noqa: E402  (benchmark scripts, not a package)
+from processes import (  # noqa: E402  (benchmark scripts, not a package)
+    DEPLOYED_MODEL,
+    DEPLOYMENT_PROVIDERS,
+    EXTRA_MODELS,
+    daemon_config,
+    dispatched_counts,
+    start_mock,
+    stop,
+)
+
+from palyra.config import validate_config  # noqa: E402
+from palyra.metrics import Metrics  # noqa: E402
 
 SCENARIOS = [
     "chat-c16",
@@ -37,6 +49,8 @@ SCENARIOS = [
     "messages-translated-c1",
     "messages-translated-stream-c1",
 ]
+# Served by palyrad alone (a second daemon with the deployed model), beside the mock.
+PALYRA_ONLY = ["deploy-c1", "deploy-c16"]
 DIALECT_TARGETS = [
     "responses-c1: added p50",
     "responses-stream-c1: added TTFC p50",
@@ -55,7 +69,7 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
             "--no-peer",
             "--no-wrk",
             "--only",
-            ",".join([*SCENARIOS, "responses-stream-c1", "messages-c1"]),
+            ",".join([*SCENARIOS, *PALYRA_ONLY, "responses-stream-c1", "messages-c1"]),
             "--json",
             str(raw),
             "--output",
@@ -63,7 +77,7 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=150,
         cwd=ROOT,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -75,6 +89,11 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
             assert result["requests"] > 0 and result["errors"] == 0, (key, target, result)
             assert result["latency_ms"]["p50"] is not None
         assert figures["results"][key]["palyra"]["peak_rss_mb"] > 0
+    for key in PALYRA_ONLY:
+        assert set(figures["results"][key]) == {"direct", "palyra"}, key
+        result = figures["results"][key]["palyra"]
+        assert "error" not in result, (key, result)
+        assert result["requests"] > 0 and result["errors"] == 0, (key, result)
     for key in ("stream-c1", "responses-stream-c16", "messages-stream-c1"):
         assert figures["results"][key]["palyra"]["ttfc_ms"]["p50"] is not None
     assert not isinstance(figures["tokens"]["palyra"], str), figures["tokens"]
@@ -88,6 +107,55 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
     for label in DIALECT_TARGETS:
         # Measured, whatever the verdict (quick runs are too short to judge speed by).
         assert f"S {label}: " in targets or f"L {label}: " in targets, (label, targets)
+    for label in ("deploy-c1 (3 deployments, +100 models): added p50 ", "chat-c16's "):
+        assert label in targets, (label, targets)
+    assert f"{DEPLOYED_MODEL} (3 deployments, weighted) and 100 more models" in text
+
+
+def test_deployed_config_is_one_model_on_three_providers_among_a_hundred_more() -> None:
+    raw = tomllib.loads(daemon_config("http://127.0.0.1:9", dialects=False, deployments=True))
+    config = validate_config(raw).model_provider
+    deployed = config.deployments_of(DEPLOYED_MODEL)
+    assert [d.provider_id for d in deployed] == list(DEPLOYMENT_PROVIDERS)
+    assert {config.strategy_for(d) for d in deployed} == {"weighted"}
+    assert {d.weight for d in deployed} == {1.0}
+    extras = {m.model_id for m in config.models if m.model_id.startswith("bench-extra-")}
+    assert len(extras) == EXTRA_MODELS == 100
+    # The usual six models are there too, on providers other than the deployments'.
+    assert config.deployments_of("bench-chat")[0].provider_id == "mock-fast"
+    assert len({m.provider_id for m in config.models}) == 8
+
+
+def test_dispatched_counts_read_the_daemons_per_deployment_metrics() -> None:
+    rows = [
+        {
+            "model_id": model,
+            "provider_id": provider,
+            "weight": 1.0,
+            "priority": 0,
+            "strategy": "weighted",
+            "in_flight": 0,
+            "requests_last_minute": n,
+            "tokens_last_minute": 0,
+            "rpm_limit": 0,
+            "tpm_limit": 0,
+            "ttft_ms": None,
+            "share": 0.0,
+            "dispatched": n,
+            "skipped": None,
+            "upstream": None,
+        }
+        for model, provider, n in [
+            (DEPLOYED_MODEL, "mock-deploy-a", 1200),
+            (DEPLOYED_MODEL, "mock-deploy-b", 7),
+            ("bench-chat", "mock-fast", 50),
+        ]
+    ]
+    metrics = Metrics()
+    metrics.watch_deployments(lambda: rows)
+    text = metrics.render().decode()
+    assert dispatched_counts(text, DEPLOYED_MODEL) == {"mock-deploy-a": 1200, "mock-deploy-b": 7}
+    assert dispatched_counts(text, "bench-embed") is None
 
 
 @pytest.fixture(scope="module")
