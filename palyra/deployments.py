@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -38,6 +39,11 @@ WINDOW_S: Final = 60.0
 # traffic off within tens of requests), low enough that one slow outlier (a cold cache, a long
 # prompt) moves it less than a third of its jump.
 TTFT_ALPHA: Final = 0.3
+# ... and more the longer the deployment went unmeasured: an answer after a gap of t seconds
+# moves it at least 1 - exp(-t / TTFT_TAU_S) of the way. A deployment the latency strategy
+# only explores now and then (every ten seconds or so) is then judged by what it does now,
+# so one that recovered takes traffic back at its first fast answer, not after ten of them.
+TTFT_TAU_S: Final = 5.0
 DEFAULT_STRATEGY: Final = "weighted"
 _RING = 60  # one bucket per second of the share window
 
@@ -149,6 +155,7 @@ class Deployment:
         "provider_id",
         "rpm_limit",
         "tpm_limit",
+        "ttft_at",
         "ttft_s",
         "weight",
     )
@@ -159,6 +166,7 @@ class Deployment:
         self._counter = counter
         self.in_flight = 0
         self.ttft_s: float | None = None
+        self.ttft_at = 0.0  # clock time of the last measurement
         self.last_used = 0.0
         self.dispatched = 0
         self.last_skip: tuple[str, float] | None = None  # (reason, clock time)
@@ -664,10 +672,15 @@ class DeploymentBoard:
         if deployment.in_flight > 0:
             deployment.in_flight -= 1
         if ttft_s is not None and ttft_s >= 0:  # (NaN fails the comparison)
+            now = self._clock()
             average = deployment.ttft_s
-            deployment.ttft_s = (
-                ttft_s if average is None else average + TTFT_ALPHA * (ttft_s - average)
-            )
+            if average is None:
+                deployment.ttft_s = ttft_s
+            else:
+                gap = now - deployment.ttft_at
+                alpha = max(TTFT_ALPHA, -math.expm1(-gap / TTFT_TAU_S)) if gap > 0 else TTFT_ALPHA
+                deployment.ttft_s = average + alpha * (ttft_s - average)
+            deployment.ttft_at = now
         if tokens is None or tokens == admission.tokens:
             return
         delta = max(tokens, 0) - admission.tokens

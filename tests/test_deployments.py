@@ -5,6 +5,7 @@ exhaustion, bookkeeping for the balancer, the view; and the Redis counter shared
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 import uuid
@@ -272,6 +273,21 @@ async def test_an_unlimited_deployment_is_admitted_without_suspending() -> None:
         coroutine.send(None)  # runs to the end on its first step: it never waited
     assert isinstance(done.value.value, Admission)
     assert board.counter.used(dep.key) == (0, 0)  # the rate counter is not even looked at
+
+
+async def test_an_answer_after_a_long_gap_moves_the_ttft_average_most_of_the_way() -> None:
+    clock = Clock()
+    board = board_at(clock)
+    dep = board.deployment(model())
+    for _ in range(5):
+        board.settle(await admitted(board, dep, 0), ttft_s=0.2, tokens=None)
+    assert dep.ttft_s == pytest.approx(0.2)
+    clock.now += 10  # explored again after ten seconds: it recovered
+    board.settle(await admitted(board, dep, 0), ttft_s=0.01, tokens=None)
+    after_gap = 0.2 + -math.expm1(-10 / 5) * (0.01 - 0.2)  # 86 % of the way
+    assert dep.ttft_s == pytest.approx(after_gap)  # not 0.143, as 30 % would give
+    board.settle(await admitted(board, dep, 0), ttft_s=0.2, tokens=None)  # no gap: 30 %
+    assert dep.ttft_s == pytest.approx(after_gap + 0.3 * (0.2 - after_gap))
 
 
 async def test_in_flight_ttft_and_dispatch_bookkeeping_and_idempotent_settle() -> None:
