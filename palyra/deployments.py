@@ -717,6 +717,10 @@ class DeploymentBoard:
         if upstream is not None:
             upstream.observe(limits, self._clock())
 
+    def skipped(self, deployment: Deployment, reason: str) -> None:
+        """The router passed `deployment` over for a reason of its own (an open circuit)."""
+        deployment.last_skip = (reason, self._clock())
+
     def exhaust(self, deployment: Deployment, retry_after_s: float, reason: str) -> None:
         """Rest the deployment (and those sharing its upstream quota) `retry_after_s`, e.g.
         after an upstream 429."""

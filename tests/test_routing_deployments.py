@@ -186,6 +186,40 @@ async def test_no_deployment_gets_more_than_its_rpm_limit_then_429_with_retry_af
     assert body["error"]["code"] == "rate_limit_exceeded"
     assert 1 <= int(headers["Retry-After"]) <= 60
 
+    # Seen: the status (CLI, console) and /metrics show each deployment against its limit.
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+        async with http.get(server.make_url("/console/v1/models/status")) as response:
+            rows = {r["provider_id"]: r for r in (await response.json())["deployments"]}
+        async with http.get(server.make_url("/metrics")) as response:
+            metrics = await response.text()
+    assert rows["p0"]["requests_last_minute"] == 5 and rows["p0"]["rpm_limit"] == 5
+    assert rows["p1"]["requests_last_minute"] == 3 and rows["p1"]["rpm_limit"] == 3
+    assert rows["p0"]["skipped"]["reason"] == "rpm_limit 5 reached"
+    assert rows["p0"]["share"] == pytest.approx(5 / 8)
+    assert 'palyra_deployment_requests_last_minute{model="chat",provider="p0"} 5.0' in metrics
+
+
+async def test_an_open_circuit_is_the_reason_shown_for_a_skipped_deployment(
+    tmp_path: Path, fakes: list[FakeUpstream], start_gateway: GatewayFactory
+) -> None:
+    a, b = fakes[:2]
+    server = await start_gateway(
+        deployed(
+            tmp_path,
+            [a, b],
+            [{"priority": 0}, {"priority": 1}],
+            circuit_breaker_failure_threshold=1,
+        )
+    )
+    a.script(CHAT, ErrorReply(503))
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            assert (await ask(http, server))[0] == 200
+    status = server.app[GATEWAY].status()
+    rows = {r["provider_id"]: r for r in status["deployments"]}
+    assert rows["p0"]["skipped"]["reason"].startswith("circuit open; retry in")
+    assert rows["p1"]["dispatched"] == 2
+
 
 @pytest.fixture
 async def redis_up() -> None:

@@ -145,7 +145,11 @@ class FallbackModel:
                 continue
             permit = candidate.breaker.acquire()
             if permit is None:
-                cooling.append(candidate.breaker.retry_after_s())
+                wait = candidate.breaker.retry_after_s()
+                cooling.append(wait)
+                self._deployments.skipped(
+                    candidate.deployment, f"circuit open; retry in {wait:.1f} s"
+                )
                 continue
             admission = await self._deployments.admit(
                 candidate.deployment, self._tokens(candidate.deployment)
