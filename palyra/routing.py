@@ -453,9 +453,17 @@ class Router:
             await load_vocabulary()
         problem = self._chat_problem(request, model, facts)
         if problem is not None:
-            # Refused before any provider was tried; the headers still name the model.
-            problem.route = RouteInfo(model.model_id, model.provider_id)
-            raise problem
+            # Capabilities are per deployment: another of the model's may take it.
+            able = [
+                m
+                for m in self.registry.deployments(model.model_id)
+                if m is not model and self._chat_problem(request, m, facts) is None
+            ]
+            if not able:
+                # Refused before any provider was tried; the headers still name the model.
+                problem.route = RouteInfo(model.model_id, model.provider_id)
+                raise problem
+            model = able[0]
 
         # What a provider cannot honour depends on the provider, not on which of its
         # models: worked out once per provider however many of its models are candidates.

@@ -341,3 +341,25 @@ async def test_affinity_keeps_a_conversation_on_one_deployment(
             used.add(Counter(served).most_common(1)[0][0])
     assert kept / total >= 0.95
     assert len(used) >= 2  # conversations spread over the deployments
+
+
+async def test_capabilities_are_per_deployment(
+    tmp_path: Path, fakes: list[FakeUpstream], start_gateway: GatewayFactory
+) -> None:
+    a, b = fakes[:2]
+    server = await start_gateway(
+        deployed(tmp_path, [a, b], [{"vision": False}, {"vision": True}], failover_enabled=False)
+    )
+    image = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ],
+    }
+    async with aiohttp.ClientSession() as http:
+        for _ in range(6):
+            status, headers, body = await ask(http, server, [image])
+            assert status == 200, body
+            assert headers["x-palyra-provider-id"] == "p1"
+    assert hits([a, b]) == [0, 6]
