@@ -33,39 +33,43 @@ _FINISH_REASONS: dict[str, FinishReason] = {
     "content_filter": "content_filter",
 }
 
-# What is not sent upstream: the stream flags (set below), and of each message what only a
-# reply carries (a history of dumped reply objects has them).
-_FLAGS = {"stream", "stream_options"}
-_NOT_SENT: dict[str, Any] = {
-    "stream": True,
-    "stream_options": True,
-    "messages": {"__all__": REPLY_ONLY_MESSAGE_FIELDS},
-}
+# Of each message, what only a reply carries is not sent upstream (a history of dumped reply
+# objects has it).
+_REPLIES: dict[str, Any] = {"messages": {"__all__": REPLY_ONLY_MESSAGE_FIELDS}}
 
 
 def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> dict[str, Any]:
     """The upstream body: the request as it came (parameters we have no name for included),
     less nulls and reply-only fields, with the upstream's model name."""
-    # (The per-message exclusion doubles the dump's cost: only a history that has one pays.)
-    replies = any(
-        m.annotations is not None or m.reasoning_content is not None or m.model_extra
-        for m in request.messages
-    )
-    payload = request.model_dump(exclude_none=True, exclude=_NOT_SENT if replies else _FLAGS)
+    # (The per-message exclusion doubles the dump's cost: only a history that has one pays.
+    # One loop, not any() over a generator: most histories are a few messages.)
+    replies = audio = False
+    for message in request.messages:
+        if (
+            message.annotations is not None
+            or message.reasoning_content is not None
+            or message.model_extra
+        ):
+            replies = True
+        if message.audio is not None:
+            audio = True
+    # The stream flags are dumped with the rest and set below (an exclusion costs more).
+    payload = request.model_dump(exclude_none=True, exclude=_REPLIES if replies else None)
+    del payload["stream"]
+    options = payload.pop("stream_options", None)
     payload["model"] = model.upstream_name
-    for index, message in enumerate(request.messages):
-        if message.audio is not None and message.audio.keys() - ASSISTANT_AUDIO_FIELDS:
-            audio = payload["messages"][index]["audio"]
-            payload["messages"][index]["audio"] = {
-                k: v for k, v in audio.items() if k in ASSISTANT_AUDIO_FIELDS
-            }
+    if audio:
+        for index, message in enumerate(request.messages):
+            if message.audio is not None and message.audio.keys() - ASSISTANT_AUDIO_FIELDS:
+                sent = payload["messages"][index]
+                sent["audio"] = {
+                    k: v for k, v in sent["audio"].items() if k in ASSISTANT_AUDIO_FIELDS
+                }
     if stream:
         payload["stream"] = True
         # Always ask for usage: metrics and budgets need it even when the client did not. The
         # client's other stream options go as they came.
-        options = request.stream_options
-        asked = options.model_dump(exclude_none=True) if options is not None else {}
-        payload["stream_options"] = {**asked, "include_usage": True}
+        payload["stream_options"] = {**(options or {}), "include_usage": True}
     return payload
 
 
