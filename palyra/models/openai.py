@@ -34,6 +34,7 @@ from palyra.models.openai_audio import (
 )
 from palyra.models.openai_chat import (
     ChunkFields,
+    UsualChunk,
     chat_payload,
     parse_chat_response,
     parse_chunk,
@@ -104,45 +105,54 @@ class OpenAIProvider(HttpProvider):
         self, request: ChatRequest, model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
         finished = False
-        fields = ChunkFields()
+        fields, usual = ChunkFields(), UsualChunk()
         payload = chat_payload(request, model, stream=True)
         # aclosing: whether we stop on [DONE], an error or the caller leaving, the upstream
         # response is released now, not when the generator is collected.
         events = self._events("/chat/completions", payload)
         async with contextlib.aclosing(events):
             async for event in events:
-                if event.data == "[DONE]":
+                data = event.data
+                if data == "[DONE]":
                     return
-                try:
-                    chunk = orjson.loads(event.data)
-                except orjson.JSONDecodeError:
-                    raise UpstreamProtocolError(
-                        "sent a stream chunk that is not JSON", provider_id=self.provider_id
-                    ) from None
-                if isinstance(chunk, dict) and "error" in chunk:
-                    raise self._stream_error(chunk)
-                try:
-                    delta = parse_chunk(chunk, fields)
-                except Malformed as exc:
-                    raise UpstreamProtocolError(
-                        f"sent a malformed stream chunk: {exc}", provider_id=self.provider_id
-                    ) from None
-                except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-                    what = (
-                        "choices[0].delta is not as the API has it"
-                        if isinstance(chunk, dict)
-                        else f"a chunk is {kind_of(chunk)}, not a JSON object"
-                    )
-                    raise UpstreamProtocolError(
-                        f"sent a malformed stream chunk: {what}", provider_id=self.provider_id
-                    ) from None
-                if delta is not None:
-                    finished = finished or delta.finish_reason is not None
-                    yield delta
+                delta = usual.parse(data)
+                if delta is None:
+                    chunk, delta = self._chunk(data, fields)
+                    usual.learn(data, chunk, delta)
+                    if delta is None:
+                        continue
+                finished = finished or delta.finish_reason is not None
+                yield delta
         if not finished:
             raise UpstreamProtocolError(
                 "stream ended before its finish_reason", provider_id=self.provider_id
             )
+
+    def _chunk(self, data: str, fields: ChunkFields) -> tuple[Any, ChatDelta | None]:
+        """A stream event's chunk, decoded, and its delta (None: nothing to relay)."""
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                "sent a stream chunk that is not JSON", provider_id=self.provider_id
+            ) from None
+        if isinstance(chunk, dict) and "error" in chunk:
+            raise self._stream_error(chunk)
+        try:
+            return chunk, parse_chunk(chunk, fields)
+        except Malformed as exc:
+            raise UpstreamProtocolError(
+                f"sent a malformed stream chunk: {exc}", provider_id=self.provider_id
+            ) from None
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            what = (
+                "choices[0].delta is not as the API has it"
+                if isinstance(chunk, dict)
+                else f"a chunk is {kind_of(chunk)}, not a JSON object"
+            )
+            raise UpstreamProtocolError(
+                f"sent a malformed stream chunk: {what}", provider_id=self.provider_id
+            ) from None
 
     def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
         if not isinstance(chunk["error"], dict | str):

@@ -273,6 +273,101 @@ class ChunkFields:
         return extra
 
 
+# Where the content of a delta that holds nothing else starts, as a chunk's text spells it.
+_CONTENT_DELTA = '{"content":'
+# A stream learns its usual chunk's text again when it changes (a new system_fingerprint,
+# say), this many times at most: an upstream whose chunks never repeat their text (OpenAI's
+# `obfuscation` differs on every chunk) stops paying for trying after that.
+_MAX_LEARNS = 8
+
+
+class UsualChunk:
+    """The text of one stream's usual chunk, a content delta and nothing else, around its
+    content: `{"id":...,"choices":[{"index":0,"delta":{"content":` + the content + `},...}`.
+    A chunk whose text is that prefix, a JSON string and that suffix is, by JSON's grammar,
+    the same object as the chunk it was learned from with another content: its delta is
+    the content with the same chunk fields, and the whole chunk need not be decoded and
+    checked field by field (about 2.4 of 3 µs a chunk, most of a stream's own work).
+    Every other chunk takes `parse_chunk`; a chunk of this shape teaches the text."""
+
+    __slots__ = ("_fields", "_fixed", "_learns", "_prefix", "_suffix")
+
+    def __init__(self) -> None:
+        self._prefix: str | None = None
+        self._suffix = ""
+        self._fixed = 0
+        self._fields: dict[str, Any] | None = None
+        self._learns = 0
+
+    def parse(self, data: str) -> ChatDelta | None:
+        """The delta of a chunk of the usual text; None for any other (it goes the full way,
+        an empty content included)."""
+        prefix = self._prefix
+        if (
+            prefix is None
+            or len(data) <= self._fixed
+            or not data.startswith(prefix)
+            or not data.endswith(self._suffix)
+        ):
+            return None
+        try:
+            content = orjson.loads(data[len(prefix) : len(data) - len(self._suffix)])
+        except orjson.JSONDecodeError:
+            return None  # (not one JSON value there: the full way names what is wrong)
+        if type(content) is not str or not content:
+            return None
+        delta = ChatDelta(content)
+        if self._fields is not None:
+            delta.chunk_extra = self._fields
+        return delta
+
+    def learn(self, data: str, chunk: Any, delta: ChatDelta | None) -> None:
+        """Take `data`'s text as the usual chunk's when `delta`, what `parse_chunk` made of
+        `chunk` (its decoded text), is content and nothing else. The content is looked for
+        after the text's first `{"content":`, which is outside any string (a string's quotes
+        are escaped); it is taken when the text with another content there decodes to
+        `chunk` with that content as the delta's, whatever else the text holds."""
+        if (
+            delta is None
+            or self._learns >= _MAX_LEARNS
+            or not delta.content
+            or delta.tool_calls is not None
+            or delta.finish_reason is not None
+            or delta.usage is not None
+            or delta.reasoning is not None
+            or delta.refusal is not None
+            or delta.logprobs is not None
+            or delta.choice_extra is not None
+            or delta.delta_extra is not None
+            or delta.more_choices is not None
+            or delta.native is not None
+        ):
+            return
+        self._learns += 1
+        at = data.find(_CONTENT_DELTA)
+        if at < 0:
+            return
+        start = at + len(_CONTENT_DELTA)
+        while data[start : start + 1] == " ":  # (`{"content": "..."}` from some encoders)
+            start += 1
+        # The content's end, as orjson would spell it; an upstream that escapes otherwise is
+        # learned from a chunk whose content both spell alike.
+        end = start + len(orjson.dumps(delta.content).decode())
+        prefix, suffix = data[:start], data[end:]
+        try:
+            if orjson.loads(data[start:end]) != delta.content:
+                return
+            probe = orjson.loads(prefix + '""' + suffix)
+            probe["choices"][0]["delta"]["content"] = delta.content
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            return
+        if probe != chunk:
+            return  # (that content was not the delta's, or not its only difference)
+        self._prefix, self._suffix = prefix, suffix
+        self._fixed = len(prefix) + len(suffix)
+        self._fields = delta.chunk_extra
+
+
 def parse_chunk(chunk: Any, fields: ChunkFields | None = None) -> ChatDelta | None:
     """One `chat.completion.chunk` as a delta; None when it carries nothing we relay.
 
