@@ -6,34 +6,25 @@ has nothing left, nor when its own `rpm_limit` / `tpm_limit` would be passed in 
 The 60 s are a sliding window, not a calendar minute: a calendar counter lets 2 x rpm_limit
 through around the turn of a minute, which is what an upstream's own limiter answers with 429s.
 
-Where the counts live is a `RateCounter`: in this process (`LocalRateCounter`), or in Redis
-shared by all daemons (`RedisRateCounter`). A deployment without limits never touches one, so
-on the common path `admit` is a few attribute reads and never suspends.
+Where the counts live is a `palyra.ratecounter.RateCounter`: in this process or in Redis,
+shared by all daemons. A deployment without limits never touches one, so on the common path
+`admit` is a few attribute reads and never suspends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-import redis.asyncio as redis
-import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
-from palyra.config import ModelConfig, redact_url
+from palyra.balancing import DEFAULT_STRATEGY
+from palyra.config import ModelConfig
+from palyra.ratecounter import WINDOW_S, LocalRateCounter, RateCounter
 from palyra.ratelimits import UNKNOWN_RESET_S, UpstreamLimits
-from palyra.redact import redact_secrets
 
-log = structlog.get_logger("palyra.deployments")
-
-WINDOW_S: Final = 60.0
 # Time-to-first-token average: each answer moves it 30 % of the way. High enough that a
 # deployment slowing down shows within three or four answers (the latency strategy must move
 # traffic off within tens of requests), low enough that one slow outlier (a cold cache, a long
@@ -44,7 +35,9 @@ TTFT_ALPHA: Final = 0.3
 # only explores now and then (every ten seconds or so) is then judged by what it does now,
 # so one that recovered takes traffic back at its first fast answer, not after ten of them.
 TTFT_TAU_S: Final = 5.0
-DEFAULT_STRATEGY: Final = "weighted"
+# The gap past which that exceeds TTFT_ALPHA (about 1.8 s); below it, as under steady traffic,
+# the exponential need not be worked out.
+_TTFT_GAP_S: Final = -TTFT_TAU_S * math.log1p(-TTFT_ALPHA)
 _RING = 60  # one bucket per second of the share window
 
 
@@ -54,6 +47,9 @@ class Refusal:
 
     reason: str
     retry_after_s: float
+    # The request can never fit here (its estimate exceeds tpm_limit): waiting `retry_after_s`
+    # would not help, so a caller answers 400 rather than 429 when no other deployment takes it.
+    permanent: bool = False
 
 
 class _Upstream:
@@ -133,23 +129,37 @@ class _Upstream:
         if self.remaining_tokens is not None and now < self.tokens_reset_at:
             self.remaining_tokens -= tokens
 
+    def row(self, now: float, epoch_ms: Callable[[float], int]) -> dict[str, Any] | None:
+        """What the view shows of it (None before any answer said anything)."""
+        if not self.seen:
+            return None
+        requests, tokens = self.remaining_requests, self.remaining_tokens
+        return {
+            "remaining_requests": (
+                max(requests, 0) if requests is not None and now < self.requests_reset_at else None
+            ),
+            "remaining_tokens": (
+                max(tokens, 0) if tokens is not None and now < self.tokens_reset_at else None
+            ),
+            "exhausted_until_ms": epoch_ms(self.rest_until) if self.rest_until > now else None,
+        }
+
 
 class Deployment:
     """One model on one provider: its settings, what is in flight, how it has been doing.
-    Satisfies `palyra.balancing.Balanceable`."""
+    Satisfies `palyra.balancing.Balanceable`. The board changes it through `count`, `recount`,
+    `finish`, `rest` and `configure` (and notes `last_skip`), never its parts."""
 
     __slots__ = (
         "_counter",
-        "_limited",
-        "_ring_requests",
-        "_ring_sec",
-        "_ring_tokens",
+        "_ring",
         "_upstream",
         "dispatched",
         "in_flight",
         "key",
         "last_skip",
         "last_used",
+        "limited",
         "model",
         "priority",
         "provider_id",
@@ -170,20 +180,21 @@ class Deployment:
         self.last_used = 0.0
         self.dispatched = 0
         self.last_skip: tuple[str, float] | None = None  # (reason, clock time)
-        # This daemon's dispatches and tokens per second over the last minute (the share, and
-        # the counts of a deployment without limits): bounded whatever the request rate.
-        self._ring_sec = [-1] * _RING
-        self._ring_requests = [0] * _RING
-        self._ring_tokens = [0] * _RING
-        self._configure(model, upstream)
+        # This daemon's [second, dispatches, tokens] per second over the last minute (the
+        # share, and the counts of a deployment without limits): bounded whatever the rate.
+        self._ring = [[-1, 0, 0] for _ in range(_RING)]
+        self.configure(model, upstream)
 
-    def _configure(self, model: ModelConfig, upstream: _Upstream) -> None:
+    def configure(self, model: ModelConfig, upstream: _Upstream) -> None:
+        """Take the settings of `model` (its configuration entry, perhaps changed by a reload)
+        and the upstream quota it draws on; the counts carry over."""
         self.model = model
         self.weight = float(model.weight)
         self.priority = model.priority
         self.rpm_limit = model.rpm_limit
         self.tpm_limit = model.tpm_limit
-        self._limited = bool(self.rpm_limit or self.tpm_limit)
+        # Whether admitting needs the rate counter: never touched without limits.
+        self.limited = bool(self.rpm_limit or self.tpm_limit)
         self._upstream = upstream
 
     @property
@@ -195,7 +206,7 @@ class Deployment:
     def usage_share(self) -> float:
         """The larger of requests / rpm_limit and tokens / tpm_limit over the last 60 s
         (0.0 without limits)."""
-        if not self._limited:
+        if not self.limited:
             return 0.0
         requests, tokens = self._counter.used(self.key)
         share = requests / self.rpm_limit if self.rpm_limit else 0.0
@@ -203,15 +214,71 @@ class Deployment:
             share = max(share, tokens / self.tpm_limit)
         return share
 
-    def _recent(self, now: float) -> tuple[int, int]:
+    def refusal(self, tokens: int, now: float) -> Refusal | None:
+        """Why the upstream would not take a request of about `tokens` now, if it said so."""
+        upstream = self._upstream
+        return upstream.refusal(tokens, now) if upstream.active else None
+
+    def count(self, now: float, tokens: int) -> None:
+        """A request of about `tokens` dispatched at `now`: in flight, and counted in this
+        daemon's last minute and against what the upstream said was left."""
+        self.in_flight += 1
+        self.dispatched += 1
+        self.last_used = now
+        sec = int(now)
+        bucket = self._ring[sec % _RING]
+        if bucket[0] == sec:
+            bucket[1] += 1
+            bucket[2] += tokens
+        else:
+            bucket[:] = (sec, 1, tokens)
+        upstream = self._upstream
+        if upstream.active:
+            upstream.spend(tokens, now)
+
+    def recount(self, at: float, delta: int) -> None:
+        """The request counted at `at` used `delta` tokens more (or fewer) than estimated;
+        nothing once its second has left the ring."""
+        sec = int(at)
+        bucket = self._ring[sec % _RING]
+        if bucket[0] == sec:
+            bucket[2] += delta
+
+    def finish(self, now: float, ttft_s: float | None) -> None:
+        """A request ended at `now`: out of flight, and its time to first token (when
+        measured) into the average."""
+        if self.in_flight > 0:
+            self.in_flight -= 1
+        if ttft_s is None or not ttft_s >= 0:  # (NaN fails the comparison)
+            return
+        average = self.ttft_s
+        if average is None:
+            self.ttft_s = ttft_s
+        else:
+            gap = now - self.ttft_at
+            alpha = (
+                max(TTFT_ALPHA, -math.expm1(-gap / TTFT_TAU_S)) if gap > _TTFT_GAP_S else TTFT_ALPHA
+            )
+            self.ttft_s = average + alpha * (ttft_s - average)
+        self.ttft_at = now
+
+    def rest(self, until: float, reason: str) -> None:
+        """Take no request before `until` (nor do those sharing its upstream quota)."""
+        self._upstream.rest(until, reason)
+
+    def recent(self, now: float) -> tuple[int, int]:
         """(requests, tokens) this daemon sent in about the last minute (whole seconds)."""
         oldest = int(now) - _RING
         requests = tokens = 0
-        for i, sec in enumerate(self._ring_sec):
+        for sec, sent, used in self._ring:
             if sec > oldest:
-                requests += self._ring_requests[i]
-                tokens += self._ring_tokens[i]
+                requests += sent
+                tokens += used
         return requests, max(tokens, 0)
+
+    def upstream_row(self, now: float, epoch_ms: Callable[[float], int]) -> dict[str, Any] | None:
+        """What the upstream last said of its quota, for the view."""
+        return self._upstream.row(now, epoch_ms)
 
     def __repr__(self) -> str:
         return f"Deployment({self.key!r}, in_flight={self.in_flight})"
@@ -233,331 +300,6 @@ class Admission:
     @property
     def settled(self) -> bool:
         return self._settled
-
-
-class RateCounter(Protocol):
-    """Where the per-deployment request and token counts of the last 60 s live."""
-
-    async def reserve(self, key: str, tokens: int, rpm_limit: int, tpm_limit: int) -> float:
-        """Count one request of `tokens` if it fits both limits (0: none): 0.0. Else count
-        nothing and return the seconds until it would fit."""
-        ...
-
-    async def correct(self, key: str, delta_tokens: int, *, age_s: float = 0.0) -> None:
-        """Change a reservation made `age_s` ago by `delta_tokens` (the answer's usage less the
-        estimate); it leaves the window when the reservation does."""
-        ...
-
-    def used(self, key: str) -> tuple[int, int]:
-        """(requests, tokens) in the last 60 s, as this daemon knows."""
-        ...
-
-
-class _Window:
-    __slots__ = ("entries", "requests", "tokens")
-
-    def __init__(self) -> None:
-        # (clock time, 1 for a request or 0 for a correction, tokens), oldest first.
-        self.entries: deque[tuple[float, int, int]] = deque()
-        self.requests = 0
-        self.tokens = 0
-
-    def prune(self, now: float, window_s: float) -> None:
-        cutoff = now - window_s
-        entries = self.entries
-        while entries and entries[0][0] <= cutoff:
-            _, requests, tokens = entries.popleft()
-            self.requests -= requests
-            self.tokens -= tokens
-
-
-def _entry_time(entry: tuple[float, int, int]) -> float:
-    return entry[0]
-
-
-class LocalRateCounter:
-    """A sliding 60 s log per key, in this process, on `clock`. Entries leave lazily when the
-    key is next looked at; a key's log holds at most its traffic of one minute."""
-
-    def __init__(
-        self, *, clock: Callable[[], float] = time.monotonic, window_s: float = WINDOW_S
-    ) -> None:
-        self._clock = clock
-        self._window_s = window_s
-        self._windows: dict[str, _Window] = {}
-
-    def _window(self, key: str, now: float) -> _Window:
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = _Window()
-        else:
-            window.prune(now, self._window_s)
-        return window
-
-    async def reserve(self, key: str, tokens: int, rpm_limit: int, tpm_limit: int) -> float:
-        return self.reserve_now(key, tokens, rpm_limit, tpm_limit)
-
-    def reserve_now(self, key: str, tokens: int, rpm_limit: int, tpm_limit: int) -> float:
-        now = self._clock()
-        window = self._window(key, now)
-        wait = 0.0
-        if rpm_limit and window.requests + 1 > rpm_limit:
-            wait = self._wait_for_requests(window, window.requests + 1 - rpm_limit, now)
-        if tpm_limit and max(window.tokens, 0) + tokens > tpm_limit:
-            wait = max(wait, self._wait_for_tokens(window, tokens, tpm_limit, now))
-        if wait > 0:
-            return wait
-        window.entries.append((now, 1, tokens))
-        window.requests += 1
-        window.tokens += tokens
-        return 0.0
-
-    def record(self, key: str, tokens: int) -> None:
-        """Count a request reserved elsewhere (in Redis), so a fall-back knows of it."""
-        now = self._clock()
-        window = self._window(key, now)
-        window.entries.append((now, 1, tokens))
-        window.requests += 1
-        window.tokens += tokens
-
-    def _wait_for_requests(self, window: _Window, leave: int, now: float) -> float:
-        for at, requests, _ in window.entries:
-            leave -= requests
-            if leave <= 0:
-                return at + self._window_s - now
-        return self._window_s  # unreachable while the counts match the entries
-
-    def _wait_for_tokens(self, window: _Window, tokens: int, limit: int, now: float) -> float:
-        if tokens > limit:
-            return self._window_s  # never fits; the caller says why
-        need = window.tokens + tokens - limit
-        for at, _, freed in window.entries:
-            need -= freed
-            if need <= 0:
-                return at + self._window_s - now
-        return self._window_s
-
-    async def correct(self, key: str, delta_tokens: int, *, age_s: float = 0.0) -> None:
-        self.correct_now(key, delta_tokens, age_s=age_s)
-
-    def correct_now(self, key: str, delta_tokens: int, *, age_s: float = 0.0) -> None:
-        now = self._clock()
-        at = now - age_s
-        if not delta_tokens or at <= now - self._window_s:
-            return  # nothing to change, or the reservation has left the window already
-        window = self._window(key, now)
-        entry = (at, 0, delta_tokens)
-        entries = window.entries
-        if not entries or entries[-1][0] <= at:
-            entries.append(entry)
-        else:
-            # Dated with its reservation so both leave together: a correction dated now would
-            # outlive the reservation and, if negative, count the minute after it short.
-            entries.insert(bisect.bisect_right(entries, at, key=_entry_time), entry)
-        window.tokens += delta_tokens
-
-    def used(self, key: str) -> tuple[int, int]:
-        window = self._windows.get(key)
-        if window is None:
-            return 0, 0
-        window.prune(self._clock(), self._window_s)
-        return window.requests, max(window.tokens, 0)
-
-
-# A key's counts in Redis: KEYS[1] a sorted set of requests (member: sequence number),
-# KEYS[2] a sorted set of token entries (member "seq:tokens", tokens possibly negative for a
-# correction), KEYS[3] a hash of the tokens' running sum `t` and the sequence `n`. Scores are
-# Redis server time in ms, so the daemons' clocks do not matter.
-# ARGV: tokens, rpm_limit, tpm_limit, window ms, ttl ms. Returns {wait ms (0: reserved),
-# requests, tokens} as counted after the call.
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local tokens, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local window, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local cutoff = now - window
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-local sum = tonumber(redis.call('HGET', KEYS[3], 't') or '0')
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-if #old > 0 then
-  for i = 1, #old do
-    sum = sum - tonumber(string.match(old[i], ':(%-?%d+)$'))
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-end
-if redis.call('ZCARD', KEYS[2]) == 0 then sum = 0 end
-local requests = redis.call('ZCARD', KEYS[1])
-local wait = 0
-if rpm > 0 and requests + 1 > rpm then
-  local first = redis.call('ZRANGE', KEYS[1], requests - rpm, requests - rpm, 'WITHSCORES')
-  wait = tonumber(first[2]) + window - now
-end
-if tpm > 0 and math.max(sum, 0) + tokens > tpm then
-  local w = window
-  if tokens <= tpm then
-    -- the oldest entries that must leave first; past 128 of them the wait is a lower bound
-    local need = sum + tokens - tpm
-    local entries = redis.call('ZRANGE', KEYS[2], 0, 127, 'WITHSCORES')
-    for i = 1, #entries, 2 do
-      need = need - tonumber(string.match(entries[i], ':(%-?%d+)$'))
-      w = tonumber(entries[i + 1]) + window - now
-      if need <= 0 then break end
-    end
-  end
-  wait = math.max(wait, w)
-end
-if wait > 0 then
-  if #old > 0 then
-    redis.call('HSET', KEYS[3], 't', sum)
-    for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
-  end
-  return {math.max(math.ceil(wait), 1), requests, math.max(sum, 0)}
-end
-local seq = redis.call('HINCRBY', KEYS[3], 'n', 1)
-redis.call('ZADD', KEYS[1], now, seq)
-if tokens ~= 0 then
-  redis.call('ZADD', KEYS[2], now, seq .. ':' .. ARGV[1])
-  sum = sum + tokens
-end
-redis.call('HSET', KEYS[3], 't', sum)
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
-return {0, requests + 1, math.max(sum, 0)}
-"""
-
-# ARGV: delta tokens, age ms, window ms, ttl ms. A further token entry dated with the
-# reservation it corrects.
-_CORRECT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local at = now - tonumber(ARGV[2])
-if at <= now - tonumber(ARGV[3]) or redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-local seq = redis.call('HINCRBY', KEYS[3], 'n', 1)
-redis.call('ZADD', KEYS[2], at, seq .. ':' .. ARGV[1])
-redis.call('HINCRBY', KEYS[3], 't', ARGV[1])
-for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
-return 1
-"""
-
-PREFIX: Final = "palyra:v1"
-# Counts of a deployment nobody has used for this long are gone (its window is long past).
-KEY_TTL_MS: Final = 120_000
-# After a Redis failure, requests use the local counts this long before Redis is tried again:
-# while Redis is down (or black-holed) each one would otherwise wait out the timeout.
-RETRY_REDIS_AFTER_S: Final = 1.0
-# What Redis said of a key on this daemon's last call stands in `used` this long; after it,
-# this daemon's own reservations do.
-SNAPSHOT_FRESH_S: Final = 5.0
-
-
-class RedisRateCounter:
-    """Counts in Redis, shared by every daemon using `namespace`: one Lua script prunes, checks
-    and reserves atomically, so three daemons together stay within one deployment's limits.
-
-    A Redis failure never fails a request, nor holds it longer than `timeout_s`: that call (and
-    those of the next `RETRY_REDIS_AFTER_S`) is counted by this daemon alone, `reachable` turns
-    False, and it is logged once (the URL without its password)."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        namespace: str = PREFIX,
-        clock: Callable[[], float] = time.monotonic,
-        timeout_s: float = 0.25,
-        window_s: float = WINDOW_S,
-    ) -> None:
-        self._url = redact_url(url)
-        self._client: redis.Redis = redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),  # a retry would double the wait a request sees
-        )
-        self._reserve = self._client.register_script(_RESERVE)
-        self._correct = self._client.register_script(_CORRECT)
-        self._prefix = namespace
-        self._clock = clock
-        self._timeout_s = timeout_s
-        self._window_s = window_s
-        self._window_ms = int(window_s * 1000)
-        self.local = LocalRateCounter(clock=clock, window_s=window_s)
-        self._keys: dict[str, list[str]] = {}
-        self._snapshots: dict[str, tuple[int, int, float]] = {}
-        self._retry_at = 0.0
-        self.reachable = True
-        self.last_error: str | None = None
-
-    def _keys_of(self, key: str) -> list[str]:
-        keys = self._keys.get(key)
-        if keys is None:
-            # One hash tag: a cluster keeps a deployment's three keys in one slot.
-            base = f"{self._prefix}:rate:{{{key}}}"
-            keys = self._keys[key] = [f"{base}:req", f"{base}:tok", f"{base}:sum"]
-        return keys
-
-    def _redis_now(self) -> bool:
-        return self.reachable or self._clock() >= self._retry_at
-
-    def _failed(self, exc: BaseException) -> None:
-        self._retry_at = self._clock() + RETRY_REDIS_AFTER_S
-        self.last_error = redact_secrets(f"{type(exc).__name__}: {exc}")
-        if self.reachable:
-            self.reachable = False
-            log.warning("redis_rate_counter_unreachable", url=self._url, error=self.last_error)
-
-    def _succeeded(self) -> None:
-        if not self.reachable:
-            self.reachable, self.last_error = True, None
-            log.info("redis_rate_counter_reachable_again", url=self._url)
-
-    async def reserve(self, key: str, tokens: int, rpm_limit: int, tpm_limit: int) -> float:
-        if self._redis_now():
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    answer = await self._reserve(
-                        keys=self._keys_of(key),
-                        args=[tokens, rpm_limit, tpm_limit, self._window_ms, KEY_TTL_MS],
-                    )
-                wait_ms, requests, used = (int(value) for value in answer)
-            except Exception as exc:  # any failure: count here instead, never fail the request
-                self._failed(exc)
-            else:
-                self._succeeded()
-                self._snapshots[key] = (requests, used, self._clock())
-                if wait_ms > 0:
-                    return wait_ms / 1000
-                self.local.record(key, tokens)
-                return 0.0
-        return self.local.reserve_now(key, tokens, rpm_limit, tpm_limit)
-
-    async def correct(self, key: str, delta_tokens: int, *, age_s: float = 0.0) -> None:
-        if not delta_tokens:
-            return
-        self.local.correct_now(key, delta_tokens, age_s=age_s)
-        if not self._redis_now():
-            return
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._correct(
-                    keys=self._keys_of(key),
-                    args=[delta_tokens, int(age_s * 1000), self._window_ms, KEY_TTL_MS],
-                )
-        except Exception as exc:
-            self._failed(exc)
-        else:
-            self._succeeded()
-
-    def used(self, key: str) -> tuple[int, int]:
-        """What Redis said on this daemon's last call for the key (all daemons' counts) if
-        fresh, but never less than this daemon's own."""
-        requests, tokens = self.local.used(key)
-        snapshot = self._snapshots.get(key)
-        if snapshot is not None and self._clock() - snapshot[2] <= SNAPSHOT_FRESH_S:
-            requests, tokens = max(requests, snapshot[0]), max(tokens, snapshot[1])
-        return requests, tokens
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 class DeploymentBoard:
@@ -594,7 +336,7 @@ class DeploymentBoard:
             deployment = self._deployments[key] = Deployment(model, self.counter, upstream)
         else:
             self._by_config.pop(id(deployment.model), None)
-            deployment._configure(model, upstream)
+            deployment.configure(model, upstream)
         self._by_config[id(model)] = deployment
         return deployment
 
@@ -620,39 +362,24 @@ class DeploymentBoard:
         not: the upstream said it has nothing left, or rpm_limit / tpm_limit would be passed
         in the last 60 s. Admitted: in flight, reserved, counted as dispatched."""
         now = self._clock()
-        upstream = deployment._upstream
-        if upstream.active:
-            refusal = upstream.refusal(tokens, now)
-            if refusal is not None:
-                deployment.last_skip = (refusal.reason, now)
-                return refusal
-        counted = deployment._limited
-        if counted:
+        refusal = deployment.refusal(tokens, now)
+        counted = deployment.limited
+        if refusal is None and counted:
             refusal = await self._reserve(deployment, tokens)
-            if refusal is not None:
-                deployment.last_skip = (refusal.reason, self._clock())
-                return refusal
             now = self._clock()
-        if upstream.active:
-            upstream.spend(tokens, now)
-        deployment.in_flight += 1
-        deployment.dispatched += 1
-        deployment.last_used = now
-        sec = int(now)
-        slot = sec % _RING
-        if deployment._ring_sec[slot] != sec:
-            deployment._ring_sec[slot] = sec
-            deployment._ring_requests[slot] = 0
-            deployment._ring_tokens[slot] = 0
-        deployment._ring_requests[slot] += 1
-        deployment._ring_tokens[slot] += tokens
+        if refusal is not None:
+            deployment.last_skip = (refusal.reason, now)
+            return refusal
+        deployment.count(now, tokens)
         return Admission(deployment, tokens, now, counted)
 
     async def _reserve(self, deployment: Deployment, tokens: int) -> Refusal | None:
         rpm_limit, tpm_limit = deployment.rpm_limit, deployment.tpm_limit
         if tpm_limit and tokens > tpm_limit:
             return Refusal(
-                f"the request's estimated {tokens} tokens exceed tpm_limit {tpm_limit}", WINDOW_S
+                f"the request's estimated {tokens} tokens exceed tpm_limit {tpm_limit}",
+                WINDOW_S,
+                permanent=True,
             )
         wait = await self.counter.reserve(deployment.key, tokens, rpm_limit, tpm_limit)
         if wait <= 0:
@@ -669,27 +396,14 @@ class DeploymentBoard:
             return
         admission._settled = True
         deployment = admission.deployment
-        if deployment.in_flight > 0:
-            deployment.in_flight -= 1
-        if ttft_s is not None and ttft_s >= 0:  # (NaN fails the comparison)
-            now = self._clock()
-            average = deployment.ttft_s
-            if average is None:
-                deployment.ttft_s = ttft_s
-            else:
-                gap = now - deployment.ttft_at
-                alpha = max(TTFT_ALPHA, -math.expm1(-gap / TTFT_TAU_S)) if gap > 0 else TTFT_ALPHA
-                deployment.ttft_s = average + alpha * (ttft_s - average)
-            deployment.ttft_at = now
+        now = self._clock()
+        deployment.finish(now, ttft_s)
         if tokens is None or tokens == admission.tokens:
             return
         delta = max(tokens, 0) - admission.tokens
-        sec = int(admission.admitted_at)
-        slot = sec % _RING
-        if deployment._ring_sec[slot] == sec:
-            deployment._ring_tokens[slot] += delta
+        deployment.recount(admission.admitted_at, delta)
         if admission._counted:
-            age_s = self._clock() - admission.admitted_at
+            age_s = now - admission.admitted_at
             if age_s < WINDOW_S:
                 self._correct(deployment.key, delta, age_s)
 
@@ -724,7 +438,7 @@ class DeploymentBoard:
     def exhaust(self, deployment: Deployment, retry_after_s: float, reason: str) -> None:
         """Rest the deployment (and those sharing its upstream quota) `retry_after_s`, e.g.
         after an upstream 429."""
-        deployment._upstream.rest(self._clock() + max(retry_after_s, 0.0), reason)
+        deployment.rest(self._clock() + max(retry_after_s, 0.0), reason)
 
     def view(self) -> list[dict[str, Any]]:
         """One row per deployment, by model and priority (see design: gateway status, the CLI,
@@ -739,7 +453,7 @@ class DeploymentBoard:
             self._deployments.values(),
             key=lambda d: (d.model.model_id, d.priority, d.provider_id),
         )
-        recent = {d.key: d._recent(now) for d in deployments}
+        recent = {d.key: d.recent(now) for d in deployments}
         model_total: dict[str, int] = {}
         for d in deployments:
             model_total[d.model.model_id] = model_total.get(d.model.model_id, 0) + recent[d.key][0]
@@ -747,8 +461,7 @@ class DeploymentBoard:
         for d in deployments:
             mine = recent[d.key][0]
             total = model_total[d.model.model_id]
-            requests, tokens = self.counter.used(d.key) if d._limited else recent[d.key]
-            upstream = d._upstream
+            requests, tokens = self.counter.used(d.key) if d.limited else recent[d.key]
             rows.append(
                 {
                     "model_id": d.model.model_id,
@@ -769,27 +482,7 @@ class DeploymentBoard:
                         if d.last_skip is None
                         else {"reason": d.last_skip[0], "at_ms": epoch_ms(d.last_skip[1])}
                     ),
-                    "upstream": (
-                        None
-                        if not upstream.seen
-                        else {
-                            "remaining_requests": (
-                                max(upstream.remaining_requests, 0)
-                                if upstream.remaining_requests is not None
-                                and now < upstream.requests_reset_at
-                                else None
-                            ),
-                            "remaining_tokens": (
-                                max(upstream.remaining_tokens, 0)
-                                if upstream.remaining_tokens is not None
-                                and now < upstream.tokens_reset_at
-                                else None
-                            ),
-                            "exhausted_until_ms": (
-                                epoch_ms(upstream.rest_until) if upstream.rest_until > now else None
-                            ),
-                        }
-                    ),
+                    "upstream": d.upstream_row(now, epoch_ms),
                 }
             )
         return rows

@@ -10,7 +10,7 @@ from typing import Any
 from palyra.breaker import BreakerBoard, CircuitBreaker, CircuitState
 from palyra.config import ModelProviderConfig
 from palyra.credentials import CredentialSource
-from palyra.deployments import DeploymentBoard, RedisRateCounter
+from palyra.deployments import DeploymentBoard
 from palyra.discovery import Discovery
 from palyra.errors import NotFound
 from palyra.health import DEFINITIVE, HealthBoard, ProviderHealth, probe, probe_all
@@ -18,6 +18,7 @@ from palyra.metrics import Metrics
 from palyra.models import ProviderSessions, build_providers
 from palyra.models.base import ModelProvider
 from palyra.models.kinds import spec_for
+from palyra.ratecounter import RedisRateCounter
 from palyra.routing import ModelRegistry, Router
 from palyra.shared import SharedState
 from palyra.state.db import Database

@@ -121,8 +121,8 @@ def _count(text: str | None) -> int | None:
 
 
 # Go's time.Duration text: one or more number+unit parts, "1h2m3.5s", "20ms", "0s".
-_DURATION = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h)")
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION = re.compile(f"(?:{_PART.pattern})+")
 _UNIT_S = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -152,7 +152,7 @@ def _duration(text: str | None) -> float | None:
             pass
         else:
             return seconds if math.isfinite(seconds) and seconds <= _MAX_RESET_S else None
-    if not re.fullmatch(f"(?:{_DURATION.pattern})+", text):
+    if not _DURATION.fullmatch(text):
         return None
     seconds = sum(float(number) * _UNIT_S[unit] for number, unit in _PART.findall(text))
     return seconds if seconds <= _MAX_RESET_S else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import astuple
 from datetime import UTC, datetime
 
 import pytest
@@ -63,12 +64,9 @@ def anthropic(**overrides: str) -> dict[str, str]:
 
 
 def test_openai_answer_headers() -> None:
-    assert from_openai_headers(openai()) == UpstreamLimits(
-        remaining_requests=4999,
-        remaining_tokens=159976,
-        requests_reset_s=pytest.approx(0.012),
-        tokens_reset_s=pytest.approx(0.009),
-    )
+    limits = from_openai_headers(openai())
+    assert limits is not None
+    assert astuple(limits) == (4999, 159976, pytest.approx(0.012), pytest.approx(0.009))
 
 
 def test_openai_headers_as_aiohttp_hands_them_over_any_case() -> None:
@@ -113,7 +111,8 @@ def test_openai_reset_durations(text: str, seconds: float) -> None:
 )  # fmt: skip
 def test_unreadable_resets_are_ignored_and_the_rest_kept(text: str) -> None:
     limits = from_openai_headers(openai(**{"x-ratelimit-reset-tokens": text}))
-    assert limits == UpstreamLimits(4999, 159976, pytest.approx(0.012), None)
+    assert limits is not None
+    assert astuple(limits) == (4999, 159976, pytest.approx(0.012), None)
 
 
 @pytest.mark.parametrize(
@@ -330,7 +329,8 @@ def test_exhausted_for(limits: UpstreamLimits, rest: float | None) -> None:
 def test_the_fake_openai_headers_read_back(reset_s: float) -> None:
     state = RateLimits(requests_remaining=3, tokens_remaining=0, tokens_reset_s=reset_s)
     limits = from_openai_headers(openai_wire.rate_limit_headers(state))
-    assert limits == UpstreamLimits(3, 0, pytest.approx(0.12), pytest.approx(reset_s))
+    assert limits is not None
+    assert astuple(limits) == (3, 0, pytest.approx(0.12), pytest.approx(reset_s))
 
 
 def test_the_fake_go_durations_are_gos() -> None:
