@@ -59,6 +59,9 @@ class ProviderHealth:
     last_error: str | None = None
     last_error_at_ms: int | None = None
     changed_at_ms: int = 0  # 0: nothing known yet, so any shared news is newer
+    # What the last probe alone found, apart from live traffic (whose failures the breaker
+    # weighs): the router orders fallbacks of equal rank by it.
+    probed_well: bool = True
 
     @property
     def healthy(self) -> bool:
@@ -162,6 +165,7 @@ class HealthBoard:
             self._set(health, HealthState.UNREACHABLE)
             health.last_error = redact_secrets(error.message)
             health.last_error_at_ms = _now_ms()
+        health.probed_well = health.healthy
         return health
 
 

@@ -208,8 +208,9 @@ class Router:
         self.config = config
         self.registry = registry
         self.deployments = deployments or DeploymentBoard(clock=clock)
-        self._rng = rng or random.Random()
-        self._clock = clock
+        # Where balancing draws its chances and reads the time (tests put their own).
+        self.rng = rng or random.Random()
+        self.clock = clock
         self.providers = providers
         self.breakers = breakers
         self.health = health
@@ -269,7 +270,7 @@ class Router:
                 code="provider_disabled",
             )
         if not self.config.failover_enabled:
-            return firsts
+            return self._viable(firsts)
         return self._chain(firsts, model, can_serve, affinity)
 
     def _chain(
@@ -282,14 +283,13 @@ class Router:
         viable = [c for c in firsts if not self._definitive(c)]
         yield from viable
         others = self._viable(self._others(model, can_serve, affinity))
-        if viable or others:
-            yield from others
-        else:
-            # (Tried when nothing else serves: the client then gets the provider's own
-            # answer, and a credential mended since is noticed at once, not at the next probe.)
-            yield from firsts
+        yield from others if viable or others else firsts
 
     def _viable(self, chain: list[Candidate]) -> list[Candidate]:
+        """`chain` without the candidates whose provider's state says any request would
+        fail (a refused or missing credential); all of it when that leaves none, so the
+        client gets the provider's own answer, and a credential mended since is noticed at
+        once, not at the next probe."""
         kept = [c for c in chain if not self._definitive(c)]
         return kept or chain
 
@@ -299,31 +299,34 @@ class Router:
         can_serve: Callable[[ModelConfig], bool],
         affinity: Callable[[], str | None] | None,
         requested: ModelConfig | None = None,
+        elsewhere_than: frozenset[str] = frozenset(),
     ) -> list[Candidate]:
-        """The deployments of `model` that can serve, in the order to try them: priority
-        groups, each in its strategy's order (or by affinity), probed-unwell ones last."""
+        """The deployments of `model` that can serve (and are not on a provider of
+        `elsewhere_than`), in the order to try them: priority groups, each in its strategy's
+        order or by affinity."""
         entries = self.registry.deployments(model.model_id) or [model]
-        if len(entries) == 1:  # the usual case: nothing to balance
+        if len(entries) == 1 and not elsewhere_than:  # the usual case: nothing to balance
             only = entries[0]
             candidate = self._candidate(only)
             ok = candidate is not None and (only is requested or can_serve(only))
             return [candidate] if candidate is not None and ok else []
         by_key: dict[str, Candidate] = {}
+        balanced = len(entries) > 1
         for entry in entries:
-            candidate = self._candidate(entry, balanced=True)
+            if entry.provider_id in elsewhere_than:
+                continue
+            candidate = self._candidate(entry, balanced)
             if candidate is not None and (entry is requested or can_serve(entry)):
                 by_key[candidate.deployment.key] = candidate
         key = affinity() if affinity is not None and model.affinity == "prefix" else None
         ordered = order(
             [c.deployment for c in by_key.values()],
             self.config.strategy_for(model),
-            rng=self._rng,
-            now=self._clock(),
+            rng=self.rng,
+            now=self.clock(),
             affinity_key=key,
         )
-        chain = [by_key[d.key] for d in ordered]
-        # Stable: within a priority the strategy's order stands but for what probes found.
-        return sorted(chain, key=lambda c: (c.deployment.priority, not self._healthy(c)))
+        return [by_key[d.key] for d in ordered]
 
     def _others(
         self,
@@ -339,32 +342,33 @@ class Router:
                 if fallback is not None:
                     chain += self._deployed(fallback, can_serve, affinity)
             return chain
-        serving = {m.provider_id for m in self.registry.deployments(model.model_id)}
-        serving.add(model.provider_id)
-        pool: dict[str, ModelConfig] = {}
+        # Other models of the role on other providers than this model's: ranked as models
+        # (cheapest and fastest first; within a rank, those a probe found unwell last), each
+        # then tried over its deployments on those other providers.
+        serving = frozenset(
+            {model.provider_id, *(m.provider_id for m in self.registry.deployments(model.model_id))}
+        )
+        pool: dict[str, list[ModelConfig]] = {}
         for m in self.registry.configured():
-            elsewhere = m.model_id != model.model_id and m.provider_id not in serving
-            if elsewhere and m.role == model.role:
-                pool.setdefault(m.model_id, self.registry.get(m.model_id) or m)
+            another = m.model_id != model.model_id and m.provider_id not in serving
+            if another and m.role == model.role:
+                pool.setdefault(m.model_id, []).append(m)
         ranked = sorted(
             enumerate(pool.values()),
-            key=lambda im: (_COST[im[1].cost_tier], _LATENCY[im[1].latency_tier], im[0]),
-        )
-        chain = []
-        for _, other in ranked:
-            chain += self._deployed(other, can_serve, affinity)
-        # Within a rank (the same tiers), what the probes found puts the unwell last.
-        return sorted(
-            chain,
-            key=lambda c: (
-                _COST[c.model.cost_tier],
-                _LATENCY[c.model.latency_tier],
-                not self._healthy(c),
+            key=lambda entry: (
+                _COST[entry[1][0].cost_tier],
+                _LATENCY[entry[1][0].latency_tier],
+                not any(self._probed_well(m) for m in entry[1]),
+                entry[0],
             ),
         )
+        chain = []
+        for _, entries in ranked:
+            chain += self._deployed(entries[0], can_serve, affinity, elsewhere_than=serving)
+        return chain
 
-    def _healthy(self, candidate: Candidate) -> bool:
-        return self.health.get(candidate.provider.provider_id).healthy
+    def _probed_well(self, model: ModelConfig) -> bool:
+        return self.health.get(model.provider_id).probed_well
 
     def _definitive(self, candidate: Candidate) -> bool:
         return self.health.get(candidate.provider.provider_id).state in DEFINITIVE
@@ -447,7 +451,8 @@ class Router:
             # the answer as long as the client allows (corrected to the usage afterwards).
             provider = self.providers.get(model.provider_id)
             kind = provider.kind if provider else ModelProviderKind.OPENAI_COMPATIBLE
-            return -(-facts.bound(kind) // 4) + (request.output_limit or 0)
+            answer = min(request.output_limit or 0, model.max_output_tokens)
+            return -(-facts.bound(kind) // 4) + answer
 
         if not vocabulary_loaded() and self._may_count(request, facts):
             await load_vocabulary()
@@ -575,7 +580,12 @@ class Router:
                 and token_budget(self.config, m) >= longest
             ),
         )
-        total = sum(lengths)
+        # Byte bounds of texts unless counted above: about four bytes to a token.
+        counted = max(lengths) > smallest
+        total = sum(
+            n if counted or isinstance(item, list) else -(-n // 4)
+            for item, n in zip(texts, lengths, strict=True)
+        )
         return await self._serve(
             candidates, lambda c: c.provider.embed(request, c.model), lambda: total
         )

@@ -19,6 +19,7 @@ from palyra.config import validate_config
 from palyra.server.keys import GATEWAY
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, GatewayFactory
 from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream, Reply
+from tests.support.clock import FakeClock
 
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hello"}]
@@ -339,16 +340,6 @@ async def test_stream_failure_after_first_token_ends_with_an_error(
                 text += choice.delta.content or ""
     assert text and "delta" not in text
     assert second.requests_to(CHAT) == []
-
-
-class FakeClock:
-    """Monotonic time that moves only when told: cooldowns without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def clocked(server: TestServer) -> FakeClock:

@@ -18,6 +18,7 @@ import asyncio
 import math
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -27,6 +28,7 @@ from palyra.config import ModelConfig, ProviderSettings
 from palyra.deployments import Admission, Deployment, DeploymentBoard, Refusal
 from palyra.errors import (
     ErrorClass,
+    InvalidRequest,
     PalyraError,
     ProviderError,
     RateLimitExceeded,
@@ -138,7 +140,7 @@ class FallbackModel:
         refused: Unsupported | None = None
         attempted = 0
         cooling: list[float] = []
-        limited: list[float] = []
+        limited: list[Refusal] = []
         window_floor = 0  # after a context error: only larger windows are worth trying
         for candidate in self.candidates:
             if candidate.model.max_context_tokens <= window_floor:
@@ -151,12 +153,10 @@ class FallbackModel:
                     candidate.deployment, f"circuit open; retry in {wait:.1f} s"
                 )
                 continue
-            admission = await self._deployments.admit(
-                candidate.deployment, self._tokens(candidate.deployment)
-            )
+            admission = await self._admit(candidate, permit)
             if isinstance(admission, Refusal):
                 candidate.breaker.release(permit)
-                limited.append(admission.retry_after_s)
+                limited.append(admission)
                 continue
             failing_over_from = last_error.provider_id if last_error is not None else None
             failover = attempted > 0
@@ -184,26 +184,43 @@ class FallbackModel:
             return result
         if last_error is not None:
             raise last_error
-        if limited:
-            # (Before cooling: the limits are what the client's retry must wait out.)
-            wait = max(1, math.ceil(min(limited + cooling)))
+        if limited and all(r.permanent for r in limited) and not cooling:
+            raise InvalidRequest(
+                f"{limited[0].reason}: the request cannot fit the token limit of any "
+                "deployment that could serve it; ask for fewer tokens (max_tokens) or a "
+                "model with room",
+                code="exceeds_tpm_limit",
+            )
+        if limited and not cooling:
+            wait = max(1, math.ceil(min(r.retry_after_s for r in limited if not r.permanent)))
             raise RateLimitExceeded(
-                "every deployment that could serve this request is at its rate limit; "
-                f"retry in {wait} s",
+                "every deployment that could serve this request is at its rate limit "
+                f"({limited[0].reason}); retry in {wait} s",
                 headers={"Retry-After": str(wait)},
             )
-        if cooling:
+        if cooling or limited:
             # (Before a refusal: a candidate cooling down may be the one that can carry the
             # request, and a client told to retry later will then be served.)
-            wait = max(1, math.ceil(min(cooling)))
+            waits = cooling + [r.retry_after_s for r in limited if not r.permanent]
+            wait = max(1, math.ceil(min(waits)))
             raise AllCandidatesCoolingDown(
-                "every provider that could serve this request is cooling down after failures; "
-                f"retry in {wait} s",
+                "every provider that could serve this request is cooling down after failures"
+                f"{' or at its rate limit' if limited else ''}; retry in {wait} s",
                 headers={"Retry-After": str(wait)},
             )
         if refused is not None:
             raise refused
         raise AllCandidatesCoolingDown("no enabled provider can serve this request")
+
+    async def _admit(self, candidate: Candidate, permit: Permit) -> Admission | Refusal:
+        deployment = candidate.deployment
+        try:
+            return await self._deployments.admit(deployment, self._tokens(deployment))
+        except BaseException:
+            # Cancelled while a shared counter answered: a probe's permit must go back, or
+            # the circuit would wait on a probe that never comes.
+            candidate.breaker.release(permit)
+            raise
 
     def _tokens(self, deployment: Deployment) -> int:
         if not deployment.counts_tokens:
@@ -249,6 +266,15 @@ class FallbackModel:
                     self._metrics.count_retry(provider_id)
                     await self._sleep(wait)
                     self.route.upstream_s += wait
+                    # A retry is one more request to the deployment: within its limits too.
+                    self._deployments.settle(admission, ttft_s=None, tokens=None)
+                    again = await self._deployments.admit(
+                        candidate.deployment, self._tokens(candidate.deployment)
+                    )
+                    if isinstance(again, Refusal):
+                        self._settle_failure(candidate, permit, error)
+                        raise
+                    admission = again
                     continue
                 elapsed = time.perf_counter() - started
                 self.route.upstream_s += elapsed
@@ -273,11 +299,12 @@ class FallbackModel:
     def _retry_wait(
         self, error: ProviderError, attempt: int, max_retries: int, candidate: Candidate
     ) -> float | None:
-        if error.upstream_status == 429 and error.retry_after_s is not None:
-            # The upstream's quota is spent: no request goes there before it says.
-            self._deployments.exhaust(
-                candidate.deployment, error.retry_after_s, "upstream answered 429"
-            )
+        if error.upstream_status == 429:
+            if error.retry_after_s is not None:
+                # The upstream's quota is spent: no request goes there before it says.
+                self._deployments.exhaust(
+                    candidate.deployment, error.retry_after_s, "upstream answered 429"
+                )
             if candidate.balanced:
                 return None  # a sibling deployment can answer now
         settings = candidate.settings
@@ -300,8 +327,13 @@ class FallbackModel:
     def _settle_failure(self, candidate: Candidate, permit: Permit, error: ProviderError) -> None:
         provider_id = candidate.provider.provider_id
         charged = self._charged
-        if error.error_class in _PROVIDER_FAULTS and (
-            charged is None or provider_id not in charged
+        # A 429 that says how long to wait is one deployment's quota, spent: that deployment
+        # rests (see `_retry_wait`); the provider's other models are as well as before.
+        quota = error.upstream_status == 429 and error.retry_after_s is not None
+        if (
+            error.error_class in _PROVIDER_FAULTS
+            and not quota
+            and (charged is None or provider_id not in charged)
         ):
             candidate.breaker.record_failure()
             if charged is None:
@@ -328,7 +360,13 @@ class FallbackModel:
 
         head, rest = await self.run(call)
         assert self._served is not None  # run() returned: a candidate served
-        return self._relay(head, rest, *self._served)
+        candidate, permit, admission, ttft_s = self._served
+        relay = self._relay(head, rest, candidate, permit, admission, ttft_s)
+        # A relay its caller drops before reading it (the client left while the headers
+        # went out) never runs its `finally`: the deployment would count it in flight for
+        # good. (Settling twice does nothing; the stream read to its end settles first.)
+        weakref.finalize(relay, self._deployments.settle, admission, ttft_s=None, tokens=None)
+        return relay
 
     async def _relay(
         self,

@@ -748,6 +748,12 @@ async def test_errors_are_the_sdks_own(
     assert bad.value.body["error"]["message"].startswith(  # type: ignore[index]
         "messages.0.content.0.source.media_type: must be one of image/gif, image/jpeg"
     )
+    upstream.script("/v1/chat/completions", ErrorReply(500))
+    with pytest.raises(anthropic.InternalServerError) as failed:
+        await claude.messages.create(model="gpt-4o-mini", max_tokens=8, messages=hi)
+    assert failed.value.status_code == 500
+    assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    # (After this 429 the deployment rests for its Retry-After: nothing more goes there.)
     upstream.script("/v1/chat/completions", ErrorReply(429, retry_after="7"))
     with pytest.raises(anthropic.RateLimitError) as limited:
         await claude.messages.create(model="gpt-4o-mini", max_tokens=8, messages=hi)
@@ -758,11 +764,6 @@ async def test_errors_are_the_sdks_own(
         await claude.messages.create(model="claude", max_tokens=8, messages=hi)
     assert overloaded.value.status_code == 529
     assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
-    upstream.script("/v1/chat/completions", ErrorReply(500))
-    with pytest.raises(anthropic.InternalServerError) as failed:
-        await claude.messages.create(model="gpt-4o-mini", max_tokens=8, messages=hi)
-    assert failed.value.status_code == 500
-    assert failed.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     # Without max_tokens (the SDK will not send such a request: raw HTTP does).
     status, _, raw = await post(gateway, "/v1/messages", {"model": "deterministic", "messages": hi})
     assert status == 400
