@@ -259,6 +259,11 @@ class ModelConfig(_Section):
     # Model-wide (shared by all deployments of the model): "" means `[model_provider]`'s.
     load_balancing: Literal["", "weighted", "least_busy", "latency", "usage"] = ""
     affinity: Literal["", "prefix"] = ""
+    # USD per million tokens, per deployment (one model may cost differently on two providers).
+    # All 0: the built-in price table (palyra.pricing) by upstream name, else the cost is unknown.
+    input_cost_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    output_cost_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cached_input_cost_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     # Set on entries found by discovery rather than written in the file.
     discovered: bool = Field(default=False, exclude=True)
     # Model-wide keys this entry took from a sibling deployment (errors name where one was written).
@@ -438,6 +443,31 @@ class AgentsConfig(_Section):
     file: str = ""
 
 
+class UsageConfig(_Section):
+    enabled: bool = True
+    # Bounded like cron's retention: the purge cutoff must stay inside a 64-bit column.
+    retention_days: int = Field(default=90, ge=1, le=36_500)
+    # Prompt and answer text in the ledger: off, since they may hold anything a client sent.
+    log_payloads: bool = False
+
+
+class TelemetryConfig(_Section):
+    otlp_endpoint: str = ""  # empty: no traces
+    service_name: str = Field(default="palyra", min_length=1, max_length=256)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    "must be an http(s) URL of an OTLP/HTTP receiver such as "
+                    "http://127.0.0.1:4318, or empty for no traces"
+                )
+        return value
+
+
 class PalyraConfig(_Section):
     version: Literal[1]
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
@@ -446,6 +476,8 @@ class PalyraConfig(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cron: CronConfig = Field(default_factory=CronConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -712,6 +744,8 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "auth.openai_oauth": OpenAIOAuthConfig,
     "cron": CronConfig,
     "agents": AgentsConfig,
+    "usage": UsageConfig,
+    "telemetry": TelemetryConfig,
 }
 
 
@@ -823,6 +857,7 @@ def config_for_display(config: PalyraConfig, *, show_secrets: bool = False) -> d
             ("state", "url"),
             ("state", "redis_url"),
             ("daemon", "public_base_url"),
+            ("telemetry", "otlp_endpoint"),
         ):
             if data[section][key]:
                 data[section][key] = redact_url(data[section][key])

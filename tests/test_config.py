@@ -1070,6 +1070,131 @@ def test_state_dir_from_env_key_and_flag(tmp_path: Path) -> None:
     assert resolve_state_dir(config, env) == tmp_path / "b"
 
 
+# --- costs, usage and telemetry (issue 15) ------------------------------------------------
+
+
+def test_cost_usage_and_telemetry_defaults() -> None:
+    config = validate_config(with_models(model("m")))
+    m = config.model_provider.models[0]
+    assert (m.input_cost_per_mtok, m.output_cost_per_mtok, m.cached_input_cost_per_mtok) == (
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert (config.usage.enabled, config.usage.retention_days, config.usage.log_payloads) == (
+        True,
+        90,
+        False,
+    )
+    assert (config.telemetry.otlp_endpoint, config.telemetry.service_name) == ("", "palyra")
+
+
+def test_cost_keys_are_read_per_deployment() -> None:
+    config = validate_config(
+        with_models(
+            model(
+                "m",
+                input_cost_per_mtok=2.5,
+                output_cost_per_mtok=10,
+                cached_input_cost_per_mtok=1.25,
+            )
+        )
+    )
+    m = config.model_provider.models[0]
+    assert (m.input_cost_per_mtok, m.output_cost_per_mtok, m.cached_input_cost_per_mtok) == (
+        2.5,
+        10.0,
+        1.25,
+    )
+
+
+@pytest.mark.parametrize(
+    "key", ["input_cost_per_mtok", "output_cost_per_mtok", "cached_input_cost_per_mtok"]
+)
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (-0.01, "greater than or equal to 0"),
+        (float("inf"), "finite"),
+        (float("nan"), "finite"),
+        ("cheap", "number"),
+        (True, "must be a number, not true or false"),
+    ],
+)
+def test_bad_cost_keys_name_the_key(key: str, value: object, says: str) -> None:
+    problem = only_problem(with_models(model("m", **{key: value})))
+    assert problem.startswith(f"model_provider.models[0].{key}: "), problem
+    assert says in problem, problem
+
+
+def test_usage_section_is_read_and_checked() -> None:
+    usage = validate_config(
+        {"version": 1, "usage": {"enabled": False, "retention_days": 7, "log_payloads": True}}
+    ).usage
+    assert (usage.enabled, usage.retention_days, usage.log_payloads) == (False, 7, True)
+    for days in (0, -1, 36_501):
+        problem = only_problem({"version": 1, "usage": {"retention_days": days}})
+        assert problem.startswith("usage.retention_days: "), problem
+    assert only_problem({"version": 1, "usage": {"retention_days": True}}) == (
+        "usage.retention_days: must be a number, not true or false"
+    )
+    assert only_problem({"version": 1, "usage": {"keep": 3}}) == "usage.keep: unknown key"
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:4318", "https://otel.example.com/v1/traces", "HTTP://c:4318"]
+)
+def test_otlp_endpoint_takes_http_urls(endpoint: str) -> None:
+    telemetry = validate_config(
+        {"version": 1, "telemetry": {"otlp_endpoint": endpoint, "service_name": "gw-eu"}}
+    ).telemetry
+    assert (telemetry.otlp_endpoint, telemetry.service_name) == (endpoint, "gw-eu")
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:4318", "grpc://c:4317", "http://", "collector"])
+def test_otlp_endpoint_must_be_an_http_url(endpoint: str) -> None:
+    problem = only_problem({"version": 1, "telemetry": {"otlp_endpoint": endpoint}})
+    assert problem.startswith("telemetry.otlp_endpoint: must be an http(s) URL"), problem
+
+
+def test_service_name_must_not_be_empty() -> None:
+    problem = only_problem({"version": 1, "telemetry": {"service_name": ""}})
+    assert problem.startswith("telemetry.service_name: "), problem
+
+
+def test_usage_and_telemetry_are_settable_from_env(home: dict[str, str]) -> None:
+    env = {
+        **home,
+        "PALYRA_USAGE_ENABLED": "false",
+        "PALYRA_USAGE_RETENTION_DAYS": "30",
+        "PALYRA_USAGE_LOG_PAYLOADS": "true",
+        "PALYRA_TELEMETRY_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "PALYRA_TELEMETRY_SERVICE_NAME": "palyra-eu",
+    }
+    config = load_config(None, env=env).config
+    assert (config.usage.enabled, config.usage.retention_days, config.usage.log_payloads) == (
+        False,
+        30,
+        True,
+    )
+    assert config.telemetry.otlp_endpoint == "http://127.0.0.1:4318"
+    assert config.telemetry.service_name == "palyra-eu"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={**home, "PALYRA_TELEMETRY_OTLP_ENDPOINT": "localhost:4318"})
+    assert info.value.problems[0].startswith(
+        "telemetry.otlp_endpoint (from env PALYRA_TELEMETRY_OTLP_ENDPOINT): "
+    ), info.value.problems
+
+
+def test_config_for_display_redacts_an_otlp_endpoint_password() -> None:
+    config = validate_config(
+        {"version": 1, "telemetry": {"otlp_endpoint": "https://u:otel-s3cret@otel.example.com"}}
+    )
+    assert config_for_display(config)["telemetry"]["otlp_endpoint"] == (
+        "https://u:<redacted>@otel.example.com"
+    )
+
+
 # --- display ----------------------------------------------------------------------------
 
 
