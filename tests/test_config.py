@@ -1287,3 +1287,12 @@ def test_the_routing_docs_worked_example_is_what_it_says() -> None:
     assert [p.base_url for p in mp.providers[:2]] == ["https://api.openai.com/v1"] * 2
     vllm = mp.provider("vllm")
     assert vllm is not None and vllm.allow_private_base_url
+
+
+def test_every_toml_block_of_the_usage_docs_is_a_valid_config() -> None:
+    blocks = toml_blocks((DOCS / "usage.md").read_text(encoding="utf-8"))
+    assert len(blocks) >= 3, "docs/usage.md lost its examples"
+    configs = [validate_config(tomllib.loads(block)) for block in blocks]
+    fast = next(m for c in configs for m in c.model_provider.models if m.model_id == "fast")
+    assert (fast.input_cost_per_mtok, fast.cached_input_cost_per_mtok) == (0.15, 0.075)
+    assert any(c.telemetry.otlp_endpoint == "http://127.0.0.1:4318" for c in configs)
