@@ -45,6 +45,7 @@ from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
 from palyra.server.keys import RESPONSES, SESSIONS
 from palyra.state import open_database
+from palyra.usage.writer import UsageWriter
 from palyra.vault import open_vault
 
 log = structlog.get_logger("palyra.daemon")
@@ -87,6 +88,11 @@ def build_app(
         node_id=node_id,
         agent_exists=lambda agent_id: agents.get(agent_id) is not None,
     )
+    runtime.usage = UsageWriter(
+        runtime.gateway.metrics,
+        enabled=config.usage.enabled,
+        log_payloads=config.usage.log_payloads,
+    )
     app = create_app(runtime)
     app[RESPONSES] = runtime.responses
 
@@ -111,11 +117,14 @@ def build_app(
         await runtime.agents.start(runtime.db)
         await runtime.cron.start(runtime.db)
         await runtime.responses.start(runtime.db)
+        await runtime.usage.start(runtime.db, retention_days=config.usage.retention_days)
         log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))
         yield
         # Cron first: its runs are agent runs, closed as interrupted before the agents stop.
         await runtime.cron.aclose()
         await runtime.agents.aclose()
+        # After every run that records usage has ended; before the store closes.
+        await runtime.usage.aclose()
         await runtime.responses.aclose()
         await runtime.dependencies.aclose()
         await app[SESSIONS].aclose()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -20,6 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from palyra.breaker import CircuitState
+
+if TYPE_CHECKING:
+    from palyra.usage.records import UsageRecord
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
@@ -155,6 +158,26 @@ class Metrics:
             registry=r,
         )
 
+        self.usage_tokens = Counter(
+            "palyra_usage_tokens",
+            "Tokens in the usage ledger, by client key (or admin) and model",
+            ["key", "model", "kind"],
+            registry=r,
+        )
+        self.usage_cost = Counter(
+            "palyra_usage_cost_usd",
+            "Cost in USD in the usage ledger, by client key (or admin) and model",
+            ["key", "model"],
+            registry=r,
+        )
+        self.usage_dropped = Counter(
+            "palyra_usage_records_dropped",
+            "Usage records not written to the ledger (queue full, or lost at shutdown)",
+            registry=r,
+        )
+        # (key, model) -> (input, output, cached, reasoning, cost) children.
+        self._usage_children: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {}
+
         # (metric, label values) -> child. Label values are bounded (route templates,
         # configured and discovered models, providers, statuses), as they are in the metric.
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
@@ -204,6 +227,43 @@ class Metrics:
             self._child(self.tokens, provider_id, model_id, "in").inc(prompt)
         if completion:
             self._child(self.tokens, provider_id, model_id, "out").inc(completion)
+
+    def count_usage(self, record: UsageRecord) -> None:
+        """A ledger record's tokens and cost. A record with nothing to count creates no
+        series: a refused request's model name is the client's to invent."""
+        r = record
+        if not (
+            r.input_tokens > 0
+            or r.output_tokens > 0
+            or r.cached_tokens > 0
+            or r.reasoning_tokens > 0
+            or (r.cost_usd is not None and r.cost_usd > 0)
+        ):
+            return
+        key = (r.key_name or "admin", r.model)
+        children = self._usage_children.get(key)
+        if children is None:
+            tokens = self.usage_tokens
+            children = self._usage_children[key] = (
+                tokens.labels(key[0], key[1], "input"),
+                tokens.labels(key[0], key[1], "output"),
+                tokens.labels(key[0], key[1], "cached"),
+                tokens.labels(key[0], key[1], "reasoning"),
+                self.usage_cost.labels(key[0], key[1]),
+            )
+        if r.input_tokens > 0:
+            children[0].inc(r.input_tokens)
+        if r.output_tokens > 0:
+            children[1].inc(r.output_tokens)
+        if r.cached_tokens > 0:
+            children[2].inc(r.cached_tokens)
+        if r.reasoning_tokens > 0:
+            children[3].inc(r.reasoning_tokens)
+        if r.cost_usd is not None and r.cost_usd > 0:
+            children[4].inc(r.cost_usd)
+
+    def count_usage_dropped(self, records: int = 1) -> None:
+        self.usage_dropped.inc(records)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

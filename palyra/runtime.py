@@ -17,6 +17,7 @@ from palyra.dependencies import Dependencies
 from palyra.gateway import Gateway
 from palyra.state.db import Database
 from palyra.state.responses import ResponseStore
+from palyra.usage.writer import UsageWriter
 
 if TYPE_CHECKING:
     from palyra.agents.service import AgentService
@@ -34,6 +35,9 @@ class Runtime:
     dependencies: Dependencies = field(default_factory=Dependencies)
     # Stored `/v1/responses` answers: in memory from the start, in the state store once open.
     responses: ResponseStore = field(default_factory=ResponseStore)
+    # The usage ledger: `usage.record(UsageRecord(...))` from the request path (buffered
+    # until the state store opens); `usage.store` for queries once it has.
+    usage: UsageWriter = field(default_factory=UsageWriter)
     _db: Database | None = None
     _auth: AuthService | None = None
     _agents: AgentService | None = None

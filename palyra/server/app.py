@@ -24,6 +24,7 @@ from palyra.server import (
     console,
     cron_routes,
     runs_routes,
+    usage_routes,
     web_console,
 )
 from palyra.server.auth import PUBLIC_PATHS, api_key_matches, bearer_matches
@@ -210,5 +211,6 @@ def create_app(runtime: Runtime) -> web.Application:
     cron_routes.add_routes(app)
     runs_routes.add_routes(app)
     auth_routes.add_routes(app)
+    usage_routes.add_routes(app)
     web_console.add_routes(app)
     return app
