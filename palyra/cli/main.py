@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from palyra.cli import agents, auth, config_cmd, cron, models, vault
+from palyra.cli import agents, auth, config_cmd, cron, models, usage, vault
 from palyra.cli.client import DaemonError
 from palyra.cli.common import daemon, fail, options
 
@@ -25,6 +25,7 @@ app.add_typer(vault.app, name="vault")
 app.add_typer(cron.app, name="cron")
 app.add_typer(agents.app, name="agents")
 app.command("run")(agents.run_command)
+app.command("usage")(usage.usage_command)
 
 
 @app.callback()
