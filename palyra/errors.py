@@ -107,6 +107,14 @@ class RateLimitExceeded(PalyraError):
     code = "rate_limit_exceeded"
 
 
+class ModelNotAllowed(PalyraError):
+    """The client key may not call this model (its `models` do not name it)."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
 class ProviderError(PalyraError):
     """A failure talking to an upstream provider.
 
