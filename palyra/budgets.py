@@ -259,9 +259,9 @@ class BudgetBook:
             self._failed(exc)
             return
         self._succeeded()
-        for name, value in zip(reads, results, strict=True):
-            if name is not None and name in current and value is not None:
-                self._shared[name] = float(value)
+        for read, value in zip(reads, results, strict=True):
+            if read is not None and read in current and value is not None:
+                self._shared[read] = float(value)
         # Totals of periods that are over are no longer read.
         for name in [n for n in self._shared if n not in current]:
             del self._shared[name]

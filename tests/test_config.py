@@ -1136,7 +1136,7 @@ def test_usage_section_is_read_and_checked() -> None:
         problem = only_problem({"version": 1, "usage": {"retention_days": days}})
         assert problem.startswith("usage.retention_days: "), problem
     assert only_problem({"version": 1, "usage": {"retention_days": True}}) == (
-        "usage.retention_days: must be a number, not true or false"
+        "usage.retention_days: must be a number, not true or false (got True)"
     )
     assert only_problem({"version": 1, "usage": {"keep": 3}}) == "usage.keep: unknown key"
 
