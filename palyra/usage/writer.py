@@ -68,6 +68,7 @@ class UsageWriter:
         # Set by the task whenever it finds the buffer empty (or has stopped).
         self._drained = asyncio.Event()
         self._urgent = False  # flush(): write without waiting for company
+        self._since_ms = 0  # when the buffer's oldest record (or what is left) began waiting
         self._writing = False
         self._closing = False
         self._closed = False
@@ -102,7 +103,12 @@ class UsageWriter:
                     r.prompt = r.answer = None
             buffer = self._buffer
             buffer.append(r)
-            if len(buffer) == 1 or len(buffer) == self._batch:
+            if len(buffer) == 1:
+                # The batch's half second runs from its first record, not from when the
+                # task next looks.
+                self._since_ms = self._clock.now_ms()
+                self._wake.set()
+            elif len(buffer) == self._batch:
                 self._wake.set()
         except Exception:
             with contextlib.suppress(Exception):
@@ -215,7 +221,7 @@ class UsageWriter:
                 await clock.sleep_until(None, self._wake)
                 continue
             # The batch's first record waits at most flush_every for company.
-            deadline = clock.now_ms() + self._flush_ms
+            deadline = self._since_ms + self._flush_ms
             while (
                 len(self._buffer) < self._batch
                 and not (self._closing or self._urgent)
@@ -231,6 +237,8 @@ class UsageWriter:
         # Rows and their ids are made once: a retry after an unclear failure (committed,
         # then the connection dropped) writes the same ids, which the store skips.
         rows = [row(secrets.token_hex(8), buffer.popleft()) for _ in range(count)]
+        # What is left waited through this write; its own half second starts now.
+        self._since_ms = self._clock.now_ms()
         self._writing = True
         try:
             await self._insert(rows)
