@@ -45,6 +45,7 @@ __all__ = [
     "Span",
     "Tracing",
     "configure",
+    "operation_for",
     "shutdown",
     "system_for",
 ]
@@ -84,6 +85,24 @@ _SYSTEMS: Final = {
 # but the operation did not complete.
 _CANCELLED: Final = "cancelled"
 _SHUTDOWN_S: Final = 5.0
+
+
+# `gen_ai.operation.name` of each inference route (by its template); other routes are not
+# traced.
+_OPERATIONS: Final = {
+    "/v1/chat/completions": "chat",
+    "/v1/messages": "chat",
+    "/v1/responses": "chat",
+    "/v1/embeddings": "embeddings",
+    "/v1/audio/transcriptions": "audio_transcription",
+    "/v1/audio/translations": "audio_translation",
+}
+
+
+def operation_for(route: str) -> str | None:
+    """The operation of an inference route's template (`resource.canonical`), None for a
+    route that is not one (models, stored responses, count_tokens, the console...)."""
+    return _OPERATIONS.get(route)
 
 
 def system_for(kind: str) -> str:

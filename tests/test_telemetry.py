@@ -27,7 +27,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 from palyra.config import TelemetryConfig
 from palyra.errors import InvalidRequest, ProviderError
 from palyra.models.fallback import RouteInfo
-from palyra.telemetry import NULL_SPAN, TRACING, Tracing
+from palyra.telemetry import NULL_SPAN, TRACING, Tracing, operation_for
 from tests.support.daemon import free_port
 
 SERVER = ProtoSpan.SpanKind.SPAN_KIND_SERVER
@@ -422,3 +422,12 @@ def test_configure_without_an_endpoint_is_off(restore_tracing: None) -> None:
     assert telemetry.configure(TelemetryConfig()) is TRACING
     assert not TRACING.enabled
     assert TRACING.stream() is NULL_SPAN
+
+
+def test_only_inference_routes_have_an_operation() -> None:
+    assert operation_for("/v1/chat/completions") == "chat"
+    assert operation_for("/v1/messages") == "chat"
+    assert operation_for("/v1/embeddings") == "embeddings"
+    assert operation_for("/v1/audio/transcriptions") == "audio_transcription"
+    for route in ("/v1/models", "/v1/messages/count_tokens", "/v1/responses/{response_id}"):
+        assert operation_for(route) is None
