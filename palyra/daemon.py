@@ -39,6 +39,7 @@ from palyra.cron.runner import AgentJobRunner
 from palyra.cron.service import CronService
 from palyra.fs import ensure_private_dir
 from palyra.gateway import Gateway
+from palyra.keys import KeyStore
 from palyra.logs import configure_logging
 from palyra.runtime import Runtime
 from palyra.server.app import create_app
@@ -102,6 +103,9 @@ def build_app(
         runtime.db = await open_database(config.state, state_dir)
         # Console sign-outs, loaded before the first request (see palyra.server.sessions).
         await app[SESSIONS].start(runtime.db)
+        # Client keys, loaded before the first request and re-read every 0.5 s after.
+        await runtime.keys.open(KeyStore(runtime.db))
+        runtime.keys.start()
         vault = await open_vault(runtime.db, state_dir, env)
         runtime.auth = await AuthService.open(config, runtime.db, vault)
         credentials.attach(runtime.auth)
@@ -128,6 +132,7 @@ def build_app(
         await runtime.responses.aclose()
         await runtime.dependencies.aclose()
         await app[SESSIONS].aclose()
+        await runtime.keys.aclose()
         await runtime.gateway.aclose()
         await credentials.aclose()
         await runtime.auth.aclose()

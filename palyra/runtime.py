@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from palyra.config import PalyraConfig
 from palyra.dependencies import Dependencies
 from palyra.gateway import Gateway
+from palyra.keys import KeyRing
 from palyra.state.db import Database
 from palyra.state.responses import ResponseStore
 from palyra.usage.writer import UsageWriter
@@ -35,6 +36,9 @@ class Runtime:
     dependencies: Dependencies = field(default_factory=Dependencies)
     # Stored `/v1/responses` answers: in memory from the start, in the state store once open.
     responses: ResponseStore = field(default_factory=ResponseStore)
+    # Client keys as requests see them: empty until the state store opens, then kept in step
+    # with it; `keys.store` for the admin's changes (see palyra.keys).
+    keys: KeyRing = field(default_factory=KeyRing)
     # The usage ledger: `usage.record(UsageRecord(...))` from the request path (buffered
     # until the state store opens); `usage.store` for queries once it has.
     usage: UsageWriter = field(default_factory=UsageWriter)

@@ -24,6 +24,7 @@ from palyra.agents.loop import AgentLoop, ChatFn, RunLimit
 from palyra.agents.registry import AgentRegistry, AgentSpec
 from palyra.agents.store import RunFinish, RunStore
 from palyra.agents.tools import ToolEnv, fetch_session
+from palyra.callers import CALLER, agent_caller
 from palyra.context import ADMIN_PRINCIPAL, Origin, RequestContext, request_context
 from palyra.errors import NotFound, PalyraError
 from palyra.redact import redact_secrets
@@ -236,6 +237,9 @@ class AgentService:
 
     async def _execute(self, active: ActiveRun) -> RunOutcome:
         agent = active.agent
+        # The run's own task (start_run made it): every model call below, cron's included,
+        # is the agent's, whoever started the run.
+        CALLER.set(agent_caller(agent.agent_id))
         env = ToolEnv(allowed_hosts=agent.allowed_hosts, session=self._session)
 
         async def emit(type: str, data: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from palyra.cli import agents, auth, config_cmd, cron, models, usage, vault
+from palyra.cli import agents, auth, config_cmd, cron, keys, models, usage, vault
 from palyra.cli.client import DaemonError
 from palyra.cli.common import daemon, fail, options
 
@@ -24,6 +24,7 @@ app.add_typer(auth.app, name="auth")
 app.add_typer(vault.app, name="vault")
 app.add_typer(cron.app, name="cron")
 app.add_typer(agents.app, name="agents")
+app.add_typer(keys.app, name="keys")
 app.command("run")(agents.run_command)
 app.command("usage")(usage.usage_command)
 

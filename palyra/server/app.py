@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from palyra import dialects
+from palyra.callers import ADMIN, CALLER, Caller
 from palyra.dialects.common import random_id, route_headers
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
 from palyra.routing import RouteInfo
@@ -23,12 +25,29 @@ from palyra.server import (
     auth_routes,
     console,
     cron_routes,
+    keys_routes,
     runs_routes,
     usage_routes,
     web_console,
 )
-from palyra.server.auth import PUBLIC_PATHS, api_key_matches, bearer_matches
-from palyra.server.keys import ADMIN_TOKEN, GATEWAY, ROUTE, RUNTIME, SESSIONS, STARTED
+from palyra.server.auth import (
+    INFERENCE_PREFIX,
+    PUBLIC_PATHS,
+    ClientKeyNotAllowed,
+    api_key_matches,
+    bearer_matches,
+    presented_key,
+)
+from palyra.server.keys import (
+    ADMIN_TOKEN,
+    GATEWAY,
+    KEY_RING,
+    REQUEST_CALLER,
+    ROUTE,
+    RUNTIME,
+    SESSIONS,
+    STARTED,
+)
 from palyra.server.sessions import Sessions
 
 log = structlog.get_logger("palyra.http")
@@ -114,16 +133,24 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         structlog.contextvars.unbind_contextvars("request_id")
 
 
-def _authorized(request: web.Request) -> bool:
+def _authenticate(request: web.Request) -> Caller | None:
+    """Who the request is from: ADMIN for the admin token (and for a console session and the
+    public routes), a key's caller for a client key on an inference route; None for nobody
+    known. A client key that cannot be used here is refused with the reason."""
+    headers = request.headers
+    authorization = headers.get("Authorization")
+    api_key = headers.get("x-api-key")
     token = request.app[ADMIN_TOKEN]
     try:
-        return (
-            request.path in PUBLIC_PATHS
-            or web_console.is_public(request)
-            or bearer_matches(request.headers.get("Authorization"), token)
-            or api_key_matches(request.headers.get("x-api-key"), token)
-            or web_console.check_session(request)
-        )
+        # The admin token first: its requests pay for nothing else.
+        if bearer_matches(authorization, token) or api_key_matches(api_key, token):
+            return ADMIN
+        if request.path in PUBLIC_PATHS or web_console.is_public(request):
+            return ADMIN
+        secret = presented_key(authorization, api_key)
+        if secret is not None:
+            return _client_key_caller(request, secret)
+        return ADMIN if web_console.check_session(request) else None
     except PalyraError:
         raise
     except Exception as exc:
@@ -131,17 +158,59 @@ def _authorized(request: web.Request) -> bool:
         # over something they sent, that is a refusal and one quiet line, not a 500 and a
         # traceback per request (a way to flood the log).
         log.warning("auth_check_failed", error=type(exc).__name__, path=request.path[:200])
-        return False
+        return None
+
+
+def _client_key_caller(request: web.Request, secret: str) -> Caller:
+    """A client key's caller: one SHA-256 and a dict lookup (see palyra.keys.KeyRing). The
+    refusals name the key by its prefix and name, never by what was sent."""
+    ring = request.app[KEY_RING]
+    caller = ring.caller(secret)
+    if caller is None or caller.key is None:
+        raise Unauthorized(
+            "unknown client key: this gateway never issued it, or it has been rotated "
+            "(ask the admin for the current key)"
+        )
+    key = caller.key
+    if key.revoked_at_ms is not None:
+        raise Unauthorized(
+            f"client key {key.prefix}... ({key.name}) was revoked at "
+            f"{_utc(key.revoked_at_ms)}; ask the admin for a new key",
+            code="key_revoked",
+        )
+    if key.expires_at_ms is not None and ring.now_ms() >= key.expires_at_ms:
+        raise Unauthorized(
+            f"client key {key.prefix}... ({key.name}) expired at {_utc(key.expires_at_ms)}; "
+            "ask the admin for a new key",
+            code="key_expired",
+        )
+    if not request.path.startswith(INFERENCE_PREFIX):
+        raise ClientKeyNotAllowed(
+            f"client keys may call the inference routes (/v1/...) only; {request.method} "
+            f"{request.path[:200]} needs the daemon's admin token"
+        )
+    return caller
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        if not _authorized(request):
+        caller = _authenticate(request)
+        if caller is None:
             raise Unauthorized(
-                "missing or wrong API key: send the daemon's admin token as a bearer token "
-                "(Authorization: Bearer) or as x-api-key"
+                "missing or wrong API key: send the daemon's admin token, or a client key on "
+                "the inference routes, as a bearer token (Authorization: Bearer) or as x-api-key"
             )
-        return await handler(request)
+        request[REQUEST_CALLER] = caller
+        # Set for the handler only: a connection's next request must not inherit it.
+        token = CALLER.set(caller)
+        try:
+            return await handler(request)
+        finally:
+            CALLER.reset(token)
     except PalyraError as exc:
         return error_response(exc, request)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -204,12 +273,14 @@ def create_app(runtime: Runtime) -> web.Application:
     app[GATEWAY] = runtime.gateway
     app[ADMIN_TOKEN] = runtime.admin_token
     app[SESSIONS] = Sessions(runtime.admin_token)
+    app[KEY_RING] = runtime.keys
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     dialects.add_routes(app)
     console.add_routes(app)
     cron_routes.add_routes(app)
     runs_routes.add_routes(app)
+    keys_routes.add_routes(app)
     auth_routes.add_routes(app)
     usage_routes.add_routes(app)
     web_console.add_routes(app)

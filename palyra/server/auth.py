@@ -1,5 +1,8 @@
 """The admin token: every route but `/healthz` and the OAuth callback needs it, as a bearer
-token (`Authorization: Bearer`) or as `x-api-key` (how Anthropic's clients send a key)."""
+token (`Authorization: Bearer`) or as `x-api-key` (how Anthropic's clients send a key).
+
+A client key (`pk-...`, see palyra.keys), sent the same ways, opens the inference routes
+(`/v1/...`) and nothing else."""
 
 from __future__ import annotations
 
@@ -9,10 +12,20 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from palyra.errors import PalyraError
 from palyra.fs import atomic_write, ensure_private_dir
+from palyra.keys import SECRET_PREFIX
 
 TOKEN_FILE = "admin.token"
 PUBLIC_PATHS = frozenset({"/healthz", "/console/v1/auth/providers/openai/callback"})
+# The inference routes: the only ones a client key opens.
+INFERENCE_PREFIX = "/v1/"
+
+
+class ClientKeyNotAllowed(PalyraError):
+    status = 403
+    type = "permission_error"
+    code = "client_key_not_allowed"
 
 
 def load_or_create_admin_token(state_dir: Path, env: Mapping[str, str] | None = None) -> str:
@@ -55,3 +68,17 @@ def _same(given: str, token: str) -> bool:
     return hmac.compare_digest(
         given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
     )
+
+
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The client key a request presents (a bearer token or x-api-key starting `pk-`)."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and value.startswith(SECRET_PREFIX):
+            return value
+    if api_key:
+        api_key = api_key.strip()
+        if api_key.startswith(SECRET_PREFIX):
+            return api_key
+    return None

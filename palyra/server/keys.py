@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from palyra.callers import Caller
     from palyra.gateway import Gateway
+    from palyra.keys import KeyRing
     from palyra.routing import RouteInfo
     from palyra.runtime import Runtime
     from palyra.server.sessions import Sessions
@@ -17,8 +19,13 @@ RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 ADMIN_TOKEN: web.AppKey[str] = web.AppKey("admin_token", str)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions")
+# Client keys as requests see them (see palyra.keys).
+KEY_RING: web.AppKey[KeyRing] = web.AppKey("key_ring")
 # Stored responses of `/v1/responses` (see palyra.state.responses).
 RESPONSES: web.AppKey[ResponseStore] = web.AppKey("responses")
 # Per request: when it arrived (perf_counter), for x-palyra-overhead-ms; and who served it.
 STARTED: web.RequestKey[float] = web.RequestKey("started", float)
 ROUTE: web.RequestKey[RouteInfo] = web.RequestKey("route")
+# Per request: who it was authenticated as (also in palyra.callers.CALLER while the handler
+# runs; this outlives the handler, for what the request middleware records after it).
+REQUEST_CALLER: web.RequestKey[Caller] = web.RequestKey("caller")
