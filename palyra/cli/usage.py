@@ -30,10 +30,15 @@ _FIGURES = (
 
 def compact(n: int) -> str:
     """1234 -> 1.2k, 45_000_000 -> 45M: a figure in at most five characters."""
-    for limit, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "k")):
-        if abs(n) >= limit:
+    units = ((10**3, "k"), (10**6, "M"), (10**9, "B"), (10**12, "T"))
+    for i, (limit, suffix) in enumerate(units):
+        if abs(n) < limit * 1000 or i == len(units) - 1:
+            if abs(n) < limit:
+                return str(n)
             value = n / limit
-            text = f"{value:.1f}" if abs(value) < 10 else f"{value:.0f}"
+            text = f"{value:.1f}" if abs(value) < 9.95 else f"{value:.0f}"
+            if text == "1000" and i < len(units) - 1:  # 999,999 is 1M, not 1000k
+                return f"1{units[i + 1][1]}"
             return text.removesuffix(".0") + suffix
     return str(n)
 
