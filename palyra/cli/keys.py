@@ -53,8 +53,8 @@ def _budget(key: dict[str, Any]) -> str:
     return f"${key['budget_usd']:g}/{key['budget_period']}"
 
 
-def _models(key: dict[str, Any]) -> str:
-    return ",".join(key["models"]) or "all"
+def _models(key: dict[str, Any], sep: str = ",") -> str:
+    return sep.join(key["models"]) or "all"
 
 
 def _print_key(key: dict[str, Any]) -> None:
@@ -141,9 +141,9 @@ def keys_list(as_json: JsonOption = False) -> None:
         print_json(keys)
         return
     # Light rules, no outer edge, one space between columns: this fits 80 columns. Ids and
-    # names fold rather than end in "…"; figures never wrap.
+    # figures never wrap; names and models fold rather than end in "…".
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
-    table.add_column("key", overflow="fold")
+    table.add_column("key", no_wrap=True)
     table.add_column("name", overflow="fold")
     table.add_column("models", overflow="fold")
     table.add_column("rpm/tpm", no_wrap=True)
@@ -154,7 +154,7 @@ def keys_list(as_json: JsonOption = False) -> None:
         table.add_row(
             key["key_id"],
             key["name"],
-            _models(key),
+            _models(key, ", "),
             f"{_count(key['rpm'])}/{_count(key['tpm'])}",
             _budget(key),
             _when(key["expires_at_ms"], date_only=True),
