@@ -469,6 +469,10 @@ class KeyRing:
         caller = self.caller(secret)
         return None if caller is None else caller.key
 
+    def now_ms(self) -> int:
+        """The time expiry is judged by (the injected clock)."""
+        return int(self.clock() * 1000)
+
     # --- keeping in step ---------------------------------------------------------------
 
     async def open(self, store: KeyStore) -> None:
@@ -531,9 +535,6 @@ class KeyRing:
                 failing = False
 
     # --- changes made here, in effect here at once -------------------------------------
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000)
 
     async def create(self, **fields: Any) -> tuple[ClientKey, str]:
         """`KeyStore.create`'s fields."""

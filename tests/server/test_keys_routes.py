@@ -104,6 +104,8 @@ async def test_a_client_key_opens_the_inference_routes_and_nothing_else(
             assert secret not in str(body)
     status, _ = await call(server, "GET", "/healthz", token=secret)
     assert status == 200
+    status, _ = await call(server, "GET", "/v1/models", token=secret, header="x-api-key")
+    assert status == 200  # as Anthropic's clients send a key
     status, keys = await call(server, "GET", KEYS)
     assert status == 200 and keys["keys"][0]["status"] == "active"  # the DELETE did nothing
 
