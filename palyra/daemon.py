@@ -22,10 +22,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_protocol import RequestPayloadError
 
+from palyra import telemetry
+from palyra.accounting import Accounting
 from palyra.agents.lease import load_node_id
 from palyra.agents.registry import load_agents
 from palyra.agents.service import AgentService
 from palyra.auth.service import AuthService
+from palyra.budgets import BudgetBook
 from palyra.config import (
     ConfigError,
     PalyraConfig,
@@ -39,6 +42,7 @@ from palyra.cron.runner import AgentJobRunner
 from palyra.cron.service import CronService
 from palyra.fs import ensure_private_dir
 from palyra.gateway import Gateway
+from palyra.keylimits import KeyLimits
 from palyra.keys import KeyStore
 from palyra.logs import configure_logging
 from palyra.runtime import Runtime
@@ -122,13 +126,29 @@ def build_app(
         await runtime.cron.start(runtime.db)
         await runtime.responses.start(runtime.db)
         await runtime.usage.start(runtime.db, retention_days=config.usage.retention_days)
+        # What callers may spend (a key's models, limits and budget) and what each request
+        # spent, recorded in the ledger: from here on every routed request is accounted.
+        budgets = BudgetBook(config.state.redis_url)
+        await budgets.load(await runtime.keys.store.list(), runtime.usage.store.spend_since)
+        budgets.start()
+        router = runtime.gateway.router
+        router.accounting = Accounting(
+            find_model=router.registry.deployment,
+            limits=KeyLimits(runtime.gateway.deployments.counter),
+            budgets=budgets,
+            usage=runtime.usage,
+        )
+        telemetry.configure(config.telemetry)
         log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))
         yield
         # Cron first: its runs are agent runs, closed as interrupted before the agents stop.
         await runtime.cron.aclose()
         await runtime.agents.aclose()
         # After every run that records usage has ended; before the store closes.
+        await router.accounting.limits.drain()
+        await budgets.aclose()
         await runtime.usage.aclose()
+        await telemetry.shutdown()
         await runtime.responses.aclose()
         await runtime.dependencies.aclose()
         await app[SESSIONS].aclose()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from palyra.accounting import Accounting, Ticket
 from palyra.balancing import order, prefix_key
 from palyra.breaker import BreakerBoard
 from palyra.config import ModelConfig, ModelProviderConfig, ProviderConfig, ProviderSettings
@@ -20,7 +21,7 @@ from palyra.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, 
 from palyra.health import DEFINITIVE, HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
-from palyra.models.fallback import Candidate, FallbackModel, RouteInfo
+from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, StreamEvent
 from palyra.tokens import (
     check_token_budget,
     estimate_text_tokens,
@@ -46,6 +47,7 @@ from palyra.types import (
 __all__ = ["ModelRegistry", "RouteInfo", "Routed", "Router", "ServeChat", "ServeStream"]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StreamEvent)
 
 # How a dialect has one candidate answer a chat request, whole or streamed.
 ServeChat = Callable[[ModelProvider, ChatRequest, ModelConfig], Awaitable[ChatResult]]
@@ -66,6 +68,20 @@ def _provider_stream(
 
 _COST = {"low": 0, "standard": 1, "premium": 2}
 _LATENCY = {"low": 0, "standard": 1, "high": 2}
+
+
+def _no_tokens() -> int:
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A chat request's requested model, its candidates, and its token estimates."""
+
+    model: ModelConfig
+    candidates: Iterable[Candidate]
+    estimate: Callable[[], int]
+    prompt: Callable[[], int]
 
 
 @dataclass(slots=True)
@@ -130,6 +146,13 @@ class ModelRegistry:
     def get(self, model_id: str) -> ModelConfig | None:
         """The model as clients name it: its first deployment stands for all of them."""
         return self._index.get(model_id)
+
+    def deployment(self, model_id: str, provider_id: str) -> ModelConfig | None:
+        """The entry of `model_id` on `provider_id` (the deployment that served)."""
+        for model in self._deployments.get(model_id, ()):
+            if model.provider_id == provider_id:
+                return model
+        return None
 
     def deployments(self, model_id: str) -> list[ModelConfig]:
         """Every entry that serves `model_id` (one per provider), in the file's order."""
@@ -211,6 +234,9 @@ class Router:
         # Where balancing draws its chances and reads the time (tests put their own).
         self.rng = rng or random.Random()
         self.clock = clock
+        # What callers may spend and what they spent (set by the daemon once the state
+        # store is open; without it nothing is checked or recorded).
+        self.accounting: Accounting | None = None
         self.providers = providers
         self.breakers = breakers
         self.health = health
@@ -408,7 +434,10 @@ class Router:
         return None
 
     def _fallback(
-        self, candidates: Iterable[Candidate], estimate: Callable[[], int] = lambda: 0
+        self,
+        candidates: Iterable[Candidate],
+        estimate: Callable[[], int] = _no_tokens,
+        prompt: Callable[[], int] = _no_tokens,
     ) -> FallbackModel:
         deadline = time.monotonic() + self.config.request_timeout_ms / 1000
         return FallbackModel(
@@ -419,17 +448,65 @@ class Router:
             metrics=self.metrics,
             deployments=self.deployments,
             estimate=estimate,
+            prompt_tokens=prompt,
         )
 
     async def _serve(
         self,
+        model: ModelConfig,
         candidates: Iterable[Candidate],
         call: Callable[[Candidate], Awaitable[T]],
-        estimate: Callable[[], int] = lambda: 0,
+        estimate: Callable[[], int] = _no_tokens,
+        prompt: Callable[[], int] = _no_tokens,
     ) -> Routed[T]:
-        fallback = self._fallback(candidates, estimate)
-        value = await fallback.run(call)
+        """Admit the request (the caller's limits), walk its candidates, and account for it
+        however it ends."""
+        ticket = await self._admit(model, estimate, stream=False)
+        fallback = self._fallback(candidates, estimate, prompt)
+        try:
+            value = await fallback.run(call)
+        except BaseException as error:
+            if ticket is not None and self.accounting is not None:
+                self.accounting.settle_failed(ticket, fallback.route, error)
+            raise
+        if ticket is not None and self.accounting is not None:
+            self.accounting.settle(ticket, fallback.route, status=200)
         return Routed(value, fallback.route)
+
+    async def _stream(
+        self,
+        model: ModelConfig,
+        candidates: Iterable[Candidate],
+        open_: Callable[[Candidate], AsyncIterator[E]],
+        estimate: Callable[[], int] = _no_tokens,
+        prompt: Callable[[], int] = _no_tokens,
+    ) -> Routed[AsyncIterator[E]]:
+        """As `_serve`, for a stream: accounted when it ends, not when it opens."""
+        ticket = await self._admit(model, estimate, stream=True)
+        fallback = self._fallback(candidates, estimate, prompt)
+        accounting = self.accounting
+
+        def ended(outcome: BaseException | None) -> None:
+            if ticket is None or accounting is None:
+                return
+            if outcome is None:
+                accounting.settle(ticket, fallback.route, status=200)
+            else:
+                accounting.settle_failed(ticket, fallback.route, outcome)
+
+        try:
+            stream = await fallback.stream(open_, ended)
+        except BaseException as error:
+            ended(error)
+            raise
+        return Routed(stream, fallback.route)
+
+    async def _admit(
+        self, model: ModelConfig, estimate: Callable[[], int], *, stream: bool
+    ) -> Ticket | None:
+        if self.accounting is None:
+            return None
+        return await self.accounting.admit(model, estimate, stream=stream)
 
     # --- operations -------------------------------------------------------------------
 
@@ -438,21 +515,21 @@ class Router:
         provider = self.providers.get(model.provider_id)
         return None if provider is None else provider.unsupported(provider.accepts(request))
 
-    async def _chat_candidates(
-        self, request: ChatRequest
-    ) -> tuple[Iterable[Candidate], Callable[[], int]]:
-        """The candidates for `request`, and how to estimate its tokens (for deployments
-        with a tpm limit)."""
+    async def _chat_candidates(self, request: ChatRequest) -> _Plan:
+        """The requested model, the candidates for `request`, and how to estimate its
+        tokens (for the tpm limits of deployments and keys, corrected after)."""
         model = self.registry.resolve(request.model, ProviderModelRole.CHAT)
         facts = _ChatFacts(request)
 
-        def estimate() -> int:
-            # Bytes bound tokens from above; about four to a token in the usual text, and
-            # the answer as long as the client allows (corrected to the usage afterwards).
+        def prompt() -> int:
+            # Bytes bound tokens from above; about four to a token in the usual text.
             provider = self.providers.get(model.provider_id)
             kind = provider.kind if provider else ModelProviderKind.OPENAI_COMPATIBLE
-            answer = min(request.output_limit or 0, model.max_output_tokens)
-            return -(-facts.bound(kind) // 4) + answer
+            return -(-facts.bound(kind) // 4)
+
+        def estimate() -> int:
+            # ... and the answer as long as the client allows.
+            return prompt() + min(request.output_limit or 0, model.max_output_tokens)
 
         if not vocabulary_loaded() and self._may_count(request, facts):
             await load_vocabulary()
@@ -487,7 +564,7 @@ class Router:
         candidates = self.candidates(model, can_serve, lambda: prefix_key(request))
         unhonoured = unhonoured_on(model)
         if unhonoured is None:
-            return candidates, estimate
+            return _Plan(model, candidates, estimate, prompt)
         # The requested model's provider cannot honour the request: not a fault of the
         # request, so on to the candidates that can, and a 400 naming what and who when
         # none can (never a silent drop of what it could not do).
@@ -495,7 +572,7 @@ class Router:
         if not capable:
             unhonoured.route = RouteInfo(model.model_id, model.provider_id)
             raise unhonoured
-        return capable, estimate
+        return _Plan(model, capable, estimate, prompt)
 
     def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
         return may_need_counts(request, self.registry.chat_rooms(), facts.bound)
@@ -516,12 +593,14 @@ class Router:
         """`serve`: how a dialect has a candidate answer, when it can do better than the
         provider's `chat` (passing its own wire format through natively); by default
         `provider.chat`."""
-        candidates, estimate = await self._chat_candidates(request)
+        plan = await self._chat_candidates(request)
         answer = serve or _provider_chat
         routed = await self._serve(
-            candidates,
+            plan.model,
+            plan.candidates,
             lambda c: answer(c.provider, c.provider.accepts(request), c.model),
-            estimate,
+            plan.estimate,
+            plan.prompt,
         )
         usage = routed.value.usage
         self.metrics.count_tokens(
@@ -538,13 +617,15 @@ class Router:
         """Opens the stream up to its first content token, failing over as needed, so that
         what the client sees is either an ordinary error or a normal stream. The stream's
         token counts are metered as they pass."""
-        candidates, estimate = await self._chat_candidates(request)
-        fallback = self._fallback(candidates, estimate)
+        plan = await self._chat_candidates(request)
         open_ = serve or _provider_stream
-        stream = await fallback.stream(
-            lambda c: open_(c.provider, c.provider.accepts(request), c.model)
+        return await self._stream(
+            plan.model,
+            plan.candidates,
+            lambda c: open_(c.provider, c.provider.accepts(request), c.model),
+            plan.estimate,
+            plan.prompt,
         )
-        return Routed(stream, fallback.route)
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.EMBEDDINGS)
@@ -587,13 +668,15 @@ class Router:
             for item, n in zip(texts, lengths, strict=True)
         )
         return await self._serve(
-            candidates, lambda c: c.provider.embed(request, c.model), lambda: total
+            model, candidates, lambda c: c.provider.embed(request, c.model), lambda: total
         )
 
     async def transcribe(self, request: TranscriptionRequest) -> Routed[TranscriptionResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.AUDIO_TRANSCRIPTION)
         candidates = self.candidates(model, lambda m: True)
-        return await self._serve(candidates, lambda c: c.provider.transcribe(request, c.model))
+        return await self._serve(
+            model, candidates, lambda c: c.provider.transcribe(request, c.model)
+        )
 
     async def stream_transcribe(
         self, request: TranscriptionRequest
@@ -616,9 +699,9 @@ class Router:
                 (p := self.providers.get(m.provider_id)) is not None and _streams_transcription(p)
             ),
         )
-        fallback = self._fallback(candidates)
-        stream = await fallback.stream(lambda c: c.provider.stream_transcribe(request, c.model))
-        return Routed(stream, fallback.route)
+        return await self._stream(
+            model, candidates, lambda c: c.provider.stream_transcribe(request, c.model)
+        )
 
 
 def _streams_transcription(provider: ModelProvider) -> bool:

@@ -82,6 +82,12 @@ class RouteInfo:
     failovers: int = 0
     # Time spent upstream or waiting to retry: not the gateway's own overhead.
     upstream_s: float = 0.0
+    # What the answer used (whole: its usage; streamed: the last usage it sent), and for a
+    # stream the time to its first token. Estimated: the upstream sent no usage, so the
+    # tokens are Palyra's count.
+    usage: Usage | None = None
+    usage_estimated: bool = False
+    ttft_s: float | None = None
 
 
 class AllCandidatesCoolingDown(PalyraError):
@@ -106,6 +112,7 @@ class FallbackModel:
         metrics: Metrics,
         deployments: DeploymentBoard,
         estimate: Callable[[], int] = lambda: 0,
+        prompt_tokens: Callable[[], int] = lambda: 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.candidates = candidates
@@ -119,6 +126,8 @@ class FallbackModel:
         # worked out only for a deployment that counts them.
         self._estimate = estimate
         self._estimated: int | None = None
+        # The prompt's tokens as Palyra counts them: for a stream that reports no usage.
+        self._prompt_tokens = prompt_tokens
         # Providers whose breaker this request has already charged a failure to.
         self._charged: set[str] | None = None
         # Set while opening a stream: success is settled when the stream ends.
@@ -287,7 +296,12 @@ class FallbackModel:
                         self._settle_success(candidate)
                 else:
                     self._settle_success(candidate)
-                    self._deployments.settle(admission, ttft_s=elapsed, tokens=_total(result))
+                    usage = getattr(result, "usage", None)
+                    if isinstance(usage, Usage):
+                        self.route.usage = usage
+                    self._deployments.settle(
+                        admission, ttft_s=elapsed, tokens=usage.total_tokens if usage else None
+                    )
                 return result
         except BaseException as error:
             if not isinstance(error, ProviderError):
@@ -348,10 +362,15 @@ class FallbackModel:
 
     # --- streams ------------------------------------------------------------------------
 
-    async def stream(self, open_: Callable[[Candidate], AsyncIterator[E]]) -> AsyncIterator[E]:
+    async def stream(
+        self,
+        open_: Callable[[Candidate], AsyncIterator[E]],
+        on_end: Callable[[BaseException | None], None] | None = None,
+    ) -> AsyncIterator[E]:
         """Open a stream up to its first content token, failing over as needed, and hand it
         back whole; what it does after that (ends, breaks, is left) is settled with the
-        provider's breaker and health as it happens, and its token counts are metered."""
+        provider's breaker and health as it happens, and its token counts are metered.
+        `on_end` hears how it ended (None: read to its end) once, with `route.usage` set."""
         self._streaming = True
 
         async def call(candidate: Candidate) -> tuple[list[E], AsyncIterator[E]]:
@@ -361,11 +380,14 @@ class FallbackModel:
         head, rest = await self.run(call)
         assert self._served is not None  # run() returned: a candidate served
         candidate, permit, admission, ttft_s = self._served
-        relay = self._relay(head, rest, candidate, permit, admission, ttft_s)
+        self.route.ttft_s = ttft_s
+        ended = _Ending(self._deployments, admission, self.route, on_end)
+        relay = self._relay(head, rest, candidate, permit, ended)
         # A relay its caller drops before reading it (the client left while the headers
         # went out) never runs its `finally`: the deployment would count it in flight for
-        # good. (Settling twice does nothing; the stream read to its end settles first.)
-        weakref.finalize(relay, self._deployments.settle, admission, ttft_s=None, tokens=None)
+        # good, and the request would go unrecorded. (Ending twice does nothing; a stream
+        # read to its end has ended first.)
+        weakref.finalize(relay, ended, asyncio.CancelledError())
         return relay
 
     async def _relay(
@@ -374,33 +396,34 @@ class FallbackModel:
         rest: AsyncIterator[E],
         candidate: Candidate,
         permit: Permit,
-        admission: Admission,
-        ttft_s: float,
+        ended: _Ending,
     ) -> AsyncIterator[E]:
         provider_id, model_id = candidate.provider.provider_id, candidate.model.model_id
         count_tokens = self._metrics.count_tokens
         settled = permit is Permit.PROBE  # (a probe was settled by its first token)
-        tokens: int | None = None
+        usage: Usage | None = None
+        chars = 0  # of answer text, for Palyra's own count when the upstream sends no usage
+        outcome: BaseException | None = asyncio.CancelledError()
         try:
             for delta in head:
                 if delta.usage is not None:
+                    usage = delta.usage
                     count_tokens(
-                        provider_id,
-                        model_id,
-                        delta.usage.prompt_tokens,
-                        delta.usage.completion_tokens,
+                        provider_id, model_id, usage.prompt_tokens, usage.completion_tokens
                     )
-                    tokens = delta.usage.total_tokens
+                text = getattr(delta, "content", None)
+                if text:
+                    chars += len(text)
                 yield delta
             async for delta in rest:
                 if delta.usage is not None:
+                    usage = delta.usage
                     count_tokens(
-                        provider_id,
-                        model_id,
-                        delta.usage.prompt_tokens,
-                        delta.usage.completion_tokens,
+                        provider_id, model_id, usage.prompt_tokens, usage.completion_tokens
                     )
-                    tokens = delta.usage.total_tokens
+                text = getattr(delta, "content", None)
+                if text:
+                    chars += len(text)
                 yield delta
         except ProviderError as error:
             # Too late to retry or fail over: the client has had part of the answer.
@@ -408,20 +431,54 @@ class FallbackModel:
             # (A probe's permit was given back with its first token: not to be given twice.)
             self._settle_failure(candidate, Permit.NORMAL if settled else permit, error)
             error.route = self.route
+            outcome = error
             raise
         else:
+            outcome = None
             if not settled:
                 self._settle_success(candidate)
         finally:
-            self._deployments.settle(admission, ttft_s=ttft_s, tokens=tokens)
+            if usage is None and (chars or outcome is None):
+                # About four characters to a token: what the answer's text weighs.
+                usage = Usage(prompt_tokens=self._prompt_tokens(), completion_tokens=-(-chars // 4))
+                self.route.usage_estimated = True
+            self.route.usage = usage
+            ended(outcome)
             # Closing the provider's generator closes its upstream response (client went away).
             await _close(rest)
 
 
-def _total(result: object) -> int | None:
-    """The tokens an answer used, when it says (chat and embeddings results do)."""
-    usage = getattr(result, "usage", None)
-    return usage.total_tokens if isinstance(usage, Usage) else None
+class _Ending:
+    """How a stream ended, told once: to its deployment (out of flight, its tokens) and to
+    whoever opened it (the request's accounting)."""
+
+    __slots__ = ("_admission", "_board", "_done", "_on_end", "_route")
+
+    def __init__(
+        self,
+        board: DeploymentBoard,
+        admission: Admission,
+        route: RouteInfo,
+        on_end: Callable[[BaseException | None], None] | None,
+    ) -> None:
+        self._board = board
+        self._admission = admission
+        self._route = route
+        self._on_end = on_end
+        self._done = False
+
+    def __call__(self, outcome: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        usage = self._route.usage
+        self._board.settle(
+            self._admission,
+            ttft_s=self._route.ttft_s,
+            tokens=usage.total_tokens if usage is not None else None,
+        )
+        if self._on_end is not None:
+            self._on_end(outcome)
 
 
 async def open_stream(

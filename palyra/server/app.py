@@ -16,6 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from palyra import dialects
+from palyra.accounting import REQUEST, RequestTag
 from palyra.callers import ADMIN, CALLER, Caller
 from palyra.dialects.common import random_id, route_headers
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
@@ -40,6 +41,7 @@ from palyra.server.auth import (
 )
 from palyra.server.keys import (
     ADMIN_TOKEN,
+    ERROR_MESSAGE,
     GATEWAY,
     KEY_RING,
     REQUEST_CALLER,
@@ -49,6 +51,7 @@ from palyra.server.keys import (
     STARTED,
 )
 from palyra.server.sessions import Sessions
+from palyra.telemetry import NULL_SPAN, TRACING, operation_for
 
 log = structlog.get_logger("palyra.http")
 
@@ -87,6 +90,7 @@ def error_response(exc: PalyraError, request: web.Request) -> web.Response:
         headers.update(route_headers(route or RouteInfo(), started))
         if isinstance(exc, ProviderError) and route is None:
             headers["x-palyra-provider-id"] = exc.provider_id
+    request[ERROR_MESSAGE] = exc.message
     status, body = dialects.error_renderer(request)(exc)
     return web.Response(
         body=orjson.dumps(body),
@@ -98,14 +102,28 @@ def error_response(exc: PalyraError, request: web.Request) -> web.Response:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[STARTED] = time.perf_counter()
+    started = request[STARTED] = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
     request_id = incoming if incoming and _REQUEST_ID.match(incoming) else random_id()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     status = 500
+    inference = request.path.startswith("/v1/")
+    resource = request.match_info.route.resource
+    # Label by route template, never by raw path: paths are the client's to invent.
+    name = resource.canonical if resource is not None else "unmatched"
+    # An inference request is accounted (see palyra.accounting): by the router once it is
+    # admitted, else here.
+    tag: RequestTag | None = None
+    tagged = None
+    if inference and request.method == "POST":
+        tag = RequestTag(request_id, name, int(time.time() * 1000), started)
+        tagged = REQUEST.set(tag)
+    operation = operation_for(name) if inference and TRACING.enabled else None
+    span = TRACING.request(name, operation, None, request.headers) if operation else NULL_SPAN
     try:
-        response = await _guarded(request, handler)
-        status = response.status
+        with span:
+            response = await _guarded(request, handler)
+            status = response.status
         response.headers["x-request-id"] = request_id
         return response
     except asyncio.CancelledError:
@@ -114,13 +132,26 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         route: RouteInfo | None = request.get(ROUTE)
-        if request.path.startswith("/v1/"):
-            resource = request.match_info.route.resource
-            # Label by route template, never by raw path: paths are the client's to invent.
-            name = resource.canonical if resource is not None else "unmatched"
+        if tagged is not None:
+            REQUEST.reset(tagged)
+        if span is not NULL_SPAN:
+            if route is not None:
+                span.set_route(route)
+            span.http_status(status)
+        if inference:
             request.app[GATEWAY].metrics.count_request(
                 name, route.model_id if route else "", status
             )
+        if tag is not None and not tag.admitted:
+            accounting = request.app[GATEWAY].router.accounting
+            if accounting is not None:
+                accounting.record_refused(
+                    tag,
+                    route,
+                    request.get(REQUEST_CALLER, ADMIN),
+                    status=status,
+                    error=request.get(ERROR_MESSAGE),
+                )
         log.info(
             "request",
             method=request.method,

@@ -29,3 +29,5 @@ ROUTE: web.RequestKey[RouteInfo] = web.RequestKey("route")
 # Per request: who it was authenticated as (also in palyra.callers.CALLER while the handler
 # runs; this outlives the handler, for what the request middleware records after it).
 REQUEST_CALLER: web.RequestKey[Caller] = web.RequestKey("caller")
+# Per request: the message of the error it was answered with, for its usage record.
+ERROR_MESSAGE: web.RequestKey[str] = web.RequestKey("error_message", str)
