@@ -5,8 +5,14 @@ import { providersPage } from "./providers.js";
 import { authPage } from "./auth.js";
 import { cronPage } from "./cron.js";
 import { runsPage } from "./runs.js";
+import { keysPage } from "./keys.js";
+import { usagePage } from "./usage.js";
+import { requestsPage } from "./requests.js";
 
-const pages = { providers: providersPage, auth: authPage, cron: cronPage, runs: runsPage };
+const pages = {
+  providers: providersPage, auth: authPage, cron: cronPage, runs: runsPage,
+  keys: keysPage, usage: usagePage, requests: requestsPage,
+};
 let csrfToken = null;
 let leaveHandlers = [];
 

@@ -1,0 +1,216 @@
+"""The Keys page in a real browser against a real daemon: keys are created, rotated and revoked
+through the daemon's own routes, and the secret the page shows once is checked to work.
+
+Also home to what the Keys, Usage and Requests pages' tests share: a browser context on UTC
+(the pages show local times) and the screenshots of these pages, written to docs/img/ with
+PALYRA_SCREENSHOTS=1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.console.conftest import ROOT
+from tests.test_daemon import Daemon, clean_env, start_daemon
+
+ADMIN = "console-keys-token-7321"
+IMAGES = ROOT / "docs" / "img"
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "version = 1\n"
+        "[[model_provider.providers]]\n"
+        'provider_id = "local"\nkind = "deterministic"\n'
+        "[[model_provider.models]]\n"
+        'model_id = "deterministic"\nprovider_id = "local"\n'
+    )
+    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
+    started = await start_daemon(tmp_path, ["--config", str(config)], env)
+    yield started
+    started.process.terminate()
+    await started.process.wait()
+
+
+@pytest.fixture
+async def ui(browser: Any) -> AsyncIterator[Any]:
+    """A page on UTC, with the clipboard allowed; fails the test on any JavaScript error."""
+    context = await browser.new_context(
+        viewport={"width": 1100, "height": 800}, timezone_id="UTC", locale="en-US"
+    )
+    await context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    await context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+async def open_console(page: Any, daemon: Daemon, section: str, heading: str) -> None:
+    await page.goto(daemon.url + "/console/")
+    await page.get_by_label("Admin token").fill(ADMIN)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("heading", name="Providers").wait_for()
+    await page.get_by_role("link", name=section, exact=True).click()
+    await page.get_by_role("heading", name=heading, exact=True).wait_for()
+
+
+async def shot(page: Any, name: str, full_page: bool = True) -> None:
+    if os.environ.get("PALYRA_SCREENSHOTS"):
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=full_page)
+
+
+async def fits_narrow_screen(page: Any) -> None:
+    await page.set_viewport_size({"width": 380, "height": 800})
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 380, f"the page scrolls sideways on a 380 px screen ({width} px wide)"
+
+
+async def cells(row: Any) -> dict[str, str]:
+    fields = row.locator("[data-field]")
+    return {
+        str(await fields.nth(i).get_attribute("data-field")): (await fields.nth(i).inner_text())
+        for i in range(await fields.count())
+    }
+
+
+async def models_with(daemon: Daemon, secret: str) -> int:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            daemon.url + "/v1/models", headers={"Authorization": f"Bearer {secret}"}
+        ) as response:
+            return response.status
+
+
+async def api(daemon: Daemon, method: str, path: str, body: Any = None) -> Any:
+    async with aiohttp.ClientSession() as http:
+        async with http.request(
+            method, daemon.url + path, json=body, headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as response:
+            assert response.status < 300, await response.text()
+            return await response.json()
+
+
+async def test_a_created_key_is_listed_and_its_secret_shown_once(ui: Any, daemon: Daemon) -> None:
+    await open_console(ui, daemon, "Keys", "Keys")
+    await ui.get_by_text("No client keys yet").wait_for()
+    await ui.get_by_role("button", name="Create key").click()
+    await ui.get_by_label("Name").fill("ci-bot")
+    await ui.get_by_label("Models").fill("deterministic, gpt-4o-mini")
+    await ui.get_by_label("Requests per minute").fill("60")
+    await ui.get_by_label("Tokens per minute").fill("100000")
+    await ui.get_by_label("Budget (USD)").fill("25")
+    await ui.get_by_label("Budget period").select_option("week")
+    await ui.get_by_label("Expires after").fill("30d")
+    await ui.locator("#key-form").get_by_role("button", name="Create key").click()
+
+    box = ui.locator("#secret-box")
+    await box.wait_for()
+    assert "it will not be shown again" in await box.inner_text()
+    secret = await box.locator("#new-secret").inner_text()
+    assert secret.startswith("pk-") and len(secret) > 40
+    # The secret shown is the key itself: the daemon takes it.
+    assert await models_with(daemon, secret) == 200
+    await box.get_by_role("button", name="Copy").click()
+    await box.get_by_text("Copied.").wait_for()
+    assert await ui.evaluate("navigator.clipboard.readText()") == secret
+
+    (key,) = (await api(daemon, "GET", "/console/v1/keys"))["keys"]
+    row = ui.locator(f'tr[data-key="{key["key_id"]}"]')
+    await row.wait_for()
+    shown = await cells(row)
+    assert shown["prefix"] == f"{secret[:8]}…"
+    assert shown["models"] == "deterministic, gpt-4o-mini"
+    assert shown["limits"] == "60 rpm · 100k tpm"
+    assert shown["budget"] == "$25.00 / week"
+    assert shown["expires"].endswith("in 30 days")
+    assert shown["agent"] == "—"
+    assert shown["state"] == "active"
+    assert (await row.locator("th").inner_text()).startswith(f"ci-bot\n{key['key_id']}\ncreated 20")
+    await shot(ui, "keys")
+
+    await box.get_by_role("button", name="Dismiss").click()
+    await box.wait_for(state="detached")
+    assert secret not in await ui.content(), "the secret must be gone from the page"
+    # Still not in what the daemon lists.
+    assert secret not in str(await api(daemon, "GET", "/console/v1/keys"))
+
+
+async def test_rotate_and_revoke_ask_first_and_take_effect(ui: Any, daemon: Daemon) -> None:
+    created = await api(daemon, "POST", "/console/v1/keys", {"name": "app <b>one</b>"})
+    key_id, old_secret = created["key"]["key_id"], created["secret"]
+    await open_console(ui, daemon, "Keys", "Keys")
+    row = ui.locator(f'tr[data-key="{key_id}"]')
+    await row.wait_for()
+    # The name is text, never markup.
+    assert await row.locator("th b").count() == 0
+    assert "app <b>one</b>" in await row.locator("th").inner_text()
+
+    answers = iter([False, True])
+    prompts: list[str] = []
+
+    async def on_dialog(dialog: Any) -> None:
+        prompts.append(dialog.message)
+        await (dialog.accept() if next(answers) else dialog.dismiss())
+
+    ui.on("dialog", on_dialog)
+    await row.get_by_role("button", name="Rotate").click()  # declined: nothing happens
+    assert prompts and "Rotate app <b>one</b>?" in prompts[0]
+    assert await ui.locator("#secret-box").count() == 0
+    assert await models_with(daemon, old_secret) == 200
+
+    await row.get_by_role("button", name="Rotate").click()
+    box = ui.locator("#secret-box")
+    await box.wait_for()
+    new_secret = await box.locator("#new-secret").inner_text()
+    assert new_secret != old_secret and new_secret.startswith("pk-")
+    assert "previous secret no longer works" in await box.inner_text()
+    assert await models_with(daemon, new_secret) == 200
+    assert await models_with(daemon, old_secret) == 401
+    await cells(row)  # the row is still there, with the new prefix
+    assert (await cells(row))["prefix"] == f"{new_secret[:8]}…"
+
+    ui.remove_listener("dialog", on_dialog)
+    ui.once("dialog", lambda dialog: dialog.accept())
+    await row.get_by_role("button", name="Revoke").click()
+    await row.locator('[data-field="state"]', has_text="revoked").wait_for()
+    assert await row.get_by_role("button").count() == 0
+    listed = (await api(daemon, "GET", f"/console/v1/keys/{key_id}"))["key"]
+    assert listed["revoked_at_ms"] is not None
+    assert await models_with(daemon, new_secret) == 401
+
+
+async def test_a_refused_field_is_named_beside_it(ui: Any, daemon: Daemon) -> None:
+    await open_console(ui, daemon, "Keys", "Keys")
+    await ui.get_by_role("button", name="Create key").click()
+    await ui.get_by_label("Name").fill("bad expiry")
+    await ui.get_by_label("Expires after").fill("soon")
+    await ui.locator("#key-form").get_by_role("button", name="Create key").click()
+    error = ui.locator('[data-error-for="expires_in"]')
+    await error.wait_for()
+    assert "soon" in await error.inner_text()
+    assert await ui.locator("#secret-box").count() == 0
+    assert (await api(daemon, "GET", "/console/v1/keys"))["keys"] == []
+
+
+async def test_the_keys_page_fits_a_narrow_screen(ui: Any, daemon: Daemon) -> None:
+    await api(
+        daemon,
+        "POST",
+        "/console/v1/keys",
+        {"name": "a-rather-long-key-name-for-a-team", "models": ["deterministic"], "rpm": 5},
+    )
+    await open_console(ui, daemon, "Keys", "Keys")
+    await ui.locator("tr[data-key]").wait_for()
+    await ui.get_by_role("button", name="Create key").click()
+    await fits_narrow_screen(ui)
