@@ -22,6 +22,7 @@ from palyra.health import DEFINITIVE, HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
 from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, StreamEvent
+from palyra.telemetry import TRACING
 from palyra.tokens import (
     check_token_budget,
     estimate_text_tokens,
@@ -461,10 +462,12 @@ class Router:
     ) -> Routed[T]:
         """Admit the request (the caller's limits), walk its candidates, and account for it
         however it ends."""
+        TRACING.current().request_model(model.model_id)
         ticket = await self._admit(model, estimate, stream=False)
         fallback = self._fallback(candidates, estimate, prompt)
         try:
-            value = await fallback.run(call)
+            with TRACING.routing():
+                value = await fallback.run(call)
         except BaseException as error:
             if ticket is not None and self.accounting is not None:
                 self.accounting.settle_failed(ticket, fallback.route, error)
@@ -482,6 +485,7 @@ class Router:
         prompt: Callable[[], int] = _no_tokens,
     ) -> Routed[AsyncIterator[E]]:
         """As `_serve`, for a stream: accounted when it ends, not when it opens."""
+        TRACING.current().request_model(model.model_id)
         ticket = await self._admit(model, estimate, stream=True)
         fallback = self._fallback(candidates, estimate, prompt)
         accounting = self.accounting
@@ -495,7 +499,8 @@ class Router:
                 accounting.settle_failed(ticket, fallback.route, outcome)
 
         try:
-            stream = await fallback.stream(open_, ended)
+            with TRACING.routing():
+                stream = await fallback.stream(open_, ended)
         except BaseException as error:
             ended(error)
             raise

@@ -11,11 +11,13 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from openai import AsyncOpenAI
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -28,6 +30,8 @@ from palyra.config import TelemetryConfig
 from palyra.errors import InvalidRequest, ProviderError
 from palyra.models.fallback import RouteInfo
 from palyra.telemetry import NULL_SPAN, TRACING, Tracing, operation_for
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, GatewayFactory, gateway_config
+from tests.fakes.upstream import ErrorReply, FakeUpstream
 from tests.support.daemon import free_port
 
 SERVER = ProtoSpan.SpanKind.SPAN_KIND_SERVER
@@ -431,3 +435,47 @@ def test_only_inference_routes_have_an_operation() -> None:
     assert operation_for("/v1/audio/transcriptions") == "audio_transcription"
     for route in ("/v1/models", "/v1/messages/count_tokens", "/v1/responses/{response_id}"):
         assert operation_for(route) is None
+
+
+# --- through the daemon ---------------------------------------------------------------
+
+
+async def test_a_chat_request_through_the_daemon_is_one_trace(
+    receiver: OtlpReceiver, tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    async with FakeUpstream(api_key=UPSTREAM_KEY) as upstream:
+        config = gateway_config(
+            upstream,
+            tmp_path / "state",
+            failover_enabled=False,
+            max_retries=1,
+            retry_backoff_ms=1,
+            discovery_ttl_ms=3_600_000,
+        )
+        config.telemetry = TelemetryConfig(otlp_endpoint=receiver.endpoint)
+        server = await start_gateway(config)
+        try:
+            upstream.script("/v1/chat/completions", ErrorReply(503))
+            client = AsyncOpenAI(
+                api_key=ADMIN_TOKEN, base_url=str(server.make_url("/v1")), max_retries=0
+            )
+            reply = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert reply.choices[0].message.content
+            spans = await received(TRACING, receiver)
+        finally:
+            await TRACING.shutdown()
+    (request,) = [s for s in spans if s.kind == SERVER]  # named by its operation and model
+    assert request.name == "chat gpt-4o-mini"
+    routing = one(spans, "palyra.routing")
+    attempts = [s for s in spans if s.kind == CLIENT]  # one per try, the failed one too
+    assert len(attempts) == 2
+    assert routing.parent_span_id == request.span_id
+    assert {a.parent_span_id for a in attempts} == {routing.span_id}
+    assert {s.trace_id for s in spans} == {request.trace_id}
+    assert attempts[0].attributes["error.type"]
+    assert attempts[1].attributes["gen_ai.usage.input_tokens"] > 0
+    assert request.attributes["palyra.retries"] == 1
+    assert request.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert request.attributes["palyra.provider_id"] == "oai"

@@ -38,6 +38,7 @@ from palyra.errors import (
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
+from palyra.telemetry import TRACING
 from palyra.types import Usage
 
 T = TypeVar("T")
@@ -261,7 +262,18 @@ class FallbackModel:
             while True:
                 started = time.perf_counter()
                 try:
-                    result = await call(candidate)
+                    with TRACING.attempt(
+                        provider_id,
+                        candidate.provider.kind,
+                        candidate.model.model_id,
+                        candidate.model.upstream_name,
+                        attempt,
+                        candidate.provider.config.base_url,
+                    ) as span:
+                        result = await call(candidate)
+                        usage = getattr(result, "usage", None)
+                        if isinstance(usage, Usage):
+                            span.record_usage(usage.prompt_tokens, usage.completion_tokens)
                 except ProviderError as error:
                     self.route.upstream_s += time.perf_counter() - started
                     self._metrics.count_upstream_error(provider_id, error.error_class)
@@ -296,7 +308,6 @@ class FallbackModel:
                         self._settle_success(candidate)
                 else:
                     self._settle_success(candidate)
-                    usage = getattr(result, "usage", None)
                     if isinstance(usage, Usage):
                         self.route.usage = usage
                     self._deployments.settle(
@@ -404,6 +415,8 @@ class FallbackModel:
         usage: Usage | None = None
         chars = 0  # of answer text, for Palyra's own count when the upstream sends no usage
         outcome: BaseException | None = asyncio.CancelledError()
+        span = TRACING.stream()
+        span.__enter__()
         try:
             for delta in head:
                 if delta.usage is not None:
@@ -443,6 +456,11 @@ class FallbackModel:
                 usage = Usage(prompt_tokens=self._prompt_tokens(), completion_tokens=-(-chars // 4))
                 self.route.usage_estimated = True
             self.route.usage = usage
+            if usage is not None:
+                span.record_usage(usage.prompt_tokens, usage.completion_tokens)
+            if outcome is not None:
+                span.fail(outcome)
+            span.__exit__(None, None, None)
             ended(outcome)
             # Closing the provider's generator closes its upstream response (client went away).
             await _close(rest)

@@ -122,8 +122,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     span = TRACING.request(name, operation, None, request.headers) if operation else NULL_SPAN
     try:
         with span:
-            response = await _guarded(request, handler)
-            status = response.status
+            try:
+                response = await _guarded(request, handler)
+                status = response.status
+            finally:
+                if span is not NULL_SPAN:
+                    # (Before the span ends: what was tried, and what the client got.)
+                    traced = request.get(ROUTE)
+                    if traced is not None:
+                        span.set_route(traced)
+                    span.http_status(status)
         response.headers["x-request-id"] = request_id
         return response
     except asyncio.CancelledError:
@@ -134,10 +142,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route: RouteInfo | None = request.get(ROUTE)
         if tagged is not None:
             REQUEST.reset(tagged)
-        if span is not NULL_SPAN:
-            if route is not None:
-                span.set_route(route)
-            span.http_status(status)
         if inference:
             request.app[GATEWAY].metrics.count_request(
                 name, route.model_id if route else "", status

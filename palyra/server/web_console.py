@@ -65,11 +65,16 @@ def check_session(request: web.Request) -> bool:
 
 
 def _shipped() -> frozenset[str]:
-    return frozenset(
-        entry.name
-        for entry in STATIC.iterdir()
-        if entry.is_file() and not entry.name.startswith(".") and _suffix(entry.name) in _TYPES
-    )
+    """The package's assets: `static/*`, and the third-party files vendored under
+    `static/vendor/` (named `vendor/<file>`)."""
+    names = set()
+    for folder, prefix in ((STATIC, ""), (STATIC / "vendor", "vendor/")):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.is_file() and not entry.name.startswith(".") and _suffix(entry.name) in _TYPES:
+                names.add(prefix + entry.name)
+    return frozenset(names)
 
 
 def _suffix(name: str) -> str:
@@ -85,7 +90,7 @@ def _asset(name: str) -> web.Response:
     if name not in ASSETS:
         raise web.HTTPNotFound()
     return web.Response(
-        body=(STATIC / name).read_bytes(),
+        body=STATIC.joinpath(*name.split("/")).read_bytes(),
         headers={
             "Content-Type": _TYPES[_suffix(name)],
             "Cache-Control": "no-cache",
@@ -102,6 +107,10 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def static(request: web.Request) -> web.Response:
     return _asset(request.match_info["name"])
+
+
+async def vendored(request: web.Request) -> web.Response:
+    return _asset("vendor/" + request.match_info["name"])
 
 
 def _session_body(session: Session | None) -> dict[str, Any]:
@@ -166,6 +175,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/console", index)
     app.router.add_get("/console/", index)
     app.router.add_get("/console/static/{name}", static)
+    app.router.add_get("/console/static/vendor/{name}", vendored)
     app.router.add_get("/console/session", get_session)
     app.router.add_post("/console/session", sign_in)
     app.router.add_delete("/console/session", sign_out)
