@@ -10,17 +10,24 @@ from typing import Any
 
 from aiohttp import web
 
+from palyra.callers import CALLER
 from palyra.config import ModelConfig
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import json_response, route_headers
 from palyra.errors import ModelNotFound
+from palyra.keylimits import check_model
 from palyra.routing import RouteInfo
 from palyra.server.keys import GATEWAY, STARTED
 
 
 async def list_models(request: web.Request) -> web.Response:
     router = request.app[GATEWAY].router
-    data = [model_object(model) for model in router.registry.models()]
+    key = CALLER.get().key  # a client key sees the models it may call
+    data = [
+        model_object(model)
+        for model in router.registry.models()
+        if key is None or key.allows(model.model_id)
+    ]
     return json_response(
         {"object": "list", "data": data}, route_headers(RouteInfo(), request[STARTED])
     )
@@ -31,6 +38,10 @@ async def retrieve_model(request: web.Request) -> web.Response:
     model = request.app[GATEWAY].router.registry.get(model_id)
     if model is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist", param="model")
+    key = CALLER.get().key
+    refused = None if key is None else check_model(key, model_id)
+    if refused is not None:
+        raise refused
     return json_response(model_object(model), route_headers(RouteInfo(), request[STARTED]))
 
 

@@ -96,3 +96,23 @@ async def test_retrieve_needs_the_key(gateway: TestServer) -> None:
     with pytest.raises(openai.AuthenticationError):
         await unauthorized.models.retrieve("deterministic")
     await unauthorized.close()
+
+
+async def test_a_client_key_sees_only_its_models(
+    tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(gateway_config(None, tmp_path / "state"))
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http,
+        http.post(
+            server.make_url("/console/v1/keys"),
+            json={"name": "narrow", "models": ["deterministic"]},
+        ) as response,
+    ):
+        secret = (await response.json())["secret"]
+    client = AsyncOpenAI(api_key=secret, base_url=str(server.make_url("/v1")), max_retries=0)
+    assert [m.id async for m in client.models.list()] == ["deterministic"]
+    assert (await client.models.retrieve("deterministic")).id == "deterministic"
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await client.models.retrieve("deterministic-embed")
+    assert refused.value.code == "model_not_allowed"
