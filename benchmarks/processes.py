@@ -5,6 +5,7 @@ LiteLLM's proxy, and for each a `Target`: where it serves each scenario.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import resource
@@ -20,9 +21,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import litellm_peer
-from scenarios import DEPLOYED, Scenario
+from scenarios import CLIENT_KEY, DEPLOYED, Scenario
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -133,6 +135,7 @@ def mock_target(mock: str) -> Target:
         ("failover", "chat", ""): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
         ("fast", "embeddings", ""): (f"{mock}/fast/v1/embeddings", "text-embedding-3-small"),
         ("fast", "chat", DEPLOYED): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
+        ("fast", "chat", CLIENT_KEY): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
     }
     for via in ("", "passthrough", "translated"):
         routes[("fast", "responses", via)] = (f"{mock}/fast/v1/responses", "gpt-4o-mini")
@@ -341,15 +344,24 @@ _DISPATCHED = re.compile(
 def dispatched(target: Target, model: str) -> dict[str, int] | None:
     """Requests the daemon has dispatched to each deployment of `model` (provider id ->
     count), from its /metrics; None when it has no per-deployment figures for that model."""
-    route = next(iter(target.routes.values()), None)
-    if route is None:
+    if not target.routes:
         return None
-    base = route[0].split("/v1/", 1)[0]
+    return dispatched_counts(read_metrics(target), model)
+
+
+def base_url(target: Target) -> str:
+    """The gateway's own address, from any of its routes."""
+    route = next(iter(target.routes.values()))
+    return route[0].split("/v1/", 1)[0]
+
+
+def read_metrics(target: Target) -> str:
     request = urllib.request.Request(
-        base + "/metrics", headers={"Authorization": f"Bearer {target.token}"}
+        base_url(target) + "/metrics", headers={"Authorization": f"Bearer {target.token}"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return dispatched_counts(response.read().decode(), model)
+        text: str = response.read().decode()
+    return text
 
 
 def dispatched_counts(metrics_text: str, model: str) -> dict[str, int] | None:
@@ -361,6 +373,86 @@ def dispatched_counts(metrics_text: str, model: str) -> dict[str, int] | None:
         if labels.get("model") == model:
             counts[labels.get("provider", "?")] = int(float(match["value"]))
     return counts or None
+
+
+# --- client keys and the ledger (issue 15) ---------------------------------------------------
+
+CLIENT_KEY_NAME = "bench-key"
+# Limits and a budget that no run comes near (a full run sends a few hundred thousand requests
+# of a few dozen tokens at a fraction of a cent), so every request pays for the key's checks
+# and budget without ever being refused by them.
+CLIENT_KEY_SETTINGS: dict[str, Any] = {
+    "models": ["bench-chat"],
+    "rpm": 10_000_000,
+    "tpm": 100_000_000_000,
+    "budget_usd": 1_000_000.0,
+    "budget_period": "total",
+}
+
+
+def admin_json(target: Target, method: str, path: str, body: Any = None) -> Any:
+    """One call to the daemon's console API with the admin token; a RuntimeError names the
+    status and the start of the answer when it is not a success (an older tree has no such
+    route, say)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        base_url(target) + path, data=data, headers=headers, method=method
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:200].decode(errors="replace")
+        raise RuntimeError(f"{method} {path} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RuntimeError(f"{method} {path} failed: {exc}") from None
+
+
+def start_client_key(daemon: Target) -> Target:
+    """A client key for the key-* scenarios, made with the admin token once the daemon is up,
+    and that daemon as the target that sends it: `bench-chat` on the same daemon as chat-c1
+    and chat-c16, so what differs is only who asks."""
+    answer = admin_json(
+        daemon, "POST", "/console/v1/keys", {"name": CLIENT_KEY_NAME, **CLIENT_KEY_SETTINGS}
+    )
+    secret = answer.get("secret") if isinstance(answer, dict) else None
+    if not isinstance(secret, str) or not secret.startswith("pk-"):
+        raise RuntimeError("POST /console/v1/keys answered without a pk- secret")
+    route = (base_url(daemon) + "/v1/chat/completions", "bench-chat")
+    return Target("palyra", daemon.process, secret, {("fast", "chat", CLIENT_KEY): route})
+
+
+# The writer sends a batch 0.5 s after its first record: two reads this far apart that agree
+# mean it has caught up with the load.
+LEDGER_SETTLE_S = 0.7
+LEDGER_WAIT_S = 15.0
+
+
+def ledger_by_key(daemon: Target) -> dict[str, Any]:
+    """The daemon's ledger per key (`GET /console/v1/usage?group_by=key`, the last 30 days,
+    so the whole run) once its writer has caught up, with the records it dropped (from
+    /metrics): `{"groups": [...], "total": {...}, "dropped": N or None}`."""
+    path = "/console/v1/usage?group_by=key"
+    answer = admin_json(daemon, "GET", path)
+    deadline = time.monotonic() + LEDGER_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(LEDGER_SETTLE_S)
+        again = admin_json(daemon, "GET", path)
+        if again["total"]["requests"] == answer["total"]["requests"]:
+            break
+        answer = again
+    try:
+        dropped = metric_value(read_metrics(daemon), "palyra_usage_records_dropped_total")
+    except OSError:
+        dropped = None
+    return {"groups": answer["groups"], "total": answer["total"], "dropped": dropped}
+
+
+def metric_value(metrics_text: str, name: str) -> int | None:
+    """An unlabelled sample's value from Prometheus text; None when it is not there."""
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", metrics_text, re.M)
+    return None if match is None else int(float(match[1]))
 
 
 # --- the floor and the peer -----------------------------------------------------------------
@@ -382,7 +474,8 @@ def start_floor(work: Path, mock: str) -> Target:
     routes = {
         key: (url + route.removeprefix(mock), model)
         for key, (route, model) in direct.routes.items()
-        if key[2] != DEPLOYED  # a pass-through has no models, let alone deployments
+        # A pass-through has no models, let alone deployments, and no keys but the upstream's.
+        if key[2] not in (DEPLOYED, CLIENT_KEY)
     }
     return Target("floor", process, "", routes)
 

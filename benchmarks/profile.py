@@ -22,8 +22,15 @@ sys.path.insert(0, str(HERE))
 
 # Sibling scripts, not a package.
 from measure import ensure_wrk, measure  # noqa: E402
-from processes import raise_fd_limit, start_daemon, start_mock, stop, workdir  # noqa: E402
-from scenarios import Scenario, scenarios, uses_dialects  # noqa: E402
+from processes import (  # noqa: E402
+    raise_fd_limit,
+    start_client_key,
+    start_daemon,
+    start_mock,
+    stop,
+    workdir,
+)
+from scenarios import Scenario, scenarios, uses_client_key, uses_dialects  # noqa: E402
 
 TOOLS = HERE / ".venv-tools"
 
@@ -81,6 +88,8 @@ def main() -> None:
         )
         assert daemon.process is not None
         try:
+            # key-*: the same daemon, sent a client key it makes now.
+            target = start_client_key(daemon) if uses_client_key([scenario]) else daemon
             collapsed = work / "profile.txt"
             spy_cmd = [
                 str(spy),
@@ -100,7 +109,7 @@ def main() -> None:
             result: dict[str, object] = {}
 
             def load() -> None:
-                result.update(measure(daemon, scenario, work, ensure_wrk(), True))
+                result.update(measure(target, scenario, work, ensure_wrk(), True))
 
             loader = threading.Thread(target=load)
             loader.start()

@@ -33,13 +33,17 @@ sys.path.insert(0, str(HERE))
 import litellm_peer  # noqa: E402
 from measure import ensure_wrk, measure, rss_mb  # noqa: E402
 from processes import (  # noqa: E402
+    CLIENT_KEY_NAME,
+    CLIENT_KEY_SETTINGS,
     DEPLOYED_MODEL,
     EXTRA_MODELS,
     PYTHON,
     Target,
     dispatched,
+    ledger_by_key,
     mock_target,
     raise_fd_limit,
+    start_client_key,
     start_daemon,
     start_deployed_daemon,
     start_floor,
@@ -49,7 +53,14 @@ from processes import (  # noqa: E402
     workdir,
 )
 from report import fmt, report  # noqa: E402
-from scenarios import scenarios, uses_deployments, uses_dialects  # noqa: E402
+from scenarios import (  # noqa: E402
+    CLIENT_KEY,
+    Scenario,
+    scenarios,
+    uses_client_key,
+    uses_deployments,
+    uses_dialects,
+)
 
 # --- token estimator ----------------------------------------------------------------------
 
@@ -126,6 +137,37 @@ def spread_note(deployed: Target) -> str:
     return f"{DEPLOYED_MODEL} requests per deployment, whole run: {shares}"
 
 
+def ledger_note(ledger: dict[str, Any], results: dict[str, Any], chosen: list[Scenario]) -> str:
+    """What palyrad's ledger held at the end of the run, per key, so that a reader sees it was
+    on, and that the key-* requests were the key's."""
+    total = ledger["total"]["requests"]
+    per_key = ", ".join(
+        f"{g['key_name']} {g['requests']:,}"
+        # Priced, so a key's budget was charged with it.
+        + ("" if g["cost_usd"] is None else f" costing {g['cost_usd']:,.4f} USD")
+        + (f" ({g['errors']:,} errors)" if g["errors"] else "")
+        for g in ledger["groups"]
+    )
+    counted = sum(
+        r.get("requests", 0)
+        for sc in chosen
+        if sc.via == CLIENT_KEY
+        for r in [results.get(sc.key, {}).get("palyra", {})]
+    )
+    key_part = (
+        f"; key-* counted {counted:,} answers with {CLIENT_KEY_NAME} (the ledger also has "
+        "the load generators' untimed warm-ups)"
+        if any(sc.via == CLIENT_KEY for sc in chosen)
+        else ""
+    )
+    dropped = ledger.get("dropped")
+    dropped_part = "" if dropped is None else f"; records dropped: {dropped:,}"
+    return (
+        f"ledger on: palyrad wrote {total:,} usage records in the run "
+        f"(GET /console/v1/usage?group_by=key: {per_key or 'none'}){key_part}{dropped_part}"
+    )
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -160,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = set(args.only.split(","))
         chosen = [s for s in chosen if s.key in keys]
     notes: list[str] = []
+    ledger_figures: dict[str, Any] | None = None
     results: dict[str, dict[str, dict[str, Any]]] = {}
     processes: list[subprocess.Popen[bytes]] = []
     with workdir(args.keep) as work:
@@ -181,6 +224,22 @@ def main(argv: list[str] | None = None) -> int:
             assert daemon.process is not None
             processes.append(daemon.process)
             targets_.append(daemon)
+            if uses_client_key(chosen):
+                try:
+                    keyed = start_client_key(daemon)
+                except RuntimeError as exc:
+                    # A tree from before issue 15 has no client keys.
+                    notes.append(f"key-* not run through palyrad: {exc}")
+                    print(f"key-* not run through palyrad: {exc}", flush=True)
+                else:
+                    targets_.append(keyed)
+                    k = CLIENT_KEY_SETTINGS
+                    notes.append(
+                        f"key-* sent with a client key ({CLIENT_KEY_NAME}: models "
+                        f"{', '.join(k['models'])}, rpm {k['rpm']:,}, tpm {k['tpm']:,}, a "
+                        f"{k['budget_usd']:,.0f} USD {k['budget_period']} budget; none binds) "
+                        "to the palyrad of chat-c1 and chat-c16"
+                    )
             deployed: Target | None = None
             if uses_deployments(chosen):
                 try:
@@ -233,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault(sc.key, {})[target.name] = r
             if daemon.process is not None:
                 notes.append(f"palyrad RSS after the run: {rss_mb(daemon.process.pid):.0f} MB")
+            try:
+                ledger = ledger_by_key(daemon)
+            except RuntimeError as exc:
+                notes.append(f"palyrad's ledger not read: {exc}")
+            else:
+                ledger_figures = ledger
+                notes.append(ledger_note(ledger, results, chosen))
             if deployed is not None and deployed.process is not None:
                 notes.append(spread_note(deployed))
         finally:
@@ -260,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadgen": "wrk (whole requests) + loadgen.py (streams)" if use_wrk else "loadgen.py",
         "quick": args.quick,
         "notes": notes,
+        "ledger": ledger_figures,
     }
     text = report(results, tokens, meta, chosen)
     print()

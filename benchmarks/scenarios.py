@@ -33,6 +33,10 @@ DIALECTS = ("responses", "messages")
 # palyrad serves them (the floor has no models; LiteLLM is not set up for them), in a daemon
 # of their own whose config has that model and 100 more.
 DEPLOYED = "deployed"
+# `via` of the chat scenarios sent with a client key instead of the admin token (issue 15):
+# the same model and daemon as chat-c1 and chat-c16, so the difference is the key's lookup,
+# its limits and budget, and its share of the ledger. Only palyrad serves them.
+CLIENT_KEY = "key"
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class Scenario:
     requests: int = 0  # when set: exactly this many, one per client (open-streams test)
     base64: bool = False  # embeddings: encoding_format "base64", the OpenAI SDK's default
     # Responses and Messages: "" is the headline setup, "passthrough" or "translated" the other.
-    # Chat: "" is a model with one deployment, DEPLOYED the model with three.
+    # Chat: "" is a model with one deployment, DEPLOYED the model with three, CLIENT_KEY the
+    # one deployment sent with a client key.
     via: str = ""
 
     @property
@@ -88,6 +93,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         ),
         *dialect_scenarios(d),
         *deployment_scenarios(d),
+        *client_key_scenarios(d),
     ]
 
 
@@ -136,6 +142,29 @@ def deployment_scenarios(d: float) -> list[Scenario]:
         )
         for c in (1, 16)
     ]
+
+
+def client_key_scenarios(d: float) -> list[Scenario]:
+    """chat-c1 and chat-c16 again, sent with a client key (models, rpm, tpm and a budget, none
+    of which binds) instead of the admin token: at 1 concurrent for the added latency, at 16
+    beside chat-c16 for req/s."""
+    return [
+        Scenario(
+            f"key-c{c}",
+            f"chat with a client key, {c} concurrent",
+            "fast",
+            "chat",
+            c,
+            d,
+            via=CLIENT_KEY,
+        )
+        for c in (1, 16)
+    ]
+
+
+def uses_client_key(chosen: list[Scenario]) -> bool:
+    """Whether the harness must create a client key once palyrad is up."""
+    return any(s.via == CLIENT_KEY for s in chosen)
 
 
 def uses_deployments(chosen: list[Scenario]) -> bool:

@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from processes import (  # noqa: E402  (benchmark scripts, not a package)
+    CLIENT_KEY_NAME,
     DEPLOYED_MODEL,
     DEPLOYMENT_PROVIDERS,
     EXTRA_MODELS,
     daemon_config,
     dispatched_counts,
+    metric_value,
     start_mock,
     stop,
 )
@@ -49,8 +51,10 @@ SCENARIOS = [
     "messages-translated-c1",
     "messages-translated-stream-c1",
 ]
-# Served by palyrad alone (a second daemon with the deployed model), beside the mock.
-PALYRA_ONLY = ["deploy-c1", "deploy-c16"]
+# Served by palyrad alone (deploy-*: a second daemon with the deployed model; key-*: the
+# usual daemon, with a client key the harness makes), beside the mock.
+CLIENT_KEY_SCENARIOS = ["key-c1", "key-c16"]
+PALYRA_ONLY = ["deploy-c1", "deploy-c16", *CLIENT_KEY_SCENARIOS]
 DIALECT_TARGETS = [
     "responses-c1: added p50",
     "responses-stream-c1: added TTFC p50",
@@ -107,9 +111,29 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
     for label in DIALECT_TARGETS:
         # Measured, whatever the verdict (quick runs are too short to judge speed by).
         assert f"S {label}: " in targets or f"L {label}: " in targets, (label, targets)
-    for label in ("deploy-c1 (3 deployments, +100 models): added p50 ", "chat-c16's "):
-        assert label in targets, (label, targets)
+    for label in (
+        "deploy-c1 (3 deployments, +100 models): added p50 ",
+        "deploy-c16 (3 deployments, +100 models): ",
+        "key-c1 (client key, ledger on): added p50 ",
+        "key-c16 (client key, ledger on): ",
+    ):
+        # Measured, whatever the verdict: "PASS label" or "FAIL label".
+        assert f"S {label}" in targets or f"L {label}" in targets, (label, targets)
+    assert targets.count("chat-c16's ") == 2, targets  # deploy-c16's and key-c16's
     assert f"{DEPLOYED_MODEL} (3 deployments, weighted) and 100 more models" in text
+    # The ledger was on, and the key-* requests were the key's, not the admin token's: the
+    # key's records cover every answer the load generator counted (and its warm-ups).
+    ledger = figures["meta"]["ledger"]
+    per_key = {g["key_name"]: g for g in ledger["groups"]}
+    assert set(per_key) == {"admin", CLIENT_KEY_NAME}, per_key
+    answered = sum(figures["results"][k]["palyra"]["requests"] for k in CLIENT_KEY_SCENARIOS)
+    assert per_key[CLIENT_KEY_NAME]["requests"] >= answered > 0, (per_key, answered)
+    assert per_key[CLIENT_KEY_NAME]["errors"] == 0, per_key
+    assert per_key["admin"]["requests"] > 0
+    assert ledger["total"]["requests"] == sum(g["requests"] for g in ledger["groups"])
+    assert ledger["dropped"] == 0
+    assert f"ledger on: palyrad wrote {ledger['total']['requests']:,} usage records" in text
+    assert f"with a client key ({CLIENT_KEY_NAME}: models bench-chat, rpm 10,000,000" in text
 
 
 def test_deployed_config_is_one_model_on_three_providers_among_a_hundred_more() -> None:
@@ -156,6 +180,14 @@ def test_dispatched_counts_read_the_daemons_per_deployment_metrics() -> None:
     text = metrics.render().decode()
     assert dispatched_counts(text, DEPLOYED_MODEL) == {"mock-deploy-a": 1200, "mock-deploy-b": 7}
     assert dispatched_counts(text, "bench-embed") is None
+
+
+def test_metric_value_reads_an_unlabelled_counter() -> None:
+    metrics = Metrics()
+    metrics.count_usage_dropped(3)
+    text = metrics.render().decode()
+    assert metric_value(text, "palyra_usage_records_dropped_total") == 3
+    assert metric_value(text, "palyra_no_such_metric_total") is None
 
 
 @pytest.fixture(scope="module")
