@@ -14,6 +14,7 @@ as HTTP requests are.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -31,7 +32,7 @@ from palyra.usage.writer import UsageWriter
 
 __all__ = ["REQUEST", "Accounting", "RequestTag", "Ticket"]
 
-# Statuses of requests that ended without an answer of their own.
+# nginx's "client closed request": a client that left before its answer.
 CLIENT_CLOSED = 499
 
 
@@ -90,10 +91,10 @@ class Accounting:
         if tag is None:
             now_ms = self._wall_ms()
             tag = RequestTag(at_ms=now_ms, started=time.perf_counter())
-        tag.admitted = True
         ticket = Ticket(caller, model, tag, stream)
         key = caller.key
         if key is None:
+            tag.admitted = True
             return ticket  # the admin token and agent runs: nothing to hold them to
         refused: PalyraError | None = check_model(key, model.model_id)
         if refused is None:
@@ -104,9 +105,12 @@ class Accounting:
             if refusal is not None:
                 refused = limit_error(refusal)
         if refused is not None:
-            tag.admitted = False  # not routed: the middleware records it as refused
+            # Not routed: the middleware records it as refused.
             refused.route = RouteInfo(model.model_id, model.provider_id)
             raise refused
+        # (Only now: a request cancelled while its key's counts were checked is the
+        # middleware's to record.)
+        tag.admitted = True
         return ticket
 
     def settle(
@@ -146,7 +150,11 @@ class Accounting:
                 cost_usd=spent,
                 cost_estimated=route.usage_estimated,
                 latency_ms=round((time.perf_counter() - tag.started) * 1000, 3),
-                ttft_ms=round(route.ttft_s * 1000, 3) if route.ttft_s is not None else None,
+                ttft_ms=(
+                    round((route.first_token_at - tag.started) * 1000, 3)
+                    if route.first_token_at is not None
+                    else None
+                ),
                 retries=route.retries,
                 failovers=route.failovers,
                 error=error,
@@ -157,8 +165,11 @@ class Accounting:
     def settle_failed(self, ticket: Ticket, route: RouteInfo, error: BaseException) -> None:
         if isinstance(error, PalyraError):
             self.settle(ticket, route, status=error.status, error=error.message)
-        else:  # cancelled: the client went away (or the daemon is stopping)
+        elif isinstance(error, asyncio.CancelledError | GeneratorExit):
+            # The client went away (or the daemon is stopping).
             self.settle(ticket, route, status=CLIENT_CLOSED, error="client closed request")
+        else:  # a bug of ours: the client got a 500
+            self.settle(ticket, route, status=500, error=f"internal error ({type(error).__name__})")
 
     def record_refused(
         self,

@@ -15,9 +15,16 @@ from typing import Generic, TypeVar
 from palyra.accounting import Accounting, Ticket
 from palyra.balancing import order, prefix_key
 from palyra.breaker import BreakerBoard
+from palyra.callers import CALLER
 from palyra.config import ModelConfig, ModelProviderConfig, ProviderConfig, ProviderSettings
 from palyra.deployments import DeploymentBoard
-from palyra.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, Unsupported
+from palyra.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    PalyraError,
+    Unsupported,
+)
 from palyra.health import DEFINITIVE, HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
@@ -464,7 +471,7 @@ class Router:
         however it ends."""
         TRACING.current().request_model(model.model_id)
         ticket = await self._admit(model, estimate, stream=False)
-        fallback = self._fallback(candidates, estimate, prompt)
+        fallback = self._fallback(_allowed(candidates, ticket), estimate, prompt)
         try:
             with TRACING.routing():
                 value = await fallback.run(call)
@@ -487,7 +494,7 @@ class Router:
         """As `_serve`, for a stream: accounted when it ends, not when it opens."""
         TRACING.current().request_model(model.model_id)
         ticket = await self._admit(model, estimate, stream=True)
-        fallback = self._fallback(candidates, estimate, prompt)
+        fallback = self._fallback(_allowed(candidates, ticket), estimate, prompt)
         accounting = self.accounting
 
         def ended(outcome: BaseException | None) -> None:
@@ -510,6 +517,11 @@ class Router:
         self, model: ModelConfig, estimate: Callable[[], int], *, stream: bool
     ) -> Ticket | None:
         if self.accounting is None:
+            if CALLER.get().key is not None:
+                # (Never a client key's limits silently gone.)
+                raise PalyraError(
+                    "client keys cannot be served before the daemon has started", status=503
+                )
             return None
         return await self.accounting.admit(model, estimate, stream=stream)
 
@@ -707,6 +719,14 @@ class Router:
         return await self._stream(
             model, candidates, lambda c: c.provider.stream_transcribe(request, c.model)
         )
+
+
+def _allowed(candidates: Iterable[Candidate], ticket: Ticket | None) -> Iterable[Candidate]:
+    """A client key limited to some models is answered by those only, fallbacks included."""
+    key = ticket.caller.key if ticket is not None else None
+    if key is None or not key.models:
+        return candidates
+    return (c for c in candidates if key.allows(c.model.model_id))
 
 
 def _streams_transcription(provider: ModelProvider) -> bool:

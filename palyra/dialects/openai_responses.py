@@ -29,6 +29,7 @@ import structlog
 from aiohttp import web
 
 from palyra import tokens
+from palyra.callers import CALLER
 from palyra.config import ModelConfig
 from palyra.dialects import responses_render as render
 from palyra.dialects.base import Dialect
@@ -42,7 +43,7 @@ from palyra.models.openai import OpenAIProvider
 from palyra.routing import RouteInfo, Router, ServeChat, ServeStream
 from palyra.server.json_body import parse_json
 from palyra.server.keys import GATEWAY, RESPONSES, ROUTE, STARTED
-from palyra.state.responses import ChainTooLong, ResponseStore, StoredResponse
+from palyra.state.responses import ANYONE, ChainTooLong, ResponseStore, StoredResponse
 from palyra.types import ChatDelta, ChatRequest, ChatResult
 
 log = structlog.get_logger("palyra.inference")
@@ -66,10 +67,11 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     store = request.app[RESPONSES]
     body, size = await parse_json(request)
     call = read_call(body)
-    history = await _history(store, call)
+    owner = _owner()
+    history = await _history(store, call, owner)
     if call.references():
         # Items of the conversation so far first, then those of other recent responses.
-        found = store.find_items(call.references())
+        found = store.find_items(call.references(), owner)
         found.update({item["id"]: item for item in history if isinstance(item.get("id"), str)})
         call.resolve(found)
     chat = call.chat_request(history)
@@ -80,12 +82,21 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return await _respond(request, router, store, call, chat, started)
 
 
-async def _history(store: ResponseStore, call: ResponsesCall) -> list[dict[str, Any]]:
+def _owner() -> str | None:
+    """Whose stored responses the caller may see: a client key its own, the admin token (and
+    agent runs) all of them."""
+    caller = CALLER.get()
+    return caller.key_id if caller.kind == "key" else ANYONE
+
+
+async def _history(
+    store: ResponseStore, call: ResponsesCall, owner: str | None
+) -> list[dict[str, Any]]:
     previous = call.params.previous_response_id
     if not previous:
         return []
     try:
-        history = await store.history(previous)
+        history = await store.history(previous, owner)
     except ChainTooLong as exc:
         raise InvalidRequest(f"previous_response_id: {exc}", param="previous_response_id") from None
     if history is None:
@@ -124,7 +135,11 @@ def _save(store: ResponseStore, call: ResponsesCall, payload: dict[str, Any]) ->
     if call.store:
         store.save(
             StoredResponse.of(
-                payload, call.input_items, call.params.previous_response_id, store.now_ms()
+                payload,
+                call.input_items,
+                call.params.previous_response_id,
+                store.now_ms(),
+                CALLER.get().key_id,
             )
         )
 
@@ -261,7 +276,7 @@ async def get_response(request: web.Request) -> web.Response:
             "Palyra makes none in the background",
             param="stream",
         )
-    record = await request.app[RESPONSES].get(response_id)
+    record = await request.app[RESPONSES].get(response_id, _owner())
     if record is None:
         raise _not_found(response_id)
     return json_response(
@@ -272,7 +287,7 @@ async def get_response(request: web.Request) -> web.Response:
 
 async def delete_response(request: web.Request) -> web.Response:
     response_id = request.match_info["response_id"]
-    if not await request.app[RESPONSES].delete(response_id):
+    if not await request.app[RESPONSES].delete(response_id, _owner()):
         raise _not_found(response_id)
     return json_response(
         {"id": response_id, "object": "response.deleted", "deleted": True},
@@ -287,7 +302,8 @@ async def list_input_items(request: web.Request) -> web.Response:
     if order not in ("asc", "desc"):
         raise InvalidRequest("order must be asc or desc", param="order")
     store = request.app[RESPONSES]
-    record = await store.get(response_id)
+    owner = _owner()
+    record = await store.get(response_id, owner)
     if record is None:
         raise _not_found(response_id)
     # As the API lists them: the whole input the answer was given, the turns before it
@@ -295,7 +311,7 @@ async def list_input_items(request: web.Request) -> web.Response:
     earlier: list[dict[str, Any]] | None = []
     if record.previous_response_id:
         try:
-            earlier = await store.history(record.previous_response_id)
+            earlier = await store.history(record.previous_response_id, owner)
         except ChainTooLong:
             earlier = None
     include = _includes_reasoning_state(request)

@@ -38,7 +38,7 @@ from palyra.errors import (
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
-from palyra.telemetry import TRACING
+from palyra.telemetry import NULL_SPAN, TRACING
 from palyra.types import Usage
 
 T = TypeVar("T")
@@ -88,7 +88,8 @@ class RouteInfo:
     # tokens are Palyra's count.
     usage: Usage | None = None
     usage_estimated: bool = False
-    ttft_s: float | None = None
+    ttft_s: float | None = None  # of the serving attempt, upstream
+    first_token_at: float | None = None  # perf_counter() when the stream's first token came
 
 
 class AllCandidatesCoolingDown(PalyraError):
@@ -262,13 +263,17 @@ class FallbackModel:
             while True:
                 started = time.perf_counter()
                 try:
-                    with TRACING.attempt(
-                        provider_id,
-                        candidate.provider.kind,
-                        candidate.model.model_id,
-                        candidate.model.upstream_name,
-                        attempt,
-                        candidate.provider.config.base_url,
+                    with (
+                        TRACING.attempt(
+                            provider_id,
+                            candidate.provider.kind,
+                            candidate.model.model_id,
+                            candidate.model.upstream_name,
+                            attempt,
+                            candidate.provider.config.base_url,
+                        )
+                        if TRACING.enabled
+                        else NULL_SPAN
                     ) as span:
                         result = await call(candidate)
                         usage = getattr(result, "usage", None)
@@ -392,6 +397,7 @@ class FallbackModel:
         assert self._served is not None  # run() returned: a candidate served
         candidate, permit, admission, ttft_s = self._served
         self.route.ttft_s = ttft_s
+        self.route.first_token_at = time.perf_counter()
         ended = _Ending(self._deployments, admission, self.route, on_end)
         relay = self._relay(head, rest, candidate, permit, ended)
         # A relay its caller drops before reading it (the client left while the headers
@@ -451,13 +457,13 @@ class FallbackModel:
             if not settled:
                 self._settle_success(candidate)
         finally:
-            if usage is None and (chars or outcome is None):
-                # About four characters to a token: what the answer's text weighs.
+            if usage is None:
+                # The upstream was reached and its prompt billed, whatever came back; the
+                # answer weighs about a token per four characters of its text.
                 usage = Usage(prompt_tokens=self._prompt_tokens(), completion_tokens=-(-chars // 4))
                 self.route.usage_estimated = True
             self.route.usage = usage
-            if usage is not None:
-                span.record_usage(usage.prompt_tokens, usage.completion_tokens)
+            span.record_usage(usage.prompt_tokens, usage.completion_tokens)
             if outcome is not None:
                 span.fail(outcome)
             span.__exit__(None, None, None)

@@ -16,7 +16,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from palyra import dialects
-from palyra.accounting import REQUEST, RequestTag
+from palyra.accounting import CLIENT_CLOSED, REQUEST, RequestTag
 from palyra.callers import ADMIN, CALLER, Caller
 from palyra.dialects.common import random_id, route_headers
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
@@ -57,7 +57,7 @@ log = structlog.get_logger("palyra.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # nginx's "client closed request": counted and logged for a client that left before its answer.
-CLIENT_CLOSED_REQUEST = 499
+CLIENT_CLOSED_REQUEST = CLIENT_CLOSED
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -146,13 +146,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             request.app[GATEWAY].metrics.count_request(
                 name, route.model_id if route else "", status
             )
-        if tag is not None and not tag.admitted:
+        # Refused on its way in (a bad body, an unknown model, a key's limit), by a caller
+        # known: an unauthenticated request is no one's usage (and anyone could send them).
+        caller = request.get(REQUEST_CALLER)
+        if tag is not None and not tag.admitted and status >= 400 and caller is not None:
             accounting = request.app[GATEWAY].router.accounting
             if accounting is not None:
                 accounting.record_refused(
                     tag,
                     route,
-                    request.get(REQUEST_CALLER, ADMIN),
+                    caller,
                     status=status,
                     error=request.get(ERROR_MESSAGE),
                 )

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -31,7 +31,12 @@ MIGRATIONS = [
     " response_id TEXT PRIMARY KEY, created_at BIGINT NOT NULL, previous_response_id TEXT,"
     " input TEXT NOT NULL, response TEXT NOT NULL);"
     "CREATE INDEX responses_created ON responses (created_at)",
+    # The client key that made it (NULL: the admin token or an agent run).
+    "ALTER TABLE responses ADD COLUMN owner TEXT",
 ]
+
+# `owner=` for a caller who may see every stored response (the admin token, agent runs).
+ANYONE: Final = "*"
 
 RETENTION_MS = 30 * 24 * 3600 * 1000
 PURGE_EVERY_S = 24 * 3600.0
@@ -62,6 +67,9 @@ class StoredResponse:
     input: list[dict[str, Any]]
     response: dict[str, Any]
     size: int = 0  # bytes of JSON, for the memory bound
+    # The client key that made it: only that key (and the admin token) may read it, delete
+    # it or continue from it. None: made with the admin token or by an agent run.
+    owner: str | None = None
 
     @classmethod
     def of(
@@ -70,9 +78,15 @@ class StoredResponse:
         input: list[dict[str, Any]],
         previous_response_id: str | None,
         created_at_ms: int,
+        owner: str | None = None,
     ) -> StoredResponse:
         size = len(orjson.dumps(input)) + len(orjson.dumps(response))
-        return cls(str(response["id"]), created_at_ms, previous_response_id, input, response, size)
+        return cls(
+            str(response["id"]), created_at_ms, previous_response_id, input, response, size, owner
+        )
+
+    def visible_to(self, owner: str | None) -> bool:
+        return owner == ANYONE or owner == self.owner
 
 
 class ChainTooLong(ValueError):
@@ -96,7 +110,7 @@ class ResponseStore:
         self._clock = clock
         # The items (input and output) of the remembered responses, by id: what an
         # `item_reference` names.
-        self._items: dict[str, dict[str, Any]] = {}
+        self._items: dict[str, tuple[dict[str, Any], str | None]] = {}  # id -> (item, owner)
         # Saved, not yet written: readable here until they are.
         self._pending: dict[str, StoredResponse] = {}
         self._pending_size = 0
@@ -192,7 +206,7 @@ class ResponseStore:
             return
         await self._db.execute_many(
             "INSERT INTO responses (response_id, created_at, previous_response_id,"
-            " input, response) VALUES (?, ?, ?, ?, ?)"
+            " input, response, owner) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (response_id) DO NOTHING",
             [
                 (
@@ -201,6 +215,7 @@ class ResponseStore:
                     record.previous_response_id,
                     orjson.dumps(record.input).decode(),
                     orjson.dumps(record.response).decode(),
+                    record.owner,
                 )
                 for record in records
             ],
@@ -232,7 +247,13 @@ class ResponseStore:
 
     # --- reading --------------------------------------------------------------------------
 
-    async def get(self, response_id: str) -> StoredResponse | None:
+    async def get(self, response_id: str, owner: str | None = ANYONE) -> StoredResponse | None:
+        """The stored response, if `owner` may see it (a client key's id, None for what
+        the admin token made, `ANYONE` for a caller who sees all)."""
+        record = await self._get(response_id)
+        return record if record is not None and record.visible_to(owner) else None
+
+    async def _get(self, response_id: str) -> StoredResponse | None:
         record = self._memory.get(response_id) or self._pending.get(response_id)
         if record is not None:
             if response_id in self._memory:
@@ -241,7 +262,7 @@ class ResponseStore:
         if self._db is None:
             return None
         row = await self._db.fetch_one(
-            "SELECT response_id, created_at, previous_response_id, input, response"
+            "SELECT response_id, created_at, previous_response_id, input, response, owner"
             " FROM responses WHERE response_id = ?",
             response_id,
         )
@@ -251,7 +272,9 @@ class ResponseStore:
         self._remember(record)
         return record
 
-    async def history(self, response_id: str) -> list[dict[str, Any]] | None:
+    async def history(
+        self, response_id: str, owner: str | None = ANYONE
+    ) -> list[dict[str, Any]] | None:
         """The conversation up to and with `response_id`: each earlier response's input and
         output items, oldest first; None when `response_id` (or one it chains to) is not
         stored."""
@@ -260,7 +283,7 @@ class ResponseStore:
         while next_id is not None:
             if len(chain) >= MAX_CHAIN:
                 raise ChainTooLong(f"more than {MAX_CHAIN} responses chained")
-            record = await self.get(next_id)
+            record = await self.get(next_id, owner)
             if record is None:
                 return None
             chain.append(record)
@@ -271,11 +294,21 @@ class ResponseStore:
             items += record.response.get("output") or []
         return items
 
-    def find_items(self, item_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Of `item_ids`, the items of remembered responses (the latest ones) that have them."""
-        return {i: self._items[i] for i in item_ids if i in self._items}
+    def find_items(
+        self, item_ids: list[str], owner: str | None = ANYONE
+    ) -> dict[str, dict[str, Any]]:
+        """Of `item_ids`, the items of remembered responses (the latest ones) that have them
+        and that `owner` may see."""
+        found = {}
+        for item_id in item_ids:
+            known = self._items.get(item_id)
+            if known is not None and (owner == ANYONE or known[1] == owner):
+                found[item_id] = known[0]
+        return found
 
-    async def delete(self, response_id: str) -> bool:
+    async def delete(self, response_id: str, owner: str | None = ANYONE) -> bool:
+        if owner != ANYONE and await self.get(response_id, owner) is None:
+            return False
         found = self._forget(response_id)
         self._unpend(response_id)
         if self._db is not None:
@@ -301,7 +334,7 @@ class ResponseStore:
         self._memory[record.response_id] = record
         self._memory_size += record.size
         for item in _items_of(record):
-            self._items[item["id"]] = item
+            self._items[item["id"]] = (item, record.owner)
         while len(self._memory) > self._memory_items or self._memory_size > self._memory_bytes:
             self._forget(next(iter(self._memory)))
 
@@ -311,7 +344,8 @@ class ResponseStore:
             return False
         self._memory_size -= record.size
         for item in _items_of(record):
-            if self._items.get(item["id"]) is item:
+            known = self._items.get(item["id"])
+            if known is not None and known[0] is item:
                 del self._items[item["id"]]
         return True
 
@@ -335,4 +369,5 @@ def _from_row(row: Row) -> StoredResponse:
         input,
         response,
         len(row["input"]) + len(row["response"]),
+        row["owner"],
     )
