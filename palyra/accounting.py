@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from palyra.budgets import BudgetBook
 from palyra.callers import CALLER, Caller
@@ -61,7 +61,10 @@ class Ticket:
     tag: RequestTag
     stream: bool
     estimate: int = 0  # tokens counted against the key's tpm when admitted
-    settled: bool = field(default=False)
+    settled: bool = False
+    # With `[usage] log_payloads`: the prompt as recorded, and the answer's text.
+    prompt: Callable[[], str] | None = None
+    answer: list[str] | None = None
 
 
 class Accounting:
@@ -72,17 +75,25 @@ class Accounting:
         limits: KeyLimits,
         budgets: BudgetBook,
         usage: UsageWriter,
+        log_payloads: bool = False,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
-        """`find_model(model_id, provider_id)`: the deployment that served, for its price."""
+        """`find_model(model_id, provider_id)`: the deployment that served, for its price.
+        `log_payloads`: records keep the prompt and the answer's text."""
         self._find_model = find_model
+        self.log_payloads = log_payloads
         self.limits = limits
         self.budgets = budgets
         self.usage = usage
         self._wall_ms = wall_ms
 
     async def admit(
-        self, model: ModelConfig, estimate: Callable[[], int], *, stream: bool = False
+        self,
+        model: ModelConfig,
+        estimate: Callable[[], int],
+        *,
+        stream: bool = False,
+        prompt: Callable[[], str] | None = None,
     ) -> Ticket:
         """Check the caller may send this request now, and open its ticket; raises the
         refusal (403, 429, or 400 when the request alone is past the key's tpm)."""
@@ -92,6 +103,8 @@ class Accounting:
             now_ms = self._wall_ms()
             tag = RequestTag(at_ms=now_ms, started=time.perf_counter())
         ticket = Ticket(caller, model, tag, stream)
+        if self.log_payloads and prompt is not None:
+            ticket.prompt, ticket.answer = prompt, []
         key = caller.key
         if key is None:
             tag.admitted = True
@@ -159,6 +172,8 @@ class Accounting:
                 failovers=route.failovers,
                 error=error,
                 stream=ticket.stream,
+                prompt=ticket.prompt() if ticket.prompt is not None else None,
+                answer="".join(ticket.answer) if ticket.answer else None,
             )
         )
 

@@ -137,6 +137,7 @@ def build_app(
             limits=KeyLimits(runtime.gateway.deployments.counter),
             budgets=budgets,
             usage=runtime.usage,
+            log_payloads=config.usage.log_payloads,
         )
         telemetry.configure(config.telemetry)
         log.info("ready", providers=sorted(runtime.gateway.providers), state_dir=str(state_dir))

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import orjson
+
 from palyra.accounting import Accounting, Ticket
 from palyra.balancing import order, prefix_key
 from palyra.breaker import BreakerBoard
@@ -466,11 +468,12 @@ class Router:
         call: Callable[[Candidate], Awaitable[T]],
         estimate: Callable[[], int] = _no_tokens,
         prompt: Callable[[], int] = _no_tokens,
+        text: Callable[[], str] | None = None,
     ) -> Routed[T]:
         """Admit the request (the caller's limits), walk its candidates, and account for it
-        however it ends."""
+        however it ends. `text`: the prompt as the ledger keeps it, when it keeps prompts."""
         TRACING.current().request_model(model.model_id)
-        ticket = await self._admit(model, estimate, stream=False)
+        ticket = await self._admit(model, estimate, stream=False, text=text)
         fallback = self._fallback(_allowed(candidates, ticket), estimate, prompt)
         try:
             with TRACING.routing():
@@ -480,6 +483,9 @@ class Router:
                 self.accounting.settle_failed(ticket, fallback.route, error)
             raise
         if ticket is not None and self.accounting is not None:
+            answer = getattr(value, "content", None)
+            if ticket.answer is not None and isinstance(answer, str):
+                ticket.answer.append(answer)
             self.accounting.settle(ticket, fallback.route, status=200)
         return Routed(value, fallback.route)
 
@@ -490,10 +496,11 @@ class Router:
         open_: Callable[[Candidate], AsyncIterator[E]],
         estimate: Callable[[], int] = _no_tokens,
         prompt: Callable[[], int] = _no_tokens,
+        text: Callable[[], str] | None = None,
     ) -> Routed[AsyncIterator[E]]:
         """As `_serve`, for a stream: accounted when it ends, not when it opens."""
         TRACING.current().request_model(model.model_id)
-        ticket = await self._admit(model, estimate, stream=True)
+        ticket = await self._admit(model, estimate, stream=True, text=text)
         fallback = self._fallback(_allowed(candidates, ticket), estimate, prompt)
         accounting = self.accounting
 
@@ -507,14 +514,21 @@ class Router:
 
         try:
             with TRACING.routing():
-                stream = await fallback.stream(open_, ended)
+                stream = await fallback.stream(
+                    open_, ended, ticket.answer if ticket is not None else None
+                )
         except BaseException as error:
             ended(error)
             raise
         return Routed(stream, fallback.route)
 
     async def _admit(
-        self, model: ModelConfig, estimate: Callable[[], int], *, stream: bool
+        self,
+        model: ModelConfig,
+        estimate: Callable[[], int],
+        *,
+        stream: bool,
+        text: Callable[[], str] | None = None,
     ) -> Ticket | None:
         if self.accounting is None:
             if CALLER.get().key is not None:
@@ -523,7 +537,7 @@ class Router:
                     "client keys cannot be served before the daemon has started", status=503
                 )
             return None
-        return await self.accounting.admit(model, estimate, stream=stream)
+        return await self.accounting.admit(model, estimate, stream=stream, prompt=text)
 
     # --- operations -------------------------------------------------------------------
 
@@ -618,6 +632,7 @@ class Router:
             lambda c: answer(c.provider, c.provider.accepts(request), c.model),
             plan.estimate,
             plan.prompt,
+            lambda: _prompt_text(request),
         )
         usage = routed.value.usage
         self.metrics.count_tokens(
@@ -642,6 +657,7 @@ class Router:
             lambda c: open_(c.provider, c.provider.accepts(request), c.model),
             plan.estimate,
             plan.prompt,
+            lambda: _prompt_text(request),
         )
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:
@@ -719,6 +735,12 @@ class Router:
         return await self._stream(
             model, candidates, lambda c: c.provider.stream_transcribe(request, c.model)
         )
+
+
+def _prompt_text(request: ChatRequest) -> str:
+    """A chat request's messages as the ledger keeps them (`[usage] log_payloads`)."""
+    messages = [m.model_dump(mode="json", exclude_none=True) for m in request.messages]
+    return orjson.dumps(messages).decode()
 
 
 def _allowed(candidates: Iterable[Candidate], ticket: Ticket | None) -> Iterable[Candidate]:

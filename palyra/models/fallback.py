@@ -382,11 +382,13 @@ class FallbackModel:
         self,
         open_: Callable[[Candidate], AsyncIterator[E]],
         on_end: Callable[[BaseException | None], None] | None = None,
+        text: list[str] | None = None,
     ) -> AsyncIterator[E]:
         """Open a stream up to its first content token, failing over as needed, and hand it
         back whole; what it does after that (ends, breaks, is left) is settled with the
         provider's breaker and health as it happens, and its token counts are metered.
-        `on_end` hears how it ended (None: read to its end) once, with `route.usage` set."""
+        `on_end` hears how it ended (None: read to its end) once, with `route.usage` set;
+        `text`, when given, gathers the answer's text (for a ledger that keeps it)."""
         self._streaming = True
 
         async def call(candidate: Candidate) -> tuple[list[E], AsyncIterator[E]]:
@@ -399,7 +401,7 @@ class FallbackModel:
         self.route.ttft_s = ttft_s
         self.route.first_token_at = time.perf_counter()
         ended = _Ending(self._deployments, admission, self.route, on_end)
-        relay = self._relay(head, rest, candidate, permit, ended)
+        relay = self._relay(head, rest, candidate, permit, ended, text)
         # A relay its caller drops before reading it (the client left while the headers
         # went out) never runs its `finally`: the deployment would count it in flight for
         # good, and the request would go unrecorded. (Ending twice does nothing; a stream
@@ -414,6 +416,7 @@ class FallbackModel:
         candidate: Candidate,
         permit: Permit,
         ended: _Ending,
+        kept: list[str] | None,
     ) -> AsyncIterator[E]:
         provider_id, model_id = candidate.provider.provider_id, candidate.model.model_id
         count_tokens = self._metrics.count_tokens
@@ -433,6 +436,8 @@ class FallbackModel:
                 text = getattr(delta, "content", None)
                 if text:
                     chars += len(text)
+                    if kept is not None:
+                        kept.append(text)
                 yield delta
             async for delta in rest:
                 if delta.usage is not None:
@@ -443,6 +448,8 @@ class FallbackModel:
                 text = getattr(delta, "content", None)
                 if text:
                     chars += len(text)
+                    if kept is not None:
+                        kept.append(text)
                 yield delta
         except ProviderError as error:
             # Too late to retry or fail over: the client has had part of the answer.
