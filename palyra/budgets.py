@@ -122,7 +122,11 @@ class BudgetBook:
         namespace: str = PREFIX,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         timeout_s: float = 0.25,
+        known: Callable[[], Iterable[BudgetedKey]] = tuple,
     ) -> None:
+        """`known`: every client key there is (the key ring), so that a key's spend on other
+        daemons is read back before this one has seen a request of it."""
+        self._known = known
         self._spend: dict[str, _Spend] = {}
         # The keys with a budget seen by `check`: `add` needs a key's period to share its spend.
         self._keys: dict[str, BudgetedKey] = {}
@@ -234,6 +238,9 @@ class BudgetBook:
         if client is None:
             return
         now = self._wall_ms()
+        for known in self._known():
+            if known.budget_usd is not None:
+                self._keys[known.key_id] = known
         unsent, self._unsent = self._unsent, {}
         current = {self._redis_key(k, now): k for k in self._keys.values()}
         names = list(dict.fromkeys([*unsent, *current]))

@@ -128,7 +128,7 @@ def build_app(
         await runtime.usage.start(runtime.db, retention_days=config.usage.retention_days)
         # What callers may spend (a key's models, limits and budget) and what each request
         # spent, recorded in the ledger: from here on every routed request is accounted.
-        budgets = BudgetBook(config.state.redis_url)
+        budgets = BudgetBook(config.state.redis_url, known=runtime.keys.keys)
         await budgets.load(await runtime.keys.store.list(), runtime.usage.store.spend_since)
         budgets.start()
         router = runtime.gateway.router

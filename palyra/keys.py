@@ -465,6 +465,10 @@ class KeyRing:
             return None
         return self._callers.get(hash_secret(secret))
 
+    def keys(self) -> list[ClientKey]:
+        """Every key the ring holds (revoked and expired ones included)."""
+        return [c.key for c in self._callers.values() if c.key is not None]
+
     def lookup(self, secret: str) -> ClientKey | None:
         caller = self.caller(secret)
         return None if caller is None else caller.key

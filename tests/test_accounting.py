@@ -807,12 +807,7 @@ async def test_a_budget_spent_on_one_daemon_is_seen_by_the_others_within_a_secon
         assert time.monotonic() - spent_at < 1.5, "another daemon saw the spend after 1.5 s"
 
 
-@pytest.mark.xfail(
-    reason="palyra/budgets.py BudgetBook.check: a daemon that never checked a key reads no "
-    "Redis total for it (sync only reads keys already in _keys), so its first request is let "
-    "through over budget (defect reported to the lead)",
-    strict=True,
-)
+# Found: a daemon's budget book read back only the keys it had checked itself.
 async def test_a_daemon_that_never_saw_the_key_refuses_a_budget_spent_elsewhere(
     three: list[TestServer], upstream: GatedUpstream
 ) -> None:
