@@ -99,9 +99,9 @@ class Accounting:
         refusal (403, 429, or 400 when the request alone is past the key's tpm)."""
         caller = CALLER.get()
         tag = REQUEST.get()
-        if tag is None:
+        if tag is None:  # an agent run's call: recorded under the run's id
             now_ms = self._wall_ms()
-            tag = RequestTag(at_ms=now_ms, started=time.perf_counter())
+            tag = RequestTag(caller.run_id or "", at_ms=now_ms, started=time.perf_counter())
         ticket = Ticket(caller, model, tag, stream)
         if self.log_payloads and prompt is not None:
             ticket.prompt, ticket.answer = prompt, []
@@ -145,32 +145,14 @@ class Accounting:
                 age_s = time.perf_counter() - tag.started
                 self.limits.correct(key, usage.total_tokens - ticket.estimate, age_s=age_s)
         self.usage.record(
-            UsageRecord(
-                at_ms=tag.at_ms,
-                request_id=tag.request_id,
-                key_id=caller.key_id,
-                key_name=caller.key_name,
-                agent_id=caller.agent_id,
-                route=tag.route,
+            _record(
+                tag,
+                caller,
+                route,
                 model=route.model_id or ticket.model.model_id,
-                provider=route.provider_id,
-                deployment=f"{route.model_id}@{route.provider_id}" if route.provider_id else "",
                 status=status,
-                input_tokens=usage.prompt_tokens if usage else 0,
-                output_tokens=usage.completion_tokens if usage else 0,
-                cached_tokens=usage.cached_tokens if usage else 0,
-                reasoning_tokens=usage.reasoning_tokens if usage else 0,
-                cost_usd=spent,
-                cost_estimated=route.usage_estimated,
-                latency_ms=round((time.perf_counter() - tag.started) * 1000, 3),
-                ttft_ms=(
-                    round((route.first_token_at - tag.started) * 1000, 3)
-                    if route.first_token_at is not None
-                    else None
-                ),
-                retries=route.retries,
-                failovers=route.failovers,
                 error=error,
+                spent=spent,
                 stream=ticket.stream,
                 prompt=ticket.prompt() if ticket.prompt is not None else None,
                 answer="".join(ticket.answer) if ticket.answer else None,
@@ -198,28 +180,60 @@ class Accounting:
         """A request that never reached the router's admission: refused on its way in (a
         bad body, an unknown model, a key's own limit), or one the router did not take."""
         self.usage.record(
-            UsageRecord(
-                at_ms=tag.at_ms,
-                request_id=tag.request_id,
-                key_id=caller.key_id,
-                key_name=caller.key_name,
-                agent_id=caller.agent_id,
-                route=tag.route,
+            _record(
+                tag,
+                caller,
+                route or RouteInfo(),
                 model=route.model_id if route else "",
-                provider=route.provider_id if route else "",
-                deployment="",
                 status=status,
-                input_tokens=0,
-                output_tokens=0,
-                cached_tokens=0,
-                reasoning_tokens=0,
-                cost_usd=None,
-                cost_estimated=False,
-                latency_ms=round((time.perf_counter() - tag.started) * 1000, 3),
-                ttft_ms=None,
-                retries=0,
-                failovers=0,
                 error=error,
-                stream=False,
             )
         )
+
+
+def _record(
+    tag: RequestTag,
+    caller: Caller,
+    route: RouteInfo,
+    *,
+    model: str,
+    status: int,
+    error: str | None,
+    spent: float | None = None,
+    stream: bool = False,
+    prompt: str | None = None,
+    answer: str | None = None,
+) -> UsageRecord:
+    usage = route.usage
+    # (A deployment only once something was sent upstream.)
+    dispatched = usage is not None or route.retries > 0 or route.upstream_s > 0
+    return UsageRecord(
+        at_ms=tag.at_ms,
+        request_id=tag.request_id,
+        key_id=caller.key_id,
+        key_name=caller.key_name,
+        agent_id=caller.agent_id,
+        route=tag.route,
+        model=model,
+        provider=route.provider_id,
+        deployment=f"{route.model_id}@{route.provider_id}" if dispatched else "",
+        status=status,
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        cost_usd=spent,
+        cost_estimated=route.usage_estimated,
+        latency_ms=round((time.perf_counter() - tag.started) * 1000, 3),
+        ttft_ms=(
+            round((route.first_token_at - tag.started) * 1000, 3)
+            if route.first_token_at is not None
+            else None
+        ),
+        retries=route.retries,
+        failovers=route.failovers,
+        error=error,
+        stream=stream,
+        prompt=prompt,
+        answer=answer,
+    )

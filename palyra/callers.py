@@ -23,6 +23,8 @@ class Caller:
     agent_id: str | None = None
     # The key's settings (models, limits, budget), for the checks on the request's way.
     key: ClientKey | None = None
+    # An agent run's id: its model calls are recorded under it.
+    run_id: str | None = None
 
 
 ADMIN: Final = Caller(kind="admin")
@@ -36,5 +38,5 @@ def key_caller(key: ClientKey) -> Caller:
     return Caller(kind="key", key_id=key.key_id, key_name=key.name, agent_id=key.agent_id, key=key)
 
 
-def agent_caller(agent_id: str) -> Caller:
-    return Caller(kind="agent", agent_id=agent_id)
+def agent_caller(agent_id: str, run_id: str | None = None) -> Caller:
+    return Caller(kind="agent", agent_id=agent_id, run_id=run_id)

@@ -239,7 +239,7 @@ class AgentService:
         agent = active.agent
         # The run's own task (start_run made it): every model call below, cron's included,
         # is the agent's, whoever started the run.
-        CALLER.set(agent_caller(agent.agent_id))
+        CALLER.set(agent_caller(agent.agent_id, active.run_id))
         env = ToolEnv(allowed_hosts=agent.allowed_hosts, session=self._session)
 
         async def emit(type: str, data: dict[str, Any]) -> None:

@@ -101,12 +101,16 @@ async def usage_summary(request: web.Request) -> web.Response:
             param="group_by",
         )
     since_ms, until_ms = time_range(request, int(time.time() * 1000))
+    limit = query_int(request, "limit", default=MAX_GROUPS, minimum=1, maximum=MAX_GROUPS)
+    offset = query_int(request, "offset", default=0, minimum=0, maximum=10**9)
     store = _store(request)
-    groups = await store.summary(cast(GroupBy, group_by), since_ms, until_ms, limit=MAX_GROUPS + 1)
-    truncated = len(groups) > MAX_GROUPS
+    groups = await store.summary(
+        cast(GroupBy, group_by), since_ms, until_ms, limit=limit + 1, offset=offset
+    )
+    truncated = len(groups) > limit
     if truncated:
-        # Day and hour come oldest first: the oldest is what the bound leaves out.
-        groups = groups[1:] if group_by in ("day", "hour") else groups[:MAX_GROUPS]
+        # Day and hour come oldest first: the oldest is what this page leaves to the next.
+        groups = groups[1:] if group_by in ("day", "hour") else groups[:limit]
     (total,) = await store.summary(None, since_ms, until_ms)
     return json_response(
         {
@@ -115,6 +119,8 @@ async def usage_summary(request: web.Request) -> web.Response:
             "until_ms": until_ms,
             "groups": groups,
             "truncated": truncated,
+            # The next page's `offset` (busiest first; day and hour: further back in time).
+            "next_offset": offset + limit if truncated else None,
             "total": total,
         }
     )

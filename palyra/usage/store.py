@@ -124,10 +124,12 @@ class UsageStore:
         until_ms: int,
         *,
         limit: int = MAX_GROUPS,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Totals per group of the records with since_ms <= at_ms < until_ms: the busiest
-        `limit` groups, most requests first (day and hour: the latest `limit`, oldest
-        first). `group_by=None`: one row of totals over everything in the range."""
+        `limit` groups after the first `offset`, most requests first (day and hour: the
+        latest, oldest first). `group_by=None`: one row of totals over everything in the
+        range."""
         where = "WHERE at_ms >= ? AND at_ms < ?"
         if group_by is None:
             row = await self.db.fetch_one(
@@ -145,10 +147,11 @@ class UsageStore:
             order = f"COUNT(*) DESC, COALESCE({expr}, '')"
         rows = await self.db.fetch_all(
             f"SELECT {expr} AS grp{name}, {_TOTALS_SQL} FROM usage_records {where}"
-            f" GROUP BY {expr} ORDER BY {order} LIMIT ?",
+            f" GROUP BY {expr} ORDER BY {order} LIMIT ? OFFSET ?",
             since_ms,
             until_ms,
             limit,
+            max(0, int(offset)),
         )
         groups = [_group(group_by, row) for row in rows]
         if group_by in ("day", "hour"):

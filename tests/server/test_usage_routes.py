@@ -88,6 +88,17 @@ async def test_usage_grouped_over_a_range(server: TestServer, http: aiohttp.Clie
     assert answer["groups"] == [] and answer["total"]["requests"] == 0
 
 
+async def test_usage_groups_come_in_pages(server: TestServer, http: aiohttp.ClientSession) -> None:
+    _, first = await get(http, server, "/console/v1/usage?group_by=key&limit=1")
+    assert [g["group"] for g in first["groups"]] == ["key_a"]  # the busiest first
+    assert first["truncated"] is True and first["next_offset"] == 1
+    _, second = await get(http, server, "/console/v1/usage?group_by=key&limit=1&offset=1")
+    assert [g["group"] for g in second["groups"]] == ["admin"]
+    assert second["next_offset"] is None
+    status, _ = await get(http, server, "/console/v1/usage?group_by=key&limit=0")
+    assert status == 400
+
+
 async def test_requests_paged_newest_first(server: TestServer, http: aiohttp.ClientSession) -> None:
     seen: list[str] = []
     path = "/console/v1/requests?limit=3"
