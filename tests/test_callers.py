@@ -62,7 +62,8 @@ async def test_agent_and_cron_runs_are_their_agents(db: Database) -> None:
         finally:
             CALLER.reset(token)
         assert outcome.status == "succeeded"
-        assert seen == [Caller(kind="agent", agent_id="ops")]
+        assert [(c.kind, c.agent_id) for c in seen] == [("agent", "ops")]
+        assert seen[0].run_id and seen[0].run_id.startswith("run_")
 
         await cron.create(
             {"name": "j", "agent_id": "mail", "prompt": "go", "schedule": {"every": "1m"}}
@@ -70,7 +71,7 @@ async def test_agent_and_cron_runs_are_their_agents(db: Database) -> None:
         await clock.advance(60_000)
         await cron.scheduler.settle()
         await cron.scheduler.wait_runs()
-        assert seen[1:] == [Caller(kind="agent", agent_id="mail")]
+        assert [(c.kind, c.agent_id) for c in seen[1:]] == [("agent", "mail")]
         assert CALLER.get() is ADMIN
     finally:
         await cron.aclose()

@@ -73,8 +73,8 @@ async def test_small_prompts_on_a_remote_provider_never_load_it(
         request = ChatRequest.model_validate(
             {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         )
-        candidates = await gateway.router._chat_candidates(request)
-        assert list(candidates)
+        plan = await gateway.router._chat_candidates(request)
+        assert list(plan.candidates)
         assert not tokens.vocabulary_loaded()
         big = ChatRequest.model_validate(
             {"model": "m", "messages": [{"role": "user", "content": "word " * 40_000}]}
