@@ -5,6 +5,7 @@ latest requests, newest first, paged by a cursor."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -55,11 +56,22 @@ _TOTALS_SQL: Final = (
     " SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced,"
     " SUM(cost_estimated) AS estimated, AVG(latency_ms) AS latency_ms_avg"
 )
-_INSERT: Final = (
-    f"INSERT INTO usage_records (usage_id, {', '.join(COLUMNS)})"
-    f" VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
-    " ON CONFLICT (usage_id) DO NOTHING"
-)
+# Rows per INSERT: 26 parameters each, far below SQLite's 32,766 and PostgreSQL's 65,535.
+_CHUNK: Final = 250
+
+
+@functools.cache
+def _insert(rows: int) -> str:
+    one = f"({', '.join('?' * (len(COLUMNS) + 1))})"
+    return (
+        f"INSERT INTO usage_records (usage_id, {', '.join(COLUMNS)})"
+        f" VALUES {', '.join([one] * rows)}"
+        " ON CONFLICT (usage_id) DO NOTHING"
+    )
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(value for row in rows for value in row)
 _REQUEST_COLUMNS: Final = "usage_id, " + ", ".join(COLUMNS)
 
 
@@ -99,8 +111,16 @@ class UsageStore:
         """Rows as `records.row` makes them, in one transaction; a row whose usage_id is
         stored already is skipped, so a batch retried after an unclear failure is not
         counted twice."""
-        if rows:
-            await self.db.execute_many(_INSERT, rows)
+        # Many rows to a statement: SQLite's thread then binds and steps a chunk in one call,
+        # where one statement a row handed the interpreter between it and the event loop at
+        # every row, which cost the requests served meanwhile more than the inserts did
+        # (about 0.14 ms a request at 1,000 requests a second, benchmarks/README.md).
+        full = len(rows) - len(rows) % _CHUNK
+        if full:
+            chunks = [_flat(rows[i : i + _CHUNK]) for i in range(0, full, _CHUNK)]
+            await self.db.execute_many(_insert(_CHUNK), chunks)
+        if full < len(rows):
+            await self.db.execute_many(_insert(len(rows) - full), [_flat(rows[full:])])
 
     async def purge(self, before_ms: int) -> int:
         """Delete the records made before `before_ms`; how many there were."""

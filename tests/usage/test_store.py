@@ -209,3 +209,14 @@ def test_cursor_parsing() -> None:
     for bad in ("", "abc", "-5", "1:a b", "1:" + "a" * 65, "١٢", "1" * 19):
         with pytest.raises(ValueError):
             Cursor.parse(bad)
+
+
+async def test_a_batch_of_many_chunks_is_stored_whole_once(database: Database) -> None:
+    # Rows go in several to a statement: two full chunks and a remainder, then all again.
+    many = [(f"m{i:04d}", usage_record(at_ms=T0 + i, request_id=f"r{i}")) for i in range(613)]
+    store = await open_store(database, *many)
+    await store.insert_many([row(usage_id, r) for usage_id, r in many])
+    (totals,) = await store.summary(None, T0, T0 + DAY)
+    assert totals["requests"] == 613
+    page = await store.requests(limit=3)
+    assert [r["request_id"] for r in page] == ["r612", "r611", "r610"]
