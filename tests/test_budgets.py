@@ -4,16 +4,15 @@ why, when it is not running)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
 from palyra.budgets import BudgetBook, BudgetExceeded
+from tests.support.redis import REDIS_URL, namespace
 
-REDIS_URL = os.environ.get("PALYRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+__all__ = ["namespace"]  # the fixture, from tests.support.redis
+
 DAY_MS = 86_400_000
 # 2026-11-26 12:00 UTC, a Thursday.
 NOON = 1_795_694_400_000
@@ -143,22 +142,6 @@ async def test_load_seeds_each_budgeted_key_from_the_ledger_since_its_period_sta
 
 
 # --- Redis ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    redis = pytest.importorskip("redis.asyncio")
-    client = redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (OSError, redis.RedisError) as exc:
-        await client.aclose()
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    ns = f"palyra-test-{uuid.uuid4().hex[:12]}"
-    yield ns
-    async for name in client.scan_iter(f"{ns}:*"):
-        await client.delete(name)
-    await client.aclose()
 
 
 async def test_three_daemons_share_spend_through_redis(namespace: str) -> None:

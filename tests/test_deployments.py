@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,8 +17,10 @@ from palyra.config import ModelConfig
 from palyra.deployments import Admission, Deployment, DeploymentBoard, Refusal
 from palyra.ratecounter import RedisRateCounter
 from palyra.ratelimits import UpstreamLimits
+from tests.support.redis import REDIS_URL, namespace
 
-REDIS_URL = os.environ.get("PALYRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+__all__ = ["namespace"]  # the fixture, from tests.support.redis
+
 WALL_S = 1_800_000_000.0
 
 
@@ -513,23 +513,6 @@ async def test_view_rows() -> None:
 
 
 # --- Redis: counts shared by several daemons ---------------------------------------------------
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    redis = pytest.importorskip("redis.asyncio")
-    client = redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (OSError, redis.RedisError) as exc:
-        await client.aclose()
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    name = f"palyra-test:{uuid.uuid4().hex}"
-    yield name
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture

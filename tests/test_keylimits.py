@@ -4,9 +4,6 @@ Redis shared by three daemons (skipped, saying why, when Redis does not answer).
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
@@ -16,8 +13,10 @@ from palyra.keylimits import KeyLimits, check_model, counter_key, limit_error
 from palyra.keys import ClientKey
 from palyra.ratecounter import LocalRateCounter, RedisRateCounter
 from tests.support.clock import FakeClock
+from tests.support.redis import REDIS_URL, namespace
 
-REDIS_URL = os.environ.get("PALYRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+__all__ = ["namespace"]  # the fixture, from tests.support.redis
+
 
 KEY = ClientKey(
     key_id="key_abc",
@@ -104,21 +103,8 @@ def test_refusals_become_429_with_retry_after_or_a_400() -> None:
     assert permanent.code == "exceeds_tpm_limit" and "Retry-After" not in permanent.headers
 
 
-@pytest.fixture
-async def redis_namespace() -> AsyncIterator[str]:
-    redis = pytest.importorskip("redis.asyncio")
-    client = redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (OSError, redis.RedisError) as exc:
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    finally:
-        await client.aclose()
-    yield f"palyra-test:{uuid.uuid4().hex}"
-
-
-async def test_three_daemons_together_hold_a_key_to_its_rpm(redis_namespace: str) -> None:
-    counters = [RedisRateCounter(REDIS_URL, namespace=redis_namespace) for _ in range(3)]
+async def test_three_daemons_together_hold_a_key_to_its_rpm(namespace: str) -> None:
+    counters = [RedisRateCounter(REDIS_URL, namespace=namespace) for _ in range(3)]
     daemons = [KeyLimits(counter) for counter in counters]
     key = replace(KEY, rpm=10, tpm=1000)
     try:

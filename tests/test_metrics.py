@@ -10,30 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from palyra.config import ModelConfig
 from palyra.deployments import Admission, DeploymentBoard
 from palyra.metrics import Metrics
+from tests.support.deployments import deployment_row as row
 
 NOW_S = 1_800_000_000.0
 NOW_MS = int(NOW_S * 1000)
-
-
-def row(model_id: str, provider_id: str, **overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "model_id": model_id,
-        "provider_id": provider_id,
-        "weight": 1,
-        "priority": 0,
-        "strategy": "weighted",
-        "in_flight": 0,
-        "requests_last_minute": 0,
-        "tokens_last_minute": 0,
-        "rpm_limit": 0,
-        "tpm_limit": 0,
-        "ttft_ms": None,
-        "share": 0.0,
-        "dispatched": 0,
-        "skipped": None,
-        "upstream": None,
-    }
-    return {**base, **overrides}
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, str, str], float]:

@@ -5,17 +5,16 @@ answers), falling back to local counts when Redis does not answer."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import structlog
 
 from palyra.ratecounter import KEY_TTL_MS, LocalRateCounter, RedisRateCounter
+from tests.support.redis import REDIS_URL, namespace
 
-REDIS_URL = os.environ.get("PALYRA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+__all__ = ["namespace"]  # the fixture, from tests.support.redis
 
 
 class Clock:
@@ -46,23 +45,6 @@ async def test_local_counter_corrections_of_old_reservations() -> None:
 
 
 # --- Redis: counts shared by several daemons ---------------------------------------------------
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    redis = pytest.importorskip("redis.asyncio")
-    client = redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (OSError, redis.RedisError) as exc:
-        await client.aclose()
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    name = f"palyra-test:{uuid.uuid4().hex}"
-    yield name
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture

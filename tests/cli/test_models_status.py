@@ -28,30 +28,10 @@ from palyra.cli.models import deployments_view
 from palyra.config import ModelConfig
 from palyra.deployments import Admission, DeploymentBoard
 from tests.cli.test_cli import PALYRA, isolated_env, palyra
+from tests.support.deployments import deployment_row as deployment
 
 TOKEN = "status-admin-token-77"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def deployment(model_id: str, provider_id: str, **overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "model_id": model_id,
-        "provider_id": provider_id,
-        "weight": 1,
-        "priority": 0,
-        "strategy": "weighted",
-        "in_flight": 0,
-        "requests_last_minute": 0,
-        "tokens_last_minute": 0,
-        "rpm_limit": 0,
-        "tpm_limit": 0,
-        "ttft_ms": None,
-        "share": 0.0,
-        "dispatched": 0,
-        "skipped": None,
-        "upstream": None,
-    }
-    return {**row, **overrides}
 
 
 def deployments(now_ms: float) -> list[dict[str, Any]]:

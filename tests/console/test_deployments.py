@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import sign_in, snap
+from tests.support.deployments import deployment_row as deployment
 from tests.test_daemon import Daemon, clean_env, start_daemon
 
 ADMIN = "console-deployments-token-5150"
@@ -34,27 +35,6 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     yield started
     started.process.terminate()
     await started.process.wait()
-
-
-def deployment(model_id: str, provider_id: str, **overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "model_id": model_id,
-        "provider_id": provider_id,
-        "weight": 1,
-        "priority": 0,
-        "strategy": "weighted",
-        "in_flight": 0,
-        "requests_last_minute": 0,
-        "tokens_last_minute": 0,
-        "rpm_limit": 0,
-        "tpm_limit": 0,
-        "ttft_ms": None,
-        "share": 0.0,
-        "dispatched": 0,
-        "skipped": None,
-        "upstream": None,
-    }
-    return {**row, **overrides}
 
 
 def rows(in_flight: int) -> list[dict[str, Any]]:
