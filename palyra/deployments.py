@@ -13,7 +13,6 @@ shared by all daemons. A deployment without limits never touches one, so on the 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +21,7 @@ from typing import Any, Final
 
 from palyra.balancing import DEFAULT_STRATEGY
 from palyra.config import ModelConfig
-from palyra.ratecounter import WINDOW_S, LocalRateCounter, RateCounter
+from palyra.ratecounter import WINDOW_S, Corrections, LocalRateCounter, RateCounter
 from palyra.ratelimits import UNKNOWN_RESET_S, UpstreamLimits
 
 # Time-to-first-token average: each answer moves it 30 % of the way. High enough that a
@@ -321,7 +320,7 @@ class DeploymentBoard:
         self._deployments: dict[str, Deployment] = {}
         self._by_config: dict[int, Deployment] = {}
         self._upstreams: dict[tuple[str, str], _Upstream] = {}
-        self._corrections: set[asyncio.Task[None]] = set()
+        self._corrections = Corrections()
 
     def deployment(self, model: ModelConfig) -> Deployment:
         """The deployment of `model` (an entry of the configuration); the same object for as
@@ -408,21 +407,11 @@ class DeploymentBoard:
                 self._correct(deployment.key, delta, age_s)
 
     def _correct(self, key: str, delta: int, age_s: float) -> None:
-        counter = self.counter
-        if isinstance(counter, LocalRateCounter):
-            counter.correct_now(key, delta, age_s=age_s)
-            return
-        try:
-            task = asyncio.get_running_loop().create_task(counter.correct(key, delta, age_s=age_s))
-        except RuntimeError:  # settled outside the event loop: nowhere to send it
-            return
-        self._corrections.add(task)
-        task.add_done_callback(self._corrections.discard)
+        self._corrections.send(self.counter, key, delta, age_s=age_s)
 
     async def drain(self) -> None:
         """Wait for corrections still on their way to the counter (before shutdown)."""
-        while self._corrections:
-            await asyncio.gather(*list(self._corrections), return_exceptions=True)
+        await self._corrections.drain()
 
     def observe_limits(self, provider_id: str, upstream_model: str, limits: UpstreamLimits) -> None:
         """What an answer's rate-limit headers said, for every deployment with that provider

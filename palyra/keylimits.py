@@ -8,14 +8,14 @@ together hold a key to its rpm. A key without rpm or tpm never touches the count
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Final
 
+from palyra.callers import CALLER
 from palyra.deployments import Refusal
 from palyra.errors import InvalidRequest, ModelNotAllowed, PalyraError, RateLimitExceeded
 from palyra.keys import ClientKey
-from palyra.ratecounter import WINDOW_S, LocalRateCounter, RateCounter
+from palyra.ratecounter import WINDOW_S, Corrections, LocalRateCounter, RateCounter
 
 KEY_PREFIX: Final = "key:"  # deployments count under "model@provider": no clash
 
@@ -35,12 +35,21 @@ def check_model(key: ClientKey, model_id: str) -> PalyraError | None:
     )
 
 
+def require_model(model_id: str) -> None:
+    """Raise `check_model`'s 403 when the calling client key (palyra.callers.CALLER) may not
+    call `model_id`; for the routes that answer about a model without routing to it."""
+    key = CALLER.get().key
+    refused = None if key is None else check_model(key, model_id)
+    if refused is not None:
+        raise refused
+
+
 class KeyLimits:
     """Holds each key to its rpm and tpm, over a sliding 60 s window (see palyra.ratecounter)."""
 
     def __init__(self, counter: RateCounter) -> None:
         self.counter = counter
-        self._corrections: set[asyncio.Task[None]] = set()
+        self._corrections = Corrections()
 
     async def check(self, key: ClientKey, tokens: int) -> Refusal | None:
         """Count one request of `tokens` (the estimate) against the key if it fits: None.
@@ -74,24 +83,11 @@ class KeyLimits:
         waits: with Redis the correction is sent in the background (`drain` waits for it)."""
         if not delta_tokens or not key.tpm or age_s >= WINDOW_S:
             return
-        name = counter_key(key)
-        counter = self.counter
-        if isinstance(counter, LocalRateCounter):
-            counter.correct_now(name, delta_tokens, age_s=age_s)
-            return
-        try:
-            task = asyncio.get_running_loop().create_task(
-                counter.correct(name, delta_tokens, age_s=age_s)
-            )
-        except RuntimeError:  # outside the event loop: nowhere to send it
-            return
-        self._corrections.add(task)
-        task.add_done_callback(self._corrections.discard)
+        self._corrections.send(self.counter, counter_key(key), delta_tokens, age_s=age_s)
 
     async def drain(self) -> None:
         """Wait for corrections still on their way to the counter (before shutdown)."""
-        while self._corrections:
-            await asyncio.gather(*list(self._corrections), return_exceptions=True)
+        await self._corrections.drain()
 
 
 def limit_error(refusal: Refusal) -> PalyraError:

@@ -352,3 +352,29 @@ class RedisRateCounter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class Corrections:
+    """Corrections to a counter that the request path never waits for: made at once on the
+    local counter, sent in the background to a shared one (`drain` waits for those)."""
+
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def send(self, counter: RateCounter, key: str, delta_tokens: int, *, age_s: float) -> None:
+        if isinstance(counter, LocalRateCounter):
+            counter.correct_now(key, delta_tokens, age_s=age_s)
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(
+                counter.correct(key, delta_tokens, age_s=age_s)
+            )
+        except RuntimeError:  # outside the event loop: nowhere to send it
+            return
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for corrections still on their way to the counter (before shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)

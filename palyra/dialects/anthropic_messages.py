@@ -20,7 +20,6 @@ import structlog
 from aiohttp import web
 
 from palyra import tokens
-from palyra.callers import CALLER
 from palyra.config import ModelConfig
 from palyra.dialects.anthropic_render import render_message
 from palyra.dialects.anthropic_stream import EventWriter, frame
@@ -28,7 +27,7 @@ from palyra.dialects.anthropic_translate import Translation, to_chat_request
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, route_headers, sse_response
 from palyra.errors import PalyraError
-from palyra.keylimits import check_model
+from palyra.keylimits import require_model
 from palyra.models.anthropic import AnthropicProvider
 from palyra.models.anthropic_wire import ErrorResponse, ErrorType, MessageTokensCount
 from palyra.models.base import ModelProvider
@@ -220,10 +219,7 @@ async def count_tokens(request: web.Request) -> web.Response:
     model = router.registry.resolve(translation.request.model, ProviderModelRole.CHAT)
     route = RouteInfo(model.model_id, model.provider_id)
     request[ROUTE] = route
-    key = CALLER.get().key
-    refused = None if key is None else check_model(key, model.model_id)
-    if refused is not None:
-        raise refused
+    require_model(model.model_id)
     provider = router.providers.get(model.provider_id)
     if isinstance(provider, AnthropicProvider) and provider.config.enabled:
         asked = time.perf_counter()

@@ -15,7 +15,7 @@ from palyra.config import ModelConfig
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import json_response, route_headers
 from palyra.errors import ModelNotFound
-from palyra.keylimits import check_model
+from palyra.keylimits import require_model
 from palyra.routing import RouteInfo
 from palyra.server.keys import GATEWAY, STARTED
 
@@ -38,10 +38,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
     model = request.app[GATEWAY].router.registry.get(model_id)
     if model is None:
         raise ModelNotFound(f"The model {model_id!r} does not exist", param="model")
-    key = CALLER.get().key
-    refused = None if key is None else check_model(key, model_id)
-    if refused is not None:
-        raise refused
+    require_model(model_id)
     return json_response(model_object(model), route_headers(RouteInfo(), request[STARTED]))
 
 
