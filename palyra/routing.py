@@ -86,12 +86,15 @@ def _no_tokens() -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """A chat request's requested model, its candidates, and its token estimates."""
+    """What routing one request works from: the requested model, its candidates, its token
+    estimates (for tpm limits, and a stream's usage when the upstream sends none), and its
+    prompt as the ledger keeps it when it keeps prompts."""
 
     model: ModelConfig
     candidates: Iterable[Candidate]
-    estimate: Callable[[], int]
-    prompt: Callable[[], int]
+    estimate: Callable[[], int] = _no_tokens
+    prompt: Callable[[], int] = _no_tokens
+    text: Callable[[], str] | None = None
 
 
 @dataclass(slots=True)
@@ -461,20 +464,11 @@ class Router:
             prompt_tokens=prompt,
         )
 
-    async def _serve(
-        self,
-        model: ModelConfig,
-        candidates: Iterable[Candidate],
-        call: Callable[[Candidate], Awaitable[T]],
-        estimate: Callable[[], int] = _no_tokens,
-        prompt: Callable[[], int] = _no_tokens,
-        text: Callable[[], str] | None = None,
-    ) -> Routed[T]:
+    async def _serve(self, plan: _Plan, call: Callable[[Candidate], Awaitable[T]]) -> Routed[T]:
         """Admit the request (the caller's limits), walk its candidates, and account for it
-        however it ends. `text`: the prompt as the ledger keeps it, when it keeps prompts."""
-        TRACING.current().request_model(model.model_id)
-        ticket = await self._admit(model, estimate, stream=False, text=text)
-        fallback = self._fallback(_allowed(candidates, ticket), estimate, prompt)
+        however it ends."""
+        ticket = await self._admit(plan, stream=False)
+        fallback = self._fallback(_allowed(plan.candidates, ticket), plan.estimate, plan.prompt)
         try:
             with TRACING.routing():
                 value = await fallback.run(call)
@@ -490,18 +484,11 @@ class Router:
         return Routed(value, fallback.route)
 
     async def _stream(
-        self,
-        model: ModelConfig,
-        candidates: Iterable[Candidate],
-        open_: Callable[[Candidate], AsyncIterator[E]],
-        estimate: Callable[[], int] = _no_tokens,
-        prompt: Callable[[], int] = _no_tokens,
-        text: Callable[[], str] | None = None,
+        self, plan: _Plan, open_: Callable[[Candidate], AsyncIterator[E]]
     ) -> Routed[AsyncIterator[E]]:
         """As `_serve`, for a stream: accounted when it ends, not when it opens."""
-        TRACING.current().request_model(model.model_id)
-        ticket = await self._admit(model, estimate, stream=True, text=text)
-        fallback = self._fallback(_allowed(candidates, ticket), estimate, prompt)
+        ticket = await self._admit(plan, stream=True)
+        fallback = self._fallback(_allowed(plan.candidates, ticket), plan.estimate, plan.prompt)
         accounting = self.accounting
 
         def ended(outcome: BaseException | None) -> None:
@@ -522,14 +509,8 @@ class Router:
             raise
         return Routed(stream, fallback.route)
 
-    async def _admit(
-        self,
-        model: ModelConfig,
-        estimate: Callable[[], int],
-        *,
-        stream: bool,
-        text: Callable[[], str] | None = None,
-    ) -> Ticket | None:
+    async def _admit(self, plan: _Plan, *, stream: bool) -> Ticket | None:
+        TRACING.current().request_model(plan.model.model_id)
         if self.accounting is None:
             if CALLER.get().key is not None:
                 # (Never a client key's limits silently gone.)
@@ -537,7 +518,9 @@ class Router:
                     "client keys cannot be served before the daemon has started", status=503
                 )
             return None
-        return await self.accounting.admit(model, estimate, stream=stream, prompt=text)
+        return await self.accounting.admit(
+            plan.model, plan.estimate, stream=stream, prompt=plan.text
+        )
 
     # --- operations -------------------------------------------------------------------
 
@@ -595,7 +578,7 @@ class Router:
         candidates = self.candidates(model, can_serve, lambda: prefix_key(request))
         unhonoured = unhonoured_on(model)
         if unhonoured is None:
-            return _Plan(model, candidates, estimate, prompt)
+            return _Plan(model, candidates, estimate, prompt, lambda: _prompt_text(request))
         # The requested model's provider cannot honour the request: not a fault of the
         # request, so on to the candidates that can, and a 400 naming what and who when
         # none can (never a silent drop of what it could not do).
@@ -603,7 +586,7 @@ class Router:
         if not capable:
             unhonoured.route = RouteInfo(model.model_id, model.provider_id)
             raise unhonoured
-        return _Plan(model, capable, estimate, prompt)
+        return _Plan(model, capable, estimate, prompt, lambda: _prompt_text(request))
 
     def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
         return may_need_counts(request, self.registry.chat_rooms(), facts.bound)
@@ -627,12 +610,7 @@ class Router:
         plan = await self._chat_candidates(request)
         answer = serve or _provider_chat
         routed = await self._serve(
-            plan.model,
-            plan.candidates,
-            lambda c: answer(c.provider, c.provider.accepts(request), c.model),
-            plan.estimate,
-            plan.prompt,
-            lambda: _prompt_text(request),
+            plan, lambda c: answer(c.provider, c.provider.accepts(request), c.model)
         )
         usage = routed.value.usage
         self.metrics.count_tokens(
@@ -652,12 +630,7 @@ class Router:
         plan = await self._chat_candidates(request)
         open_ = serve or _provider_stream
         return await self._stream(
-            plan.model,
-            plan.candidates,
-            lambda c: open_(c.provider, c.provider.accepts(request), c.model),
-            plan.estimate,
-            plan.prompt,
-            lambda: _prompt_text(request),
+            plan, lambda c: open_(c.provider, c.provider.accepts(request), c.model)
         )
 
     async def embed(self, request: EmbeddingsRequest) -> Routed[EmbeddingsResult]:
@@ -701,14 +674,14 @@ class Router:
             for item, n in zip(texts, lengths, strict=True)
         )
         return await self._serve(
-            model, candidates, lambda c: c.provider.embed(request, c.model), lambda: total
+            _Plan(model, candidates, lambda: total), lambda c: c.provider.embed(request, c.model)
         )
 
     async def transcribe(self, request: TranscriptionRequest) -> Routed[TranscriptionResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.AUDIO_TRANSCRIPTION)
         candidates = self.candidates(model, lambda m: True)
         return await self._serve(
-            model, candidates, lambda c: c.provider.transcribe(request, c.model)
+            _Plan(model, candidates), lambda c: c.provider.transcribe(request, c.model)
         )
 
     async def stream_transcribe(
@@ -733,7 +706,7 @@ class Router:
             ),
         )
         return await self._stream(
-            model, candidates, lambda c: c.provider.stream_transcribe(request, c.model)
+            _Plan(model, candidates), lambda c: c.provider.stream_transcribe(request, c.model)
         )
 
 
