@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -231,6 +231,19 @@ async def serve(app: web.Application, host: str, port: int, grace_s: float) -> N
     log.info("stopped")
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a pinned dependency off Windows): its loop and transports
+    are C, so the same daemon spends less CPU per request (figures in benchmarks/README.md).
+    `PALYRA_EVENT_LOOP=asyncio` keeps the standard loop, for comparing or debugging."""
+    if os.environ.get("PALYRA_EVENT_LOOP", "").strip().lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 cli = typer.Typer(add_completion=False, help="The Palyra daemon: an OpenAI-compatible LLM gateway.")
 
 
@@ -262,14 +275,15 @@ def run(
     configure_logging(settings.daemon.log_level)
     try:
         app = build_app(settings, config_path=loaded.path)
-        asyncio.run(
-            serve(
-                app,
-                settings.daemon.bind,
-                settings.daemon.port,
-                settings.daemon.shutdown_grace_ms / 1000,
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(
+                serve(
+                    app,
+                    settings.daemon.bind,
+                    settings.daemon.port,
+                    settings.daemon.shutdown_grace_ms / 1000,
+                )
             )
-        )
     except ConfigError as exc:  # agents.toml
         print(f"palyrad: config error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
