@@ -81,6 +81,32 @@ class DaemonConfig(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     shutdown_grace_ms: int = Field(default=30000, ge=0)
+    # Processes serving the one port (palyra.workers); "auto": one per core this process may
+    # run on. 1 is the single-process daemon, with nothing in front of it.
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: Any) -> int | str:
+        # Checked by hand, before pydantic's union: its errors for `int | "auto"` name both
+        # members, and env overrides arrive as strings ("2", "auto").
+        text = value.strip().lower() if isinstance(value, str) else None
+        if text == "auto":
+            return "auto"
+        if text is not None and text.isdigit():
+            value = int(text)
+        if type(value) is not int or value < 1:
+            raise ValueError('must be a whole number of processes, 1 or more, or "auto"')
+        return value
+
+    def worker_count(self) -> int:
+        """`workers` as a number: "auto" is the cores this process may run on."""
+        if self.workers != "auto":
+            return int(self.workers)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
 
     @field_validator("public_base_url")
     @classmethod
