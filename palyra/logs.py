@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO, TextIO
 
 import orjson
@@ -71,9 +72,54 @@ class LineLogger:
     failure = msg
 
 
+# Where the access line goes when it can skip structlog (JSON lines at info or below): set
+# by configure_logging, None otherwise.
+_access_writer: Callable[[bytes], None] | None = None
+
+
+def access(
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float,
+    model: str | None,
+    provider: str | None,
+) -> None:
+    """The one line every request writes, as `log.info("request", ...)` with the request id
+    bound would write it (the same keys, level and timestamp), without structlog's
+    processor chain: a quarter of the cost, and it runs at every request."""
+    write = _access_writer
+    if write is None:
+        # (A logger got here, not kept: a kept one keeps the configuration of its first use.)
+        structlog.get_logger("palyra.http").info(
+            "request",
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=duration_ms,
+            model=model,
+            provider=provider,
+        )
+        return
+    line = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
+        "model": model,
+        "provider": provider,
+        "event": "request",
+        "request_id": request_id,
+        "level": "info",
+    }
+    write(render_json(None, "info", timestamp(None, "info", line)))
+
+
 def configure_logging(
     level: str = "info", stream: TextIO | None = None, json: bool | None = None
 ) -> None:
+    global _access_writer
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
@@ -91,8 +137,10 @@ def configure_logging(
         if hasattr(stream, "flush"):
             stream.flush()
         logger_factory = lambda *_args: LineLogger(stream)  # noqa: E731
+        _access_writer = LineLogger(stream).msg if _LEVELS[level] <= logging.INFO else None
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=False))
+        _access_writer = None
         logger_factory = structlog.PrintLoggerFactory(stream)
     structlog.configure(
         processors=processors,

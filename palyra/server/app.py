@@ -15,7 +15,7 @@ from aiohttp import HttpVersion11, web, web_urldispatcher
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from palyra import dialects
+from palyra import dialects, logs
 from palyra.accounting import CLIENT_CLOSED, REQUEST, RequestTag
 from palyra.callers import ADMIN, CALLER, Caller
 from palyra.dialects.common import random_id, route_headers
@@ -159,14 +159,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                     status=status,
                     error=request.get(ERROR_MESSAGE),
                 )
-        log.info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=status,
-            duration_ms=round((time.perf_counter() - request[STARTED]) * 1000, 3),
-            model=route.model_id if route else None,
-            provider=route.provider_id if route else None,
+        logs.access(
+            request_id,
+            request.method,
+            request.path,
+            status,
+            round((time.perf_counter() - started) * 1000, 3),
+            route.model_id if route else None,
+            route.provider_id if route else None,
         )
         structlog.contextvars.unbind_contextvars("request_id")
 
