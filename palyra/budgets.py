@@ -111,6 +111,57 @@ class _Spend:
             del self.hours[hour]
 
 
+class SpendStore(Protocol):
+    """Where the spend of every daemon (or worker) is added up: Redis, or the master of one
+    daemon's workers (palyra.channel.ChannelSpend)."""
+
+    async def exchange(
+        self, adds: dict[str, tuple[float, int | None]], reads: list[str]
+    ) -> dict[str, float | None]:
+        """Add each `adds` name's USD to its total (kept for the seconds given, None: for
+        ever); answer the totals of `reads` (None for a name the store does not hold)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class RedisSpend:
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self._client: redis.Redis = redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    async def exchange(
+        self, adds: dict[str, tuple[float, int | None]], reads: list[str]
+    ) -> dict[str, float | None]:
+        names = list(dict.fromkeys([*adds, *reads]))
+        answers: list[str | None] = []  # per pipelined command: the name whose total it is
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name in names:
+                if name in adds:
+                    usd, expiry = adds[name]
+                    pipe.incrbyfloat(name, usd)  # answers the new total
+                    answers.append(name)
+                    if expiry is not None:
+                        pipe.expire(name, expiry)
+                        answers.append(None)
+                else:
+                    pipe.get(name)
+                    answers.append(name)
+            results = await pipe.execute()
+        return {
+            name: None if value is None else float(value)
+            for name, value in zip(answers, results, strict=True)
+            if name is not None
+        }
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 class BudgetBook:
     """Spend per client key in its current budget period, in memory; shared through Redis when
     `redis_url` is set (`start()` runs the sync task, `aclose()` ends it)."""
@@ -123,24 +174,21 @@ class BudgetBook:
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         timeout_s: float = 0.25,
         known: Callable[[], Iterable[BudgetedKey]] = tuple,
+        spend: SpendStore | None = None,
     ) -> None:
         """`known`: every client key there is (the key ring), so that a key's spend on other
-        daemons is read back before this one has seen a request of it."""
+        daemons is read back before this one has seen a request of it. `spend`: where the
+        shared spend is kept when there is no `redis_url` (the workers' channel)."""
         self._known = known
         self._spend: dict[str, _Spend] = {}
         # The keys with a budget seen by `check`: `add` needs a key's period to share its spend.
         self._keys: dict[str, BudgetedKey] = {}
         self._wall_ms = wall_ms
         self._prefix = namespace
-        self._url = redact_url(redis_url) if redis_url else ""
-        self._client: redis.Redis | None = None
+        self._url = redact_url(redis_url) if redis_url else "the workers' channel"
+        self._client: SpendStore | None = spend
         if redis_url:
-            self._client = redis.from_url(
-                redis_url,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
+            self._client = RedisSpend(redis_url, timeout_s)
         # Redis key -> USD added here and not yet sent; Redis key -> total last read back.
         self._unsent: dict[str, float] = {}
         self._shared: dict[str, float] = {}
@@ -243,32 +291,21 @@ class BudgetBook:
                 self._keys[known.key_id] = known
         unsent, self._unsent = self._unsent, {}
         current = {self._redis_key(k, now): k for k in self._keys.values()}
-        names = list(dict.fromkeys([*unsent, *current]))
-        reads: list[str | None] = []  # per pipelined command: the name whose total it answers
+        adds: dict[str, tuple[float, int | None]] = {}
+        for name, usd in unsent.items():
+            key = current.get(name)
+            adds[name] = (usd, _DAY_MS // 1000 if key is None else self._expiry_s(key, now))
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    if name in unsent:
-                        pipe.incrbyfloat(name, unsent[name])  # answers the new total
-                        reads.append(name)
-                        key = current.get(name)
-                        expiry = _DAY_MS // 1000 if key is None else self._expiry_s(key, now)
-                        if expiry is not None:
-                            pipe.expire(name, expiry)
-                            reads.append(None)
-                    else:
-                        pipe.get(name)
-                        reads.append(name)
-                results = await pipe.execute()
+            totals = await client.exchange(adds, list(current))
         except (redis.RedisError, OSError) as exc:
             for name, value in unsent.items():  # sent again next time
                 self._unsent[name] = self._unsent.get(name, 0.0) + value
             self._failed(exc)
             return
         self._succeeded()
-        for read, value in zip(reads, results, strict=True):
-            if read is not None and read in current and value is not None:
-                self._shared[read] = float(value)
+        for name, total in totals.items():
+            if name in current and total is not None:
+                self._shared[name] = total
         # Totals of periods that are over are no longer read.
         for name in [n for n in self._shared if n not in current]:
             del self._shared[name]

@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from palyra.agents.registry import load_agents
 from palyra.agents.service import AgentService
 from palyra.auth.service import AuthService
 from palyra.budgets import BudgetBook
+from palyra.channel import Channel, ChannelSpend
 from palyra.config import (
     ConfigError,
     PalyraConfig,
@@ -52,8 +54,11 @@ from palyra.server.keys import RESPONSES, SESSIONS
 from palyra.state import open_database
 from palyra.usage.writer import UsageWriter
 from palyra.vault import open_vault
+from palyra.workers import WorkerSpec, run_master
 
 log = structlog.get_logger("palyra.daemon")
+
+CHANNEL = web.AppKey("channel", Channel)
 
 
 def build_app(
@@ -61,9 +66,13 @@ def build_app(
     *,
     env: Mapping[str, str] | None = None,
     config_path: Path | None = None,
+    worker: WorkerSpec | None = None,
 ) -> web.Application:
-    """`config_path`: the file `config` came from (agents.toml is looked for beside it)."""
+    """`config_path`: the file `config` came from (agents.toml is looked for beside it).
+    `worker`: this process is one of several serving the port (palyra.workers)."""
     env = os.environ if env is None else env
+    # To the master and the other workers; without Redis, what they share goes through it.
+    channel = Channel(worker.channel) if worker is not None else None
     state_dir = resolve_state_dir(config, env)
     ensure_private_dir(state_dir)
     credentials = StoreCredentials(env)
@@ -76,10 +85,11 @@ def build_app(
             config.model_provider,
             credentials=credentials,
             redis_url=config.state.redis_url,
+            channel=channel,
         ),
     )
     agents = load_agents(config, config_path or find_config_path(None, env), env)
-    node_id = load_node_id(state_dir)
+    node_id = worker.node_id if worker is not None else load_node_id(state_dir)
     runtime.agents = AgentService(
         agents,
         runtime.gateway.router.chat,
@@ -100,10 +110,14 @@ def build_app(
     )
     app = create_app(runtime)
     app[RESPONSES] = runtime.responses
+    if channel is not None:
+        app[CHANNEL] = channel
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # The tokenizer's vocabulary is not loaded here: it costs ~63 MB and most prompts never
         # need it (see palyra.tokens.warm_up; measured in benchmarks/README.md).
+        if channel is not None:
+            await channel.connect()
         runtime.db = await open_database(config.state, state_dir)
         # Console sign-outs, loaded before the first request (see palyra.server.sessions).
         await app[SESSIONS].start(runtime.db)
@@ -119,8 +133,10 @@ def build_app(
         await credentials.warm(p for p in config.model_provider.providers if p.enabled)
         credentials.start()
         runtime.dependencies.add("state_store", runtime.db.ping, config.state.url)
-        if runtime.gateway.shared is not None:
+        if runtime.gateway.shared is not None and config.state.redis_url:
             runtime.dependencies.add("redis", runtime.gateway.shared.ping, config.state.redis_url)
+        if channel is not None:
+            runtime.dependencies.add("workers", channel.ping)
         runtime.dependencies.start()
         await runtime.agents.start(runtime.db)
         await runtime.cron.start(runtime.db)
@@ -128,7 +144,11 @@ def build_app(
         await runtime.usage.start(runtime.db, retention_days=config.usage.retention_days)
         # What callers may spend (a key's models, limits and budget) and what each request
         # spent, recorded in the ledger: from here on every routed request is accounted.
-        budgets = BudgetBook(config.state.redis_url, known=runtime.keys.keys)
+        budgets = BudgetBook(
+            config.state.redis_url,
+            known=runtime.keys.keys,
+            spend=ChannelSpend(channel) if channel is not None else None,
+        )
         await budgets.load(await runtime.keys.store.list(), runtime.usage.store.spend_since)
         budgets.start()
         router = runtime.gateway.router
@@ -158,6 +178,8 @@ def build_app(
         await credentials.aclose()
         await runtime.auth.aclose()
         await runtime.db.close()
+        if channel is not None:
+            await channel.aclose()
 
     app.cleanup_ctx.append(lifecycle)
     return app
@@ -211,7 +233,17 @@ def tune_interpreter() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-async def serve(app: web.Application, host: str, port: int, grace_s: float) -> None:
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    grace_s: float,
+    *,
+    sock: socket.socket | None = None,
+    on_listening: Callable[[asyncio.Event], None] | None = None,
+) -> None:
+    """Serve until SIGTERM / SIGINT. `sock`: listen there (a worker's socket) rather than
+    bind host:port; `on_listening` is then handed the event that stops the daemon."""
     quiet_bad_requests()
     tune_interpreter()
     # handler_cancellation: a client that goes away cancels its handler, and with it the
@@ -223,18 +255,25 @@ async def serve(app: web.Application, host: str, port: int, grace_s: float) -> N
     try:
         # A burst of new connections (a thousand clients at once) waits in the kernel's
         # queue rather than having SYNs dropped and retried a second later.
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock, backlog=4096)
+        else:
+            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096)
         await site.start()
         # What start-up made lives as long as the process. Frozen out of the collector's
         # sight, a full collection takes microseconds instead of ~50 ms, which would land in
         # some request's latency (benchmarks/README.md).
         gc.collect()
         gc.freeze()
-        log.info("listening", url=f"http://{host}:{port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if on_listening is None:
+            log.info("listening", url=f"http://{host}:{port}")
+        else:
+            on_listening(stop)
         await stop.wait()
         log.info("shutting_down", grace_s=grace_s)
     finally:
@@ -285,6 +324,23 @@ def run(
         raise typer.Exit(1) from None
     settings = loaded.config
     configure_logging(settings.daemon.log_level)
+    workers = settings.daemon.worker_count()
+    if workers > 1:
+        try:
+            code = run_master(
+                settings.daemon.bind,
+                settings.daemon.port,
+                workers,
+                state_dir=resolve_state_dir(settings),
+                config_path=loaded.path,
+                overrides=overrides,
+                grace_s=settings.daemon.shutdown_grace_ms / 1000,
+                env=os.environ,
+            )
+        except OSError as exc:
+            print(f"palyrad: cannot start: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        raise typer.Exit(code)
     try:
         app = build_app(settings, config_path=loaded.path)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
@@ -302,6 +358,56 @@ def run(
     except OSError as exc:
         print(f"palyrad: cannot start: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+
+
+def serve_worker(spec: WorkerSpec) -> int:
+    """One worker of several (palyra.workers): the daemon above on the master's socket; the
+    exit code."""
+    try:
+        loaded = load_config(spec.config_path, overrides=spec.overrides)
+    except ConfigError as exc:
+        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        return 1
+    settings = loaded.config
+    configure_logging(settings.daemon.log_level)
+    # Every line this worker logs says which it is (bound before the loop copies the context).
+    structlog.contextvars.bind_contextvars(worker=spec.index)
+    sock = socket.socket(fileno=spec.fd)
+
+    def listening(stop: asyncio.Event) -> None:
+        channel = app[CHANNEL]
+        channel.send("ready", spec.index, os.getpid())
+        log.info("worker_listening", pid=os.getpid())
+        # The master gone (killed, or crashed): drain and exit rather than serve on alone.
+        asyncio.get_running_loop().create_task(_stop_when(channel.lost, stop))
+
+    try:
+        app = build_app(settings, config_path=loaded.path, worker=spec)
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(
+                serve(
+                    app,
+                    settings.daemon.bind,
+                    settings.daemon.port,
+                    settings.daemon.shutdown_grace_ms / 1000,
+                    sock=sock,
+                    on_listening=listening,
+                )
+            )
+    except ConfigError as exc:  # agents.toml
+        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"palyrad: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _stop_when(event: asyncio.Event, stop: asyncio.Event) -> None:
+    await event.wait()
+    if not stop.is_set():
+        log.warning("master_gone")
+        stop.set()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import functools
 from typing import Any
 
 from palyra.breaker import BreakerBoard, CircuitBreaker, CircuitState
+from palyra.channel import Channel, ChannelDecisions, ChannelRateCounter
 from palyra.config import ModelProviderConfig
 from palyra.credentials import CredentialSource
 from palyra.deployments import DeploymentBoard
@@ -36,9 +37,13 @@ class Gateway:
         credentials: CredentialSource,
         metrics: Metrics | None = None,
         redis_url: str = "",
+        channel: Channel | None = None,
     ) -> None:
+        """`channel`: to the other workers of this daemon ([daemon] workers > 1); without
+        `redis_url`, breakers, health and rate counts are shared through it."""
         self.config = config
         self._redis_url = redis_url
+        self._channel = None if redis_url else channel
         self.shared: SharedState | None = None
         self.metrics = metrics or Metrics()
         self._credentials = credentials
@@ -49,7 +54,12 @@ class Gateway:
         self.health = HealthBoard(config.health_degraded_latency_ms)
         self.breakers = BreakerBoard()
         # With Redis, a deployment's rpm/tpm counts are one for every daemon sharing it.
-        self.rate_counter = RedisRateCounter(redis_url) if redis_url else None
+        self.rate_counter: RedisRateCounter | ChannelRateCounter | None = None
+        if redis_url:
+            self.rate_counter = RedisRateCounter(redis_url)
+        elif self._channel is not None:
+            # ... and with workers, one for every worker.
+            self.rate_counter = ChannelRateCounter(self._channel)
         self.deployments = DeploymentBoard(
             counter=self.rate_counter, default_strategy=config.load_balancing
         )
@@ -86,9 +96,10 @@ class Gateway:
             # An offline provider counts the usage it reports on every answer itself:
             # load the vocabulary now, in the background, not in its first request.
             self._tasks.append(asyncio.create_task(load_vocabulary()))
-        if self._redis_url:
+        store = ChannelDecisions(self._channel) if self._channel else self._redis_url
+        if store:
             self.shared = SharedState(
-                self._redis_url,
+                store,
                 breakers=self.breakers,
                 breaker_for=self.breaker,
                 health=self.health,
@@ -117,7 +128,7 @@ class Gateway:
         if self.shared is not None:
             await self.shared.aclose()
         await self.deployments.drain()
-        if self.rate_counter is not None:
+        if isinstance(self.rate_counter, RedisRateCounter):
             await self.rate_counter.aclose()
         await cancel_and_wait(*self._tasks)
         for provider in self.providers.values():

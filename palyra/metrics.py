@@ -10,6 +10,7 @@ collector), so the request path pays nothing for them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from palyra.breaker import CircuitState
@@ -28,6 +30,10 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _CIRCUIT_VALUES = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
 log = structlog.get_logger("palyra.metrics")
+
+# Set by palyra.workers for each worker process (before prometheus_client is imported, which
+# then keeps every value in a file there): /metrics adds up all the workers'.
+_MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 DeploymentView = Callable[[], list[dict[str, Any]]]
 
@@ -143,6 +149,8 @@ class Metrics:
             "Circuit breaker state: 0 closed, 1 half_open, 2 open",
             ["provider"],
             registry=r,
+            # With several workers: the latest value any live one set (they share circuits).
+            multiprocess_mode="livemostrecent",
         )
         self.upstream_latency = Histogram(
             "palyra_upstream_latency_seconds",
@@ -266,4 +274,11 @@ class Metrics:
         self.usage_dropped.inc(records)
 
     def render(self) -> bytes:
+        if _MULTIPROCESS_DIR:
+            # One of several workers (palyra.workers): every worker's counters, gauges and
+            # histograms from their files; the per-deployment view is this worker's own.
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=_MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+            registry.register(self._deployments)
+            return generate_latest(registry)
         return generate_latest(self.registry)

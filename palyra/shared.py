@@ -1,4 +1,5 @@
-"""Circuit and health state shared between daemons through Redis.
+"""Circuit and health state shared between daemons through Redis (or between the workers of
+one daemon through its channel, palyra.channel).
 
 The request path never waits on Redis: breakers and health change in memory as before, a
 listener marks what changed, and a background loop (every `SYNC_INTERVAL_S`) pushes local
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as redis
 import structlog
@@ -29,10 +30,69 @@ KEY_TTL_S = 24 * 3600
 PREFIX = "palyra:v1"
 
 
+# (changed_at_ms, value, detail) of one decision, under "circuit:{provider}" or
+# "health:{provider}".
+Decision = tuple[int, str, str]
+
+
+class DecisionStore(Protocol):
+    """Where the newest decisions are kept: Redis between daemons, or the master of one
+    daemon's workers (palyra.channel.ChannelDecisions)."""
+
+    async def exchange(self, push: dict[str, Decision], pull: list[str]) -> dict[str, Decision]:
+        """Keep each pushed decision unless the store has a newer one; answer the store's
+        decisions for `pull` (those it has)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RedisDecisions:
+    def __init__(self, url: str, namespace: str = PREFIX) -> None:
+        self._prefix = namespace
+        self._client: redis.Redis = redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        )
+
+    async def exchange(self, push: dict[str, Decision], pull: list[str]) -> dict[str, Decision]:
+        if push:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, (changed_at_ms, value, detail) in push.items():
+                    # Only a newer decision may replace the stored one (compare in a Lua
+                    # script so two daemons writing at once cannot go backwards).
+                    pipe.eval(
+                        _SET_IF_NEWER,
+                        1,
+                        f"{self._prefix}:{key}",
+                        changed_at_ms,
+                        value,
+                        detail,
+                        KEY_TTL_S,
+                    )
+                await pipe.execute()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in pull:
+                pipe.hgetall(f"{self._prefix}:{key}")
+            results: list[Any] = await pipe.execute()
+        return {
+            key: (int(found["changed_at_ms"]), found["value"] or "", found.get("detail") or "")
+            for key, found in zip(pull, results, strict=True)
+            if found
+        }
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 class SharedState:
     def __init__(
         self,
-        url: str,
+        store: str | DecisionStore,
         *,
         breakers: BreakerBoard,
         breaker_for: Callable[[str], CircuitBreaker],
@@ -41,10 +101,8 @@ class SharedState:
         interval_s: float = SYNC_INTERVAL_S,
         namespace: str = PREFIX,
     ) -> None:
-        self._prefix = namespace
-        self._client: redis.Redis = redis.from_url(
-            url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
-        )
+        """`store`: a Redis URL, or another DecisionStore."""
+        self._store = RedisDecisions(store, namespace) if isinstance(store, str) else store
         self._breakers = breakers
         self._breaker_for = breaker_for
         self._health = health
@@ -64,7 +122,7 @@ class SharedState:
 
     async def aclose(self) -> None:
         await cancel_and_wait(self._task)
-        await self._client.aclose()
+        await self._store.aclose()
 
     async def _loop(self) -> None:
         while True:
@@ -85,66 +143,42 @@ class SharedState:
         circuits, self._dirty_circuits = self._dirty_circuits, set()
         healths, self._dirty_health = self._dirty_health, set()
         try:
-            await self._push(circuits, healths)
+            found = await self._store.exchange(
+                self._decisions(circuits, healths),
+                [f"{kind}:{pid}" for pid in self._provider_ids for kind in ("circuit", "health")],
+            )
         except BaseException:
             # Not pushed: try again next round rather than lose the change.
             self._dirty_circuits |= circuits
             self._dirty_health |= healths
             raise
-        await self._pull()
-        self.last_sync_at_ms = int(time.time() * 1000)
-
-    async def _push(self, circuits: set[str], healths: set[str]) -> None:
-        if not circuits and not healths:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for pid in circuits:
-                breaker = self._breakers.peek(pid)
-                if breaker is None:
-                    continue
-                open_until, changed = breaker.snapshot()
-                # Only a newer decision may replace the stored one (compare in a Lua script
-                # so two daemons writing at once cannot go backwards).
-                pipe.eval(
-                    _SET_IF_NEWER,
-                    1,
-                    f"{self._prefix}:circuit:{pid}",
-                    changed,
-                    open_until,
-                    "",
-                    KEY_TTL_S,
-                )
-            for pid in healths:
-                health = self._health.get(pid)
-                pipe.eval(
-                    _SET_IF_NEWER,
-                    1,
-                    f"{self._prefix}:health:{pid}",
-                    health.changed_at_ms,
-                    health.state.value,
-                    health.last_error or "",
-                    KEY_TTL_S,
-                )
-            await pipe.execute()
-
-    async def _pull(self) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for pid in self._provider_ids:
-                pipe.hgetall(f"{self._prefix}:circuit:{pid}")
-                pipe.hgetall(f"{self._prefix}:health:{pid}")
-            results: list[Any] = await pipe.execute()
-        for index, pid in enumerate(self._provider_ids):
-            circuit, health = results[2 * index], results[2 * index + 1]
+        for pid in self._provider_ids:
+            circuit, health = found.get(f"circuit:{pid}"), found.get(f"health:{pid}")
             if circuit:
                 breaker = self._breaker_for(pid)
-                breaker.apply_remote(int(circuit["value"] or 0), int(circuit["changed_at_ms"]))
+                breaker.apply_remote(int(circuit[1] or 0), circuit[0])
             if health:
-                self._health.apply_remote(
-                    pid, health["value"], int(health["changed_at_ms"]), health.get("detail") or None
-                )
+                self._health.apply_remote(pid, health[1], health[0], health[2] or None)
+        self.last_sync_at_ms = int(time.time() * 1000)
+
+    def _decisions(self, circuits: set[str], healths: set[str]) -> dict[str, Decision]:
+        push: dict[str, Decision] = {}
+        for pid in circuits:
+            breaker = self._breakers.peek(pid)
+            if breaker is not None:
+                open_until, changed = breaker.snapshot()
+                push[f"circuit:{pid}"] = (changed, str(open_until), "")
+        for pid in healths:
+            health = self._health.get(pid)
+            push[f"health:{pid}"] = (
+                health.changed_at_ms,
+                health.state.value,
+                health.last_error or "",
+            )
+        return push
 
     async def ping(self) -> None:
-        await self._client.ping()
+        await self._store.ping()
 
 
 # KEYS[1] hash; ARGV: changed_at_ms, value, detail, ttl seconds.

@@ -97,10 +97,12 @@ class SqliteDatabase(Database):
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
+        # First: the workers of one daemon (palyra.workers) open the file at the same time,
+        # and switching it to WAL waits for the others rather than failing "locked".
+        conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
         self.path.chmod(0o600)
         self._conn = conn
 

@@ -1,0 +1,269 @@
+"""`[daemon] workers = N`: one port served by N processes.
+
+The master (the `palyrad` process) binds the port, then starts N workers, each a fresh
+interpreter running the whole daemon (palyra.daemon.build_app) on a listening socket of its
+own bound to that port with SO_REUSEPORT, so the kernel spreads new connections evenly among
+them. The master keeps every worker's socket open: connections queued for a worker that dies
+wait for its replacement instead of being refused.
+
+The master serves the workers' channel (palyra.channel: shared rate counts, breaker and health
+decisions, budget spend, unless Redis is set), restarts a worker that exits (with backoff), and
+on SIGTERM / SIGINT passes SIGTERM to every worker, which drains its requests within
+`shutdown_grace_ms`; then it exits 0. A worker that exits before any worker has served means
+the workers cannot start (what went wrong is the worker's last line on stderr): palyrad stops
+them all and exits 1. A worker whose channel closes (the master is gone) drains and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from palyra.channel import Hub
+
+log = structlog.get_logger("palyra.workers")
+
+SPEC_ENV: Final = "PALYRA_WORKER_SPEC"
+CHANNEL_FILE: Final = "channel.sock"
+METRICS_DIR: Final = "metrics"
+BACKLOG: Final = 4096
+# Restart backoff: doubled at each exit in a row, back to the first after a worker lived long.
+FIRST_BACKOFF_S: Final = 0.5
+MAX_BACKOFF_S: Final = 30.0
+LIVED_LONG_S: Final = 30.0
+# Past shutdown_grace_ms, how long a worker may take to close its stores before it is killed.
+CLOSE_MARGIN_S: Final = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What a worker is told by the master (in its environment, as JSON)."""
+
+    index: int
+    count: int
+    fd: int  # its listening socket
+    node_id: str  # its own: runs it leaves behind when it dies are told apart from the others'
+    channel: str  # the Unix socket of the master's channel
+    config_path: str | None
+    overrides: dict[str, Any]
+
+
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on host:port sharing it with SO_REUSEPORT. OSError when the
+    port is taken, by anything, including another palyrad's workers: their sockets have
+    SO_REUSEPORT too and would otherwise take ours in, so a plain bind is tried first."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Master:
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        *,
+        node_id: str,
+        config_path: str | None,
+        overrides: Mapping[str, Any],
+        grace_s: float,
+        run_dir: Path,
+    ) -> None:
+        self._sockets = sockets
+        self._node_id = node_id
+        self._config_path = config_path
+        self._overrides = dict(overrides)
+        self._grace_s = grace_s
+        self._run_dir = run_dir
+        self._hub = Hub()
+        self._hub.on_ready = self._ready
+        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._served = False
+        self._stop = asyncio.Event()
+        self.failure: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self._sockets)
+
+    def _ready(self, index: int, pid: int) -> None:
+        self._served = True
+        log.info("worker_ready", worker=index, pid=pid)
+
+    async def run(self) -> int:
+        """Serve until SIGTERM / SIGINT (0) or until the workers cannot start (1)."""
+        await self._hub.start(self._run_dir / CHANNEL_FILE)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        log.info("workers_starting", workers=self.count)
+        watchers = [asyncio.create_task(self._watch(i)) for i in range(self.count)]
+        await self._stop.wait()
+        log.info("shutting_down", workers=self.count, grace_s=self._grace_s)
+        await self._stop_all()
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        await self._hub.aclose()
+        log.info("stopped")
+        return 1 if self.failure else 0
+
+    async def _watch(self, index: int) -> None:
+        backoff = FIRST_BACKOFF_S
+        while not self._stop.is_set():
+            started = time.monotonic()
+            process = await self._spawn(index)
+            code = await process.wait()
+            self._processes.pop(index, None)
+            self._forget(process.pid)
+            if self._stop.is_set():
+                return
+            if not self._served:
+                self.failure = f"worker {index} exited with code {code} before any worker served"
+                self._stop.set()
+                return
+            if time.monotonic() - started > LIVED_LONG_S:
+                backoff = FIRST_BACKOFF_S
+            log.warning(
+                "worker_exited", worker=index, pid=process.pid, code=code, restart_in_s=backoff
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _spawn(self, index: int) -> asyncio.subprocess.Process:
+        sock = self._sockets[index]
+        spec = WorkerSpec(
+            index=index,
+            count=self.count,
+            fd=sock.fileno(),
+            node_id=f"{self._node_id}-w{index}",
+            channel=str(self._run_dir / CHANNEL_FILE),
+            config_path=self._config_path,
+            overrides=self._overrides,
+        )
+        env = dict(os.environ)
+        env[SPEC_ENV] = json.dumps(asdict(spec))
+        # prometheus_client reads it at import: each worker's counters go to files there, and
+        # whichever worker answers /metrics adds up everyone's (palyra.metrics).
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self._run_dir / METRICS_DIR)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from palyra.workers import worker_main; worker_main()",
+            pass_fds=(sock.fileno(),),
+            env=env,
+        )
+        self._processes[index] = process
+        log.info("worker_started", worker=index, pid=process.pid)
+        return process
+
+    def _forget(self, pid: int) -> None:
+        """A dead worker's live gauges leave /metrics; its counters stay counted."""
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(pid, str(self._run_dir / METRICS_DIR))  # type: ignore[no-untyped-call]
+
+    async def _stop_all(self) -> None:
+        processes = list(self._processes.values())
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        waits = [process.wait() for process in processes]
+        try:
+            async with asyncio.timeout(self._grace_s + CLOSE_MARGIN_S):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            for process in processes:
+                if process.returncode is None:
+                    log.warning("worker_killed", pid=process.pid, after_s=self._grace_s)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            await asyncio.gather(*(process.wait() for process in processes))
+
+
+def run_master(
+    host: str,
+    port: int,
+    count: int,
+    *,
+    state_dir: Path,
+    config_path: Path | None,
+    overrides: Mapping[str, Any],
+    grace_s: float,
+    env: Mapping[str, str],
+) -> int:
+    """palyrad with `count` workers; the exit code. Raises OSError when the port is taken."""
+    from palyra.agents.lease import load_node_id
+    from palyra.fs import ensure_private_dir
+    from palyra.server.auth import load_or_create_admin_token
+
+    sockets = bind_sockets(host, port, count)
+    # What workers would otherwise each make at their start, racing: made once, here.
+    ensure_private_dir(state_dir)
+    load_or_create_admin_token(state_dir, env)
+    node_id = load_node_id(state_dir)
+    # Private to this user (0700), and short: a Unix socket's path has at most ~100 bytes.
+    run_dir = Path(tempfile.mkdtemp(prefix="palyrad-"))
+    (run_dir / METRICS_DIR).mkdir()
+    try:
+        master = Master(
+            sockets,
+            node_id=node_id,
+            config_path=str(config_path) if config_path else None,
+            overrides=overrides,
+            grace_s=grace_s,
+            run_dir=run_dir,
+        )
+        log.info("listening", url=f"http://{host}:{port}", workers=count)
+        code = asyncio.run(master.run())
+        if master.failure:
+            print(f"palyrad: cannot start: {master.failure} (its error is above)", file=sys.stderr)
+        return code
+    finally:
+        for sock in sockets:
+            sock.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def worker_spec(env: Mapping[str, str]) -> WorkerSpec:
+    return WorkerSpec(**json.loads(env[SPEC_ENV]))
+
+
+def worker_main() -> None:
+    """A worker's process: the daemon of palyra.daemon on the socket the master gave it."""
+    from palyra.daemon import serve_worker
+
+    sys.exit(serve_worker(worker_spec(os.environ)))
