@@ -86,32 +86,63 @@ def _count(value: Any) -> int:
 
 
 def row(usage_id: str, r: UsageRecord) -> tuple[Any, ...]:
-    """The record as the table's parameters, `usage_id` first; text bounded and NUL-free."""
-    name = MAX_NAME_CHARS
+    """The record as the table's parameters, `usage_id` first; text bounded and NUL-free,
+    counts non-negative ints. The usual record needs no mending, which one pass over its
+    names and counts finds: a record a request, so this runs at every request."""
+    names: tuple[str | None, ...] = (
+        r.request_id,
+        r.key_id,
+        r.key_name,
+        r.agent_id,
+        r.route,
+        r.model,
+        r.provider,
+        r.deployment,
+    )
+    for name in names:
+        if name is not None and (
+            name.__class__ is not str or len(name) > MAX_NAME_CHARS or "\x00" in name
+        ):
+            names = tuple(_text(value, MAX_NAME_CHARS) for value in names)
+            break
+    counts: tuple[Any, ...] = (
+        r.input_tokens,
+        r.output_tokens,
+        r.cached_tokens,
+        r.reasoning_tokens,
+        r.retries,
+        r.failovers,
+    )
+    for count in counts:
+        if count.__class__ is not int or count < 0:
+            counts = tuple(_count(value) for value in counts)
+            break
+    request_id, key_id, key_name, agent_id, route, model, provider, deployment = names
+    cost_usd, ttft_ms = r.cost_usd, r.ttft_ms
     return (
         usage_id,
         int(r.at_ms),
-        _text(r.request_id, name) or "",
-        _text(r.key_id, name),
-        _text(r.key_name, name),
-        _text(r.agent_id, name),
-        _text(r.route, name) or "",
-        _text(r.model, name) or "",
-        _text(r.provider, name) or "",
-        _text(r.deployment, name) or "",
+        request_id or "",
+        key_id,
+        key_name,
+        agent_id,
+        route or "",
+        model or "",
+        provider or "",
+        deployment or "",
         int(r.status),
-        _count(r.input_tokens),
-        _count(r.output_tokens),
-        _count(r.cached_tokens),
-        _count(r.reasoning_tokens),
-        None if r.cost_usd is None else float(r.cost_usd),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        None if cost_usd is None else float(cost_usd),
         1 if r.cost_estimated else 0,
         float(r.latency_ms),
-        None if r.ttft_ms is None else float(r.ttft_ms),
-        _count(r.retries),
-        _count(r.failovers),
-        _text(r.error, MAX_ERROR_CHARS),
+        None if ttft_ms is None else float(ttft_ms),
+        counts[4],
+        counts[5],
+        None if r.error is None else _text(r.error, MAX_ERROR_CHARS),
         1 if r.stream else 0,
-        _text(r.prompt, MAX_PAYLOAD_CHARS),
-        _text(r.answer, MAX_PAYLOAD_CHARS),
+        None if r.prompt is None else _text(r.prompt, MAX_PAYLOAD_CHARS),
+        None if r.answer is None else _text(r.answer, MAX_PAYLOAD_CHARS),
     )

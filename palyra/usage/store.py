@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -71,7 +72,9 @@ def _insert(rows: int) -> str:
 
 
 def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
-    return tuple(value for row in rows for value in row)
+    return tuple(itertools.chain.from_iterable(rows))
+
+
 _REQUEST_COLUMNS: Final = "usage_id, " + ", ".join(COLUMNS)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
+import random
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
@@ -285,4 +285,5 @@ class UsageWriter:
 
 
 def _with_id(r: UsageRecord) -> tuple[Any, ...]:
-    return row(f"{max(r.at_ms, 0):012x}{secrets.token_hex(4)}", r)
+    # Ids need to be unique, not secret: the PRNG, not os.urandom's system call a record.
+    return row(f"{max(r.at_ms, 0):012x}{random.getrandbits(32):08x}", r)

@@ -220,3 +220,25 @@ async def test_a_batch_of_many_chunks_is_stored_whole_once(database: Database) -
     assert totals["requests"] == 613
     page = await store.requests(limit=3)
     assert [r["request_id"] for r in page] == ["r612", "r611", "r610"]
+
+
+def test_row_mends_what_the_usual_record_never_has() -> None:
+    usual = row("u1", usage_record())
+    assert usual[2:10] == (
+        "req_1",
+        None,
+        None,
+        None,
+        "/v1/chat/completions",
+        "gpt-4o",
+        "openai",
+        "gpt-4o@openai",
+    )
+    # A client's model name with a NUL, a long key name, a negative and a float count.
+    odd = row(
+        "u2",
+        usage_record(model="m\x00x", key_name="k" * 300, input_tokens=-3, retries=2.0),
+    )
+    assert odd[7] == "m\ufffdx" and odd[4] == "k" * 256
+    assert odd[11] == 0 and odd[19] == 2 and type(odd[19]) is int
+    assert odd[2:4] == ("req_1", None)  # the rest as it was
