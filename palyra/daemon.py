@@ -88,6 +88,8 @@ def build_app(
             channel=channel,
         ),
     )
+    if worker is not None:
+        runtime.worker = {"index": worker.index, "workers": worker.count, "pid": os.getpid()}
     agents = load_agents(config, config_path or find_config_path(None, env), env)
     node_id = worker.node_id if worker is not None else load_node_id(state_dir)
     runtime.agents = AgentService(

@@ -42,6 +42,9 @@ class Runtime:
     # The usage ledger: `usage.record(UsageRecord(...))` from the request path (buffered
     # until the state store opens); `usage.store` for queries once it has.
     usage: UsageWriter = field(default_factory=UsageWriter)
+    # Which of the daemon's worker processes this is ([daemon] workers > 1; palyra.workers):
+    # {"index": ..., "workers": ..., "pid": ...}; None for the single-process daemon.
+    worker: dict[str, int] | None = None
     _db: Database | None = None
     _auth: AuthService | None = None
     _agents: AgentService | None = None

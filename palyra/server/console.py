@@ -32,12 +32,17 @@ async def _provider_id(request: web.Request) -> str | None:
 
 
 async def models_status(request: web.Request) -> web.Response:
-    dependencies = request.app[RUNTIME].dependencies
+    runtime = request.app[RUNTIME]
+    dependencies = runtime.dependencies
+    worker = {"worker": runtime.worker} if runtime.worker is not None else {}
     return _json(
         {
             **request.app[GATEWAY].status(),
             "degraded": dependencies.degraded,
             "dependencies": dependencies.view(),
+            # With several workers: the one that answered (the others' circuits and health
+            # are shared, so they agree within about a second).
+            **worker,
         }
     )
 

@@ -1,0 +1,367 @@
+"""`[daemon] workers = N`: one port served by N processes (palyra.workers, palyra.channel).
+
+palyrad runs as a real process with two workers on the embedded store (no Redis), in front of
+the fake upstream. Which worker serves a request is known from the connection: a keep-alive
+connection stays with the worker that accepted it, and the admin's models status names it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from palyra.channel import Channel, ChannelDecisions, ChannelRateCounter, ChannelSpend, Hub
+from palyra.config import ConfigError, validate_config
+from tests.fakes.replies import ChatReply
+from tests.fakes.upstream import FakeUpstream
+from tests.support.daemon import PALYRAD, Daemon, free_port, running_daemon, threaded_upstream
+
+ADMIN = "workers-admin-token-0123456789abcdef"
+UPSTREAM_KEY = "sk-fake-upstream-key"
+CHAT = "/v1/chat/completions"
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -2, "two", True, 1.5, ""])
+def test_workers_must_be_a_whole_number_or_auto(value: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"version": 1, "daemon": {"workers": value}})
+    assert str(caught.value).startswith("daemon.workers: must be a whole number")
+
+
+def test_workers_auto_is_one_per_core_this_process_may_use() -> None:
+    config = validate_config({"version": 1, "daemon": {"workers": "auto"}})
+    assert config.daemon.worker_count() == len(os.sched_getaffinity(0))
+    assert validate_config({"version": 1}).daemon.worker_count() == 1
+    assert validate_config({"version": 1, "daemon": {"workers": "3"}}).daemon.workers == 3
+
+
+# --- the channel, in one process ------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_channel_holds_two_workers_to_one_rpm_and_shares_decisions_and_spend(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    hub = Hub(clock=clock, wall_ms=lambda: 1_000_000)
+    await hub.start(tmp_path / "c.sock")
+    a, b = Channel(str(tmp_path / "c.sock")), Channel(str(tmp_path / "c.sock"))
+    await a.connect()
+    await b.connect()
+    counters = [ChannelRateCounter(a, clock=clock), ChannelRateCounter(b, clock=clock)]
+    waits = [await counters[i % 2].reserve("key:k", 10, 3, 0) for i in range(6)]
+    assert [w == 0 for w in waits] == [True, True, True, False, False, False]
+    assert 59 < waits[3] <= 60
+    assert counters[1].used("key:k")[0] == 3  # all workers' requests, not its own one
+    clock.now += 60.5
+    assert await counters[1].reserve("key:k", 10, 3, 0) == 0
+
+    decisions_a, decisions_b = ChannelDecisions(a), ChannelDecisions(b)
+    await decisions_a.exchange({"circuit:p": (5, "99", "")}, [])
+    await decisions_b.exchange({"circuit:p": (4, "0", "")}, [])  # older: not taken
+    assert await decisions_b.exchange({}, ["circuit:p", "health:p"]) == {"circuit:p": (5, "99", "")}
+
+    spend_a, spend_b = ChannelSpend(a), ChannelSpend(b)
+    await spend_a.exchange({"k:day": (1.5, 3600)}, [])
+    assert await spend_b.exchange({"k:day": (0.5, 3600)}, ["k:day", "other"]) == {
+        "k:day": 2.0,
+        "other": None,
+    }
+
+    await hub.aclose()
+    await a.aclose()
+    await a.lost.wait()
+    # The master gone: this worker counts alone rather than fail the request.
+    assert await ChannelRateCounter(a, clock=clock).reserve("key:k", 1, 3, 0) == 0
+    await b.aclose()
+
+
+# --- palyrad with two workers ---------------------------------------------------------------
+
+
+def fake_provider(provider_id: str, fake: FakeUpstream) -> dict[str, Any]:
+    return {
+        "provider_id": provider_id,
+        "kind": "openai_compatible",
+        "base_url": fake.openai_base_url,
+        "allow_private_base_url": True,
+        "api_key_env": "PALYRA_TEST_UPSTREAM_KEY",
+        "discovery": False,
+    }
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    with threaded_upstream(UPSTREAM_KEY) as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("workers")
+    (root / "agents.toml").write_text(
+        'version = 1\n[[agents]]\nagent_id = "bot"\nmodel = "deterministic"\n'
+    )
+    config: dict[str, Any] = {
+        "version": 1,
+        "daemon": {"workers": 2, "shutdown_grace_ms": 5000},
+        "agents": {"file": str(root / "agents.toml")},
+        "model_provider": {
+            "failover_enabled": False,
+            "max_retries": 0,
+            "retry_backoff_ms": 0,
+            "circuit_breaker_failure_threshold": 1,
+            "circuit_breaker_cooldown_ms": 600_000,
+            "discovery_ttl_ms": 3_600_000,
+            "health_ttl_ms": 3_600_000,
+            "providers": [
+                fake_provider("oai", fake),
+                fake_provider("flaky", fake),
+                {"provider_id": "det", "kind": "deterministic"},
+            ],
+            "models": [
+                {"model_id": "gpt", "provider_id": "oai", "upstream_model": "gpt-4o-mini"},
+                {"model_id": "flaky", "provider_id": "flaky", "upstream_model": "gpt-4o-mini"},
+                {"model_id": "deterministic", "provider_id": "det"},
+            ],
+        },
+    }
+    env = {"PALYRA_ADMIN_TOKEN": ADMIN, "PALYRA_TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    with running_daemon(root, config, env) as running:
+        yield running
+
+
+def call(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str = ADMIN,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+    response = conn.getresponse()
+    raw = response.read()
+    return response.status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw
+
+
+def worker_of(conn: http.client.HTTPConnection) -> dict[str, int]:
+    status, body = call(conn, "GET", "/console/v1/models/status")
+    assert status == 200, body
+    worker: dict[str, int] = body["worker"]
+    return worker
+
+
+def one_connection_each(daemon: Daemon, workers: int = 2) -> dict[int, http.client.HTTPConnection]:
+    """A keep-alive connection to each worker (new connections land where the kernel puts
+    them; those to a worker already held are closed)."""
+    found: dict[int, http.client.HTTPConnection] = {}
+    deadline = time.monotonic() + 15
+    while len(found) < workers:
+        assert time.monotonic() < deadline, f"only reached workers {sorted(found)}"
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        try:
+            index = worker_of(conn)["index"]
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            time.sleep(0.1)
+            continue
+        if index in found:
+            conn.close()
+        else:
+            found[index] = conn
+    return found
+
+
+def chat(model: str, text: str = "hi") -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}]}
+
+
+def test_requests_are_served_by_both_workers_and_metrics_count_them_all(daemon: Daemon) -> None:
+    conns = one_connection_each(daemon)
+    assert {w["pid"] for w in map(worker_of, conns.values())} != {daemon.process.pid}
+    for conn in conns.values():
+        for _ in range(3):
+            status, body = call(conn, "POST", CHAT, chat("deterministic"))
+            assert status == 200, body
+    _, metrics = call(conns[0], "GET", "/metrics")
+    served = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.decode().splitlines()
+        if line.startswith("palyra_requests_total{")
+        and f'route="{CHAT}"' in line
+        and 'model="deterministic"' in line
+        and 'status="200"' in line
+    ]
+    assert served == [6.0]  # three answered by each worker, counted once on either
+
+
+def test_a_client_keys_rpm_holds_across_workers(daemon: Daemon) -> None:
+    conns = one_connection_each(daemon)
+    status, made = call(
+        conns[0],
+        "POST",
+        "/console/v1/keys",
+        {"name": "shared", "rpm": 3, "models": ["deterministic"]},
+    )
+    assert status == 201, made
+    secret = made["secret"]
+    # Each worker reads new keys from the store within 0.5 s; a listing counts no request.
+    for conn in conns.values():
+        deadline = time.monotonic() + 5
+        while call(conn, "GET", "/v1/models", token=secret)[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    statuses = [
+        call(conns[i % 2], "POST", CHAT, chat("deterministic"), token=secret)[0] for i in range(8)
+    ]
+    assert sorted(statuses) == [200] * 3 + [429] * 5, statuses
+
+
+def test_a_breaker_opened_through_one_worker_is_honoured_by_the_other(
+    daemon: Daemon, fake: FakeUpstream
+) -> None:
+    conns = one_connection_each(daemon)
+    fake.set_down(True)
+    try:
+        status, body = call(conns[0], "POST", CHAT, chat("flaky"))
+        assert status >= 500, body
+        seen = len(fake.requests_to(CHAT))
+        time.sleep(1.0)  # "within about a second": two syncs of 0.25 s, with room to spare
+        status, body = call(conns[1], "POST", CHAT, chat("flaky"))
+    finally:
+        fake.set_down(False)
+    assert status == 503, body
+    assert body["error"]["code"] == "providers_unavailable", body
+    assert "cooling down" in body["error"]["message"]
+    assert len(fake.requests_to(CHAT)) == seen  # the other worker sent nothing upstream
+
+
+def test_each_cron_tick_runs_once(daemon: Daemon) -> None:
+    conns = one_connection_each(daemon)
+    job = {"name": "tick", "agent_id": "bot", "prompt": "2+2", "schedule": {"every": "1s"}}
+    status, made = call(conns[0], "POST", "/console/v1/cron/jobs", job)
+    assert status == 201, made
+    job_id = made["job_id"]
+    # The worker that made the job schedules it at once; the other finds it at its next
+    # resync (a minute) or, as here, at its start: then both claim each tick, and one wins.
+    restart(daemon, conns[1])
+    time.sleep(3.0)
+    _, runs = call(conns[0], "GET", f"/console/v1/cron/jobs/{job_id}/runs")
+    call(conns[0], "DELETE", f"/console/v1/cron/jobs/{job_id}")
+    ticks = [r["scheduled_at_ms"] for r in runs["runs"] if r["trigger"] == "schedule"]
+    assert len(ticks) >= 3, runs
+    assert len(ticks) == len(set(ticks)), runs  # no tick claimed by both workers
+
+
+def restart(daemon: Daemon, conn: http.client.HTTPConnection) -> None:
+    """SIGKILL the worker on `conn`; back when its replacement serves."""
+    victim = worker_of(conn)
+    conn.close()
+    os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while True:
+        assert time.monotonic() < deadline, daemon.log_text()[-2000:]
+        conns = one_connection_each(daemon)
+        replacement = worker_of(conns[victim["index"]])
+        if replacement["pid"] != victim["pid"]:
+            return
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_is_restarted(daemon: Daemon) -> None:
+    restart(daemon, one_connection_each(daemon)[1])
+    conns = one_connection_each(daemon)
+    assert call(conns[1], "POST", CHAT, chat("deterministic"))[0] == 200
+    assert '"worker_exited"' in daemon.log_text()
+
+
+def test_sigterm_drains_every_worker_and_the_master_exits_0(
+    daemon: Daemon, fake: FakeUpstream
+) -> None:
+    conns = one_connection_each(daemon)
+    pids = [worker_of(conn)["pid"] for conn in conns.values()]
+    fake.script(CHAT, ChatReply(delay_s=1.0))
+    conn = conns[0]
+    conn.request(
+        "POST", CHAT, body=json.dumps(chat("gpt")), headers={"Authorization": f"Bearer {ADMIN}"}
+    )
+    time.sleep(0.3)  # the request is with the upstream
+    daemon.process.send_signal(signal.SIGTERM)
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    assert daemon.process.wait(timeout=15) == 0
+    for pid in pids:
+        assert not alive(pid)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+# --- not starting ---------------------------------------------------------------------------
+
+
+def start(root: Path, config: str, port: int) -> subprocess.CompletedProcess[str]:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.toml").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PALYRA_", "XDG_"))}
+    return subprocess.run(
+        [PALYRAD, "--config", str(root / "config.toml"), "--port", str(port)],
+        env={**env, "HOME": str(root), "PALYRA_STATE_DIR": str(root / "state")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_taken_port_is_one_clear_error_before_any_worker(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = start(tmp_path, "version = 1\n[daemon]\nworkers = 2\n", port)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "palyrad: cannot start: [Errno 98] Address already in use"
+    ]
+    assert "worker_started" not in result.stdout + result.stderr
+
+
+def test_workers_that_cannot_start_stop_palyrad_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "agents.toml").write_text("version = 1\n[[agents]]\nnot toml")
+    config = f'version = 1\n[daemon]\nworkers = 2\n[agents]\nfile = "{tmp_path}/agents.toml"\n'
+    result = start(tmp_path, config, free_port())
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith("palyrad: config error:") for line in lines), lines
+    assert "before any worker served" in lines[-1]
+
+
+if sys.platform != "linux":  # SO_REUSEPORT and /proc
+    pytestmark = pytest.mark.skip("workers are tested on Linux")
