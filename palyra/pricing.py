@@ -89,6 +89,9 @@ _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
 
 
 @lru_cache(maxsize=1024)
+# Asked at every request's settling, for a handful of names: the answer is kept (the table
+# never changes while the daemon runs).
+@lru_cache(maxsize=1024)
 def builtin_price(upstream_model: str) -> Price | None:
     """The built-in price of an upstream model name, its snapshots mapped to their base entry
     ("gpt-4o-mini-2024-07-18" -> "gpt-4o-mini"); None when the table has no such model."""
