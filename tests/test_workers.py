@@ -26,6 +26,7 @@ from palyra.config import ConfigError, validate_config
 from tests.fakes.replies import ChatReply
 from tests.fakes.upstream import FakeUpstream
 from tests.support.daemon import PALYRAD, Daemon, free_port, running_daemon, threaded_upstream
+from tests.support.redis import REDIS_URL
 
 ADMIN = "workers-admin-token-0123456789abcdef"
 UPSTREAM_KEY = "sk-fake-upstream-key"
@@ -215,10 +216,21 @@ def test_requests_are_served_by_both_workers_and_metrics_count_them_all(daemon: 
         and 'status="200"' in line
     ]
     assert served == [6.0]  # three answered by each worker, counted once on either
+    # ... and the ledger, written by both into one SQLite file, holds every one of them.
+    deadline = time.monotonic() + 5
+    while True:
+        _, page = call(conns[1], "GET", "/console/v1/requests?model=deterministic&limit=100")
+        if len(page["requests"]) >= 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(page["requests"]) == 6, page
 
 
 def test_a_client_keys_rpm_holds_across_workers(daemon: Daemon) -> None:
-    conns = one_connection_each(daemon)
+    assert_rpm_holds(one_connection_each(daemon))
+
+
+def assert_rpm_holds(conns: dict[int, http.client.HTTPConnection]) -> None:
     status, made = call(
         conns[0],
         "POST",
@@ -237,6 +249,28 @@ def test_a_client_keys_rpm_holds_across_workers(daemon: Daemon) -> None:
         call(conns[i % 2], "POST", CHAT, chat("deterministic"), token=secret)[0] for i in range(8)
     ]
     assert sorted(statuses) == [200] * 3 + [429] * 5, statuses
+
+
+def test_with_redis_each_worker_shares_through_redis(tmp_path: Path) -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except (OSError, redis.RedisError) as exc:
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    config: dict[str, Any] = {
+        "version": 1,
+        "daemon": {"workers": 2},
+        "state": {"redis_url": REDIS_URL},
+        "model_provider": {
+            "providers": [{"provider_id": "det", "kind": "deterministic"}],
+            "models": [{"model_id": "deterministic", "provider_id": "det"}],
+        },
+    }
+    with running_daemon(tmp_path, config, {"PALYRA_ADMIN_TOKEN": ADMIN}) as redis_daemon:
+        conns = one_connection_each(redis_daemon)
+        _, health = call(conns[0], "GET", "/healthz")
+        assert health["dependencies"] == {"state_store": "ok", "redis": "ok", "workers": "ok"}
+        assert_rpm_holds(conns)
 
 
 def test_a_breaker_opened_through_one_worker_is_honoured_by_the_other(
