@@ -278,6 +278,10 @@ class ChannelRateCounter:
         return 0.0
 
     async def correct(self, key: str, delta_tokens: int, *, age_s: float = 0.0) -> None:
+        self.correct_now(key, delta_tokens, age_s=age_s)
+
+    def correct_now(self, key: str, delta_tokens: int, *, age_s: float = 0.0) -> None:
+        """Sent, not waited for (palyra.ratecounter.Corrections calls this directly)."""
         if not delta_tokens:
             return
         self.local.correct_now(key, delta_tokens, age_s=age_s)

@@ -362,8 +362,11 @@ class Corrections:
         self._pending: set[asyncio.Task[None]] = set()
 
     def send(self, counter: RateCounter, key: str, delta_tokens: int, *, age_s: float) -> None:
-        if isinstance(counter, LocalRateCounter):
-            counter.correct_now(key, delta_tokens, age_s=age_s)
+        # A counter that corrects without waiting (in this process, or sending to the master
+        # of the workers, palyra.channel) has `correct_now`: no task needed.
+        correct_now = getattr(counter, "correct_now", None)
+        if correct_now is not None:
+            correct_now(key, delta_tokens, age_s=age_s)
             return
         try:
             task = asyncio.get_running_loop().create_task(

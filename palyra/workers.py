@@ -66,6 +66,10 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` listening sockets on host:port sharing it with SO_REUSEPORT. OSError when the
     port is taken, by anything, including another palyrad's workers: their sockets have
     SO_REUSEPORT too and would otherwise take ours in, so a plain bind is tried first."""
+    if not hasattr(socket, "SO_REUSEPORT") or sys.platform != "linux":
+        # Elsewhere SO_REUSEPORT is missing, or (BSD, macOS) hands every connection to the
+        # last socket bound rather than spreading them.
+        raise OSError("[daemon] workers > 1 needs Linux (SO_REUSEPORT); set workers = 1")
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]

@@ -77,6 +77,12 @@ async def test_the_channel_holds_two_workers_to_one_rpm_and_shares_decisions_and
     assert counters[1].used("key:k")[0] == 3  # all workers' requests, not its own one
     clock.now += 60.5
     assert await counters[1].reserve("key:k", 10, 3, 0) == 0
+    # A correction is sent, not waited for; what follows it on the connection comes after.
+    assert await counters[0].reserve("key:t", 50, 0, 100) == 0
+    counters[0].correct_now("key:t", 30, age_s=0.1)
+    await a.ping()
+    assert hub.counter.used("key:t") == (1, 80)
+    assert await counters[1].reserve("key:t", 30, 0, 100) > 0
 
     decisions_a, decisions_b = ChannelDecisions(a), ChannelDecisions(b)
     await decisions_a.exchange({"circuit:p": (5, "99", "")}, [])
