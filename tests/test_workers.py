@@ -21,12 +21,14 @@ from typing import Any
 
 import pytest
 
+from palyra.budgets import BudgetBook
 from palyra.channel import Channel, ChannelDecisions, ChannelRateCounter, ChannelSpend, Hub
 from palyra.config import ConfigError, validate_config
 from tests.fakes.replies import ChatReply
 from tests.fakes.upstream import FakeUpstream
 from tests.support.daemon import PALYRAD, Daemon, free_port, running_daemon, threaded_upstream
 from tests.support.redis import REDIS_URL
+from tests.test_budgets import NOON, Key
 
 ADMIN = "workers-admin-token-0123456789abcdef"
 UPSTREAM_KEY = "sk-fake-upstream-key"
@@ -61,7 +63,7 @@ class Clock:
         return self.now
 
 
-async def test_the_channel_holds_two_workers_to_one_rpm_and_shares_decisions_and_spend(
+async def test_the_channel_holds_two_workers_to_one_rpm_and_shares_decisions_and_budgets(
     tmp_path: Path,
 ) -> None:
     clock = Clock()
@@ -95,6 +97,17 @@ async def test_the_channel_holds_two_workers_to_one_rpm_and_shares_decisions_and
         "k:day": 2.0,
         "other": None,
     }
+
+    # Two workers' budget books: each one's spend is the other's within two syncs.
+    books = [BudgetBook(wall_ms=lambda: NOON, spend=ChannelSpend(ch)) for ch in (a, b)]
+    key = Key(budget_usd=1.0)
+    for book in books:
+        assert book.check(key, NOON) is None
+        book.add(key.key_id, 0.6, NOON)
+    for book in books * 2:
+        await book.sync()
+    assert [book.spent(key, NOON) for book in books] == [pytest.approx(1.2)] * 2
+    assert all(book.check(key, NOON) is not None for book in books)
 
     await hub.aclose()
     await a.aclose()
