@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from palyra.config import ModelConfig
 from palyra.deployments import Admission, DeploymentBoard
-from palyra.metrics import Metrics
+from palyra.metrics import FLUSH_OBSERVATIONS, Metrics
 from tests.support.deployments import deployment_row as row
 
 NOW_S = 1_800_000_000.0
@@ -159,3 +159,48 @@ async def test_a_deployment_boards_view_reads_as_metrics() -> None:
     assert got[("palyra_deployment_exhausted", "m", "a")] == 0
     now[0] += 31  # past the rest
     assert samples(metrics)[("palyra_deployment_exhausted", "m", "b")] == 0
+
+
+def values(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(sample name, sorted labels) -> value, for every sample /metrics shows."""
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_what_requests_count_is_shown_at_the_next_scrape() -> None:
+    metrics = Metrics()
+    for status in (200, 200, 429):
+        metrics.count_request("/v1/chat/completions", "gpt-4o", status)
+    metrics.count_tokens("openai", "gpt-4o", 120, 30)
+    metrics.count_tokens("openai", "gpt-4o", 5, 0)
+    for seconds in (0.004, 0.2, 3.0):
+        metrics.observe_upstream("openai", "gpt-4o", seconds)
+    shown = values(metrics)
+    route = ("route", "/v1/chat/completions")
+    assert shown[("palyra_requests_total", (("model", "gpt-4o"), route, ("status", "200")))] == 2
+    assert shown[("palyra_requests_total", (("model", "gpt-4o"), route, ("status", "429")))] == 1
+    tokens = (
+        "palyra_tokens_total",
+        (("direction", "in"), ("model", "gpt-4o"), ("provider", "openai")),
+    )
+    assert shown[tokens] == 125
+    latency = (("model", "gpt-4o"), ("provider", "openai"))
+    assert shown[("palyra_upstream_latency_seconds_count", latency)] == 3
+    assert shown[("palyra_upstream_latency_seconds_bucket", (("le", "0.005"), *latency))] == 1
+    assert shown[("palyra_upstream_latency_seconds_sum", latency)] == pytest.approx(3.204)
+    # Counted once: a second scrape shows the same.
+    assert values(metrics)[tokens] == 125
+
+
+def test_observations_are_handed_over_unasked_past_a_bound() -> None:
+    metrics = Metrics()
+    for _ in range(FLUSH_OBSERVATIONS + 5):
+        metrics.observe_upstream("openai", "gpt-4o", 0.01)
+    assert metrics._observations == 5  # the rest went to prometheus_client already
+    latency = (("model", "gpt-4o"), ("provider", "openai"))
+    assert values(metrics)[("palyra_upstream_latency_seconds_count", latency)] == (
+        FLUSH_OBSERVATIONS + 5
+    )
