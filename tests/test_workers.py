@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 from palyra.budgets import BudgetBook
 from palyra.channel import Channel, ChannelDecisions, ChannelRateCounter, ChannelSpend, Hub
 from palyra.config import ConfigError, validate_config
+from palyra.workers import SPEC_ENV
 from tests.fakes.replies import ChatReply
 from tests.fakes.upstream import FakeUpstream
 from tests.support.daemon import PALYRAD, Daemon, free_port, running_daemon, threaded_upstream
@@ -367,6 +369,25 @@ def test_sigterm_drains_every_worker_and_the_master_exits_0(
     assert daemon.process.wait(timeout=15) == 0
     for pid in pids:
         assert not alive(pid)
+
+
+def test_workers_whose_master_is_killed_drain_and_exit(tmp_path: Path) -> None:
+    config = {"version": 1, "daemon": {"workers": 2}}
+    with running_daemon(tmp_path, config, {"PALYRA_ADMIN_TOKEN": ADMIN}) as orphaned:
+        pids = [worker_of(conn)["pid"] for conn in one_connection_each(orphaned).values()]
+        environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+        spec = next(v for v in environ if v.startswith(SPEC_ENV.encode() + b"="))
+        run_dir = Path(json.loads(spec.partition(b"=")[2])["channel"]).parent
+        orphaned.process.kill()
+        orphaned.process.wait()
+        deadline = time.monotonic() + 10
+        while any(map(alive, pids)):
+            assert time.monotonic() < deadline, orphaned.log_text()[-2000:]
+            time.sleep(0.05)
+    assert orphaned.log_text().count('"master_gone"') == 2
+    # What a killed master leaves behind (palyrad removes it when it exits otherwise).
+    assert run_dir.name.startswith("palyrad-")
+    shutil.rmtree(run_dir)
 
 
 def alive(pid: int) -> bool:
