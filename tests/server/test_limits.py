@@ -574,7 +574,7 @@ async def test_the_heaviest_requests_leave_the_event_loop_free(
     # left out of it, as a daemon's start-up objects can be (gc.freeze after start).
     gc.collect()
     gc.freeze()
-    switch_interval = sys.getswitchinterval()
+    switch_interval, threshold = sys.getswitchinterval(), gc.get_threshold()
     tune_interpreter()  # as palyrad does when it starts serving
     try:
         status, delays = await health_delays_during(
@@ -583,6 +583,7 @@ async def test_the_heaviest_requests_leave_the_event_loop_free(
     finally:
         gc.unfreeze()
         sys.setswitchinterval(switch_interval)
+        gc.set_threshold(*threshold)
     answer = orjson.loads((tmp_path / "body.json.answer").read_bytes())
     assert status == expected, answer
     if path == "/v1/embeddings":
