@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_protocol import RequestPayloadError
 
-from palyra import telemetry
+from palyra import logs, telemetry
 from palyra.accounting import Accounting
 from palyra.agents.lease import load_node_id
 from palyra.agents.registry import load_agents
@@ -373,7 +373,7 @@ def serve_worker(spec: WorkerSpec) -> int:
     settings = loaded.config
     configure_logging(settings.daemon.log_level)
     # Every line this worker logs says which it is (bound before the loop copies the context).
-    structlog.contextvars.bind_contextvars(worker=spec.index)
+    logs.bind_process(worker=spec.index)
     sock = socket.socket(fileno=spec.fd)
 
     def listening(stop: asyncio.Event) -> None:

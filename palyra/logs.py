@@ -75,6 +75,15 @@ class LineLogger:
 # Where the access line goes when it can skip structlog (JSON lines at info or below): set
 # by configure_logging, None otherwise.
 _access_writer: Callable[[bytes], None] | None = None
+# What every line of this process carries (a worker's index), for the access line: the
+# other lines have it from structlog's context.
+_process_fields: dict[str, Any] = {}
+
+
+def bind_process(**fields: Any) -> None:
+    """Fields every line this process logs carries from now on (a worker's index)."""
+    structlog.contextvars.bind_contextvars(**fields)
+    _process_fields.update(fields)
 
 
 def access(
@@ -110,6 +119,7 @@ def access(
         "model": model,
         "provider": provider,
         "event": "request",
+        **_process_fields,
         "request_id": request_id,
         "level": "info",
     }

@@ -60,3 +60,17 @@ def test_access_line_on_a_terminal_is_readable(stream: io.TextIOWrapper) -> None
     logs.access("req-3", "GET", "/v1/models", 404, 0.5, None, None)
     text = stream.buffer.getvalue().decode()  # type: ignore[attr-defined]
     assert "request" in text and "req-3" in text and "status=404" in text
+
+
+def test_a_workers_access_line_says_which_worker(stream: io.TextIOWrapper) -> None:
+    logs.configure_logging("info", stream=stream, json=True)
+    logs.bind_process(worker=1)
+    try:
+        structlog.contextvars.bind_contextvars(request_id="req-4")
+        logs.access("req-4", "POST", "/v1/chat/completions", 200, 2.0, "gpt", "openai")
+        structlog.get_logger("palyra.http").info("something_else")
+        access, other = _lines(stream)
+        assert access["worker"] == 1 and other["worker"] == 1
+        assert access["request_id"] == "req-4"
+    finally:
+        logs._process_fields.clear()
