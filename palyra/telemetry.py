@@ -415,15 +415,13 @@ class Tracing:
             s.set_route(route_info)
     """
 
-    __slots__ = ("_sdk",)
+    __slots__ = ("_sdk", "enabled")
 
     def __init__(self) -> None:
         self._sdk: _Sdk | None = None
-
-    @property
-    def enabled(self) -> bool:
-        """For a caller whose arguments would cost something to work out."""
-        return self._sdk is not None
+        # For a caller whose arguments would cost something to work out (an attribute, not
+        # a property: asked at every request).
+        self.enabled = False
 
     def request(
         self,
@@ -518,6 +516,7 @@ class Tracing:
         replaced; its spans still queued are sent from a thread of their own."""
         old = self._sdk
         self._sdk = _Sdk(config) if config.otlp_endpoint else None
+        self.enabled = self._sdk is not None
         if old is not None:
             threading.Thread(
                 target=old.provider.shutdown, name="palyra-telemetry-shutdown", daemon=True
@@ -541,6 +540,7 @@ class Tracing:
         """Flush and stop (tracing is off after). Waits at most `timeout_s` for a collector
         that does not answer: the rest is then lost, and the daemon stops all the same."""
         sdk, self._sdk = self._sdk, None
+        self.enabled = False
         if sdk is not None:
             await _off_loop(sdk.provider.shutdown, timeout_s)
 

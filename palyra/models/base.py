@@ -38,10 +38,8 @@ class ModelProvider(ABC):
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-
-    @property
-    def provider_id(self) -> str:
-        return self.config.provider_id
+        # (Read several times a request: an attribute, not a property.)
+        self.provider_id: str = config.provider_id
 
     @abstractmethod
     async def chat(self, request: ChatRequest, model: ModelConfig) -> ChatResult: ...

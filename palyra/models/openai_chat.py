@@ -48,7 +48,7 @@ def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> d
         if (
             message.annotations is not None
             or message.reasoning_content is not None
-            or message.model_extra
+            or message.__pydantic_extra__
         ):
             replies = True
         if message.audio is not None:
