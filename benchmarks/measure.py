@@ -8,34 +8,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
-from processes import HERE, PYTHON, Target
+from processes import HERE, PYTHON, Target, pin, process_tree
 from scenarios import Scenario, body_for, headers_for, stream_end
 
 # --- memory and CPU -------------------------------------------------------------------------
 
 
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{current}/task"):
-                with open(f"/proc/{current}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-    return pids
-
-
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children (LiteLLM may fork), in MB."""
     total = 0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
@@ -46,12 +35,27 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process tree so far. Per request, it is a figure that
     other load on the machine barely moves, unlike latency and req/s."""
-    ticks = 0
-    for p in _tree(pid):
+    return sum(cpu_by_process(pid).values())
+
+
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """User plus system CPU seconds so far of each process of the tree (`pid` first)."""
+    out: dict[int, float] = {}
+    for p in process_tree(pid):
         with contextlib.suppress(OSError), open(f"/proc/{p}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+            out[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy so far (/proc/stat: all but idle
+    and iowait): against what the harness's processes spent, what else ran meanwhile."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is counted in user already.
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class PeakRSS:
@@ -151,6 +155,7 @@ def run_wrk(
         capture_output=True,
         text=True,
         timeout=seconds + 60,
+        preexec_fn=pin("loadgen"),
     )
     for line in out.stdout.splitlines():
         if line.startswith("WRK-JSON "):
@@ -199,11 +204,19 @@ def run_loadgen(
         cmd += ["--header", f"{name}: {value}"]
     if scenario.requests:
         cmd += ["--requests", str(scenario.requests)]
+        if scenario.raw_client:
+            cmd += ["--raw"]
     else:
         cmd += ["--duration", str(scenario.duration_s)]
     if scenario.stream:
         cmd += ["--stream", "--stream-end", stream_end(scenario)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s * 3 + 60)
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s * 3 + 60,
+        preexec_fn=pin("loadgen"),
+    )
     if out.returncode != 0:
         raise RuntimeError(f"loadgen failed: {out.stderr[-800:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -219,21 +232,36 @@ def measure(
         raise KeyError(f"{target.name} does not serve {scenario.key}")
     url, model = route
     body = body_for(scenario, model)
-    headers = headers_for(scenario, target.token)
+    headers = headers_for(scenario, target.token) | target.extra_headers(scenario)
     pid = target.process.pid if target.process is not None else None
     wrk_ok = use_wrk and not scenario.stream and not scenario.requests
     if wrk_ok and not quick:
         run_wrk(url, headers, body, scenario.concurrency, 1, work)  # warm-up, untimed
     timeout_s = 120.0 if scenario.requests else 30.0
-    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    cpu_before = cpu_by_process(pid) if pid is not None else {}
+    # wrk or loadgen.py is the only child that ends meanwhile: what it spent is the load
+    # generator's share of the machine.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = machine_busy_seconds()
     with PeakRSS(pid) as peak:
         if wrk_ok:
             result = run_wrk(url, headers, body, scenario.concurrency, scenario.duration_s, work)
         else:
             result = run_loadgen(url, headers, body, scenario, work, timeout_s)
+    result["machine_busy_s"] = round(machine_busy_seconds() - busy_before, 2)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["loadgen_cpu_s"] = round(
+        children.ru_utime + children.ru_stime - children_before.ru_utime - children_before.ru_stime,
+        2,
+    )
     result["peak_rss_mb"] = peak.peak if pid is not None else None
     served = result["requests"] + result["errors"]
-    result["cpu_ms_per_req"] = (
-        (cpu_seconds(pid) - cpu_before) * 1000 / served if pid is not None and served else None
-    )
+    if pid is not None:
+        cpu_after = cpu_by_process(pid)
+        # Per process, the tree's root first (palyrad's master when it runs workers).
+        spent = [round(t - cpu_before.get(p, 0.0), 2) for p, t in cpu_after.items()]
+        result["cpu_s_by_process"] = spent
+        result["cpu_ms_per_req"] = sum(spent) * 1000 / served if served else None
+    else:
+        result["cpu_ms_per_req"] = None
     return result

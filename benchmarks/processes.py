@@ -1,5 +1,7 @@
-"""The processes under test, each on loopback: the mock upstream, the floor, `palyrad` and
-LiteLLM's proxy, and for each a `Target`: where it serves each scenario.
+"""The processes under test, each on loopback: the mock upstream, the floor, `palyrad`,
+LiteLLM's proxy and Portkey's gateway, and for each a `Target`: where it serves each scenario
+and what else it needs sent. Every process may be pinned to CPUs (`CPU_AFFINITY`, run.py's
+`--pin`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import litellm_peer
-from scenarios import CLIENT_KEY, DEPLOYED, Scenario
+import portkey_peer
+from scenarios import CLIENT_KEY, DEPLOYED, WORKERS, Scenario
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -33,7 +36,8 @@ UPSTREAM_KEY_ENV = "PALYRA_BENCH_UPSTREAM_KEY"
 PEER_TOKEN = "sk-bench-admin"
 
 # (mode, endpoint, via) -> (url, model)
-Routes = dict[tuple[str, str, str], tuple[str, str]]
+RouteKey = tuple[str, str, str]
+Routes = dict[RouteKey, tuple[str, str]]
 
 
 @dataclass
@@ -42,10 +46,71 @@ class Target:
     process: subprocess.Popen[bytes] | None
     token: str = ""
     routes: Routes = field(default_factory=dict)
+    # Sent beside the wire format's own headers, per route (Portkey's x-portkey-*).
+    headers: dict[RouteKey, dict[str, str]] = field(default_factory=dict)
+    # Scenarios this target sits out, and why (a peer too slow for 5,000 open streams).
+    skips: dict[str, str] = field(default_factory=dict)
 
     def route(self, scenario: Scenario) -> tuple[str, str] | None:
         """Where this target serves the scenario; None when it does not."""
+        if scenario.key in self.skips:
+            return None
         return self.routes.get(scenario.route_key)
+
+    def extra_headers(self, scenario: Scenario) -> dict[str, str]:
+        return self.headers.get(scenario.route_key, {})
+
+
+# --- CPU pinning ------------------------------------------------------------------------------
+
+# Role -> the CPUs its processes may run on (run.py's `--pin ROLE=CPUS`); a role not named
+# runs where the scheduler puts it. Roles: ROLES.
+CPU_AFFINITY: dict[str, set[int]] = {}
+ROLES = ("mock", "floor", "palyra", "litellm", "portkey", "loadgen")
+
+
+def parse_cpus(text: str) -> set[int]:
+    """ "0", "1,3" or "0-1" -> a set of CPU numbers; a ValueError names what is wrong."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r} (say 0, 0,1 or 0-1)")
+        cpus.update(range(int(first), int(last or first) + 1))
+    usable = os.sched_getaffinity(0)
+    if not cpus <= usable:
+        raise ValueError(f"CPUs {sorted(cpus - usable)} are not usable here ({sorted(usable)})")
+    return cpus
+
+
+def pin(role: str) -> Callable[[], None] | None:
+    """A `preexec_fn` that pins the child to its role's CPUs before it runs (so that what it
+    forks, palyrad's workers say, inherits them); None when the role is not pinned."""
+    cpus = CPU_AFFINITY.get(role)
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def describe_pins() -> str:
+    if not CPU_AFFINITY:
+        return "no CPU pinning (every process where the scheduler put it)"
+    return "CPU pinning: " + ", ".join(
+        f"{role} on {','.join(map(str, sorted(cpus)))}" for role, cpus in CPU_AFFINITY.items()
+    )
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process under it (LiteLLM and palyrad's workers fork)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return pids
 
 
 def free_port() -> int:
@@ -119,6 +184,7 @@ def start_mock(work: Path, hold_interval_ms: float) -> tuple[subprocess.Popen[by
         ],
         stdout=log,
         stderr=log,
+        preexec_fn=pin("mock"),
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/fast/v1/models", process, 20, "mock upstream")
@@ -137,6 +203,8 @@ def mock_target(mock: str) -> Target:
         ("fast", "chat", DEPLOYED): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
         ("fast", "chat", CLIENT_KEY): (f"{mock}/fast/v1/chat/completions", "gpt-4o-mini"),
     }
+    for n in (1, 2):
+        routes[("fast", "chat", f"{WORKERS}{n}")] = routes[("fast", "chat", "")]
     for via in ("", "passthrough", "translated"):
         routes[("fast", "responses", via)] = (f"{mock}/fast/v1/responses", "gpt-4o-mini")
         routes[("fast", "messages", via)] = (f"{mock}/fast/v1/messages", "claude-sonnet-4-5")
@@ -150,7 +218,7 @@ version = 1
 
 [daemon]
 log_level = "info"
-
+{workers}
 [model_provider]
 failover_enabled = true
 
@@ -159,13 +227,16 @@ failover_enabled = true
 """
 
 
-def daemon_config(mock: str, dialects: bool = True, deployments: bool = False) -> str:
+def daemon_config(
+    mock: str, dialects: bool = True, deployments: bool = False, workers: int = 0
+) -> str:
     """Six models on five OpenAI-compatible providers; with `dialects`, also an Anthropic
     provider (Messages passed through natively) and an OpenAI-compatible one with Responses
     pass-through. Without, the config is the one the daemon had before those dialects, which
     an older tree can still load (for before/after figures). With `deployments`, also
     `DEPLOYED_MODEL` on three more providers and `EXTRA_MODELS` models spread over all of
-    them (see `deployed_models`)."""
+    them (see `deployed_models`). With `workers`, `[daemon] workers` is set to it (without,
+    the key is left out: older trees refuse it)."""
     providers = [
         ("mock-fast", "openai_compatible", f"{mock}/fast/v1", ""),
         ("mock-slow", "openai_compatible", f"{mock}/slow/v1", ""),
@@ -222,7 +293,11 @@ def daemon_config(mock: str, dialects: bool = True, deployments: bool = False) -
         f'role = "{role}"\n{extra}'
         for mid, pid, upstream, role, extra in models
     ]
-    return DAEMON_CONFIG.format(providers="\n".join(provider_text), models="\n".join(model_text))
+    return DAEMON_CONFIG.format(
+        workers=f"workers = {workers}\n" if workers else "",
+        providers="\n".join(provider_text),
+        models="\n".join(model_text),
+    )
 
 
 # The model of the deploy-* scenarios: one model_id on three providers that all answer at
@@ -292,6 +367,73 @@ def start_deployed_daemon(work: Path, mock: str, *, palyra_src: str = "") -> Tar
     return Target("palyra", process, ADMIN_TOKEN, routes)
 
 
+def start_workers_daemon(work: Path, mock: str, workers: int, *, palyra_src: str = "") -> Target:
+    """A `palyrad` with `[daemon] workers = N` for the workers-* scenarios (whole chat at 64
+    concurrent), the usual config otherwise. A RuntimeError when it refuses the key, or when it
+    answers from fewer processes than N workers need: a tree that reads the key but does not
+    serve it yet would otherwise pass for N workers."""
+    config = daemon_config(mock, dialects=False, workers=workers)
+    process, url = spawn_daemon(work, f"-workers{workers}", config, palyra_src)
+    try:
+        wait_workers(process, url, workers)
+    except RuntimeError:
+        stop(process)
+        raise
+    route = (url + "/v1/chat/completions", "bench-chat")
+    routes: Routes = {("fast", "chat", f"{WORKERS}{workers}"): route}
+    return Target("palyra", process, ADMIN_TOKEN, routes)
+
+
+# Once palyrad answers, how long its process count may take to show N workers, and all of
+# them to answer.
+WORKERS_COUNT_S = 5.0
+WORKERS_READY_S = 60.0
+
+
+def python_processes(pid: int) -> int:
+    """How many processes of the tree under `pid` (itself included) run Python: palyrad's
+    workers, not a helper it may run (`/proc/PID/exe`)."""
+    count = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            if "python" in os.path.basename(os.readlink(f"/proc/{p}/exe")):
+                count += 1
+    return count
+
+
+def wait_workers(process: subprocess.Popen[bytes], url: str, n: int) -> None:
+    """Waits until palyrad, which answers already, runs at least `n` Python processes and
+    each of them answers: every worker has a listening socket of its own on the port
+    (SO_REUSEPORT), and a new connection may be queued on one still starting, so 8 answers
+    a worker on new connections (each one lands on a given worker with chance 1/n) say that
+    all are up. One process when n > 1: the key is read but not served."""
+    deadline = time.monotonic() + WORKERS_COUNT_S
+    seen = python_processes(process.pid)
+    while seen < n and time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"palyrad exited with {process.returncode}")
+        time.sleep(0.1)
+        seen = python_processes(process.pid)
+    if seen < n:
+        raise RuntimeError(
+            f"palyrad with [daemon] workers = {n} runs {seen} Python "
+            f"process{'es' if seen != 1 else ''} (the key is read but not served by this tree)"
+        )
+    deadline = time.monotonic() + WORKERS_READY_S
+    answered = 0
+    while answered < 8 * n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"palyrad's {n} workers did not all answer within {WORKERS_READY_S:.0f} s"
+            )
+        try:
+            # urllib opens a new connection each time, so the kernel picks a worker each time.
+            with urllib.request.urlopen(url + "/healthz", timeout=2):
+                answered += 1
+        except (urllib.error.URLError, OSError):
+            answered = 0
+
+
 def spawn_daemon(
     work: Path, suffix: str, config_text: str, palyra_src: str
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -326,6 +468,7 @@ def spawn_daemon(
         env=env,
         stdout=log,
         stderr=log,
+        preexec_fn=pin("palyra"),
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -467,6 +610,7 @@ def start_floor(work: Path, mock: str) -> Target:
         [PYTHON, str(HERE / "floor.py"), "--port", str(port), "--upstream", mock],
         stdout=log,
         stderr=log,
+        preexec_fn=pin("floor"),
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz", process, 20, "floor")
@@ -475,7 +619,7 @@ def start_floor(work: Path, mock: str) -> Target:
         key: (url + route.removeprefix(mock), model)
         for key, (route, model) in direct.routes.items()
         # A pass-through has no models, let alone deployments, and no keys but the upstream's.
-        if key[2] not in (DEPLOYED, CLIENT_KEY)
+        if key[2] not in (DEPLOYED, CLIENT_KEY) and not key[2].startswith(WORKERS)
     }
     return Target("floor", process, "", routes)
 
@@ -504,7 +648,54 @@ def start_litellm(work: Path, mock: str) -> Target:
         stdout=log,
         stderr=log,
         cwd=work,
+        preexec_fn=pin("litellm"),
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health/liveliness", process, 240, "litellm")
     return Target("litellm", process, PEER_TOKEN, gateway_routes(url, dialects=False))
+
+
+def start_portkey(work: Path, mock: str) -> Target:
+    """Portkey's gateway (benchmarks/portkey_peer.py), one Node process, with the headers that
+    name its upstream sent per route: chat, embeddings and failover as for the other
+    gateways, and /v1/responses and /v1/messages passed through (Portkey's way: its
+    Responses route goes to the provider's own /responses, its Messages route to an
+    Anthropic provider's /messages)."""
+    portkey_peer.ensure_installed()
+    port = free_port()
+    log = open(work / "portkey.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        portkey_peer.command(port),
+        stdout=log,
+        stderr=log,
+        cwd=work,
+        preexec_fn=pin("portkey"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/", process, 60, "portkey")
+    chat, embed = url + "/v1/chat/completions", url + "/v1/embeddings"
+    responses, messages = url + "/v1/responses", url + "/v1/messages"
+    routes: Routes = {
+        ("fast", "chat", ""): (chat, "gpt-4o-mini"),
+        ("slow", "chat", ""): (chat, "gpt-4o-mini"),
+        ("hold", "chat", ""): (chat, "gpt-4o-mini"),
+        ("failover", "chat", ""): (chat, "gpt-4o-mini"),
+        ("fast", "embeddings", ""): (embed, "text-embedding-3-small"),
+        ("fast", "responses", ""): (responses, "gpt-4o-mini"),
+        ("fast", "responses", "passthrough"): (responses, "gpt-4o-mini"),
+        ("fast", "messages", ""): (messages, "claude-sonnet-4-5"),
+    }
+    host = portkey_peer.headers
+    headers: dict[RouteKey, dict[str, str]] = {
+        ("fast", "chat", ""): host(f"{mock}/fast/v1"),
+        ("slow", "chat", ""): host(f"{mock}/slow/v1"),
+        ("hold", "chat", ""): host(f"{mock}/hold/v1"),
+        ("failover", "chat", ""): portkey_peer.fallback_config(
+            f"{mock}/fail/v1", f"{mock}/fast/v1"
+        ),
+        ("fast", "embeddings", ""): host(f"{mock}/fast/v1"),
+        ("fast", "responses", ""): host(f"{mock}/fast/v1"),
+        ("fast", "responses", "passthrough"): host(f"{mock}/fast/v1"),
+        ("fast", "messages", ""): host(f"{mock}/fast/v1", "anthropic"),
+    }
+    return Target("portkey", process, portkey_peer.UPSTREAM_KEY, routes, headers)

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from scenarios import DIALECTS, Scenario
+from scenarios import DIALECTS, OPEN_STREAMS, Scenario
 
 Results = dict[str, dict[str, dict[str, Any]]]
+GATEWAYS = ("floor", "palyra", "litellm", "portkey")
+PEERS = ("litellm", "portkey")
+
+# Issue 17: palyrad's CPU per request over the floor's in the same run, at most this, per kind
+# of request (the scenarios of that kind that both serve).
+FLOOR_CPU_LIMITS = {
+    "chat-c1": 1.5,
+    "chat-c16": 1.5,
+    "stream-c1": 1.7,
+    "stream-c16": 1.7,
+    "embeddings-c16": 2.0,
+    "embeddings-b64-c16": 2.0,
+}
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -48,7 +61,7 @@ def report(
     for sc in scenario_list:
         per = results.get(sc.key, {})
         base = per.get("direct")
-        for name in ("direct", "floor", "palyra", "litellm"):
+        for name in ("direct", *GATEWAYS):
             r = per.get(name)
             if r is None:
                 continue
@@ -81,33 +94,7 @@ def report(
                 )
                 + " |"
             )
-    lines += [
-        "",
-        "## Palyra vs LiteLLM",
-        "",
-        "| scenario | palyra req/s | litellm req/s | ratio | palyra added p50 | "
-        "litellm added p50 | palyra peak RSS MB | litellm peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for sc in scenario_list:
-        per = results.get(sc.key, {})
-        p, peer, base = per.get("palyra"), per.get("litellm"), per.get("direct")
-        if p is None or "error" in p:
-            continue
-        if peer is None or "error" in peer:
-            lines.append(
-                f"| {sc.title} | {fmt(p['rps'], 0)} | – | – | "
-                f"{fmt(added(p, base, 'latency_ms', 'p50'))} | – | "
-                f"{fmt(p.get('peak_rss_mb'), 0)} | – |"
-            )
-            continue
-        ratio = p["rps"] / peer["rps"] if peer["rps"] else None
-        lines.append(
-            f"| {sc.title} | {fmt(p['rps'], 0)} | {fmt(peer['rps'], 0)} | "
-            f"{fmt(ratio, 1)}× | {fmt(added(p, base, 'latency_ms', 'p50'))} | "
-            f"{fmt(added(peer, base, 'latency_ms', 'p50'))} | "
-            f"{fmt(p.get('peak_rss_mb'), 0)} | {fmt(peer.get('peak_rss_mb'), 0)} |"
-        )
+    lines += side_by_side(results, scenario_list)
     lines += floor_table(results, scenario_list)
     lines += ["", "## Token estimator, 100 KB prompt", ""]
     for name, r in tokens.items():
@@ -124,6 +111,60 @@ def report(
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def added_headline(r: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
+    """Added p50: to the first chunk for a stream, to the answer otherwise."""
+    if r is None or "error" in r:
+        return None
+    if r.get("ttfc_ms"):
+        return added(r, base, "ttfc_ms", "p50")
+    return added(r, base, "latency_ms", "p50")
+
+
+def side_by_side(results: Results, scenario_list: list[Scenario]) -> list[str]:
+    """palyrad, the floor and the peers, one row a scenario: req/s, palyrad's req/s over each
+    peer's, CPU per request, added p50 (to the first chunk for streams) and peak RSS."""
+    rows = []
+    for sc in scenario_list:
+        per = results.get(sc.key, {})
+        ok = {n: r for n in GATEWAYS if (r := per.get(n)) is not None and "error" not in r}
+        p, base = ok.get("palyra"), per.get("direct")
+        if p is None:
+            continue
+
+        def ratio(peer: str, p: dict[str, Any] = p, ok: dict[str, Any] = ok) -> str:
+            theirs = ok.get(peer)
+            if theirs is None or not theirs["rps"]:
+                return "–"
+            return f"{p['rps'] / theirs['rps']:,.1f}×"
+
+        cells = [sc.title]
+        cells += [fmt(ok[n]["rps"], 0) if n in ok else "–" for n in GATEWAYS]
+        cells += [ratio(peer) for peer in PEERS]
+        cells += [fmt(ok[n].get("cpu_ms_per_req"), 3) if n in ok else "–" for n in GATEWAYS]
+        cells += [fmt(added_headline(ok.get(n), base)) for n in GATEWAYS]
+        cells += [fmt(ok[n].get("peak_rss_mb"), 0) if n in ok else "–" for n in GATEWAYS[1:]]
+        rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "## Side by side: palyrad, the floor, LiteLLM and Portkey",
+        "",
+        "One run, the same mock and load generator for all. *added p50* is to the first chunk "
+        "for streams (Portkey holds a stream's first chunk back 25 ms by design), to the "
+        "answer otherwise. – : not run there (LiteLLM serves chat and embeddings only here; "
+        "deploy-*, key-* and workers-* are palyrad's alone).",
+        "",
+        "| scenario | floor req/s | palyra req/s | litellm req/s | portkey req/s | "
+        "palyra ÷ litellm | palyra ÷ portkey | floor CPU ms/req | palyra CPU ms/req | "
+        "litellm CPU ms/req | portkey CPU ms/req | floor added p50 | palyra added p50 | "
+        "litellm added p50 | portkey added p50 | palyra peak RSS MB | litellm peak RSS MB | "
+        "portkey peak RSS MB |",
+        "|---|" + "---:|" * 17,
+        *rows,
+    ]
 
 
 def floor_table(results: Results, scenario_list: list[Scenario]) -> list[str]:
@@ -202,15 +243,108 @@ def targets(results: Results) -> list[str]:
     if po:
         check("open streams: errors", po["errors"], 0, True, "errors")
         check("open streams: peak RSS", po.get("peak_rss_mb"), 150, True, "MB")
+    many, many_base = get("streams-5000", "palyra"), get("streams-5000", "direct")
+    if many:
+        n = f"{many['requests'] + many['errors']:,}"
+        check(f"{n} open streams, one worker: errors", many["errors"], 0, True, "errors")
+        check(
+            f"{n} open streams, one worker: added TTFC p99",
+            added(many, many_base, "ttfc_ms", "p99"),
+            50,
+            True,
+            "ms",
+        )
+        check(f"{n} open streams, one worker: peak RSS", many.get("peak_rss_mb"), 300, True, "MB")
     out += dialect_targets(results)
     out += deployment_targets(results)
     out += client_key_targets(results)
+    out += floor_targets(results)
     peer16 = get("chat-c16", "litellm")
     if p16 and peer16 and peer16["rps"]:
         check("req/s at 16 concurrent vs LiteLLM", p16["rps"] / peer16["rps"], 5, False, "×")
     elif p16:
         out.append("req/s vs LiteLLM: not measured (peer not run)")
+    out += portkey_targets(results)
+    out += worker_targets(results)
     return out
+
+
+def floor_targets(results: Results) -> list[str]:
+    """Issue 17, point 1: palyrad's CPU per request over the floor's, same run: whole chat at
+    most 1.5x, streamed 1.7x, embeddings 2x."""
+    out = []
+    for key, limit in FLOOR_CPU_LIMITS.items():
+        per = results.get(key, {})
+        p, fl = per.get("palyra"), per.get("floor")
+        if p is None and fl is None:
+            continue
+        if p is None or fl is None or "error" in p or "error" in fl:
+            out.append(f"{key}: CPU per request against the floor's not measured")
+            continue
+        mine, floor = p.get("cpu_ms_per_req"), fl.get("cpu_ms_per_req")
+        if not mine or not floor:
+            out.append(f"{key}: CPU per request against the floor's not measured")
+            continue
+        ratio = mine / floor
+        verdict = "PASS" if ratio <= limit else "FAIL"
+        out.append(
+            f"{verdict} {key}: palyrad CPU per request {ratio:.2f}× the floor's "
+            f"({mine:.3f} against {floor:.3f} ms; target ≤ {limit}×)"
+        )
+    return out
+
+
+def portkey_targets(results: Results) -> list[str]:
+    """Issue 17, point 2: at least 3x Portkey's req/s at 16 concurrent whole chats, and ahead
+    of it in every streamed scenario both served."""
+
+    def both(key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        p, pk = results.get(key, {}).get("palyra"), results.get(key, {}).get("portkey")
+        if p is None or pk is None or "error" in p or "error" in pk or not pk["rps"]:
+            return None
+        return p, pk
+
+    out = []
+    pair = both("chat-c16")
+    if pair is not None:
+        p, pk = pair
+        ratio = p["rps"] / pk["rps"]
+        out.append(
+            f"{'PASS' if ratio >= 3 else 'FAIL'} req/s at 16 concurrent vs Portkey: "
+            f"{ratio:.2f}× ({p['rps']:,.0f} against {pk['rps']:,.0f}; target ≥ 3×)"
+        )
+    elif results.get("chat-c16", {}).get("palyra"):
+        out.append("req/s vs Portkey: not measured (peer not run)")
+    for key, per in results.items():
+        pair = both(key) if any(r.get("ttfc_ms") for r in per.values()) else None
+        if pair is None:
+            continue
+        p, pk = pair
+        ratio = p["rps"] / pk["rps"]
+        # An open-streams scenario's req/s is its hold time's: errors say more there.
+        extra = f", errors {p['errors']} against {pk['errors']}" if key in OPEN_STREAMS else ""
+        ahead = ratio > 1 and p["errors"] <= pk["errors"]
+        out.append(
+            f"{'PASS' if ahead else 'FAIL'} {key} vs Portkey: {ratio:.2f}× its req/s "
+            f"({p['rps']:,.0f} against {pk['rps']:,.0f}{extra}; target: ahead)"
+        )
+    return out
+
+
+def worker_targets(results: Results) -> list[str]:
+    """Issue 17, point 3: two workers serve at least 1.4x one worker's req/s at 64 concurrent
+    whole chats."""
+    one = results.get("workers-1-c64", {}).get("palyra")
+    two = results.get("workers-2-c64", {}).get("palyra")
+    if "workers-1-c64" not in results and "workers-2-c64" not in results:
+        return []
+    if one is None or two is None or "error" in one or "error" in two or not one["rps"]:
+        return ["workers = 2 against workers = 1 at 64 concurrent: not measured (see Notes)"]
+    ratio = two["rps"] / one["rps"]
+    return [
+        f"{'PASS' if ratio >= 1.4 else 'FAIL'} workers = 2 against workers = 1, 64 concurrent: "
+        f"{ratio:.2f}× the req/s ({two['rps']:,.0f} against {one['rps']:,.0f}; target ≥ 1.4×)"
+    ]
 
 
 def dialect_targets(results: Results) -> list[str]:

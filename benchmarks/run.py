@@ -1,12 +1,15 @@
 """The benchmark harness: the daemon's overhead, measured against a fast mock upstream, side by
-side with LiteLLM's proxy, in one run.
+side with the floor (a bare aiohttp pass-through), LiteLLM's proxy and Portkey's gateway, in
+one run.
 
     .venv/bin/python benchmarks/run.py            # everything; writes benchmarks/results.md
     .venv/bin/python benchmarks/run.py --quick --no-peer   # a few seconds, as the smoke test does
 
 Processes, all on loopback (benchmarks/processes.py): the mock upstream
-(benchmarks/mock_upstream.py), `palyrad` with a config pointing at it, LiteLLM's proxy
-(benchmarks/.venv-litellm, installed on first use) and the load generator (wrk when installed,
+(benchmarks/mock_upstream.py), `palyrad` with a config pointing at it, the floor
+(benchmarks/floor.py), LiteLLM's proxy (benchmarks/.venv-litellm, installed on first use),
+Portkey's gateway (benchmarks/.venv-portkey, installed on first use with npm; see
+benchmarks/portkey_peer.py) and the load generator (wrk when installed,
 else benchmarks/loadgen.py; streams always use loadgen.py, which sees the first chunk; see
 benchmarks/measure.py). Each scenario (benchmarks/scenarios.py) runs straight against the
 mock first, then through each gateway: "added" latency is the gateway's percentile minus the
@@ -31,17 +34,21 @@ sys.path.insert(0, str(HERE))
 
 # Sibling scripts, not a package.
 import litellm_peer  # noqa: E402
-from measure import ensure_wrk, measure, rss_mb  # noqa: E402
+from measure import cpu_seconds, ensure_wrk, measure, rss_mb  # noqa: E402
 from processes import (  # noqa: E402
     CLIENT_KEY_NAME,
     CLIENT_KEY_SETTINGS,
+    CPU_AFFINITY,
     DEPLOYED_MODEL,
     EXTRA_MODELS,
     PYTHON,
+    ROLES,
     Target,
+    describe_pins,
     dispatched,
     ledger_by_key,
     mock_target,
+    parse_cpus,
     raise_fd_limit,
     start_client_key,
     start_daemon,
@@ -49,17 +56,36 @@ from processes import (  # noqa: E402
     start_floor,
     start_litellm,
     start_mock,
+    start_portkey,
+    start_workers_daemon,
     stop,
     workdir,
 )
 from report import fmt, report  # noqa: E402
 from scenarios import (  # noqa: E402
     CLIENT_KEY,
+    WORKERS,
     Scenario,
     scenarios,
     uses_client_key,
     uses_deployments,
     uses_dialects,
+    worker_counts,
+)
+
+PEERS = ("litellm", "portkey")
+# Scenarios a peer sits out, and why: LiteLLM's 1,000 open streams alone take 40-100 s.
+PEER_SKIPS = {
+    "litellm": {"streams-5000": "LiteLLM not run on 5,000 open streams (its 1,000 take 40-100 s)"}
+}
+
+PORTKEY_NOTE = (
+    "portkey: Portkey's gateway 1.15.2 (one Node process; headers x-portkey-provider and "
+    "x-portkey-custom-host sent per scenario, failover as an x-portkey-config fallback); by "
+    "design it holds each stream's first chunk back 25 ms (readStream() in its build), so its "
+    "added TTFC is about 30 ms and its streams at 1 concurrent take 25 ms more; /v1/responses "
+    "and /v1/messages are passed through to the provider's own route (palyrad translates "
+    "Responses onto chat completions in responses-*)"
 )
 
 # --- token estimator ----------------------------------------------------------------------
@@ -168,13 +194,53 @@ def ledger_note(ledger: dict[str, Any], results: dict[str, Any], chosen: list[Sc
     )
 
 
+def worker_notes(results: dict[str, Any], chosen: list[Scenario]) -> list[str]:
+    """Where the CPU went in each workers-* scenario: palyrad's master and each worker, the
+    mock and the load generator, so that a reader sees what the two cores were shared by."""
+    out = []
+    for sc in chosen:
+        r = results.get(sc.key, {}).get("palyra")
+        if not sc.via.startswith(WORKERS) or r is None or "error" in r:
+            continue
+        spent = r.get("cpu_s_by_process") or []
+        label = "master, then each worker" if len(spent) > 1 else "the one process"
+        mock, load = r.get("mock_cpu_s", 0.0), r.get("loadgen_cpu_s", 0.0)
+        busy = r.get("machine_busy_s", 0.0)
+        rest = busy - sum(spent) - mock - load
+        seconds = sc.duration_s
+        out.append(
+            f"{sc.key}: CPU seconds over its {seconds:.0f} s ({os.cpu_count()} cores: "
+            f"{seconds * (os.cpu_count() or 1):.0f} s): palyrad {sum(spent):.2f} ({label}: "
+            f"{', '.join(f'{s:.2f}' for s in spent)}), the mock {mock:.2f}, the load generator "
+            f"{load:.2f}, anything else on the machine {max(rest, 0.0):.2f} "
+            f"(all cores busy {busy:.2f})"
+        )
+    return out
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Palyra benchmarks, side by side with LiteLLM")
+    parser = argparse.ArgumentParser(
+        description="Palyra benchmarks, side by side with the floor, LiteLLM and Portkey"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny runs (smoke test)")
-    parser.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
+    parser.add_argument("--no-peer", action="store_true", help="skip both peers")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to run beside palyrad (of {', '.join(PEERS)}; "
+        "default both; --no-peer: none)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="ROLE=CPUS",
+        help=f"run a role's processes on these CPUs only (roles: {', '.join(ROLES)}; CPUS "
+        "as 0, 0,1 or 0-1; loadgen is wrk and loadgen.py), e.g. --pin mock=1 --pin loadgen=1",
+    )
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the bare aiohttp pass-through"
     )
@@ -194,6 +260,18 @@ def main(argv: list[str] | None = None) -> int:
         "before/after figures; pick scenarios it serves with --only)",
     )
     args = parser.parse_args(argv)
+    peers = [] if args.no_peer else [p for p in args.peers.split(",") if p]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        parser.error(f"--peers: unknown peer {', '.join(unknown)} (known: {', '.join(PEERS)})")
+    for spec in args.pin:
+        role, _, cpus = spec.partition("=")
+        if role not in ROLES:
+            parser.error(f"--pin {spec}: unknown role {role!r} (roles: {', '.join(ROLES)})")
+        try:
+            CPU_AFFINITY[role] = parse_cpus(cpus)
+        except ValueError as exc:
+            parser.error(f"--pin {spec}: {exc}")
 
     raise_fd_limit()
     use_wrk = not args.no_wrk and ensure_wrk()
@@ -257,22 +335,49 @@ def main(argv: list[str] | None = None) -> int:
                         f"{DEPLOYED_MODEL} (3 deployments, weighted) and {EXTRA_MODELS} more "
                         "models"
                     )
-            if not args.no_peer:
+            for n in sorted(set(worker_counts(chosen))):
                 try:
-                    peer = start_litellm(work, mock)
-                    assert peer.process is not None
-                    processes.append(peer.process)
-                    targets_.append(peer)
+                    scaled = start_workers_daemon(work, mock, n, palyra_src=args.palyra_src)
+                except RuntimeError as exc:
+                    # Before issue 17 palyrad refuses the key, or reads it and serves one.
+                    notes.append(f"workers-{n}-* not run: {exc}")
+                    print(f"workers-{n}-* not run: {exc}", flush=True)
+                else:
+                    assert scaled.process is not None
+                    processes.append(scaled.process)
+                    targets_.append(scaled)
+            if any(s.via.startswith(WORKERS) for s in chosen):
+                notes.append(
+                    "workers-*: a palyrad of their own each, [daemon] workers = 1 and = 2, "
+                    "the usual config otherwise"
+                )
+            for name, start in (("litellm", start_litellm), ("portkey", start_portkey)):
+                if name not in peers:
+                    continue
+                try:
+                    peer = start(work, mock)
                 except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
-                    notes.append(f"LiteLLM peer not run: {exc}")
-                    print(f"LiteLLM peer not run: {exc}", flush=True)
+                    notes.append(f"{name} peer not run: {exc}")
+                    print(f"{name} peer not run: {exc}", flush=True)
+                    continue
+                assert peer.process is not None
+                processes.append(peer.process)
+                targets_.append(peer)
+                for key, why in PEER_SKIPS.get(name, {}).items():
+                    if any(s.key == key for s in chosen):
+                        peer.skips[key] = why
+                        notes.append(why)
+                if name == "portkey":
+                    notes.append(PORTKEY_NOTE)
+            notes.append(describe_pins())
             for sc in chosen:
                 for target in targets_:
                     if target.route(sc) is None:
-                        # LiteLLM is set up for chat and embeddings only; deploy-* is
-                        # palyrad's alone, and served by its second daemon.
+                        # LiteLLM is set up for chat and embeddings only; deploy-*, key-*
+                        # and workers-* are palyrad's alone, served by daemons of their own.
                         continue
                     print(f"{sc.key:16s} {target.name:8s} ...", end=" ", flush=True)
+                    mock_cpu = cpu_seconds(mock_process.pid)
                     try:
                         r = measure(target, sc, work, use_wrk, args.quick)
                     except (RuntimeError, subprocess.TimeoutExpired, KeyError) as exc:
@@ -287,9 +392,11 @@ def main(argv: list[str] | None = None) -> int:
                             f"cpu/req {fmt(r.get('cpu_ms_per_req'), 3)} ms",
                             flush=True,
                         )
+                        r["mock_cpu_s"] = round(cpu_seconds(mock_process.pid) - mock_cpu, 2)
                         if r.get("error_samples"):
                             print("   e.g. " + "; ".join(r["error_samples"][:2]), flush=True)
                     results.setdefault(sc.key, {})[target.name] = r
+            notes += worker_notes(results, chosen)
             if daemon.process is not None:
                 notes.append(f"palyrad RSS after the run: {rss_mb(daemon.process.pid):.0f} MB")
             try:
@@ -311,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt = work / "prompt.txt"
         prompt.write_text(mixed_prompt())
         tokens: dict[str, Any] = {"palyra": token_bench(PYTHON, PALYRA_TOKENS, prompt, runs)}
-        if not args.no_peer and litellm_peer.ready():
+        if "litellm" in peers and litellm_peer.ready():
             tokens["litellm"] = token_bench(
                 str(litellm_peer.python()),
                 PEER_TOKENS,

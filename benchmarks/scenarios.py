@@ -37,6 +37,13 @@ DEPLOYED = "deployed"
 # the same model and daemon as chat-c1 and chat-c16, so the difference is the key's lookup,
 # its limits and budget, and its share of the ledger. Only palyrad serves them.
 CLIENT_KEY = "key"
+# `via` prefix of the worker-scaling pair (issue 17): whole chat at 64 concurrent to a palyrad
+# with `[daemon] workers = N`, via "workers1" and "workers2"; only palyrad serves them, each
+# from a daemon of its own.
+WORKERS = "workers"
+# The many-open-streams scenarios: 1,000 (every gateway) and 5,000 (issue 17: through one
+# palyrad worker); `requests` is how many streams are open at once.
+OPEN_STREAMS = ("streams-1000", "streams-5000")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,9 @@ class Scenario:
     # Chat: "" is a model with one deployment, DEPLOYED the model with three, CLIENT_KEY the
     # one deployment sent with a client key.
     via: str = ""
+    # Open streams on loadgen.py's bare asyncio client (--raw), not aiohttp's: at 5,000
+    # streams aiohttp's client would spend about what the gateway does.
+    raw_client: bool = False
 
     @property
     def route_key(self) -> tuple[str, str, str]:
@@ -63,6 +73,7 @@ class Scenario:
 def scenarios(quick: bool) -> list[Scenario]:
     d = 0.3 if quick else 5.0
     open_streams = 20 if quick else 1000
+    many_streams = 30 if quick else 5000
     return [
         Scenario("chat-c1", "chat, 1 concurrent", "fast", "chat", 1, d),
         Scenario("chat-c16", "chat, 16 concurrent", "fast", "chat", 16, d),
@@ -91,9 +102,21 @@ def scenarios(quick: bool) -> list[Scenario]:
             True,
             open_streams,
         ),
+        Scenario(
+            "streams-5000",
+            f"{many_streams} concurrent open streams (50 chunks, 50 ms apart)",
+            "hold",
+            "chat",
+            many_streams,
+            0.0,
+            True,
+            many_streams,
+            raw_client=True,
+        ),
         *dialect_scenarios(d),
         *deployment_scenarios(d),
         *client_key_scenarios(d),
+        *worker_scenarios(d),
     ]
 
 
@@ -160,6 +183,28 @@ def client_key_scenarios(d: float) -> list[Scenario]:
         )
         for c in (1, 16)
     ]
+
+
+def worker_scenarios(d: float) -> list[Scenario]:
+    """Whole chat at 64 concurrent to a palyrad with one worker and to one with two: req/s of
+    the second over the first is what the second core buys."""
+    return [
+        Scenario(
+            f"workers-{n}-c64",
+            f"chat, 64 concurrent, [daemon] workers = {n}",
+            "fast",
+            "chat",
+            64,
+            d,
+            via=f"{WORKERS}{n}",
+        )
+        for n in (1, 2)
+    ]
+
+
+def worker_counts(chosen: list[Scenario]) -> list[int]:
+    """The `workers` of each palyrad the chosen worker scenarios need."""
+    return [int(s.via.removeprefix(WORKERS)) for s in chosen if s.via.startswith(WORKERS)]
 
 
 def uses_client_key(chosen: list[Scenario]) -> bool:

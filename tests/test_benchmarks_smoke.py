@@ -13,6 +13,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import openai
@@ -42,6 +43,7 @@ SCENARIOS = [
     "failover-c16",
     "embeddings-c16",
     "streams-1000",
+    "streams-5000",
     "responses-c1",
     "responses-stream-c16",
     "responses-passthrough-c1",
@@ -54,7 +56,8 @@ SCENARIOS = [
 # Served by palyrad alone (deploy-*: a second daemon with the deployed model; key-*: the
 # usual daemon, with a client key the harness makes), beside the mock.
 CLIENT_KEY_SCENARIOS = ["key-c1", "key-c16"]
-PALYRA_ONLY = ["deploy-c1", "deploy-c16", *CLIENT_KEY_SCENARIOS]
+WORKER_SCENARIOS = ["workers-1-c64", "workers-2-c64"]
+PALYRA_ONLY = ["deploy-c1", "deploy-c16", *CLIENT_KEY_SCENARIOS, *WORKER_SCENARIOS]
 DIALECT_TARGETS = [
     "responses-c1: added p50",
     "responses-stream-c1: added TTFC p50",
@@ -98,8 +101,12 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
         result = figures["results"][key]["palyra"]
         assert "error" not in result, (key, result)
         assert result["requests"] > 0 and result["errors"] == 0, (key, result)
-    for key in ("stream-c1", "responses-stream-c16", "messages-stream-c1"):
+    for key in ("stream-c1", "responses-stream-c16", "messages-stream-c1", "streams-5000"):
         assert figures["results"][key]["palyra"]["ttfc_ms"]["p50"] is not None
+    # Each worker of palyrad's master spent CPU on the load (the kernel spread the
+    # connections over them); the master's own share comes first.
+    spent = figures["results"]["workers-2-c64"]["palyra"]["cpu_s_by_process"]
+    assert len(spent) == 3, spent
     assert not isinstance(figures["tokens"]["palyra"], str), figures["tokens"]
     text = table.read_text()
     assert "| chat, 16 concurrent | palyra |" in text
@@ -120,6 +127,19 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
         # Measured, whatever the verdict: "PASS label" or "FAIL label".
         assert f"S {label}" in targets or f"L {label}" in targets, (label, targets)
     assert targets.count("chat-c16's ") == 2, targets  # deploy-c16's and key-c16's
+    for label in (
+        "30 open streams, one worker: errors",
+        "30 open streams, one worker: added TTFC p99",
+        "30 open streams, one worker: peak RSS",
+        "chat-c16: palyrad CPU per request ",
+        "stream-c1: palyrad CPU per request ",
+        "embeddings-c16: palyrad CPU per request ",
+        "workers = 2 against workers = 1, 64 concurrent: ",
+    ):
+        assert f"S {label}" in targets or f"L {label}" in targets, (label, targets)
+    assert "req/s vs Portkey: not measured (peer not run)" in targets
+    assert "## Side by side: palyrad, the floor, LiteLLM and Portkey" in text
+    assert "workers-2-c64: CPU seconds over its " in text
     assert f"{DEPLOYED_MODEL} (3 deployments, weighted) and 100 more models" in text
     # The ledger was on, and the key-* requests were the key's, not the admin token's: the
     # key's records cover every answer the load generator counted (and its warm-ups).
@@ -233,3 +253,67 @@ def test_mock_speaks_openai_responses(mock: str) -> None:
     assert kinds[-1] == "response.completed"
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert final.output_text == "".join(f"tok{i} " for i in range(50))
+
+
+def _figures(rps: float, cpu: float, ttfc: float | None = None, errors: int = 0) -> dict[str, Any]:
+    return {
+        "requests": 1000,
+        "errors": errors,
+        "rps": rps,
+        "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0},
+        "ttfc_ms": None if ttfc is None else {"p50": ttfc, "p90": ttfc, "p99": ttfc, "max": ttfc},
+        "peak_rss_mb": 80.0,
+        "cpu_ms_per_req": cpu,
+    }
+
+
+def test_report_puts_the_peers_beside_palyrad_and_checks_issue_17s_ratios() -> None:
+    from report import report
+    from scenarios import scenarios
+
+    chosen = [s for s in scenarios(quick=True) if s.key in ("chat-c16", "stream-c16")]
+    results = {
+        "chat-c16": {
+            "direct": _figures(50_000, 0.0),
+            "floor": _figures(5_000, 0.20),
+            "palyra": _figures(3_000, 0.29),
+            "litellm": _figures(90, 9.0),
+            "portkey": _figures(900, 1.1),
+        },
+        "stream-c16": {
+            "direct": _figures(4_000, 0.0, ttfc=0.5),
+            "floor": _figures(1_500, 0.50, ttfc=1.0),
+            "palyra": _figures(700, 1.00, ttfc=2.0),
+            "portkey": _figures(500, 3.0, ttfc=30.0),
+        },
+    }
+    meta = {"when": "now", "machine": "test", "loadgen": "loadgen.py", "quick": True}
+    text = report(results, {}, meta, chosen)
+    side = text.split("## Side by side", 1)[1].split("##", 1)[0]
+    # floor, palyra, litellm, portkey req/s; palyra over each peer; CPU per request of each.
+    assert (
+        "| chat, 16 concurrent | 5,000 | 3,000 | 90 | 900 | 33.3× | 3.3× | 0.200 | 0.290 |" in side
+    )
+    assert "| – | 500 | – | 1.4× |" in side  # stream-c16: no LiteLLM figure
+    targets = text.split("## Targets", 1)[1]
+    assert "PASS chat-c16: palyrad CPU per request 1.45× the floor's" in targets
+    assert "FAIL stream-c16: palyrad CPU per request 2.00× the floor's" in targets
+    assert "PASS req/s at 16 concurrent vs Portkey: 3.33×" in targets
+    assert "PASS stream-c16 vs Portkey: 1.40× its req/s" in targets
+    assert "PASS req/s at 16 concurrent vs LiteLLM" in targets
+
+
+def test_cpu_lists_and_portkeys_fallback_config() -> None:
+    import portkey_peer
+    from processes import parse_cpus
+
+    assert parse_cpus("0") == {0}
+    with pytest.raises(ValueError, match="not a CPU list"):
+        parse_cpus("zero")
+    with pytest.raises(ValueError, match="not usable here"):
+        parse_cpus("4095")
+    config = json.loads(
+        portkey_peer.fallback_config("http://a/v1", "http://b/v1")["x-portkey-config"]
+    )
+    assert config["strategy"] == {"mode": "fallback"}
+    assert [t["custom_host"] for t in config["targets"]] == ["http://a/v1", "http://b/v1"]
