@@ -601,13 +601,23 @@ def metric_value(metrics_text: str, name: str) -> int | None:
 # --- the floor and the peer -----------------------------------------------------------------
 
 
-def start_floor(work: Path, mock: str) -> Target:
-    """The bare aiohttp pass-through (benchmarks/floor.py): what any aiohttp gateway costs.
-    It relays every path as it came, so it serves every wire format the mock speaks."""
+def start_floor(work: Path, mock: str, loop: str = "asyncio") -> Target:
+    """The bare aiohttp pass-through (benchmarks/floor.py) on `loop` (asyncio or uvloop): what
+    any aiohttp gateway costs. It relays every path as it came, so it serves every wire
+    format the mock speaks."""
     port = free_port()
     log = open(work / "floor.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
-        [PYTHON, str(HERE / "floor.py"), "--port", str(port), "--upstream", mock],
+        [
+            PYTHON,
+            str(HERE / "floor.py"),
+            "--port",
+            str(port),
+            "--upstream",
+            mock,
+            "--loop",
+            loop,
+        ],
         stdout=log,
         stderr=log,
         preexec_fn=pin("floor"),
