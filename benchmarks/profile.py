@@ -27,10 +27,17 @@ from processes import (  # noqa: E402
     start_client_key,
     start_daemon,
     start_mock,
+    start_workers_daemon,
     stop,
     workdir,
 )
-from scenarios import Scenario, scenarios, uses_client_key, uses_dialects  # noqa: E402
+from scenarios import (  # noqa: E402
+    Scenario,
+    scenarios,
+    uses_client_key,
+    uses_dialects,
+    worker_counts,
+)
 
 TOOLS = HERE / ".venv-tools"
 
@@ -83,9 +90,14 @@ def main() -> None:
     scenario = Scenario(**{**known[args.scenario].__dict__, "duration_s": args.seconds})
     with workdir(keep=True) as work:
         mock_process, mock = start_mock(work, 50)
-        daemon = start_daemon(
-            work, mock, dialects=uses_dialects([scenario]), palyra_src=args.palyra_src
-        )
+        workers = worker_counts([scenario])
+        if workers:
+            # workers-*: a daemon with that many workers, sampled with its children.
+            daemon = start_workers_daemon(work, mock, workers[0], palyra_src=args.palyra_src)
+        else:
+            daemon = start_daemon(
+                work, mock, dialects=uses_dialects([scenario]), palyra_src=args.palyra_src
+            )
         assert daemon.process is not None
         try:
             # key-*: the same daemon, sent a client key it makes now.
@@ -105,6 +117,7 @@ def main() -> None:
                 "--output",
                 str(collapsed),
                 "--nonblocking",
+                *(["--subprocesses"] if workers else []),
             ]
             result: dict[str, object] = {}
 
