@@ -148,11 +148,21 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def raise_fd_limit() -> None:
-    # 1,000 open streams hold ~4,000 sockets across the processes; children inherit this.
+def raise_fd_limit() -> int:
+    """Raises this process's open-file limit, which its children inherit, to 16,384 where the
+    hard limit allows; returns the limit now. N open streams hold about 2N sockets in the
+    gateway (client and upstream sides), N in the mock and N in the load generator."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 16384:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(16384, hard), hard))
+        soft = min(16384, hard) if hard != resource.RLIM_INFINITY else 16384
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def fd_room(streams: int) -> int:
+    """The open-file limit that N open streams through a gateway need: 2N sockets in it, and
+    room for its other files (the log, the state store, its pools' idle connections)."""
+    return 2 * streams + 1024
 
 
 @contextlib.contextmanager

@@ -46,6 +46,7 @@ from processes import (  # noqa: E402
     Target,
     describe_pins,
     dispatched,
+    fd_room,
     ledger_by_key,
     mock_target,
     parse_cpus,
@@ -280,13 +281,22 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(f"--pin {spec}: {exc}")
 
-    raise_fd_limit()
+    fd_limit = raise_fd_limit()
     use_wrk = not args.no_wrk and ensure_wrk()
     chosen = scenarios(args.quick)
     if args.only:
         keys = set(args.only.split(","))
         chosen = [s for s in chosen if s.key in keys]
     notes: list[str] = []
+    for sc in [s for s in chosen if s.requests and fd_room(s.requests) > fd_limit]:
+        chosen.remove(sc)
+        why = (
+            f"{sc.key} not run: {sc.requests:,} open streams need an open-file limit of about "
+            f"{fd_room(sc.requests):,}, and this process could raise its own to {fd_limit:,} "
+            "only (ulimit -Hn)"
+        )
+        notes.append(why)
+        print(why, flush=True)
     ledger_figures: dict[str, Any] | None = None
     results: dict[str, dict[str, dict[str, Any]]] = {}
     processes: list[subprocess.Popen[bytes]] = []
