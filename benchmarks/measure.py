@@ -166,6 +166,7 @@ def run_wrk(
             return {
                 "requests": raw["requests"],
                 "errors": errors,
+                "seconds": secs,
                 "rps": ok / secs if secs else 0.0,
                 "latency_ms": {
                     "p50": raw["p50"] / 1000,

@@ -208,10 +208,10 @@ def worker_notes(results: dict[str, Any], chosen: list[Scenario]) -> list[str]:
         mock, load = r.get("mock_cpu_s", 0.0), r.get("loadgen_cpu_s", 0.0)
         busy = r.get("machine_busy_s", 0.0)
         rest = busy - sum(spent) - mock - load
-        seconds = sc.duration_s
+        seconds = r.get("seconds") or sc.duration_s
         out.append(
-            f"{sc.key}: CPU seconds over its {seconds:.0f} s ({os.cpu_count()} cores: "
-            f"{seconds * (os.cpu_count() or 1):.0f} s): palyrad {sum(spent):.2f} ({label}: "
+            f"{sc.key}: CPU seconds over its {seconds:.1f} s ({os.cpu_count()} cores: "
+            f"{seconds * (os.cpu_count() or 1):.1f} s): palyrad {sum(spent):.2f} ({label}: "
             f"{', '.join(f'{s:.2f}' for s in spent)}), the mock {mock:.2f}, the load generator "
             f"{load:.2f}, anything else on the machine {max(rest, 0.0):.2f} "
             f"(all cores busy {busy:.2f})"
