@@ -8,6 +8,7 @@ as its clients, as tests/fakes/test_upstream.py checks the fake upstream's."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -307,7 +308,9 @@ def test_cpu_lists_and_portkeys_fallback_config() -> None:
     import portkey_peer
     from processes import parse_cpus
 
-    assert parse_cpus("0") == {0}
+    cpu = min(os.sched_getaffinity(0))
+    assert parse_cpus(f"{cpu}") == {cpu}
+    assert parse_cpus(f"{cpu}-{cpu}") == {cpu}
     with pytest.raises(ValueError, match="not a CPU list"):
         parse_cpus("zero")
     with pytest.raises(ValueError, match="not usable here"):
