@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 
@@ -115,3 +116,13 @@ async def test_execute_many_commits_every_row_or_none(database: Database) -> Non
     assert await database.fetch_one("SELECT k FROM batch WHERE k = ?", "new") is None
     await database.execute_many(insert, [("after", 101)])  # the store is usable after
     assert await database.fetch_one("SELECT k FROM batch WHERE k = ?", "after") is not None
+
+
+async def test_nulls_bind_as_null_through_the_registered_adapter(database: Database) -> None:
+    # SQLite's NULLs take the adapter palyra.state.db registers (one dict lookup, not two
+    # failed attribute lookups each); PostgreSQL has no such step.
+    assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)](None) is None
+    await database.execute("CREATE TABLE nullable (a TEXT, b BIGINT, c DOUBLE PRECISION)")
+    await database.execute("INSERT INTO nullable (a, b, c) VALUES (?, ?, ?)", None, None, None)
+    row = await database.fetch_one("SELECT a, b, c FROM nullable")
+    assert row == {"a": None, "b": None, "c": None}
