@@ -135,6 +135,16 @@ class Run:
         }
 
 
+def peak_open(spans: list[tuple[float, float]]) -> int:
+    """The most streams that were open at once: between their first byte and their end."""
+    events = sorted([(first, 1) for first, _ in spans] + [(end, -1) for _, end in spans])
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
 class RawStream(asyncio.Protocol):
     """One streamed request on a connection of its own: the request written at once, the
     answer's bytes kept only as far as needed (the status line, the first byte of the body,
@@ -201,6 +211,8 @@ class RawStreams(Run):
         headers["Content-Length"] = str(len(self.body))
         lines = [f"POST {url.path or '/'} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
         self.request = ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+        # (first byte, end) of each stream that ended well: how many were open at once.
+        self.spans: list[tuple[float, float]] = []
 
     async def raw_one(self) -> None:
         loop = asyncio.get_running_loop()
@@ -229,6 +241,7 @@ class RawStreams(Run):
             return
         self.latency.append((stream.ended - stream.started) * 1000)
         self.ttfc.append((stream.first - stream.started) * 1000)
+        self.spans.append((stream.first, stream.ended))
         self.done += 1
 
     async def main(self) -> dict[str, Any]:
@@ -237,10 +250,12 @@ class RawStreams(Run):
         self.latency.clear()
         self.ttfc.clear()
         self.errors, self.error_samples, self.done = 0, [], 0
+        self.spans.clear()
         started = time.perf_counter()
         await asyncio.gather(*(self.raw_one() for _ in range(self.args.requests)))
         elapsed = time.perf_counter() - started
         return {
+            "peak_open": peak_open(self.spans),
             "requests": self.done,
             "errors": self.errors,
             "error_samples": self.error_samples,

@@ -246,6 +246,13 @@ def targets(results: Results) -> list[str]:
     many, many_base = get("streams-5000", "palyra"), get("streams-5000", "direct")
     if many:
         n = f"{many['requests'] + many['errors']:,}"
+        if many.get("peak_open") is not None:
+            # Streams that end before the last ones start were never open together.
+            out.append(
+                f"{n} open streams, one worker: at most {many['peak_open']:,} were open at "
+                f"once (from their first byte to their end; straight from the mock: "
+                f"{(many_base or {}).get('peak_open', 0):,})"
+            )
         check(f"{n} open streams, one worker: errors", many["errors"], 0, True, "errors")
         check(
             f"{n} open streams, one worker: added TTFC p99",
@@ -254,7 +261,18 @@ def targets(results: Results) -> list[str]:
             True,
             "ms",
         )
-        check(f"{n} open streams, one worker: peak RSS", many.get("peak_rss_mb"), 300, True, "MB")
+        total = many["requests"] + many["errors"]
+        if many.get("peak_open") is not None and many["peak_open"] < 0.95 * total:
+            # Memory with a fraction of the streams open says little of memory with all.
+            out.append(
+                f"{n} open streams, one worker: peak RSS {fmt(many.get('peak_rss_mb'), 0)} MB "
+                f"with at most {many['peak_open']:,} open at once: not shown "
+                "(target ≤ 300 MB with all open)"
+            )
+        else:
+            check(
+                f"{n} open streams, one worker: peak RSS", many.get("peak_rss_mb"), 300, True, "MB"
+            )
     out += dialect_targets(results)
     out += deployment_targets(results)
     out += client_key_targets(results)

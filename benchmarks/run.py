@@ -65,6 +65,8 @@ from processes import (  # noqa: E402
 from report import fmt, report  # noqa: E402
 from scenarios import (  # noqa: E402
     CLIENT_KEY,
+    HOLD_MS,
+    QUICK_HOLD_MS,
     WORKERS,
     Scenario,
     scenarios,
@@ -252,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the floor's event loop (default asyncio's own, as in every run before issue 17; "
         "uvloop costs it 6-12%% less CPU per request here, and palyrad runs on uvloop)",
     )
+    parser.add_argument(
+        "--hold-interval-ms",
+        type=float,
+        default=0.0,
+        help=f"the mock's pause between the chunks of an open stream (default {HOLD_MS:g} ms, "
+        f"{QUICK_HOLD_MS:g} with --quick): at 5,000 streams, 50 ms is 100,000 chunks a second",
+    )
     parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
     parser.add_argument("--only", default="", help="comma-separated scenario keys")
     parser.add_argument(
@@ -283,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
     fd_limit = raise_fd_limit()
     use_wrk = not args.no_wrk and ensure_wrk()
-    chosen = scenarios(args.quick)
+    hold_ms = args.hold_interval_ms or (QUICK_HOLD_MS if args.quick else HOLD_MS)
+    chosen = scenarios(args.quick, hold_ms)
     if args.only:
         keys = set(args.only.split(","))
         chosen = [s for s in chosen if s.key in keys]
@@ -302,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     processes: list[subprocess.Popen[bytes]] = []
     with workdir(args.keep) as work:
         try:
-            mock_process, mock = start_mock(work, 5 if args.quick else 50)
+            mock_process, mock = start_mock(work, hold_ms)
             processes.append(mock_process)
             targets_: list[Target] = [mock_target(mock)]
             if not args.no_floor:

@@ -70,8 +70,17 @@ class Scenario:
         return (self.mode, self.endpoint, self.via)
 
 
-def scenarios(quick: bool) -> list[Scenario]:
+# The mock's pause between a /hold/ stream's chunks (its --hold-interval-ms): 50 ms, 5 ms in a
+# --quick run.
+HOLD_MS = 50.0
+QUICK_HOLD_MS = 5.0
+
+
+def scenarios(quick: bool, hold_ms: float = 0.0) -> list[Scenario]:
+    """Every scenario; the open-streams titles name `hold_ms`, the mock's pause between
+    chunks (by default HOLD_MS, or QUICK_HOLD_MS when quick)."""
     d = 0.3 if quick else 5.0
+    hold = f"{hold_ms or (QUICK_HOLD_MS if quick else HOLD_MS):g} ms apart"
     open_streams = 20 if quick else 1000
     many_streams = 30 if quick else 5000
     return [
@@ -94,7 +103,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         ),
         Scenario(
             "streams-1000",
-            f"{open_streams} concurrent open streams (50 chunks, 50 ms apart)",
+            f"{open_streams} concurrent open streams (50 chunks, {hold})",
             "hold",
             "chat",
             open_streams,
@@ -104,7 +113,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         ),
         Scenario(
             "streams-5000",
-            f"{many_streams} concurrent open streams (50 chunks, 50 ms apart)",
+            f"{many_streams} concurrent open streams (50 chunks, {hold})",
             "hold",
             "chat",
             many_streams,
