@@ -229,10 +229,35 @@ SWITCH_INTERVAL_S = 0.001
 GC_YOUNG_THRESHOLD = 10_000
 
 
+OPEN_FILES_IF_UNLIMITED = 1_048_576
+
+
 def tune_interpreter() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+    raise_open_files_limit()
+
+
+def raise_open_files_limit() -> int:
+    """The soft limit of open files raised to the hard one (as Go's runtime does); the limit
+    now. A stream holds two files, the client's connection and the upstream's, and the soft
+    limit is often 1,024: 500 streams would be the most a daemon could carry. The upstream
+    pools size themselves from it (palyra.models.connection_limit)."""
+    if sys.platform == "win32":
+        return 0  # (no such limit there)
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
+        return soft
+    # (An unlimited hard limit is not taken literally: some systems refuse it for files.)
+    target = hard if hard != resource.RLIM_INFINITY else OPEN_FILES_IF_UNLIMITED
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
 
 
 async def serve(

@@ -7,6 +7,7 @@ import time: `palyra.config` reads the registry, and the provider modules import
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -61,15 +62,37 @@ def build_providers(
     }
 
 
-# One pool's shape: many concurrent streams, DNS answers reused for five minutes.
-_POOL: dict[str, Any] = {"limit": 4096, "ttl_dns_cache": 300, "keepalive_timeout": 60}
+# Upstream connections open at once, at the least and at the most; between the two, half the
+# files this process may open: a stream holds one client connection and one upstream.
+MIN_CONNECTIONS = 100
+MAX_CONNECTIONS = 65_536
+
+
+def connection_limit(open_files: int | None = None) -> int:
+    """How many upstream connections one pool may open: half of `open_files` (by default the
+    process's soft RLIMIT_NOFILE, which palyrad raises to its hard limit at start)."""
+    if open_files is None:
+        if sys.platform == "win32":
+            open_files = 2 * MAX_CONNECTIONS  # (no RLIMIT_NOFILE there)
+        else:
+            import resource
+
+            open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            if open_files == resource.RLIM_INFINITY:
+                open_files = 2 * MAX_CONNECTIONS
+    return max(MIN_CONNECTIONS, min(MAX_CONNECTIONS, open_files // 2))
+
+
+def _pool() -> dict[str, Any]:
+    """One pool's shape: many concurrent streams, DNS answers reused for five minutes."""
+    return {"limit": connection_limit(), "ttl_dns_cache": 300, "keepalive_timeout": 60}
 
 
 def new_http_session(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
     """A pooled client (measured ~10x httpx's throughput here); without a connector, one
     that connects anywhere."""
     return aiohttp.ClientSession(
-        connector=connector or aiohttp.TCPConnector(**_POOL),
+        connector=connector or aiohttp.TCPConnector(**_pool()),
         trust_env=False,  # a proxy from the environment would connect out of the guard's sight
         auto_decompress=True,
     )
@@ -94,7 +117,7 @@ class ProviderSessions:
                 self._open = new_http_session()
             return self._open
         if self._guarded is None:
-            self._guarded = new_http_session(EgressGuard().connector(**_POOL))
+            self._guarded = new_http_session(EgressGuard().connector(**_pool()))
         return self._guarded
 
     async def close(self) -> None:
