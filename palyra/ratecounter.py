@@ -65,6 +65,19 @@ class _Window:
             self.tokens -= tokens
 
 
+def _place(entries: deque[tuple[float, int, int]], at: float) -> int:
+    """Where an entry dated `at` goes among `entries` (in time order), searched from the newest
+    end: a correction is for a request that began a moment ago, and a deque reaches its middle
+    slowly (a minute of a busy key holds ~300,000 entries; a plain bisection cost 10 us)."""
+    n = len(entries)
+    step, newer = 1, n  # entries[newer:] are all later than `at`
+    while step <= n and entries[n - step][0] > at:
+        newer = n - step
+        step *= 2
+    older = max(0, n - step)
+    return bisect.bisect_right(entries, at, older, newer, key=_entry_time)
+
+
 def _entry_time(entry: tuple[float, int, int]) -> float:
     return entry[0]
 
@@ -147,7 +160,7 @@ class LocalRateCounter:
         else:
             # Dated with its reservation so both leave together: a correction dated now would
             # outlive the reservation and, if negative, count the minute after it short.
-            entries.insert(bisect.bisect_right(entries, at, key=_entry_time), entry)
+            entries.insert(_place(entries, at), entry)
         window.tokens += delta_tokens
 
     def used(self, key: str) -> tuple[int, int]:

@@ -5,13 +5,17 @@ answers), falling back to local counts when Redis does not answer."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from palyra.ratecounter import KEY_TTL_MS, LocalRateCounter, RedisRateCounter
+from palyra.ratecounter import KEY_TTL_MS, LocalRateCounter, RedisRateCounter, _place
 from tests.support.redis import REDIS_URL, namespace
 
 __all__ = ["namespace"]  # the fixture, from tests.support.redis
@@ -125,3 +129,15 @@ async def test_an_unreachable_redis_falls_back_to_local_counts_and_says_so_once(
         assert "<redacted>" in logs[0]["url"]
     finally:
         await counter.aclose()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(st.integers(0, 50), max_size=200).map(sorted),
+    at=st.integers(-1, 51),
+)
+def test_a_correction_goes_where_bisection_would_put_it(times: list[int], at: int) -> None:
+    # Searched from the newest end, as corrections are mostly for recent requests.
+    entries = deque((float(t), 1, 1) for t in times)
+    expected = bisect.bisect_right([float(t) for t in times], float(at))
+    assert _place(entries, float(at)) == expected
