@@ -3,8 +3,10 @@
 The master (the `palyrad` process) binds the port, then starts N workers, each a fresh
 interpreter running the whole daemon (palyra.daemon.build_app) on a listening socket of its
 own bound to that port with SO_REUSEPORT, so the kernel spreads new connections evenly among
-them. The master keeps every worker's socket open: connections queued for a worker that dies
-wait for its replacement instead of being refused.
+them. No socket stays open without a worker behind it: when a worker exits, the master closes
+its copy of that worker's socket (what was queued there is reset, and new connections go to
+the other workers) and binds a fresh one for the replacement; when stopping begins, the master
+closes all of its copies at once, so new connections are refused while requests drain.
 
 The master serves the workers' channel (palyra.channel: shared rate counts, breaker and health
 decisions, budget spend, unless Redis is set), restarts a worker that exits (with backoff), and
@@ -45,6 +47,8 @@ BACKLOG: Final = 4096
 FIRST_BACKOFF_S: Final = 0.5
 MAX_BACKOFF_S: Final = 30.0
 LIVED_LONG_S: Final = 30.0
+# Exits (or failed starts) in a row after which a worker is logged as crash-looping.
+CRASH_LOOP_FAILURES: Final = 3
 # Past shutdown_grace_ms, how long a worker may take to close its stores before it is killed.
 CLOSE_MARGIN_S: Final = 10.0
 
@@ -79,18 +83,27 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
-            sock.listen(BACKLOG)
-            sock.set_inheritable(True)
+            sockets.append(bind_shared(family, kind, proto, address))
     except OSError:
         for sock in sockets:
             sock.close()
         raise
     return sockets
+
+
+def bind_shared(family: int, kind: int, proto: int, address: Any) -> socket.socket:
+    """One more listening socket on `address`, sharing it with SO_REUSEPORT."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Master:
@@ -104,7 +117,11 @@ class Master:
         grace_s: float,
         run_dir: Path,
     ) -> None:
-        self._sockets = sockets
+        # The master's copy of each worker's listening socket, None while that worker is down.
+        self._sockets: list[socket.socket | None] = list(sockets)
+        self._count = len(sockets)
+        first = sockets[0]
+        self._address = (first.family, first.type, first.proto, first.getsockname())
         self._node_id = node_id
         self._config_path = config_path
         self._overrides = dict(overrides)
@@ -119,7 +136,7 @@ class Master:
 
     @property
     def count(self) -> int:
-        return len(self._sockets)
+        return self._count
 
     def _ready(self, index: int, pid: int) -> None:
         self._served = True
@@ -135,39 +152,85 @@ class Master:
         watchers = [asyncio.create_task(self._watch(i)) for i in range(self.count)]
         await self._stop.wait()
         log.info("shutting_down", workers=self.count, grace_s=self._grace_s)
+        # New connections are refused at once from here on (the workers close their copies
+        # as SIGTERM reaches them) rather than queued where nobody will accept them.
+        for index in range(self.count):
+            self._close_socket(index)
         await self._stop_all()
         for watcher in watchers:
             watcher.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
+        for index in range(self.count):  # one bound by a restart that raced the stop
+            self._close_socket(index)
         await self._hub.aclose()
         log.info("stopped")
         return 1 if self.failure else 0
 
     async def _watch(self, index: int) -> None:
         backoff = FIRST_BACKOFF_S
+        failures = 0
         while not self._stop.is_set():
             started = time.monotonic()
-            process = await self._spawn(index)
-            code = await process.wait()
-            self._processes.pop(index, None)
-            self._forget(process.pid)
-            if self._stop.is_set():
-                return
-            if not self._served:
-                self.failure = f"worker {index} exited with code {code} before any worker served"
-                self._stop.set()
-                return
-            if time.monotonic() - started > LIVED_LONG_S:
-                backoff = FIRST_BACKOFF_S
-            log.warning(
-                "worker_exited", worker=index, pid=process.pid, code=code, restart_in_s=backoff
-            )
+            try:
+                process = await self._spawn(index)
+            except OSError as exc:  # no socket (the port taken meanwhile), or no process
+                self._close_socket(index)
+                if self._stop.is_set():
+                    return
+                failures += 1
+                if not self._served and failures >= CRASH_LOOP_FAILURES:
+                    self.failure = f"worker {index} could not be started: {exc}"
+                    self._stop.set()
+                    return
+                log.error(
+                    "worker_spawn_failed",
+                    worker=index,
+                    error=str(exc),
+                    failures_in_a_row=failures,
+                    restart_in_s=backoff,
+                )
+            else:
+                code = await process.wait()
+                self._processes.pop(index, None)
+                # Its queue goes with it: nothing is left waiting where nobody accepts.
+                self._close_socket(index)
+                self._forget(process.pid)
+                if self._stop.is_set():
+                    return
+                if not self._served:
+                    self.failure = (
+                        f"worker {index} exited with code {code} before any worker served"
+                    )
+                    self._stop.set()
+                    return
+                if time.monotonic() - started > LIVED_LONG_S:
+                    backoff = FIRST_BACKOFF_S
+                    failures = 0
+                failures += 1
+                log.warning(
+                    "worker_exited",
+                    worker=index,
+                    pid=process.pid,
+                    code=code,
+                    failures_in_a_row=failures,
+                    restart_in_s=backoff,
+                )
+            if failures >= CRASH_LOOP_FAILURES:
+                # Loud: this share of the machine serves nothing until it comes back.
+                log.error("worker_crash_looping", worker=index, failures_in_a_row=failures)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
+    def _close_socket(self, index: int) -> None:
+        sock, self._sockets[index] = self._sockets[index], None
+        if sock is not None:
+            sock.close()
+
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         sock = self._sockets[index]
+        if sock is None:  # the last one closed when its worker exited
+            sock = self._sockets[index] = bind_shared(*self._address)
         spec = WorkerSpec(
             index=index,
             count=self.count,

@@ -195,14 +195,17 @@ def worker_of(conn: http.client.HTTPConnection) -> dict[str, int]:
     return worker
 
 
-def one_connection_each(daemon: Daemon, workers: int = 2) -> dict[int, http.client.HTTPConnection]:
+def one_connection_each(
+    daemon: Daemon | int, workers: int = 2
+) -> dict[int, http.client.HTTPConnection]:
     """A keep-alive connection to each worker (new connections land where the kernel puts
     them; those to a worker already held are closed)."""
+    port = daemon if isinstance(daemon, int) else daemon.port
     found: dict[int, http.client.HTTPConnection] = {}
     deadline = time.monotonic() + 15
     while len(found) < workers:
         assert time.monotonic() < deadline, f"only reached workers {sorted(found)}"
-        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             index = worker_of(conn)["index"]
         except (OSError, http.client.HTTPException):
@@ -352,20 +355,48 @@ def test_a_killed_worker_is_restarted(daemon: Daemon) -> None:
     assert '"worker_exited"' in daemon.log_text()
 
 
+def test_while_a_worker_is_down_new_connections_go_to_the_others(daemon: Daemon) -> None:
+    conns = one_connection_each(daemon)
+    victim = worker_of(conns[1])
+    exits = daemon.log_text().count('"worker_exited"')
+    os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while daemon.log_text().count('"worker_exited"') == exits:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # Its replacement is half a second away, then as long again starting: no new connection
+    # may wait in a queue left behind with nobody accepting from it.
+    for _ in range(8):
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=0.3)
+        try:
+            assert worker_of(conn)["index"] == 0
+        finally:
+            conn.close()
+    restarted = one_connection_each(daemon)  # the replacement serves, on a fresh socket
+    assert worker_of(restarted[1])["pid"] != victim["pid"]
+
+
 def test_sigterm_drains_every_worker_and_the_master_exits_0(
     daemon: Daemon, fake: FakeUpstream
 ) -> None:
     conns = one_connection_each(daemon)
     pids = [worker_of(conn)["pid"] for conn in conns.values()]
-    fake.script(CHAT, ChatReply(delay_s=1.0))
+    fake.script(CHAT, ChatReply(delay_s=3.0))
     conn = conns[0]
     conn.request(
         "POST", CHAT, body=json.dumps(chat("gpt")), headers={"Authorization": f"Bearer {ADMIN}"}
     )
     time.sleep(0.3)  # the request is with the upstream
     daemon.process.send_signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    # New connections are refused at once while that request drains, not queued in a socket
+    # nobody accepts from any more (the master's copies, or a worker's).
+    while not refused(daemon.port):
+        assert time.monotonic() - stopping < 1.5, "new connections still accepted while stopping"
+        time.sleep(0.02)
     response = conn.getresponse()
     assert response.status == 200, response.read()
+    assert time.monotonic() - stopping > 2.0  # it was drained, not cut
     assert daemon.process.wait(timeout=15) == 0
     for pid in pids:
         assert not alive(pid)
@@ -390,6 +421,14 @@ def test_workers_whose_master_is_killed_drain_and_exit(tmp_path: Path) -> None:
     shutil.rmtree(run_dir)
 
 
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
@@ -412,6 +451,64 @@ def start(root: Path, config: str, port: int) -> subprocess.CompletedProcess[str
         text=True,
         timeout=30,
     )
+
+
+# The master, with process creation failing as fork() does at a pids limit (EAGAIN) for the
+# calls numbered in FAILING ("all": every one); its log goes to stdout.
+SPAWN_FAILS = """
+import asyncio, os, sys
+from pathlib import Path
+from palyra.logs import configure_logging
+from palyra import workers
+
+configure_logging("info")
+real, calls, failing = asyncio.create_subprocess_exec, [0], sys.argv[3]
+async def flaky(*args, **kwargs):
+    calls[0] += 1
+    if failing == "all" or str(calls[0]) in failing.split(","):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    return await real(*args, **kwargs)
+asyncio.create_subprocess_exec = flaky
+sys.exit(workers.run_master(
+    "127.0.0.1", int(sys.argv[2]), 2, state_dir=Path(sys.argv[1]) / "state",
+    config_path=Path(sys.argv[1]) / "config.toml", overrides={}, grace_s=1.0, env=os.environ,
+))
+"""
+
+
+def spawn_failing(root: Path, port: int, failing: str) -> subprocess.Popen[str]:
+    (root / "config.toml").write_text("version = 1\n[daemon]\nworkers = 2\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PALYRA_", "XDG_"))}
+    return subprocess.Popen(
+        [sys.executable, "-c", SPAWN_FAILS, str(root), str(port), failing],
+        env={**env, "HOME": str(root), "PALYRA_ADMIN_TOKEN": ADMIN},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_a_worker_that_cannot_be_spawned_is_retried(tmp_path: Path) -> None:
+    port = free_port()
+    master = spawn_failing(tmp_path, port, "2")  # worker 1's first start
+    try:
+        conns = one_connection_each(port)  # both workers serve: worker 1 was retried
+        assert sorted(conns) == [0, 1]
+    finally:
+        master.send_signal(signal.SIGTERM)
+        out, _ = master.communicate(timeout=30)
+    assert master.returncode == 0, out
+    assert '"worker_spawn_failed"' in out and "Resource temporarily unavailable" in out, out
+
+
+def test_when_no_worker_can_be_spawned_palyrad_exits_1(tmp_path: Path) -> None:
+    master = spawn_failing(tmp_path, free_port(), "all")
+    try:
+        out, _ = master.communicate(timeout=30)
+    finally:
+        master.kill()
+    assert master.returncode == 1, out
+    assert "could not be started: [Errno 11] Resource temporarily unavailable" in out, out
 
 
 def test_a_taken_port_is_one_clear_error_before_any_worker(tmp_path: Path) -> None:
