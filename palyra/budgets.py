@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -116,10 +116,15 @@ class SpendStore(Protocol):
     daemon's workers (palyra.channel.ChannelSpend)."""
 
     async def exchange(
-        self, adds: dict[str, tuple[float, int | None]], reads: list[str]
+        self,
+        adds: dict[str, tuple[float, int | None]],
+        reads: list[str],
+        seeds: Mapping[str, tuple[float, int | None]] = {},
     ) -> dict[str, float | None]:
-        """Add each `adds` name's USD to its total (kept for the seconds given, None: for
-        ever); answer the totals of `reads` (None for a name the store does not hold)."""
+        """Set each `seeds` name's total where the store does not hold it yet (what the ledger
+        says was spent before this start); add each `adds` name's USD to its total (kept for
+        the seconds given, None: for ever); answer the totals of `reads` (None for a name the
+        store does not hold)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -135,11 +140,17 @@ class RedisSpend:
         )
 
     async def exchange(
-        self, adds: dict[str, tuple[float, int | None]], reads: list[str]
+        self,
+        adds: dict[str, tuple[float, int | None]],
+        reads: list[str],
+        seeds: Mapping[str, tuple[float, int | None]] = {},
     ) -> dict[str, float | None]:
         names = list(dict.fromkeys([*adds, *reads]))
         answers: list[str | None] = []  # per pipelined command: the name whose total it is
         async with self._client.pipeline(transaction=False) as pipe:
+            for name, (usd, expiry) in seeds.items():
+                pipe.set(name, usd, nx=True, ex=expiry)
+                answers.append(None)
             for name in names:
                 if name in adds:
                     usd, expiry = adds[name]
@@ -192,6 +203,9 @@ class BudgetBook:
         # Redis key -> USD added here and not yet sent; Redis key -> total last read back.
         self._unsent: dict[str, float] = {}
         self._shared: dict[str, float] = {}
+        # Redis key -> (USD the ledger held at start, expiry): the store's total where it has
+        # none yet (palyrad restarted, its workers' channel empty), sent once.
+        self._seeds: dict[str, tuple[float, int | None]] = {}
         self._task: asyncio.Task[None] | None = None
         self.reachable = True
         self.last_error: str | None = None
@@ -264,6 +278,8 @@ class BudgetBook:
                 spend = self._spend[key.key_id] = _Spend()
                 # Booked at the period's start, so the period sums it and the next does not.
                 spend.add(spent, since)
+                if self._client is not None:
+                    self._seeds[self._redis_key(key, now)] = (spent, self._expiry_s(key, now))
 
     # --- Redis ----------------------------------------------------------------------------
 
@@ -290,19 +306,22 @@ class BudgetBook:
             if known.budget_usd is not None:
                 self._keys[known.key_id] = known
         unsent, self._unsent = self._unsent, {}
+        seeds = self._seeds
         current = {self._redis_key(k, now): k for k in self._keys.values()}
         adds: dict[str, tuple[float, int | None]] = {}
         for name, usd in unsent.items():
             key = current.get(name)
             adds[name] = (usd, _DAY_MS // 1000 if key is None else self._expiry_s(key, now))
         try:
-            totals = await client.exchange(adds, list(current))
+            totals = await client.exchange(adds, list(current), seeds)
         except (redis.RedisError, OSError) as exc:
             for name, value in unsent.items():  # sent again next time
                 self._unsent[name] = self._unsent.get(name, 0.0) + value
             self._failed(exc)
             return
         self._succeeded()
+        if seeds:
+            self._seeds = {}
         for name, total in totals.items():
             if name in current and total is not None:
                 self._shared[name] = total

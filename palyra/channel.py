@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -131,7 +131,7 @@ class Hub:
                     self._decisions[key] = (int(changed_at_ms), str(value), str(detail))
             return {key: self._decisions[key] for key in pull if key in self._decisions}
         if op == "spend":
-            return self._exchange_spend(args[0], args[1])
+            return self._exchange_spend(*args)
         if op == "ready":
             self.on_ready(int(args[0]), int(args[1]))
             return None
@@ -139,10 +139,20 @@ class Hub:
             return True
         raise ValueError(f"unknown operation {op!r}")
 
-    def _exchange_spend(self, adds: dict[str, list[Any]], reads: list[str]) -> dict[str, Any]:
+    def _exchange_spend(
+        self,
+        adds: dict[str, list[Any]],
+        reads: list[str],
+        seeds: dict[str, list[Any]] | None = None,
+    ) -> dict[str, Any]:
         now = self._wall_ms()
         for name in [n for n, (_, until) in self._spend.items() if until and until <= now]:
             del self._spend[name]
+        # Set if absent, as Redis's SET NX: what the ledger held when palyrad started, the
+        # same for every worker, counted once however many send it.
+        for name, (usd, ttl_s) in (seeds or {}).items():
+            if name not in self._spend:
+                self._spend[name] = [float(usd), now + ttl_s * 1000 if ttl_s else 0.0]
         for name, (usd, ttl_s) in adds.items():
             entry = self._spend.setdefault(name, [0.0, 0.0])
             entry[0] += float(usd)
@@ -323,10 +333,16 @@ class ChannelSpend:
         self._channel = channel
 
     async def exchange(
-        self, adds: dict[str, tuple[float, int | None]], reads: list[str]
+        self,
+        adds: dict[str, tuple[float, int | None]],
+        reads: list[str],
+        seeds: Mapping[str, tuple[float, int | None]] = {},
     ) -> dict[str, float | None]:
         answer = await self._channel.call(
-            "spend", {name: [usd, ttl] for name, (usd, ttl) in adds.items()}, reads
+            "spend",
+            {name: [usd, ttl] for name, (usd, ttl) in adds.items()},
+            reads,
+            {name: [usd, ttl] for name, (usd, ttl) in seeds.items()},
         )
         return {name: None if value is None else float(value) for name, value in answer.items()}
 

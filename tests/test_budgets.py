@@ -164,6 +164,29 @@ async def test_three_daemons_share_spend_through_redis(namespace: str) -> None:
             await book.aclose()
 
 
+async def test_the_ledger_seeds_a_shared_total_only_where_there_is_none(namespace: str) -> None:
+    """Two daemons (or workers) start on one ledger that says 0.9 was spent: the shared total
+    is 0.9 plus what they spend since, never each one's 0.9 alone (nor 1.8)."""
+    key = Key(budget_usd=1.0)
+
+    async def ledger(key_id: str, since_ms: int) -> float:
+        return 0.9
+
+    books = [BudgetBook(REDIS_URL, namespace=namespace, wall_ms=lambda: NOON) for _ in range(2)]
+    try:
+        for book in books:
+            await book.load([key], ledger, now_ms=NOON)
+            book.add("key_a", 0.05, NOON)
+        for book in books * 2:
+            await book.sync()
+        for book in books:
+            assert book.spent(key, NOON) == pytest.approx(1.0)
+            assert book.check(key, NOON) is not None
+    finally:
+        for book in books:
+            await book.aclose()
+
+
 async def test_redis_keys_expire_past_the_period_and_totals_do_not(namespace: str) -> None:
     import redis.asyncio as redis
 

@@ -119,6 +119,39 @@ async def test_the_channel_holds_two_workers_to_one_rpm_and_shares_decisions_and
     await b.aclose()
 
 
+async def test_after_a_restart_workers_spend_no_more_of_a_budget_than_one_process(
+    tmp_path: Path,
+) -> None:
+    hub = Hub(wall_ms=lambda: NOON)  # palyrad just started: the master holds no spend
+    await hub.start(tmp_path / "c.sock")
+    key = Key(budget_usd=1.0)
+
+    async def ledger(key_id: str, since_ms: int) -> float:
+        return 0.9  # spent before the restart, by any worker
+
+    channels, books = [], []
+    for _ in range(2):
+        channel = Channel(str(tmp_path / "c.sock"))
+        await channel.connect()
+        book = BudgetBook(wall_ms=lambda: NOON, spend=ChannelSpend(channel), known=lambda: [key])
+        await book.load([key], ledger, now_ms=NOON)
+        channels.append(channel)
+        books.append(book)
+    allowed = 0
+    for i in range(20):  # requests of $0.05, each worker in turn, all books synced between
+        book = books[i % 2]
+        if book.check(key, NOON) is None:
+            book.add(key.key_id, 0.05, NOON)
+            allowed += 1
+        for each in books * 2:
+            await each.sync()
+    assert allowed == 2  # as one process: 0.90 and 0.95 are under 1.00, then it is spent
+    assert [each.spent(key, NOON) for each in books] == [pytest.approx(1.0)] * 2
+    await hub.aclose()
+    for channel in channels:
+        await channel.aclose()
+
+
 # --- palyrad with two workers ---------------------------------------------------------------
 
 
