@@ -510,6 +510,7 @@ class PalyraConfig(_Section):
 class LoadedConfig:
     config: PalyraConfig
     path: Path | None  # None: built-in defaults, no file
+    text: str | None = None  # the file's text as read: what palyrad's workers are all handed
 
 
 # --- finding and loading ---------------------------------------------------------------
@@ -536,15 +537,20 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    text: str | None = None,
 ) -> LoadedConfig:
-    """Read, merge and validate. `overrides` are flag values as `{"daemon.port": 8000}`."""
+    """Read, merge and validate. `overrides` are flag values as `{"daemon.port": 8000}`.
+    `text`: the file's text, already read (a worker is handed its master's), parsed instead
+    of reading the file again, which may have changed since."""
     env = os.environ if env is None else env
     found = find_config_path(path, env)
     raw: dict[str, Any] = {"version": 1}
     source = None
     if found is not None:
         source = str(found)
-        raw = read_toml(found)
+        if text is None:
+            text = read_text(found)
+        raw = parse_toml(text, found)
     problems: list[str] = []
     # Where each overridden value came from, so an error can say which env var or flag to fix.
     origins: dict[str, str] = {}
@@ -560,7 +566,7 @@ def load_config(
         config = validate_config(raw, source)
     except ConfigError as exc:
         raise ConfigError([_blame(p, origins) for p in exc.problems], source) from None
-    return LoadedConfig(config, found)
+    return LoadedConfig(config, found, text if found is not None else None)
 
 
 def _blame(problem: str, origins: Mapping[str, str]) -> str:
@@ -573,12 +579,19 @@ def _blame(problem: str, origins: Mapping[str, str]) -> str:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    return parse_toml(read_text(path), path)
+
+
+def read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(["file not found"], str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+
+
+def parse_toml(text: str, path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -360,6 +360,7 @@ def run(
                 workers,
                 state_dir=resolve_state_dir(settings),
                 config_path=loaded.path,
+                config_text=loaded.text,
                 overrides=overrides,
                 grace_s=settings.daemon.shutdown_grace_ms / 1000,
                 env=os.environ,
@@ -390,8 +391,11 @@ def run(
 def serve_worker(spec: WorkerSpec) -> int:
     """One worker of several (palyra.workers): the daemon above on the master's socket; the
     exit code."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as the master does (no reload yet)
+    # The master's one reading of config.toml, not the file as it is now (it may have changed).
     try:
-        loaded = load_config(spec.config_path, overrides=spec.overrides)
+        text = Path(spec.config_text).read_text("utf-8") if spec.config_text else None
+        loaded = load_config(spec.config_path, overrides=spec.overrides, text=text)
     except ConfigError as exc:
         print(f"palyrad: config error: {exc}", file=sys.stderr)
         return 1

@@ -41,6 +41,7 @@ log = structlog.get_logger("palyra.workers")
 
 SPEC_ENV: Final = "PALYRA_WORKER_SPEC"
 CHANNEL_FILE: Final = "channel.sock"
+CONFIG_FILE: Final = "config.toml"
 METRICS_DIR: Final = "metrics"
 BACKLOG: Final = 4096
 # Restart backoff: doubled at each exit in a row, back to the first after a worker lived long.
@@ -62,7 +63,8 @@ class WorkerSpec:
     fd: int  # its listening socket
     node_id: str  # its own: runs it leaves behind when it dies are told apart from the others'
     channel: str  # the Unix socket of the master's channel
-    config_path: str | None
+    config_path: str | None  # where agents.toml is looked for, and what errors name
+    config_text: str | None  # a file of the config's text as the master read it, once
     overrides: dict[str, Any]
 
 
@@ -113,6 +115,7 @@ class Master:
         *,
         node_id: str,
         config_path: str | None,
+        config_text: str | None = None,
         overrides: Mapping[str, Any],
         grace_s: float,
         run_dir: Path,
@@ -124,6 +127,13 @@ class Master:
         self._address = (first.family, first.type, first.proto, first.getsockname())
         self._node_id = node_id
         self._config_path = config_path
+        # Every worker, a restarted one too, serves the config palyrad started with, whatever
+        # the file on disk says by then.
+        self._config_text: str | None = None
+        if config_text is not None:
+            snapshot = run_dir / CONFIG_FILE
+            snapshot.write_text(config_text, encoding="utf-8")
+            self._config_text = str(snapshot)
         self._overrides = dict(overrides)
         self._grace_s = grace_s
         self._run_dir = run_dir
@@ -148,6 +158,9 @@ class Master:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # Not a reload (yet), and not the default death that would leave the workers and this
+        # run directory behind: logged and ignored (the workers ignore it too).
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("sighup_ignored"))
         log.info("workers_starting", workers=self.count)
         watchers = [asyncio.create_task(self._watch(i)) for i in range(self.count)]
         await self._stop.wait()
@@ -238,6 +251,7 @@ class Master:
             node_id=f"{self._node_id}-w{index}",
             channel=str(self._run_dir / CHANNEL_FILE),
             config_path=self._config_path,
+            config_text=self._config_text,
             overrides=self._overrides,
         )
         env = dict(os.environ)
@@ -291,6 +305,7 @@ def run_master(
     overrides: Mapping[str, Any],
     grace_s: float,
     env: Mapping[str, str],
+    config_text: str | None = None,
 ) -> int:
     """palyrad with `count` workers; the exit code. Raises OSError when the port is taken."""
     from palyra.agents.lease import load_node_id
@@ -310,6 +325,7 @@ def run_master(
             sockets,
             node_id=node_id,
             config_path=str(config_path) if config_path else None,
+            config_text=config_text,
             overrides=overrides,
             grace_s=grace_s,
             run_dir=run_dir,

@@ -409,6 +409,33 @@ def test_while_a_worker_is_down_new_connections_go_to_the_others(daemon: Daemon)
     assert worker_of(restarted[1])["pid"] != victim["pid"]
 
 
+def test_a_restarted_worker_serves_the_config_palyrad_started_with(daemon: Daemon) -> None:
+    path = daemon.log.parent / "config.toml"
+    started_with = path.read_text()
+    assert 'model_id = "gpt"' in started_with
+    path.write_text(started_with.replace('model_id = "gpt"', 'model_id = "renamed"'))
+    try:
+        restart(daemon, one_connection_each(daemon)[1])
+        conns = one_connection_each(daemon)
+        for conn in conns.values():  # the same models on both, the replacement's too
+            _, models = call(conn, "GET", "/v1/models")
+            assert "gpt" in {m["id"] for m in models["data"]}, models
+    finally:
+        path.write_text(started_with)
+
+
+def test_sighup_is_ignored_by_palyrad_and_its_workers(daemon: Daemon) -> None:
+    before = {w["pid"] for w in map(worker_of, one_connection_each(daemon).values())}
+    daemon.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while '"sighup_ignored"' not in daemon.log_text():
+        assert time.monotonic() < deadline, daemon.log_text()[-2000:]
+        time.sleep(0.02)
+    assert daemon.process.poll() is None
+    after = {w["pid"] for w in map(worker_of, one_connection_each(daemon).values())}
+    assert after == before
+
+
 def test_sigterm_drains_every_worker_and_the_master_exits_0(
     daemon: Daemon, fake: FakeUpstream
 ) -> None:
