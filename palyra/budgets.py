@@ -197,6 +197,7 @@ class BudgetBook:
         self._wall_ms = wall_ms
         self._prefix = namespace
         self._url = redact_url(redis_url) if redis_url else "the workers' channel"
+        self._kind = "redis" if redis_url or spend is None else "channel"  # for the logs
         self._client: SpendStore | None = spend
         if redis_url:
             self._client = RedisSpend(redis_url, timeout_s)
@@ -335,12 +336,12 @@ class BudgetBook:
         self.last_error = redact_secrets(f"{type(exc).__name__}: {exc}")
         if self.reachable:
             self.reachable = False
-            log.warning("redis_budgets_unreachable", url=self._url, error=self.last_error)
+            log.warning(f"{self._kind}_budgets_unreachable", url=self._url, error=self.last_error)
 
     def _succeeded(self) -> None:
         if not self.reachable:
             self.reachable, self.last_error = True, None
-            log.info("redis_budgets_reachable_again", url=self._url)
+            log.info(f"{self._kind}_budgets_reachable_again", url=self._url)
 
     async def _run(self) -> None:
         while True:

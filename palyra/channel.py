@@ -31,15 +31,16 @@ from typing import Any, Final, cast
 import orjson
 import structlog
 
-from palyra.ratecounter import SNAPSHOT_FRESH_S, LocalRateCounter
+from palyra.ratecounter import RETRY_REDIS_AFTER_S, SNAPSHOT_FRESH_S, LocalRateCounter
+from palyra.shared import Decision
 
 log = structlog.get_logger("palyra.channel")
 
-CALL_TIMEOUT_S: Final = 1.0
+# As Redis's: a request limited by a key's rpm waits at most this long for a master that
+# does not answer (then counts here, for RETRY_AFTER_S, without asking it).
+CALL_TIMEOUT_S: Final = 0.25
+RETRY_AFTER_S: Final = RETRY_REDIS_AFTER_S
 MAX_LINE: Final = 1 << 20  # longer lines are a bug or a stranger: the connection is closed
-
-# (changed_at_ms, value, detail): a breaker's or a provider health's latest decision.
-Decision = tuple[int, str, str]
 
 
 class ChannelError(ConnectionError):
@@ -266,21 +267,33 @@ class _WorkerConnection(_Lines):
 
 class ChannelRateCounter:
     """A `palyra.ratecounter.RateCounter` kept by the master: every worker's reservations in
-    one sliding window. While the master does not answer, this worker counts alone."""
+    one sliding window. While the master does not answer, this worker counts alone, and after
+    a failure asks it again only `RETRY_AFTER_S` later (each request would wait the timeout)."""
 
     def __init__(self, channel: Channel, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._channel = channel
         self._clock = clock
         self.local = LocalRateCounter(clock=clock)
         self._snapshots: dict[str, tuple[int, int, float]] = {}
+        self._retry_at = 0.0
+        self.reachable = True
 
     async def reserve(self, key: str, tokens: int, rpm_limit: int, tpm_limit: int) -> float:
+        if not self.reachable and self._clock() < self._retry_at:
+            return self.local.reserve_now(key, tokens, rpm_limit, tpm_limit)
         try:
             wait, requests, used = await self._channel.call(
                 "reserve", key, tokens, rpm_limit, tpm_limit
             )
-        except ChannelError:
+        except ChannelError as exc:
+            self._retry_at = self._clock() + RETRY_AFTER_S
+            if self.reachable:
+                self.reachable = False
+                log.warning("channel_rate_counter_unreachable", error=str(exc))
             return self.local.reserve_now(key, tokens, rpm_limit, tpm_limit)
+        if not self.reachable:
+            self.reachable = True
+            log.info("channel_rate_counter_reachable_again")
         self._snapshots[key] = (int(requests), int(used), self._clock())
         if wait > 0:
             return float(wait)

@@ -103,6 +103,8 @@ class SharedState:
     ) -> None:
         """`store`: a Redis URL, or another DecisionStore."""
         self._store = RedisDecisions(store, namespace) if isinstance(store, str) else store
+        # What the logs call the store: Redis, or the channel to palyrad's master (workers).
+        self._kind = "redis" if isinstance(store, str) else "channel"
         self._breakers = breakers
         self._breaker_for = breaker_for
         self._health = health
@@ -129,11 +131,11 @@ class SharedState:
             try:
                 await self.sync()
                 if not self.reachable:
-                    log.info("redis_reachable_again")
+                    log.info(f"{self._kind}_reachable_again")
                 self.reachable, self.last_error = True, None
             except (redis.RedisError, OSError) as exc:
                 if self.reachable:
-                    log.warning("redis_unreachable", error=redact_secrets(str(exc)))
+                    log.warning(f"{self._kind}_unreachable", error=redact_secrets(str(exc)))
                 self.reachable = False
                 self.last_error = redact_secrets(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self._interval_s)

@@ -7,6 +7,7 @@ connection stays with the worker that accepted it, and the admin's models status
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -21,10 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
+from palyra.breaker import BreakerBoard
 from palyra.budgets import BudgetBook
 from palyra.channel import Channel, ChannelDecisions, ChannelRateCounter, ChannelSpend, Hub
 from palyra.config import ConfigError, validate_config
+from palyra.health import HealthBoard
+from palyra.shared import SharedState
 from palyra.workers import SPEC_ENV
 from tests.fakes.replies import ChatReply
 from tests.fakes.upstream import FakeUpstream
@@ -117,6 +122,72 @@ async def test_the_channel_holds_two_workers_to_one_rpm_and_shares_decisions_and
     # The master gone: this worker counts alone rather than fail the request.
     assert await ChannelRateCounter(a, clock=clock).reserve("key:k", 1, 3, 0) == 0
     await b.aclose()
+
+
+async def test_while_the_master_does_not_answer_limited_requests_stop_asking_it(
+    tmp_path: Path,
+) -> None:
+    heard: list[bytes] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():  # a master that hears and never answers
+            heard.append(line)
+
+    server = await asyncio.start_unix_server(silent, str(tmp_path / "c.sock"))
+    clock = Clock()
+    channel = Channel(str(tmp_path / "c.sock"))
+    await channel.connect()
+    counter = ChannelRateCounter(channel, clock=clock)
+    started = time.monotonic()
+    assert await counter.reserve("key:k", 1, 3, 0) == 0  # counted here after the timeout
+    assert time.monotonic() - started < 0.5  # a quarter of a second, as Redis's
+    assert not counter.reachable
+    for _ in range(3):  # the next second: counted here without asking (nor waiting)
+        await counter.reserve("key:k", 1, 3, 0)
+    assert await counter.reserve("key:k", 1, 3, 0) > 0  # the local count holds the rpm
+    await asyncio.sleep(0.01)
+    assert len(heard) == 1
+    clock.now += 1.0
+    await counter.reserve("key:k", 1, 3, 0)  # then asked again
+    await asyncio.sleep(0.01)
+    assert len(heard) == 2
+    await channel.aclose()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_when_the_channel_fails_the_logs_name_the_channel_not_redis(tmp_path: Path) -> None:
+    hub = Hub()
+    await hub.start(tmp_path / "c.sock")
+    channel = Channel(str(tmp_path / "c.sock"))
+    await channel.connect()
+    await hub.aclose()
+    await channel.aclose()
+    breakers = BreakerBoard()
+    shared = SharedState(
+        ChannelDecisions(channel),
+        breakers=breakers,
+        breaker_for=lambda pid: breakers.get(pid, 2, 30_000),
+        health=HealthBoard(degraded_latency_ms=2000),
+        provider_ids=["p"],
+        interval_s=0.01,
+    )
+    book = BudgetBook(spend=ChannelSpend(channel))
+    book.check(Key(), NOON)
+    book.add("key_a", 0.1, NOON)
+    with structlog.testing.capture_logs() as logs:
+        shared.start()
+        await book.sync()
+        await ChannelRateCounter(channel).reserve("key:k", 1, 3, 0)
+        await asyncio.sleep(0.05)
+        await shared.aclose()
+    events = {entry["event"] for entry in logs}
+    assert {
+        "channel_unreachable",
+        "channel_budgets_unreachable",
+        "channel_rate_counter_unreachable",
+    } <= events, events
+    assert not any(event.startswith("redis") for event in events), events
 
 
 async def test_after_a_restart_workers_spend_no_more_of_a_budget_than_one_process(
