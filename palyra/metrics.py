@@ -63,7 +63,8 @@ _DEPLOYMENT_GAUGES = (
         "share",
     ),
 )
-_LABELS = ("model", "provider")
+_DEPLOYMENT_LABELS = ("model", "provider")
+_WORKER_LABELS = ("model", "provider", "worker")
 
 
 class DeploymentCollector(Collector):
@@ -72,10 +73,13 @@ class DeploymentCollector(Collector):
     def __init__(self) -> None:
         self.view: DeploymentView | None = None
         self.now: Callable[[], float] = time.time
+        # One of several workers: its index, a label of every sample. Each scrape lands on
+        # some worker; labelled, Prometheus sums the workers and sees no counter go backwards.
+        self.worker: str | None = None
 
     def describe(self) -> Iterator[Metric]:
         # Registration asks for the names: answer without calling the view.
-        gauges, ttft, dispatched, exhausted = self._families()
+        gauges, ttft, dispatched, exhausted = self._families(self.worker is not None)
         return iter([*gauges, ttft, dispatched, exhausted])
 
     def collect(self) -> Iterator[Metric]:
@@ -86,10 +90,12 @@ class DeploymentCollector(Collector):
             except Exception:
                 # A broken view must not take the rest of /metrics down with it.
                 log.exception("deployment view failed; per-deployment metrics left out")
-        gauges, ttft, dispatched, exhausted = self._families()
+        gauges, ttft, dispatched, exhausted = self._families(self.worker is not None)
         now_ms = self.now() * 1000
         for row in rows:
             labels = [str(row["model_id"]), str(row["provider_id"])]
+            if self.worker is not None:
+                labels.append(self.worker)
             for family, (_, _, field) in zip(gauges, _DEPLOYMENT_GAUGES, strict=True):
                 family.add_metric(labels, float(row[field]))
             if row.get("ttft_ms") is not None:
@@ -100,26 +106,27 @@ class DeploymentCollector(Collector):
         return iter([*gauges, ttft, dispatched, exhausted])
 
     @staticmethod
-    def _families() -> tuple[
-        list[GaugeMetricFamily], GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily
-    ]:
+    def _families(
+        by_worker: bool = False,
+    ) -> tuple[list[GaugeMetricFamily], GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
+        labels = _WORKER_LABELS if by_worker else _DEPLOYMENT_LABELS
         gauges = [
-            GaugeMetricFamily(name, doc, labels=_LABELS) for name, doc, _ in _DEPLOYMENT_GAUGES
+            GaugeMetricFamily(name, doc, labels=labels) for name, doc, _ in _DEPLOYMENT_GAUGES
         ]
         ttft = GaugeMetricFamily(
             "palyra_deployment_ttft_seconds",
             "Moving average of the deployment's time to first token",
-            labels=_LABELS,
+            labels=labels,
         )
         dispatched = CounterMetricFamily(
             "palyra_deployment_dispatched",
             "Requests dispatched to the deployment since the daemon started",
-            labels=_LABELS,
+            labels=labels,
         )
         exhausted = GaugeMetricFamily(
             "palyra_deployment_exhausted",
             "1 while the upstream's rate-limit headers say the deployment has nothing left",
-            labels=_LABELS,
+            labels=labels,
         )
         return gauges, ttft, dispatched, exhausted
 
@@ -306,9 +313,22 @@ class Metrics:
         self.flush()
         if _MULTIPROCESS_DIR:
             # One of several workers (palyra.workers): every worker's counters, gauges and
-            # histograms from their files; the per-deployment view is this worker's own.
+            # histograms from their files; the per-deployment view is this worker's own, and
+            # says so in a `worker` label.
+            if self._deployments.worker is None:
+                self._deployments.worker = _worker_index()
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=_MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
             registry.register(self._deployments)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _worker_index() -> str:
+    """This worker's index, from the spec palyra.workers gives it (PALYRA_WORKER_SPEC)."""
+    import json
+
+    try:
+        return str(json.loads(os.environ["PALYRA_WORKER_SPEC"])["index"])
+    except (KeyError, ValueError, TypeError):
+        return str(os.getpid())

@@ -344,6 +344,13 @@ def test_requests_are_served_by_both_workers_and_metrics_count_them_all(daemon: 
         and 'status="200"' in line
     ]
     assert served == [6.0]  # three answered by each worker, counted once on either
+    # The per-deployment figures are the answering worker's own, and say so: summed over the
+    # workers by Prometheus, they never go backwards from one scrape to the next.
+    per_deployment = [
+        line for line in metrics.decode().splitlines() if line.startswith("palyra_deployment_")
+    ]
+    assert any('model="deterministic"' in line for line in per_deployment), per_deployment
+    assert all('worker="0"' in line for line in per_deployment), per_deployment
     # ... and the ledger, written by both into one SQLite file, holds every one of them.
     deadline = time.monotonic() + 5
     while True:
