@@ -119,6 +119,7 @@ class Master:
         overrides: Mapping[str, Any],
         grace_s: float,
         run_dir: Path,
+        url: str = "",
     ) -> None:
         # The master's copy of each worker's listening socket, None while that worker is down.
         self._sockets: list[socket.socket | None] = list(sockets)
@@ -141,6 +142,8 @@ class Master:
         self._hub.on_ready = self._ready
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._served = False
+        self._url = url
+        self._ready_once: set[int] = set()  # the workers that have served, each at least once
         self._stop = asyncio.Event()
         self.failure: str | None = None
 
@@ -151,6 +154,10 @@ class Master:
     def _ready(self, index: int, pid: int) -> None:
         self._served = True
         log.info("worker_ready", worker=index, pid=pid)
+        if len(self._ready_once) < self.count:
+            self._ready_once.add(index)
+            if len(self._ready_once) == self.count:
+                log.info("all_workers_ready", url=self._url, workers=self.count)
 
     async def run(self) -> int:
         """Serve until SIGTERM / SIGINT (0) or until the workers cannot start (1)."""
@@ -329,8 +336,10 @@ def run_master(
             overrides=overrides,
             grace_s=grace_s,
             run_dir=run_dir,
+            url=f"http://{host}:{port}",
         )
-        log.info("listening", url=f"http://{host}:{port}", workers=count)
+        # Bound: the kernel queues connections from here on; `ready` once every worker serves.
+        log.info("bound", url=f"http://{host}:{port}", workers=count)
         code = asyncio.run(master.run())
         if master.failure:
             print(f"palyrad: cannot start: {master.failure} (its error is above)", file=sys.stderr)

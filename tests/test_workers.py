@@ -329,6 +329,9 @@ def chat(model: str, text: str = "hi") -> dict[str, Any]:
 
 def test_requests_are_served_by_both_workers_and_metrics_count_them_all(daemon: Daemon) -> None:
     conns = one_connection_each(daemon)
+    events = [json.loads(line)["event"] for line in daemon.log_text().splitlines() if "{" in line]
+    first_two = [i for i, e in enumerate(events) if e == "worker_ready"][:2]
+    assert events.index("all_workers_ready") > first_two[1], events  # logged when both serve
     assert {w["pid"] for w in map(worker_of, conns.values())} != {daemon.process.pid}
     for conn in conns.values():
         for _ in range(3):
