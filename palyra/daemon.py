@@ -33,6 +33,7 @@ from palyra.budgets import BudgetBook
 from palyra.channel import Channel, ChannelSpend
 from palyra.config import (
     ConfigError,
+    DaemonConfig,
     PalyraConfig,
     find_config_path,
     load_config,
@@ -370,22 +371,34 @@ def run(
             raise typer.Exit(1) from None
         raise typer.Exit(code)
     try:
-        app = build_app(settings, config_path=loaded.path)
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(
-                serve(
-                    app,
-                    settings.daemon.bind,
-                    settings.daemon.port,
-                    settings.daemon.shutdown_grace_ms / 1000,
-                )
-            )
+        run_until_stopped(build_app(settings, config_path=loaded.path), settings.daemon)
     except ConfigError as exc:  # agents.toml
         print(f"palyrad: config error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     except OSError as exc:
         print(f"palyrad: cannot start: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+
+
+def run_until_stopped(
+    app: web.Application,
+    daemon: DaemonConfig,
+    *,
+    sock: socket.socket | None = None,
+    on_listening: Callable[[asyncio.Event], None] | None = None,
+) -> None:
+    """`serve` on the event loop of `event_loop_factory`, until SIGTERM or SIGINT."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(
+            serve(
+                app,
+                daemon.bind,
+                daemon.port,
+                daemon.shutdown_grace_ms / 1000,
+                sock=sock,
+                on_listening=on_listening,
+            )
+        )
 
 
 def serve_worker(spec: WorkerSpec) -> int:
@@ -414,17 +427,7 @@ def serve_worker(spec: WorkerSpec) -> int:
 
     try:
         app = build_app(settings, config_path=loaded.path, worker=spec)
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(
-                serve(
-                    app,
-                    settings.daemon.bind,
-                    settings.daemon.port,
-                    settings.daemon.shutdown_grace_ms / 1000,
-                    sock=sock,
-                    on_listening=listening,
-                )
-            )
+        run_until_stopped(app, settings.daemon, sock=sock, on_listening=listening)
     except ConfigError as exc:  # agents.toml
         print(f"palyrad: config error: {exc}", file=sys.stderr)
         return 1
