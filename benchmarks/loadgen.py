@@ -124,6 +124,10 @@ class Run:
                 *(self.worker(http, deadline) for _ in range(self.args.concurrency))
             )
             elapsed = time.perf_counter() - started
+        return self.figures(elapsed, stream=self.args.stream)
+
+    def figures(self, elapsed: float, *, stream: bool) -> dict[str, Any]:
+        """What a run prints: counts, rate, latency and (streams) time to first chunk."""
         return {
             "requests": self.done,
             "errors": self.errors,
@@ -131,7 +135,7 @@ class Run:
             "seconds": elapsed,
             "rps": self.done / elapsed if elapsed else 0.0,
             "latency_ms": summary_ms(self.latency),
-            "ttfc_ms": summary_ms(self.ttfc) if self.args.stream else None,
+            "ttfc_ms": summary_ms(self.ttfc) if stream else None,
         }
 
 
@@ -254,16 +258,7 @@ class RawStreams(Run):
         started = time.perf_counter()
         await asyncio.gather(*(self.raw_one() for _ in range(self.args.requests)))
         elapsed = time.perf_counter() - started
-        return {
-            "peak_open": peak_open(self.spans),
-            "requests": self.done,
-            "errors": self.errors,
-            "error_samples": self.error_samples,
-            "seconds": elapsed,
-            "rps": self.done / elapsed if elapsed else 0.0,
-            "latency_ms": summary_ms(self.latency),
-            "ttfc_ms": summary_ms(self.ttfc),
-        }
+        return {"peak_open": peak_open(self.spans), **self.figures(elapsed, stream=True)}
 
 
 def main() -> None:
