@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +87,27 @@ async def apply_migration(tx: Database, component: str, version: int, script: st
     )
 
 
+WAL_SWITCH_S = 5.0
+
+
+def use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (it stays so once switched), waiting out other connections.
+
+    The workers of one daemon (palyra.workers) open a new file at the same moment. Each holds
+    a shared lock and wants the exclusive one to switch; SQLite sees the deadlock and answers
+    one of them "database is locked" at once, without its busy handler. By the time it tries
+    again the winner has switched the file, and the switch is a no-op."""
+    deadline = time.monotonic() + WAL_SWITCH_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteDatabase(Database):
     """SQLite on one connection, driven from one worker thread so the event loop never
     blocks on disk. WAL and `synchronous=FULL`: a committed write survives a crash."""
@@ -105,10 +127,8 @@ class SqliteDatabase(Database):
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        # First: the workers of one daemon (palyra.workers) open the file at the same time,
-        # and switching it to WAL waits for the others rather than failing "locked".
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         self.path.chmod(0o600)
