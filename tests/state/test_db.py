@@ -130,6 +130,16 @@ async def test_nulls_bind_as_null_through_the_registered_adapter(database: Datab
     assert row == {"a": None, "b": None, "c": None}
 
 
+def _open_together(
+    db: SqliteDatabase, start: threading.Barrier, errors: list[BaseException]
+) -> None:
+    start.wait()
+    try:
+        db._connect()
+    except BaseException as exc:
+        errors.append(exc)
+
+
 def test_connections_opening_a_new_file_together_all_get_wal(tmp_path: Path) -> None:
     # Found in CI: two workers of one daemon opened a new palyra.db at once and one died on
     # "database is locked" switching it to WAL (SQLite answers a deadlock at once, without
@@ -139,15 +149,9 @@ def test_connections_opening_a_new_file_together_all_get_wal(tmp_path: Path) -> 
         openers = [SqliteDatabase(path) for _ in range(6)]
         start = threading.Barrier(len(openers))
         errors: list[BaseException] = []
-
-        def open_(db: SqliteDatabase) -> None:
-            start.wait()
-            try:
-                db._connect()
-            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=open_, args=(db,)) for db in openers]
+        threads = [
+            threading.Thread(target=_open_together, args=(db, start, errors)) for db in openers
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
