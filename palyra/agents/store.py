@@ -29,6 +29,8 @@ MIGRATIONS = [
     "CREATE TABLE agent_run_events ("
     " run_id TEXT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL, at_ms BIGINT NOT NULL,"
     " data TEXT NOT NULL, PRIMARY KEY (run_id, seq))",
+    # The run history is read newest first, often for one agent.
+    "CREATE INDEX agent_runs_agent ON agent_runs (agent_id, started_at)",
 ]
 
 _RUN_COLUMNS = (
@@ -36,6 +38,49 @@ _RUN_COLUMNS = (
     " error_kind, error_message, prompt_tokens, completion_tokens, tool_calls, turns, output,"
     " started_at, finished_at"
 )
+
+
+# What a run's listing shows of its input and output: enough to tell runs apart; the run's
+# own page has the whole text.
+EXCERPT_CHARS = 200
+MAX_LIST_LIMIT = 200
+_LIST_COLUMNS = (
+    "run_id, agent_id, origin, session_id, model, status, error_kind, error_message,"
+    " prompt_tokens, completion_tokens, tool_calls, turns, started_at, finished_at,"
+    f" SUBSTR(input, 1, {EXCERPT_CHARS + 1}) AS input_head,"
+    f" SUBSTR(output, 1, {EXCERPT_CHARS + 1}) AS output_head"
+)
+_RUN_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+@dataclass(frozen=True, slots=True)
+class RunCursor:
+    """Where a page of runs ends: runs that started strictly earlier come next. Runs of one
+    millisecond are ordered by run_id, so a page boundary inside a millisecond loses none."""
+
+    started_at: int
+    run_id: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.started_at) if self.run_id is None else f"{self.started_at}:{self.run_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> RunCursor:
+        """`<epoch ms>` or a `next_before` value (`<epoch ms>:<run id>`)."""
+        at, _, run_id = text.partition(":")
+        rule = "must be epoch milliseconds or a next_before value"
+        if not at.isascii() or not at.isdigit() or len(at) > 18:
+            raise ValueError(rule)
+        if run_id and not (len(run_id) <= 128 and set(run_id) <= _RUN_ID_CHARS):
+            raise ValueError(rule)
+        return cls(int(at), run_id or None)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    agent_id: str | None = None
+    origins: tuple[str, ...] = ()  # empty: any
+    status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +172,39 @@ class RunStore:
         return await self.db.fetch_one(
             f"SELECT {_RUN_COLUMNS} FROM agent_runs WHERE run_id = ?", run_id
         )
+
+    async def list_runs(
+        self, where: RunFilter, *, limit: int = 50, before: RunCursor | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs newest first, at most `limit` (1-200), that started before `before`; each as
+        `summary_view` shows it."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ValueError(f"limit: must be from 1 to {MAX_LIST_LIMIT}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        if where.agent_id is not None:
+            clauses.append("agent_id = ?")
+            params.append(where.agent_id)
+        if where.origins:
+            clauses.append(f"origin IN ({', '.join('?' for _ in where.origins)})")
+            params.extend(where.origins)
+        if where.status is not None:
+            clauses.append("status = ?")
+            params.append(where.status)
+        if before is not None:
+            if before.run_id is None:
+                clauses.append("started_at < ?")
+                params.append(before.started_at)
+            else:
+                clauses.append("(started_at < ? OR (started_at = ? AND run_id < ?))")
+                params += [before.started_at, before.started_at, before.run_id]
+        sql = f"SELECT {_LIST_COLUMNS} FROM agent_runs"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = await self.db.fetch_all(
+            sql + " ORDER BY started_at DESC, run_id DESC LIMIT ?", *params, limit
+        )
+        return [summary_view(row) for row in rows]
 
     async def events(self, run_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         rows = await self.db.fetch_all(
@@ -224,11 +302,65 @@ def event_view(row: Row) -> dict[str, Any]:
     }
 
 
+def source(origin: str) -> str:
+    """Where a run came from, as the run history names it: `cli`, `cron`, or `console` for
+    the console's API (the web console, or any client of `POST /console/v1/runs`)."""
+    return "console" if origin == "api" else origin
+
+
+def origins_of(source_name: str) -> tuple[str, ...]:
+    return ("api",) if source_name == "console" else (source_name,)
+
+
+SOURCES = ("cli", "cron", "console")
+STATUSES = ("running", "succeeded", "failed", "cancelled")
+
+
+def _cron_job_id(row: Row) -> str | None:
+    # The scheduler names a cron run's session after its job (palyra.cron.runner).
+    session = row["session_id"] or ""
+    return session[5:] if row["origin"] == "cron" and session.startswith("cron:") else None
+
+
+def _excerpt(text: str | None) -> str | None:
+    if text is None or len(text) <= EXCERPT_CHARS:
+        return text
+    return text[: EXCERPT_CHARS - 1] + "…"
+
+
+def summary_view(row: Row) -> dict[str, Any]:
+    """A run as the history lists it: its input and output cut to EXCERPT_CHARS."""
+    prompt, completion = int(row["prompt_tokens"]), int(row["completion_tokens"])
+    return {
+        "run_id": row["run_id"],
+        "agent_id": row["agent_id"],
+        "source": source(row["origin"]),
+        "cron_job_id": _cron_job_id(row),
+        "model": row["model"] or None,
+        "status": row["status"],
+        "error_kind": row["error_kind"],
+        "error_message": row["error_message"],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+        "tool_calls": row["tool_calls"],
+        "turns": row["turns"],
+        "input_excerpt": _excerpt(row["input_head"]),
+        "output_excerpt": _excerpt(row["output_head"]),
+        "started_at_ms": row["started_at"],
+        "finished_at_ms": row["finished_at"],
+    }
+
+
 def run_view(row: Row, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     view = {
         "run_id": row["run_id"],
         "agent_id": row["agent_id"],
         "origin": row["origin"],
+        "source": source(row["origin"]),
+        "cron_job_id": _cron_job_id(row),
         "principal": row["principal"],
         "session_id": row["session_id"],
         "auth_profile_id": row["auth_profile_id"],

@@ -1,10 +1,16 @@
 """Console API for agents and their runs.
 
 - `GET /console/v1/agents`, `GET /console/v1/agents/{agent_id}`
-- `POST /console/v1/runs` `{"agent_id", "input", "stream"}`: with `stream: true` the answer is
-  SSE, one `data: {event}` per run event and `data: [DONE]` at the end; otherwise the finished
-  run. A client that goes away mid-run cancels it.
-- `GET /console/v1/runs/{run_id}` (status, events, usage), `POST /console/v1/runs/{run_id}/cancel`
+- `POST /console/v1/runs` `{"agent_id", "input", "stream", "background"}`: with `stream: true`
+  the answer is SSE, one `data: {event}` per run event and `data: [DONE]` at the end; otherwise
+  the finished run. A client that goes away mid-run cancels it. With `background: true` the
+  answer is 202 and the run as it started, and the run goes on whatever the client does (the
+  web console starts runs so, and follows them on the run's page, which a reload keeps).
+- `GET /console/v1/runs?agent_id=&source=cli|cron|console&status=&limit=&before=`: the run
+  history, newest first, input and output cut short; `limit`: 1-200 (50); `before`: the
+  previous page's `next_before` (or epoch ms).
+- `GET /console/v1/runs/{run_id}?after_seq=N` (status, events after N, usage, output, error),
+  `POST /console/v1/runs/{run_id}/cancel`
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,7 +26,15 @@ from aiohttp import web
 
 from palyra.agents.registry import DEFAULT_AGENT_ID
 from palyra.agents.service import ActiveRun, AgentService
-from palyra.agents.store import run_view
+from palyra.agents.store import (
+    MAX_LIST_LIMIT,
+    SOURCES,
+    STATUSES,
+    RunCursor,
+    RunFilter,
+    origins_of,
+    run_view,
+)
 from palyra.context import Origin
 from palyra.errors import InvalidRequest, NotFound
 from palyra.server.keys import RUNTIME
@@ -28,7 +43,8 @@ from palyra.sse import DONE, encode_data
 MAX_INPUT_CHARS = 100_000
 MAX_AGENT_ID_CHARS = 64  # the agents.toml rule for an agent id
 MAX_SESSION_ID_CHARS = 128
-_RUN_FIELDS = {"agent_id", "input", "stream", "origin", "session_id"}
+_RUN_FIELDS = {"agent_id", "input", "stream", "origin", "session_id", "background"}
+MAX_EVENT_SEQ = 10**15
 # A query integer is plain ASCII decimal: str.isdigit() also takes "²" and "١", which int()
 # then rejects or reads as something the client did not write. 18 digits keep int() cheap.
 _DECIMAL = re.compile(r"[0-9]{1,18}")
@@ -99,7 +115,17 @@ async def get_agent(request: web.Request) -> web.Response:
     return json_response(_agents(request).agent(request.match_info["agent_id"]).view())
 
 
-def _run_request(body: dict[str, Any]) -> tuple[str, str, bool, Origin, str | None]:
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    agent_id: str
+    input: str
+    stream: bool
+    background: bool
+    origin: Origin
+    session_id: str | None
+
+
+def _run_request(body: dict[str, Any]) -> RunRequest:
     unknown = set(body) - _RUN_FIELDS
     if unknown:
         field = sorted(unknown)[0]
@@ -121,6 +147,15 @@ def _run_request(body: dict[str, Any]) -> tuple[str, str, bool, Origin, str | No
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be true or false", param="stream")
+    background = body.get("background", False)
+    if not isinstance(background, bool):
+        raise InvalidRequest("background: must be true or false", param="background")
+    if background and stream:
+        raise InvalidRequest(
+            "background: a background run is not streamed; follow it with"
+            " GET /console/v1/runs/{run_id}?after_seq=N",
+            param="background",
+        )
     origin = body.get("origin", "api")
     # `cron` is the scheduler's alone: a client cannot pass its runs off as scheduled ones.
     if origin not in ("api", "cli"):
@@ -136,15 +171,19 @@ def _run_request(body: dict[str, Any]) -> tuple[str, str, bool, Origin, str | No
             " without NUL",
             param="session_id",
         )
-    return agent_id, text, stream, origin, session_id
+    return RunRequest(agent_id, text, stream, background, origin, session_id)
 
 
 async def create_run(request: web.Request) -> web.StreamResponse:
-    agent_id, text, stream, origin, session_id = _run_request(await read_object(request))
+    wanted = _run_request(await read_object(request))
     service = _agents(request)
-    active = await service.start_run(agent_id, text, origin=origin, session_id=session_id)
+    active = await service.start_run(
+        wanted.agent_id, wanted.input, origin=wanted.origin, session_id=wanted.session_id
+    )
+    if wanted.background:
+        return await _run_response(service, active.run_id, 202)
     try:
-        if stream:
+        if wanted.stream:
             return await _stream(request, active)
         assert active.task is not None
         await asyncio.shield(active.task)
@@ -172,15 +211,68 @@ async def _stream(request: web.Request, active: ActiveRun) -> web.StreamResponse
     return response
 
 
-async def _run_response(service: AgentService, run_id: str, status: int) -> web.Response:
+async def _run_response(
+    service: AgentService, run_id: str, status: int, after_seq: int = 0
+) -> web.Response:
     row = await service.store.get(run_id)
     if row is None:
         raise NotFound(f"no run {run_id!r}", param="run_id")
-    return json_response(run_view(row, await service.store.events(run_id)), status)
+    return json_response(run_view(row, await service.store.events(run_id, after_seq)), status)
 
 
 async def get_run(request: web.Request) -> web.Response:
-    return await _run_response(_agents(request), path_id(request, "run_id", "run"), 200)
+    run_id = path_id(request, "run_id", "run")
+    after = query_int(request, "after_seq", default=0, minimum=0, maximum=MAX_EVENT_SEQ)
+    return await _run_response(_agents(request), run_id, 200, after)
+
+
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidRequest(f"{name}: give it once", param=name)
+    if not values or values[0] == "":
+        return None
+    if values[0] not in allowed:
+        shown = values[0] if len(values[0]) <= 40 else values[0][:39] + "…"
+        raise InvalidRequest(
+            f"{name}: must be one of {', '.join(allowed)}, not {shown!r}", param=name
+        )
+    return values[0]
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", default=50, minimum=1, maximum=MAX_LIST_LIMIT)
+    agent_values = request.query.getall("agent_id", [])
+    if len(agent_values) > 1:
+        raise InvalidRequest("agent_id: give it once", param="agent_id")
+    agent_id = agent_values[0] if agent_values and agent_values[0] else None
+    if agent_id is not None and (len(agent_id) > MAX_AGENT_ID_CHARS or _text_problem(agent_id)):
+        raise InvalidRequest(
+            f"agent_id: must be at most {MAX_AGENT_ID_CHARS} characters, without NUL",
+            param="agent_id",
+        )
+    source = _choice(request, "source", SOURCES)
+    status = _choice(request, "status", STATUSES)
+    before: RunCursor | None = None
+    before_values = request.query.getall("before", [])
+    if len(before_values) > 1:
+        raise InvalidRequest("before: give it once", param="before")
+    if before_values and before_values[0]:
+        try:
+            before = RunCursor.parse(before_values[0])
+        except ValueError as exc:
+            raise InvalidRequest(f"before: {exc}", param="before") from None
+    where = RunFilter(agent_id, origins_of(source) if source else (), status)
+    runs = await _agents(request).store.list_runs(where, limit=limit, before=before)
+    last = runs[-1] if len(runs) == limit else None
+    return json_response(
+        {
+            "runs": runs,
+            "next_before": None
+            if last is None
+            else str(RunCursor(last["started_at_ms"], last["run_id"])),
+        }
+    )
 
 
 async def cancel_run(request: web.Request) -> web.Response:
@@ -202,6 +294,7 @@ async def cancel_run(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/console/v1/agents", list_agents)
     app.router.add_get("/console/v1/agents/{agent_id}", get_agent)
+    app.router.add_get("/console/v1/runs", list_runs)
     app.router.add_post("/console/v1/runs", create_run)
     app.router.add_get("/console/v1/runs/{run_id}", get_run)
     app.router.add_post("/console/v1/runs/{run_id}/cancel", cancel_run)
