@@ -1,0 +1,220 @@
+"""The repository documents itself: these tests fail when the docs and the code disagree.
+
+- docs/configuration.md holds the key tables `python -m palyra.config_docs` generates from
+  the config schema, as they are now.
+- docs/api.md's route index lists exactly the routes the daemon registers.
+- docs/cli.md has a section for every `palyra` command naming each of its options, and no
+  section for a command that does not exist.
+- Links in README.md and docs/*.md point at files of the repository that exist.
+
+README's examples are run against a real daemon, below.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from palyra import config_docs
+from palyra.cli.main import app as cli_app
+from palyra.config import validate_config
+from palyra.daemon import build_app
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def test_configuration_page_is_what_the_schema_generates() -> None:
+    page = config_docs.PAGE.read_text(encoding="utf-8")
+    try:
+        fresh = config_docs.render(page)
+    except config_docs.DocsError as exc:
+        pytest.fail(str(exc))
+    assert fresh == page, (
+        "docs/configuration.md is stale: run `.venv/bin/python -m palyra.config_docs` "
+        "and commit the page"
+    )
+
+
+def test_every_config_key_has_a_row_with_its_default() -> None:
+    # Independent of the generator: each key's last part is in the page with its default.
+    page = config_docs.PAGE.read_text(encoding="utf-8")
+    for _, dotted, info in config_docs.all_keys():
+        key = dotted.rpartition(".")[2]
+        row = next((line for line in page.splitlines() if line.startswith(f"| `{key}` |")), None)
+        assert row is not None, f"{dotted}: no row in docs/configuration.md"
+        if dotted not in config_docs.DEFAULT_NOTES and not info.is_required():
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, enum.Enum):
+                default = default.value
+            if default is None:
+                continue
+            shown = str(default).lower() if isinstance(default, bool) else str(default)
+            if isinstance(default, list | tuple):
+                shown = "[" + ", ".join(f'"{v}"' for v in default) + "]"
+            assert any(shown in line for line in page.splitlines() if f"| `{key}` |" in line), (
+                f"{dotted}: its default {shown} is not on its row"
+            )
+
+
+def test_the_generator_refuses_a_key_without_a_meaning(monkeypatch: pytest.MonkeyPatch) -> None:
+    meanings = dict(config_docs.MEANINGS)
+    del meanings["daemon.port"]
+    monkeypatch.setattr(config_docs, "MEANINGS", meanings)
+    with pytest.raises(config_docs.DocsError, match=r"daemon\.port: no meaning written"):
+        config_docs.generate()
+
+
+# --- routes -----------------------------------------------------------------------------
+
+_ROUTE_ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^` ]*)` \|")
+
+
+def _registered_routes(tmp_path: Path) -> set[str]:
+    config = validate_config({"version": 1, "daemon": {"state_dir": str(tmp_path / "state")}})
+    app = build_app(config, env={"HOME": str(tmp_path), "PALYRA_ADMIN_TOKEN": "t" * 32})
+    routes: set[str] = set()
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue  # aiohttp adds HEAD to every GET; the page says so once
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or info.get("prefix")
+        routes.add(f"{route.method} {path}")
+    return routes
+
+
+def _documented_routes() -> list[str]:
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    section = page.split("## Every route", 1)[1].split("\n## ", 1)[0]
+    rows = [_ROUTE_ROW.match(line) for line in section.splitlines()]
+    return [f"{m.group(1)} {m.group(2)}" for m in rows if m]
+
+
+def test_api_page_lists_every_route_the_daemon_registers(tmp_path: Path) -> None:
+    registered = _registered_routes(tmp_path)
+    documented = _documented_routes()
+    assert len(documented) == len(set(documented)), "a route is listed twice in docs/api.md"
+    missing = sorted(registered - set(documented))
+    stale = sorted(set(documented) - registered)
+    assert not missing, f"routes not in docs/api.md's 'Every route' table: {missing}"
+    assert not stale, f"docs/api.md lists routes the daemon does not have: {stale}"
+
+
+def test_api_page_names_every_palyra_header() -> None:
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    headers = set(re.findall(r"x-palyra-[a-z-]+", page))
+    source = "\n".join(p.read_text() for p in (ROOT / "palyra").rglob("*.py"))
+    used = {h.lower() for h in re.findall(r"(?i)x-palyra-[a-z-]+[a-z]", source)}
+    assert used, "no x-palyra-* header found in the package: the pattern is wrong"
+    assert used <= headers, f"headers not in docs/api.md: {sorted(used - headers)}"
+
+
+# --- CLI --------------------------------------------------------------------------------
+
+_HEADING = re.compile(r"^#{2,4} `(palyra(?: [a-z-]+)*)`$")
+
+
+def _commands() -> dict[str, Any]:
+    """'palyra cron add' -> its click command, for every command and group."""
+    found: dict[str, Any] = {}
+
+    def walk(command: Any, path: str) -> None:
+        found[path] = command
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(cli_app), "palyra")
+    return found
+
+
+def _sections() -> dict[str, str]:
+    """Heading `palyra ...` -> the text up to the next heading."""
+    sections: dict[str, str] = {}
+    current: str | None = None
+    for line in (DOCS / "cli.md").read_text(encoding="utf-8").splitlines():
+        match = _HEADING.match(line)
+        if match:
+            current = match.group(1)
+            assert current not in sections, f"docs/cli.md: two sections for {current}"
+            sections[current] = ""
+        elif line.startswith("#"):
+            current = None
+        elif current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+def _names(command: Any) -> list[str]:
+    names: list[str] = []
+    for param in command.params:
+        if param.param_type_name == "option":
+            names += [o for o in param.opts if o.startswith("--")]
+        else:
+            names.append(param.name.upper())
+    return names
+
+
+def test_cli_page_has_a_section_for_every_command_naming_its_options() -> None:
+    commands = _commands()
+    sections = _sections()
+    undocumented = sorted(set(commands) - set(sections))
+    stale = sorted(set(sections) - set(commands))
+    assert not undocumented, f"docs/cli.md has no section for: {undocumented}"
+    assert not stale, f"docs/cli.md documents commands that do not exist: {stale}"
+    problems = [
+        f"{path}: {name}"
+        for path, command in commands.items()
+        for name in _names(command)
+        if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", sections[path])
+    ]
+    assert not problems, f"options or arguments not named in their docs/cli.md section: {problems}"
+
+
+# --- links ------------------------------------------------------------------------------
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name
+)
+def test_links_stay_inside_the_repository_and_resolve(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    problems: list[str] = []
+    for target in _LINK.findall(text):
+        if target.startswith(("http://", "https://")):
+            if page.name == "README.md" and "127.0.0.1" not in target:
+                problems.append(f"{target}: the README links only inside the repository")
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.is_relative_to(ROOT):
+            problems.append(f"{target}: outside the repository")
+        elif not resolved.exists():
+            problems.append(f"{target}: no such file")
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            problems.append(f"{target}: no heading #{anchor} in {resolved.name}")
+    assert not problems, f"{page.name}: {problems}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading ids: lower case, punctuation but - and _ dropped, spaces to -."""
+    anchors: set[str] = set()
+    counts: dict[str, int] = {}
+    in_code = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not line.startswith("#"):
+            continue
+        title = line.lstrip("#").strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", title).replace(" ", "-")
+        n = counts.get(slug, 0)
+        counts[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
