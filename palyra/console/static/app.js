@@ -1,5 +1,7 @@
-// The console shell: session, API calls, safe DOM building, the page router.
-// Pages live in their own modules and get a small context: { api, h, main, notify, onLeave }.
+// The console shell: session, API calls, safe DOM building, the page router, and the banner
+// that says when the state store or Redis does not answer.
+// Pages live in their own modules and get a small context: { api, h, main, notify, onLeave,
+// path, dependencies }; `path` is what follows the page's name in the URL (#/runs/<id>).
 
 import { providersPage } from "./providers.js";
 import { authPage } from "./auth.js";
@@ -8,6 +10,7 @@ import { runsPage } from "./runs.js";
 import { keysPage } from "./keys.js";
 import { usagePage } from "./usage.js";
 import { requestsPage } from "./requests.js";
+import { on } from "./morph.js";
 
 const pages = {
   providers: providersPage, auth: authPage, cron: cronPage, runs: runsPage,
@@ -15,6 +18,9 @@ const pages = {
 };
 let csrfToken = null;
 let leaveHandlers = [];
+const DEPENDENCIES_MS = 5000;
+let dependenciesAt = 0;
+let dependenciesTimer = null;
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -27,12 +33,15 @@ export class ApiError extends Error {
 }
 
 // Every element is built with text nodes: nothing from the daemon is ever parsed as HTML.
+// `key` names a row among its siblings for morph.js (polled pages update rows in place).
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === null || value === undefined || value === false) continue;
-    if (key.startsWith("on") && typeof value === "function") {
-      node.addEventListener(key.slice(2).toLowerCase(), value);
+    if (key === "key") {
+      node.__key = String(value);
+    } else if (key.startsWith("on") && typeof value === "function") {
+      on(node, key.slice(2).toLowerCase(), value);
     } else if (key === "class") {
       node.className = value;
     } else if (value === true) {
@@ -90,6 +99,32 @@ export function confirmThen(message, action) {
 
 function main() { return document.getElementById("main"); }
 
+const DEPENDENCY_NAMES = { state_store: "The state store", redis: "Redis" };
+
+// The banner over every page when a dependency does not answer. Pages that fetch the status
+// anyway (Providers) hand it over; elsewhere the shell asks for it every few seconds.
+export function dependencies(report) {
+  dependenciesAt = Date.now();
+  const banner = document.getElementById("degraded");
+  const down = Object.entries(report || {}).filter(([, d]) => !d.ok);
+  banner.hidden = down.length === 0;
+  banner.replaceChildren(...(down.length ? [
+    h("strong", {}, "Degraded: "),
+    down.map(([name, d], i) => [i ? "; " : "",
+      `${DEPENDENCY_NAMES[name] || name} does not answer${d.error ? ` (${d.error})` : ""}`]),
+    ". Requests are served on this daemon's local state until it is back.",
+  ] : []));
+}
+
+async function checkDependencies() {
+  if (!csrfToken || Date.now() - dependenciesAt < DEPENDENCIES_MS - 500) return;
+  try {
+    dependencies((await api("GET", "/console/v1/models/status")).dependencies);
+  } catch {
+    // Signed out, or the daemon is away: the page itself says so.
+  }
+}
+
 function leave() {
   for (const handler of leaveHandlers) handler();
   leaveHandlers = [];
@@ -100,6 +135,9 @@ function showSignIn(message = "") {
   csrfToken = null;
   document.getElementById("nav").hidden = true;
   document.getElementById("sign-out").hidden = true;
+  document.getElementById("degraded").hidden = true;
+  clearInterval(dependenciesTimer);
+  dependenciesTimer = null;
   const error = h("p", { id: "sign-in-error", class: "field-error", role: "alert" }, message);
   const input = h("input", {
     id: "admin-token", name: "token", type: "password", autocomplete: "current-password",
@@ -130,21 +168,26 @@ function showSignIn(message = "") {
 
 function route() {
   leave();
-  const name = (location.hash.replace(/^#\//, "") || "providers").split("/")[0];
+  const [first, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
+  const name = first || "providers";
   const page = pages[name] || providersPage;
+  const path = rest.filter(Boolean).map((part) => { try { return decodeURIComponent(part); } catch { return part; } });
   for (const link of document.querySelectorAll("#nav a")) {
     if (link.dataset.page === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   const container = h("section", { "aria-labelledby": "page-title" });
   main().replaceChildren(container);
-  page({ api, h, main: container, notify, ago, confirmThen, onLeave: (fn) => leaveHandlers.push(fn) });
+  page({ api, h, main: container, notify, ago, confirmThen, path, dependencies,
+    onLeave: (fn) => leaveHandlers.push(fn) });
 }
 
 function startConsole() {
   document.getElementById("nav").hidden = false;
   document.getElementById("sign-out").hidden = false;
   route();
+  checkDependencies();
+  if (!dependenciesTimer) dependenciesTimer = setInterval(checkDependencies, DEPENDENCIES_MS);
 }
 
 async function boot() {

@@ -13,6 +13,12 @@ function expiry(ms) {
 export function authPage({ api, h, main, notify, confirmThen, onLeave }) {
   const list = h("tbody");
   const oauthStatus = h("p", { class: "muted", id: "oauth-status", role: "status" });
+  // Progress in grey; a failure (no client id, a refused sign-in) in the error colour.
+  function oauthSays(text, failed = false) {
+    oauthStatus.className = failed ? "error-text" : "muted";
+    oauthStatus.setAttribute("role", failed ? "alert" : "status");
+    oauthStatus.textContent = text;
+  }
 
   async function refresh() {
     try {
@@ -109,9 +115,8 @@ export function authPage({ api, h, main, notify, confirmThen, onLeave }) {
       if (state.state === "pending") return false;
       clearInterval(poll);
       poll = null;
-      oauthStatus.textContent = state.state === "succeeded"
-        ? `Signed in: profile ${state.profile_id || ""} saved.`
-        : `Sign-in failed: ${state.error || state.message || "unknown error"}`;
+      if (state.state === "succeeded") oauthSays(`Signed in: profile ${state.profile_id || ""} saved.`);
+      else oauthSays(`Sign-in failed: ${state.error || state.message || "unknown error"}`, true);
       await refresh();
       return true;
     }
@@ -124,7 +129,7 @@ export function authPage({ api, h, main, notify, confirmThen, onLeave }) {
       const popup = window.open("about:blank", "palyra-openai-sign-in", "width=520,height=680");
       try {
         const attempt = await api("POST", "/console/v1/auth/providers/openai/bootstrap", body);
-        oauthStatus.textContent = "Waiting for the sign-in window…";
+        oauthSays("Waiting for the sign-in window…");
         if (popup) popup.location.href = attempt.authorization_url;
         else window.location.assign(attempt.authorization_url);
         const onMessage = async (event) => {
@@ -138,7 +143,7 @@ export function authPage({ api, h, main, notify, confirmThen, onLeave }) {
         poll = setInterval(() => finished(attempt.attempt_id).catch(() => {}), 2000);
       } catch (err) {
         if (popup) popup.close();
-        oauthStatus.textContent = err.message;
+        oauthSays(err.message, true);
       }
     } }, "Sign in with OpenAI");
     onLeave(() => { if (poll) clearInterval(poll); });

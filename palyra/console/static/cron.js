@@ -1,7 +1,26 @@
 // Cron jobs: schedule, zone, next five fire times, enabled; add and edit with the daemon's
-// validation messages beside the field; enable, disable, trigger, delete; run history.
+// validation messages beside the field; enable, disable, trigger, delete; run history with
+// each run's output and a link to its agent run's page. Refreshed in place every few seconds.
 
-const FIELDS = ["name", "agent_id", "prompt", "schedule", "misfire", "concurrency", "retry"];
+import { update } from "./morph.js";
+import { runHref } from "./runs.js";
+
+const FIELDS = ["name", "agent_id", "prompt", "schedule", "timezone", "misfire", "concurrency", "retry"];
+
+// The daemon names the field it refused (`schedule.cron`, `schedule.timezone`, `retry.max_attempts`).
+function fieldOf(param) {
+  if (param === "schedule.timezone") return "timezone";
+  return (param || "").split(".")[0];
+}
+
+// "2026-11-27T09:00:00+01:00" as "2026-11-27 09:00 +01:00": the job's own zone, kept on one line.
+function fireTime(iso) {
+  const m = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2})(?::(\d{2}))?(.*)$/.exec(iso || "");
+  if (!m) return iso;
+  const seconds = m[3] && m[3] !== "00" ? `:${m[3]}` : "";
+  const zone = m[4] === "+00:00" || m[4] === "Z" ? "UTC" : m[4];
+  return `${m[1]} ${m[2]}${seconds} ${zone}`;
+}
 
 export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
   const list = h("div", { id: "jobs" });
@@ -14,7 +33,7 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
       const data = await api("GET", "/console/v1/cron/jobs");
       const jobs = data.jobs || data;
       const detailed = await Promise.all(jobs.map((j) => api("GET", `/console/v1/cron/jobs/${encodeURIComponent(j.job_id)}`)));
-      list.replaceChildren(table(detailed));
+      update(list, table(detailed));
       if (openHistory) await showRuns(openHistory);
     } catch (err) {
       notify(err.message, "error");
@@ -32,6 +51,7 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
   }
 
   function scheduleText(s) {
+    if (s.description) return s.description;
     if (s.kind === "cron") return `cron "${s.cron}" (${s.timezone})`;
     if (s.kind === "every") return `every ${s.every}`;
     return `at ${s.at}`;
@@ -44,12 +64,16 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
       h("thead", {}, h("tr", {}, ["Job", "Schedule", "Next fire times", "State", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, jobs.map((job) => {
         const id = encodeURIComponent(job.job_id);
-        return h("tr", { "data-job": job.job_id },
+        return h("tr", { key: job.job_id, "data-job": job.job_id },
           h("th", { scope: "row" }, job.name, h("div", { class: "muted" }, `${job.job_id} · agent ${job.agent_id}`)),
-          h("td", {}, scheduleText(job.schedule), h("div", { class: "muted" }, job.schedule.description || "")),
-          h("td", {}, h("ol", { class: "muted" }, (job.next_fire_times || []).map((t) => h("li", {}, t)))),
+          h("td", { "data-field": "schedule" }, scheduleText(job.schedule),
+            job.problem ? h("div", { class: "error-text" }, job.problem) : ""),
+          h("td", { "data-field": "fire-times" }, h("ol", { class: "muted times" },
+            (job.next_fire_times || []).map((t) => h("li", {}, h("time", { datetime: t }, fireTime(t)))))),
           h("td", {}, h("span", { class: `badge state-${job.state === "enabled" ? "ok" : "pending"}` }, job.state)),
-          h("td", { class: "actions" },
+          // The buttons sit in a box inside the cell: a cell that is itself a flex box is no
+          // longer a table cell, and stops lining up with its row.
+          h("td", { "data-field": "actions" }, h("div", { class: "actions" },
             h("button", { type: "button", class: "secondary", "aria-label": `Edit ${job.name}`, onclick: () => showForm(job) }, "Edit"),
             job.enabled
               ? h("button", { type: "button", class: "secondary", "aria-label": `Disable ${job.name}`,
@@ -59,29 +83,50 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
             h("button", { type: "button", "aria-label": `Run ${job.name} now`,
               onclick: () => act(`Triggered ${job.name}.`, "POST", `/console/v1/cron/jobs/${id}/trigger`) }, "Trigger"),
             h("button", { type: "button", class: "secondary", "aria-label": `Run history of ${job.name}`,
-              onclick: () => { openHistory = job; showRuns(job); } }, "History"),
+              onclick: () => openRuns(job) }, "History"),
             h("button", { type: "button", class: "danger", "aria-label": `Delete ${job.name}`,
-              onclick: confirmThen(`Delete job ${job.name}?`, () => act(`Deleted ${job.name}.`, "DELETE", `/console/v1/cron/jobs/${id}`)) }, "Delete")));
+              onclick: confirmThen(`Delete job ${job.name}?`, () => act(`Deleted ${job.name}.`, "DELETE", `/console/v1/cron/jobs/${id}`)) }, "Delete"))));
       }))));
+  }
+
+  // The history opens below the table: brought into view, its heading focused, so that it is
+  // seen (and read out) however far down the table the button was.
+  async function openRuns(job) {
+    openHistory = job;
+    try {
+      await showRuns(job);
+    } catch (err) {
+      notify(err.message, "error");
+      return;
+    }
+    const heading = history.querySelector("h2");
+    history.scrollIntoView({ block: "start" });
+    if (heading) heading.focus({ preventScroll: true });
+  }
+
+  function outputCell(r) {
+    const link = r.agent_run_id ? h("a", { href: runHref(r.agent_run_id), "aria-label": `Run page of the ${r.trigger} run at ${new Date(r.scheduled_at_ms).toLocaleString()}` }, "Events and output") : "";
+    if (r.error_message) return [h("div", { class: "error-text" }, r.error_message), link];
+    return [r.output_excerpt ? h("div", { class: "excerpt" }, r.output_excerpt) : h("span", { class: "muted" }, "—"), link ? h("div", {}, link) : ""];
   }
 
   async function showRuns(job) {
     const data = await api("GET", `/console/v1/cron/jobs/${encodeURIComponent(job.job_id)}/runs`);
     const runs = data.runs || data;
-    history.replaceChildren(
-      h("h2", {}, `Runs of ${job.name}`),
+    update(history,
+      h("h2", { tabindex: "-1", id: "job-runs-title" }, `Runs of ${job.name}`),
       runs.length ? h("div", { class: "scroll" }, h("table", { id: "runs-table" },
         h("caption", { class: "visually-hidden" }, `Runs of ${job.name}`),
-        h("thead", {}, h("tr", {}, ["Scheduled", "Trigger", "Attempt", "Status", "Started", "Duration", "Usage", "Error"].map((t) => h("th", { scope: "col" }, t)))),
-        h("tbody", {}, runs.map((r) => h("tr", { "data-run": r.cron_run_id },
-          h("td", {}, new Date(r.scheduled_at_ms).toLocaleString()),
+        h("thead", {}, h("tr", {}, ["Scheduled", "Trigger", "Attempt", "Status", "Started", "Duration", "Usage", "Output or error"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, runs.map((r) => h("tr", { key: r.cron_run_id, "data-run": r.cron_run_id },
+          h("td", { class: "nowrap" }, new Date(r.scheduled_at_ms).toLocaleString()),
           h("td", {}, r.trigger),
           h("td", {}, String(r.attempt)),
           h("td", {}, h("span", { class: `badge state-${r.status}` }, r.status), r.reason ? h("div", { class: "muted" }, r.reason) : ""),
           h("td", {}, r.started_at_ms ? ago(r.started_at_ms) : "—"),
           h("td", {}, r.started_at_ms && r.finished_at_ms ? `${((r.finished_at_ms - r.started_at_ms) / 1000).toFixed(1)} s` : "—"),
           h("td", {}, `${r.usage.total_tokens} tokens, ${r.tool_calls} tool calls`),
-          h("td", { class: "error-text" }, r.error_message || ""))))))
+          h("td", { "data-field": "output" }, outputCell(r)))))))
         : h("p", { class: "muted" }, "No runs yet."));
   }
 
@@ -121,12 +166,12 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
         formBox.replaceChildren();
         await refresh();
       } catch (err) {
-        // The daemon names the field (`schedule.cron`, `retry.max_attempts`): show it there.
-        const top = (err.param || "").split(".")[0];
-        const target = form.querySelector(`[data-error-for="${FIELDS.includes(top) ? top : ""}"]`);
+        // Shown beside the field the daemon names.
+        const top = fieldOf(err.param);
+        const target = FIELDS.includes(top) ? form.querySelector(`[data-error-for="${top}"]`) : null;
         if (target) {
           target.textContent = err.message;
-          const input = form.querySelector(`#job-${top}`);
+          const input = form.querySelector(top === "retry" ? "#job-max_attempts" : `#job-${top}`);
           if (input) input.focus();
         } else {
           general.textContent = err.message;
@@ -139,7 +184,7 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
         field("agent_id", "Agent", inputs.agent_id),
         h("div", {}, h("label", { for: "job-kind" }, "Schedule kind"), inputs.kind),
         field("schedule", "Schedule", inputs.schedule, "cron: 5 fields (e.g. */5 * * * *); every: 30s, 5m, 1h; at: 2026-12-01T09:00:00+01:00"),
-        h("div", {}, h("label", { for: "job-timezone" }, "Time zone (cron only)"), inputs.timezone),
+        field("timezone", "Time zone (cron only)", inputs.timezone),
         field("misfire", "Missed ticks", inputs.misfire),
         field("concurrency", "When still running", inputs.concurrency),
         field("retry", "Attempts (1-16)", inputs.max_attempts)),

@@ -3,6 +3,7 @@
 // dismisses, and never kept by the page after that.
 
 import { count, usd, when, until, table } from "./format.js";
+import { update } from "./morph.js";
 
 const PERIODS = ["day", "week", "month", "total"];
 const FIELDS = ["name", "models", "rpm", "tpm", "budget_usd", "budget_period", "expires_in", "agent_id"];
@@ -34,7 +35,7 @@ export function keysPage({ api, h, main, notify, confirmThen, onLeave }) {
   async function refresh() {
     try {
       const data = await api("GET", "/console/v1/keys");
-      list.replaceChildren(render(data.keys || []));
+      update(list, render(data.keys || []));
     } catch (err) {
       notify(err.message, "error");
     }
@@ -98,7 +99,7 @@ export function keysPage({ api, h, main, notify, confirmThen, onLeave }) {
       ["Key", "Prefix", "Models", "Limits", "Budget", "Expires", "Agent", "State", "Actions"],
       keys.map((key) => {
         const status = state(key);
-        return h("tr", { "data-key": key.key_id },
+        return h("tr", { key: key.key_id, "data-key": key.key_id },
           h("th", { scope: "row" }, key.name, h("div", { class: "muted" }, key.key_id),
             h("div", { class: "muted", "data-field": "created" }, `created ${when(key.created_at_ms)}`)),
           h("td", { class: "nowrap", "data-field": "prefix" }, h("code", {}, `${key.prefix}…`)),

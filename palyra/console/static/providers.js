@@ -1,7 +1,9 @@
 // Providers: health, circuit and time to recovery, last probe, models, last error;
 // discover and test-connection buttons; per deployment (model@provider): load, use of its
 // limits, time to first token, share of traffic, why it was skipped last. Refreshes itself
-// every few seconds.
+// every few seconds, in place (morph.js), so an open models list stays open.
+
+import { update } from "./morph.js";
 
 const REFRESH_MS = 2000;
 
@@ -51,7 +53,7 @@ function deploymentNotes(h, d, ago) {
 }
 
 function deploymentRow(h, d, ago) {
-  return h("tr", { "data-deployment": `${d.model_id}@${d.provider_id}` },
+  return h("tr", { key: `${d.model_id}@${d.provider_id}`, "data-deployment": `${d.model_id}@${d.provider_id}` },
     h("th", { scope: "row", class: "nowrap" }, d.model_id),
     h("td", { class: "nowrap" }, d.provider_id),
     h("td", { class: "nowrap", "data-field": "weight" }, `${d.weight} / ${d.priority}`),
@@ -65,7 +67,7 @@ function deploymentRow(h, d, ago) {
   );
 }
 
-export function providersPage({ api, h, main, notify, ago, onLeave }) {
+export function providersPage({ api, h, main, notify, ago, onLeave, dependencies }) {
   const table = h("tbody");
   const models = h("tbody");
   const deployments = h("tbody");
@@ -93,29 +95,32 @@ export function providersPage({ api, h, main, notify, ago, onLeave }) {
   function row(p) {
     const discovered = (p.discovery && p.discovery.model_ids) || [];
     const latency = p.health.last_probe_latency_ms;
-    return h("tr", { "data-provider": p.provider_id },
+    // The health record keeps its last error after a recovery; beside a green "ok" it would
+    // read as a live problem.
+    const error = p.enabled && p.health.state !== "ok" ? p.health.last_error || "" : "";
+    return h("tr", { key: p.provider_id, "data-provider": p.provider_id },
       h("th", { scope: "row" }, p.provider_id, h("div", { class: "muted" }, p.kind)),
       h("td", { "data-field": "health" }, badge(h, p.enabled ? p.health.state : "disabled")),
       h("td", { "data-field": "circuit" }, circuitText(p.circuit)),
       h("td", {}, ago(p.health.last_probe_at_ms), latency === null ? "" : h("div", { class: "muted" }, `${Math.round(latency)} ms`)),
-      h("td", {}, h("details", {},
+      h("td", { "data-field": "models" }, h("details", {},
         h("summary", {}, `${p.configured_models.length} configured, ${discovered.length} discovered`),
         h("p", {}, "Configured: ", p.configured_models.join(", ") || "none"),
         h("p", {}, "Discovered: ", discovered.join(", ") || "none"))),
-      h("td", { class: "error-text", "data-field": "last-error" }, p.health.last_error || ""),
-      h("td", { class: "actions" },
+      h("td", { class: "error-text", "data-field": "last-error" }, error),
+      h("td", { "data-field": "actions" }, h("div", { class: "actions" },
         h("button", { type: "button", onclick: () => act("/console/v1/models/discover", p.provider_id, "Discovery"),
           "aria-label": `Discover models of ${p.provider_id}` }, "Discover"),
         h("button", { type: "button", onclick: () => act("/console/v1/models/test-connection", p.provider_id, "Connection test"),
-          "aria-label": `Test connection to ${p.provider_id}` }, "Test connection")),
+          "aria-label": `Test connection to ${p.provider_id}` }, "Test connection"))),
     );
   }
 
   async function refresh() {
     try {
       const status = await api("GET", "/console/v1/models/status");
-      table.replaceChildren(...status.providers.map(row));
-      models.replaceChildren(...status.models.map((m) => h("tr", {},
+      update(table, status.providers.map(row));
+      update(models, status.models.map((m) => h("tr", { key: `${m.model_id}@${m.provider_id}` },
         h("th", { scope: "row" }, m.model_id),
         h("td", {}, m.provider_id),
         h("td", {}, m.role),
@@ -123,11 +128,11 @@ export function providersPage({ api, h, main, notify, ago, onLeave }) {
         h("td", {}, m.available ? "yes" : "no"),
         h("td", {}, m.reason))));
       const rows = status.deployments || [];
-      deployments.replaceChildren(...rows.map((d) => deploymentRow(h, d, ago)));
+      update(deployments, rows.map((d) => deploymentRow(h, d, ago)));
       deploymentsSection.hidden = rows.length === 0;
-      const deps = Object.entries(status.dependencies || {}).filter(([, d]) => !d.ok);
-      updated.textContent = `Updated ${new Date().toLocaleTimeString()}` +
-        (deps.length ? ` — degraded: ${deps.map(([name, d]) => `${name} (${d.error})`).join(", ")}` : "");
+      // A dependency that does not answer is the banner's to say, over every page.
+      dependencies(status.dependencies);
+      updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
       updated.textContent = `Could not refresh: ${err.message}`;
     }

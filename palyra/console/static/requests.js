@@ -3,6 +3,7 @@
 // while no older page is shown.
 
 import { count, usd, ms, when, table } from "./format.js";
+import { update } from "./morph.js";
 
 const PAGE = 50;
 const REFRESH_MS = 5000;
@@ -55,7 +56,7 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
     const tokens = `${count(r.input_tokens)} / ${count(r.output_tokens)}`;
     const extra = [r.cached_tokens ? `${count(r.cached_tokens)} cached` : "", r.reasoning_tokens ? `${count(r.reasoning_tokens)} reasoning` : ""].filter(Boolean).join(", ");
     const tries = [r.retries ? `${r.retries} retries` : "", r.failovers ? `${r.failovers} failovers` : ""].filter(Boolean).join(", ");
-    return h("tr", { "data-request": r.request_id },
+    return h("tr", { key: r.request_id, "data-request": r.request_id },
       h("td", { "data-field": "time" }, when(r.at_ms, true)),
       h("td", { "data-field": "key" }, keyText(r)),
       h("td", { "data-field": "model" }, r.model, r.stream ? h("div", { class: "muted" }, "streamed") : ""),
@@ -81,7 +82,7 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
         modelList.append(h("option", { value: r.model }));
       }
       if (more) body.append(...rows.map(row));
-      else body.replaceChildren(...rows.map(row));
+      else update(body, rows.map(row));
       pages = more ? pages + 1 : 1;
       nextBefore = answer.next_before || null;
       older.hidden = !nextBefore;

@@ -1,4 +1,20 @@
-// Runs: start an agent run and watch its events live (model text, tool calls, results).
+// Runs: the run history of every source (CLI, cron, console), filtered by agent, source and
+// status and paged back with "Older"; a form to start a run; and a run's own page
+// (#/runs/<run id>) with its events, output, usage and error, followed live while it runs.
+// A run started here runs in the background on the daemon, so a reload of its page (whose
+// URL carries the run id) finds it again, still running or finished.
+
+import { count, when, table } from "./format.js";
+import { update } from "./morph.js";
+
+const PAGE = 50;
+const LIST_REFRESH_MS = 3000;
+const FOLLOW_MS = 1000;
+const SOURCES = [["", "Any source"], ["cli", "CLI (palyra run)"], ["cron", "Cron"], ["console", "Console / API"]];
+const STATUSES = [["", "Any status"], ["running", "Running"], ["succeeded", "Succeeded"], ["failed", "Failed"], ["cancelled", "Cancelled"]];
+const SOURCE_NAMES = { cli: "CLI", cron: "cron", console: "console" };
+
+export function runHref(runId) { return `#/runs/${encodeURIComponent(runId)}`; }
 
 function describe(event) {
   switch (event.type) {
@@ -14,76 +30,212 @@ function describe(event) {
   }
 }
 
-export function runsPage({ api, h, main, notify, onLeave }) {
+function duration(run) {
+  if (!run.finished_at_ms) return run.status === "running" ? "running" : "—";
+  const s = (run.finished_at_ms - run.started_at_ms) / 1000;
+  return s < 120 ? `${s.toFixed(1)} s` : `${Math.round(s / 60)} min`;
+}
+
+function usageText(run) {
+  const u = run.usage || {};
+  return `${count(u.total_tokens)} tokens, ${run.tool_calls} tool calls`;
+}
+
+function sourceCell(h, run) {
+  return [SOURCE_NAMES[run.source] || run.source,
+    run.cron_job_id ? h("div", { class: "muted" }, `job ${run.cron_job_id}`) : ""];
+}
+
+export function runsPage(context) {
+  if (context.path.length) runPage(context, context.path[0]);
+  else listPage(context);
+}
+
+function listPage({ api, h, main, notify, onLeave }) {
   const agent = h("select", { id: "run-agent", name: "agent_id" });
   const input = h("textarea", { id: "run-input", name: "input", required: true });
-  const events = h("ol", { class: "events", id: "run-events", "aria-live": "polite" });
-  const status = h("p", { class: "muted", id: "run-status" });
-  let controller = null;
-
-  function show(event) {
-    events.append(h("li", { "data-type": event.type },
-      h("span", { class: "kind" }, event.type.replace("_", " ")), describe(event)));
-    if (event.type === "run_finished") status.textContent = `Finished: ${describe(event)}`;
-  }
+  const startError = h("p", { class: "field-error", id: "run-error", role: "alert" });
+  const agentFilter = h("select", { id: "filter-agent", name: "agent_id" }, h("option", { value: "" }, "Any agent"));
+  const sourceFilter = h("select", { id: "filter-source", name: "source" }, SOURCES.map(([v, l]) => h("option", { value: v }, l)));
+  const statusFilter = h("select", { id: "filter-status", name: "status" }, STATUSES.map(([v, l]) => h("option", { value: v }, l)));
+  const body = h("tbody");
+  const empty = h("p", { class: "muted", id: "runs-empty", hidden: true }, "No runs match.");
+  const older = h("button", { type: "button", class: "secondary", id: "runs-older", hidden: true, onclick: () => load(true) }, "Older");
+  const state = h("p", { class: "muted", id: "runs-state" }, "Loading…");
+  let nextBefore = null;
+  let pages = 0;
+  let generation = 0;
+  let applied = {};
 
   async function start(event) {
     event.preventDefault();
-    events.replaceChildren();
-    status.textContent = "Running…";
-    controller = new AbortController();
+    startError.textContent = "";
     try {
-      const csrf = (await api("GET", "/console/session")).csrf_token;
-      const response = await fetch("/console/v1/runs", {
-        method: "POST",
-        credentials: "same-origin",
-        signal: controller.signal,
-        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf, Accept: "text/event-stream" },
-        body: JSON.stringify({ agent_id: agent.value, input: input.value, stream: true }),
-      });
-      if (!response.ok) {
-        const body = await response.json().catch(() => ({}));
-        throw new Error((body.error && body.error.message) || `run refused (${response.status})`);
-      }
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const frame = buffer.slice(0, cut);
-          buffer = buffer.slice(cut + 2);
-          const data = frame.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-          if (!data || data === "[DONE]") continue;
-          const parsed = JSON.parse(data);
-          if (parsed.error) throw new Error(parsed.error.message);
-          show(parsed);
-        }
-      }
+      const run = await api("POST", "/console/v1/runs", { agent_id: agent.value, input: input.value, background: true });
+      location.hash = runHref(run.run_id);
     } catch (err) {
-      if (err.name !== "AbortError") {
-        status.textContent = `Failed: ${err.message}`;
-        notify(err.message, "error");
-      }
-    } finally {
-      controller = null;
+      startError.textContent = err.message;
     }
   }
 
-  onLeave(() => { if (controller) controller.abort(); });
+  function apply() {
+    applied = { agent_id: agentFilter.value, source: sourceFilter.value, status: statusFilter.value };
+    load();
+  }
+
+  function query(before) {
+    const params = new URLSearchParams();
+    for (const [name, value] of Object.entries(applied)) if (value) params.set(name, value);
+    params.set("limit", String(PAGE));
+    if (before) params.set("before", before);
+    return `/console/v1/runs?${params}`;
+  }
+
+  function row(r) {
+    return h("tr", { key: r.run_id, "data-run": r.run_id },
+      h("td", { class: "nowrap", "data-field": "started" }, when(r.started_at_ms, true)),
+      h("th", { scope: "row", "data-field": "run" }, h("a", { href: runHref(r.run_id) }, r.run_id.replace(/^run_/, "").slice(0, 12)),
+        h("div", { class: "muted" }, r.agent_id)),
+      h("td", { "data-field": "source" }, sourceCell(h, r)),
+      h("td", { class: "nowrap", "data-field": "status" }, h("span", { class: `badge state-${r.status}` }, r.status),
+        r.error_kind ? h("div", { class: "muted" }, r.error_kind) : ""),
+      h("td", { class: "excerpt", "data-field": "input" }, r.input_excerpt || ""),
+      h("td", { class: "excerpt", "data-field": "output" },
+        r.error_message ? h("div", { class: "error-text" }, r.error_message) : "",
+        r.output_excerpt || (r.error_message ? "" : "—")),
+      h("td", { class: "nowrap", "data-field": "usage" }, usageText(r)),
+      h("td", { class: "nowrap", "data-field": "duration" }, duration(r)));
+  }
+
+  async function load(more = false) {
+    const mine = ++generation;
+    try {
+      const answer = await api("GET", query(more ? nextBefore : null));
+      if (mine !== generation) return;
+      const rows = (answer.runs || []).map(row);
+      if (more) body.append(...rows);
+      else update(body, rows);
+      pages = more ? pages + 1 : 1;
+      nextBefore = answer.next_before || null;
+      older.hidden = !nextBefore;
+      empty.hidden = body.childElementCount > 0;
+      state.textContent = `${body.childElementCount} shown, newest first` + (nextBefore ? "" : " (no older ones)")
+        + `. Updated ${new Date().toLocaleTimeString()}.`;
+    } catch (err) {
+      if (mine !== generation) return;
+      state.textContent = `Could not load runs: ${err.message}`;
+    }
+  }
+
+  const filters = h("form", { class: "card filters", id: "runs-filters", role: "search", onsubmit: (event) => { event.preventDefault(); apply(); } },
+    h("div", {}, h("label", { for: "filter-agent" }, "Agent"), agentFilter),
+    h("div", {}, h("label", { for: "filter-source" }, "Source"), sourceFilter),
+    h("div", {}, h("label", { for: "filter-status" }, "Status"), statusFilter),
+    h("div", { class: "filters-go" }, h("button", { type: "submit" }, "Filter")));
+  for (const select of [agentFilter, sourceFilter, statusFilter]) select.addEventListener("change", apply);
+
   main.append(
     h("h1", { id: "page-title" }, "Runs"),
     h("form", { class: "card", id: "run-form", onsubmit: start },
-      h("label", { for: "run-agent" }, "Agent"), agent,
+      h("h2", {}, "Start a run"),
+      h("label", { for: "run-agent" }, "Agent to run"), agent,
       h("label", { for: "run-input" }, "Input"), input,
+      startError,
       h("button", { type: "submit" }, "Start run")),
-    status,
-    events);
+    h("h2", {}, "History"),
+    filters,
+    state,
+    table(h, "runs-list", "Agent runs, newest first",
+      ["Started", "Run", "Source", "Status", "Input", "Output or error", "Usage", "Duration"], body),
+    empty,
+    older);
   api("GET", "/console/v1/agents").then((data) => {
     const agents = data.agents || data;
-    agent.replaceChildren(...agents.map((a) => h("option", { value: a.agent_id }, a.display_name ? `${a.display_name} (${a.agent_id})` : a.agent_id)));
+    const label = (a) => (a.display_name ? `${a.display_name} (${a.agent_id})` : a.agent_id);
+    agent.replaceChildren(...agents.map((a) => h("option", { value: a.agent_id }, label(a))));
+    agentFilter.append(...agents.map((a) => h("option", { value: a.agent_id }, label(a))));
   }).catch((err) => notify(err.message, "error"));
+  apply();
+  const timer = setInterval(() => { if (pages <= 1) load(); }, LIST_REFRESH_MS);
+  onLeave(() => { clearInterval(timer); generation++; });
+}
+
+function runPage({ api, h, main, notify, onLeave }, runId) {
+  const title = h("h1", { id: "page-title" }, `Run ${runId}`);
+  const summary = h("dl", { class: "summary", id: "run-summary" });
+  const errorBox = h("div", { class: "card error-box", id: "run-error-box", hidden: true });
+  const inputBox = h("pre", { class: "text", id: "run-input-text" });
+  const outputBox = h("pre", { class: "text", id: "run-output" });
+  const events = h("ol", { class: "events", id: "run-events", "aria-live": "polite" });
+  const status = h("p", { class: "muted", id: "run-status" }, "Loading…");
+  const cancel = h("button", { type: "button", class: "danger", id: "run-cancel", hidden: true, onclick: async () => {
+    try {
+      await api("POST", `/console/v1/runs/${encodeURIComponent(runId)}/cancel`, {});
+      notify("Cancelled.");
+      await follow();
+    } catch (err) {
+      notify(err.message, "error");
+    }
+  } }, "Cancel run");
+  let lastSeq = 0;
+  let timer = null;
+  let stopped = false;
+
+  function show(run) {
+    const item = (label, ...value) => [h("dt", {}, label), h("dd", { "data-field": label.toLowerCase() }, ...value)];
+    update(summary,
+      item("Agent", run.agent_id),
+      item("Source", sourceCell(h, run)[0], run.cron_job_id ? [" · ", h("a", { href: "#/cron" }, `cron job ${run.cron_job_id}`)] : ""),
+      item("Status", h("span", { class: `badge state-${run.status}` }, run.status), run.error_kind ? ` (${run.error_kind})` : ""),
+      item("Model", run.model || "—"),
+      item("Started", when(run.started_at_ms, true)),
+      item("Finished", run.finished_at_ms ? `${when(run.finished_at_ms, true)} (${duration(run)})` : "—"),
+      item("Usage", `${count(run.usage.prompt_tokens)} prompt + ${count(run.usage.completion_tokens)} completion = ${count(run.usage.total_tokens)} tokens`),
+      item("Steps", `${run.turns} turns, ${run.tool_calls} tool calls`));
+    errorBox.hidden = !run.error_message;
+    update(errorBox, h("h2", {}, "Error"), h("p", { class: "error-text", id: "run-error-message" }, run.error_message || ""));
+    inputBox.textContent = run.input;
+    outputBox.textContent = run.output === null || run.output === undefined ? (run.status === "running" ? "(not yet)" : "(none)") : run.output;
+    for (const event of run.events || []) {
+      if (event.seq <= lastSeq) continue;
+      lastSeq = event.seq;
+      events.append(h("li", { "data-type": event.type, "data-seq": event.seq },
+        h("span", { class: "kind" }, event.type.replace("_", " ")), describe(event)));
+    }
+    cancel.hidden = run.status !== "running";
+    status.textContent = run.status === "running"
+      ? "Running: new events show as they happen."
+      : `Finished: ${run.status}${run.error_kind ? ` (${run.error_kind})` : ""}, ${usageText(run)}.`;
+  }
+
+  async function follow() {
+    if (stopped) return;
+    try {
+      const run = await api("GET", `/console/v1/runs/${encodeURIComponent(runId)}?after_seq=${lastSeq}`);
+      if (stopped) return;
+      show(run);
+      if (run.status === "running") timer = setTimeout(follow, FOLLOW_MS);
+    } catch (err) {
+      if (stopped) return;
+      if (err.status === 404) {
+        title.textContent = "No such run";
+        status.textContent = `${err.message}: it may have been purged after the retention period.`;
+      } else {
+        status.textContent = `Could not load the run: ${err.message}; retrying.`;
+        timer = setTimeout(follow, FOLLOW_MS * 3);
+      }
+    }
+  }
+
+  main.append(
+    h("p", {}, h("a", { href: "#/runs", id: "all-runs" }, "← All runs")),
+    h("div", { class: "page-head" }, title, cancel),
+    status,
+    h("div", { class: "card" }, summary),
+    errorBox,
+    h("h2", {}, "Input"), inputBox,
+    h("h2", {}, "Output"), outputBox,
+    h("h2", {}, "Events"), events);
+  follow();
+  onLeave(() => { stopped = true; clearTimeout(timer); });
 }

@@ -3,6 +3,7 @@
 
 import { loadUPlot, timeChart, barChart } from "./charts.js";
 import { count, usd, table } from "./format.js";
+import { update } from "./morph.js";
 
 // [since, label, group_by over time, bucket in seconds, caption's "a day"]
 const PERIODS = {
@@ -107,7 +108,7 @@ export function usagePage({ api, h, main, onLeave }) {
     if (!rows.length) return h("p", { class: "muted" }, "No requests in this period.");
     return table(h, id, `Usage by ${head.toLowerCase()}`,
       [head, "Requests", "Errors", "Tokens in", "Tokens out", "Cached", "Reasoning", "Cost"],
-      rows.map((r) => h("tr", { "data-group": String(r.group) },
+      rows.map((r) => h("tr", { key: String(r.group), "data-group": String(r.group) },
         h("th", { scope: "row" }, label(r), sub && sub(r) ? h("div", { class: "muted" }, sub(r)) : ""),
         h("td", { class: "nowrap", "data-field": "requests" }, count(r.requests)),
         h("td", { class: "nowrap", "data-field": "errors" }, count(r.errors)),
@@ -166,8 +167,8 @@ export function usagePage({ api, h, main, onLeave }) {
         sinceMs: time.since_ms, nowMs: time.until_ms, period: chosen };
       summary.textContent = summaryText(PERIODS[chosen][0], time.total || {})
         + (models.truncated || keys.truncated ? " Only the busiest 1,000 groups are shown." : "");
-      modelTable.replaceChildren(groupTable("usage-model-table", "Model", last.models, modelLabel));
-      keyTable.replaceChildren(groupTable("usage-key-table", "Key", last.keys, keyLabel, (r) => r.key_id));
+      update(modelTable, groupTable("usage-model-table", "Model", last.models, modelLabel));
+      update(keyTable, groupTable("usage-key-table", "Key", last.keys, keyLabel, (r) => r.key_id));
       drawWhenLoaded();
     } catch (err) {
       if (mine !== generation) return;
