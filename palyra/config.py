@@ -306,7 +306,12 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _check_limits(self) -> ModelConfig:
         if self.max_output_tokens > self.max_context_tokens:
-            raise ValueError("max_output_tokens: must not exceed max_context_tokens")
+            if "max_output_tokens" in self.model_fields_set:
+                raise ValueError("max_output_tokens: must not exceed max_context_tokens")
+            # The default allowance, a key the user never wrote, is made to fit: half the
+            # window, the other half left for the prompt (the whole window would leave a
+            # request that sets no max_tokens no room for any prompt).
+            self.max_output_tokens = max(1, self.max_context_tokens // 2)
         if self.affinity and self.role != ProviderModelRole.CHAT:
             # Prompt caches key on a conversation's leading messages: only chat has them.
             raise ValueError(
@@ -560,12 +565,12 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is not None and _set_dotted(raw, dotted, value):
             origins[dotted] = "from the command line"
-    if problems:
-        raise ConfigError(problems, source)
     try:
         config = validate_config(raw, source)
     except ConfigError as exc:
-        raise ConfigError([_blame(p, origins) for p in exc.problems], source) from None
+        problems += [_blame(p, origins) for p in exc.problems]
+    if problems:
+        raise ConfigError(problems, source)
     return LoadedConfig(config, found, text if found is not None else None)
 
 
@@ -599,41 +604,50 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
 
 
 def validate_config(raw: Mapping[str, Any], source: str | None = None) -> PalyraConfig:
-    _refuse_plain_keys(raw, source)
+    """The config, or ConfigError listing every problem found in one pass: a plain key, the
+    version, the schema's (all of them, pydantic reports each field), then the references
+    between sections once the schema holds."""
+    problems: list[str] = []
+    # Reported once here, then left out: the schema would call each one an unknown key too.
+    raw = _without_plain_keys(raw, problems)
     if "version" not in raw:
-        raise ConfigError(["version: required; put `version = 1` at the top"], source)
-    version = raw["version"]
-    if type(version) is not int or version != 1:
-        # Checked by hand: pydantic would take `true` or `1.0` for the literal 1.
-        shown = repr(version) if isinstance(version, int | float | str) else type(version).__name__
-        raise ConfigError([f"version: must be 1, the only config format (got {shown})"], source)
+        problems.append("version: required; put `version = 1` at the top")
+    else:
+        version = raw["version"]
+        if type(version) is not int or version != 1:
+            # Checked by hand: pydantic would take `true` or `1.0` for the literal 1.
+            shown = (
+                repr(version) if isinstance(version, int | float | str) else type(version).__name__
+            )
+            problems.append(f"version: must be 1, the only config format (got {shown})")
     try:
-        config = PalyraConfig.model_validate(raw)
+        config = PalyraConfig.model_validate({**raw, "version": 1})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc), source) from None
-    problems = _check_references(config.model_provider)
+        raise ConfigError(problems + _describe(exc), source) from None
+    problems += _check_references(config.model_provider)
     if problems:
         raise ConfigError(problems, source)
     return config
 
 
-def _refuse_plain_keys(node: Any, source: str | None, path: str = "") -> None:
+def _without_plain_keys(node: Any, problems: list[str], path: str = "") -> Any:
+    """`node` without any `api_key`, each one found named in `problems`."""
     if isinstance(node, Mapping):
+        kept: dict[Any, Any] = {}
         for key, value in node.items():
             here = f"{path}.{key}" if path else str(key)
             if str(key).lower().replace("-", "_") in ("api_key", "apikey"):
-                raise ConfigError(
-                    [
-                        f"{here}: plain API keys are not allowed in config; store the key with "
-                        "`palyra auth openai|anthropic api-key` or `palyra vault set` and "
-                        "reference it with api_key_vault_ref (or api_key_env)"
-                    ],
-                    source,
+                problems.append(
+                    f"{here}: plain API keys are not allowed in config; store the key with "
+                    "`palyra auth openai|anthropic api-key` or `palyra vault set` and "
+                    "reference it with api_key_vault_ref (or api_key_env)"
                 )
-            _refuse_plain_keys(value, source, here)
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            _refuse_plain_keys(item, source, f"{path}[{i}]")
+                continue
+            kept[key] = _without_plain_keys(value, problems, here)
+        return kept
+    if isinstance(node, list):
+        return [_without_plain_keys(item, problems, f"{path}[{i}]") for i, item in enumerate(node)]
+    return node
 
 
 def _describe(exc: ValidationError) -> list[str]:

@@ -7,15 +7,16 @@ The wiring lives in `build_app`, on one screen: state dir, admin token, the gate
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 import typer
@@ -48,11 +49,14 @@ from palyra.gateway import Gateway
 from palyra.keylimits import KeyLimits
 from palyra.keys import KeyStore
 from palyra.logs import configure_logging
+from palyra.reload import Reloader
+from palyra.routing import Routed
 from palyra.runtime import Runtime
 from palyra.server.app import create_app
 from palyra.server.auth import load_or_create_admin_token
-from palyra.server.keys import RESPONSES, SESSIONS
+from palyra.server.keys import RESPONSES, RUNTIME, SESSIONS
 from palyra.state import open_database
+from palyra.types import ChatRequest, ChatResult
 from palyra.usage.writer import UsageWriter
 from palyra.vault import open_vault
 from palyra.workers import WorkerSpec, run_master
@@ -67,9 +71,11 @@ def build_app(
     *,
     env: Mapping[str, str] | None = None,
     config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
     worker: WorkerSpec | None = None,
 ) -> web.Application:
     """`config_path`: the file `config` came from (agents.toml is looked for beside it).
+    `overrides`: the command line's settings, which a reload keeps over the file's.
     `worker`: this process is one of several serving the port (palyra.workers)."""
     env = os.environ if env is None else env
     # To the master and the other workers; without Redis, what they share goes through it.
@@ -93,9 +99,14 @@ def build_app(
         runtime.worker = {"index": worker.index, "workers": worker.count, "pid": os.getpid()}
     agents = load_agents(config, config_path or find_config_path(None, env), env)
     node_id = worker.node_id if worker is not None else load_node_id(state_dir)
+
+    def chat(request: ChatRequest) -> Awaitable[Routed[ChatResult]]:
+        # The router of the moment: a reload replaces it.
+        return runtime.gateway.router.chat(request)
+
     runtime.agents = AgentService(
         agents,
-        runtime.gateway.router.chat,
+        chat,
         node_id=node_id,
         retention_days=config.cron.history_retention_days,
     )
@@ -104,7 +115,17 @@ def build_app(
         AgentJobRunner(runtime.agents),
         clock=SystemClock(),
         node_id=node_id,
-        agent_exists=lambda agent_id: agents.get(agent_id) is not None,
+        agent_exists=lambda agent_id: runtime.agents.registry.get(agent_id) is not None,
+    )
+    runtime.reloader = Reloader(
+        runtime,
+        path=config_path,
+        overrides=dict(overrides or {}),
+        env=env,
+        snapshot=Path(worker.config_text) if worker is not None and worker.config_text else None,
+        master_pid=worker.master_pid if worker is not None else None,
+        workers=worker.count if worker is not None else 1,
+        warm=credentials.warm,
     )
     runtime.usage = UsageWriter(
         runtime.gateway.metrics,
@@ -154,9 +175,11 @@ def build_app(
         )
         await budgets.load(await runtime.keys.store.list(), runtime.usage.store.spend_since)
         budgets.start()
-        router = runtime.gateway.router
-        router.accounting = Accounting(
-            find_model=router.registry.deployment,
+        accounting = runtime.gateway.router.accounting = Accounting(
+            # The registry of the moment: a reload replaces it.
+            find_model=lambda model_id, provider_id: runtime.gateway.router.registry.deployment(
+                model_id, provider_id
+            ),
             limits=KeyLimits(runtime.gateway.deployments.counter),
             budgets=budgets,
             usage=runtime.usage,
@@ -169,7 +192,7 @@ def build_app(
         await runtime.cron.aclose()
         await runtime.agents.aclose()
         # After every run that records usage has ended; before the store closes.
-        await router.accounting.limits.drain()
+        await accounting.limits.drain()
         await budgets.aclose()
         await runtime.usage.aclose()
         await telemetry.shutdown()
@@ -270,10 +293,13 @@ async def serve(
     sock: socket.socket | None = None,
     on_listening: Callable[[asyncio.Event], None] | None = None,
 ) -> None:
-    """Serve until SIGTERM / SIGINT. `sock`: listen there (a worker's socket) rather than
-    bind host:port; `on_listening` is then handed the event that stops the daemon."""
+    """Serve until SIGTERM / SIGINT; SIGHUP reloads the config (palyra.reload). `sock`:
+    listen there (a worker's socket) rather than bind host:port; `on_listening` is then
+    handed the event that stops the daemon."""
     quiet_bad_requests()
     tune_interpreter()
+    # The port first: when it is taken, nothing has started (and nothing logged `ready`).
+    sockets = [sock] if sock is not None else bind_listening(host, port)
     # handler_cancellation: a client that goes away cancels its handler, and with it the
     # upstream request it was waiting on.
     runner = web.AppRunner(
@@ -283,12 +309,8 @@ async def serve(
     try:
         # A burst of new connections (a thousand clients at once) waits in the kernel's
         # queue rather than having SYNs dropped and retried a second later.
-        site: web.BaseSite
-        if sock is not None:
-            site = web.SockSite(runner, sock, backlog=4096)
-        else:
-            site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096)
-        await site.start()
+        for listening in sockets:
+            await web.SockSite(runner, listening, backlog=4096).start()
         # What start-up made lives as long as the process. Frozen out of the collector's
         # sight, a full collection takes microseconds instead of ~50 ms, which would land in
         # some request's latency (benchmarks/README.md).
@@ -298,6 +320,9 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloader = app[RUNTIME].reloader if RUNTIME in app else None
+        if reloader is not None:
+            loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup)
         if on_listening is None:
             log.info("listening", url=f"http://{host}:{port}")
         else:
@@ -307,7 +332,47 @@ async def serve(
     finally:
         # Stops accepting, lets in-flight requests finish (up to grace_s), then closes.
         await runner.cleanup()
+        for listening in sockets:
+            listening.close()
     log.info("stopped")
+
+
+def bind_listening(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on host:port, one per address the host names (as aiohttp's own
+    site would bind). A port in use is one OSError that says so and what to do."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(
+            (i[0], i[1], i[2], "", i[4]) for i in infos
+        ):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        f"cannot listen on {host}:{port}: the address is already in use "
+                        "(another palyrad?); stop it, or choose another port with --port "
+                        "or [daemon] port",
+                    ) from None
+                raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            sock.listen(4096)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -338,7 +403,10 @@ def run(
         str | None, typer.Option("--log-level", help="debug|info|warning|error")
     ] = None,
 ) -> None:
-    """Run the daemon until SIGTERM or Ctrl-C."""
+    """Run the daemon until SIGTERM or Ctrl-C; SIGHUP reloads config.toml and agents.toml."""
+    # Until the reload handler is in place (when serving starts), a SIGHUP must not kill
+    # a daemon still starting.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     overrides = {
         "daemon.bind": bind,
         "daemon.port": port,
@@ -362,6 +430,7 @@ def run(
                 state_dir=resolve_state_dir(settings),
                 config_path=loaded.path,
                 config_text=loaded.text,
+                config=settings,
                 overrides=overrides,
                 grace_s=settings.daemon.shutdown_grace_ms / 1000,
                 env=os.environ,
@@ -371,7 +440,9 @@ def run(
             raise typer.Exit(1) from None
         raise typer.Exit(code)
     try:
-        run_until_stopped(build_app(settings, config_path=loaded.path), settings.daemon)
+        run_until_stopped(
+            build_app(settings, config_path=loaded.path, overrides=overrides), settings.daemon
+        )
     except ConfigError as exc:  # agents.toml
         print(f"palyrad: config error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
@@ -404,10 +475,14 @@ def run_until_stopped(
 def serve_worker(spec: WorkerSpec) -> int:
     """One worker of several (palyra.workers): the daemon above on the master's socket; the
     exit code."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as the master does (no reload yet)
-    # The master's one reading of config.toml, not the file as it is now (it may have changed).
+    # Until the reload handler is in place (when serving starts): a SIGHUP from the master
+    # must not kill a worker still starting.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The master's reading of config.toml (at start, or at its last reload), not the file as
+    # it is now (it may have changed).
+    snapshot = Path(spec.config_text) if spec.config_text else None
     try:
-        text = Path(spec.config_text).read_text("utf-8") if spec.config_text else None
+        text = snapshot.read_text("utf-8") if snapshot is not None and snapshot.exists() else None
         loaded = load_config(spec.config_path, overrides=spec.overrides, text=text)
     except ConfigError as exc:
         print(f"palyrad: config error: {exc}", file=sys.stderr)
@@ -426,7 +501,7 @@ def serve_worker(spec: WorkerSpec) -> int:
         asyncio.get_running_loop().create_task(_stop_when(channel.lost, stop))
 
     try:
-        app = build_app(settings, config_path=loaded.path, worker=spec)
+        app = build_app(settings, config_path=loaded.path, overrides=spec.overrides, worker=spec)
         run_until_stopped(app, settings.daemon, sock=sock, on_listening=listening)
     except ConfigError as exc:  # agents.toml
         print(f"palyrad: config error: {exc}", file=sys.stderr)

@@ -75,6 +75,13 @@ class Gateway:
             deployments=self.deployments,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._periodic: list[asyncio.Task[None]] = []
+        # Shared state syncs the decisions of these providers: the list is kept, its contents
+        # replaced on reload.
+        self._provider_ids: list[str] = []
+        # Providers of configs replaced by a reload: closed with the gateway, since a request
+        # that began before the reload may still be using one.
+        self._retired: list[ModelProvider] = []
 
     async def start(self, db: Database | None = None) -> None:
         """Open the HTTP pool, build the providers, and start discovery and health probes
@@ -82,20 +89,12 @@ class Gateway:
         by the last run are routable at once."""
         if db is not None:
             await self.discovery.load(db)
-        self.providers.update(
-            build_providers(self.config, sessions=self._sessions, credentials=self._credentials)
-        )
-        for provider in self.providers.values():
-            provider.limits_listener = functools.partial(
-                self.deployments.observe_limits, provider.provider_id
-            )
+        self.providers.update(self._build_providers(self.config))
         for model in self.config.models:
             self.deployments.deployment(model)  # listed in the status before any traffic
         self.registry.set_discovered(self.discovery.models(list(self.providers.values())))
-        if any(spec_for(p.kind).offline for p in self.providers.values()):
-            # An offline provider counts the usage it reports on every answer itself:
-            # load the vocabulary now, in the background, not in its first request.
-            self._tasks.append(asyncio.create_task(load_vocabulary()))
+        self._load_vocabulary_if_offline()
+        self._provider_ids[:] = list(self.providers)
         store = ChannelDecisions(self._channel) if self._channel else self._redis_url
         if store:
             self.shared = SharedState(
@@ -103,10 +102,27 @@ class Gateway:
                 breakers=self.breakers,
                 breaker_for=self.breaker,
                 health=self.health,
-                provider_ids=list(self.providers),
+                provider_ids=self._provider_ids,
             )
             self.shared.start()
-        self._tasks += [
+        self._start_periodic()
+
+    def _build_providers(self, config: ModelProviderConfig) -> dict[str, ModelProvider]:
+        providers = build_providers(config, sessions=self._sessions, credentials=self._credentials)
+        for provider in providers.values():
+            provider.limits_listener = functools.partial(
+                self.deployments.observe_limits, provider.provider_id
+            )
+        return providers
+
+    def _load_vocabulary_if_offline(self) -> None:
+        if any(spec_for(p.kind).offline for p in self.providers.values()):
+            # An offline provider counts the usage it reports on every answer itself:
+            # load the vocabulary now, in the background, not in its first request.
+            self._tasks.append(asyncio.create_task(load_vocabulary()))
+
+    def _start_periodic(self) -> None:
+        self._periodic = [
             asyncio.create_task(
                 run_periodically(self.config.discovery_ttl_ms / 1000, self.discover, "discovery")
             ),
@@ -114,6 +130,44 @@ class Gateway:
                 run_periodically(self.config.health_ttl_ms / 1000, self.test_connection, "health")
             ),
         ]
+
+    async def reload(self, config: ModelProviderConfig) -> None:
+        """Serve `config` from now on. A request already routed keeps the router, registry
+        and providers it started with until it ends (it holds them); the next request finds
+        the new ones. Breakers, health, deployments' counts and discovered models carry over
+        for providers and deployments that stay."""
+        providers = self._build_providers(config)
+        registry = ModelRegistry(config)
+        for model in config.models:
+            self.deployments.deployment(model)
+        registry.set_discovered(self.discovery.models(list(providers.values())))
+        router = Router(
+            config,
+            registry,
+            providers,
+            breakers=self.breakers,
+            health=self.health,
+            metrics=self.metrics,
+            deployments=self.deployments,
+        )
+        router.accounting = self.router.accounting
+        self._retired += self.providers.values()
+        # One assignment after another, with no await between: no request sees a mix.
+        self.config, self.registry, self.providers, self.router = (
+            config,
+            registry,
+            providers,
+            router,
+        )
+        self.deployments.default_strategy = config.load_balancing
+        self.deployments.retain(config.models)
+        self.health.degraded_latency_ms = config.health_degraded_latency_ms
+        self._provider_ids[:] = list(providers)
+        self._load_vocabulary_if_offline()
+        # Periods may have changed; and providers new to this config are discovered and
+        # probed now rather than at the next period.
+        await cancel_and_wait(*self._periodic)
+        self._start_periodic()
 
     def breaker(self, provider_id: str) -> CircuitBreaker:
         provider = self.config.provider(provider_id)
@@ -130,8 +184,8 @@ class Gateway:
         await self.deployments.drain()
         if isinstance(self.rate_counter, RedisRateCounter):
             await self.rate_counter.aclose()
-        await cancel_and_wait(*self._tasks)
-        for provider in self.providers.values():
+        await cancel_and_wait(*self._tasks, *self._periodic)
+        for provider in [*self._retired, *self.providers.values()]:
             await provider.aclose()
         await self._sessions.close()
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from palyra.agents.service import AgentService
     from palyra.auth.service import AuthService
     from palyra.cron.service import CronService
+    from palyra.reload import Reloader
 
 
 @dataclass
@@ -45,6 +46,9 @@ class Runtime:
     # Which of the daemon's worker processes this is ([daemon] workers > 1; palyra.workers):
     # {"index": ..., "workers": ..., "pid": ...}; None for the single-process daemon.
     worker: dict[str, int] | None = None
+    # Re-reads config.toml and agents.toml on SIGHUP or `POST /console/v1/config/reload`
+    # (palyra.reload); None where the app was built without a daemon around it (tests).
+    reloader: Reloader | None = None
     _db: Database | None = None
     _auth: AuthService | None = None
     _agents: AgentService | None = None

@@ -9,7 +9,9 @@ the other workers) and binds a fresh one for the replacement; when stopping begi
 closes all of its copies at once, so new connections are refused while requests drain.
 
 The master serves the workers' channel (palyra.channel: shared rate counts, breaker and health
-decisions, budget spend, unless Redis is set), restarts a worker that exits (with backoff), and
+decisions, budget spend, unless Redis is set), restarts a worker that exits (with backoff),
+on SIGHUP re-reads and checks the config and passes SIGHUP on to every worker, which reloads in
+place (palyra.reload; an invalid config is logged and no worker is told), and
 on SIGTERM / SIGINT passes SIGTERM to every worker, which drains its requests within
 `shutdown_grace_ms`; then it exits 0. A worker that exits before any worker has served means
 the workers cannot start (what went wrong is the worker's last line on stderr): palyrad stops
@@ -36,6 +38,7 @@ from typing import Any, Final
 import structlog
 
 from palyra.channel import Hub
+from palyra.config import PalyraConfig
 
 log = structlog.get_logger("palyra.workers")
 
@@ -64,8 +67,11 @@ class WorkerSpec:
     node_id: str  # its own: runs it leaves behind when it dies are told apart from the others'
     channel: str  # the Unix socket of the master's channel
     config_path: str | None  # where agents.toml is looked for, and what errors name
-    config_text: str | None  # a file of the config's text as the master read it, once
+    # A file of the config's text as the master read it last (at start, or at its last
+    # reload); absent when there was no config file.
+    config_text: str | None
     overrides: dict[str, Any]
+    master_pid: int = 0  # whom a reload asked of this worker over HTTP is passed to
 
 
 def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
@@ -120,6 +126,8 @@ class Master:
         grace_s: float,
         run_dir: Path,
         url: str = "",
+        env: Mapping[str, str] | None = None,
+        config: PalyraConfig | None = None,
     ) -> None:
         # The master's copy of each worker's listening socket, None while that worker is down.
         self._sockets: list[socket.socket | None] = list(sockets)
@@ -128,13 +136,13 @@ class Master:
         self._address = (first.family, first.type, first.proto, first.getsockname())
         self._node_id = node_id
         self._config_path = config_path
-        # Every worker, a restarted one too, serves the config palyrad started with, whatever
-        # the file on disk says by then.
-        self._config_text: str | None = None
+        # Every worker, a restarted one too, serves the config palyrad started with (or last
+        # reloaded), whatever the file on disk says by then.
+        self._snapshot = run_dir / CONFIG_FILE
         if config_text is not None:
-            snapshot = run_dir / CONFIG_FILE
-            snapshot.write_text(config_text, encoding="utf-8")
-            self._config_text = str(snapshot)
+            self._snapshot.write_text(config_text, encoding="utf-8")
+        self._env = os.environ if env is None else env
+        self._config = config  # what the workers serve, for naming what a reload cannot change
         self._overrides = dict(overrides)
         self._grace_s = grace_s
         self._run_dir = run_dir
@@ -165,9 +173,7 @@ class Master:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        # Not a reload (yet), and not the default death that would leave the workers and this
-        # run directory behind: logged and ignored (the workers ignore it too).
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("sighup_ignored"))
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         log.info("workers_starting", workers=self.count)
         watchers = [asyncio.create_task(self._watch(i)) for i in range(self.count)]
         await self._stop.wait()
@@ -258,8 +264,9 @@ class Master:
             node_id=f"{self._node_id}-w{index}",
             channel=str(self._run_dir / CHANNEL_FILE),
             config_path=self._config_path,
-            config_text=self._config_text,
+            config_text=str(self._snapshot),
             overrides=self._overrides,
+            master_pid=os.getpid(),
         )
         env = dict(os.environ)
         env[SPEC_ENV] = json.dumps(asdict(spec))
@@ -276,6 +283,43 @@ class Master:
         self._processes[index] = process
         log.info("worker_started", worker=index, pid=process.pid)
         return process
+
+    def reload(self) -> bool:
+        """SIGHUP: check the config as it is now; when it holds, hand it to every worker
+        (restarted ones too) and tell each to reload. Whether it was passed on."""
+        from palyra.reload import ReloadRefused, effective, pending_restart, read_candidate
+
+        try:
+            candidate = read_candidate(self._config_path, env=self._env, overrides=self._overrides)
+        except ReloadRefused as refused:
+            log.error(
+                "config_reload_refused",
+                source=refused.source,
+                problems=refused.problems,
+                note="the workers keep serving the config they have",
+            )
+            return False
+        if candidate.text is None:
+            self._snapshot.unlink(missing_ok=True)
+        else:
+            # Whole or not at all: a worker starting now reads it.
+            staged = self._snapshot.with_suffix(".new")
+            staged.write_text(candidate.text, encoding="utf-8")
+            os.replace(staged, self._snapshot)
+        if self._config is not None:
+            pending = pending_restart(self._config, candidate.config)
+            if pending:
+                log.warning(
+                    "config_reload_needs_restart",
+                    keys=pending,
+                    note="these settings keep their old values until palyrad restarts",
+                )
+            self._config = effective(self._config, candidate.config)
+        for process in list(self._processes.values()):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGHUP)
+        log.info("config_reload_forwarded", workers=len(self._processes))
+        return True
 
     def _forget(self, pid: int) -> None:
         """A dead worker's live gauges leave /metrics; its counters stay counted."""
@@ -313,6 +357,7 @@ def run_master(
     grace_s: float,
     env: Mapping[str, str],
     config_text: str | None = None,
+    config: PalyraConfig | None = None,
 ) -> int:
     """palyrad with `count` workers; the exit code. Raises OSError when the port is taken."""
     from palyra.agents.lease import load_node_id
@@ -337,6 +382,8 @@ def run_master(
             grace_s=grace_s,
             run_dir=run_dir,
             url=f"http://{host}:{port}",
+            env=env,
+            config=config,
         )
         # Bound: the kernel queues connections from here on; `ready` once every worker serves.
         log.info("bound", url=f"http://{host}:{port}", workers=count)

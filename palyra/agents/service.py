@@ -106,6 +106,7 @@ class AgentService:
         self._now_ms = now_ms
         self._store: RunStore | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._retired_sessions: list[aiohttp.ClientSession] = []
         self._active: dict[str, ActiveRun] = {}
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -132,12 +133,23 @@ class AgentService:
         if heartbeat:
             self._heartbeat = asyncio.create_task(self._renew_forever())
 
+    def reload(self, registry: AgentRegistry) -> None:
+        """Serve these agent definitions from now on; runs already going keep theirs (and
+        the fetch pool they started with, closed with the service)."""
+        self.registry = registry
+        if self._session is not None:
+            self._retired_sessions.append(self._session)
+            self._session = fetch_session(
+                entry for agent in registry.all() for entry in agent.allowed_hosts
+            )
+
     async def aclose(self) -> None:
         await cancel_and_wait(self._heartbeat)
         for active in list(self._active.values()):
             await self.cancel(active.run_id, reason="interrupted")
-        if self._session is not None:
-            await self._session.close()
+        for session in [*self._retired_sessions, self._session]:
+            if session is not None:
+                await session.close()
 
     async def _renew_forever(self) -> None:
         beats = 0

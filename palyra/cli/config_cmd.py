@@ -1,17 +1,27 @@
-"""`palyra config validate | show`: local files only, no daemon needed."""
+"""`palyra config validate | show` read local files, no daemon needed; `palyra config reload`
+asks the running daemon to re-read its own."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from palyra.cli.common import loaded_config
-from palyra.config import config_for_display
+from palyra.cli.client import DaemonClient, DaemonError
+from palyra.cli.common import daemon, fail, loaded_config, options
+from palyra.config import ConfigError, config_for_display, load_config, validate_config
 
-app = typer.Typer(no_args_is_help=True, help="Check and show configuration.")
+app = typer.Typer(no_args_is_help=True, help="Check, show and reload configuration.")
+
+
+def fail_lines(lines: list[str]) -> NoReturn:
+    """Exit 1 with each line as its own `palyra: error:` line (one problem a line)."""
+    for line in lines:
+        print(f"palyra: error: {' '.join(line.split())}", file=sys.stderr)
+    raise typer.Exit(1)
 
 
 @app.command("validate")
@@ -19,9 +29,19 @@ def config_validate(
     path: Annotated[
         Path | None, typer.Argument(help="config file (default: the one in use)")
     ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="config file (same as the PATH argument)")
+    ] = None,
 ) -> None:
-    """Check a config file; print what is wrong, naming each key."""
-    loaded = loaded_config(path)
+    """Check a config file; print every problem found, one a line, each naming its key."""
+    if path is not None and config is not None and path != config:
+        print("palyra: error: give the file once: PATH or --config, not both", file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        loaded = load_config(path or config or options.get("config_path"))
+    except ConfigError as exc:
+        where = f"{exc.source}: " if exc.source else ""
+        fail_lines([f"config: {where}{problem}" for problem in exc.problems])
     mp = loaded.config.model_provider
     where = str(loaded.path) if loaded.path else "built-in defaults (no config file)"
     print(f"ok: {where}: {len(mp.providers)} providers, {len(mp.models)} models")
@@ -36,3 +56,46 @@ def config_show(
     """Print the effective config (file, env and defaults merged)."""
     loaded = loaded_config()
     print(json.dumps(config_for_display(loaded.config, show_secrets=show_secrets), indent=2))
+
+
+def _daemon_despite_config() -> DaemonClient:
+    """The daemon's client. The config being reloaded may be broken: the daemon is then
+    looked for as the defaults (with --url, PALYRA_URL, PALYRA_ADMIN_TOKEN) say, so that it
+    is the one to list the problems."""
+    try:
+        load_config(options.get("config_path"))
+    except ConfigError:
+        try:
+            return DaemonClient.from_config(validate_config({"version": 1}), options.get("url"))
+        except DaemonError as exc:
+            fail(str(exc))
+    return daemon()
+
+
+@app.command("reload")
+def config_reload(
+    as_json: Annotated[bool, typer.Option("--json", help="print the daemon's answer")] = False,
+) -> None:
+    """Make the running daemon re-read config.toml and agents.toml (as SIGHUP does).
+
+    Requests in flight finish on the old config. A config with problems is refused, each
+    problem printed, and the old one keeps serving. Settings that need a restart (port,
+    workers, state store, ...) are named."""
+    client = _daemon_despite_config()
+    try:
+        answer = client.request("POST", "/console/v1/config/reload", {})
+    except DaemonError as exc:
+        fail_lines(str(exc).splitlines())
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return
+    source = answer.get("source") or "built-in defaults (no config file)"
+    workers = answer.get("workers", 1)
+    print(f"reloaded: {source}" + (f" ({workers} workers)" if workers > 1 else ""))
+    pending = answer.get("restart_required") or []
+    if pending:
+        print(
+            "palyra: warning: these settings changed but keep their old values until palyrad "
+            f"restarts: {', '.join(pending)}",
+            file=sys.stderr,
+        )

@@ -27,6 +27,7 @@ from palyra.server import (
     console,
     cron_routes,
     keys_routes,
+    reload_routes,
     runs_routes,
     usage_routes,
     web_console,
@@ -321,5 +322,6 @@ def create_app(runtime: Runtime) -> web.Application:
     keys_routes.add_routes(app)
     auth_routes.add_routes(app)
     usage_routes.add_routes(app)
+    reload_routes.add_routes(app)
     web_console.add_routes(app)
     return app
