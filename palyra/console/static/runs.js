@@ -152,7 +152,7 @@ function listPage({ api, h, main, notify, onLeave }) {
   api("GET", "/console/v1/agents").then((data) => {
     const agents = data.agents || data;
     const label = (a) => (a.display_name ? `${a.display_name} (${a.agent_id})` : a.agent_id);
-    agent.replaceChildren(...agents.map((a) => h("option", { value: a.agent_id }, label(a))));
+    agent.replaceChildren(...agents.map((a) => h("option", { value: a.agent_id, selected: a.agent_id === "default" }, label(a))));
     agentFilter.append(...agents.map((a) => h("option", { value: a.agent_id }, label(a))));
   }).catch((err) => notify(err.message, "error"));
   apply();
