@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -1296,3 +1299,92 @@ def test_every_toml_block_of_the_usage_docs_is_a_valid_config() -> None:
     fast = next(m for c in configs for m in c.model_provider.models if m.model_id == "fast")
     assert (fast.input_cost_per_mtok, fast.cached_input_cost_per_mtok) == (0.15, 0.075)
     assert any(c.telemetry.otlp_endpoint == "http://127.0.0.1:4318" for c in configs)
+
+
+# --- every problem in one pass (issue 16) ------------------------------------------------
+
+EVERY_KIND_OF_PROBLEM = """
+version = 1
+[daemon]
+port = 70000
+[[model_provider.providers]]
+provider_id = "oai"
+kind = "openai_compatible"
+api_key = "sk-plain-0123456789abcdef"
+bse_url = "https://api.openai.com/v1"
+[[model_provider.models]]
+model_id = "m"
+provider_id = "oai"
+max_output_tokens = 9
+max_context_tokens = 5
+"""
+
+
+def test_a_plain_key_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", EVERY_KIND_OF_PROBLEM)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.problems == [
+        "model_provider.providers[0].api_key: plain API keys are not allowed in config; store "
+        "the key with `palyra auth openai|anthropic api-key` or `palyra vault set` and "
+        "reference it with api_key_vault_ref (or api_key_env)",
+        "daemon.port: input should be less than or equal to 65535 (got 70000)",
+        "model_provider.providers[0].bse_url: unknown key",
+        "model_provider.models[0].max_output_tokens: must not exceed max_context_tokens",
+    ]
+    assert "sk-plain" not in str(info.value)
+
+
+def test_env_problems_and_file_problems_come_together(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.toml", "version = 1\n[daemon]\nprot = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            path,
+            env={
+                "PALYRA_CRON_TIMEZONE": "Europe/Nowhere",
+                "PALYRA_AUTH_OPENAI_OAUTH_SCOPES": "[not json",
+            },
+        )
+    assert info.value.problems == [
+        "auth.openai_oauth.scopes (from env PALYRA_AUTH_OPENAI_OAUTH_SCOPES): not a JSON list",
+        "daemon.prot: unknown key",
+        "cron.timezone (from env PALYRA_CRON_TIMEZONE): unknown IANA time zone 'Europe/Nowhere'",
+    ]
+
+
+def test_the_default_output_allowance_fits_a_small_window() -> None:
+    # max_output_tokens never written: its default (16384) is lowered, not an error.
+    config = validate_config(with_models(model("m", max_context_tokens=300)))
+    (small,) = config.model_provider.models
+    assert small.max_output_tokens == 150  # half the window: the other half for the prompt
+    big = validate_config(with_models(model("m", max_context_tokens=100_000)))
+    assert big.model_provider.models[0].max_output_tokens == 16384
+
+
+def test_config_validate_lists_every_problem_one_a_line_and_takes_config(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path / "config.toml", EVERY_KIND_OF_PROBLEM)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PALYRA_", "XDG_"))}
+    env["HOME"] = str(tmp_path)
+    palyra = str(Path(sys.executable).with_name("palyra"))
+    for args in (["config", "validate", "--config", str(path)], ["config", "validate", str(path)]):
+        result = subprocess.run(
+            [palyra, *args], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 4, result.stderr
+        assert all(line.startswith(f"palyra: error: config: {path}: ") for line in lines)
+        assert lines[2].endswith("model_provider.providers[0].bse_url: unknown key")
+    good = write(tmp_path / "good.toml", "version = 1\n")
+    result = subprocess.run(
+        [palyra, "config", "validate", "--config", str(good)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok: {good}: ")

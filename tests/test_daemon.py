@@ -133,6 +133,31 @@ async def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", port))  # never bound, so still free
 
 
+async def test_a_taken_port_is_one_clear_error_and_never_ready(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            PALYRAD,
+            "--port",
+            str(port),
+            env=clean_env(tmp_path),
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    output = (stdout + stderr).decode()
+    assert process.returncode == 1, output
+    assert '"ready"' not in output
+    assert output.strip().splitlines()[-1] == (
+        f"palyrad: cannot start: cannot listen on 127.0.0.1:{port}: the address is already in "
+        "use (another palyrad?); stop it, or choose another port with --port or [daemon] port"
+    )
+    # Nothing was started before the port: no state store was opened.
+    assert not (tmp_path / "xdg-state" / "palyra" / "palyra.db").exists()
+
+
 async def test_sigterm_finishes_in_flight_requests(tmp_path: Path, daemons: list[Daemon]) -> None:
     async with FakeUpstream(api_key=UPSTREAM_KEY) as upstream:
         config = tmp_path / "config.toml"
