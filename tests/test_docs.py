@@ -13,7 +13,13 @@ README's examples are run against a real daemon, below.
 from __future__ import annotations
 
 import enum
+import json
+import os
 import re
+import signal
+import subprocess
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ from palyra import config_docs
 from palyra.cli.main import app as cli_app
 from palyra.config import validate_config
 from palyra.daemon import build_app
+from tests.support.daemon import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -218,3 +225,131 @@ def _anchors(page: Path) -> set[str]:
         counts[slug] = n + 1
         anchors.add(slug if n == 0 else f"{slug}-{n}")
     return anchors
+
+
+# --- README examples --------------------------------------------------------------------
+
+README = ROOT / "README.md"
+_FENCE = re.compile(r"^```(\w*)\s*$")
+_NOT_RUN = re.compile(r"^<!-- not run: (.+) -->$")
+# The README's examples name the default port; the test's daemon has a free one.
+DEFAULT_PORT = "7142"
+
+
+@dataclass(frozen=True)
+class Block:
+    lang: str
+    line: int  # of the opening fence, 1-based
+    text: str
+    skip_reason: str | None
+
+
+def readme_blocks() -> list[Block]:
+    """Every fenced block of the README; one whose fence follows `<!-- not run: why -->`
+    directly is one the test does not run."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        fence = _FENCE.match(lines[i])
+        if fence is None:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        marker = _NOT_RUN.match(lines[i - 1]) if i > 0 else None
+        text = "\n".join(lines[i + 1 : end]) + "\n"
+        blocks.append(Block(fence.group(1), i + 1, text, marker.group(1) if marker else None))
+        i = end + 1
+    return blocks
+
+
+def test_readme_markers_sit_on_blocks_and_its_toml_is_valid() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith("<!-- not run"):
+            assert _NOT_RUN.match(line), f"README.md:{n + 1}: write <!-- not run: REASON -->"
+            assert n + 1 < len(lines) and lines[n + 1].startswith("```"), (
+                f"README.md:{n + 1}: a not-run marker must sit right above a fenced block"
+            )
+    blocks = readme_blocks()
+    assert any(b.lang == "sh" and b.skip_reason is None for b in blocks)
+    for block in blocks:
+        assert block.lang in ("sh", "python", "toml", ""), f"README.md:{block.line}: {block.lang}"
+        if block.lang == "toml" and "version = 1" in block.text:
+            validate_config(tomllib.loads(block.text), f"README.md:{block.line}")
+
+
+def _script(blocks: list[Block], port: int) -> str:
+    """One bash script of the runnable blocks in order, as a reader types them into one
+    shell: what one block exports, the next sees."""
+    parts = ["set -euo pipefail"]
+    for block in blocks:
+        if block.skip_reason is not None or block.lang not in ("sh", "python"):
+            continue
+        text = block.text.replace(DEFAULT_PORT, str(port))
+        parts.append(f'echo "@@ README.md:{block.line} $(date +%s.%N)" >&2')
+        if block.lang == "sh":
+            parts.append(text)
+        else:
+            parts.append(f".venv/bin/python - <<'README_PY'\n{text}README_PY")
+    return "\n".join(parts) + "\n"
+
+
+def test_readme_examples_run_as_written(tmp_path: Path) -> None:
+    """The README's sh and python blocks, in order, in one shell, against `palyrad` started
+    as step 1 says, in a fresh home, from a directory that looks like the repository's root
+    (its .venv and scripts/). The only change: the daemon's port is a free one, not 7142
+    (`PALYRA_DAEMON_PORT`, which `palyra` reads too; 7142 in the examples is replaced)."""
+    home = tmp_path / "home"
+    clone = tmp_path / "clone"
+    home.mkdir()
+    clone.mkdir()
+    for name in (".venv", "scripts"):
+        (clone / name).symlink_to(ROOT / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PALYRA_", "XDG_"))}
+    env.pop("VIRTUAL_ENV", None)
+    env |= {"HOME": str(home), "NO_COLOR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    port = free_port()
+    # The daemon and the CLI both read the port from here, as from `[daemon] port`.
+    env["PALYRA_DAEMON_PORT"] = str(port)
+    log = tmp_path / "palyrad.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "palyrad")],
+            cwd=clone,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(daemon, port, log)
+        result = subprocess.run(
+            ["bash", "-c", _script(readme_blocks(), port)],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        markers = [m.split()[1] for m in result.stderr.splitlines() if m.startswith("@@ ")]
+        where = (markers or ["?"])[-1]
+        assert result.returncode == 0, (
+            f"the example at {where} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+        # What the README says the tool example prints.
+        assert "[tool result] calculator: 391" in result.stdout, result.stdout
+    finally:
+        # Step 1: SIGTERM stops it, requests in flight finished, exit 0.
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+            raise
+    assert code == 0, log.read_text()
+    # Step 1: logs are JSON lines when stderr is not a terminal.
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        assert {"event", "level", "timestamp"} <= record.keys(), line
