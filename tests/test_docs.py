@@ -16,6 +16,7 @@ import enum
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import tomllib
@@ -180,6 +181,79 @@ def test_cli_page_has_a_section_for_every_command_naming_its_options() -> None:
         if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", sections[path])
     ]
     assert not problems, f"options or arguments not named in their docs/cli.md section: {problems}"
+
+
+_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def _command_lines(page: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every `palyra ...` command in the page's code blocks and code
+    spans, continuation lines joined and comments, pipes and `;` split off."""
+    found: list[tuple[int, str]] = []
+    in_code = False
+    pending = ""
+    for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        texts = [line] if in_code else _SPAN.findall(line)
+        for text in texts:
+            if in_code:
+                text = pending + text
+                if text.endswith("\\"):
+                    pending = text[:-1]
+                    continue
+                pending = ""
+                text = re.split(r"(?:^|\s)#", text, maxsplit=1)[0]
+            for part in re.split(r"\||;|&&|\$\(|\)", text):
+                part = part.strip()
+                if part.startswith("palyra "):
+                    found.append((n, part))
+    return found
+
+
+def _problem(words: list[str], root: Any) -> str | None:
+    """Why `palyra WORDS` names no command, or an option its command does not have."""
+    command, path, i = root, "palyra", 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word.startswith("-"):
+            name = word.split("=", 1)[0]
+            param = next((p for p in command.params if name in (*p.opts, *p.secondary_opts)), None)
+            if param is None:
+                if name in ("--help", "-h") or not re.fullmatch(r"--?[a-z][a-z-]*", name):
+                    continue
+                return f"{path} has no option {name}"
+            if not param.is_flag and "=" not in word:
+                i += 1  # its value
+            continue
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:
+            continue  # an argument of a command
+        if not re.fullmatch(r"[a-z][a-z-]*", word):
+            return None  # a placeholder: `palyra auth ...`, `palyra COMMAND`
+        if word not in subcommands:
+            return f"{path} has no command {word!r}"
+        command, path = subcommands[word], f"{path} {word}"
+    return None
+
+
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name
+)
+def test_every_palyra_command_the_docs_show_exists(page: Path) -> None:
+    root = typer.main.get_command(cli_app)
+    problems = []
+    for n, text in _command_lines(page):
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            words = text.split()
+        problem = _problem(words[1:], root)
+        if problem:
+            problems.append(f"{page.name}:{n}: `{text}`: {problem}")
+    assert not problems, "\n".join(problems)
 
 
 # --- links ------------------------------------------------------------------------------
