@@ -16,17 +16,23 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import aiohttp
 import structlog
 
-from palyra.auth.profiles import AuthProfile, CredentialType, RefreshState, clean_error
+from palyra.auth.profiles import (
+    AuthProfile,
+    CredentialType,
+    ProfileStore,
+    RefreshState,
+    clean_error,
+)
 from palyra.auth.token_endpoint import TokenEndpointError, request_tokens
-from palyra.errors import InvalidRequest, PalyraError
-from palyra.vault import VaultRef, parse_vault_ref
-
-if TYPE_CHECKING:
-    from palyra.auth.service import AuthService
+from palyra.config import OpenAIOAuthConfig
+from palyra.errors import InvalidRequest, NotFound, PalyraError
+from palyra.state.db import Database
+from palyra.vault import Vault, VaultRef, parse_vault_ref
 
 log = structlog.get_logger("palyra.auth.refresh")
 
@@ -52,9 +58,42 @@ class RefreshBusy(PalyraError):
     code = "refresh_in_progress"
 
 
+class RefreshContext(Protocol):
+    """What a refresh needs of the daemon's auth parts (`AuthService` is one): where profiles
+    and their tokens live, the client for the token endpoint, and whom to tell of a change."""
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def vault(self) -> Vault: ...
+
+    @property
+    def profiles(self) -> ProfileStore: ...
+
+    @property
+    def http(self) -> aiohttp.ClientSession: ...
+
+    @property
+    def openai_oauth(self) -> OpenAIOAuthConfig: ...
+
+    def changed(self) -> None: ...
+
+
 class Refresher:
-    def __init__(self, auth: AuthService, *, lease_ms: int = LEASE_MS) -> None:
+    def __init__(
+        self,
+        auth: RefreshContext,
+        *,
+        margin_s: float = 300.0,
+        interval_s: float = 15.0,
+        lease_ms: int = LEASE_MS,
+    ) -> None:
+        """`margin_s`: how long before its expiry an access token is renewed; `interval_s`:
+        how often the loop looks for tokens due (sooner when woken)."""
         self.auth = auth
+        self.margin_s = margin_s
+        self.interval_s = interval_s
         self.lease_ms = lease_ms
         # Who holds a lease, for humans reading the table: host, process, instance.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -70,23 +109,28 @@ class Refresher:
         while True:
             try:
                 await self.refresh_due()
-                await self.auth.expire_attempts()
             except Exception as exc:
                 # The loop must survive a store hiccup; the next round tries again.
                 log.warning("auth_refresh_loop_error", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.auth.refresh_interval_s)
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
 
     async def refresh_due(self) -> None:
         now = _now_ms()
-        margin = int(self.auth.refresh_margin_s * 1000)
+        margin = int(self.margin_s * 1000)
         for profile_id in await self.auth.profiles.due_for_refresh(now + margin, now):
             await self.refresh(profile_id)
 
+    async def _profile(self, profile_id: str) -> AuthProfile:
+        profile = await self.auth.profiles.get(profile_id)
+        if profile is None:
+            raise NotFound(f"no auth profile {profile_id!r}", code="profile_not_found")
+        return profile
+
     def _due(self, profile: AuthProfile) -> bool:
         expires = profile.access_expires_at_ms
-        margin = int(self.auth.refresh_margin_s * 1000)
+        margin = int(self.margin_s * 1000)
         return expires is not None and expires - margin <= _now_ms()
 
     async def refresh(
@@ -96,7 +140,7 @@ class Refresher:
         is still the current one). Failures are recorded on the profile, not raised."""
         # A profile that does not exist has no lease row to claim: say so now, not after
         # waiting a whole lease for a claim that cannot succeed.
-        await self.auth.profile(profile_id)
+        await self._profile(profile_id)
         lock = self._locks.setdefault(profile_id, asyncio.Lock())
         async with lock:
             deadline = time.monotonic() + self.lease_ms / 1000
@@ -105,7 +149,7 @@ class Refresher:
                     raise RefreshBusy(f"another daemon is refreshing profile {profile_id}")
                 await asyncio.sleep(0.1)
             try:
-                profile = await self.auth.profile(profile_id)
+                profile = await self._profile(profile_id)
                 if profile.credential_type is not CredentialType.OAUTH:
                     raise InvalidRequest(
                         f"profile {profile_id} holds an API key: there is nothing to refresh"
@@ -146,7 +190,7 @@ class Refresher:
             )
             log.warning("auth_refresh_failed", profile_id=pid, error=error, retry_in_ms=delay)
         self.auth.changed()
-        return RefreshResult(await self.auth.profile(pid), False, error)
+        return RefreshResult(await self._profile(pid), False, error)
 
     async def _refresh(self, profile: AuthProfile) -> RefreshResult:
         vault = self.auth.vault
@@ -162,13 +206,13 @@ class Refresher:
         form = {
             "grant_type": "refresh_token",
             "refresh_token": refresh_token.decode(),
-            "client_id": profile.client_id or self.auth.config.auth.openai_oauth.client_id,
+            "client_id": profile.client_id or self.auth.openai_oauth.client_id,
         }
         if profile.client_secret_ref:
             secret = await vault.get_optional(profile.client_secret_ref)
             if secret is not None:
                 form["client_secret"] = secret.decode()
-        endpoint = self.auth.config.auth.openai_oauth.token_endpoint
+        endpoint = self.auth.openai_oauth.token_endpoint
         try:
             tokens = await request_tokens(self.auth.http, endpoint, form)
         except TokenEndpointError as exc:
@@ -201,4 +245,4 @@ class Refresher:
             expires_in_s=tokens.expires_in_s,
             rotated=tokens.refresh_token is not None,
         )
-        return RefreshResult(await self.auth.profile(profile.profile_id), True)
+        return RefreshResult(await self._profile(profile.profile_id), True)

@@ -13,16 +13,18 @@ import aiohttp
 from palyra.auth.attempts import AttemptState, AttemptStore, pending_ref
 from palyra.auth.profiles import AuthProfile, ProfileStore, profile_ref
 from palyra.auth.refresh import Refresher
-from palyra.config import DEFAULT_BASE_URLS, PalyraConfig
+from palyra.config import DEFAULT_BASE_URLS, OpenAIOAuthConfig, PalyraConfig
 from palyra.egress import guarded_session, ip_literal
 from palyra.errors import NotFound
 from palyra.state.db import Database
-from palyra.tasks import cancel_and_wait
+from palyra.tasks import cancel_and_wait, run_periodically
 from palyra.types import ModelProviderKind
 from palyra.vault import Vault
 
 CHECK_TIMEOUT_S = 15.0
 ATTEMPT_RETENTION_MS = 24 * 3600 * 1000
+# How often sign-in attempts whose browser never came back are failed and old ones forgotten.
+ATTEMPT_SWEEP_S = 15.0
 
 
 @dataclass
@@ -32,9 +34,6 @@ class AuthService:
     vault: Vault
     profiles: ProfileStore
     attempts: AttemptStore
-    # Seconds before expiry at which the refresh task renews an access token.
-    refresh_margin_s: float = 300.0
-    refresh_interval_s: float = 15.0
     _http: aiohttp.ClientSession | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _refresher: Refresher | None = None
@@ -77,6 +76,10 @@ class AuthService:
         return hosts
 
     @property
+    def openai_oauth(self) -> OpenAIOAuthConfig:
+        return self.config.auth.openai_oauth
+
+    @property
     def refresher(self) -> Refresher:
         if self._refresher is None:
             self._refresher = Refresher(self)
@@ -84,6 +87,11 @@ class AuthService:
 
     def start_background(self) -> None:
         self._tasks.append(asyncio.create_task(self.refresher.run()))
+        self._tasks.append(
+            asyncio.create_task(
+                run_periodically(ATTEMPT_SWEEP_S, self.expire_attempts, "auth_expire_attempts")
+            )
+        )
 
     async def aclose(self) -> None:
         await cancel_and_wait(*self._tasks)

@@ -182,7 +182,7 @@ async def test_full_flow_refresh_rotation_and_invalid_grant(
     assert body["profile"]["refresh_state"] == "reauth_required"
     assert "invalid_grant" in body["profile"]["last_error"]
     requests_now = len(oauth_server.token_requests)
-    auth.refresh_margin_s = 10_000.0  # everything is "due" now
+    auth.refresher.margin_s = 10_000.0  # everything is "due" now
     await auth.refresher.refresh_due()
     upstream.min_index = len(oauth_server.tokens)
     status, answer = await console.call("POST", "/v1/chat/completions", CHAT)
@@ -208,19 +208,19 @@ async def test_background_refresh_and_backoff(
         start_gateway, auth_config(upstream, tmp_path / "s", oauth_server), http
     )
     auth = console.server.app[RUNTIME].auth
-    auth.refresh_interval_s = 0.05
+    auth.refresher.interval_s = 0.05
     _, status, page = await sign_in(console, http)
     assert status == 200, page
 
     # Inside the margin: the background task refreshes by itself.
-    auth.refresh_margin_s = 3_700.0
+    auth.refresher.margin_s = 3_700.0
     auth.refresher.wake()
     for _ in range(100):
         if auth.refresher.refreshes:
             break
         await asyncio.sleep(0.02)
     assert auth.refresher.refreshes >= 1
-    auth.refresh_margin_s = 300.0
+    auth.refresher.margin_s = 300.0
     await asyncio.sleep(0.1)
     assert oauth_server.token_requests[1]["grant_type"] == "refresh_token"
 
