@@ -9,6 +9,18 @@ from typer import exceptions as typer_exc
 
 # Typer 0.29 vendors click privately; its UsageError is the one raised here (pinned version).
 from typer._click import exceptions as click_exc
+from typer._click.core import Context
+from typer.core import TyperOption
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: Context) -> str | None:
+    # Typer 0.29 shows `<bool>` beside every flag in --help, as if `--json` took a value.
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 
 def run_typer(app: typer.Typer, prog: str) -> None:

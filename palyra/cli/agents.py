@@ -8,10 +8,18 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.table import Table
 
 from palyra.cli.client import DaemonError
-from palyra.cli.common import call, daemon, fail, print_json, print_table
+from palyra.cli.common import (
+    call,
+    compact_table,
+    daemon,
+    fail,
+    nothing_yet,
+    plural,
+    print_json,
+    print_table,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Agents the daemon can run (from agents.toml).")
 
@@ -26,7 +34,13 @@ def agents_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(agents)
         return
-    table = Table("agent", "name", "model", "tools", "turns", "tool calls", "timeout")
+    if nothing_yet(agents, "agents"):
+        return
+    table = compact_table()
+    for header in ("agent", "name", "model", "tools"):
+        table.add_column(header, overflow="fold")
+    for header in ("max\nturns", "max tool\ncalls", "timeout"):
+        table.add_column(header, justify="right", no_wrap=True)
     for agent in agents:
         table.add_row(
             agent["agent_id"],
@@ -35,7 +49,7 @@ def agents_list(as_json: JsonOption = False) -> None:
             ", ".join(agent["tools"]) or "-",
             str(agent["max_turns"]),
             str(agent["max_tool_calls"]),
-            f"{agent['timeout_s']:g} s",
+            f"{agent['timeout_s']:g}s",
         )
     print_table(table)
 
@@ -113,8 +127,8 @@ def run_command(
         fail("the daemon ended the run's stream without a result")
     usage = finished["usage"]
     summary = (
-        f"[{finished['status']}] {usage['total_tokens']} tokens, "
-        f"{finished['tool_calls']} tool calls, {finished['turns']} turns"
+        f"[{finished['status']}] {plural(usage['total_tokens'], 'token')}, "
+        f"{plural(finished['tool_calls'], 'tool call')}, {plural(finished['turns'], 'turn')}"
     )
     if not as_json:
         print(summary, file=sys.stderr)

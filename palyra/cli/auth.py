@@ -7,6 +7,7 @@ OAuth callback and owns the refresh task.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import sys
 import time
@@ -15,10 +16,23 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.table import Table
+from rich.console import Group
+from rich.text import Text
 
 from palyra.cli.client import DaemonError
-from palyra.cli.common import call, daemon, fail, print_json, print_table
+from palyra.cli.common import (
+    call,
+    compact_table,
+    daemon,
+    error_notes,
+    fail,
+    nothing_yet,
+    plural,
+    print_json,
+    print_table,
+    relative,
+    state,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Provider credentials: API keys, OAuth, profiles.")
 openai_app = typer.Typer(no_args_is_help=True, help="Connect OpenAI (API key or sign-in).")
@@ -30,6 +44,7 @@ app.add_typer(profiles_app, name="profiles")
 
 PREFIX = "/console/v1/auth"
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+KIND_NAMES = {"openai_compatible": "openai"}
 ProfileArgument = Annotated[str, typer.Argument(help="profile id")]
 
 
@@ -130,6 +145,21 @@ def openai_login(
     fail("sign-in timed out: the browser did not come back in time")
 
 
+def _when(ms: int | None, now_s: float) -> str:
+    """An instant as UTC ISO time and how far from now: `2026-11-27T09:00:00Z (in 2h 5m)`."""
+    if ms is None:
+        return "-"
+    at = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{at} ({relative(ms / 1000 - now_s)})"
+
+
+def _expires(ms: int | None, now_s: float) -> Text:
+    if ms is None:
+        return Text("-")
+    left = ms / 1000 - now_s
+    return Text(relative(left), style="" if left > 0 else "red")
+
+
 @profiles_app.command("list")
 def profiles_list(as_json: JsonOption = False) -> None:
     """Every auth profile (never a secret value)."""
@@ -137,31 +167,80 @@ def profiles_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(profiles)
         return
-    table = Table("profile", "name", "kind", "type", "default", "refresh", "expires", "last error")
+    if nothing_yet(profiles, "auth profiles (add one with `palyra auth openai api-key`)"):
+        return
+    now_s = time.time()
+    table = compact_table()
+    table.add_column("profile", overflow="fold")
+    table.add_column("name", overflow="fold")
+    table.add_column("kind", overflow="fold")
+    table.add_column("type", overflow="fold")
+    table.add_column("refresh", overflow="fold")
+    table.add_column("expires", no_wrap=True)
+    errors = []
     for p in profiles:
-        expires = p["access_expires_at_ms"]
+        # The default profile of its kind is marked by its id, not by a column of its own.
+        profile = Text(p["profile_id"])
+        if p["is_default"]:
+            profile.append(" *", style="bold")
         table.add_row(
-            p["profile_id"],
+            profile,
             p["name"],
-            p["provider_kind"],
-            p["credential_type"],
-            "yes" if p["is_default"] else "",
-            p["refresh_state"],
-            "" if expires is None else f"in {max(0, expires / 1000 - time.time()) / 60:.0f} min",
-            p["last_error"] or "",
+            KIND_NAMES.get(p["provider_kind"], p["provider_kind"]),
+            p["credential_type"].replace("_", " "),
+            state(p["refresh_state"]) if p["refresh_state"] != "none" else "-",
+            _expires(p["access_expires_at_ms"], now_s),
         )
-    print_table(table)
+        if p["last_error"]:
+            errors.append((p["profile_id"], p["last_error"]))
+    footer = [Text("* the default profile of its kind", style="dim")]
+    if not any(p["is_default"] for p in profiles):
+        footer = []
+    print_table(Group(table, *footer, *error_notes(errors)))
+
+
+def _print_profile(profile: dict[str, Any], now_s: float) -> None:
+    refs = profile.get("vault_refs") or {}
+    rows: list[tuple[str, str]] = [
+        ("profile", profile["profile_id"]),
+        ("name", profile["name"]),
+        ("kind", profile["provider_kind"]),
+        ("credential", profile["credential_type"].replace("_", " ")),
+        ("default", "yes" if profile["is_default"] else "no"),
+        ("secrets", ", ".join(f"{k} in {v}" for k, v in sorted(refs.items())) or "-"),
+    ]
+    if profile.get("client_id"):
+        rows.append(("client id", profile["client_id"]))
+    if profile.get("scopes"):
+        rows.append(("scopes", " ".join(profile["scopes"])))
+    if profile["credential_type"] != "api_key" or profile["access_expires_at_ms"] is not None:
+        failures = profile.get("refresh_failures") or 0
+        rows += [
+            ("expires", _when(profile["access_expires_at_ms"], now_s)),
+            ("refresh", profile["refresh_state"]),
+            ("next refresh", _when(profile.get("next_refresh_at_ms"), now_s)),
+            ("last refresh", _when(profile.get("last_refresh_at_ms"), now_s)),
+        ]
+        if failures:
+            rows.append(("refresh failed", plural(failures, "time")))
+    rows += [
+        ("last error", profile.get("last_error") or "-"),
+        ("created", _when(profile["created_at_ms"], now_s)),
+        ("updated", _when(profile["updated_at_ms"], now_s)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
 
 
 @profiles_app.command("show")
 def profiles_show(profile_id: ProfileArgument, as_json: JsonOption = False) -> None:
-    """One profile in full."""
+    """One profile in full (never a secret value)."""
     profile = call("GET", f"{PREFIX}/profiles/{quote(profile_id)}")["profile"]
     if as_json:
         print_json(profile)
         return
-    for key, value in profile.items():
-        print(f"{key}: {value}")
+    _print_profile(profile, time.time())
 
 
 @profiles_app.command("delete")

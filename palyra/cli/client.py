@@ -26,13 +26,21 @@ class DaemonClient:
     token: str | None  # None: no token found; a 401 then says where to get one
     timeout_s: float = 600.0
     token_hint: str = ""
+    # Where base_url came from, for the hint when nothing answers there.
+    url_source: str = ""
 
     @classmethod
     def from_config(
         cls, config: PalyraConfig, url: str | None = None, env: Mapping[str, str] | None = None
     ) -> DaemonClient:
         env = os.environ if env is None else env
-        base = url or env.get("PALYRA_URL") or _loopback_url(config.daemon.bind, config.daemon.port)
+        if url:
+            base, source = url, "from --url"
+        elif env.get("PALYRA_URL"):
+            base, source = env["PALYRA_URL"], "from PALYRA_URL"
+        else:
+            base = _loopback_url(config.daemon.bind, config.daemon.port)
+            source = "from the config's daemon.port"
         state_dir = resolve_state_dir(config, env)
         token = env.get("PALYRA_ADMIN_TOKEN") or _read_token(state_dir)
         # A missing token is reported only if the daemon asks for one: when the daemon is not
@@ -41,7 +49,7 @@ class DaemonClient:
             f"no admin token: set PALYRA_ADMIN_TOKEN or start the daemon once "
             f"(it writes {state_dir / TOKEN_FILE})"
         )
-        return cls(base.rstrip("/"), token, token_hint=hint)
+        return cls(base.rstrip("/"), token, token_hint=hint, url_source=source)
 
     def _open(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -58,8 +66,18 @@ class DaemonClient:
                 raise DaemonError(self.token_hint) from None
             raise DaemonError(_error_message(exc)) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DaemonError(f"cannot reach the daemon at {self.base_url}: {reason}") from None
+            raise DaemonError(self.unreachable(exc)) from None
+
+    def unreachable(self, exc: BaseException) -> str:
+        """Nothing answered: which URL was tried, why, and how to point palyra elsewhere."""
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror  # "Connection refused", not "[Errno 111] Connection refused"
+        source = f" ({self.url_source})" if self.url_source else ""
+        return (
+            f"cannot reach the daemon at {self.base_url}{source}: {reason}; is palyrad "
+            "running? If it listens elsewhere, pass --url http://HOST:PORT or set PALYRA_URL"
+        )
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One JSON call (GET, POST, PATCH, DELETE); the answer's JSON."""

@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.table import Table
+from rich.console import Group
+from rich.text import Text
 
-from palyra.cli.common import call, fail, print_json, print_table
+from palyra.cli.common import (
+    call,
+    compact_table,
+    error_notes,
+    fail,
+    nothing_yet,
+    print_json,
+    print_table,
+    relative,
+    state,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Scheduled agent runs.")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
-JobId = Annotated[str, typer.Argument(help="job id (see `palyra cron list`)")]
+JobArgument = Annotated[str, typer.Argument(help="job id or name (see `palyra cron list`)")]
 BASE = "/console/v1/cron/jobs"
 
 
-def _job_path(job_id: str, tail: str = "") -> str:
-    return f"{BASE}/{quote(job_id, safe='')}{tail}"
+def _job_path(job: str, tail: str = "") -> str:
+    """The route of a job given by id or by name."""
+    return f"{BASE}/{quote(resolve(job), safe='')}{tail}"
 
 
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+def _when(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _print_job(job: dict[str, Any]) -> None:
@@ -133,38 +144,68 @@ def cron_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(jobs)
         return
-    table = Table("job", "name", "agent", "schedule", "state", "next fire")
+    if nothing_yet(jobs, "cron jobs (add one with `palyra cron add`)"):
+        return
+    now_s = time.time()
+    table = compact_table()
+    table.add_column("job", overflow="fold")
+    # The schedule under the name: side by side, six columns did not fit 80.
+    table.add_column("name\nschedule", overflow="fold")
+    table.add_column("agent", overflow="fold")
+    table.add_column("state", overflow="fold")
+    table.add_column("next fire", no_wrap=True)
+    problems = []
     for job in jobs:
+        name = Text(job["name"])
+        name.append(f"\n{job['schedule']['description']}", style="dim")
         table.add_row(
             job["job_id"],
-            job["name"],
+            name,
             job["agent_id"],
-            job["schedule"]["description"],
-            job["state"],
-            _next_fire(job),
+            state(job["state"]),
+            _next_fire(job, now_s),
         )
-    print_table(table)
+        # A job whose stored schedule cannot be used is listed all the same, saying why.
+        if job.get("problem"):
+            problems.append((job["job_id"], job["problem"]))
+    print_table(Group(table, *error_notes(problems)))
 
 
-def _next_fire(job: dict[str, Any]) -> str:
-    # A job whose stored schedule cannot be used is listed all the same, saying why.
-    problem = job.get("problem")
-    return f"none: {problem}" if problem else job["next_fire_at"] or ""
+def _next_fire(job: dict[str, Any], now_s: float) -> str:
+    if job.get("problem"):
+        return "none"
+    at_ms = job.get("next_fire_at_ms")
+    if at_ms is None:
+        return "-"
+    return relative(max(0.0, at_ms / 1000 - now_s))
+
+
+def resolve(job: str) -> str:
+    """A job's id from its id or its name (names are for people: `cron show nightly`)."""
+    jobs = call("GET", BASE)["jobs"]
+    if any(j["job_id"] == job for j in jobs):
+        return job
+    named = [j["job_id"] for j in jobs if j["name"] == job]
+    if len(named) == 1:
+        return str(named[0])
+    if named:
+        fail(f"{len(named)} cron jobs are named {job!r} ({', '.join(named)}): give the job id")
+    fail(f"no cron job with id or name {job!r} (see `palyra cron list`)")
 
 
 @app.command("show")
-def cron_show(job_id: JobId, as_json: JsonOption = False) -> None:
+def cron_show(job: JobArgument, as_json: JsonOption = False) -> None:
     """One job, with its next five fire times."""
-    job = call("GET", _job_path(job_id))
+    found = call("GET", _job_path(job))
     if as_json:
-        print_json(job)
+        print_json(found)
         return
-    _print_job(job)
+    _print_job(found)
 
 
 @app.command("runs")
 def cron_runs(
-    job_id: JobId,
+    job_id: JobArgument,
     limit: Annotated[int, typer.Option("--limit", help="how many, newest first")] = 20,
     as_json: JsonOption = False,
 ) -> None:
@@ -173,28 +214,41 @@ def cron_runs(
     if as_json:
         print_json(runs)
         return
-    table = Table(
-        "scheduled (UTC)", "trigger", "try", "status", "tokens", "tools", "error", "output / reason"
-    )
+    if nothing_yet(runs, "runs of this job"):
+        return
+    table = compact_table()
+    table.add_column("scheduled\n(UTC)", no_wrap=True)
+    table.add_column("trigger", overflow="fold")
+    table.add_column("try", justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold")
+    table.add_column("tokens", justify="right", no_wrap=True)
+    table.add_column("tools", justify="right", no_wrap=True)
+    table.add_column("output / reason", overflow="fold")
+    errors = []
     for run in runs:
-        error = run["error_kind"] or ""
-        if run["error_message"]:
-            error = f"{error}: {run['error_message']}"
+        scheduled = _when(run["scheduled_at_ms"])
         table.add_row(
-            _when(run["scheduled_at_ms"]),
+            scheduled,
             run["trigger"],
             str(run["attempt"]),
-            run["status"],
+            state(run["status"]),
             str(run["usage"]["total_tokens"]),
             str(run["tool_calls"]),
-            error,
-            (run["output_excerpt"] or run["reason"] or "").replace("\n", " ")[:80],
+            _excerpt(run["output_excerpt"] or run["reason"] or ""),
         )
-    print_table(table)
+        if run["error_kind"] or run["error_message"]:
+            error = ": ".join(e for e in (run["error_kind"], run["error_message"]) if e)
+            errors.append((f"{scheduled} try {run['attempt']}", error))
+    print_table(Group(table, *error_notes(errors)))
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @app.command("trigger")
-def cron_trigger(job_id: JobId, as_json: JsonOption = False) -> None:
+def cron_trigger(job_id: JobArgument, as_json: JsonOption = False) -> None:
     """Run the job now, as a `manual` run."""
     result = call("POST", _job_path(job_id, "/trigger"), {})
     if as_json:
@@ -215,19 +269,20 @@ def _set_enabled(job_id: str, enabled: bool) -> None:
 
 
 @app.command("enable")
-def cron_enable(job_id: JobId) -> None:
+def cron_enable(job_id: JobArgument) -> None:
     """Switch the job on; it next fires at its next tick from now."""
     _set_enabled(job_id, True)
 
 
 @app.command("disable")
-def cron_disable(job_id: JobId) -> None:
+def cron_disable(job_id: JobArgument) -> None:
     """Switch the job off; ticks while off are skipped on purpose, not recorded as missed."""
     _set_enabled(job_id, False)
 
 
 @app.command("rm")
-def cron_rm(job_id: JobId) -> None:
+def cron_rm(job_id: JobArgument) -> None:
     """Delete the job and its history."""
-    call("DELETE", _job_path(job_id))
-    print(f"removed {job_id}")
+    job = resolve(job_id)
+    call("DELETE", _job_path(job))
+    print(f"removed {job}")

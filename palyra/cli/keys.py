@@ -12,10 +12,17 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich import box
-from rich.table import Table
 
-from palyra.cli.common import call, fail, print_json, print_table
+from palyra.cli.common import (
+    call,
+    compact_table,
+    fail,
+    give_way,
+    nothing_yet,
+    print_json,
+    print_table,
+    state,
+)
 from palyra.keys import BUDGET_PERIODS, parse_duration
 
 app = typer.Typer(no_args_is_help=True, help="Client keys: who may call the inference routes.")
@@ -140,11 +147,12 @@ def keys_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(keys)
         return
-    # Light rules, no outer edge, one space between columns: this fits 80 columns. Ids and
-    # figures never wrap; names and models fold rather than end in "…".
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
-    table.add_column("key", no_wrap=True)
-    table.add_column("name", overflow="fold")
+    if nothing_yet(keys, "client keys (make one with `palyra keys create`)"):
+        return
+    # Ids and figures never wrap; names and models fold rather than end in "…".
+    table = compact_table()
+    # The name under the id: in a column of its own it was cut to a few letters a line.
+    table.add_column("key\nname", overflow="fold", min_width=16)
     table.add_column("models", overflow="fold")
     table.add_column("rpm/tpm", no_wrap=True)
     table.add_column("budget", no_wrap=True)
@@ -152,14 +160,14 @@ def keys_list(as_json: JsonOption = False) -> None:
     table.add_column("status", no_wrap=True)
     for key in keys:
         table.add_row(
-            key["key_id"],
-            key["name"],
-            _models(key, ", "),
+            f"{key['key_id']}\n{key['name']}",
+            _models(key, "\n"),  # one a line: an id cut across lines reads as two
             f"{_count(key['rpm'])}/{_count(key['tpm'])}",
             _budget(key),
             _when(key["expires_at_ms"], date_only=True),
-            key["status"],
+            state(key["status"]),
         )
+    give_way(table, 0)  # model ids whole where they can be: the name gives way first
     print_table(table)
 
 

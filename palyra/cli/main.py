@@ -11,13 +11,13 @@ from typing import Annotated, Any
 
 import typer
 
-from palyra.cli import agents, auth, config_cmd, cron, keys, models, usage, vault
+import palyra
+from palyra.cli import agents, auth, config_cmd, cron, keys, models, status, usage, vault
 from palyra.cli.client import DaemonError
 from palyra.cli.common import daemon, fail, options
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Palyra: one door to LLM providers."
-)
+# add_completion: `palyra --install-completion` / `--show-completion` for bash, zsh, fish.
+app = typer.Typer(no_args_is_help=True, help="Palyra: one door to LLM providers.")
 app.add_typer(models.app, name="models")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(auth.app, name="auth")
@@ -27,6 +27,13 @@ app.add_typer(agents.app, name="agents")
 app.add_typer(keys.app, name="keys")
 app.command("run")(agents.run_command)
 app.command("usage")(usage.usage_command)
+app.command("status")(status.status_command)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"palyra {palyra.__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -35,6 +42,12 @@ def _options(
     url: Annotated[
         str | None, typer.Option("--url", help="daemon URL (else $PALYRA_URL, else config)")
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     options["config_path"] = config
     options["url"] = url

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Annotated, Any
 
 import typer
@@ -11,10 +13,22 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from palyra.cli.common import call, print_json, print_table
+from palyra.cli.common import (
+    call,
+    compact_table,
+    console,
+    error_notes,
+    nothing_yet,
+    print_json,
+    print_table,
+    progress,
+    state,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Models the daemon routes to, and their providers.")
 
+# Providers probed or listed at once when each gets its own call (for the progress bar).
+PARALLEL_CALLS = 8
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 ProviderOption = Annotated[
     str | None, typer.Option("--provider", help="only this provider (default: all)")
@@ -28,15 +42,25 @@ def models_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(data)
         return
-    table = Table("model", "role", "provider", "source", "enabled")
+    if nothing_yet(data, "models"):
+        return
+    table = compact_table()
+    table.add_column("model", overflow="fold")
+    table.add_column("role", overflow="fold")
+    table.add_column("provider", overflow="fold")
+    # Whether it is on shares the source's column: five columns did not fit 80.
+    table.add_column("source", overflow="fold")
     for row in data:
         extra = row.get("palyra") or {}
+        source = Text(extra.get("source", ""))
+        if not extra.get("enabled", True):
+            source.append(", ")
+            source.append_text(state("disabled"))
         table.add_row(
             row["id"],
             extra.get("role", ""),
             extra.get("provider_id", row.get("owned_by", "")),
-            extra.get("source", ""),
-            "yes" if extra.get("enabled", True) else "no",
+            source,
         )
     print_table(table)
 
@@ -109,7 +133,7 @@ def deployments_view(rows: list[dict[str, Any]], now_ms: float) -> RenderableTyp
     )
     table.add_column("model\n(strategy)", overflow="fold")
     table.add_column("provider", overflow="fold")
-    table.add_column("weight\n/prio", justify="right", no_wrap=True)
+    table.add_column("wt/\nprio", justify="right", no_wrap=True)
     for header in ("in\nflight", "req\n/min", "tok\n/min", "TTFT", "share"):
         table.add_column(header, justify="right", no_wrap=True)
     by_model: dict[str, list[dict[str, Any]]] = {}
@@ -139,79 +163,148 @@ def deployments_view(rows: list[dict[str, Any]], now_ms: float) -> RenderableTyp
     return Group(table, *(Text(note) for note in notes))
 
 
+def dependencies_notes(status: dict[str, Any]) -> list[Text]:
+    """`degraded: redis: <why>` per dependency that does not answer (what `/healthz` says,
+    with the reason the admin may see)."""
+    if not status.get("degraded"):
+        return []
+    notes = []
+    for name, info in (status.get("dependencies") or {}).items():
+        if not info.get("ok", True):
+            note = Text("degraded", style="bold yellow")
+            note.append(f": {name} not answering: {info.get('error') or 'no answer'}")
+            notes.append(note)
+    # An older daemon without per-dependency detail still says it is degraded.
+    return notes or [Text("degraded: a state dependency does not answer", style="bold yellow")]
+
+
+def providers_view(providers: list[dict[str, Any]]) -> RenderableType:
+    """One row per provider; their errors below the table (one long error in a column ran
+    fourteen lines down an 80-column terminal)."""
+    table = compact_table("Providers")
+    table.add_column("provider", overflow="fold")
+    table.add_column("health", overflow="fold")
+    table.add_column("circuit", no_wrap=True)
+    table.add_column("last\nprobe", justify="right", no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
+    table.add_column("models\nfound", justify="right", no_wrap=True)
+    errors = []
+    for p in providers:
+        health = p["health"]
+        latency = health["last_probe_latency_ms"]
+        discovered = p["discovery"]["model_ids"] if p["discovery"] else []
+        circuit = p["circuit"]
+        table.add_row(
+            p["provider_id"],
+            state(health["state"] if p["enabled"] else "disabled"),
+            state(circuit["state"], _circuit(circuit)),
+            _ago(health["last_probe_at_ms"]),
+            "-" if latency is None else f"{latency:.0f}ms",
+            str(len(discovered)) if p["discovery"] else "-",
+        )
+        if health["last_error"]:
+            errors.append((p["provider_id"], health["last_error"]))
+    notes = error_notes(errors)
+    return Group(table, *notes) if notes else table
+
+
+def models_view(models: list[dict[str, Any]]) -> Table:
+    table = compact_table("Models")
+    table.add_column("model", overflow="fold")
+    table.add_column("provider", overflow="fold")
+    table.add_column("role", overflow="fold")
+    table.add_column("available", overflow="fold")
+    for m in models:
+        available = state("yes")
+        if not m["available"]:
+            available = Text.assemble(state("no"), f": {m['reason']}")
+        table.add_row(m["model_id"], m["provider_id"], m["role"], available)
+    return table
+
+
 @app.command("status")
 def models_status(as_json: JsonOption = False) -> None:
     """Health, circuit state, last probe and discovered models per provider; availability
-    per model."""
+    per model; `degraded` when the state store or Redis does not answer."""
     status = call("GET", "/console/v1/models/status")
     if as_json:
         print_json(status)
         return
-    providers = Table(
-        "provider", "kind", "health", "circuit", "last probe", "latency", "discovered", "last error"
-    )
-    for p in status["providers"]:
-        health = p["health"]
-        latency = health["last_probe_latency_ms"]
-        discovered = p["discovery"]["model_ids"] if p["discovery"] else []
-        providers.add_row(
-            p["provider_id"],
-            p["kind"],
-            health["state"] if p["enabled"] else "disabled",
-            _circuit(p["circuit"]),
-            _ago(health["last_probe_at_ms"]),
-            "" if latency is None else f"{latency:.0f} ms",
-            str(len(discovered)),
-            health["last_error"] or "",
-        )
-    print_table(providers)
-    models = Table("model", "provider", "role", "source", "available", "why")
-    for m in status["models"]:
-        models.add_row(
-            m["model_id"],
-            m["provider_id"],
-            m["role"],
-            m["source"],
-            "yes" if m["available"] else "no",
-            m["reason"],
-        )
-    print_table(models)
+    out = console()
+    for note in dependencies_notes(status):
+        out.print(note)
+    out.print(providers_view(status["providers"]))
+    out.print()
+    out.print(models_view(status["models"]))
     # An older daemon's status has no "deployments": nothing more to show then.
     if status.get("deployments"):
-        print_table(deployments_view(status["deployments"], time.time() * 1000))
+        out.print()
+        out.print(deployments_view(status["deployments"], time.time() * 1000))
+
+
+def _providers_to_do(provider: str | None) -> list[str | None]:
+    """Every provider, one call each (so progress can be shown), or the one asked for."""
+    if provider is not None or not sys.stderr.isatty():
+        return [provider]
+    ids = [p["provider_id"] for p in call("GET", "/console/v1/models/status")["providers"]]
+    return list(ids) or [None]
+
+
+def _each_provider(what: str, path: str, provider: str | None) -> dict[str, Any]:
+    """POST `path` for each provider, a few at a time, with a progress bar on a terminal
+    when there are several; the providers' answers merged, in the daemon's order."""
+    todo = _providers_to_do(provider)
+    answers: dict[str | None, dict[str, Any]] = {}
+    with progress(what, len(todo)) as update, ThreadPoolExecutor(PARALLEL_CALLS) as pool:
+        futures = {pool.submit(call, "POST", path, {"provider_id": pid}): pid for pid in todo}
+        for future in as_completed(futures):
+            pid = futures[future]
+            answers[pid] = future.result()["providers"]
+            update(len(answers), pid or "")
+    return {k: v for pid in todo for k, v in answers[pid].items()}
 
 
 @app.command("discover")
 def models_discover(provider: ProviderOption = None, as_json: JsonOption = False) -> None:
     """List each provider's models now and merge them into the routable set."""
-    result = call("POST", "/console/v1/models/discover", {"provider_id": provider})["providers"]
+    result = _each_provider("discovering", "/console/v1/models/discover", provider)
     if as_json:
         print_json(result)
         return
-    table = Table("provider", "models", "error")
-    for pid, state in result.items():
-        table.add_row(pid, ", ".join(state["model_ids"]), state["last_error"] or "")
-    print_table(table)
+    if nothing_yet(list(result), "providers with discovery on"):
+        return
+    table = compact_table()
+    table.add_column("provider", overflow="fold")
+    table.add_column("models", overflow="fold")
+    errors = []
+    for pid, found in result.items():
+        table.add_row(pid, ", ".join(found["model_ids"]) or "-")
+        if found["last_error"]:
+            errors.append((pid, found["last_error"]))
+    print_table(Group(table, *error_notes(errors)))
 
 
 @app.command("test-connection")
 def models_test_connection(provider: ProviderOption = None, as_json: JsonOption = False) -> None:
     """Probe providers now (a models list, never a completion). Exit 1 when any is unhealthy."""
-    result = call("POST", "/console/v1/models/test-connection", {"provider_id": provider})[
-        "providers"
-    ]
+    result = _each_provider("probing", "/console/v1/models/test-connection", provider)
     if as_json:
         print_json(result)
-    else:
-        table = Table("provider", "health", "latency", "error")
+    elif not nothing_yet(list(result), "providers"):
+        table = compact_table()
+        table.add_column("provider", overflow="fold")
+        table.add_column("health", overflow="fold")
+        table.add_column("latency", justify="right", no_wrap=True)
+        errors = []
         for pid, health in result.items():
             latency = health["last_probe_latency_ms"]
             table.add_row(
                 pid,
-                health["state"],
-                "" if latency is None else f"{latency:.0f} ms",
-                health["last_error"] or "",
+                state(health["state"]),
+                "-" if latency is None else f"{latency:.0f}ms",
             )
-        print_table(table)
+            if health["last_error"]:
+                errors.append((pid, health["last_error"]))
+        print_table(Group(table, *error_notes(errors)))
     if any(h["state"] not in ("ok", "degraded") for h in result.values()):
         raise typer.Exit(1)

@@ -14,7 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from palyra.cli.common import call, fail, print_json, print_table
+from palyra.cli.common import call, fail, plural, print_json, print_table
 
 BY = ("key", "model", "provider", "agent", "day", "hour")
 UNKNOWN = "—"
@@ -95,18 +95,22 @@ def usage_view(answer: dict[str, Any]) -> RenderableType:
         )
     notes: list[RenderableType] = []
     if answer.get("truncated"):
-        notes.append(Text(f"Only the first {len(answer['groups'])} groups are shown."))
+        notes.append(Text(f"Only the first {plural(len(answer['groups']), 'group')} are shown."))
     unpriced = int(total.get("unpriced_requests") or 0)
     if unpriced and total["requests"]:
         notes.append(
             Text(
-                f"{unpriced} of {total['requests']} requests have no known price; "
+                f"{unpriced} of {plural(total['requests'], 'request')} "
+                f"{'has' if total['requests'] == 1 else 'have'} no known price; "
                 f"costs shown are for the rest ({UNKNOWN}: none known)."
             )
         )
     estimated = int(total.get("estimated_requests") or 0)
     if estimated:
-        notes.append(Text(f"{estimated} requests are costed from Palyra's own token count."))
+        costed = "is" if estimated == 1 else "are"
+        notes.append(
+            Text(f"{plural(estimated, 'request')} {costed} costed from Palyra's own token count.")
+        )
     return Group(table, *notes) if notes else table
 
 
@@ -129,5 +133,8 @@ def usage_command(
     answer = call("GET", f"/console/v1/usage?{urlencode(query)}")
     if as_json:
         print_json(answer)
+        return
+    if not answer["groups"] and not answer["total"]["requests"]:
+        print(f"no usage yet since {_day(answer['since_ms'])} UTC")
         return
     print_table(usage_view(answer))

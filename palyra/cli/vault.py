@@ -15,13 +15,23 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from palyra.cli.common import fail, loaded_config, print_json, print_table
+from palyra.cli.common import (
+    compact_table,
+    fail,
+    loaded_config,
+    nothing_yet,
+    plural,
+    print_json,
+    print_table,
+    progress,
+)
 from palyra.config import resolve_state_dir
 from palyra.fs import ensure_private_dir
 from palyra.state import open_database
+from palyra.state.db import Database
 from palyra.vault import MAX_SECRET_BYTES, Vault, VaultError, VaultRefError, open_vault
+from palyra.vault.store import ROTATE_BATCH
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -29,10 +39,15 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
+PROGRESS_BATCH = 20
 RefArgument = Annotated[str, typer.Argument(help="<scope>/<key>, e.g. global/openai_api_key")]
 
 
 def _with_vault(job: Callable[[Vault], Awaitable[T]]) -> T:
+    return _with_store(lambda _db, vault: job(vault))
+
+
+def _with_store(job: Callable[[Database, Vault], Awaitable[T]]) -> T:
     config = loaded_config().config
     state_dir = resolve_state_dir(config)
 
@@ -40,7 +55,7 @@ def _with_vault(job: Callable[[Vault], Awaitable[T]]) -> T:
         ensure_private_dir(state_dir)
         db = await open_database(config.state, state_dir)
         try:
-            return await job(await open_vault(db, state_dir, os.environ))
+            return await job(db, await open_vault(db, state_dir, os.environ))
         finally:
             await db.close()
 
@@ -101,7 +116,12 @@ def vault_list(
     if as_json:
         print_json([m.as_dict() for m in metas])
         return
-    table = Table("ref", "bytes", "created", "updated")
+    if nothing_yet(metas, f"secrets in {scope.strip().lower()}"):
+        return
+    table = compact_table()
+    table.add_column("ref", overflow="fold")
+    for header in ("bytes", "created", "updated"):
+        table.add_column(header, justify="right" if header == "bytes" else "left", no_wrap=True)
     for meta in metas:
         created, updated = _when(meta.created_at_ms), _when(meta.updated_at_ms)
         table.add_row(meta.ref, str(meta.size), created, updated)
@@ -120,10 +140,19 @@ def vault_delete(ref: RefArgument) -> None:
 def vault_rotate_key() -> None:
     """Re-encrypt every secret under a new master key. Safe to interrupt and run again."""
 
-    async def rotate(vault: Vault) -> Any:
-        return await vault.rotate_key()
+    async def rotate(db: Database, vault: Vault) -> Any:
+        row = await db.fetch_one("SELECT COUNT(*) AS n FROM vault_secrets")
+        total = int(row["n"]) if row else 0
+        with progress("re-encrypting", total) as update:
 
-    report = _with_vault(rotate)
-    print(f"re-encrypted {report.resealed} secret(s) under master key {report.new_key_id}")
+            async def after_batch(done: int) -> None:
+                update(done, "secrets")
+
+            # Small batches on a terminal, so the bar moves; each batch is one transaction.
+            batch = ROTATE_BATCH if total < 2 or not sys.stderr.isatty() else PROGRESS_BATCH
+            return await vault.rotate_key(batch=batch, after_batch=after_batch)
+
+    report = _with_store(rotate)
+    print(f"re-encrypted {plural(report.resealed, 'secret')} under master key {report.new_key_id}")
     if report.todo:
         print(f"now {report.todo}")

@@ -29,6 +29,7 @@ from palyra.server import (
     keys_routes,
     reload_routes,
     runs_routes,
+    status_routes,
     usage_routes,
     web_console,
 )
@@ -323,5 +324,6 @@ def create_app(runtime: Runtime) -> web.Application:
     auth_routes.add_routes(app)
     usage_routes.add_routes(app)
     reload_routes.add_routes(app)
+    status_routes.add_routes(app)
     web_console.add_routes(app)
     return app
