@@ -413,6 +413,8 @@ def test_readme_examples_run_as_written(tmp_path: Path) -> None:
         )
         # What the README says the tool example prints.
         assert "[tool result] calculator: 391" in result.stdout, result.stdout
+        # Step 8: the agent added by editing agents.toml runs after `palyra config reload`.
+        assert "[tool result] current_time: " in result.stdout, result.stdout
     finally:
         # Step 1: SIGTERM stops it, requests in flight finished, exit 0.
         daemon.send_signal(signal.SIGTERM)
