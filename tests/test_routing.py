@@ -916,3 +916,57 @@ async def test_probe_health_orders_only_fallbacks_of_equal_rank(
         raw = await client.chat.completions.with_raw_response.create(model="primary", messages=USER)
         assert raw.headers["x-palyra-provider-id"] == "p1"
         assert len(first.requests_to(CHAT)) == sent + 1
+
+
+# --- what an answer says when everything failed (issue 16) --------------------------------
+
+
+async def test_when_every_candidate_fails_the_answer_names_each_and_its_error(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second, max_retries=0))
+    first.script(CHAT, ErrorReply(503, message="first is overloaded"))
+    second.script(CHAT, ErrorReply(401))
+    with pytest.raises(openai.APIStatusError) as info:
+        await sdk(server).chat.completions.create(model="primary", messages=USER)
+    # The status and code stay the last candidate's, as before.
+    assert info.value.status_code == 502
+    error = info.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "upstream_auth_failed"
+    assert error["message"] == (
+        "all 2 candidates failed: [1] model primary on provider p1: upstream answered 503: "
+        "first is overloaded; [2] model backup on provider p2: upstream refused the "
+        "credential (401)"
+    )
+
+
+async def test_a_single_failure_reads_as_it_did(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    server = await start_gateway(config(tmp_path, first, second, failover_enabled=False))
+    first.script(CHAT, ErrorReply(401))
+    with pytest.raises(openai.APIStatusError) as info:
+        await sdk(server).chat.completions.create(model="primary", messages=USER)
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["message"] == "provider p1: upstream refused the credential (401)"
+
+
+async def test_a_keyless_provider_refused_by_its_upstream_says_no_credential_was_sent(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    # A loopback OpenAI-compatible server configured with no credential at all, which wants one.
+    keyless = {"p1": {"api_key_env": ""}}
+    server = await start_gateway(
+        config(tmp_path, first, second, providers=keyless, failover_enabled=False)
+    )
+    with pytest.raises(openai.APIStatusError) as info:
+        await sdk(server).chat.completions.create(model="primary", messages=USER)
+    assert "authorization" not in {k.lower() for k in first.requests_to(CHAT)[0].headers}
+    assert info.value.status_code == 502
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["code"] == "missing_credential"
+    assert info.value.body["message"] == (
+        "provider p1: no credential configured (api_key_vault_ref, auth_profile_id or "
+        "api_key_env); the upstream answered 401 to a request sent without one"
+    )

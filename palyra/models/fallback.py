@@ -92,6 +92,20 @@ class RouteInfo:
     first_token_at: float | None = None  # perf_counter() when the stream's first token came
 
 
+def _name_every_failure(
+    last: ProviderError, failures: list[tuple[Candidate, ProviderError]]
+) -> None:
+    """The last error (whose status and code the answer keeps) made to tell what happened on
+    every candidate tried, in order: the last alone would hide why the others failed. (Each
+    message was redacted when its error was built; model ids come from the config.)"""
+    tried = "; ".join(
+        f"[{n}] model {candidate.model.model_id} on {error.message}"
+        for n, (candidate, error) in enumerate(failures, 1)
+    )
+    last.message = f"all {len(failures)} candidates failed: {tried}"
+    last.args = (last.message,)
+
+
 class AllCandidatesCoolingDown(PalyraError):
     status = 503
     type = "server_error"
@@ -145,6 +159,8 @@ class FallbackModel:
 
     async def _run(self, call: Callable[[Candidate], Awaitable[T]]) -> T:
         last_error: ProviderError | None = None
+        # Each candidate that was tried and failed, with its (last) error, in order.
+        failures: list[tuple[Candidate, ProviderError]] = []
         # The first candidate that could not carry the request as sent (found while
         # translating it, before anything went upstream): skipped like one `unsupported()`
         # names, and the answer when no other candidate serves.
@@ -185,6 +201,7 @@ class FallbackModel:
                 if error.error_class is ErrorClass.CLIENT:
                     raise
                 last_error = error
+                failures.append((candidate, error))
                 if error.error_class is ErrorClass.CONTEXT:
                     window_floor = max(window_floor, candidate.model.max_context_tokens)
                 continue
@@ -194,6 +211,8 @@ class FallbackModel:
             self._count_failover(failover, failing_over_from)
             return result
         if last_error is not None:
+            if len(failures) > 1:
+                _name_every_failure(last_error, failures)
             raise last_error
         if limited and all(r.permanent for r in limited) and not cooling:
             raise InvalidRequest(

@@ -288,6 +288,18 @@ class HttpProvider(ModelProvider):
                 None,
                 None,
             )
+        if response.status in (401, 403) and sent and all(key is None for key in sent):
+            # Nothing was sent to refuse: the provider is configured with no credential,
+            # and its upstream wants one (a local server started with a key, say).
+            return ProviderError(
+                "no credential configured (api_key_vault_ref, auth_profile_id or api_key_env);"
+                f" the upstream answered {response.status} to a request sent without one",
+                provider_id=self.provider_id,
+                upstream_status=response.status,
+                error_class=ErrorClass.CREDENTIAL,
+                status=502,
+                code="missing_credential",
+            )
         return upstream_status_error(
             self.provider_id,
             response.status,
