@@ -4,6 +4,7 @@ restart, crash recovery, concurrency policies, retries, two schedulers on one st
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from palyra.cron.store import CronStore, Fire
 from palyra.errors import InvalidRequest
 from palyra.state.db import Database, SqliteDatabase
 from tests.cron.conftest import HOUR, MINUTE, T0, GateRunner, job_body, runs_of, start_cron
+from tests.state.conftest import drop_schema, postgres_schema_url
 
 
 async def wait_records(store: CronStore, job_id: str, count: int) -> None:
@@ -271,6 +273,39 @@ async def test_two_schedulers_on_one_store_run_each_tick_once(
     await b.aclose()
     await db_a.close()
     await db_b.close()
+
+
+async def test_three_schedulers_on_postgres_run_each_tick_once(clock: ManualClock) -> None:
+    # As three daemons sharing PostgreSQL (tests/test_scale_out.py starts the processes):
+    # twenty one-second ticks on a clock moved by hand, each run once, none lost.
+    from palyra.state.postgres import PostgresDatabase
+
+    url, schema = await postgres_schema_url()
+    dbs = [await PostgresDatabase.open(url) for _ in range(3)]
+    runner = GateRunner()
+    try:
+        services = [
+            await start_cron(db, runner, clock, node=f"node-{i}") for i, db in enumerate(dbs)
+        ]
+        job = await services[0].create(job_body({"every": "1s"}))
+        for _ in range(20):
+            await clock.advance(1000)
+            for service in services:
+                await service.scheduler.settle()
+            for service in services:
+                await service.scheduler.wait_runs()
+        ticks = [c["scheduled_at"] for c in runner.calls]
+        assert len(ticks) == len(set(ticks)) == 20
+        assert all(b - a == 1000 for a, b in itertools.pairwise(sorted(ticks))), ticks
+        assert sum(s.scheduler.fired for s in services) == 20
+        runs = await runs_of(services[2].store, job.job_id)
+        assert [r["status"] for r in runs] == ["succeeded"] * 20
+        for service in services:
+            await service.aclose()
+    finally:
+        for db in dbs:
+            await db.close()
+        await drop_schema(schema)
 
 
 async def test_history_older_than_retention_is_purged(db: Database, clock: ManualClock) -> None:
