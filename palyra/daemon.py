@@ -499,6 +499,12 @@ def serve_worker(spec: WorkerSpec) -> int:
         log.info("worker_listening", pid=os.getpid())
         # The master gone (killed, or crashed): drain and exit rather than serve on alone.
         asyncio.get_running_loop().create_task(_stop_when(channel.lost, stop))
+        # A reload the master passed on while this worker started went unheard (SIGHUP was
+        # ignored until now): what it left for the workers says whether there was one.
+        now = snapshot.read_text("utf-8") if snapshot is not None and snapshot.exists() else None
+        reloader = app[RUNTIME].reloader
+        if now != text and reloader is not None:
+            reloader.on_sighup()
 
     try:
         app = build_app(settings, config_path=loaded.path, overrides=spec.overrides, worker=spec)

@@ -536,6 +536,9 @@ def test_sighup_reloads_every_worker_without_restarting_any(daemon: Daemon) -> N
         assert after == before  # reloaded in place: no worker was restarted
         assert daemon.process.poll() is None
         assert '"config_reload_forwarded"' in daemon.log_text()
+        # A worker started after the reload serves the reloaded config, not the first one.
+        restart(daemon, one_connection_each(daemon)[1])
+        wait_until_every_worker_serves(daemon, "reloaded")
     finally:
         path.write_text(started_with)
         daemon.process.send_signal(signal.SIGHUP)
