@@ -970,3 +970,22 @@ async def test_a_keyless_provider_refused_by_its_upstream_says_no_credential_was
         "provider p1: no credential configured (api_key_vault_ref, auth_profile_id or "
         "api_key_env); the upstream answered 401 to a request sent without one"
     )
+
+
+async def test_a_small_window_without_max_output_tokens_serves_requests_without_max_tokens(
+    tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    # `max_output_tokens` never written: its default must leave room for a prompt.
+    small = validate_config(
+        {
+            "version": 1,
+            "daemon": {"state_dir": str(tmp_path / "state")},
+            "model_provider": {
+                "providers": [{"provider_id": "det", "kind": "deterministic"}],
+                "models": [{"model_id": "small", "provider_id": "det", "max_context_tokens": 300}],
+            },
+        }
+    )
+    server = await start_gateway(small)
+    completion = await sdk(server).chat.completions.create(model="small", messages=USER)
+    assert completion.choices[0].message.content == "hello"
