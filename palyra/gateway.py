@@ -160,6 +160,13 @@ class Gateway:
             router,
         )
         self.deployments.default_strategy = config.load_balancing
+        for provider_config in config.providers:
+            # A breaker is made once per provider: its settings follow the config here.
+            breaker = self.breakers.peek(provider_config.provider_id)
+            if breaker is not None:
+                settings = config.settings_for(provider_config)
+                breaker.failure_threshold = settings.circuit_breaker_failure_threshold
+                breaker.cooldown_s = settings.circuit_breaker_cooldown_ms / 1000
         self.deployments.retain(config.models)
         self.health.degraded_latency_ms = config.health_degraded_latency_ms
         self._provider_ids[:] = list(providers)

@@ -21,6 +21,8 @@ import aiohttp
 from openai import AsyncOpenAI
 
 from palyra.config import validate_config
+from palyra.credentials import EnvCredentials
+from palyra.gateway import Gateway
 from palyra.reload import effective, pending_restart
 from tests.fakes.upstream import ChatReply, FakeUpstream
 from tests.test_daemon import ADMIN_TOKEN, UPSTREAM_KEY, Daemon, clean_env, daemons, start_daemon
@@ -256,3 +258,38 @@ def test_a_reload_keeps_what_needs_a_restart_and_names_it() -> None:
     assert served.daemon.public_base_url == "https://gw.example.com"
     assert served.state.redis_url == ""
     assert served.model_provider.load_balancing == "latency"
+
+
+async def test_gateway_reload_swaps_routing_and_keeps_breakers_with_new_settings() -> None:
+    def det(threshold: int, *models: str) -> Any:
+        return validate_config(
+            {
+                "version": 1,
+                "model_provider": {
+                    "circuit_breaker_failure_threshold": threshold,
+                    "discovery_ttl_ms": 3_600_000,
+                    "health_ttl_ms": 3_600_000,
+                    "providers": [{"provider_id": "det", "kind": "deterministic"}],
+                    "models": [{"model_id": m, "provider_id": "det"} for m in models],
+                },
+            }
+        ).model_provider
+
+    gateway = Gateway(det(3, "a"), credentials=EnvCredentials({}))
+    await gateway.start()
+    try:
+        old_router = gateway.router
+        breaker = gateway.breaker("det")
+        breaker.record_failure()
+        await gateway.reload(det(7, "b"))
+        assert gateway.router is not old_router
+        assert [m.model_id for m in gateway.registry.configured()] == ["b"]
+        # The router a request already holds still routes by the config it started with.
+        assert old_router.registry.get("a") is not None
+        # The breaker, and what it has counted, carries over; its settings are the new ones.
+        assert gateway.breaker("det") is breaker
+        assert breaker.failures == 1
+        assert breaker.failure_threshold == 7
+        assert [d["model_id"] for d in gateway.status()["models"]] == ["b"]
+    finally:
+        await gateway.aclose()
