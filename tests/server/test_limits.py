@@ -580,6 +580,13 @@ async def test_the_heaviest_requests_leave_the_event_loop_free(
         status, delays = await health_delays_during(
             gateway, send_from_another_process(gateway, path, body), tmp_path / "stop"
         )
+        if max(delays, default=0.0) >= LOOP_BUDGET_S:
+            # The bound is wall time: on a loaded machine (a CI host, other suites) the whole
+            # process is sometimes preempted past it. A block of ours comes back every time
+            # the same request is sent; preemption at the same moment seldom does.
+            status, delays = await health_delays_during(
+                gateway, send_from_another_process(gateway, path, body), tmp_path / "stop-2"
+            )
     finally:
         gc.unfreeze()
         sys.setswitchinterval(switch_interval)
