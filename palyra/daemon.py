@@ -328,6 +328,10 @@ async def serve(
         else:
             on_listening(stop)
         await stop.wait()
+        if reloader is not None:
+            # No reload into parts that are closing.
+            loop.remove_signal_handler(signal.SIGHUP)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         log.info("shutting_down", grace_s=grace_s)
     finally:
         # Stops accepting, lets in-flight requests finish (up to grace_s), then closes.
