@@ -6,6 +6,7 @@ Every error names the dotted key and the rule it broke.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -623,7 +624,13 @@ def validate_config(raw: Mapping[str, Any], source: str | None = None) -> Palyra
     try:
         config = PalyraConfig.model_validate({**raw, "version": 1})
     except ValidationError as exc:
-        raise ConfigError(problems + _describe(exc), source) from None
+        problems += _describe(exc)
+        if not any(err["loc"][:1] == ("model_provider",) for err in exc.errors()):
+            # Its own keys hold: what they refer to can still be checked.
+            with contextlib.suppress(ValidationError):
+                section = ModelProviderConfig.model_validate(raw.get("model_provider", {}))
+                problems += _check_references(section)
+        raise ConfigError(problems, source) from None
     problems += _check_references(config.model_provider)
     if problems:
         raise ConfigError(problems, source)

@@ -1388,3 +1388,17 @@ def test_config_validate_lists_every_problem_one_a_line_and_takes_config(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"ok: {good}: ")
+
+
+def test_references_are_checked_even_when_another_section_is_wrong() -> None:
+    problems = problems_of(
+        {
+            "version": 1,
+            "daemon": {"prot": 1},
+            "model_provider": {"default_chat_model_id": "nope"},
+        }
+    )
+    assert problems == [
+        "daemon.prot: unknown key",
+        "model_provider.default_chat_model_id: no model 'nope' is configured",
+    ]
