@@ -167,7 +167,9 @@ def profiles_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(profiles)
         return
-    if nothing_yet(profiles, "auth profiles (add one with `palyra auth openai api-key`)"):
+    if nothing_yet(
+        profiles, "auth profiles", "add one with `palyra auth openai api-key` or `login`"
+    ):
         return
     now_s = time.time()
     table = compact_table()

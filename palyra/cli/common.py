@@ -98,11 +98,12 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else many or one + 's'}"
 
 
-def nothing_yet(items: list[Any], what: str) -> bool:
-    """Say `no <what> yet` for an empty list (an empty table tells a newcomer nothing)."""
+def nothing_yet(items: list[Any], what: str, hint: str = "") -> bool:
+    """Say `no <what> yet (<hint>)` for an empty list (an empty table tells a newcomer
+    nothing); True when it was empty."""
     if items:
         return False
-    print(f"no {what} yet")
+    print(f"no {what} yet" + (f" ({hint})" if hint else ""))
     return True
 
 

@@ -144,7 +144,7 @@ def cron_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(jobs)
         return
-    if nothing_yet(jobs, "cron jobs (add one with `palyra cron add`)"):
+    if nothing_yet(jobs, "cron jobs", "add one with `palyra cron add`"):
         return
     now_s = time.time()
     table = compact_table()

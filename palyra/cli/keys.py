@@ -147,7 +147,7 @@ def keys_list(as_json: JsonOption = False) -> None:
     if as_json:
         print_json(keys)
         return
-    if nothing_yet(keys, "client keys (make one with `palyra keys create`)"):
+    if nothing_yet(keys, "client keys", "make one with `palyra keys create`"):
         return
     # Ids and figures never wrap; names and models fold rather than end in "…".
     table = compact_table()
