@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 import palyra
-from palyra.cli import agents, auth, config_cmd, cron, keys, models, status, usage, vault
+from palyra.cli import agents, auth, config_cmd, cron, keys, models, runs, status, usage, vault
 from palyra.cli.client import DaemonError
 from palyra.cli.common import daemon, fail, options
 
@@ -25,6 +25,7 @@ app.add_typer(vault.app, name="vault")
 app.add_typer(cron.app, name="cron")
 app.add_typer(agents.app, name="agents")
 app.add_typer(keys.app, name="keys")
+app.add_typer(runs.app, name="runs")
 app.command("run")(agents.run_command)
 app.command("usage")(usage.usage_command)
 app.command("status")(status.status_command)

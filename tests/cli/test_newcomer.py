@@ -322,6 +322,7 @@ TABLES = {
     "cron runs": (["cron", "runs", "--limit", "5", "{job_id}"], ["manual", "succeeded"]),
     "auth profiles list": (["auth", "profiles", "list"], [PROFILE]),
     "agents list": (["agents", "list"], ["default"]),
+    "runs list": (["runs", "list"], ["default", "cron", "succeeded"]),
     "usage": (["usage"], MODELS[:1]),
 }
 
@@ -355,7 +356,12 @@ def test_tables_fit_80_columns_and_never_cut_an_id(busy: Palyrad) -> None:
             )
         )
     keys = json.loads(ok("keys", "list", "--json", env=busy.env))
-    ids = {"keys list": [k["key_id"] for k in keys], "cron list": [j["job_id"] for j in jobs]}
+    agent_runs = json.loads(ok("runs", "list", "--json", env=busy.env))
+    ids = {
+        "keys list": [k["key_id"] for k in keys],
+        "cron list": [j["job_id"] for j in jobs],
+        "runs list": [r["run_id"] for r in agent_runs],
+    }
     for name, (code, raw) in runs.items():
         text = shown(raw)
         assert code == 0, (name, text)
@@ -433,6 +439,38 @@ def test_empty_lists_say_so(bare: Palyrad) -> None:
     for (args, message), text in zip(cases.items(), texts, strict=True):
         assert len(text.splitlines()) == 1 and text.startswith(message), (args, text)
     assert all(json.loads(text) == [] for text in jsons)
+
+
+# --- agent runs ---------------------------------------------------------------------------
+
+
+def test_runs_list_and_show(busy: Palyrad) -> None:
+    result = palyra("run", '/tool calculator {"expression": "17*23"}', env=busy.env)
+    assert result.returncode == 0, result.stderr
+    run_id = result.stderr.split("[run ", 1)[1].split("]", 1)[0]
+    runs = json.loads(ok("runs", "list", "--source", "cli", "--json", env=busy.env))
+    assert runs[0]["run_id"] == run_id and {r["source"] for r in runs} == {"cli"}
+    assert all(
+        r["source"] == "cron"
+        for r in json.loads(ok("runs", "list", "--source", "cron", "--json", env=busy.env))
+    )
+    text = ok("runs", "show", run_id, env=busy.env)
+    fields = dict(
+        line.split(None, 1) for line in text.splitlines() if line[:1].isalpha() and " " in line
+    )
+    assert fields["run"].strip() == run_id
+    assert fields["source"].strip() == "cli" and fields["status"].strip() == "succeeded"
+    assert fields["model"].strip() == "deterministic"
+    assert re.fullmatch(
+        r"\d+ tokens \(\d+ in, \d+ out\), 1 tool call, 2 turns", fields["usage"].strip()
+    )
+    assert '  [tool call] calculator {"expression":"17*23"}' in text.splitlines()
+    assert "  [tool result] calculator: 391" in text.splitlines()
+    assert text.splitlines()[-1].endswith("returned: 391")
+    bad = palyra("runs", "list", "--source", "bogus", env=busy.env)
+    assert bad.returncode == 2 and "--source must be one of cli, cron, console" in bad.stderr
+    unknown = palyra("runs", "show", "run_nope", env=busy.env)
+    assert unknown.returncode == 1 and "no run 'run_nope'" in one_error_line(unknown)
 
 
 # --- cron jobs by name ----------------------------------------------------------------------
