@@ -138,7 +138,8 @@ MEANINGS: dict[str, str] = {
     "model_provider.models[].max_context_tokens": "its window: prompt plus answer; a request "
     "whose estimate does not fit is refused (400) or failed over before it is sent",
     "model_provider.models[].max_output_tokens": "the answer's allowance when a request sets "
-    "none; lowered to `max_context_tokens` when left at the default",
+    "none; at most `max_context_tokens`. Left unwritten on a window smaller than the default, "
+    "it is half the window (the other half left for the prompt)",
     "model_provider.models[].cost_tier": "orders fallback candidates: cheaper first",
     "model_provider.models[].latency_tier": "orders fallback candidates: faster first",
     "model_provider.models[].fallbacks": "model ids tried in order after this one; empty: "
