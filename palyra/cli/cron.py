@@ -17,6 +17,7 @@ from palyra.cli.common import (
     error_notes,
     fail,
     nothing_yet,
+    plural,
     print_json,
     print_table,
     relative,
@@ -49,7 +50,7 @@ def _print_job(job: dict[str, Any]) -> None:
         ("state", job["state"]),
         ("misfire", job["misfire"]),
         ("concurrency", job["concurrency"]),
-        ("retry", f"{retry['max_attempts']} attempts, backoff {retry['backoff_ms']} ms"),
+        ("retry", f"{plural(retry['max_attempts'], 'attempt')}, backoff {retry['backoff_ms']} ms"),
         ("auth profile", job["auth_profile_id"] or "-"),
         ("prompt", job["prompt"]),
     ]

@@ -90,7 +90,7 @@ def vault_set(
     if not data:
         fail("nothing on stdin: the secret would be empty", 2)
     meta = _with_vault(lambda vault: vault.put(ref, data))
-    print(f"stored {meta.ref} ({meta.size} bytes)")
+    print(f"stored {meta.ref} ({plural(meta.size, 'byte')})")
 
 
 @app.command("get")
