@@ -7,7 +7,10 @@
   section for a command that does not exist.
 - Links in README.md and docs/*.md point at files of the repository that exist.
 
-README's examples are run against a real daemon, below.
+- The examples of README.md and the pages with runnable ones (docs/api.md, docs/cli.md,
+  docs/usage.md) run as written against a real daemon: every `sh` and `python` block, in
+  order, in one shell per page, but those marked `<!-- not run: REASON -->` right above
+  their fence.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import shlex
 import signal
 import subprocess
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,12 +305,15 @@ def _anchors(page: Path) -> set[str]:
     return anchors
 
 
-# --- README examples --------------------------------------------------------------------
+# --- examples -----------------------------------------------------------------------
 
 README = ROOT / "README.md"
+# Pages whose sh and python examples are run; the README first (it makes the agent and the
+# cron job the others may name).
+RUN_PAGES = (README, DOCS / "api.md", DOCS / "cli.md", DOCS / "usage.md")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _NOT_RUN = re.compile(r"^<!-- not run: (.+) -->$")
-# The README's examples name the default port; the test's daemon has a free one.
+# The examples name the default port; the test's daemon has a free one.
 DEFAULT_PORT = "7142"
 
 
@@ -318,10 +325,10 @@ class Block:
     skip_reason: str | None
 
 
-def readme_blocks() -> list[Block]:
-    """Every fenced block of the README; one whose fence follows `<!-- not run: why -->`
-    directly is one the test does not run."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+def page_blocks(page: Path) -> list[Block]:
+    """Every fenced block of the page; one whose fence follows `<!-- not run: why -->`
+    directly is one the tests do not run."""
+    lines = page.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     i = 0
     while i < len(lines):
@@ -337,69 +344,61 @@ def readme_blocks() -> list[Block]:
     return blocks
 
 
-def test_readme_markers_sit_on_blocks_and_its_toml_is_valid() -> None:
-    lines = README.read_text(encoding="utf-8").splitlines()
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name
+)
+def test_not_run_markers_sit_on_blocks_and_toml_examples_are_valid(page: Path) -> None:
+    lines = page.read_text(encoding="utf-8").splitlines()
     for n, line in enumerate(lines):
         if line.startswith("<!-- not run"):
-            assert _NOT_RUN.match(line), f"README.md:{n + 1}: write <!-- not run: REASON -->"
+            assert _NOT_RUN.match(line), f"{page.name}:{n + 1}: write <!-- not run: REASON -->"
             assert n + 1 < len(lines) and lines[n + 1].startswith("```"), (
-                f"README.md:{n + 1}: a not-run marker must sit right above a fenced block"
+                f"{page.name}:{n + 1}: a not-run marker must sit right above a fenced block"
             )
-    blocks = readme_blocks()
-    assert any(b.lang == "sh" and b.skip_reason is None for b in blocks)
-    for block in blocks:
-        assert block.lang in ("sh", "python", "toml", ""), f"README.md:{block.line}: {block.lang}"
-        if block.lang == "toml" and "version = 1" in block.text:
-            validate_config(tomllib.loads(block.text), f"README.md:{block.line}")
+    for block in page_blocks(page):
+        runnable = block.lang in ("sh", "python") and block.skip_reason is None
+        assert page in RUN_PAGES or not runnable, (
+            f"{page.name}:{block.line}: a runnable example on a page whose examples are not "
+            "run: add the page to RUN_PAGES in tests/test_docs.py, or mark the block not run"
+        )
+        if block.lang == "toml" and block.text.startswith("version = 1"):
+            # A whole config.toml: it must be one the daemon takes.
+            validate_config(tomllib.loads(block.text), f"{page.name}:{block.line}")
 
 
-def _script(blocks: list[Block], port: int) -> str:
-    """One bash script of the runnable blocks in order, as a reader types them into one
-    shell: what one block exports, the next sees."""
+def _script(page: Path, port: int) -> str:
+    """One bash script of the page's runnable blocks in order, as a reader types them into
+    one shell: what one block exports, the next sees."""
     parts = ["set -euo pipefail"]
-    for block in blocks:
+    for block in page_blocks(page):
         if block.skip_reason is not None or block.lang not in ("sh", "python"):
             continue
         text = block.text.replace(DEFAULT_PORT, str(port))
-        parts.append(f'echo "@@ README.md:{block.line} $(date +%s.%N)" >&2')
+        parts.append(f'echo "@@ {page.name}:{block.line} $(date +%s.%N)" >&2')
         if block.lang == "sh":
             parts.append(text)
         else:
-            parts.append(f".venv/bin/python - <<'README_PY'\n{text}README_PY")
+            parts.append(f".venv/bin/python - <<'EXAMPLE_PY'\n{text}EXAMPLE_PY")
     return "\n".join(parts) + "\n"
 
 
-def test_readme_examples_run_as_written(tmp_path: Path) -> None:
-    """The README's sh and python blocks, in order, in one shell, against `palyrad` started
-    as step 1 says, in a fresh home, from a directory that looks like the repository's root
-    (its .venv and scripts/). The only change: the daemon's port is a free one, not 7142
-    (`PALYRA_DAEMON_PORT`, which `palyra` reads too; 7142 in the examples is replaced)."""
-    home = tmp_path / "home"
-    clone = tmp_path / "clone"
-    home.mkdir()
-    clone.mkdir()
-    for name in (".venv", "scripts"):
-        (clone / name).symlink_to(ROOT / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PALYRA_", "XDG_"))}
-    env.pop("VIRTUAL_ENV", None)
-    env |= {"HOME": str(home), "NO_COLOR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    port = free_port()
-    # The daemon and the CLI both read the port from here, as from `[daemon] port`.
-    env["PALYRA_DAEMON_PORT"] = str(port)
-    log = tmp_path / "palyrad.log"
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "palyrad")],
-            cwd=clone,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_healthy(daemon, port, log)
+@dataclass
+class Reader:
+    """A newcomer's machine: a fresh home, a directory that looks like the repository's root
+    (its .venv and scripts/), and `palyrad` running as the README's step 1 says."""
+
+    env: dict[str, str]
+    clone: Path
+    port: int
+
+    def run(self, page: Path) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        if page != README:
+            # The pages of docs/ take `palyra` to be on PATH, as the README's step 2 puts it.
+            env["PATH"] = f"{self.clone / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         result = subprocess.run(
-            ["bash", "-c", _script(readme_blocks(), port)],
-            cwd=clone,
+            ["bash", "-c", _script(page, self.port)],
+            cwd=self.clone,
             env=env,
             capture_output=True,
             text=True,
@@ -411,10 +410,41 @@ def test_readme_examples_run_as_written(tmp_path: Path) -> None:
             f"the example at {where} failed ({result.returncode}):\n"
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
-        # What the README says the tool example prints.
-        assert "[tool result] calculator: 391" in result.stdout, result.stdout
-        # Step 8: the agent added by editing agents.toml runs after `palyra config reload`.
-        assert "[tool result] current_time: " in result.stdout, result.stdout
+        return result
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reader]:
+    """The daemon's port is a free one, not 7142: `PALYRA_DAEMON_PORT`, which `palyra` reads
+    too, and 7142 in the examples is replaced. At the end it is stopped as step 1 says."""
+    tmp = tmp_path_factory.mktemp("reader")
+    home = tmp / "home"
+    clone = tmp / "clone"
+    home.mkdir()
+    clone.mkdir()
+    for name in (".venv", "scripts"):
+        (clone / name).symlink_to(ROOT / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PALYRA_", "XDG_"))}
+    env.pop("VIRTUAL_ENV", None)
+    port = free_port()
+    env |= {
+        "HOME": str(home),
+        "NO_COLOR": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PALYRA_DAEMON_PORT": str(port),
+    }
+    log = tmp / "palyrad.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "palyrad")],
+            cwd=clone,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_healthy(daemon, port, log)
+        yield Reader(env, clone, port)
     finally:
         # Step 1: SIGTERM stops it, requests in flight finished, exit 0.
         daemon.send_signal(signal.SIGTERM)
@@ -425,7 +455,20 @@ def test_readme_examples_run_as_written(tmp_path: Path) -> None:
             daemon.wait()
             raise
     assert code == 0, log.read_text()
-    # Step 1: logs are JSON lines when stderr is not a terminal.
+    # Step 1: the logs are JSON lines when stderr is not a terminal.
     for line in log.read_text().splitlines():
         record = json.loads(line)
         assert {"event", "level", "timestamp"} <= record.keys(), line
+
+
+def test_readme_examples_run_as_written(reader: Reader) -> None:
+    result = reader.run(README)
+    # What the README says the tool example prints.
+    assert "[tool result] calculator: 391" in result.stdout, result.stdout
+    # Step 8: the agent added by editing agents.toml runs after `palyra config reload`.
+    assert "[tool result] current_time: " in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("page", RUN_PAGES[1:], ids=lambda p: p.name)
+def test_docs_examples_run_as_written(reader: Reader, page: Path) -> None:
+    reader.run(page)
