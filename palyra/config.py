@@ -32,15 +32,12 @@ from pydantic import (
 )
 
 from palyra.egress import address_class, ip_literal, is_numeric_spelling
-from palyra.models.kinds import KINDS, spec_for
 from palyra.types import ModelProviderKind, ProviderModelRole
 from palyra.vault.ref import VaultRefError, parse_vault_ref
 
 DEFAULT_PORT = 7142
 DETERMINISTIC_PROVIDER_ID = "deterministic-primary"
 _PROVIDER_ID = re.compile(r"[a-z0-9._:-]{1,128}")
-# The public API of each kind that has one (the specs in palyra/models/kinds.py).
-DEFAULT_BASE_URLS = {s.kind: s.default_base_url for s in KINDS if s.default_base_url is not None}
 
 
 class ConfigError(Exception):
@@ -201,6 +198,10 @@ class ProviderConfig(_Section):
                 "api_key_vault_ref, auth_profile_id and api_key_env: "
                 "set at most one credential source"
             )
+        # Imported here: the kinds' specs name the provider classes, which are built from
+        # this module's types (config is imported first, and imports no provider).
+        from palyra.models.kinds import spec_for
+
         default_base_url = spec_for(self.kind).default_base_url
         if default_base_url is None:  # a kind with no upstream
             return self

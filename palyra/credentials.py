@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -25,6 +25,7 @@ from palyra.types import ModelProviderKind
 if TYPE_CHECKING:
     from palyra.auth.profiles import AuthProfile
     from palyra.auth.service import AuthService
+    from palyra.models.base import CredentialSource
 
 
 log = structlog.get_logger("palyra.credentials")
@@ -35,17 +36,6 @@ READ_TIMEOUT_S = 5.0
 
 class MissingCredential(LookupError):
     """The provider's credential source is configured but holds no key."""
-
-
-class CredentialSource(Protocol):
-    async def api_key(self, provider: ProviderConfig) -> str | None:
-        """The key to send, None when the provider is configured with no credential at all."""
-        ...
-
-    async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
-        """The provider answered 401/403 to `api_key`. True when a different credential is
-        now available (an OAuth token was refreshed), so one retry is worth making."""
-        ...
 
 
 class EnvCredentials:

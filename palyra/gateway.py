@@ -10,14 +10,13 @@ from typing import Any
 from palyra.breaker import BreakerBoard, CircuitBreaker, CircuitState
 from palyra.channel import Channel, ChannelDecisions, ChannelRateCounter
 from palyra.config import ModelProviderConfig
-from palyra.credentials import CredentialSource
 from palyra.deployments import DeploymentBoard
 from palyra.discovery import Discovery
 from palyra.errors import NotFound
 from palyra.health import DEFINITIVE, HealthBoard, ProviderHealth, probe, probe_all
 from palyra.metrics import Metrics
 from palyra.models import ProviderSessions, build_providers
-from palyra.models.base import ModelProvider
+from palyra.models.base import CredentialSource, ModelProvider
 from palyra.models.kinds import spec_for
 from palyra.ratecounter import RedisRateCounter
 from palyra.routing import ModelRegistry, Router

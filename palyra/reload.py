@@ -24,7 +24,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -32,7 +32,8 @@ from palyra.config import ConfigError, LoadedConfig, PalyraConfig, find_config_p
 
 if TYPE_CHECKING:
     from palyra.agents.registry import AgentRegistry
-    from palyra.runtime import Runtime
+    from palyra.agents.service import AgentService
+    from palyra.gateway import Gateway
 
 log = structlog.get_logger("palyra.reload")
 
@@ -134,6 +135,18 @@ def effective(old: PalyraConfig, new: PalyraConfig) -> PalyraConfig:
     )
 
 
+class Reloadable(Protocol):
+    """What a reload changes in a running daemon (`palyra.runtime.Runtime` is one)."""
+
+    config: PalyraConfig
+
+    @property
+    def gateway(self) -> Gateway: ...
+
+    @property
+    def agents(self) -> AgentService: ...
+
+
 @dataclass
 class Reloader:
     """How one daemon process reloads itself. `snapshot`: in a worker, the file where the
@@ -141,7 +154,7 @@ class Reloader:
     again since the master checked it). `master_pid`: in a worker, whom to pass a reload
     asked over HTTP to."""
 
-    runtime: Runtime
+    runtime: Reloadable
     path: Path | None
     overrides: Mapping[str, Any]
     env: Mapping[str, str]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from palyra.config import PalyraConfig
 from palyra.dependencies import Dependencies
 from palyra.gateway import Gateway
-from palyra.keys import KeyRing
+from palyra.keyring import KeyRing
 from palyra.state.db import Database
 from palyra.state.responses import ResponseStore
 from palyra.usage.writer import UsageWriter

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from palyra.errors import InvalidRequest, NotFound
-from palyra.keys import NEVER_MS, ClientKey, KeyRing, KeyStore, hash_secret, parse_duration
+from palyra.keyring import KeyRing
+from palyra.keys import NEVER_MS, ClientKey, KeyStore, hash_secret, parse_duration
 from palyra.state.db import Database, SqliteDatabase
 from tests.state.conftest import drop_schema, postgres_schema_url
 from tests.support.clock import FakeClock

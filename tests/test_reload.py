@@ -178,6 +178,7 @@ async def test_a_config_with_problems_is_refused_whole_and_the_old_one_serves(
         "the key with `palyra auth openai|anthropic api-key` or `palyra vault set` and "
         "reference it with api_key_vault_ref (or api_key_env)",
         "daemon.prot: unknown key",
+        "model_provider.models[1].provider_id: no provider 'nowhere' is configured",
     ], error["problems"]
     assert error["message"].splitlines()[1:] == error["problems"]
     assert "sk-never-echo-this" not in json.dumps(answer)

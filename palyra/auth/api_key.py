@@ -23,7 +23,7 @@ from palyra.auth.profiles import (
 from palyra.auth.service import AuthService
 from palyra.egress import refusal_in
 from palyra.errors import InvalidRequest
-from palyra.models.kinds import CredentialCheck, spec_for
+from palyra.models.kinds import DEFAULT_BASE_URLS, CredentialCheck, spec_for
 from palyra.types import ModelProviderKind
 
 MAX_KEY_CHARS = 4096
@@ -67,6 +67,15 @@ def _error_text(raw: bytes) -> str:
     if isinstance(error, str) and error:
         return error
     return raw[:200].decode("utf-8", "replace")
+
+
+def base_url_for(auth: AuthService, kind: ModelProviderKind) -> str:
+    """Where a credential of `kind` is tried: the base URL of the first enabled provider of
+    this kind, else the public API's."""
+    for provider in auth.config.model_provider.providers:
+        if provider.kind is kind and provider.enabled:
+            return provider.base_url
+    return DEFAULT_BASE_URLS[kind]
 
 
 async def check_provider_credential(
@@ -139,7 +148,7 @@ async def connect_api_key(
             f"profile {pid!r} is for {existing.provider_kind.value}, not {kind.value}",
             param="profile_id",
         )
-    await check_provider_credential(auth.http, kind, auth.base_url_for(kind), key)
+    await check_provider_credential(auth.http, kind, base_url_for(auth, kind), key)
     ref = profile_ref(pid, "api_key")
     profile = AuthProfile(
         profile_id=pid,

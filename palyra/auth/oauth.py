@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from palyra.auth.api_key import check_provider_credential, check_secret_text
+from palyra.auth.api_key import base_url_for, check_provider_credential, check_secret_text
 from palyra.auth.attempts import ATTEMPT_TTL_MS, AttemptState, OAuthAttempt, pending_ref
 from palyra.auth.errors import Conflict
 from palyra.auth.profiles import (
@@ -164,7 +164,7 @@ class CallbackOutcome:
 async def validate_openai_bearer_token(auth: AuthService, access_token: str) -> None:
     """The token must list models at the configured OpenAI provider, or it is useless here."""
     kind = ModelProviderKind.OPENAI_COMPATIBLE
-    await check_provider_credential(auth.http, kind, auth.base_url_for(kind), access_token)
+    await check_provider_credential(auth.http, kind, base_url_for(auth, kind), access_token)
 
 
 async def persist_openai_auth_profile(

@@ -13,12 +13,11 @@ import aiohttp
 from palyra.auth.attempts import AttemptState, AttemptStore, pending_ref
 from palyra.auth.profiles import AuthProfile, ProfileStore, profile_ref
 from palyra.auth.refresh import Refresher
-from palyra.config import DEFAULT_BASE_URLS, OpenAIOAuthConfig, PalyraConfig
+from palyra.config import OpenAIOAuthConfig, PalyraConfig
 from palyra.egress import guarded_session, ip_literal
 from palyra.errors import NotFound
 from palyra.state.db import Database
 from palyra.tasks import cancel_and_wait, run_periodically
-from palyra.types import ModelProviderKind
 from palyra.vault import Vault
 
 CHECK_TIMEOUT_S = 15.0
@@ -98,13 +97,6 @@ class AuthService:
         self._tasks.clear()
         if self._http is not None:
             await self._http.close()
-
-    def base_url_for(self, kind: ModelProviderKind) -> str:
-        """The base URL of the first enabled provider of this kind, else the public API's."""
-        for provider in self.config.model_provider.providers:
-            if provider.kind is kind and provider.enabled:
-                return provider.base_url
-        return DEFAULT_BASE_URLS[kind]
 
     async def profile(self, profile_id: str) -> AuthProfile:
         profile = await self.profiles.get(profile_id)

@@ -17,8 +17,7 @@ from palyra.models.kinds import spec_for
 
 if TYPE_CHECKING:
     from palyra.config import ModelProviderConfig, ProviderConfig
-    from palyra.credentials import CredentialSource
-    from palyra.models.base import ModelProvider
+    from palyra.models.base import CredentialSource, ModelProvider
 
 __all__ = [
     "ProviderSessions",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from palyra.config import ModelConfig, ProviderConfig
 from palyra.errors import Unsupported
@@ -19,6 +20,20 @@ from palyra.types import (
     TranscriptionRequest,
     TranscriptionResult,
 )
+
+
+class CredentialSource(Protocol):
+    """Where a provider gets its key, asked on every call (palyra.credentials has the
+    sources: environment variables, the vault, auth profiles)."""
+
+    async def api_key(self, provider: ProviderConfig) -> str | None:
+        """The key to send, None when the provider is configured with no credential at all."""
+        ...
+
+    async def credential_rejected(self, provider: ProviderConfig, api_key: str | None) -> bool:
+        """The provider answered 401/403 to `api_key`. True when a different credential is
+        now available (an OAuth token was refreshed), so one retry is worth making."""
+        ...
 
 
 class ModelProvider(ABC):

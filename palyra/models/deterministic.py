@@ -59,7 +59,7 @@ from palyra.types import (
 if TYPE_CHECKING:
     import aiohttp
 
-    from palyra.credentials import CredentialSource
+    from palyra.models.base import CredentialSource
 
 # Below these sizes an answer takes a few milliseconds and is worked out on the event loop;
 # above, in a worker thread (the tokenizer and hashlib let other threads run while they

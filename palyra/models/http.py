@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from palyra.config import ModelConfig, ProviderConfig, ProviderSettings
-from palyra.credentials import CredentialSource, MissingCredential
+from palyra.credentials import MissingCredential
 from palyra.egress import refusal_in
 from palyra.errors import (
     ErrorClass,
@@ -29,7 +29,7 @@ from palyra.errors import (
     UpstreamUnreachable,
     upstream_status_error,
 )
-from palyra.models.base import ModelProvider
+from palyra.models.base import CredentialSource, ModelProvider
 from palyra.models.kinds import RateLimitParser, spec_for
 from palyra.redact import redact_secrets, remember_secret
 from palyra.sse import SSEError, SSEEvent, decode_sse

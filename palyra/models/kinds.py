@@ -10,9 +10,9 @@ Adding a kind: a `ModelProviderKind` member, a provider module in this folder, o
 `ProviderSpec` in `KINDS` below.
 
 This module imports nothing of Palyra but the types and `palyra.ratelimits` (which imports
-nothing of Palyra): `palyra.config` and `palyra.tokens` read
-it, and the provider modules import both, so a provider class is named by a function that
-imports it when it is first built.
+nothing of Palyra): `palyra.config` and `palyra.tokens` read it (config when it checks a
+provider, not at import), and the provider modules import both, so a provider class is named
+by a function that imports it when it is first built.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from palyra.config import ProviderConfig, ProviderSettings
-    from palyra.credentials import CredentialSource
-    from palyra.models.base import ModelProvider
+    from palyra.models.base import CredentialSource, ModelProvider
 
 
 class ProviderClass(Protocol):
@@ -210,6 +209,10 @@ KINDS = ProviderKinds(
         credential=None,
     ),
 )
+
+
+# The public API of each kind that has one.
+DEFAULT_BASE_URLS = {s.kind: s.default_base_url for s in KINDS if s.default_base_url is not None}
 
 
 def spec_for(kind: ModelProviderKind) -> ProviderSpec:

@@ -202,7 +202,7 @@ def _authenticate(request: web.Request) -> Caller | None:
 
 
 def _client_key_caller(request: web.Request, secret: str) -> Caller:
-    """A client key's caller: one SHA-256 and a dict lookup (see palyra.keys.KeyRing). The
+    """A client key's caller: one SHA-256 and a dict lookup (see palyra.keyring.KeyRing). The
     refusals name the key by its prefix and name, never by what was sent."""
     ring = request.app[KEY_RING]
     caller = ring.caller(secret)

@@ -9,7 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from palyra.callers import Caller
     from palyra.gateway import Gateway
-    from palyra.keys import KeyRing
+    from palyra.keyring import KeyRing
     from palyra.routing import RouteInfo
     from palyra.runtime import Runtime
     from palyra.server.sessions import Sessions

@@ -17,7 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from palyra.errors import InvalidRequest, NotFound
-from palyra.keys import ClientKey, KeyRing, parse_duration
+from palyra.keyring import KeyRing
+from palyra.keys import ClientKey, parse_duration
 from palyra.server.json_body import validate
 from palyra.server.keys import RUNTIME
 from palyra.server.runs_routes import json_response, path_id, read_object

@@ -9,14 +9,20 @@ import pytest
 
 from palyra import tokens
 from palyra.auth.api_key import check_provider_credential, credential_check
-from palyra.config import DEFAULT_BASE_URLS, ModelProviderConfig, ProviderConfig, validate_config
+from palyra.config import ModelProviderConfig, ProviderConfig, validate_config
 from palyra.credentials import EnvCredentials
 from palyra.discovery import discovered_model
 from palyra.errors import InvalidRequest
 from palyra.models import build_provider, kinds
 from palyra.models.anthropic import AnthropicProvider
 from palyra.models.deterministic import DeterministicProvider
-from palyra.models.kinds import KINDS, ProviderKinds, UnknownProviderKind, spec_for
+from palyra.models.kinds import (
+    DEFAULT_BASE_URLS,
+    KINDS,
+    ProviderKinds,
+    UnknownProviderKind,
+    spec_for,
+)
 from palyra.models.openai import OpenAIProvider
 from palyra.types import ChatRequest, ModelProviderKind
 from tests.fakes.upstream import FakeUpstream
