@@ -212,4 +212,4 @@ async def test_start_a_run_and_watch_its_events(page: Any, daemon: Daemon) -> No
     types = [await events.nth(i).get_attribute("data-type") for i in range(await events.count())]
     assert types[0] == "run_started" and types[-1] == "run_finished"
     assert "model_text" in types
-    await snap(page, "runs")
+    await snap(page, "run")

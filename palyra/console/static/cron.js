@@ -3,6 +3,7 @@
 // each run's output and a link to its agent run's page. Refreshed in place every few seconds.
 
 import { update } from "./morph.js";
+import { when } from "./format.js";
 import { runHref } from "./runs.js";
 
 const FIELDS = ["name", "agent_id", "prompt", "schedule", "timezone", "misfire", "concurrency", "retry"];
@@ -105,7 +106,7 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
   }
 
   function outputCell(r) {
-    const link = r.agent_run_id ? h("a", { href: runHref(r.agent_run_id), "aria-label": `Run page of the ${r.trigger} run at ${new Date(r.scheduled_at_ms).toLocaleString()}` }, "Events and output") : "";
+    const link = r.agent_run_id ? h("a", { href: runHref(r.agent_run_id), "aria-label": `Run page of the ${r.trigger} run at ${when(r.scheduled_at_ms, true)}` }, "Events and output") : "";
     if (r.error_message) return [h("div", { class: "error-text" }, r.error_message), link];
     return [r.output_excerpt ? h("div", { class: "excerpt" }, r.output_excerpt) : h("span", { class: "muted" }, "—"), link ? h("div", {}, link) : ""];
   }
@@ -119,7 +120,7 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
         h("caption", { class: "visually-hidden" }, `Runs of ${job.name}`),
         h("thead", {}, h("tr", {}, ["Scheduled", "Trigger", "Attempt", "Status", "Started", "Duration", "Usage", "Output or error"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, runs.map((r) => h("tr", { key: r.cron_run_id, "data-run": r.cron_run_id },
-          h("td", { class: "nowrap" }, new Date(r.scheduled_at_ms).toLocaleString()),
+          h("td", { class: "nowrap" }, when(r.scheduled_at_ms, true)),
           h("td", {}, r.trigger),
           h("td", {}, String(r.attempt)),
           h("td", {}, h("span", { class: `badge state-${r.status}` }, r.status), r.reason ? h("div", { class: "muted" }, r.reason) : ""),

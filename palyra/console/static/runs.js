@@ -18,7 +18,7 @@ export function runHref(runId) { return `#/runs/${encodeURIComponent(runId)}`; }
 
 function describe(event) {
   switch (event.type) {
-    case "run_started": return `run ${event.run_id || ""} started`;
+    case "run_started": return `agent ${event.agent_id || "?"}, from ${SOURCE_NAMES[event.origin === "api" ? "console" : event.origin] || event.origin || "?"}`;
     case "model_text": return event.text || event.content || "";
     case "tool_call": return `${event.name}(${typeof event.arguments === "string" ? event.arguments : JSON.stringify(event.arguments)})`;
     case "tool_result": return event.result !== undefined ? String(event.result) : (event.content || event.error || "");
@@ -36,14 +36,16 @@ function duration(run) {
   return s < 120 ? `${s.toFixed(1)} s` : `${Math.round(s / 60)} min`;
 }
 
+function plural(n, what) { return `${n} ${what}${n === 1 ? "" : "s"}`; }
+
 function usageText(run) {
   const u = run.usage || {};
-  return `${count(u.total_tokens)} tokens, ${run.tool_calls} tool calls`;
+  return `${count(u.total_tokens)} tokens, ${plural(run.tool_calls, "tool call")}`;
 }
 
 function sourceCell(h, run) {
   return [SOURCE_NAMES[run.source] || run.source,
-    run.cron_job_id ? h("div", { class: "muted" }, `job ${run.cron_job_id}`) : ""];
+    run.cron_job_id ? h("div", { class: "muted id-wrap" }, `job ${run.cron_job_id}`) : ""];
 }
 
 export function runsPage(context) {
@@ -93,7 +95,8 @@ function listPage({ api, h, main, notify, onLeave }) {
 
   function row(r) {
     return h("tr", { key: r.run_id, "data-run": r.run_id },
-      h("td", { class: "nowrap", "data-field": "started" }, when(r.started_at_ms, true)),
+      h("td", { class: "nowrap", "data-field": "started" }, when(r.started_at_ms, true),
+        h("div", { class: "muted", "data-field": "duration" }, duration(r))),
       h("th", { scope: "row", "data-field": "run" }, h("a", { href: runHref(r.run_id) }, r.run_id.replace(/^run_/, "").slice(0, 12)),
         h("div", { class: "muted" }, r.agent_id)),
       h("td", { "data-field": "source" }, sourceCell(h, r)),
@@ -103,8 +106,8 @@ function listPage({ api, h, main, notify, onLeave }) {
       h("td", { class: "excerpt", "data-field": "output" },
         r.error_message ? h("div", { class: "error-text" }, r.error_message) : "",
         r.output_excerpt || (r.error_message ? "" : "—")),
-      h("td", { class: "nowrap", "data-field": "usage" }, usageText(r)),
-      h("td", { class: "nowrap", "data-field": "duration" }, duration(r)));
+      h("td", { class: "nowrap", "data-field": "usage" }, `${count(r.usage.total_tokens)} tokens`,
+        h("div", { class: "muted" }, plural(r.tool_calls, "tool call"))));
   }
 
   async function load(more = false) {
@@ -138,15 +141,16 @@ function listPage({ api, h, main, notify, onLeave }) {
     h("h1", { id: "page-title" }, "Runs"),
     h("form", { class: "card", id: "run-form", onsubmit: start },
       h("h2", {}, "Start a run"),
-      h("label", { for: "run-agent" }, "Agent to run"), agent,
-      h("label", { for: "run-input" }, "Input"), input,
+      h("div", { class: "run-fields" },
+        h("div", {}, h("label", { for: "run-agent" }, "Agent to run"), agent),
+        h("div", {}, h("label", { for: "run-input" }, "Input"), input)),
       startError,
       h("button", { type: "submit" }, "Start run")),
     h("h2", {}, "History"),
     filters,
     state,
     table(h, "runs-list", "Agent runs, newest first",
-      ["Started", "Run", "Source", "Status", "Input", "Output or error", "Usage", "Duration"], body),
+      ["Started", "Run", "Source", "Status", "Input", "Output or error", "Usage"], body),
     empty,
     older);
   api("GET", "/console/v1/agents").then((data) => {
@@ -178,20 +182,22 @@ function runPage({ api, h, main, notify, onLeave }, runId) {
     }
   } }, "Cancel run");
   let lastSeq = 0;
+  let model = null;  // the model that answered, when the agent names none (the default model)
   let timer = null;
   let stopped = false;
 
   function show(run) {
+    for (const event of run.events || []) if (event.model) model = event.model;
     const item = (label, ...value) => [h("dt", {}, label), h("dd", { "data-field": label.toLowerCase() }, ...value)];
     update(summary,
       item("Agent", run.agent_id),
       item("Source", sourceCell(h, run)[0], run.cron_job_id ? [" · ", h("a", { href: "#/cron" }, `cron job ${run.cron_job_id}`)] : ""),
       item("Status", h("span", { class: `badge state-${run.status}` }, run.status), run.error_kind ? ` (${run.error_kind})` : ""),
-      item("Model", run.model || "—"),
+      item("Model", run.model || model || "—"),
       item("Started", when(run.started_at_ms, true)),
       item("Finished", run.finished_at_ms ? `${when(run.finished_at_ms, true)} (${duration(run)})` : "—"),
       item("Usage", `${count(run.usage.prompt_tokens)} prompt + ${count(run.usage.completion_tokens)} completion = ${count(run.usage.total_tokens)} tokens`),
-      item("Steps", `${run.turns} turns, ${run.tool_calls} tool calls`));
+      item("Steps", `${plural(run.turns, "turn")}, ${plural(run.tool_calls, "tool call")}`));
     errorBox.hidden = !run.error_message;
     update(errorBox, h("h2", {}, "Error"), h("p", { class: "error-text", id: "run-error-message" }, run.error_message || ""));
     inputBox.textContent = run.input;
