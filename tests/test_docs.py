@@ -5,12 +5,12 @@
 - docs/api.md's route index lists exactly the routes the daemon registers.
 - docs/cli.md has a section for every `palyra` command naming each of its options, and no
   section for a command that does not exist.
-- Links in README.md and docs/*.md point at files of the repository that exist.
-
-- The examples of README.md and the pages with runnable ones (docs/api.md, docs/cli.md,
-  docs/usage.md) run as written against a real daemon: every `sh` and `python` block, in
-  order, in one shell per page, but those marked `<!-- not run: REASON -->` right above
-  their fence.
+- Links in README.md and docs/*.md point at files of the repository that exist, and every
+  `palyra ...` command they show exists with the options it is given.
+- The examples of README.md and of the pages in RUN_PAGES run as written against a real
+  daemon: every `sh` and `python` block, in order, in one shell per page, but those marked
+  `<!-- not run: REASON -->` right above their fence. A runnable block on another page
+  fails the markers test.
 """
 
 from __future__ import annotations
@@ -310,7 +310,13 @@ def _anchors(page: Path) -> set[str]:
 README = ROOT / "README.md"
 # Pages whose sh and python examples are run; the README first (it makes the agent and the
 # cron job the others may name).
-RUN_PAGES = (README, DOCS / "api.md", DOCS / "cli.md", DOCS / "usage.md")
+RUN_PAGES = (
+    README,
+    DOCS / "api.md",
+    DOCS / "cli.md",
+    DOCS / "deterministic.md",
+    DOCS / "usage.md",
+)
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _NOT_RUN = re.compile(r"^<!-- not run: (.+) -->$")
 # The examples name the default port; the test's daemon has a free one.
