@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import snap
-from tests.console.test_keys_page import ADMIN, api, open_console, ui
+from tests.console.test_keys_page import ADMIN, api, fits_narrow_screen, open_console, ui
 from tests.test_daemon import Daemon, clean_env, start_daemon
 
 __all__ = ["ui"]  # the fixture, used by name
@@ -137,10 +137,13 @@ async def test_a_failed_run_shows_its_error(ui: Any, daemon: Daemon) -> None:
     await error.wait_for()
     assert "no-such-model" in await error.inner_text()
     assert "failed" in await ui.locator('#run-summary [data-field="status"]').inner_text()
+    await fits_narrow_screen(ui)
+    await ui.set_viewport_size({"width": 1100, "height": 800})
     await ui.locator("#all-runs").click()
     row = ui.locator("#runs-list tbody tr").first
     await row.wait_for()
     assert "no-such-model" in await row.locator('[data-field="output"] .error-text').inner_text()
+    await fits_narrow_screen(ui)
 
 
 async def test_older_runs_page_back(ui: Any, daemon: Daemon) -> None:
