@@ -25,8 +25,8 @@ from palyra.callers import CALLER, Caller
 from palyra.config import ModelConfig
 from palyra.errors import PalyraError
 from palyra.keylimits import KeyLimits, check_model, limit_error
-from palyra.models.fallback import RouteInfo
 from palyra.pricing import cost, price_for
+from palyra.types import RouteInfo
 from palyra.usage.records import UsageRecord
 from palyra.usage.writer import UsageWriter
 

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from palyra.redact import redact_secrets
+from palyra.types import RouteInfo
 
 
 class ErrorClass(StrEnum):
@@ -27,7 +28,7 @@ class PalyraError(Exception):
     type: str = "server_error"
     code: str | None = None
     # Set by the router on errors that happened while routing: what was tried.
-    route: Any = None
+    route: RouteInfo | None = None
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from palyra.errors import (
 from palyra.health import DEFINITIVE, HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
-from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, StreamEvent
+from palyra.models.fallback import Candidate, FallbackModel, StreamEvent
 from palyra.telemetry import TRACING
 from palyra.tokens import (
     check_token_budget,
@@ -49,6 +49,7 @@ from palyra.types import (
     EmbeddingsResult,
     ModelProviderKind,
     ProviderModelRole,
+    RouteInfo,
     TranscriptionDelta,
     TranscriptionRequest,
     TranscriptionResult,

@@ -755,3 +755,22 @@ class TranscriptionDelta:
     @property
     def usage(self) -> Usage | None:
         return self.result.usage if self.result is not None else None
+
+
+@dataclass(slots=True)
+class RouteInfo:
+    """Who served a request and what it took; rendered as the `x-palyra-*` headers."""
+
+    model_id: str = ""
+    provider_id: str = ""
+    retries: int = 0
+    failovers: int = 0
+    # Time spent upstream or waiting to retry: not the gateway's own overhead.
+    upstream_s: float = 0.0
+    # What the answer used (whole: its usage; streamed: the last usage it sent), and for a
+    # stream the time to its first token. Estimated: the upstream sent no usage, so the
+    # tokens are Palyra's count.
+    usage: Usage | None = None
+    usage_estimated: bool = False
+    ttft_s: float | None = None  # of the serving attempt, upstream
+    first_token_at: float | None = None  # perf_counter() when the stream's first token came

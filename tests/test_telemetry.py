@@ -28,8 +28,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 
 from palyra.config import TelemetryConfig
 from palyra.errors import InvalidRequest, ProviderError
-from palyra.models.fallback import RouteInfo
 from palyra.telemetry import NULL_SPAN, TRACING, Tracing, operation_for
+from palyra.types import RouteInfo
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, GatewayFactory, gateway_config
 from tests.fakes.upstream import ErrorReply, FakeUpstream
 from tests.support.daemon import free_port

@@ -31,7 +31,7 @@ from palyra.keylimits import require_model
 from palyra.models.anthropic import AnthropicProvider
 from palyra.models.anthropic_wire import ErrorResponse, ErrorType, MessageTokensCount
 from palyra.models.base import ModelProvider
-from palyra.routing import RouteInfo, Router
+from palyra.routing import Router
 from palyra.server.json_body import parse_json
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
 from palyra.sse import encode_event
@@ -42,6 +42,7 @@ from palyra.types import (
     ModelProviderKind,
     Native,
     ProviderModelRole,
+    RouteInfo,
 )
 
 log = structlog.get_logger("palyra.inference")

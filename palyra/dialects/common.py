@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from palyra.routing import RouteInfo
+from palyra.types import RouteInfo
 
 
 def random_id() -> str:

@@ -16,8 +16,8 @@ from palyra.dialects.base import Dialect
 from palyra.dialects.common import json_response, route_headers
 from palyra.errors import ModelNotFound
 from palyra.keylimits import require_model
-from palyra.routing import RouteInfo
 from palyra.server.keys import GATEWAY, STARTED
+from palyra.types import RouteInfo
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -40,11 +40,11 @@ from palyra.dialects.responses_stream import EventWriter, NativeEvents
 from palyra.errors import InvalidRequest, PalyraError, Unsupported
 from palyra.models.base import ModelProvider
 from palyra.models.openai import OpenAIProvider
-from palyra.routing import RouteInfo, Router, ServeChat, ServeStream
+from palyra.routing import Router, ServeChat, ServeStream
 from palyra.server.json_body import parse_json
 from palyra.server.keys import GATEWAY, RESPONSES, ROUTE, STARTED
 from palyra.state.responses import ANYONE, ChainTooLong, ResponseStore, StoredResponse
-from palyra.types import ChatDelta, ChatRequest, ChatResult
+from palyra.types import ChatDelta, ChatRequest, ChatResult, RouteInfo
 
 log = structlog.get_logger("palyra.inference")
 

@@ -20,7 +20,6 @@ from palyra.accounting import CLIENT_CLOSED, REQUEST, RequestTag
 from palyra.callers import ADMIN, CALLER, Caller
 from palyra.dialects.common import random_id, route_headers
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
-from palyra.routing import RouteInfo
 from palyra.runtime import Runtime
 from palyra.server import (
     auth_routes,
@@ -54,6 +53,7 @@ from palyra.server.keys import (
 )
 from palyra.server.sessions import Sessions
 from palyra.telemetry import NULL_SPAN, TRACING, operation_for
+from palyra.types import RouteInfo
 
 log = structlog.get_logger("palyra.http")
 

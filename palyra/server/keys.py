@@ -10,10 +10,10 @@ if TYPE_CHECKING:
     from palyra.callers import Caller
     from palyra.gateway import Gateway
     from palyra.keyring import KeyRing
-    from palyra.routing import RouteInfo
     from palyra.runtime import Runtime
     from palyra.server.sessions import Sessions
     from palyra.state.responses import ResponseStore
+    from palyra.types import RouteInfo
 
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")

@@ -19,8 +19,8 @@ from palyra.errors import InvalidRequest, ProviderError
 from palyra.health import HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
-from palyra.models.fallback import Candidate, FallbackModel, RouteInfo, open_stream
-from palyra.types import ChatDelta
+from palyra.models.fallback import Candidate, FallbackModel, open_stream
+from palyra.types import ChatDelta, RouteInfo
 from tests.support.clock import FakeClock
 
 
