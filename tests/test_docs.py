@@ -126,6 +126,15 @@ def test_api_page_names_every_palyra_header() -> None:
     assert used <= headers, f"headers not in docs/api.md: {sorted(used - headers)}"
 
 
+def test_api_page_names_every_error_code() -> None:
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    source = "\n".join(p.read_text() for p in (ROOT / "palyra").rglob("*.py"))
+    codes = set(re.findall(r'\bcode ?= ?"([a-z_]+)"', source))
+    assert len(codes) > 20, "error codes not found in the package: the pattern is wrong"
+    missing = sorted(c for c in codes if f"`{c}`" not in page)
+    assert not missing, f"error codes not in docs/api.md: {missing}"
+
+
 # --- CLI --------------------------------------------------------------------------------
 
 _HEADING = re.compile(r"^#{2,4} `(palyra(?: [a-z-]+)*)`$")
