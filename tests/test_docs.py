@@ -33,12 +33,14 @@ import typer
 
 from palyra import config_docs
 from palyra.cli.main import app as cli_app
+from palyra.config import _ENV_NAMES as CONFIG_ENV_NAMES
 from palyra.config import validate_config
 from palyra.daemon import build_app
 from tests.support.daemon import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+README = ROOT / "README.md"
 
 
 def test_configuration_page_is_what_the_schema_generates() -> None:
@@ -133,6 +135,25 @@ def test_api_page_names_every_error_code() -> None:
     assert len(codes) > 20, "error codes not found in the package: the pattern is wrong"
     missing = sorted(c for c in codes if f"`{c}`" not in page)
     assert not missing, f"error codes not in docs/api.md: {missing}"
+
+
+def test_every_environment_variable_the_docs_name_is_read() -> None:
+    """A `PALYRA_...` variable in the docs is a config key's (`PALYRA_DAEMON_PORT`) or one
+    the code or the test suite reads (`PALYRA_URL`, `PALYRA_FUZZ_SEED`): no typos, no stale
+    names. `PALYRA_USAGE_*` stands for a section's variables."""
+    sources = [*(ROOT / "palyra").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    source = "\n".join(p.read_text() for p in sources if p.name != "test_docs.py")
+    config_names = set(CONFIG_ENV_NAMES)
+    sections = {name.rsplit("_", 1)[0] for name in config_names}
+    problems = []
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        for name in sorted(set(re.findall(r"PALYRA_[A-Z0-9_]*[A-Z0-9]_?\*?", page.read_text()))):
+            if name.endswith(("_*", "_")):
+                if not any(s.startswith(name.rstrip("*").rstrip("_")) for s in sections):
+                    problems.append(f"{page.name}: {name}")
+            elif name not in config_names and name not in source:
+                problems.append(f"{page.name}: {name}")
+    assert not problems, f"environment variables nothing reads: {problems}"
 
 
 # --- CLI --------------------------------------------------------------------------------
@@ -316,7 +337,6 @@ def _anchors(page: Path) -> set[str]:
 
 # --- examples -----------------------------------------------------------------------
 
-README = ROOT / "README.md"
 # Pages whose sh and python examples are run; the README first (it makes the agent and the
 # cron job the others may name).
 RUN_PAGES = (
