@@ -14,6 +14,10 @@ from palyra.cli.client import DaemonError
 from palyra.cli.common import console, daemon, duration, fail, print_json, state
 
 
+# With several workers, "workers" is the channel between them and the master.
+DEPENDENCY_LABELS = {"workers": "worker channel"}
+
+
 def _providers_line(providers: dict[str, Any]) -> Text:
     line = Text(str(providers["count"]))
     states = providers["states"]
@@ -51,9 +55,11 @@ def status_view(url: str, answer: dict[str, Any]) -> Table:
     rows.add_row("uptime", duration(answer["uptime_s"]))
     rows.add_row("workers", f"{answer['workers']} (pid {answer['pid']} answered)")
     rows.add_row("providers", _providers_line(answer["providers"]))
-    dependencies = answer["dependencies"]
-    rows.add_row("state store", _dependency(dependencies.get("state_store")))
-    rows.add_row("redis", _dependency(dependencies.get("redis")))
+    dependencies = dict(answer["dependencies"])
+    rows.add_row("state store", _dependency(dependencies.pop("state_store", None)))
+    rows.add_row("redis", _dependency(dependencies.pop("redis", None)))
+    for name, info in dependencies.items():
+        rows.add_row(DEPENDENCY_LABELS.get(name, name.replace("_", " ")), _dependency(info))
     return rows
 
 

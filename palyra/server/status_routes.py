@@ -17,14 +17,16 @@ from aiohttp import web
 import palyra
 from palyra.server.keys import GATEWAY, RUNTIME
 
-# When this process's app was made: the daemon (or this worker) builds it once, at start.
+# When this process's app was made (monotonic: a clock step must not change the uptime); the
+# daemon, or each worker, builds it once at start, and a config reload keeps it.
 STARTED_AT: web.AppKey[float] = web.AppKey("status_started_at", float)
 
 
 def providers_at_a_glance(providers: list[dict[str, Any]]) -> dict[str, Any]:
     """How many providers, how many in each health state, and which are not `ok`."""
-    states = {p["provider_id"]: p["health"]["state"] if p["enabled"] else "disabled"
-              for p in providers}
+    states = {
+        p["provider_id"]: p["health"]["state"] if p["enabled"] else "disabled" for p in providers
+    }
     return {
         "count": len(states),
         "states": dict(Counter(states.values())),
@@ -39,7 +41,7 @@ async def status(request: web.Request) -> web.Response:
     body = {
         "status": "degraded" if dependencies.degraded else "ok",
         "version": palyra.__version__,
-        "uptime_s": round(time.time() - request.app[STARTED_AT], 3),
+        "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
         "pid": os.getpid(),
         "workers": config.worker_count(),
         "worker": runtime.worker,
@@ -51,5 +53,5 @@ async def status(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app[STARTED_AT] = time.time()
+    app[STARTED_AT] = time.monotonic()
     app.router.add_get("/console/v1/status", status)

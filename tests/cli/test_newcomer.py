@@ -28,7 +28,7 @@ from palyra import __version__ as VERSION
 from palyra.config import StateConfig
 from palyra.state import open_database
 from palyra.vault import open_vault
-from tests.cli.test_cli import PALYRA, isolated_env, one_error_line, palyra
+from tests.cli.test_cli import PALYRA, isolated_env, one_error_line, palyra, run
 from tests.support.daemon import free_port, running_daemon, threaded_upstream
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -186,8 +186,10 @@ def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Palyrad]:
             ok("cron", "trigger", job_id, env=env)
             ok("chat", "hello", env=env)
             deadline = time.monotonic() + 20
-            while not json.loads(ok("cron", "runs", job_id, "--json", env=env)):
-                assert time.monotonic() < deadline, "the triggered run was never recorded"
+            while [
+                r["status"] for r in json.loads(ok("cron", "runs", job_id, "--json", env=env))
+            ] != ["succeeded"]:
+                assert time.monotonic() < deadline, "the triggered run never finished"
                 time.sleep(0.2)
             yield Palyrad(process.url, env, state_dir)
 
@@ -213,10 +215,14 @@ def test_version(tmp_path: Path) -> None:
 
 def test_shell_completion_installs_and_completes(tmp_path: Path) -> None:
     env = isolated_env(tmp_path, SHELL="/bin/bash")
-    script = ok("--show-completion", "bash", env=env)
-    assert "_palyra_completion" in script
-    installed = palyra("--install-completion", "bash", env=env)
-    assert installed.returncode == 0, installed.stderr
+
+    def from_bash(option: str) -> subprocess.CompletedProcess[str]:
+        # Typer finds the shell among palyra's parents; `; true` keeps bash from exec'ing it.
+        return run(["bash", "-c", f"{PALYRA} {option}; true"], env)
+
+    assert "_palyra_completion" in from_bash("--show-completion").stdout
+    installed = from_bash("--install-completion")
+    assert "bash completion installed" in installed.stdout, installed.stderr
     home = Path(env["HOME"])
     assert "_palyra_completion" in (home / ".bash_completions" / "palyra.sh").read_text()
     assert ".bash_completions/palyra.sh" in (home / ".bashrc").read_text()
@@ -480,7 +486,8 @@ def test_cron_jobs_are_found_by_name(busy: Palyrad) -> None:
     job_id = json.loads(ok("cron", "list", "--json", env=busy.env))[0]["job_id"]
     by_name = json.loads(ok("cron", "show", JOB_NAME, "--json", env=busy.env))
     assert by_name["job_id"] == job_id
-    assert json.loads(ok("cron", "show", job_id, "--json", env=busy.env)) == by_name
+    by_id = json.loads(ok("cron", "show", job_id, "--json", env=busy.env))
+    assert (by_id["job_id"], by_id["name"]) == (job_id, JOB_NAME)
     assert ok("cron", "disable", JOB_NAME, env=busy.env).startswith(f"{job_id}: disabled")
     assert ok("cron", "enable", JOB_NAME, env=busy.env).startswith(f"{job_id}: enabled")
     unknown = palyra("cron", "show", "no-such-job", env=busy.env)
