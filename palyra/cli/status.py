@@ -13,7 +13,6 @@ import palyra
 from palyra.cli.client import DaemonError
 from palyra.cli.common import console, daemon, duration, fail, print_json, state
 
-
 # With several workers, "workers" is the channel between them and the master.
 DEPENDENCY_LABELS = {"workers": "worker channel"}
 
