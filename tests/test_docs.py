@@ -323,6 +323,16 @@ def test_links_stay_inside_the_repository_and_resolve(page: Path) -> None:
     assert not problems, f"{page.name}: {problems}"
 
 
+@pytest.mark.parametrize(
+    "page", [ROOT / "README.md", *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name
+)
+def test_paths_of_the_repository_the_docs_name_exist(page: Path) -> None:
+    """`palyra/routing.py`, `tests/fakes/`, `scripts/daemon` in a code span: still there."""
+    named = re.findall(r"`((?:palyra|tests|docs|scripts|benchmarks)/[\w./-]*)`", page.read_text())
+    missing = sorted({path for path in named if not (ROOT / path).exists()})
+    assert not missing, f"{page.name} names paths that do not exist: {missing}"
+
+
 def _anchors(page: Path) -> set[str]:
     """GitHub's heading ids: lower case, punctuation but - and _ dropped, spaces to -."""
     anchors: set[str] = set()
