@@ -2,7 +2,7 @@
 
 `python -m palyra.config_docs` rewrites the part of docs/configuration.md between the
 markers; `--check` exits 1 when the page is stale. tests/test_docs.py runs the check, so a
-key added to palyra/config.py or palyra/agents/registry.py without a line here fails the
+key added to palyra/config/schema.py or palyra/agents/registry.py without a line here fails the
 suite, naming the key.
 
 Types, defaults and bounds come from the pydantic models; only the meaning of each key is
