@@ -186,7 +186,15 @@ function runPage({ api, h, main, notify, onLeave }, runId) {
   let timer = null;
   let stopped = false;
 
-  function show(run) {
+  function show(answer) {
+    // The run's row and its events are read one after the other: a run that finished in
+    // between has its run_finished event but a row still running. The event says it all.
+    const end = (answer.events || []).find((e) => e.type === "run_finished");
+    const run = answer.status === "running" && end ? {
+      ...answer, status: end.status, error_kind: end.error_kind ?? null, error_message: end.error_message ?? null,
+      usage: end.usage || answer.usage, tool_calls: end.tool_calls ?? answer.tool_calls, turns: end.turns ?? answer.turns,
+      output: end.output ?? null, finished_at_ms: end.at_ms,
+    } : answer;
     for (const event of run.events || []) if (event.model) model = event.model;
     const item = (label, ...value) => [h("dt", {}, label), h("dd", { "data-field": label.toLowerCase() }, ...value)];
     update(summary,
