@@ -71,9 +71,22 @@ def status_command(
     try:
         answer = client.get("/console/v1/status")
     except DaemonError as exc:
+        # Up but the admin route refused (a wrong token, an older daemon): still say it is up.
+        try:
+            health = client.get("/healthz")
+        except DaemonError:
+            health = None
         if as_json:
-            print_json({"up": False, "url": client.base_url, "error": str(exc)})
-        fail(str(exc))
+            print_json(
+                {"up": health is not None, "url": client.base_url, "error": str(exc)}
+                | ({"status": health.get("status")} if health else {})
+            )
+        if health is None:
+            fail(str(exc))
+        fail(
+            f"the daemon at {client.base_url} is up ({health.get('status')}), but its status "
+            f"could not be read: {exc}"
+        )
     if as_json:
         print_json({"up": True, "url": client.base_url, **answer})
         return

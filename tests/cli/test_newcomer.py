@@ -290,6 +290,17 @@ def test_status_says_up_version_uptime_providers_and_store(busy: Palyrad) -> Non
     assert "state store  ok" in text and "redis        not used" in text
 
 
+def test_status_with_a_wrong_token_still_says_the_daemon_is_up(busy: Palyrad) -> None:
+    env = {**busy.env, "PALYRA_ADMIN_TOKEN": "wrong"}
+    result = palyra("status", env=env)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert f"the daemon at {busy.url} is up (ok), but its status could not be read: 401" in line
+    answer = palyra("status", "--json", env=env)
+    assert answer.returncode == 1
+    assert json.loads(answer.stdout)["up"] is True
+
+
 def wait_degraded(daemon: Palyrad) -> None:
     """Until `/healthz` says the daemon is degraded (Redis is checked every 2 s)."""
     deadline = time.monotonic() + 20
