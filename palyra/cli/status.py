@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 import palyra
@@ -17,7 +16,7 @@ from palyra.cli.common import console, daemon, duration, fail, print_json, state
 DEPENDENCY_LABELS = {"workers": "worker channel"}
 
 
-def _providers_line(providers: dict[str, Any]) -> Text:
+def _providers(providers: dict[str, Any]) -> Text:
     line = Text(str(providers["count"]))
     states = providers["states"]
     if states:
@@ -29,8 +28,6 @@ def _providers_line(providers: dict[str, Any]) -> Text:
                 line.append(", ")
             line.append(f"{n} ")
             line.append_text(state(name))
-    if providers["not_ok"]:
-        line.append(f"\nnot ok: {', '.join(providers['not_ok'])} (see `palyra models status`)")
     return line
 
 
@@ -42,24 +39,28 @@ def _dependency(info: dict[str, Any] | None) -> Text:
     return state("degraded", f"degraded: {info['error'] or 'not answering'}")
 
 
-def status_view(url: str, answer: dict[str, Any]) -> Table:
-    rows = Table.grid(padding=(0, 2))
-    rows.add_column(style="bold", no_wrap=True)
-    rows.add_column(overflow="fold")
-    rows.add_row("daemon", Text.assemble(state("ok", "up"), f" at {url}"))
-    rows.add_row("status", state(answer["status"]))
+def status_view(url: str, answer: dict[str, Any]) -> list[Text]:
+    """`label  value` lines (not a grid: piped, a grid pads every line to its widest)."""
     version = answer["version"]
     mismatch = "" if version == palyra.__version__ else f" (this palyra: {palyra.__version__})"
-    rows.add_row("version", f"palyrad {version}{mismatch}")
-    rows.add_row("uptime", duration(answer["uptime_s"]))
-    rows.add_row("workers", f"{answer['workers']} (pid {answer['pid']} answered)")
-    rows.add_row("providers", _providers_line(answer["providers"]))
+    rows: list[tuple[str, Text | str]] = [
+        ("daemon", Text.assemble(state("ok", "up"), f" at {url}")),
+        ("status", state(answer["status"])),
+        ("version", f"palyrad {version}{mismatch}"),
+        ("uptime", duration(answer["uptime_s"])),
+        ("workers", f"{answer['workers']} (pid {answer['pid']} answered)"),
+        ("providers", _providers(answer["providers"])),
+    ]
+    if answer["providers"]["not_ok"]:
+        not_ok = ", ".join(answer["providers"]["not_ok"])
+        rows.append(("not ok", f"{not_ok} (see `palyra models status`)"))
     dependencies = dict(answer["dependencies"])
-    rows.add_row("state store", _dependency(dependencies.pop("state_store", None)))
-    rows.add_row("redis", _dependency(dependencies.pop("redis", None)))
+    rows.append(("state store", _dependency(dependencies.pop("state_store", None))))
+    rows.append(("redis", _dependency(dependencies.pop("redis", None))))
     for name, info in dependencies.items():
-        rows.add_row(DEPENDENCY_LABELS.get(name, name.replace("_", " ")), _dependency(info))
-    return rows
+        rows.append((DEPENDENCY_LABELS.get(name, name.replace("_", " ")), _dependency(info)))
+    width = max(len(label) for label, _ in rows)
+    return [Text.assemble((f"{label:<{width}}", "bold"), "  ", value) for label, value in rows]
 
 
 def status_command(
@@ -90,4 +91,6 @@ def status_command(
     if as_json:
         print_json({"up": True, "url": client.base_url, **answer})
         return
-    console().print(status_view(client.base_url, answer))
+    out = console()
+    for line in status_view(client.base_url, answer):
+        out.print(line)
