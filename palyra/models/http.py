@@ -157,55 +157,50 @@ class HttpProvider(ModelProvider):
         `upstream_model` (by default the JSON payload's `model`; no model, no report).
         `observe_limits=False` for an endpoint whose limits are not the model's (Anthropic
         counts count_tokens apart from messages)."""
-        api_key = await self._api_key()
-        headers = {"User-Agent": USER_AGENT, **self._auth_headers(api_key), **(extra_headers or {})}
-        body: bytes | aiohttp.FormData | None = None
+        json_body: bytes | None = None
         if payload is not None:
-            body = orjson.dumps(payload)
-            headers["Content-Type"] = "application/json"
-        elif form is not None:
-            body = form()
+            json_body = orjson.dumps(payload)
+            extra_headers = {**(extra_headers or {}), "Content-Type": "application/json"}
         url = self.config.base_url + path
         timeout = self._stream_timeout if stream else self._whole_timeout
+        model = (upstream_model or _model_of(payload)) if observe_limits else None
+        sent: list[str | None] = []  # the keys this request sent, scrubbed from any error
         answered = False  # whether the headers came: what a broken connection means depends
         try:
-            # No redirects: an API does not move, and a redirect would take the key (and the
-            # prompt) wherever the upstream, or whoever answers for it, points.
-            async with self._session.request(
-                method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as response:
-                answered = True
-                if observe_limits and self.limits_listener is not None:
-                    self._observe_limits(response, upstream_model or _model_of(payload))
-                if response.status in (401, 403):
-                    retry_key = await self._refreshed_key(api_key)
-                    if retry_key is not None:
-                        # An OAuth token was refreshed: one retry with it, then give up.
-                        response.release()
-                        sent = (api_key, retry_key)
-                        api_key = retry_key
-                        headers.update(self._auth_headers(api_key))
-                        if form is not None:
-                            body = form()
-                        answered = False
-                        async with self._session.request(
-                            method,
-                            url,
-                            data=body,
-                            headers=headers,
-                            timeout=timeout,
-                            allow_redirects=False,
-                        ) as retried:
-                            answered = True
-                            if observe_limits and self.limits_listener is not None:
-                                self._observe_limits(retried, upstream_model or _model_of(payload))
-                            if retried.status >= 300:
-                                raise await self._status_error(retried, sent)
-                            yield retried
-                            return
-                if response.status >= 300:
-                    raise await self._status_error(response, (api_key,))
-                yield response
+            key = await self._api_key()
+            while True:
+                sent.append(key)
+                headers = {
+                    "User-Agent": USER_AGENT,
+                    **self._auth_headers(key),
+                    **(extra_headers or {}),
+                }
+                answered = False
+                # No redirects: an API does not move, and a redirect would take the key (and
+                # the prompt) wherever the upstream, or whoever answers for it, points. A form
+                # is made again for each send, as sending consumes it.
+                response = await self._session.request(
+                    method,
+                    url,
+                    data=json_body if form is None else form(),
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+                async with response:
+                    answered = True
+                    if model and self.limits_listener is not None:
+                        self._observe_limits(response, model)
+                    if response.status in (401, 403) and len(sent) == 1:
+                        # An OAuth token refreshed meanwhile: one more send with it.
+                        retry_key = await self._refreshed_key(key)
+                        if retry_key is not None:
+                            key = retry_key
+                            continue
+                    if response.status >= 300:
+                        raise await self._status_error(response, tuple(sent))
+                    yield response
+                    return
         except TimeoutError:
             raise UpstreamTimeout(
                 f"no answer within {self._settings.request_timeout_ms} ms",
