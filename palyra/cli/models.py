@@ -164,8 +164,8 @@ def deployments_view(rows: list[dict[str, Any]], now_ms: float) -> RenderableTyp
 
 
 def dependencies_notes(status: dict[str, Any]) -> list[Text]:
-    """`degraded: redis: <why>` per dependency that does not answer (what `/healthz` says,
-    with the reason the admin may see)."""
+    """`degraded: redis not answering: <why>` per dependency that does not answer (what
+    `/healthz` says, with the reason only the admin may see)."""
     if not status.get("degraded"):
         return []
     notes = []
