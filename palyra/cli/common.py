@@ -176,7 +176,8 @@ def print_table(table: RenderableType) -> None:
 def error_notes(errors: Iterable[tuple[str, str]]) -> list[Text]:
     """`subject: error` lines for below a table: a long error in a narrow column runs down
     the screen. On a terminal each is kept to three lines; piped, it is whole."""
-    limit = console().width * 3 if on_terminal() else None
+    # Three lines' worth, less what wrapping at word ends may leave unused on each.
+    limit = console().width * 3 - 45 if on_terminal() else None
     notes = []
     for subject, error in errors:
         error = " ".join(error.split())
