@@ -15,10 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-
 from palyra.config import ModelConfig
-from palyra.errors import ProviderError, Unsupported, UpstreamProtocolError
+from palyra.errors import Unsupported, UpstreamProtocolError
 from palyra.models.anthropic_answer import answer_tool
 from palyra.models.anthropic_honour import CannotHonour, unhonoured
 from palyra.models.anthropic_request import build_messages_request
@@ -45,7 +43,6 @@ FORWARDED_HEADER = "anthropic-beta"
 # Discovery must end even if an upstream keeps saying has_more; 10 pages of 1000 is plenty.
 MAX_MODEL_PAGES = 10
 MODELS_PAGE_LIMIT = 1000
-OVERLOADED_STATUS = 529
 
 
 def forwarded_headers(extra_headers: dict[str, str] | None) -> dict[str, str] | None:
@@ -82,15 +79,6 @@ class AnthropicProvider(HttpProvider):
         message = error.get("message") or error.get("type") or "unknown error"
         code = error.get("type")
         return str(message), str(code) if code else None, None
-
-    async def _status_error(
-        self, response: aiohttp.ClientResponse, sent: tuple[str | None, ...] = ()
-    ) -> ProviderError:
-        error = await super()._status_error(response, sent)
-        if response.status == OVERLOADED_STATUS:
-            # 529 is Anthropic's own "overloaded"; clients understand 503 (retryable either way).
-            error.status = 503
-        return error
 
     def unsupported(self, request: ChatRequest) -> Unsupported | None:
         native = request.native
