@@ -246,8 +246,8 @@ SWITCH_INTERVAL_S = 0.001
 # Allocations less deallocations of container objects before a young-generation collection
 # (Python's default: 700). Sixteen requests in flight hold more young objects than 700
 # between them, so the collector ran about once every ten requests, walking objects that
-# reference counting frees a moment later: 18 us of CPU a request at 2,500 a second (timed
-# with gc.callbacks, benchmarks/README.md). A request leaves almost no cycles behind, so at
+# reference counting frees a moment later (what that cost a request, timed with
+# gc.callbacks, is in benchmarks/README.md). A request leaves almost no cycles behind, so at
 # 10,000 the collector hardly runs while serving; what start-up made is frozen out of its
 # sight anyway (see serve).
 GC_YOUNG_THRESHOLD = 10_000

@@ -1,7 +1,7 @@
 """Prometheus metrics, in a registry of the app's own (two apps in one process stay apart).
 
 The request path goes through the methods below rather than `.labels()`: prometheus_client
-validates and locks on every `.labels()` call (about 4 µs), so each labelled child is looked
+validates and locks on every `.labels()` call, so each labelled child is looked
 up once and kept in a plain dict. What every request counts (its status, tokens, cost and
 upstream latency) is added up in plain dicts and handed to prometheus_client when /metrics
 is read: one `inc` is five calls and a lock, and a request made seven of them. With several

@@ -7,11 +7,9 @@ BatchSpanProcessor hands finished spans to the OTLP/HTTP exporter in its own thr
 request path only appends to a bounded queue (spans past it are dropped, never waited for).
 
 Off (the default) nothing of OpenTelemetry is imported, and every call below answers the one
-shared `NULL_SPAN`, whose methods do nothing. Measured with timeit on the 2-core dev machine
-(Python 3.11, other work running): `with TRACING.attempt("p", "openai_compatible", "m", "um",
-0, "http://h") as s: s.set("k", 1)` costs 0.3-0.7 us, a whole request's calls (request,
-routing, an attempt, a stream, a usage and a route) about 2 us, most of it Python's own `with`
-protocol; none of them makes an object of ours (tests/test_telemetry.py holds it to that).
+shared `NULL_SPAN`, whose methods do nothing: what a request pays for them is mostly Python's
+own `with` protocol (benchmarks/README.md has the figures), and none of them makes an object
+of ours (tests/test_telemetry.py holds it to that).
 
 Several daemons in one process share the one `TRACING` (only tests do that).
 """

@@ -385,7 +385,7 @@ class ChatRequest(BaseModel):
     # `_as_tools`, as functools.cached_property keeps its own: pydantic leaves such keys out
     # of dumps, equality and repr, and copies carry them, as they did private attributes.
     # Declared private attributes cost a Python call on every validation (pydantic's
-    # init_private_attributes: 3-4 of ChatRequest's 11 µs for a two-message request).
+    # init_private_attributes: about a third of ChatRequest's validation, benchmarks/README.md).
     # `_native`: the request as an inbound dialect's client sent it, when that dialect can be
     # passed to a provider natively (Anthropic Messages to Anthropic, Responses to an
     # upstream that serves it): a provider that speaks it sends this, the others the

@@ -31,8 +31,8 @@ from palyra.types import ChatDelta, FinishReason, Usage
 
 class _Growing:
     """A text field of the response that grows a piece at a time. Appending to a string held
-    in a dict copies it whole each time (quadratic over a long answer: 140 µs a delta at
-    1 MB); the pieces are kept and joined into the field when it is read."""
+    in a dict copies it whole each time (quadratic over a long answer; benchmarks/README.md
+    has the figures); the pieces are kept and joined into the field when it is read."""
 
     __slots__ = ("_into", "_key", "_pieces")
 

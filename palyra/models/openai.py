@@ -201,8 +201,8 @@ class OpenAIProvider(HttpProvider):
             self._upstream_takes_base64 = False
         body = self._parse(raw)
         # JSON's true and false are no numbers, but sum() takes them: only a body that spells
-        # one anywhere needs each element's type checked (23 µs a vector; the search, 5 µs
-        # for the whole body).
+        # one anywhere needs each element's type checked, which costs several times the
+        # search of the whole body (benchmarks/README.md).
         booleans = b"true" in raw or b"false" in raw
         try:
             rows = sorted(body["data"], key=lambda row: int(row.get("index", 0)))
@@ -444,9 +444,9 @@ class OpenAIProvider(HttpProvider):
         )
 
 
-# Base64 is checked by a pattern and its length (9 µs for 1,536 float32s), not by decoding it
-# (17 µs) and encoding it again for the client. (A pattern that also counts the groups of
-# four takes 40 µs.)
+# Base64 is checked by a pattern and its length, not by decoding it and encoding it again for
+# the client, which costs about twice as much; a pattern that also counts the groups of four
+# costs more than both (benchmarks/README.md).
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
@@ -461,8 +461,8 @@ def _vector(embedding: Any, base64_wanted: bool, booleans: bool = True) -> Vecto
         return embedding
     if not isinstance(embedding, list):
         raise TypeError("embedding is neither a list nor base64")
-    # sum() raises TypeError on anything but numbers and booleans, in C (4 µs for 1,536;
-    # float() on each took 89); `booleans`: whether the body may hold any.
+    # sum() raises TypeError on anything but numbers and booleans, in C (float() on each
+    # took twenty times as long); `booleans`: whether the body may hold any.
     sum(embedding)
     if booleans and not set(map(type, embedding)) <= _NUMBER_TYPES:
         raise TypeError("embedding has elements that are not numbers")

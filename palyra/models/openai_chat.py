@@ -287,7 +287,7 @@ class UsualChunk:
     A chunk whose text is that prefix, a JSON string and that suffix is, by JSON's grammar,
     the same object as the chunk it was learned from with another content: its delta is
     the content with the same chunk fields, and the whole chunk need not be decoded and
-    checked field by field (about 2.4 of 3 µs a chunk, most of a stream's own work).
+    checked field by field (most of a stream's own work a chunk; benchmarks/README.md).
     Every other chunk takes `parse_chunk`; a chunk of this shape teaches the text."""
 
     __slots__ = ("_fields", "_fixed", "_learns", "_prefix", "_suffix")

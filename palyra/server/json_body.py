@@ -247,8 +247,8 @@ def _parse_small(raw: bytes | bytearray) -> Any:
         raise InvalidRequest(
             f"request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
-    # The brackets alone say "not too deep" for a microsecond or so (see may_be_too_deep);
-    # the parsed value is walked only when they cannot.
+    # The brackets alone say "not too deep" far more cheaply than a walk (see
+    # may_be_too_deep); the parsed value is walked only when they cannot.
     if may_be_too_deep(raw) and json_too_deep(data):
         raise _too_deep()
     return data

@@ -237,8 +237,8 @@ class UsageWriter:
         # Rows and their ids are made once: a retry after an unclear failure (committed,
         # then the connection dropped) writes the same ids, which the store skips.
         # Ids lead with the record's time: the table's key grows at its end, where a random
-        # id made SQLite's inserts twice as dear once it held 200,000 rows (26 against 14 us
-        # a row, benchmarks/README.md).
+        # id made SQLite's inserts about twice as dear once it held 200,000 rows
+        # (benchmarks/README.md).
         rows = [_with_id(buffer.popleft()) for _ in range(count)]
         # What is left waited through this write; its own half second starts now.
         self._since_ms = self._clock.now_ms()
