@@ -420,7 +420,11 @@ def test_a_breaker_opened_through_one_worker_is_honoured_by_the_other(
         status, body = call(conns[0], "POST", CHAT, chat("flaky"))
         assert status >= 500, body
         seen = len(fake.requests_to(CHAT))
-        time.sleep(1.0)  # "within about a second": two syncs of 0.25 s, with room to spare
+        # "Within about a second": two syncs of 0.25 s, with room to spare.
+        deadline = time.monotonic() + 1.5
+        while circuit_seen_by(conns[1]) != "open":
+            assert time.monotonic() < deadline, "the other worker never saw the circuit open"
+            time.sleep(0.05)
         status, body = call(conns[1], "POST", CHAT, chat("flaky"))
     finally:
         fake.set_down(False)
@@ -439,12 +443,25 @@ def test_each_cron_tick_runs_once(daemon: Daemon) -> None:
     # The worker that made the job schedules it at once; the other finds it at its next
     # resync (a minute) or, as here, at its start: then both claim each tick, and one wins.
     restart(daemon, conns[1])
-    time.sleep(3.0)
-    _, runs = call(conns[0], "GET", f"/console/v1/cron/jobs/{job_id}/runs")
+    deadline = time.monotonic() + 15
+    while True:  # three ticks of one second, however long the machine takes to run them
+        _, runs = call(conns[0], "GET", f"/console/v1/cron/jobs/{job_id}/runs")
+        if sum(r["trigger"] == "schedule" for r in runs["runs"]) >= 3:
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.1)
     call(conns[0], "DELETE", f"/console/v1/cron/jobs/{job_id}")
     ticks = [r["scheduled_at_ms"] for r in runs["runs"] if r["trigger"] == "schedule"]
     assert len(ticks) >= 3, runs
     assert len(ticks) == len(set(ticks)), runs  # no tick claimed by both workers
+
+
+def circuit_seen_by(conn: http.client.HTTPConnection, provider_id: str = "flaky") -> str:
+    """The state of a provider's circuit as the worker on `conn` sees it."""
+    _, status = call(conn, "GET", "/console/v1/models/status")
+    (found,) = (p for p in status["providers"] if p["provider_id"] == provider_id)
+    state: str = found["circuit"]["state"]
+    return state
 
 
 def restart(daemon: Daemon, conn: http.client.HTTPConnection) -> None:
