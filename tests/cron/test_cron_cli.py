@@ -108,7 +108,8 @@ def test_cron_commands(daemon: Daemon) -> None:
     assert "enabled" in ok("cron", "enable", job_id, env=env)
     assert f"removed {job_id}" in ok("cron", "rm", job_id, env=env)
     gone = palyra("cron", "show", job_id, env=env)
-    assert gone.returncode == 1 and f"no cron job with id or name '{job_id}'" in one_error_line(gone)
+    assert gone.returncode == 1
+    assert f"no cron job with id or name '{job_id}'" in one_error_line(gone)
 
 
 def test_cron_add_errors_are_one_line(daemon: Daemon) -> None:
