@@ -35,6 +35,7 @@ from palyra import config_docs
 from palyra.cli.main import app as cli_app
 from palyra.config import validate_config
 from palyra.daemon import build_app
+from palyra.daemon import cli as daemon_cli
 from tests.support.daemon import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,6 +295,23 @@ def test_every_palyra_command_the_docs_show_exists(page: Path) -> None:
         if problem:
             problems.append(f"{page.name}:{n}: `{text}`: {problem}")
     assert not problems, "\n".join(problems)
+
+
+def test_cli_page_names_every_option_of_palyrad() -> None:
+    section = (DOCS / "cli.md").read_text(encoding="utf-8").split("## palyrad\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    command = typer.main.get_command(daemon_cli)
+    missing = [
+        option
+        for param in command.params
+        for option in param.opts
+        if option.startswith("--")
+        and option != "--help"
+        and f"`{option}" not in section
+        and f" {option} " not in section
+        and f"[{option} " not in section
+    ]
+    assert not missing, f"palyrad options not in docs/cli.md's palyrad section: {missing}"
 
 
 # --- links ------------------------------------------------------------------------------
