@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from palyra import __version__ as VERSION
+from palyra.cli.common import duration, plural, relative
 from palyra.config import StateConfig
 from palyra.state import open_database
 from palyra.vault import open_vault
@@ -563,3 +564,34 @@ def test_vault_rotate_key_shows_progress_on_a_terminal(busy: Palyrad) -> None:
     piped = palyra("vault", "rotate-key", env=busy.env)
     assert piped.returncode == 0 and piped.stderr == ""
     assert piped.stdout.startswith("re-encrypted 46 secrets")
+
+
+# --- the small pieces ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (42.9, "42s"),
+        (312, "5m 12s"),
+        (3600, "1h"),
+        (7980, "2h 13m"),
+        (273_600, "3d 4h"),
+        (-190, "3m 10s"),
+    ],
+)
+def test_durations_read_in_their_two_largest_units(seconds: float, text: str) -> None:
+    assert duration(seconds) == text
+
+
+def test_relative_times_say_which_way() -> None:
+    assert relative(125) == "in 2m 5s"
+    assert relative(-125) == "2m 5s ago"
+
+
+def test_plural() -> None:
+    assert [plural(n, "turn") for n in (0, 1, 2)] == ["0 turns", "1 turn", "2 turns"]
+    assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == (
+        "3 entries"
+    )
