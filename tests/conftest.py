@@ -13,6 +13,7 @@ from openai import AsyncOpenAI
 from palyra.config import PalyraConfig, validate_config
 from palyra.daemon import build_app
 from tests.fakes.upstream import FakeUpstream
+from tests.support.process import Daemon
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 UPSTREAM_KEY = "sk-fake-upstream-key"
@@ -150,3 +151,14 @@ async def client(gateway: TestServer) -> AsyncIterator[AsyncOpenAI]:
     )
     yield sdk
     await sdk.close()
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[Daemon]]:
+    """palyrad processes a test starts (tests.support.process.start_daemon), killed at its end."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process.returncode is None:
+            daemon.process.kill()
+            await daemon.process.wait()

@@ -4,90 +4,24 @@ graceful SIGTERM, structured logs that carry request ids and never a secret."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import socket
 import stat
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 from openai import AsyncOpenAI
 
 from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream
-
-PALYRAD = str(Path(sys.executable).with_name("palyrad"))
-ADMIN_TOKEN = "process-test-admin-token-42"
-UPSTREAM_KEY = "sk-process-test-upstream-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PALYRA_")}
-    env.update(
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
-        XDG_STATE_HOME=str(tmp_path / "xdg-state"),
-    )
-    env.update(extra)
-    return env
-
-
-class Daemon:
-    def __init__(self, process: asyncio.subprocess.Process, port: int, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log_path = log_path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log_lines(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
-
-
-async def start_daemon(
-    tmp_path: Path, args: list[str], env: dict[str, str], port: int | None = None
-) -> Daemon:
-    port = port or free_port()
-    log_path = tmp_path / f"palyrad-{port}.log"
-    with open(log_path, "wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            PALYRAD, "--port", str(port), *args, env=env, stdout=log, stderr=log
-        )
-    daemon = Daemon(process, port, log_path)
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            if process.returncode is not None:
-                raise AssertionError(f"palyrad exited: {log_path.read_text()}")
-            try:
-                async with http.get(daemon.url + "/healthz") as response:
-                    if response.status == 200:
-                        return daemon
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"palyrad did not start: {log_path.read_text()}")
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        if daemon.process.returncode is None:
-            daemon.process.kill()
-            await daemon.process.wait()
+from tests.support.process import (
+    ADMIN_TOKEN,
+    PALYRAD,
+    UPSTREAM_KEY,
+    Daemon,
+    clean_env,
+    free_port,
+    start_daemon,
+)
 
 
 async def test_embedded_default_creates_private_state(

@@ -25,9 +25,13 @@ from palyra.credentials import EnvCredentials
 from palyra.gateway import Gateway
 from palyra.reload import effective, pending_restart
 from tests.fakes.upstream import ChatReply, FakeUpstream
-from tests.test_daemon import ADMIN_TOKEN, UPSTREAM_KEY, Daemon, clean_env, daemons, start_daemon
-
-__all__ = ["daemons"]  # the fixture, used by name
+from tests.support.process import (
+    ADMIN_TOKEN,
+    UPSTREAM_KEY,
+    Daemon,
+    clean_env,
+    start_daemon,
+)
 
 PALYRA = str(Path(sys.executable).with_name("palyra"))
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -20,7 +20,7 @@ import pytest
 
 from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream
 from tests.state.conftest import drop_schema, postgres_schema_url
-from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 
 ADMIN = "scale-out-admin-token"
 KEY = "sk-scale-out-upstream"

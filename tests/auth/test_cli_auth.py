@@ -15,7 +15,7 @@ import aiohttp
 from tests.auth.oauth_server import CLIENT_ID, OAuthTestServer
 from tests.auth.test_oauth import TokenUpstream
 from tests.cli.test_cli import PALYRA, isolated_env
-from tests.test_daemon import Daemon, start_daemon
+from tests.support.process import Daemon, start_daemon
 from tests.vault.test_vault import files_holding
 
 ADMIN = "cli-auth-admin-token-0123456789"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_daemon import Daemon
+from tests.support.process import Daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"

@@ -11,7 +11,7 @@ import pytest
 from tests.auth.oauth_server import CLIENT_ID, OAuthTestServer
 from tests.auth.test_oauth import TokenUpstream
 from tests.console.conftest import sign_in, snap
-from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 
 ADMIN = "console-admin-token-0123"
 KEY = "sk-console-upstream-key"

@@ -17,7 +17,7 @@ import pytest
 
 from tests.console.test_keys_page import ADMIN, api, daemon, open_console, ui
 from tests.fakes.upstream import FakeUpstream
-from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 
 __all__ = ["daemon", "ui"]  # fixtures, used by name
 PALYRA = str(Path(sys.executable).with_name("palyra"))

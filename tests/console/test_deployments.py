@@ -15,7 +15,7 @@ import pytest
 
 from tests.console.conftest import sign_in, snap
 from tests.support.deployments import deployment_row as deployment
-from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 
 ADMIN = "console-deployments-token-5150"
 

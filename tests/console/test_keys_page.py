@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.console.conftest import ROOT
-from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 
 ADMIN = "console-keys-token-7321"
 IMAGES = ROOT / "docs" / "img"

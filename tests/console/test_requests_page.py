@@ -22,7 +22,7 @@ from tests.console.test_keys_page import (
     ui,
 )
 from tests.console.test_usage_page import record, seed_ledger, state_dir
-from tests.test_daemon import Daemon
+from tests.support.process import Daemon
 
 __all__ = ["daemon", "ui"]  # fixtures, used by name
 MINUTE_MS = 60_000

@@ -16,7 +16,7 @@ import pytest
 
 from tests.console.conftest import snap
 from tests.console.test_keys_page import ADMIN, api, fits_narrow_screen, open_console, ui
-from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 
 __all__ = ["ui"]  # the fixture, used by name
 PALYRA = str(Path(sys.executable).with_name("palyra"))

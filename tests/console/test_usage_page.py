@@ -24,7 +24,7 @@ from tests.console.test_keys_page import (
     shot,
     ui,
 )
-from tests.test_daemon import Daemon
+from tests.support.process import Daemon
 
 __all__ = ["daemon", "ui"]  # fixtures, used by name
 HOUR_MS = 3_600_000

@@ -30,7 +30,7 @@ from palyra.server.auth import api_key_matches, bearer_matches
 from palyra.server.sessions import COOKIE, SessionSigner
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
 from tests.state.conftest import drop_schema, postgres_schema_url
-from tests.test_daemon import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 from tests.test_dependencies import CuttableProxy
 
 VAULT_KEY = base64.b64encode(b"v" * 32).decode()
