@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from palyra.cli.client import DaemonClient, DaemonError
-from palyra.cli.common import daemon, fail, loaded_config, options
+from palyra.cli.common import daemon, fail, loaded_config, options, plural
 from palyra.config import ConfigError, config_for_display, load_config, validate_config
 
 app = typer.Typer(no_args_is_help=True, help="Check, show and reload configuration.")
@@ -44,7 +44,8 @@ def config_validate(
         fail_lines([f"config: {where}{problem}" for problem in exc.problems])
     mp = loaded.config.model_provider
     where = str(loaded.path) if loaded.path else "built-in defaults (no config file)"
-    print(f"ok: {where}: {len(mp.providers)} providers, {len(mp.models)} models")
+    counts = f"{plural(len(mp.providers), 'provider')}, {plural(len(mp.models), 'model')}"
+    print(f"ok: {where}: {counts}")
 
 
 @app.command("show")

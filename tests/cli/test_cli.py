@@ -139,7 +139,7 @@ def test_config_validate_without_a_file_uses_builtin_defaults(env: dict[str, str
     result = palyra("config", "validate", env=env)
     assert result.returncode == 0, result.stderr
     assert "built-in defaults" in result.stdout
-    assert "1 providers, 3 models" in result.stdout
+    assert "1 provider, 3 models" in result.stdout
 
 
 def test_config_validate_a_good_file(tmp_path: Path, env: dict[str, str]) -> None:
@@ -157,7 +157,7 @@ def test_config_validate_a_good_file(tmp_path: Path, env: dict[str, str]) -> Non
     result = palyra("config", "validate", str(path), env=env)
     assert result.returncode == 0, result.stderr
     assert str(path) in result.stdout
-    assert "1 providers, 1 models" in result.stdout
+    assert "1 provider, 1 model" in result.stdout
 
 
 def test_config_validate_finds_the_xdg_file(env: dict[str, str]) -> None:
