@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,51 +13,10 @@ from aiohttp.test_utils import TestServer
 
 from palyra.config import validate_config
 from tests.conftest import ADMIN_TOKEN, GatewayFactory
+from tests.fakes.proxy import CuttableProxy
 from tests.state.conftest import drop_schema, postgres_schema_url
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-class CuttableProxy:
-    """A TCP proxy on loopback whose connections can be cut, as a network failure would."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.up = True
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.up:
-            writer.close()
-            return
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def cut(self) -> None:
-        self.up = False
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
 
 
 async def health(server: TestServer) -> dict[str, object]:

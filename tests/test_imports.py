@@ -4,6 +4,9 @@ Counted: every import at a module's top level, those under `if TYPE_CHECKING:` i
 cycle mypy has to untangle is a cycle a reader has to untangle too). Not counted: imports
 inside a function, which is how a module names something it needs only when called (a
 provider class built on first use, say).
+
+And no test module imports another test module (any import, in a function too): what tests
+share lives in tests/support/, tests/fakes/ or a conftest.py.
 """
 
 from __future__ import annotations
@@ -135,3 +138,71 @@ def test_the_check_sees_a_cycle_through_type_checking() -> None:
     }
     assert graph["palyra.auth.service"] == {"palyra.auth.refresh"}
     assert cycles(graph) == [["palyra.auth.refresh", "palyra.auth.service"]]
+
+
+# --- the tests' own imports ---------------------------------------------------------------
+
+TESTS = Path(__file__).parent
+
+
+def enclosing_test_module(name: str) -> str | None:
+    """The `tests...test_*` module that dotted `name` is or lies in, if any."""
+    parts = name.split(".")
+    if parts[0] != "tests":
+        return None
+    for i, part in enumerate(parts[1:], start=1):
+        if part.startswith("test_"):
+            return ".".join(parts[: i + 1])
+    return None
+
+
+def imported_test_modules(name: str, source: str, *, is_package: bool = False) -> set[str]:
+    """The `tests...test_*` modules that module `name` imports anywhere, in a function too."""
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found.update(m for n in names if (m := enclosing_test_module(n)) is not None)
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    # A test module is run, not imported: what tests share lives in tests/support/ (helpers),
+    # tests/fakes/ (fakes of outside parts) or a conftest.py (fixtures).
+    offenders = []
+    paths = sorted(TESTS.rglob("*.py"))
+    assert len(paths) > 50  # the walk found the tests
+    for path in paths:
+        parts = list(path.relative_to(TESTS.parent).with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_package else parts)
+        source = path.read_text(encoding="utf-8")
+        for imported in sorted(imported_test_modules(name, source, is_package=is_package)):
+            offenders.append(f"{path.relative_to(TESTS.parent)} imports {imported}")
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_the_check_sees_a_test_module_imported() -> None:
+    source = (
+        "from tests.support.cli import palyra\n"
+        "from tests.cli.test_cli import isolated_env\n"
+        "from .test_keys_page import api\n"
+        "from tests.fakes import test_upstream\n"
+        "def later():\n"
+        "    import tests.test_budgets\n"
+    )
+    assert imported_test_modules("tests.console.test_usage_page", source) == {
+        "tests.cli.test_cli",
+        "tests.console.test_keys_page",
+        "tests.fakes.test_upstream",
+        "tests.test_budgets",
+    }

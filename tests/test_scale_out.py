@@ -275,7 +275,7 @@ async def test_concurrent_refreshes_make_one_token_exchange(
     tmp_path: Path, shared_store: str, running: list[Daemon]
 ) -> None:
     from tests.auth.oauth_server import CLIENT_ID, OAuthTestServer
-    from tests.auth.test_oauth import TokenUpstream
+    from tests.fakes.oauth_upstream import TokenUpstream
 
     oauth = OAuthTestServer().start()
     try:

@@ -33,9 +33,9 @@ from palyra.shared import SharedState
 from palyra.workers import SPEC_ENV
 from tests.fakes.replies import ChatReply
 from tests.fakes.upstream import FakeUpstream
+from tests.support.budgets import NOON, Key
 from tests.support.daemon import PALYRAD, Daemon, free_port, running_daemon, threaded_upstream
 from tests.support.redis import REDIS_URL
-from tests.test_budgets import NOON, Key
 
 ADMIN = "workers-admin-token-0123456789abcdef"
 UPSTREAM_KEY = "sk-fake-upstream-key"

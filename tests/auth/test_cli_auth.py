@@ -13,10 +13,10 @@ from pathlib import Path
 import aiohttp
 
 from tests.auth.oauth_server import CLIENT_ID, OAuthTestServer
-from tests.auth.test_oauth import TokenUpstream
-from tests.cli.test_cli import PALYRA, isolated_env
+from tests.fakes.oauth_upstream import TokenUpstream
+from tests.support.cli import PALYRA, isolated_env
 from tests.support.process import Daemon, start_daemon
-from tests.vault.test_vault import files_holding
+from tests.support.secrets import files_holding
 
 ADMIN = "cli-auth-admin-token-0123456789"
 VAULT_SECRET = "sk-planted-vault-secret-abcdef0123"

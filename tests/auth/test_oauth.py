@@ -9,43 +9,21 @@ import base64
 import hashlib
 import time
 from pathlib import Path
-from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from palyra.server.keys import RUNTIME
 from tests.auth.conftest import Console, auth_config, start_console
 from tests.auth.oauth_server import CLIENT_ID, OAuthTestServer
 from tests.conftest import GatewayFactory
-from tests.fakes.upstream import ErrorReply, FakeUpstream, _error
-from tests.vault.test_vault import files_holding
+from tests.fakes.oauth_upstream import TokenUpstream
+from tests.fakes.upstream import FakeUpstream
+from tests.support.secrets import files_holding
 
 CALLBACK = "/console/v1/auth/providers/openai/callback"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class TokenUpstream(FakeUpstream):
-    """Accepts access tokens the OAuth server issued (from `min_index` on) and `static_keys`,
-    as a Bearer token or (Anthropic) x-api-key."""
-
-    def __init__(self, oauth: OAuthTestServer, static_keys: tuple[str, ...] = ()) -> None:
-        super().__init__(api_key=None)
-        self.oauth = oauth
-        self.static_keys = set(static_keys)
-        self.min_index = 0
-
-    def _check_auth(  # type: ignore[override]
-        self, request: web.Request, family: Literal["openai", "anthropic"]
-    ) -> web.Response | None:
-        headers = request.headers
-        token = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
-        valid = self.oauth.issued_access_tokens()[self.min_index :]
-        if token and (token in valid or token in self.static_keys):
-            return None
-        return _error(family, ErrorReply(401, code="invalid_api_key"))
 
 
 async def sign_in(

@@ -3,72 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import (
+    PALYRAD,
+    Daemon,
+    isolated_env,
+    one_error_line,
+    palyra,
+    run,
+    stop,
+)
 from tests.support.daemon import free_port, wait_healthy
 
-BIN = Path(sys.executable).parent
-PALYRA = str(BIN / "palyra")
-PALYRAD = str(BIN / "palyrad")
 DETERMINISTIC_MODELS = {
     "deterministic": "chat",
     "deterministic-embed": "embeddings",
     "deterministic-transcribe": "audio_transcription",
 }
-
-
-def isolated_env(root: Path, **extra: str) -> dict[str, str]:
-    """The inherited env minus every PALYRA_*, with HOME and XDG dirs of our own."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PALYRA_", "XDG_")) and k not in ("COLUMNS", "LINES")
-    }
-    for name in ("home", "config", "state"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_STATE_HOME=str(root / "state"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-def run(
-    args: list[str], env: Mapping[str, str], stdin: str | None = None, timeout: float = 20
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args,
-        env=dict(env),
-        input=stdin if stdin is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def palyra(
-    *args: str, env: Mapping[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return run([PALYRA, *args], env, stdin)
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.fixture
@@ -249,25 +206,6 @@ def test_global_config_flag(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 # --- against a running daemon -----------------------------------------------------------
-
-
-@dataclass
-class Daemon:
-    process: subprocess.Popen[bytes]
-    port: int
-    state_dir: Path
-    env: dict[str, str]  # what the CLI needs to find it: PALYRA_DAEMON_PORT, PALYRA_STATE_DIR
-
-
-def stop(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,16 @@ import openai
 import pytest
 
 from palyra.cli.keys import NOT_AGAIN
-from tests.cli.test_cli import PALYRA, PALYRAD, Daemon, isolated_env, one_error_line, palyra, stop
-from tests.cli.test_models_status import in_terminal
+from tests.support.cli import (
+    PALYRA,
+    PALYRAD,
+    Daemon,
+    in_terminal,
+    isolated_env,
+    one_error_line,
+    palyra,
+    stop,
+)
 from tests.support.daemon import free_port, wait_healthy
 
 CHAT = {"model": "deterministic", "messages": [{"role": "user", "content": "hi"}]}

@@ -6,14 +6,8 @@ command runs as a user runs it: a real process, the real client, a real (pseudo)
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import re
-import struct
-import subprocess
-import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -27,11 +21,10 @@ from rich.console import Console
 from palyra.cli.models import deployments_view
 from palyra.config import ModelConfig
 from palyra.deployments import Admission, DeploymentBoard
-from tests.cli.test_cli import PALYRA, isolated_env, palyra
+from tests.support.cli import PALYRA, in_terminal, isolated_env, palyra
 from tests.support.deployments import deployment_row as deployment
 
 TOKEN = "status-admin-token-77"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def deployments(now_ms: float) -> list[dict[str, Any]]:
@@ -153,28 +146,6 @@ def daemon() -> Iterator[StatusServer]:
 @pytest.fixture
 def env(tmp_path: Path, daemon: StatusServer) -> dict[str, str]:
     return isolated_env(tmp_path, PALYRA_URL=daemon.url, PALYRA_ADMIN_TOKEN=TOKEN)
-
-
-def in_terminal(args: list[str], env: dict[str, str], columns: int = 80) -> str:
-    """Run the CLI with stdout on a pseudo-terminal of `columns` columns; the text it shows."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    with subprocess.Popen(
-        args, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE
-    ) as process:
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other end closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        assert process.wait(timeout=20) == 0, process.stderr.read() if process.stderr else ""
-    os.close(leader)
-    return ANSI.sub("", b"".join(chunks).decode()).replace("\r\n", "\n")
 
 
 def test_deployments_fit_an_80_column_terminal(daemon: StatusServer, env: dict[str, str]) -> None:

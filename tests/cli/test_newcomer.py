@@ -29,7 +29,7 @@ from palyra.cli.common import duration, plural, relative
 from palyra.config import StateConfig
 from palyra.state import open_database
 from palyra.vault import open_vault
-from tests.cli.test_cli import PALYRA, isolated_env, one_error_line, palyra, run
+from tests.support.cli import PALYRA, isolated_env, one_error_line, palyra, run
 from tests.support.daemon import free_port, running_daemon, threaded_upstream
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -17,8 +17,7 @@ from palyra.fs import ensure_private_dir
 from palyra.state.db import SqliteDatabase
 from palyra.usage.records import row
 from palyra.usage.store import UsageStore
-from tests.cli.test_cli import PALYRA, PALYRAD, isolated_env, palyra, stop
-from tests.cli.test_models_status import in_terminal
+from tests.support.cli import PALYRA, PALYRAD, in_terminal, isolated_env, palyra, stop
 from tests.support.daemon import free_port, wait_healthy
 from tests.usage.conftest import usage_record
 

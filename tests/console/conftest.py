@@ -3,6 +3,10 @@
 Where Chromium or Playwright is missing the tests skip and say so (`scripts/test` installs
 Chromium with apt-get when it runs as root). Set PALYRA_SCREENSHOTS=1 to write each page's
 screenshot to docs/screenshots/.
+
+`daemon` (on the deterministic model, with tests/support/console.py's admin token) and `ui` (a
+page on UTC, as the pages show local times) serve the Keys, Usage, Requests and Runs pages'
+tests; a module that needs another daemon defines its own `daemon`, which takes precedence.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.process import Daemon
+from tests.support.console import ADMIN
+from tests.support.process import Daemon, clean_env, start_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -52,6 +57,38 @@ async def browser(chromium_path: str) -> AsyncIterator[Any]:
 @pytest.fixture
 async def page(browser: Any) -> AsyncIterator[Any]:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    await context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "version = 1\n"
+        "[[model_provider.providers]]\n"
+        'provider_id = "local"\nkind = "deterministic"\n'
+        "[[model_provider.models]]\n"
+        'model_id = "deterministic"\nprovider_id = "local"\n'
+    )
+    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
+    started = await start_daemon(tmp_path, ["--config", str(config)], env)
+    yield started
+    started.process.terminate()
+    await started.process.wait()
+
+
+@pytest.fixture
+async def ui(browser: Any) -> AsyncIterator[Any]:
+    """A page on UTC, with the clipboard allowed; fails the test on any JavaScript error."""
+    context = await browser.new_context(
+        viewport={"width": 1100, "height": 800}, timezone_id="UTC", locale="en-US"
+    )
+    await context.grant_permissions(["clipboard-read", "clipboard-write"])
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tests.auth.oauth_server import CLIENT_ID, OAuthTestServer
-from tests.auth.test_oauth import TokenUpstream
 from tests.console.conftest import sign_in, snap
+from tests.fakes.oauth_upstream import TokenUpstream
 from tests.support.process import Daemon, clean_env, start_daemon
 
 ADMIN = "console-admin-token-0123"

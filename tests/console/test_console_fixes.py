@@ -15,11 +15,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.console.test_keys_page import ADMIN, api, daemon, open_console, ui
 from tests.fakes.upstream import FakeUpstream
+from tests.support.console import ADMIN, api, open_console
 from tests.support.process import Daemon, clean_env, start_daemon
 
-__all__ = ["daemon", "ui"]  # fixtures, used by name
 PALYRA = str(Path(sys.executable).with_name("palyra"))
 ERROR_RED = "rgb(179, 38, 30)"  # --bad in app.css
 UPSTREAM_KEY = "sk-kept-in-the-vault-5150"

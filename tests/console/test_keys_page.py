@@ -1,87 +1,14 @@
 """The Keys page in a real browser against a real daemon: keys are created, rotated and revoked
-through the daemon's own routes, and the secret the page shows once is checked to work.
-
-Also home to what the Keys, Usage and Requests pages' tests share: a browser context on UTC
-(the pages show local times) and the screenshots of these pages, written to docs/img/ with
-PALYRA_SCREENSHOTS=1.
-"""
+through the daemon's own routes, and the secret the page shows once is checked to work."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
-from tests.console.conftest import ROOT
-from tests.support.process import Daemon, clean_env, start_daemon
-
-ADMIN = "console-keys-token-7321"
-IMAGES = ROOT / "docs" / "img"
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "version = 1\n"
-        "[[model_provider.providers]]\n"
-        'provider_id = "local"\nkind = "deterministic"\n'
-        "[[model_provider.models]]\n"
-        'model_id = "deterministic"\nprovider_id = "local"\n'
-    )
-    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
-    started = await start_daemon(tmp_path, ["--config", str(config)], env)
-    yield started
-    started.process.terminate()
-    await started.process.wait()
-
-
-@pytest.fixture
-async def ui(browser: Any) -> AsyncIterator[Any]:
-    """A page on UTC, with the clipboard allowed; fails the test on any JavaScript error."""
-    context = await browser.new_context(
-        viewport={"width": 1100, "height": 800}, timezone_id="UTC", locale="en-US"
-    )
-    await context.grant_permissions(["clipboard-read", "clipboard-write"])
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    await context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
-
-
-async def open_console(page: Any, daemon: Daemon, section: str, heading: str) -> None:
-    await page.goto(daemon.url + "/console/")
-    await page.get_by_label("Admin token").fill(ADMIN)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_role("heading", name="Providers").wait_for()
-    await page.get_by_role("link", name=section, exact=True).click()
-    await page.get_by_role("heading", name=heading, exact=True).wait_for()
-
-
-async def shot(page: Any, name: str, full_page: bool = True) -> None:
-    if os.environ.get("PALYRA_SCREENSHOTS"):
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(IMAGES / f"{name}.png"), full_page=full_page)
-
-
-async def fits_narrow_screen(page: Any) -> None:
-    await page.set_viewport_size({"width": 380, "height": 800})
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 380, f"the page scrolls sideways on a 380 px screen ({width} px wide)"
-
-
-async def cells(row: Any) -> dict[str, str]:
-    fields = row.locator("[data-field]")
-    return {
-        str(await fields.nth(i).get_attribute("data-field")): (await fields.nth(i).inner_text())
-        for i in range(await fields.count())
-    }
+from tests.support.console import api, cells, fits_narrow_screen, open_console, shot
+from tests.support.process import Daemon
 
 
 async def models_with(daemon: Daemon, secret: str) -> int:
@@ -90,15 +17,6 @@ async def models_with(daemon: Daemon, secret: str) -> int:
             daemon.url + "/v1/models", headers={"Authorization": f"Bearer {secret}"}
         ) as response:
             return response.status
-
-
-async def api(daemon: Daemon, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(
-            method, daemon.url + path, json=body, headers={"Authorization": f"Bearer {ADMIN}"}
-        ) as response:
-            assert response.status < 300, await response.text()
-            return await response.json()
 
 
 async def test_a_created_key_is_listed_and_its_secret_shown_once(ui: Any, daemon: Daemon) -> None:

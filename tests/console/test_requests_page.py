@@ -12,19 +12,18 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from palyra.usage.records import UsageRecord
-from tests.console.test_keys_page import (
+from tests.support.console import (
     api,
     cells,
-    daemon,
     fits_narrow_screen,
     open_console,
+    record,
+    seed_ledger,
     shot,
-    ui,
+    state_dir,
 )
-from tests.console.test_usage_page import record, seed_ledger, state_dir
 from tests.support.process import Daemon
 
-__all__ = ["daemon", "ui"]  # fixtures, used by name
 MINUTE_MS = 60_000
 HOSTILE = "<img src=x onerror=alert(1)>"
 

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import snap
-from tests.console.test_keys_page import ADMIN, api, fits_narrow_screen, open_console, ui
+from tests.support.console import ADMIN, api, fits_narrow_screen, open_console
 from tests.support.process import Daemon, clean_env, start_daemon
 
-__all__ = ["ui"]  # the fixture, used by name
 PALYRA = str(Path(sys.executable).with_name("palyra"))
 AGENTS = """version = 1
 [[agents]]

@@ -5,73 +5,23 @@ vendored uPlot the daemon serves."""
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from palyra.state import DB_FILE
-from palyra.state.db import SqliteDatabase
-from palyra.usage.records import UsageRecord, row
-from palyra.usage.store import UsageStore
-from tests.console.test_keys_page import (
+from palyra.usage.records import UsageRecord
+from tests.support.console import (
     api,
     cells,
-    daemon,
     fits_narrow_screen,
     open_console,
+    record,
+    seed_ledger,
     shot,
-    ui,
+    state_dir,
 )
 from tests.support.process import Daemon
 
-__all__ = ["daemon", "ui"]  # fixtures, used by name
 HOUR_MS = 3_600_000
-
-
-def record(at_ms: int, model: str, provider: str, **fields: Any) -> UsageRecord:
-    base: dict[str, Any] = {
-        "at_ms": at_ms,
-        "request_id": "req_" + secrets.token_hex(6),
-        "key_id": None,
-        "key_name": None,
-        "agent_id": None,
-        "route": "/v1/chat/completions",
-        "model": model,
-        "provider": provider,
-        "deployment": f"{model}@{provider}",
-        "status": 200,
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cached_tokens": 0,
-        "reasoning_tokens": 0,
-        "cost_usd": None,
-        "cost_estimated": False,
-        "latency_ms": 100.0,
-        "ttft_ms": None,
-        "retries": 0,
-        "failovers": 0,
-        "error": None,
-        "stream": False,
-    }
-    return UsageRecord(**(base | fields))
-
-
-async def seed_ledger(daemon_state: Path, records: Iterable[UsageRecord]) -> None:
-    """Into the running daemon's SQLite state (WAL: it keeps serving meanwhile)."""
-    db = await SqliteDatabase.open(daemon_state / DB_FILE)
-    try:
-        store = UsageStore(db)
-        await store.migrate()
-        await store.insert_many([row(secrets.token_hex(8), r) for r in records])
-    finally:
-        await db.close()
-
-
-def state_dir(daemon: Daemon) -> Path:
-    # clean_env puts XDG_STATE_HOME beside the daemon's log.
-    return daemon.log_path.parent / "xdg-state" / "palyra"
 
 
 def week(key_id: str, now_ms: int) -> list[UsageRecord]:

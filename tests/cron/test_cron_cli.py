@@ -17,7 +17,7 @@ from palyra.cron.schedule import Schedule
 from palyra.cron.store import CronStore
 from palyra.state import DB_FILE
 from palyra.state.db import SqliteDatabase
-from tests.cli.test_cli import (
+from tests.support.cli import (
     PALYRAD,
     Daemon,
     isolated_env,

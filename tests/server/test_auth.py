@@ -29,9 +29,9 @@ from palyra.daemon import build_app
 from palyra.server.auth import api_key_matches, bearer_matches
 from palyra.server.sessions import COOKIE, SessionSigner
 from tests.conftest import ADMIN_TOKEN, GatewayFactory, gateway_config
+from tests.fakes.proxy import CuttableProxy
 from tests.state.conftest import drop_schema, postgres_schema_url
 from tests.support.process import Daemon, clean_env, start_daemon
-from tests.test_dependencies import CuttableProxy
 
 VAULT_KEY = base64.b64encode(b"v" * 32).decode()
 

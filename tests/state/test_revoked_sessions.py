@@ -17,8 +17,8 @@ from palyra.server.sessions import (
 )
 from palyra.state.db import Database
 from palyra.state.postgres import PostgresDatabase
+from tests.fakes.proxy import CuttableProxy
 from tests.state.conftest import StoreOpener, drop_schema, postgres_schema_url
-from tests.test_dependencies import CuttableProxy
 
 T0 = 1_700_000_000.0
 

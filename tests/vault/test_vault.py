@@ -22,6 +22,7 @@ from palyra.vault import (
 )
 from palyra.vault.keys import KEY_FILE, NEXT_KEY_FILE, decode_key
 from tests.state.conftest import database
+from tests.support.secrets import files_holding
 
 NO_KEYRING = {"PALYRA_VAULT_KEYRING": "off"}
 __all__ = ["database"]  # the fixture, run once per backend
@@ -128,15 +129,6 @@ async def test_env_key_wins_over_key_file(db: Database, tmp_path: Path) -> None:
     vault = await open_vault(db, tmp_path, {"PALYRA_VAULT_KEY": key, **NO_KEYRING})
     await vault.put("global/k", "v")
     assert not (tmp_path / KEY_FILE).exists()
-
-
-def files_holding(root: Path, needle: bytes, skip: frozenset[str] = frozenset()) -> list[Path]:
-    """Every file under root (SQLite's WAL included) whose bytes contain needle."""
-    return [
-        path
-        for path in root.rglob("*")
-        if path.is_file() and path.name not in skip and needle in path.read_bytes()
-    ]
 
 
 class Interrupted(Exception):
