@@ -6,14 +6,10 @@ a degraded store in `models status`, and progress bars on a terminal only."""
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
-import pty
 import re
-import struct
 import subprocess
-import termios
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,7 +25,15 @@ from palyra.cli.common import duration, plural, relative
 from palyra.config import StateConfig
 from palyra.state import open_database
 from palyra.vault import open_vault
-from tests.support.cli import PALYRA, isolated_env, one_error_line, palyra, run
+from tests.support.cli import (
+    PALYRA,
+    isolated_env,
+    one_error_line,
+    palyra,
+    pseudo_terminal,
+    read_until_closed,
+    run,
+)
 from tests.support.daemon import free_port, running_daemon, threaded_upstream
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -54,8 +58,7 @@ def terminal(
 ) -> tuple[int, str]:
     """Run the CLI with stdout and stderr on one pseudo-terminal `columns` wide: its exit
     code and everything it showed, escape codes and all."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    leader, follower = pseudo_terminal(columns)
     with subprocess.Popen(
         args,
         env={"TERM": "xterm", **env},
@@ -64,18 +67,10 @@ def terminal(
         stderr=follower,
     ) as process:
         os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other end closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        shown = read_until_closed(leader)
         code = process.wait(timeout=30)
     os.close(leader)
-    return code, b"".join(chunks).decode().replace("\r\n", "\n")
+    return code, shown.decode().replace("\r\n", "\n")
 
 
 def shown(raw: str) -> str:

@@ -87,23 +87,35 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
-def in_terminal(args: list[str], env: dict[str, str], columns: int = 80) -> str:
-    """Run the CLI with stdout on a pseudo-terminal of `columns` columns; the text it shows."""
+def pseudo_terminal(columns: int) -> tuple[int, int]:
+    """(leader, follower) of a new pseudo-terminal `columns` wide and 50 high."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    return leader, follower
+
+
+def read_until_closed(leader: int) -> bytes:
+    """Everything shown on a pseudo-terminal until its other end closes."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def in_terminal(args: list[str], env: dict[str, str], columns: int = 80) -> str:
+    """Run the CLI with stdout on a pseudo-terminal of `columns` columns; the text it shows."""
+    leader, follower = pseudo_terminal(columns)
     with subprocess.Popen(
         args, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE
     ) as process:
         os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other end closed
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        shown = read_until_closed(leader)
         assert process.wait(timeout=20) == 0, process.stderr.read() if process.stderr else ""
     os.close(leader)
-    return ANSI.sub("", b"".join(chunks).decode()).replace("\r\n", "\n")
+    return ANSI.sub("", shown.decode()).replace("\r\n", "\n")
