@@ -7,7 +7,6 @@ Precedence of values: built-in defaults < file < `PALYRA_<SECTION>_<KEY>` env < 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -161,13 +160,13 @@ def validate_config(raw: Mapping[str, Any], source: str | None = None) -> Palyra
         config = PalyraConfig.model_validate({**raw, "version": 1})
     except ValidationError as exc:
         problems += _describe(exc)
-        if not any(err["loc"][:1] == ("model_provider",) for err in exc.errors()):
-            # Its own keys hold: what they refer to can still be checked.
-            with contextlib.suppress(ValidationError):
-                section = ModelProviderConfig.model_validate(raw.get("model_provider", {}))
-                problems += _check_references(section)
+        # What the entries refer to is checked on the file's own values, so that a wrong key
+        # anywhere (in the section too) does not hide a dangling reference until the next run.
+        section = raw.get("model_provider", {})
+        if isinstance(section, Mapping):
+            problems += _check_references(_references_of_raw(section))
         raise ConfigError(problems, source) from None
-    problems += _check_references(config.model_provider)
+    problems += _check_references(_references_of(config.model_provider))
     if problems:
         raise ConfigError(problems, source)
     return config
@@ -250,57 +249,146 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _check_references(mp: ModelProviderConfig) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the reference checks read of one `[[model_provider.models]]` entry."""
+
+    model_id: str
+    provider_id: str | None  # None: its own key is wrong (and reported as such)
+    role: ProviderModelRole | None  # None: likewise
+    fallbacks: list[str | None]  # None: an item that is not a name
+    wide: dict[str, Any]  # the model-wide keys (_MODEL_WIDE), as written or inherited
+    inherited: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _References:
+    """What `[model_provider]` names and refers to. None: an entry lacking the field."""
+
+    provider_ids: list[str | None]
+    models: list[_Entry | None]
+    defaults: dict[ProviderModelRole, Any]
+
+
+def _references_of(mp: ModelProviderConfig) -> _References:
+    return _References(
+        [p.provider_id for p in mp.providers],
+        [
+            _Entry(
+                m.model_id,
+                m.provider_id,
+                m.role,
+                list(m.fallbacks),
+                {key: getattr(m, key) for key in _MODEL_WIDE},
+                frozenset(m._inherited),
+            )
+            for m in mp.models
+        ],
+        {role: getattr(mp, f"default_{role.value}_model_id") for role in ProviderModelRole},
+    )
+
+
+def _references_of_raw(section: Mapping[str, Any]) -> _References:
+    """The references of a section that did not validate, from what it holds of each field
+    they need: an entry with a wrong key elsewhere is still checked, and a field that is
+    itself wrong (reported by the schema) is left out rather than guessed."""
+    providers = section.get("providers", [])
+    models = section.get("models", [])
+    providers = providers if isinstance(providers, list) else []
+    models = models if isinstance(models, list) else []
+    if not providers and not models:
+        # As the schema does: no providers at all means the built-in ones.
+        builtin = _references_of(ModelProviderConfig())
+        return _References(builtin.provider_ids, builtin.models, _raw_defaults(section))
+    provider_ids = [
+        entry.get("provider_id") if isinstance(entry, Mapping) else None for entry in providers
+    ]
+    return _References(
+        [i if isinstance(i, str) else None for i in provider_ids],
+        [_raw_entry(entry) for entry in models],
+        _raw_defaults(section),
+    )
+
+
+def _raw_entry(entry: Any) -> _Entry | None:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("model_id"), str):
+        return None
+    provider_id = entry.get("provider_id")
+    try:
+        role: ProviderModelRole | None = ProviderModelRole(entry.get("role", "chat"))
+    except ValueError:
+        role = None
+    fallbacks = entry.get("fallbacks", [])
+    return _Entry(
+        entry["model_id"],
+        provider_id if isinstance(provider_id, str) else None,
+        role,
+        [f if isinstance(f, str) else None for f in fallbacks]
+        if isinstance(fallbacks, list)
+        else [],
+        {key: entry.get(key) for key in _MODEL_WIDE},
+    )
+
+
+def _raw_defaults(section: Mapping[str, Any]) -> dict[ProviderModelRole, Any]:
+    return {role: section.get(f"default_{role.value}_model_id", "") for role in ProviderModelRole}
+
+
+def _check_references(refs: _References) -> list[str]:
     problems: list[str] = []
     provider_ids: dict[str, int] = {}
-    for i, provider in enumerate(mp.providers):
-        if provider.provider_id in provider_ids:
+    for i, provider_id in enumerate(refs.provider_ids):
+        if provider_id is None:
+            continue
+        if provider_id in provider_ids:
             problems.append(
-                f"model_provider.providers[{i}].provider_id: duplicate id {provider.provider_id!r}"
+                f"model_provider.providers[{i}].provider_id: duplicate id {provider_id!r}"
             )
-        provider_ids[provider.provider_id] = i
-    # model_id -> indexes of its entries (its deployments), in file order.
-    deployments: dict[str, list[int]] = {}
-    for i, model in enumerate(mp.models):
+        provider_ids[provider_id] = i
+    # model_id -> its entries (its deployments) and their indexes, in file order.
+    deployments: dict[str, list[tuple[int, _Entry]]] = {}
+    for i, model in enumerate(refs.models):
+        if model is None:
+            continue
         where = f"model_provider.models[{i}]"
-        if model.provider_id not in provider_ids:
+        if model.provider_id is not None and model.provider_id not in provider_ids:
             problems.append(f"{where}.provider_id: no provider {model.provider_id!r} is configured")
         siblings = deployments.setdefault(model.model_id, [])
-        problems.extend(_check_deployment(mp, i, siblings))
-        siblings.append(i)
-    models = {model_id: mp.models[indexes[0]] for model_id, indexes in deployments.items()}
-    for i, model in enumerate(mp.models):
-        if "fallbacks" in model._inherited:
+        problems.extend(_check_deployment(model, i, siblings))
+        siblings.append((i, model))
+    models = {model_id: entries[0][1] for model_id, entries in deployments.items()}
+    for i, model in enumerate(refs.models):
+        if model is None or "fallbacks" in model.inherited:
             continue  # checked where it was written
         for j, fallback in enumerate(model.fallbacks):
+            if fallback is None:
+                continue
             where = f"model_provider.models[{i}].fallbacks[{j}]"
             target = models.get(fallback)
             if target is None:
                 problems.append(f"{where}: no model {fallback!r} is configured")
             elif fallback == model.model_id:
                 problems.append(f"{where}: a model cannot fall back to itself")
-            elif target.role != model.role:
+            elif None not in (target.role, model.role) and target.role != model.role:
                 problems.append(f"{where}: {fallback!r} has role {target.role}, not {model.role}")
-    for role in ProviderModelRole:
-        key = f"default_{role.value}_model_id"
-        wanted = getattr(mp, key)
-        if not wanted:
+    for role, wanted in refs.defaults.items():
+        if not wanted or not isinstance(wanted, str):
             continue
+        key = f"default_{role.value}_model_id"
         target = models.get(wanted)
         if target is None:
             problems.append(f"model_provider.{key}: no model {wanted!r} is configured")
-        elif target.role != role:
+        elif target.role is not None and target.role != role:
             problems.append(f"model_provider.{key}: {wanted!r} has role {target.role}, not {role}")
     return problems
 
 
-def _check_deployment(mp: ModelProviderConfig, i: int, siblings: list[int]) -> list[str]:
+def _check_deployment(model: _Entry, i: int, siblings: list[tuple[int, _Entry]]) -> list[str]:
     """Entry i against the earlier entries of its model_id: one per provider, one role, and
     model-wide keys that agree."""
-    model = mp.models[i]
     where = f"model_provider.models[{i}]"
-    for k in siblings:
-        if mp.models[k].provider_id == model.provider_id:
+    for k, other in siblings:
+        if model.provider_id is not None and other.provider_id == model.provider_id:
             return [
                 f"{where}.model_id: {model.model_id!r} is already on provider "
                 f"{model.provider_id!r} as models[{k}]; deployments of one model must be on "
@@ -309,23 +397,22 @@ def _check_deployment(mp: ModelProviderConfig, i: int, siblings: list[int]) -> l
     if not siblings:
         return []
     problems: list[str] = []
-    first = mp.models[siblings[0]]
-    if first.role != model.role:
+    k, first = siblings[0]
+    if None not in (first.role, model.role) and first.role != model.role:
         problems.append(
-            f"{where}.role: {model.role} here but {first.role} in models[{siblings[0]}], "
+            f"{where}.role: {model.role} here but {first.role} in models[{k}], "
             f"another deployment of {model.model_id!r}; all deployments of a model have one role"
         )
     for key in _MODEL_WIDE:
-        value = getattr(model, key)
+        value = model.wide[key]
         if not value:
             continue
-        for k in siblings:
-            other = getattr(mp.models[k], key)
-            if other and other != value:
+        for k, other in siblings:
+            if other.wide[key] and other.wide[key] != value:
                 problems.append(
-                    f"{where}.{key}: {value!r} here but {other!r} in models[{k}], another "
-                    f"deployment of {model.model_id!r}; it belongs to the model: set it on one "
-                    "deployment or the same on each"
+                    f"{where}.{key}: {value!r} here but {other.wide[key]!r} in models[{k}], "
+                    f"another deployment of {model.model_id!r}; it belongs to the model: set it "
+                    "on one deployment or the same on each"
                 )
                 break
     return problems
