@@ -4,6 +4,7 @@ and how tables, states and lists look in a terminal and through a pipe."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from palyra.cli.client import DaemonClient, DaemonError
-from palyra.config import ConfigError, LoadedConfig, load_config
+from palyra.config import ConfigError, LoadedConfig, PalyraConfig, load_config
+from palyra.config.loading import salvage_config
 
 options: dict[str, Any] = {}
 
@@ -64,18 +66,79 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fail_lines(lines: list[str], code: int = 1) -> NoReturn:
+    """Exit with each line as its own `palyra: error:` line (a list of problems, one a line)."""
+    for line in lines:
+        print(f"palyra: error: {' '.join(line.split())}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def config_problems(exc: ConfigError) -> list[str]:
+    """`config: FILE: dotted.key: rule`, one a problem."""
+    return [f"config: {line}" for line in exc.lines()]
+
+
 def loaded_config(path: Path | None = None) -> LoadedConfig:
     try:
         return load_config(path or options.get("config_path"))
     except ConfigError as exc:
-        fail(f"config: {exc}")
+        fail_lines(config_problems(exc))
 
 
-def daemon() -> DaemonClient:
+# What the daemon's client takes from the config: where the daemon listens (unless --url or
+# PALYRA_URL says) and the state dir holding its admin token (unless PALYRA_ADMIN_TOKEN gives it).
+_LISTENS = ("daemon.bind", "daemon.port")
+_TOKEN = ("daemon.state_dir",)
+
+
+def daemon(*, show_config_problems: bool = True) -> DaemonClient:
+    """The daemon's client. A config with problems elsewhere (one being fixed) stops no
+    command: only the keys above are taken from it, those of them that are sound; a warning
+    says so. When where the daemon listens cannot be told, the problems are listed with how
+    to go on. `show_config_problems=False` (config reload, where the daemon lists them): no
+    warning, and a key that cannot be told is its default."""
+    url = options.get("url")
     try:
-        return DaemonClient.from_config(loaded_config().config, options.get("url"))
+        config = load_config(options.get("config_path")).config
+    except ConfigError as exc:
+        config = _config_despite(exc, url, show=show_config_problems)
+    try:
+        return DaemonClient.from_config(config, url)
     except DaemonError as exc:
         fail(str(exc))
+
+
+def _config_despite(exc: ConfigError, url: str | None, *, show: bool) -> PalyraConfig:
+    needed = [
+        *(() if url or os.environ.get("PALYRA_URL") else _LISTENS),
+        *(() if os.environ.get("PALYRA_ADMIN_TOKEN") else _TOKEN),
+    ]
+    config, unknown = salvage_config(options.get("config_path"), (*_LISTENS, *_TOKEN))
+    if not needed or not show:
+        return config
+    if unknown & set(_LISTENS) & set(needed):
+        fail_lines(
+            [
+                *config_problems(exc),
+                "cannot tell where the daemon listens while the config has these problems: "
+                "fix them, or pass --url http://HOST:PORT (or set PALYRA_URL)",
+            ]
+        )
+    taken = " and ".join(
+        what
+        for keys, what in (
+            (_LISTENS, "where the daemon listens"),
+            (_TOKEN, "the state dir (for the admin token)"),
+        )
+        if set(keys) & set(needed)
+    )
+    source = f"{exc.source}: " if exc.source else ""
+    print(
+        f"palyra: warning: config: {source}{plural(len(exc.problems), 'problem')} "
+        f"(`palyra config validate` lists them); only {taken} is taken from it",
+        file=sys.stderr,
+    )
+    return config
 
 
 def call(method: str, path: str, body: Any = None) -> Any:

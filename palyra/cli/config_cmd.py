@@ -6,22 +6,22 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from palyra.cli.client import DaemonClient, DaemonError
-from palyra.cli.common import daemon, fail, loaded_config, options, plural
-from palyra.config import ConfigError, config_for_display, load_config, validate_config
+from palyra.cli.client import DaemonError
+from palyra.cli.common import (
+    config_problems,
+    daemon,
+    fail_lines,
+    loaded_config,
+    options,
+    plural,
+)
+from palyra.config import ConfigError, config_for_display, load_config
 
 app = typer.Typer(no_args_is_help=True, help="Check, show and reload configuration.")
-
-
-def fail_lines(lines: list[str]) -> NoReturn:
-    """Exit 1 with each line as its own `palyra: error:` line (one problem a line)."""
-    for line in lines:
-        print(f"palyra: error: {' '.join(line.split())}", file=sys.stderr)
-    raise typer.Exit(1)
 
 
 @app.command("validate")
@@ -40,8 +40,7 @@ def config_validate(
     try:
         loaded = load_config(path or config or options.get("config_path"))
     except ConfigError as exc:
-        where = f"{exc.source}: " if exc.source else ""
-        fail_lines([f"config: {where}{problem}" for problem in exc.problems])
+        fail_lines(config_problems(exc))
     mp = loaded.config.model_provider
     where = str(loaded.path) if loaded.path else "built-in defaults (no config file)"
     counts = f"{plural(len(mp.providers), 'provider')}, {plural(len(mp.models), 'model')}"
@@ -59,20 +58,6 @@ def config_show(
     print(json.dumps(config_for_display(loaded.config, show_secrets=show_secrets), indent=2))
 
 
-def _daemon_despite_config() -> DaemonClient:
-    """The daemon's client. The config being reloaded may be broken: the daemon is then
-    looked for as the defaults (with --url, PALYRA_URL, PALYRA_ADMIN_TOKEN) say, so that it
-    is the one to list the problems."""
-    try:
-        load_config(options.get("config_path"))
-    except ConfigError:
-        try:
-            return DaemonClient.from_config(validate_config({"version": 1}), options.get("url"))
-        except DaemonError as exc:
-            fail(str(exc))
-    return daemon()
-
-
 @app.command("reload")
 def config_reload(
     as_json: Annotated[bool, typer.Option("--json", help="print the daemon's answer")] = False,
@@ -82,7 +67,8 @@ def config_reload(
     Requests in flight finish on the old config. A config with problems is refused, each
     problem printed, and the old one keeps serving. Settings that need a restart (port,
     workers, state store, ...) are named."""
-    client = _daemon_despite_config()
+    # The config being reloaded may have problems: the daemon is the one to list them.
+    client = daemon(show_config_problems=False)
     try:
         answer = client.request("POST", "/console/v1/config/reload", {})
     except DaemonError as exc:

@@ -38,13 +38,21 @@ from palyra.types import ProviderModelRole
 
 
 class ConfigError(Exception):
-    """One or more problems, each `dotted.key: rule`."""
+    """One or more problems, each `dotted.key: rule`. As a string, all of them on one line
+    (`source: a: rule; b: rule`), as palyrad's start error and log have them; `lines()` is
+    one problem a line, as the CLI shows them."""
 
     def __init__(self, problems: list[str], source: str | None = None) -> None:
         self.problems = problems
         self.source = source
-        prefix = f"{source}: " if source else ""
-        super().__init__(prefix + "; ".join(problems))
+        super().__init__(self._prefix() + "; ".join(problems))
+
+    def _prefix(self) -> str:
+        return f"{self.source}: " if self.source else ""
+
+    def lines(self) -> list[str]:
+        """Each problem on its own, `source: dotted.key: rule`."""
+        return [self._prefix() + problem for problem in self.problems]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +116,71 @@ def load_config(
     if problems:
         raise ConfigError(problems, source)
     return LoadedConfig(config, found, text if found is not None else None)
+
+
+_ABSENT = object()  # a key not set
+_UNKNOWN = object()  # a key under something that is not a table (`daemon = 5`)
+
+
+def salvage_config(
+    path: str | os.PathLike[str] | None,
+    keys: tuple[str, ...],
+    *,
+    env: Mapping[str, str] | None = None,
+) -> tuple[PalyraConfig, set[str]]:
+    """For when load_config failed: the built-in defaults with those of `keys` (dotted,
+    `daemon.port`) whose value in the file or env is sound on its own, and the keys whose
+    value is not known (wrong, or in a file that cannot be read or parsed; left at their
+    default here). Lets a command that needs a key or two go on while the user fixes the
+    rest."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] | None = {}
+    try:
+        found = find_config_path(path, env)
+        if found is not None:
+            raw = read_toml(found)
+    except ConfigError:
+        raw = None  # what the file says is unknown: none of its keys can be taken
+    from_env = env_overrides(env, [])
+    kept: dict[str, Any] = {"version": 1}
+    unknown: set[str] = set()
+    for dotted in keys:
+        value = from_env.get(dotted, _ABSENT)
+        if value is _ABSENT and raw is None:
+            unknown.add(dotted)
+            continue
+        if value is _ABSENT:
+            value = _get_dotted(raw or {}, dotted)
+        if value is _ABSENT:
+            continue  # not set: its default is what the daemon would use
+        if value is _UNKNOWN:
+            unknown.add(dotted)
+            continue
+        alone: dict[str, Any] = {"version": 1}
+        try:
+            _set_dotted(alone, dotted, value)
+            validate_config(alone)
+        except ConfigError:
+            unknown.add(dotted)
+            continue
+        _set_dotted(kept, dotted, value)
+    try:
+        return validate_config(kept), unknown
+    except ConfigError:  # sound alone, not together
+        return validate_config({"version": 1}), set(keys)
+
+
+def _get_dotted(raw: Mapping[str, Any], dotted: str) -> Any:
+    """The value at `a.b.c` in nested tables; _ABSENT when not set, _UNKNOWN when a parent
+    is not a table."""
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return _UNKNOWN
+        if part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
 
 
 def _blame(problem: str, origins: Mapping[str, str]) -> str:

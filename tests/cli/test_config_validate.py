@@ -1,13 +1,27 @@
-"""`palyra config validate` lists every problem of config.toml in one run."""
+"""`palyra config validate` lists every problem of config.toml in one run; a config.toml
+with problems does not stop the commands that only need to find the daemon; config problems
+are shown one a line."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from palyra.config import ConfigError, validate_config
 from tests.support.cli import isolated_env, palyra
+from tests.support.daemon import Daemon, running_daemon
+
+GOOD = """version = 1
+[[model_provider.providers]]
+provider_id = "det"
+kind = "deterministic"
+[[model_provider.models]]
+model_id = "m"
+provider_id = "det"
+"""
 
 
 @pytest.fixture
@@ -116,3 +130,99 @@ def test_raw_references_leave_out_what_the_schema_already_reports() -> None:
         "model_provider.max_retries: input should be less than or equal to 10 (got 99)",
         "model_provider.default_chat_model_id: 'deterministic-embed' has role embeddings, not chat",
     ]
+
+
+# --- a config.toml with problems and the daemon ------------------------------------------
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    with running_daemon(tmp_path / "daemon", {"version": 1}, {}) as running:
+        yield running
+
+
+def daemon_section(daemon: Daemon, tmp_path: Path) -> str:
+    """Where the running daemon listens and keeps its admin token, as a config says it."""
+    state = tmp_path / "daemon" / "state"
+    return f'[daemon]\nport = {daemon.port}\nstate_dir = "{state}"\n'
+
+
+def test_status_says_the_daemon_is_up_while_the_config_is_being_fixed(
+    daemon: Daemon, tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(SECTION_WITH_PROBLEMS + daemon_section(daemon, tmp_path))
+    env = {**env, "PALYRA_CONFIG": str(config)}
+    result = palyra("status", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"up at {daemon.url}" in result.stdout
+    # Said once, on stderr: the output stays what a script reads.
+    assert result.stderr.splitlines() == [
+        f"palyra: warning: config: {config}: 5 problems (`palyra config validate` lists "
+        "them); only where the daemon listens and the state dir (for the admin token) is "
+        "taken from it"
+    ]
+    result = palyra("--url", daemon.url, "status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["up"] is True
+    assert "the state dir (for the admin token)" in result.stderr
+    assert "where the daemon listens" not in result.stderr
+
+
+def test_an_unknown_port_asks_for_url_and_url_is_enough(
+    daemon: Daemon, tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = tmp_path / "config.toml"
+    section = daemon_section(daemon, tmp_path).replace(f"port = {daemon.port}", 'port = "x"')
+    config.write_text(GOOD + "fallbacks = ['nope']\n" + section)
+    env = {**env, "PALYRA_CONFIG": str(config)}
+    result = palyra("models", "status", env=env)
+    assert result.returncode == 1
+    assert errors(result.stderr) == [
+        f"config: {config}: daemon.port: input should be a valid integer, unable to parse "
+        "string as an integer (got 'x')",
+        f"config: {config}: model_provider.models[0].fallbacks[0]: no model 'nope' is configured",
+        "cannot tell where the daemon listens while the config has these problems: fix them, "
+        "or pass --url http://HOST:PORT (or set PALYRA_URL)",
+    ]
+    for args in (["--url", daemon.url, "status"], ["models", "status"]):
+        result = palyra(*args, env={**env, "PALYRA_URL": daemon.url})
+        assert result.returncode == 0, (args, result.stderr)
+    # Neither the URL nor the token from the config: it is not needed, and not mentioned.
+    token = (tmp_path / "daemon" / "state" / "admin.token").read_text().strip()
+    result = palyra("--url", daemon.url, "status", env={**env, "PALYRA_ADMIN_TOKEN": token})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_an_unreadable_config_is_no_guess_at_the_port(tmp_path: Path, env: dict[str, str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("version = 1\n[daemon\nport = 9\n")
+    result = palyra("--config", str(config), "runs", "list", env=env)
+    assert result.returncode == 1
+    lines = errors(result.stderr)
+    assert lines[0].startswith(f"config: {config}: invalid TOML: ")
+    assert lines[1].startswith("cannot tell where the daemon listens")
+
+
+def test_config_problems_are_one_a_line_wherever_they_are_shown(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("version = 1\n[daemon]\nprot = 1\n[cron]\ntimezone = 'Mars/Olympus'\n")
+    env = {**env, "PALYRA_CONFIG": str(config)}
+    for args in (["config", "show"], ["config", "validate"], ["vault", "list", "global"]):
+        result = palyra(*args, env=env)
+        assert result.returncode == 1, args
+        lines = errors(result.stderr)
+        assert lines[0] == f"config: {config}: daemon.prot: unknown key", args
+        assert lines[1].startswith(f"config: {config}: cron.timezone: "), args
+        assert len(lines) == 2, args
+
+
+def test_a_config_error_is_one_line_as_a_string_and_lines_for_the_cli() -> None:
+    # As a string it is palyrad's start error (and log line): all problems on one line.
+    error = ConfigError(["a: x", "b: y"], "/etc/palyra.toml")
+    assert str(error) == "/etc/palyra.toml: a: x; b: y"
+    assert error.lines() == ["/etc/palyra.toml: a: x", "/etc/palyra.toml: b: y"]
+    assert ConfigError(["a: x"]).lines() == ["a: x"]
