@@ -8,7 +8,8 @@ route, and render the result (or its stream of deltas) as `chat.completion` obje
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 import orjson
 import structlog
@@ -18,6 +19,21 @@ from palyra import tokens
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, random_id, route_headers, sse_response
 from palyra.errors import PalyraError
+from palyra.models.openai_wire import (
+    ChatCompletion,
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+    Choice,
+    ChoiceDelta,
+    ChoiceDeltaFunctionCall,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallCustom,
+    ChoiceDeltaToolCallFunction,
+    ChunkChoice,
+    CompletionUsage,
+    FinishReason,
+    merge_extra,
+)
 from palyra.routing import Router
 from palyra.server.json_body import parse_body
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
@@ -94,16 +110,16 @@ def completion_id() -> str:
 
 def chat_completion(
     result: ChatResult, model_id: str, *, functions: bool = False
-) -> dict[str, Any]:
+) -> ChatCompletion:
     """The `chat.completion` body of a result: what the upstream sent, whole (its fields we
     have no name for included, and with n > 1 its other choices). `functions`: the client
     spoke the deprecated functions, and gets its call as `function_call`."""
-    message: dict[str, Any] = {
+    message: ChatCompletionMessage = {
         "role": "assistant",
         "content": result.content,
         "refusal": result.refusal,
     }
-    finish_reason: str = result.finish_reason
+    finish_reason: FinishReason = result.finish_reason
     if result.tool_calls:
         if functions:
             call = result.tool_calls[0]
@@ -114,35 +130,40 @@ def chat_completion(
             message["tool_calls"] = [_tool_call(c) for c in result.tool_calls]
     extra = result.message_extra
     if extra:
-        message.update(extra)
+        merge_extra(message, extra)
     if result.reasoning is not None and not (
         extra and ("reasoning_content" in extra or "reasoning" in extra)
     ):
         # (An upstream's own spelling, in the extras, is given back as it came.)
         message["reasoning_content"] = result.reasoning
-    choice: dict[str, Any] = {
+    choice: Choice = {
         "index": 0,
         "message": message,
         "finish_reason": finish_reason,
         "logprobs": result.logprobs,
     }
     if result.choice_extra:
-        choice.update(result.choice_extra)
-    body: dict[str, Any] = {
+        merge_extra(choice, result.choice_extra)
+    # The shared shapes hold what is relayed unread as plain JSON (palyra/types.py): usage
+    # with the upstream's own detail objects and fields, and with n > 1 its other choices as
+    # it sent them. They are these types by the API.
+    body: ChatCompletion = {
         "id": completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_id,
-        "choices": [choice, *(result.more_choices or ())],
-        "usage": result.usage.as_openai(),
+        "choices": [choice],
+        "usage": cast(CompletionUsage, result.usage.as_openai()),
         "system_fingerprint": None,
     }
+    if result.more_choices:
+        body["choices"] += cast("list[Choice]", result.more_choices)
     if result.body_extra:
-        body.update(result.body_extra)
+        merge_extra(body, result.body_extra)
     return body
 
 
-def _tool_call(call: ToolCallResult) -> dict[str, Any]:
+def _tool_call(call: ToolCallResult) -> ChatCompletionMessageToolCall:
     if call.type == "custom":
         return {
             "id": call.id,
@@ -183,11 +204,11 @@ class ChunkWriter:
         # choice-less one
         self._usage_null = b',"usage":null' if include_usage else b""
         self._tail = b',"finish_reason":null,"logprobs":null}]' + self._usage_null + b"}\n\n"
-        self._chunk_extra: dict[str, Any] | None = None
+        self._chunk_extra: Mapping[str, object] | None = None
         self._encode_head()
 
     def _encode_head(self) -> None:
-        head = self._head
+        head: Mapping[str, object] = self._head
         if self._chunk_extra:
             head = {**head, **self._chunk_extra}
         encoded = orjson.dumps(head)[:-1]  # without its closing brace: the chunk goes on
@@ -195,7 +216,7 @@ class ChunkWriter:
         self._open = self._prefix + b'[{"index":0,"delta":'
         self._open_usage = self._prefix + b'[],"usage":'
 
-    def follow(self, chunk_extra: dict[str, Any] | None) -> None:
+    def follow(self, chunk_extra: Mapping[str, object] | None) -> None:
         """Take the upstream's chunk fields (`system_fingerprint`, `service_tier`, ...) for
         the chunks to come. Free when it sends none (other kinds) or the same as before (the
         usual)."""
@@ -205,8 +226,8 @@ class ChunkWriter:
 
     def _chunk(
         self,
-        delta: dict[str, Any],
-        finish_reason: str | None = None,
+        delta: ChoiceDelta,
+        finish_reason: FinishReason | None = None,
         event: ChatDelta | None = None,
     ) -> bytes:
         if event is None or (event.logprobs is None and not event.choice_extra):
@@ -220,17 +241,17 @@ class ChunkWriter:
                 + b"}\n\n"
             )
             return self._open + orjson.dumps(delta) + tail
-        choice: dict[str, Any] = {
+        choice: ChunkChoice = {
             "index": 0,
             "delta": delta,
             "finish_reason": finish_reason,
             "logprobs": event.logprobs,
         }
         if event.choice_extra:
-            choice.update(event.choice_extra)
+            merge_extra(choice, event.choice_extra)
         return self._choices([choice])
 
-    def _choices(self, choices: list[Any]) -> bytes:
+    def _choices(self, choices: Sequence[Mapping[str, object]]) -> bytes:
         return self._prefix + orjson.dumps(choices) + self._usage_null + b"}\n\n"
 
     def role(self) -> bytes:
@@ -256,7 +277,7 @@ class ChunkWriter:
         # The usual event: content or tool calls, perhaps a finish.
         frames = b""
         if event.content or event.tool_calls:
-            delta: dict[str, Any] = {}
+            delta: ChoiceDelta = {}
             if event.content:
                 delta["content"] = event.content
             if event.tool_calls:
@@ -268,7 +289,7 @@ class ChunkWriter:
 
     def _rich(self, event: ChatDelta) -> bytes:
         frames = b""
-        finish: str | None = event.finish_reason
+        finish: FinishReason | None = event.finish_reason
         if finish == "tool_calls" and self._functions:
             finish = "function_call"
         if (
@@ -280,7 +301,7 @@ class ChunkWriter:
             or event.logprobs is not None
             or event.choice_extra
         ):
-            delta: dict[str, Any] = {}
+            delta: ChoiceDelta = {}
             if event.content:
                 delta["content"] = event.content
             if event.refusal:
@@ -292,7 +313,7 @@ class ChunkWriter:
                     delta["tool_calls"] = [_tool_call_delta(call) for call in event.tool_calls]
             extra = event.delta_extra
             if extra:
-                delta.update(extra)
+                merge_extra(delta, extra)
             if event.reasoning and not (
                 extra and ("reasoning_content" in extra or "reasoning" in extra)
             ):
@@ -317,26 +338,26 @@ class ChunkWriter:
         return self._open_usage + orjson.dumps(event.usage.as_openai()) + b"}\n\n"
 
 
-def _tool_call_delta(call: ToolCallDelta) -> dict[str, Any]:
-    item: dict[str, Any] = {"index": call.index}
+def _tool_call_delta(call: ToolCallDelta) -> ChoiceDeltaToolCall:
+    item: ChoiceDeltaToolCall = {"index": call.index}
     if call.id is not None:
         item["id"] = call.id
         item["type"] = call.type
     if call.type == "custom":
-        custom: dict[str, Any] = {"input": call.arguments}
+        custom: ChoiceDeltaToolCallCustom = {"input": call.arguments}
         if call.name is not None:
             custom["name"] = call.name
         item["custom"] = custom
         return item
-    function: dict[str, Any] = {"arguments": call.arguments}
+    function: ChoiceDeltaToolCallFunction = {"arguments": call.arguments}
     if call.name is not None:
         function["name"] = call.name
     item["function"] = function
     return item
 
 
-def _function_call_delta(call: ToolCallDelta) -> dict[str, Any]:
-    function: dict[str, Any] = {"arguments": call.arguments}
+def _function_call_delta(call: ToolCallDelta) -> ChoiceDeltaFunctionCall:
+    function: ChoiceDeltaFunctionCall = {"arguments": call.arguments}
     if call.name is not None:
         function["name"] = call.name
     return function

@@ -11,7 +11,7 @@ import base64
 import contextlib
 import re
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -47,6 +47,7 @@ from palyra.models.openai_responses import (
     response_failure,
     response_stream_delta,
 )
+from palyra.models.openai_wire import ChatCompletionChunk, EmbeddingCreateParams, merge_extra
 from palyra.sse import SSEError, decode_sse
 from palyra.types import (
     ChatDelta,
@@ -128,7 +129,9 @@ class OpenAIProvider(HttpProvider):
                 "stream ended before its finish_reason", provider_id=self.provider_id
             )
 
-    def _chunk(self, data: str, fields: ChunkFields) -> tuple[Any, ChatDelta | None]:
+    def _chunk(
+        self, data: str, fields: ChunkFields
+    ) -> tuple[ChatCompletionChunk, ChatDelta | None]:
         """A stream event's chunk, decoded, and its delta (None: nothing to relay)."""
         try:
             chunk = orjson.loads(data)
@@ -154,13 +157,16 @@ class OpenAIProvider(HttpProvider):
                 f"sent a malformed stream chunk: {what}", provider_id=self.provider_id
             ) from None
 
-    def _stream_error(self, chunk: dict[str, Any]) -> ProviderError:
-        if not isinstance(chunk["error"], dict | str):
+    def _stream_error(self, body: Mapping[str, object]) -> ProviderError:
+        """The error of a body or stream event that has an `error` (`{"error": {"message",
+        "type", "param", "code"}}` by the API; some compatible servers send a string)."""
+        error = body["error"]
+        if not isinstance(error, dict | str):
             return UpstreamProtocolError(
-                f"sent an error that is {kind_of(chunk['error'])}, not an object",
+                f"sent an error that is {kind_of(error)}, not an object",
                 provider_id=self.provider_id,
             )
-        message, code, param = self._error_details(chunk)
+        message, code, param = self._error_details(body)
         status = 500
         if code == "rate_limit_exceeded":
             status = 429
@@ -171,7 +177,7 @@ class OpenAIProvider(HttpProvider):
     async def embed(self, request: EmbeddingsRequest, model: ModelConfig) -> EmbeddingsResult:
         base64_wanted = request.encoding_format == "base64"
         ask_base64 = base64_wanted and self._upstream_takes_base64
-        payload: dict[str, Any] = {
+        payload: EmbeddingCreateParams = {
             "model": model.upstream_name,
             "input": request.input,
             # Asked for as the client wants them: base64 comes back as base64 and is relayed as
@@ -185,9 +191,12 @@ class OpenAIProvider(HttpProvider):
             payload["user"] = request.user
         # Parameters we have no name for go as they came, as for chat (servers extend this
         # API too: vLLM's `truncate_prompt_tokens`, `input_type` of retrieval models, ...).
-        for key, value in (request.model_extra or {}).items():
-            if value is not None:
-                payload.setdefault(key, value)
+        extra = request.model_extra
+        if extra:
+            merge_extra(
+                payload,
+                {k: v for k, v in extra.items() if v is not None and k not in payload},
+            )
         try:
             raw = await self._post_raw("/embeddings", payload)
         except ProviderError as error:
@@ -383,10 +392,12 @@ class OpenAIProvider(HttpProvider):
 
     # --- native pass-through (the OpenAI Responses dialect) ---------------------------------
 
-    async def send_responses(self, body: dict[str, Any], model: ModelConfig) -> ChatResult:
+    async def send_responses(self, body: dict[str, object], model: ModelConfig) -> ChatResult:
         """`POST /responses` with a client's own Responses API body (its model replaced by
         the upstream name), for a provider with `responses_passthrough`. The result is
-        translated for metrics and routing, and carries the upstream's answer in `native`."""
+        translated for metrics and routing, and carries the upstream's answer in `native`.
+        The body goes as the client sent it, fields we have no name for included, and is
+        not read here (the Responses dialect reads it, `dialects/responses_wire.py`)."""
         payload = native_body(body, model, stream=False)
         answer = await self._post_json(RESPONSES_PATH, payload)
         if isinstance(answer, dict) and "error" in answer and "output" not in answer:
@@ -402,7 +413,7 @@ class OpenAIProvider(HttpProvider):
             ) from None
 
     async def stream_responses(
-        self, body: dict[str, Any], model: ModelConfig
+        self, body: dict[str, object], model: ModelConfig
     ) -> AsyncIterator[ChatDelta]:
         """The same, streamed: one `ChatDelta` per upstream event, its `native` the event as
         it came (name, data) and its other fields the event's translation, so the router

@@ -2,16 +2,31 @@
 the upstream payload for a request (passed through, unknown parameters included, with only the
 model name replaced and what only replies carry left out) and the answer, whole or chunk by
 chunk, parsed into the shared shapes with every field the upstream sent kept. Pure: no I/O.
+The format's types are in `openai_wire.py`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import orjson
 
 from palyra.config import ModelConfig
 from palyra.models.http import Malformed, kind_of, token_count
+from palyra.models.openai_wire import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+    ChoiceDelta,
+    ChoiceDeltaFunctionCall,
+    ChoiceDeltaToolCall,
+    ChunkChoice,
+    CompletionCreateParams,
+    CompletionUsage,
+    FunctionCall,
+)
 from palyra.types import (
     ASSISTANT_AUDIO_FIELDS,
     REPLY_ONLY_MESSAGE_FIELDS,
@@ -38,7 +53,9 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 _REPLIES: dict[str, Any] = {"messages": {"__all__": REPLY_ONLY_MESSAGE_FIELDS}}
 
 
-def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> dict[str, Any]:
+def chat_payload(
+    request: ChatRequest, model: ModelConfig, *, stream: bool
+) -> CompletionCreateParams:
     """The upstream body: the request as it came (parameters we have no name for included),
     less nulls and reply-only fields, with the upstream's model name."""
     # (The per-message exclusion doubles the dump's cost: only a history that has one pays.
@@ -54,17 +71,21 @@ def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> d
         if message.audio is not None:
             audio = True
     # The stream flags are dumped with the rest and set below (an exclusion costs more).
-    payload = request.model_dump(exclude_none=True, exclude=_REPLIES if replies else None)
-    del payload["stream"]
-    options = payload.pop("stream_options", None)
-    payload["model"] = model.upstream_name
+    dumped = request.model_dump(exclude_none=True, exclude=_REPLIES if replies else None)
     if audio:
         for index, message in enumerate(request.messages):
             if message.audio is not None and message.audio.keys() - ASSISTANT_AUDIO_FIELDS:
-                sent = payload["messages"][index]
+                sent = dumped["messages"][index]
                 sent["audio"] = {
                     k: v for k, v in sent["audio"].items() if k in ASSISTANT_AUDIO_FIELDS
                 }
+    # `ChatRequest` names its fields as the API does, so its dump is this wire format, with
+    # the client's parameters and message fields we have no name for beside them, as they
+    # came: a TypedDict cannot list those, and this cast is where they come in.
+    payload = cast(CompletionCreateParams, dumped)
+    del payload["stream"]
+    options = payload.pop("stream_options", None)
+    payload["model"] = model.upstream_name
     if stream:
         payload["stream"] = True
         # Always ask for usage: metrics and budgets need it even when the client did not. The
@@ -76,7 +97,7 @@ def chat_payload(request: ChatRequest, model: ModelConfig, *, stream: bool) -> d
 _USAGE_COUNTS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 
 
-def parse_usage(data: Any, where: str = "usage") -> Usage:
+def parse_usage(data: CompletionUsage | None, where: str = "usage") -> Usage:
     """Usage as the upstream counted it; absent is zero, a count of the wrong type is
     `Malformed` (it would be a 500 later, or a wrong bill). Its detail objects and any
     field we have no name for are kept in `extra`, to be given back as they came."""
@@ -108,7 +129,7 @@ def parse_usage(data: Any, where: str = "usage") -> Usage:
     return usage
 
 
-def _finish(raw: Any, where: str) -> FinishReason:
+def _finish(raw: object, where: str) -> FinishReason:
     if raw is None:
         return "stop"
     if not isinstance(raw, str):
@@ -116,8 +137,9 @@ def _finish(raw: Any, where: str) -> FinishReason:
     return _FINISH_REASONS.get(raw, "stop")
 
 
-def _tool_call(call: Any, where: str) -> ToolCallResult:
-    if isinstance(call, dict) and call.get("type") == "custom":
+def _tool_call(call: ChatCompletionMessageToolCall, where: str) -> ToolCallResult:
+    # (`in` before the type: a call without one is a function's.)
+    if isinstance(call, dict) and "type" in call and call["type"] == "custom":
         custom = call.get("custom")
         if not isinstance(custom, dict):
             raise Malformed(f"{where} is a custom tool call without a custom object")
@@ -127,7 +149,11 @@ def _tool_call(call: Any, where: str) -> ToolCallResult:
         if text is not None and not isinstance(text, str):
             raise Malformed(f"{where}.custom.input is {kind_of(text)}, not a string")
         return ToolCallResult(call_id, name, text or "", "custom")
-    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+    if (
+        not isinstance(call, dict)
+        or "function" not in call
+        or not isinstance(call["function"], dict)
+    ):
         raise Malformed(f"{where} is not an object with a function")
     function = call["function"]
     call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
@@ -136,7 +162,7 @@ def _tool_call(call: Any, where: str) -> ToolCallResult:
     return ToolCallResult(call_id, name, _arguments(arguments, f"{where}.function.arguments"))
 
 
-def _arguments(arguments: Any, where: str) -> str:
+def _arguments(arguments: object, where: str) -> str:
     if isinstance(arguments, dict):
         # Some compatible servers send the arguments as an object; clients want its JSON.
         return orjson.dumps(arguments).decode()
@@ -145,7 +171,7 @@ def _arguments(arguments: Any, where: str) -> str:
     return arguments or ""
 
 
-def _function_call(call: Any, where: str) -> ToolCallResult:
+def _function_call(call: FunctionCall, where: str) -> ToolCallResult:
     # The deprecated functions' call: no id (the chat dialect gives it back as it came).
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         raise Malformed(f"{where} is not an object with a string name")
@@ -159,32 +185,39 @@ _CHOICE_KEYS = frozenset({"index", "message", "delta", "finish_reason", "logprob
 _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "refusal", "function_call"})
 
 
-def _extra(data: dict[str, Any], known: frozenset[str]) -> dict[str, Any] | None:
+def _extra(data: Mapping[str, object], known: frozenset[str]) -> dict[str, Any] | None:
     # The subset test is one C call: the usual level has nothing unknown and costs no more.
     if data.keys() <= known:
         return None
     return {k: v for k, v in data.items() if k not in known}
 
 
-def _reasoning(message: dict[str, Any], where: str) -> str | None:
+def _reasoning(message: ChatCompletionMessage | ChoiceDelta, where: str) -> str | None:
     # Servers spell it `reasoning_content` (DeepSeek, vLLM, SGLang) or `reasoning` (vLLM's
     # newer releases, OpenRouter, Ollama). Both stay in the extras as they came; this is
     # their text for the dialects that render reasoning their own way.
     reasoning = message.get("reasoning_content")
     if reasoning is None:
-        reasoning = message.get("reasoning")
-        if not isinstance(reasoning, str):
+        spelt = message.get("reasoning")
+        if not isinstance(spelt, str):
             return None  # (OpenRouter's `reasoning` may be an object: an extra only)
+        reasoning = spelt
     if not isinstance(reasoning, str):
         raise Malformed(f"{where}.reasoning_content is {kind_of(reasoning)}, not a string")
     return reasoning or None
 
 
-def _first_choice(choices: list[Any]) -> tuple[Any, list[dict[str, Any]] | None]:
-    """The choice of index 0 (absent index is 0) and the others, as they came."""
+# A choice of an answer or of a chunk.
+_Choice = TypeVar("_Choice", bound=Mapping[str, object])
+
+
+def _first_choice(choices: Sequence[_Choice]) -> tuple[_Choice | None, list[Any] | None]:
+    """The choice of index 0 (absent index is 0) and the others, as they came (relayed
+    unread: the shared shapes hold them as plain JSON)."""
     if len(choices) == 1 and isinstance(choices[0], dict) and not choices[0].get("index"):
         return choices[0], None
-    first, more = None, []
+    first: _Choice | None = None
+    more: list[Any] = []
     for choice in choices:
         if first is None and isinstance(choice, dict) and not choice.get("index"):
             first = choice
@@ -193,9 +226,9 @@ def _first_choice(choices: list[Any]) -> tuple[Any, list[dict[str, Any]] | None]
     return first, more or None
 
 
-def parse_chat_response(body: Any) -> ChatResult:
+def parse_chat_response(body: ChatCompletion) -> ChatResult:
     """A `chat.completion` body as a `ChatResult`; `Malformed` names the first field that is
-    not what the API says it is."""
+    not what the API says it is (the body is the upstream's JSON, whatever it holds)."""
     if not isinstance(body, dict):
         raise Malformed(f"the body is {kind_of(body)}, not a JSON object")
     choices = body.get("choices")
@@ -219,10 +252,9 @@ def parse_chat_response(body: Any) -> ChatResult:
     tool_calls = [
         _tool_call(call, f"choices[0].message.tool_calls[{i}]") for i, call in enumerate(raw_calls)
     ]
-    if message.get("function_call") is not None:
-        tool_calls.append(
-            _function_call(message["function_call"], "choices[0].message.function_call")
-        )
+    function_call = message.get("function_call")
+    if function_call is not None:
+        tool_calls.append(_function_call(function_call, "choices[0].message.function_call"))
     model = body.get("model")
     return ChatResult(
         content=content,
@@ -257,7 +289,7 @@ class ChunkFields:
         # The keys a chunk may have for `_last` to still hold: the named ones and its own.
         self._known = _BODY_KEYS
 
-    def of(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+    def of(self, chunk: ChatCompletionChunk) -> dict[str, Any] | None:
         last = self._last
         if chunk.keys() <= self._known:
             if last is None:
@@ -321,7 +353,7 @@ class UsualChunk:
             delta.chunk_extra = self._fields
         return delta
 
-    def learn(self, data: str, chunk: Any, delta: ChatDelta | None) -> None:
+    def learn(self, data: str, chunk: ChatCompletionChunk, delta: ChatDelta | None) -> None:
         """Take `data`'s text as the usual chunk's when `delta`, what `parse_chunk` made of
         `chunk` (its decoded text), is content and nothing else. The content is looked for
         after the text's first `{"content":`, which is outside any string (a string's quotes
@@ -368,7 +400,7 @@ class UsualChunk:
         self._fields = delta.chunk_extra
 
 
-def parse_chunk(chunk: Any, fields: ChunkFields | None = None) -> ChatDelta | None:
+def parse_chunk(chunk: ChatCompletionChunk, fields: ChunkFields | None = None) -> ChatDelta | None:
     """One `chat.completion.chunk` as a delta; None when it carries nothing we relay.
 
     On the hot path: only what a client would otherwise receive malformed is checked by type;
@@ -381,7 +413,7 @@ def parse_chunk(chunk: Any, fields: ChunkFields | None = None) -> ChatDelta | No
     chunk_extra = fields.of(chunk) if fields is not None else _extra(chunk, _BODY_KEYS)
     if not choices:
         return ChatDelta(usage=usage, chunk_extra=chunk_extra) if usage else None
-    choice = choices[0]
+    choice: ChunkChoice | None = choices[0]
     more_choices = None
     if len(choices) > 1 or type(choice) is not dict or choice.get("index"):
         choice, more_choices = _first_choice(choices)
@@ -389,9 +421,10 @@ def parse_chunk(chunk: Any, fields: ChunkFields | None = None) -> ChatDelta | No
         # Only other choices (n > 1) in this chunk.
         return ChatDelta(usage=usage, chunk_extra=chunk_extra, more_choices=more_choices)
     delta = choice.get("delta") or {}
+    calls = delta.get("tool_calls")
     tool_calls = None
-    if delta.get("tool_calls"):
-        tool_calls = [_tool_call_delta(call, i) for i, call in enumerate(delta["tool_calls"])]
+    if calls:
+        tool_calls = [_tool_call_delta(call, i) for i, call in enumerate(calls)]
     finish_raw = choice.get("finish_reason")
     finish = _finish(finish_raw, "choices[0].finish_reason") if finish_raw else None
     content = delta.get("content") or None
@@ -407,8 +440,9 @@ def parse_chunk(chunk: Any, fields: ChunkFields | None = None) -> ChatDelta | No
         if chunk_extra is not None:
             parsed.chunk_extra = chunk_extra
         return parsed
-    if delta.get("function_call"):
-        tool_calls = [*(tool_calls or ()), _function_call_delta(delta["function_call"])]
+    function_call = delta.get("function_call")
+    if function_call:
+        tool_calls = [*(tool_calls or ()), _function_call_delta(function_call)]
     refusal = delta.get("refusal") or None
     if refusal is not None and not isinstance(refusal, str):
         raise Malformed(f"choices[0].delta.refusal is {kind_of(refusal)}, not a string")
@@ -454,7 +488,7 @@ _PLAIN_DELTA_KEYS = frozenset({"role", "content", "tool_calls"})
 _MAX_TOOL_CALL_INDEX = 1023
 
 
-def _tool_call_delta(call: Any, position: int) -> ToolCallDelta:
+def _tool_call_delta(call: ChoiceDeltaToolCall, position: int) -> ToolCallDelta:
     where = f"choices[0].delta.tool_calls[{position}]"
     if not isinstance(call, dict):
         raise Malformed(f"{where} is {kind_of(call)}, not an object")
@@ -482,7 +516,7 @@ def _tool_call_delta(call: Any, position: int) -> ToolCallDelta:
     )
 
 
-def _function_call_delta(call: Any) -> ToolCallDelta:
+def _function_call_delta(call: ChoiceDeltaFunctionCall) -> ToolCallDelta:
     name, arguments = call.get("name"), call.get("arguments")
     if not (isinstance(name, str | None) and isinstance(arguments, str | None)):
         raise Malformed("choices[0].delta.function_call has fields of the wrong type")

@@ -1,0 +1,262 @@
+"""palyra/models/openai_wire.py names what openai-python names: each TypedDict has the keys of
+its counterpart in the SDK (its `*_param.py` TypedDicts for the request, its models for the
+answer and the chunk), plus only the fields written down here as not the SDK's. A field the
+SDK gains, loses or renames fails here, with the names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openai.types import EmbeddingCreateParams, completion_usage, shared_params
+from openai.types.chat import (
+    chat_completion,
+    chat_completion_allowed_tool_choice_param,
+    chat_completion_allowed_tools_param,
+    chat_completion_assistant_message_param,
+    chat_completion_audio,
+    chat_completion_audio_param,
+    chat_completion_chunk,
+    chat_completion_content_part_image_param,
+    chat_completion_content_part_input_audio_param,
+    chat_completion_content_part_param,
+    chat_completion_content_part_refusal_param,
+    chat_completion_content_part_text_param,
+    chat_completion_custom_tool_param,
+    chat_completion_developer_message_param,
+    chat_completion_function_call_option_param,
+    chat_completion_function_message_param,
+    chat_completion_function_tool_param,
+    chat_completion_message,
+    chat_completion_message_custom_tool_call,
+    chat_completion_message_custom_tool_call_param,
+    chat_completion_message_function_tool_call,
+    chat_completion_message_function_tool_call_param,
+    chat_completion_named_tool_choice_custom_param,
+    chat_completion_named_tool_choice_param,
+    chat_completion_prediction_content_param,
+    chat_completion_stream_options_param,
+    chat_completion_system_message_param,
+    chat_completion_token_logprob,
+    chat_completion_tool_message_param,
+    chat_completion_user_message_param,
+    completion_create_params,
+)
+from openai.types.shared_params import response_format_json_schema
+
+from palyra.models import openai_wire as wire
+
+# The reasoning of a model, as compatible servers send it and Palyra writes it.
+REASONING = {"reasoning_content", "reasoning"}
+
+# Palyra's TypedDict, openai-python's type, the keys Palyra has that the SDK does not.
+PAIRS: list[tuple[Any, Any, set[str]]] = [
+    # the request
+    (
+        wire.ChatCompletionContentPartTextParam,
+        chat_completion_content_part_text_param.ChatCompletionContentPartTextParam,
+        set(),
+    ),
+    (wire.ImageURL, chat_completion_content_part_image_param.ImageURL, set()),
+    (
+        wire.ChatCompletionContentPartImageParam,
+        chat_completion_content_part_image_param.ChatCompletionContentPartImageParam,
+        set(),
+    ),
+    (wire.InputAudio, chat_completion_content_part_input_audio_param.InputAudio, set()),
+    (
+        wire.ChatCompletionContentPartInputAudioParam,
+        chat_completion_content_part_input_audio_param.ChatCompletionContentPartInputAudioParam,
+        set(),
+    ),
+    (wire.FileFile, chat_completion_content_part_param.FileFile, set()),
+    (wire.ChatCompletionContentPartFileParam, chat_completion_content_part_param.File, set()),
+    (
+        wire.ChatCompletionContentPartRefusalParam,
+        chat_completion_content_part_refusal_param.ChatCompletionContentPartRefusalParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionDeveloperMessageParam,
+        chat_completion_developer_message_param.ChatCompletionDeveloperMessageParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionSystemMessageParam,
+        chat_completion_system_message_param.ChatCompletionSystemMessageParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionUserMessageParam,
+        chat_completion_user_message_param.ChatCompletionUserMessageParam,
+        set(),
+    ),
+    (wire.FunctionCall, chat_completion_assistant_message_param.FunctionCall, set()),
+    (wire.Audio, chat_completion_assistant_message_param.Audio, set()),
+    (
+        wire.ChatCompletionAssistantMessageParam,
+        chat_completion_assistant_message_param.ChatCompletionAssistantMessageParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionToolMessageParam,
+        chat_completion_tool_message_param.ChatCompletionToolMessageParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionFunctionMessageParam,
+        chat_completion_function_message_param.ChatCompletionFunctionMessageParam,
+        set(),
+    ),
+    (wire.Function, chat_completion_message_function_tool_call_param.Function, set()),
+    (
+        wire.ChatCompletionMessageFunctionToolCallParam,
+        chat_completion_message_function_tool_call_param.ChatCompletionMessageFunctionToolCallParam,
+        set(),
+    ),
+    (wire.Custom, chat_completion_message_custom_tool_call_param.Custom, set()),
+    (
+        wire.ChatCompletionMessageCustomToolCallParam,
+        chat_completion_message_custom_tool_call_param.ChatCompletionMessageCustomToolCallParam,
+        set(),
+    ),
+    (wire.FunctionDefinition, shared_params.FunctionDefinition, set()),
+    (
+        wire.ChatCompletionFunctionToolParam,
+        chat_completion_function_tool_param.ChatCompletionFunctionToolParam,
+        set(),
+    ),
+    (wire.CustomToolDefinition, chat_completion_custom_tool_param.Custom, set()),
+    (
+        wire.ChatCompletionCustomToolParam,
+        chat_completion_custom_tool_param.ChatCompletionCustomToolParam,
+        set(),
+    ),
+    (wire.NamedTool, chat_completion_named_tool_choice_param.Function, set()),
+    (
+        wire.ChatCompletionNamedToolChoiceParam,
+        chat_completion_named_tool_choice_param.ChatCompletionNamedToolChoiceParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionNamedToolChoiceCustomParam,
+        chat_completion_named_tool_choice_custom_param.ChatCompletionNamedToolChoiceCustomParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionAllowedToolsParam,
+        chat_completion_allowed_tools_param.ChatCompletionAllowedToolsParam,
+        set(),
+    ),
+    (
+        wire.ChatCompletionAllowedToolChoiceParam,
+        chat_completion_allowed_tool_choice_param.ChatCompletionAllowedToolChoiceParam,
+        set(),
+    ),
+    (wire.ResponseFormatText, shared_params.ResponseFormatText, set()),
+    (wire.ResponseFormatJSONObject, shared_params.ResponseFormatJSONObject, set()),
+    (wire.ResponseFormatJSONSchema, shared_params.ResponseFormatJSONSchema, set()),
+    (wire.JSONSchema, response_format_json_schema.JSONSchema, set()),
+    (
+        wire.ChatCompletionStreamOptionsParam,
+        chat_completion_stream_options_param.ChatCompletionStreamOptionsParam,
+        set(),
+    ),
+    (wire.ChatCompletionAudioParam, chat_completion_audio_param.ChatCompletionAudioParam, set()),
+    (
+        wire.ChatCompletionPredictionContentParam,
+        chat_completion_prediction_content_param.ChatCompletionPredictionContentParam,
+        set(),
+    ),
+    (
+        wire.FunctionCallOption,
+        chat_completion_function_call_option_param.ChatCompletionFunctionCallOptionParam,
+        set(),
+    ),
+    (wire.CompletionCreateParams, completion_create_params.CompletionCreateParamsStreaming, set()),
+    (wire.EmbeddingCreateParams, EmbeddingCreateParams, set()),
+    # the answer
+    (wire.TopLogprob, chat_completion_token_logprob.TopLogprob, set()),
+    (
+        wire.ChatCompletionTokenLogprob,
+        chat_completion_token_logprob.ChatCompletionTokenLogprob,
+        set(),
+    ),
+    (wire.ChoiceLogprobs, chat_completion.ChoiceLogprobs, set()),
+    (
+        wire.ChatCompletionMessageFunctionToolCall,
+        chat_completion_message_function_tool_call.ChatCompletionMessageFunctionToolCall,
+        set(),
+    ),
+    (
+        wire.ChatCompletionMessageCustomToolCall,
+        chat_completion_message_custom_tool_call.ChatCompletionMessageCustomToolCall,
+        set(),
+    ),
+    (wire.ChatCompletionAudio, chat_completion_audio.ChatCompletionAudio, set()),
+    (wire.ChatCompletionMessage, chat_completion_message.ChatCompletionMessage, REASONING),
+    (wire.Choice, chat_completion.Choice, set()),
+    (wire.PromptTokensDetails, completion_usage.PromptTokensDetails, set()),
+    (wire.CompletionTokensDetails, completion_usage.CompletionTokensDetails, set()),
+    (wire.CompletionUsage, completion_usage.CompletionUsage, set()),
+    (wire.ChatCompletion, chat_completion.ChatCompletion, set()),
+    # the stream chunk
+    (wire.ChoiceDeltaFunctionCall, chat_completion_chunk.ChoiceDeltaFunctionCall, set()),
+    (wire.ChoiceDeltaToolCallFunction, chat_completion_chunk.ChoiceDeltaToolCallFunction, set()),
+    # (The SDK streams no custom tool call: its keys are those of the whole one.)
+    (wire.ChoiceDeltaToolCallCustom, chat_completion_message_custom_tool_call.Custom, set()),
+    (wire.ChoiceDeltaToolCall, chat_completion_chunk.ChoiceDeltaToolCall, {"custom"}),
+    (wire.ChoiceDeltaAudio, chat_completion_chunk.ChoiceDeltaAudio, set()),
+    (wire.ChoiceDelta, chat_completion_chunk.ChoiceDelta, REASONING),
+    (wire.ChunkChoice, chat_completion_chunk.Choice, set()),
+    (wire.ChatCompletionChunk, chat_completion_chunk.ChatCompletionChunk, set()),
+]
+
+
+def keys(shape: Any) -> set[str]:
+    """The keys of a TypedDict (its bases' included) or the fields of an SDK model."""
+    fields = getattr(shape, "model_fields", None)
+    return set(fields if fields is not None else shape.__annotations__)
+
+
+def mismatch(ours: Any, theirs: Any, extensions: set[str]) -> str | None:
+    """What tells `ours` from `theirs` with `extensions` known, or None."""
+    missing = keys(theirs) - keys(ours)
+    unknown = keys(ours) - keys(theirs) - extensions
+    stale = extensions & keys(theirs)  # the SDK has it now: no longer ours alone
+    if not (missing or unknown or stale):
+        return None
+    return (
+        f"{ours.__name__} against {theirs.__module__}.{theirs.__name__}: "
+        f"missing {sorted(missing)}, not the SDK's {sorted(unknown)}, "
+        f"the SDK's now {sorted(stale)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "extensions"), PAIRS, ids=[pair[0].__name__ for pair in PAIRS]
+)
+def test_the_typeddict_has_the_sdk_keys(ours: Any, theirs: Any, extensions: set[str]) -> None:
+    assert mismatch(ours, theirs, extensions) is None
+
+
+def test_every_typeddict_of_the_module_is_checked() -> None:
+    typed = {
+        name
+        for name, value in vars(wire).items()
+        if isinstance(value, type) and issubclass(value, dict) and value.__module__ == wire.__name__
+    }
+    assert typed == {pair[0].__name__ for pair in PAIRS}
+
+
+def test_the_check_tells_a_missing_an_unknown_and_a_stale_key() -> None:
+    class Named(dict[str, Any]):
+        # (stands for a TypedDict: its keys are its annotations)
+        __annotations__ = {"index": int, "delta": dict, "reasoning_content": str}
+
+    found = mismatch(Named, chat_completion_chunk.Choice, set())
+    assert found is not None
+    assert "missing ['finish_reason', 'logprobs']" in found
+    assert "not the SDK's ['reasoning_content']" in found
+    stale = mismatch(wire.Choice, chat_completion.Choice, {"logprobs"})
+    assert stale is not None and "the SDK's now ['logprobs']" in stale
