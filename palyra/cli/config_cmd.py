@@ -4,6 +4,7 @@ asks the running daemon to re-read its own."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,14 @@ from palyra.cli.common import (
     options,
     plural,
 )
-from palyra.config import ConfigError, config_for_display, load_config
+from palyra.config import (
+    ConfigError,
+    PalyraConfig,
+    config_for_display,
+    find_config_path,
+    load_config,
+)
+from palyra.config.loading import salvage_config
 
 app = typer.Typer(no_args_is_help=True, help="Check, show and reload configuration.")
 
@@ -33,18 +41,51 @@ def config_validate(
         Path | None, typer.Option("--config", help="config file (same as the PATH argument)")
     ] = None,
 ) -> None:
-    """Check a config file; print every problem found, one a line, each naming its key."""
+    """Check a config file and the agents.toml that goes with it (as palyrad finds it); print
+    every problem found in either, one a line, each naming its file and key."""
     if path is not None and config is not None and path != config:
         print("palyra: error: give the file once: PATH or --config, not both", file=sys.stderr)
         raise typer.Exit(2)
+    chosen = path or config or options.get("config_path")
+    problems: list[str] = []
+    oks: list[str] = []
     try:
-        loaded = load_config(path or config or options.get("config_path"))
+        loaded = load_config(chosen)
     except ConfigError as exc:
-        fail_lines(config_problems(exc))
-    mp = loaded.config.model_provider
-    where = str(loaded.path) if loaded.path else "built-in defaults (no config file)"
-    counts = f"{plural(len(mp.providers), 'provider')}, {plural(len(mp.models), 'model')}"
-    print(f"ok: {where}: {counts}")
+        problems += config_problems(exc)
+        settings, unknown = salvage_config(chosen, ("agents.file",))
+        config_path = find_config_path(chosen, os.environ)
+        if unknown:
+            # Where agents.toml is cannot be known (the config cannot be read, or its
+            # `[agents] file` is wrong): it is checked once that is fixed.
+            fail_lines(problems)
+    else:
+        settings = loaded.config
+        config_path = loaded.path or find_config_path(None, os.environ)
+        mp = settings.model_provider
+        where = str(loaded.path) if loaded.path else "built-in defaults (no config file)"
+        counts = f"{plural(len(mp.providers), 'provider')}, {plural(len(mp.models), 'model')}"
+        oks.append(f"ok: {where}: {counts}")
+    agents_problems, agents_ok = _check_agents(settings, config_path)
+    if problems or agents_problems:
+        fail_lines(problems + agents_problems)
+    print("\n".join([*oks, agents_ok]))
+
+
+def _check_agents(config: PalyraConfig, config_path: Path | None) -> tuple[list[str], str]:
+    """agents.toml checked as palyrad reads it: its problems, else none and the `ok:` line."""
+    # Imported here: the agents' tools bring aiohttp, which no other command of this group needs.
+    from palyra.agents.registry import find_agents_file, load_agents
+
+    try:
+        registry = load_agents(config, config_path, os.environ)
+    except ConfigError as exc:
+        return config_problems(exc), ""
+    count = plural(len(registry.agents), "agent")
+    if registry.source is not None:
+        return [], f"ok: {registry.source}: {count}"
+    looked_for, _ = find_agents_file(config, config_path, os.environ)
+    return [], f"ok: built-in agents (no {looked_for}): {count}"
 
 
 @app.command("show")

@@ -1,6 +1,6 @@
-"""`palyra config validate` lists every problem of config.toml in one run; a config.toml
-with problems does not stop the commands that only need to find the daemon; config problems
-are shown one a line."""
+"""`palyra config validate` checks what palyrad reads (config.toml and agents.toml) and lists
+every problem in one run; a config.toml with problems does not stop the commands that only
+need to find the daemon; config problems are shown one a line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from palyra.config import ConfigError, validate_config
+from palyra.reload import ReloadRefused, read_candidate
 from tests.support.cli import isolated_env, palyra
 from tests.support.daemon import Daemon, running_daemon
 
@@ -23,6 +24,20 @@ model_id = "m"
 provider_id = "det"
 """
 
+# An unknown tool and an unknown key: what a reload (SIGHUP, `palyra config reload`) refuses.
+BAD_AGENTS = """version = 1
+[[agents]]
+agent_id = "helper"
+tools = ["shell"]
+colour = "red"
+"""
+
+UNKNOWN_TOOL = (
+    "agent 'helper' (agents[0]).tools: unknown tool 'shell'; built-in tools are calculator, "
+    "current_time, http_fetch"
+)
+UNKNOWN_KEY = "agent 'helper' (agents[0]).colour: unknown key"
+
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
@@ -34,6 +49,81 @@ def errors(stderr: str) -> list[str]:
     lines = stderr.splitlines()
     assert all(line.startswith(prefix) for line in lines), stderr
     return [line.removeprefix(prefix) for line in lines]
+
+
+# --- agents.toml ------------------------------------------------------------------------
+
+
+def test_validate_lists_the_problems_of_agents_toml_as_a_reload_does(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(GOOD)
+    agents = tmp_path / "agents.toml"
+    agents.write_text(BAD_AGENTS)
+    result = palyra("config", "validate", str(config), env=env)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert errors(result.stderr) == [
+        f"config: {agents}: {UNKNOWN_TOOL}",
+        f"config: {agents}: {UNKNOWN_KEY}",
+    ]
+    # The very problems a reload refuses the file with.
+    with pytest.raises(ReloadRefused) as refused:
+        read_candidate(config, env=env, overrides={})
+    assert refused.value.problems == [UNKNOWN_TOOL, UNKNOWN_KEY]
+
+
+def test_validate_says_what_it_checked(tmp_path: Path, env: dict[str, str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(GOOD)
+    result = palyra("config", "validate", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"ok: {config}: 1 provider, 1 model",
+        f"ok: built-in agents (no {tmp_path / 'agents.toml'}): 1 agent",
+    ]
+    (tmp_path / "agents.toml").write_text('version = 1\n[[agents]]\nagent_id = "helper"\n')
+    result = palyra("config", "validate", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"ok: {config}: 1 provider, 1 model",
+        f"ok: {tmp_path / 'agents.toml'}: 2 agents",  # helper and the built-in default
+    ]
+
+
+def test_validate_finds_agents_toml_where_palyrad_does(tmp_path: Path, env: dict[str, str]) -> None:
+    # No config file: the XDG one.
+    xdg_agents = Path(env["XDG_CONFIG_HOME"]) / "palyra" / "agents.toml"
+    xdg_agents.parent.mkdir(parents=True)
+    xdg_agents.write_text(BAD_AGENTS)
+    result = palyra("config", "validate", env=env)
+    assert result.returncode == 1
+    assert errors(result.stderr) == [
+        f"config: {xdg_agents}: {UNKNOWN_TOOL}",
+        f"config: {xdg_agents}: {UNKNOWN_KEY}",
+    ]
+    # `[agents] file`, relative to config.toml, which must then exist.
+    config = tmp_path / "elsewhere" / "config.toml"
+    config.parent.mkdir()
+    config.write_text('version = 1\n[agents]\nfile = "team.toml"\n')
+    result = palyra("config", "validate", "--config", str(config), env=env)
+    assert result.returncode == 1
+    assert errors(result.stderr) == [f"config: {config.parent / 'team.toml'}: file not found"]
+
+
+def test_problems_of_both_files_are_listed_in_one_run(tmp_path: Path, env: dict[str, str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(GOOD + "[daemon]\nprot = 8000\n")
+    agents = tmp_path / "agents.toml"
+    agents.write_text(BAD_AGENTS)
+    result = palyra("config", "validate", str(config), env=env)
+    assert result.returncode == 1
+    assert errors(result.stderr) == [
+        f"config: {config}: daemon.prot: unknown key",
+        f"config: {agents}: {UNKNOWN_TOOL}",
+        f"config: {agents}: {UNKNOWN_KEY}",
+    ]
 
 
 # --- references are checked whatever else is wrong ---------------------------------------
