@@ -397,7 +397,7 @@ class OpenAIProvider(HttpProvider):
         the upstream name), for a provider with `responses_passthrough`. The result is
         translated for metrics and routing, and carries the upstream's answer in `native`.
         The body goes as the client sent it, fields we have no name for included, and is
-        not read here (the Responses dialect reads it, `dialects/responses_wire.py`)."""
+        not read here (its format, the Responses API's: `dialects/responses_wire.py`)."""
         payload = native_body(body, model, stream=False)
         answer = await self._post_json(RESPONSES_PATH, payload)
         if isinstance(answer, dict) and "error" in answer and "output" not in answer:
