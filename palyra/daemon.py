@@ -379,6 +379,13 @@ def bind_listening(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+def _say_config_error(exc: ConfigError) -> None:
+    # One problem a line, as `palyra config validate` lists them: a config with several
+    # problems is read, not deciphered from one `;`-joined line.
+    for line in exc.lines():
+        print(f"palyrad: config error: {line}", file=sys.stderr)
+
+
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it is installed (a pinned dependency off Windows): its loop and transports
     are C, so the same daemon spends less CPU per request (figures in benchmarks/README.md).
@@ -420,7 +427,7 @@ def run(
     try:
         loaded = load_config(config, overrides=overrides)
     except ConfigError as exc:
-        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        _say_config_error(exc)
         raise typer.Exit(1) from None
     settings = loaded.config
     configure_logging(settings.daemon.log_level)
@@ -448,7 +455,7 @@ def run(
             build_app(settings, config_path=loaded.path, overrides=overrides), settings.daemon
         )
     except ConfigError as exc:  # agents.toml
-        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        _say_config_error(exc)
         raise typer.Exit(1) from None
     except OSError as exc:
         print(f"palyrad: cannot start: {exc}", file=sys.stderr)
@@ -489,7 +496,7 @@ def serve_worker(spec: WorkerSpec) -> int:
         text = snapshot.read_text("utf-8") if snapshot is not None and snapshot.exists() else None
         loaded = load_config(spec.config_path, overrides=spec.overrides, text=text)
     except ConfigError as exc:
-        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        _say_config_error(exc)
         return 1
     settings = loaded.config
     configure_logging(settings.daemon.log_level)
@@ -514,7 +521,7 @@ def serve_worker(spec: WorkerSpec) -> int:
         app = build_app(settings, config_path=loaded.path, overrides=spec.overrides, worker=spec)
         run_until_stopped(app, settings.daemon, sock=sock, on_listening=listening)
     except ConfigError as exc:  # agents.toml
-        print(f"palyrad: config error: {exc}", file=sys.stderr)
+        _say_config_error(exc)
         return 1
     except OSError as exc:
         print(f"palyrad: cannot start: {exc}", file=sys.stderr)

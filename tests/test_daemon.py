@@ -67,6 +67,26 @@ async def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", port))  # never bound, so still free
 
 
+async def test_every_config_problem_is_a_line_of_its_own(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('version = 1\n[daemon]\nport = 99999\nlog_levl = "info"\n')
+    process = await asyncio.create_subprocess_exec(
+        PALYRAD,
+        "--config",
+        str(config),
+        env=clean_env(tmp_path),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode != 0
+    lines = [line for line in stderr.decode().splitlines() if "config error" in line]
+    assert len(lines) == 2, lines
+    assert any("daemon.port" in line for line in lines), lines
+    assert any("daemon.log_levl: unknown key" in line for line in lines), lines
+    assert all(line.startswith("palyrad: config error: ") for line in lines), lines
+
+
 async def test_a_taken_port_is_one_clear_error_and_never_ready(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
