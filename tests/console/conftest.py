@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.console import ADMIN
+from tests.support.console import ADMIN, console_url
 from tests.support.process import Daemon, clean_env, start_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ async def snap(page: Any, name: str) -> None:
 
 
 async def sign_in(page: Any, daemon: Daemon, token: str) -> None:
-    await page.goto(daemon.url + "/console/")
+    await page.goto(console_url(daemon))
     await page.get_by_label("Admin token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_role("heading", name="Providers").wait_for()

@@ -11,6 +11,7 @@ import pytest
 from tests.auth.oauth_server import CLIENT_ID, OAuthTestServer
 from tests.console.conftest import sign_in, snap
 from tests.fakes.oauth_upstream import TokenUpstream
+from tests.support.console import console_url
 from tests.support.process import Daemon, clean_env, start_daemon
 
 ADMIN = "console-admin-token-0123"
@@ -65,7 +66,7 @@ async def daemon(
 
 
 async def test_sign_in_is_required_and_wrong_tokens_are_refused(page: Any, daemon: Daemon) -> None:
-    await page.goto(daemon.url + "/console/")
+    await page.goto(console_url(daemon))
     await page.get_by_label("Admin token").fill("not-the-token")
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_text("that is not the daemon's admin token").wait_for()
@@ -100,7 +101,7 @@ async def test_a_provider_turns_unhealthy_when_its_upstream_stops(
 
 async def test_narrow_screen_and_keyboard(page: Any, daemon: Daemon) -> None:
     await page.set_viewport_size({"width": 380, "height": 800})
-    await page.goto(daemon.url + "/console/")
+    await page.goto(console_url(daemon))
     # Keyboard only: the token field takes focus by itself; type and press Enter.
     await page.wait_for_function("document.activeElement?.id === 'admin-token'")
     await page.keyboard.type(ADMIN)

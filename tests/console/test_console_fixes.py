@@ -1,13 +1,18 @@
 """What a newcomer found wrong in the console (issue 16), each in a real browser against a real
 daemon: the cron table's layout and its time zone error, the Providers page's stale error,
 polled pages that rebuilt their rows (closing what was open), nav links on the sign-in page,
-the OAuth error in grey, and a degraded store told only in grey text."""
+the OAuth error in grey, a degraded store told only in grey text (Redis, and PostgreSQL lost
+while the daemon runs), and counts whose noun did not agree with them ("1 tool calls").
+
+The pages poll every POLL_MS here (tests/support/console.py), so waiting for a refresh is
+short."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,20 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.fakes.proxy import CuttableProxy
 from tests.fakes.upstream import FakeUpstream
-from tests.support.console import ADMIN, api, open_console
+from tests.state.conftest import drop_schema, postgres_schema_url
+from tests.support.console import (
+    ADMIN,
+    POLL_MS,
+    api,
+    cells,
+    console_url,
+    open_console,
+    record,
+    seed_ledger,
+    state_dir,
+)
 from tests.support.process import Daemon, clean_env, start_daemon
 
 PALYRA = str(Path(sys.executable).with_name("palyra"))
@@ -33,12 +50,12 @@ async def polls(page: Any, path: str, times: int = 2) -> None:
     """Wait until the page has asked for `path` `times` more times: the refresh that the
     first answer fed is on the page once the second request goes out."""
     for _ in range(times):
-        async with page.expect_response(lambda r: urlsplit(r.url).path == path, timeout=15_000):
+        async with page.expect_response(lambda r: urlsplit(r.url).path == path, timeout=5_000):
             pass
 
 
 async def test_the_sign_in_page_shows_no_nav_links(ui: Any, daemon: Daemon) -> None:
-    await ui.goto(daemon.url + "/console/")
+    await ui.goto(console_url(daemon))
     await ui.get_by_label("Admin token").wait_for()
     assert await ui.get_by_role("link", name="Providers").is_hidden()
     assert await ui.locator("#nav").is_hidden()
@@ -242,3 +259,108 @@ async def test_a_degraded_store_is_a_banner_on_every_page(ui: Any, redis_down: D
     await ui.locator("#providers-updated").filter(has_text="Updated").wait_for()
     assert await banner.is_visible()
     assert "degraded" not in (await ui.locator("#providers-updated").inner_text()).lower()
+
+
+@pytest.fixture
+async def postgres_via_proxy() -> AsyncIterator[tuple[str, CuttableProxy]]:
+    """A schema of its own on the test server (skips where PostgreSQL does not answer), reached
+    through a proxy the test can cut."""
+    url, schema = await postgres_schema_url()
+    proxy = CuttableProxy(5432)
+    await proxy.start()
+    yield url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"), proxy
+    await proxy.close()
+    await drop_schema(schema)
+
+
+@pytest.fixture
+async def postgres_daemon(
+    tmp_path: Path, postgres_via_proxy: tuple[str, CuttableProxy]
+) -> AsyncIterator[Daemon]:
+    url, _ = postgres_via_proxy
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "version = 1\n"
+        f'[state]\nbackend = "postgres"\nurl = "{url}"\n'
+        "[[model_provider.providers]]\n"
+        'provider_id = "local"\nkind = "deterministic"\n'
+        "[[model_provider.models]]\n"
+        'model_id = "deterministic"\nprovider_id = "local"\n'
+    )
+    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
+    started = await start_daemon(tmp_path, ["--config", str(config)], env)
+    yield started
+    started.process.terminate()
+    await started.process.wait()
+
+
+async def test_a_lost_postgresql_store_is_a_banner_until_it_is_back(
+    ui: Any, postgres_daemon: Daemon, postgres_via_proxy: tuple[str, CuttableProxy]
+) -> None:
+    _, proxy = postgres_via_proxy
+    await open_console(ui, postgres_daemon, "Keys", "Keys")
+    await polls(ui, "/console/v1/models/status")
+    banner = ui.locator("#degraded")
+    assert await banner.is_hidden()
+    proxy.cut()
+    await banner.filter(has_text="Degraded").wait_for(timeout=15_000)
+    assert "The state store does not answer" in await banner.inner_text()
+    assert await banner.get_attribute("role") == "alert"
+    await ui.get_by_role("link", name="Runs").click()
+    await ui.get_by_role("heading", name="Runs", exact=True).wait_for()
+    assert await banner.is_visible()
+    proxy.up = True
+    await banner.wait_for(state="hidden", timeout=15_000)
+
+
+# --- Counts and their nouns ----------------------------------------------------------------------
+
+
+async def test_a_count_of_one_takes_the_singular(ui: Any, daemon: Daemon) -> None:
+    once = record(
+        int(time.time() * 1000) - 60_000,
+        "deterministic",
+        "local",
+        request_id="req_once",
+        status=429,
+        retries=1,
+        failovers=1,
+    )
+    await seed_ledger(state_dir(daemon), [once])
+    await open_console(ui, daemon, "Usage", "Usage")
+    summary = ui.locator("#usage-summary")
+    await summary.get_by_text("Last 7 days").wait_for()
+    assert await summary.inner_text() == (
+        "Last 7 days: 1 request (1 failed), 0 tokens in, 0 out, cost unknown."
+        " 1 request had no price and is not in the cost."
+    )
+    await ui.get_by_role("link", name="Requests").click()
+    row = ui.locator('tr[data-request="req_once"]')
+    await row.wait_for()
+    assert (await cells(row))["status"] == "429\n1 retry, 1 failover"
+
+    # A cron run that called one tool (the deterministic model's /tool command).
+    body = job("one tool", {"every": "1h"}) | {"prompt": '/tool calculator {"expression": "2+2"}'}
+    created = await api(daemon, "POST", "/console/v1/cron/jobs", body)
+    await api(daemon, "POST", f"/console/v1/cron/jobs/{created['job_id']}/trigger")
+    await ui.get_by_role("link", name="Cron jobs").click()
+    await ui.get_by_role("button", name="Run history of one tool").click()
+    finished = ui.locator("#runs-table tbody tr").filter(has_text="succeeded")
+    await finished.wait_for()
+    usage = await finished.inner_text()
+    assert " tokens, 1 tool call" in usage and "1 tool calls" not in usage, usage
+
+
+# --- The poll interval the tests shorten -------------------------------------------------------
+
+
+async def test_poll_ms_only_shortens_the_intervals_of_the_console_it_is_given_to(
+    ui: Any, daemon: Daemon
+) -> None:
+    every = "[5000, 30000].map(ms => import('/console/static/poll.js').then(m => m.every(ms)))"
+    await ui.goto(daemon.url + "/console/")
+    assert await ui.evaluate(f"Promise.all({every})") == [5000, 30000]
+    await ui.goto(console_url(daemon))
+    assert await ui.evaluate(f"Promise.all({every})") == [POLL_MS, POLL_MS]
+    await ui.goto(daemon.url + "/console/?poll_ms=60000")  # never longer than a page's own
+    assert await ui.evaluate(f"Promise.all({every})") == [5000, 30000]

@@ -7,7 +7,7 @@ test's choosing on the way to the page, so what the page shows can be checked ex
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,19 @@ def rows(in_flight: int) -> list[dict[str, Any]]:
     ]
 
 
+async def relay(route: Any, change: Callable[[dict[str, Any]], None]) -> None:
+    """The daemon's status answer, changed on the way to the page. The page polls until it
+    closes, which is after the daemon has stopped: a poll that finds no daemon is dropped."""
+    try:
+        response = await route.fetch()
+    except Exception:  # playwright's Error: the daemon has stopped
+        await route.abort()
+        return
+    body = await response.json()
+    change(body)
+    await route.fulfill(response=response, json=body)
+
+
 async def cells(row: Any) -> dict[str, str]:
     fields = row.locator("[data-field]")
     return {
@@ -82,13 +95,13 @@ async def cells(row: Any) -> dict[str, str]:
 async def test_deployments_show_their_load_limits_and_last_skip(page: Any, daemon: Daemon) -> None:
     served: dict[str, Any] = {"rows": None}
 
-    async def status(route: Any) -> None:
-        response = await route.fetch()
-        body = await response.json()
+    def change(body: dict[str, Any]) -> None:
         body.pop("deployments", None)  # as an older daemon answers
         if served["rows"] is not None:
             body["deployments"] = served["rows"]
-        await route.fulfill(response=response, json=body)
+
+    async def status(route: Any) -> None:
+        await relay(route, change)
 
     await page.route("**/console/v1/models/status", status)
     await sign_in(page, daemon, ADMIN)
@@ -130,10 +143,7 @@ async def test_deployments_show_their_load_limits_and_last_skip(page: Any, daemo
 
 async def test_deployments_fit_a_narrow_screen(page: Any, daemon: Daemon) -> None:
     async def status(route: Any) -> None:
-        response = await route.fetch()
-        body = await response.json()
-        body["deployments"] = rows(in_flight=1)
-        await route.fulfill(response=response, json=body)
+        await relay(route, lambda body: body.update(deployments=rows(in_flight=1)))
 
     await page.route("**/console/v1/models/status", status)
     await page.set_viewport_size({"width": 380, "height": 800})

@@ -16,6 +16,7 @@ from tests.support.console import (
     api,
     cells,
     fits_narrow_screen,
+    hold_older_pages,
     open_console,
     record,
     seed_ledger,
@@ -120,7 +121,9 @@ async def test_requests_are_listed_filtered_and_paged(ui: Any, daemon: Daemon) -
     assert limited["error"] == "rate_limit_exceeded: over 60 requests a minute"
     await shot(ui, "requests", full_page=False)  # the first rows are enough
 
-    # Older: the page before, appended; the end says so.
+    # Older: the page before, appended (even when the refresh came due while it was loading);
+    # the end says so.
+    await hold_older_pages(ui, "/console/v1/requests")
     older = ui.get_by_role("button", name="Older")
     async with ui.expect_request(lambda r: "before=" in r.url) as sent:
         await older.click()

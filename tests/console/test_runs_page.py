@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import snap
-from tests.support.console import ADMIN, api, fits_narrow_screen, open_console
+from tests.support.console import ADMIN, api, fits_narrow_screen, hold_older_pages, open_console
 from tests.support.process import Daemon, clean_env, start_daemon
 
 PALYRA = str(Path(sys.executable).with_name("palyra"))
@@ -117,7 +117,7 @@ async def test_runs_of_every_source_are_listed_and_a_run_page_survives_a_reload(
     await ui.get_by_label("Source").select_option("cron")
     await ui.locator("#runs-list tbody tr").filter(has_text="console").wait_for(state="detached")
     assert await rows.count() == 1
-    await rows.first.get_by_role("link").click()
+    await rows.first.get_by_role("link", name=cron["agent_run_id"], exact=True).click()
     await ui.locator('#run-events li[data-type="run_finished"]').wait_for()
     assert ui.url.endswith(cron["agent_run_id"])
     assert "digest of the hour" in await ui.locator("#run-input-text").inner_text()
@@ -157,6 +157,8 @@ async def test_older_runs_page_back(ui: Any, daemon: Daemon) -> None:
     rows = ui.locator("#runs-list tbody tr")
     await rows.nth(49).wait_for()
     assert await rows.count() == 50
+    # Even when the list's refresh comes due while the older page loads.
+    await hold_older_pages(ui, "/console/v1/runs")
     await ui.get_by_role("button", name="Older").click()
     await rows.nth(59).wait_for()
     assert await ui.get_by_role("button", name="Older").is_hidden()
@@ -176,3 +178,29 @@ async def test_cron_history_shows_output_and_links_to_the_run(ui: Any, daemon: D
     await ui.locator('#run-events li[data-type="run_finished"]').wait_for()
     assert ui.url.endswith(f"#/runs/{cron['agent_run_id']}")
     assert job["job_id"] in await ui.locator('#run-summary [data-field="source"]').inner_text()
+
+
+async def test_the_list_shows_whole_run_ids_and_a_run_links_to_its_cron_job(
+    ui: Any, daemon: Daemon
+) -> None:
+    job, cron = await cron_run(daemon)
+    await open_console(ui, daemon, "Runs", "Runs")
+    link = ui.locator(f'#runs-list tr[data-run="{cron["agent_run_id"]}"] [data-field="run"] a')
+    await link.wait_for()
+    # Whole (issue 16: ids are never cut), and wrapped in its column: the table fits the page.
+    assert await link.inner_text() == cron["agent_run_id"]
+    overflow = await ui.locator("#runs-list").evaluate(
+        "t => t.parentElement.scrollWidth - t.parentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the runs table scrolls sideways by {overflow} px"
+
+    # The run's page links to the job that made it: its row marked, its history open.
+    await link.click()
+    await ui.locator('#run-events li[data-type="run_finished"]').wait_for()
+    summary = ui.locator("#run-summary")
+    await summary.get_by_role("link", name=f"cron job {job['job_id']}").click()
+    await ui.get_by_role("heading", name="Runs of hourly digest").wait_for(timeout=5_000)
+    assert ui.url.endswith(f"#/cron/{job['job_id']}")
+    row = ui.locator(f'#jobs-table tr[data-job="{job["job_id"]}"]')
+    assert await row.get_attribute("aria-current") == "true"
+    assert await ui.locator(f'#runs-table tr[data-run="{cron["cron_run_id"]}"]').is_visible()

@@ -1,18 +1,20 @@
-"""What the console pages' browser tests share: the admin token their daemon runs with,
-signing in and opening a section, the fields of a table row, the admin API, the check that a
-page fits a narrow screen, the pages' screenshots (written to docs/img/ with
-PALYRA_SCREENSHOTS=1), and a week of requests seeded into the daemon's ledger.
+"""What the console pages' browser tests share: the admin token their daemon runs with, the
+console's URL (its pages polling fast), signing in and opening a section, the fields of a table
+row, the admin API, the check that a page fits a narrow screen, the pages' screenshots (written
+to docs/img/ with PALYRA_SCREENSHOTS=1), and a week of requests seeded into the daemon's ledger.
 
 The fixtures (the daemon, a browser page on UTC) are in tests/console/conftest.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -24,15 +26,52 @@ from tests.support.process import Daemon
 
 ADMIN = "console-keys-token-7321"
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
+# Every page polls at this interval (poll.js) rather than every few seconds: a test waits for
+# a refresh in a fraction of a second.
+POLL_MS = 100
+
+
+def console_url(daemon: Daemon) -> str:
+    return f"{daemon.url}/console/?poll_ms={POLL_MS}"
 
 
 async def open_console(page: Any, daemon: Daemon, section: str, heading: str) -> None:
-    await page.goto(daemon.url + "/console/")
+    await page.goto(console_url(daemon))
     await page.get_by_label("Admin token").fill(ADMIN)
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_role("heading", name="Providers").wait_for()
     await page.get_by_role("link", name=section, exact=True).click()
     await page.get_by_role("heading", name=heading, exact=True).wait_for()
+
+
+async def hold_older_pages(page: Any, path: str, polls: int = 3) -> None:
+    """Hold each "Older" request for `path` (one with `before=`) until the console shell has
+    polled the daemon's status `polls` more times: while it is held, the list's own refresh,
+    polling as often, would have gone out."""
+
+    async def hold(route: Any) -> None:
+        seen = asyncio.Event()
+        count = 0
+
+        def polled(request: Any) -> None:
+            nonlocal count
+            if urlsplit(request.url).path == "/console/v1/models/status":
+                count += 1
+                if count >= polls:
+                    seen.set()
+
+        page.on("request", polled)
+        try:
+            await asyncio.wait_for(seen.wait(), 10)
+        finally:
+            page.remove_listener("request", polled)
+        await route.continue_()
+
+    def older(url: str) -> bool:
+        parts = urlsplit(url)
+        return parts.path == path and "before=" in parts.query
+
+    await page.route(older, hold)
 
 
 async def shot(page: Any, name: str, full_page: bool = True) -> None:

@@ -11,6 +11,7 @@ import { keysPage } from "./keys.js";
 import { usagePage } from "./usage.js";
 import { requestsPage } from "./requests.js";
 import { on } from "./morph.js";
+import { every } from "./poll.js";
 
 const pages = {
   providers: providersPage, auth: authPage, cron: cronPage, runs: runsPage,
@@ -18,7 +19,7 @@ const pages = {
 };
 let csrfToken = null;
 let leaveHandlers = [];
-const DEPENDENCIES_MS = 5000;
+const DEPENDENCIES_MS = every(5000);
 let dependenciesAt = 0;
 let dependenciesTimer = null;
 
@@ -117,7 +118,7 @@ export function dependencies(report) {
 }
 
 async function checkDependencies() {
-  if (!csrfToken || Date.now() - dependenciesAt < DEPENDENCIES_MS - 500) return;
+  if (!csrfToken || Date.now() - dependenciesAt < DEPENDENCIES_MS * 0.9) return;
   try {
     dependencies((await api("GET", "/console/v1/models/status")).dependencies);
   } catch {

@@ -1,6 +1,8 @@
 // Auth profiles: list with provider, type, default mark, expiry and refresh state;
 // connect an API key; sign in with OpenAI in a popup; refresh, set default, delete.
 
+import { every } from "./poll.js";
+
 const CALLBACK_MESSAGE = "palyra.oauth.callback";
 
 function expiry(ms) {
@@ -140,7 +142,7 @@ export function authPage({ api, h, main, notify, confirmThen, onLeave }) {
           await finished(attempt.attempt_id);
         };
         window.addEventListener("message", onMessage);
-        poll = setInterval(() => finished(attempt.attempt_id).catch(() => {}), 2000);
+        poll = setInterval(() => finished(attempt.attempt_id).catch(() => {}), every(2000));
       } catch (err) {
         if (popup) popup.close();
         oauthSays(err.message, true);

@@ -1,9 +1,12 @@
 // Cron jobs: schedule, zone, next five fire times, enabled; add and edit with the daemon's
 // validation messages beside the field; enable, disable, trigger, delete; run history with
 // each run's output and a link to its agent run's page. Refreshed in place every few seconds.
+// #/cron/<job id> (where a run's page links to the job that made it) marks that job's row and
+// opens its run history.
 
 import { update } from "./morph.js";
-import { when } from "./format.js";
+import { every } from "./poll.js";
+import { plural, when } from "./format.js";
 import { runHref } from "./runs.js";
 
 const FIELDS = ["name", "agent_id", "prompt", "schedule", "timezone", "misfire", "concurrency", "retry"];
@@ -23,7 +26,9 @@ function fireTime(iso) {
   return `${m[1]} ${m[2]}${seconds} ${zone}`;
 }
 
-export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
+export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave, path }) {
+  const target = path[0] || null;
+  let targetShown = false;
   const list = h("div", { id: "jobs" });
   const history = h("div", { id: "job-runs" });
   const formBox = h("div");
@@ -35,7 +40,14 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
       const jobs = data.jobs || data;
       const detailed = await Promise.all(jobs.map((j) => api("GET", `/console/v1/cron/jobs/${encodeURIComponent(j.job_id)}`)));
       update(list, table(detailed));
-      if (openHistory) await showRuns(openHistory);
+      if (target && !targetShown) {
+        targetShown = true;
+        const job = detailed.find((j) => j.job_id === target);
+        if (job) await openRuns(job);
+        else notify(`No cron job ${target}: it may have been deleted.`, "error");
+      } else if (openHistory) {
+        await showRuns(openHistory);
+      }
     } catch (err) {
       notify(err.message, "error");
     }
@@ -65,7 +77,7 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
       h("thead", {}, h("tr", {}, ["Job", "Schedule", "Next fire times", "State", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, jobs.map((job) => {
         const id = encodeURIComponent(job.job_id);
-        return h("tr", { key: job.job_id, "data-job": job.job_id },
+        return h("tr", { key: job.job_id, "data-job": job.job_id, "aria-current": job.job_id === target ? "true" : null },
           h("th", { scope: "row" }, job.name, h("div", { class: "muted" }, `${job.job_id} · agent ${job.agent_id}`)),
           h("td", { "data-field": "schedule" }, scheduleText(job.schedule),
             job.problem ? h("div", { class: "error-text" }, job.problem) : ""),
@@ -126,7 +138,7 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
           h("td", {}, h("span", { class: `badge state-${r.status}` }, r.status), r.reason ? h("div", { class: "muted" }, r.reason) : ""),
           h("td", {}, r.started_at_ms ? ago(r.started_at_ms) : "—"),
           h("td", {}, r.started_at_ms && r.finished_at_ms ? `${((r.finished_at_ms - r.started_at_ms) / 1000).toFixed(1)} s` : "—"),
-          h("td", {}, `${r.usage.total_tokens} tokens, ${r.tool_calls} tool calls`),
+          h("td", { "data-field": "usage" }, `${plural(r.usage.total_tokens, "token")}, ${plural(r.tool_calls, "tool call")}`),
           h("td", { "data-field": "output" }, outputCell(r)))))))
         : h("p", { class: "muted" }, "No runs yet."));
   }
@@ -203,6 +215,6 @@ export function cronPage({ api, h, main, notify, ago, confirmThen, onLeave }) {
       h("button", { type: "button", id: "add-job", onclick: () => showForm() }, "Add job")),
     formBox, list, history);
   refresh();
-  const timer = setInterval(refresh, 3000);
+  const timer = setInterval(refresh, every(3000));
   onLeave(() => clearInterval(timer));
 }

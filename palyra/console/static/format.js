@@ -9,6 +9,12 @@ export function count(n) {
   return `${(n / 1000000).toFixed(1).replace(/\.0$/, "")}M`;
 }
 
+// "1 tool call", "2 tool calls", "12k tokens": the count in count()'s short form, and the noun
+// that agrees with it (`many` where adding an s is wrong: "retries").
+export function plural(n, one, many = `${one}s`) {
+  return `${count(n)} ${n === 1 ? one : many}`;
+}
+
 // Costs of single requests are fractions of a cent: keep their first significant digits.
 export function usd(x) {
   if (x === null || x === undefined) return "—";

@@ -4,6 +4,7 @@
 
 import { count, usd, when, until, table } from "./format.js";
 import { update } from "./morph.js";
+import { every } from "./poll.js";
 
 const PERIODS = ["day", "week", "month", "total"];
 const FIELDS = ["name", "models", "rpm", "tpm", "budget_usd", "budget_period", "expires_in", "agent_id"];
@@ -193,6 +194,6 @@ export function keysPage({ api, h, main, notify, confirmThen, onLeave }) {
     h("p", { class: "muted" }, "Client keys call the inference routes for their models, within their limits and budget; nothing else."),
     secretBox, formBox, list);
   refresh();
-  const timer = setInterval(refresh, 5000);
+  const timer = setInterval(refresh, every(5000));
   onLeave(() => clearInterval(timer));
 }

@@ -3,9 +3,11 @@
 // limits, time to first token, share of traffic, why it was skipped last. Refreshes itself
 // every few seconds, in place (morph.js), so an open models list stays open.
 
+import { plural } from "./format.js";
 import { update } from "./morph.js";
+import { every } from "./poll.js";
 
-const REFRESH_MS = 2000;
+const REFRESH_MS = every(2000);
 
 function badge(h, state) {
   return h("span", { class: `badge state-${state}` }, state.replace("_", " "));
@@ -38,9 +40,9 @@ function deploymentNotes(h, d, ago) {
   const upstream = d.upstream || {};
   const until = upstream.exhausted_until_ms;
   if (until && until > Date.now()) {
-    const left = [["remaining_requests", "requests"], ["remaining_tokens", "tokens"]]
+    const left = [["remaining_requests", "request"], ["remaining_tokens", "token"]]
       .filter(([field]) => upstream[field] !== null && upstream[field] !== undefined)
-      .map(([field, what]) => `${upstream[field]} ${what} left`);
+      .map(([field, what]) => `${plural(upstream[field], what)} left`);
     notes.push(h("div", { class: "error-text", "data-field": "exhausted" },
       `Upstream exhausted for ${seconds((until - Date.now()) / 1000)} more`
         + (left.length ? ` (${left.join(", ")})` : "")));

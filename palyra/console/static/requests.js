@@ -2,11 +2,12 @@
 // key, model and status, and paged back with "Older". The first page refreshes itself
 // while no older page is shown.
 
-import { count, usd, ms, when, table } from "./format.js";
+import { count, plural, usd, ms, when, table } from "./format.js";
 import { update } from "./morph.js";
+import { every } from "./poll.js";
 
 const PAGE = 50;
-const REFRESH_MS = 5000;
+const REFRESH_MS = every(5000);
 const STATUSES = [["", "Any status"], ["ok", "Succeeded (below 400)"], ["error", "Failed (400 and above)"],
   ["429", "429 rate limited"], ["499", "499 cancelled by the client"], ["500", "500"], ["502", "502"], ["503", "503"], ["504", "504"]];
 
@@ -36,6 +37,9 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
   let nextBefore = null;
   let pages = 0;
   let generation = 0;
+  // The generation of an "Older" load still under way: the refresh waits for it, as a refresh
+  // started meanwhile would make it stale, and the older page would never show.
+  let olderUnderWay = 0;
   let applied = {};
 
   // The filters as last applied: a refresh or "Older" keeps to them while one is being typed.
@@ -55,7 +59,7 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
   function row(r) {
     const tokens = `${count(r.input_tokens)} / ${count(r.output_tokens)}`;
     const extra = [r.cached_tokens ? `${count(r.cached_tokens)} cached` : "", r.reasoning_tokens ? `${count(r.reasoning_tokens)} reasoning` : ""].filter(Boolean).join(", ");
-    const tries = [r.retries ? `${r.retries} retries` : "", r.failovers ? `${r.failovers} failovers` : ""].filter(Boolean).join(", ");
+    const tries = [r.retries ? plural(r.retries, "retry", "retries") : "", r.failovers ? plural(r.failovers, "failover") : ""].filter(Boolean).join(", ");
     return h("tr", { key: r.request_id, "data-request": r.request_id },
       h("td", { "data-field": "time" }, when(r.at_ms, true)),
       h("td", { "data-field": "key" }, keyText(r)),
@@ -73,9 +77,11 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
   // more: append the page older than the last one shown; else start again from the newest.
   async function load(more = false) {
     const mine = ++generation;
+    if (more) olderUnderWay = mine;
     try {
       const answer = await api("GET", query(more ? nextBefore : null));
       if (mine !== generation) return;  // the filters changed meanwhile
+      olderUnderWay = 0;
       const rows = answer.requests || [];
       for (const r of rows) if (r.model && !models.has(r.model)) {
         models.add(r.model);
@@ -91,6 +97,7 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
         + `. Updated ${new Date().toLocaleTimeString()}.`;
     } catch (err) {
       if (mine !== generation) return;
+      olderUnderWay = 0;
       state.textContent = `Could not load requests: ${err.message}`;
     }
   }
@@ -121,6 +128,6 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
     older);
   loadKeys();
   apply();
-  const timer = setInterval(() => { if (pages <= 1) load(); }, REFRESH_MS);
+  const timer = setInterval(() => { if (pages <= 1 && olderUnderWay !== generation) load(); }, REFRESH_MS);
   onLeave(() => { clearInterval(timer); generation++; });
 }

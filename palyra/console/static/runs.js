@@ -4,17 +4,20 @@
 // A run started here runs in the background on the daemon, so a reload of its page (whose
 // URL carries the run id) finds it again, still running or finished.
 
-import { count, when, table } from "./format.js";
+import { count, plural, when, table } from "./format.js";
 import { update } from "./morph.js";
+import { every } from "./poll.js";
 
 const PAGE = 50;
-const LIST_REFRESH_MS = 3000;
-const FOLLOW_MS = 1000;
+const LIST_REFRESH_MS = every(3000);
+const FOLLOW_MS = every(1000);
 const SOURCES = [["", "Any source"], ["cli", "CLI (palyra run)"], ["cron", "Cron"], ["console", "Console / API"]];
 const STATUSES = [["", "Any status"], ["running", "Running"], ["succeeded", "Succeeded"], ["failed", "Failed"], ["cancelled", "Cancelled"]];
 const SOURCE_NAMES = { cli: "CLI", cron: "cron", console: "console" };
 
 export function runHref(runId) { return `#/runs/${encodeURIComponent(runId)}`; }
+// A cron job in the Cron jobs page, with its run history open (cron.js reads the id back).
+export function cronHref(jobId) { return `#/cron/${encodeURIComponent(jobId)}`; }
 
 function describe(event) {
   switch (event.type) {
@@ -23,7 +26,7 @@ function describe(event) {
     case "tool_call": return `${event.name}(${typeof event.arguments === "string" ? event.arguments : JSON.stringify(event.arguments)})`;
     case "tool_result": return event.result !== undefined ? String(event.result) : (event.content || event.error || "");
     case "run_finished": {
-      const usage = event.usage ? `, ${event.usage.total_tokens} tokens` : "";
+      const usage = event.usage ? `, ${plural(event.usage.total_tokens, "token")}` : "";
       return `${event.status}${event.error_kind ? ` (${event.error_kind})` : ""}${usage}`;
     }
     default: return JSON.stringify(event);
@@ -36,16 +39,14 @@ function duration(run) {
   return s < 120 ? `${s.toFixed(1)} s` : `${Math.round(s / 60)} min`;
 }
 
-function plural(n, what) { return `${n} ${what}${n === 1 ? "" : "s"}`; }
-
 function usageText(run) {
   const u = run.usage || {};
-  return `${count(u.total_tokens)} tokens, ${plural(run.tool_calls, "tool call")}`;
+  return `${plural(u.total_tokens, "token")}, ${plural(run.tool_calls, "tool call")}`;
 }
 
 function sourceCell(h, run) {
   return [SOURCE_NAMES[run.source] || run.source,
-    run.cron_job_id ? h("div", { class: "muted id-wrap" }, `job ${run.cron_job_id}`) : ""];
+    run.cron_job_id ? h("div", { class: "muted id-wrap" }, h("a", { href: cronHref(run.cron_job_id) }, `job ${run.cron_job_id}`)) : ""];
 }
 
 export function runsPage(context) {
@@ -67,6 +68,9 @@ function listPage({ api, h, main, notify, onLeave }) {
   let nextBefore = null;
   let pages = 0;
   let generation = 0;
+  // The generation of an "Older" load still under way: the refresh waits for it, as a refresh
+  // started meanwhile would make it stale, and the older page would never show.
+  let olderUnderWay = 0;
   let applied = {};
 
   async function start(event) {
@@ -97,7 +101,8 @@ function listPage({ api, h, main, notify, onLeave }) {
     return h("tr", { key: r.run_id, "data-run": r.run_id },
       h("td", { class: "nowrap", "data-field": "started" }, when(r.started_at_ms, true),
         h("div", { class: "muted", "data-field": "duration" }, duration(r))),
-      h("th", { scope: "row", "data-field": "run" }, h("a", { href: runHref(r.run_id) }, r.run_id.replace(/^run_/, "").slice(0, 12)),
+      // The whole id, never cut (issue 16): it is what `palyra runs show` and the API take.
+      h("th", { scope: "row", "data-field": "run" }, h("a", { href: runHref(r.run_id), class: "run-id" }, r.run_id),
         h("div", { class: "muted" }, r.agent_id)),
       h("td", { "data-field": "source" }, sourceCell(h, r)),
       h("td", { class: "nowrap", "data-field": "status" }, h("span", { class: `badge state-${r.status}` }, r.status),
@@ -106,15 +111,17 @@ function listPage({ api, h, main, notify, onLeave }) {
       h("td", { class: "excerpt", "data-field": "output" },
         r.error_message ? h("div", { class: "error-text" }, r.error_message) : "",
         r.output_excerpt || (r.error_message ? "" : "—")),
-      h("td", { class: "nowrap", "data-field": "usage" }, `${count(r.usage.total_tokens)} tokens`,
+      h("td", { class: "nowrap", "data-field": "usage" }, plural(r.usage.total_tokens, "token"),
         h("div", { class: "muted" }, plural(r.tool_calls, "tool call"))));
   }
 
   async function load(more = false) {
     const mine = ++generation;
+    if (more) olderUnderWay = mine;
     try {
       const answer = await api("GET", query(more ? nextBefore : null));
       if (mine !== generation) return;
+      olderUnderWay = 0;
       const rows = (answer.runs || []).map(row);
       if (more) body.append(...rows);
       else update(body, rows);
@@ -126,6 +133,7 @@ function listPage({ api, h, main, notify, onLeave }) {
         + `. Updated ${new Date().toLocaleTimeString()}.`;
     } catch (err) {
       if (mine !== generation) return;
+      olderUnderWay = 0;
       state.textContent = `Could not load runs: ${err.message}`;
     }
   }
@@ -160,7 +168,7 @@ function listPage({ api, h, main, notify, onLeave }) {
     agentFilter.append(...agents.map((a) => h("option", { value: a.agent_id }, label(a))));
   }).catch((err) => notify(err.message, "error"));
   apply();
-  const timer = setInterval(() => { if (pages <= 1) load(); }, LIST_REFRESH_MS);
+  const timer = setInterval(() => { if (pages <= 1 && olderUnderWay !== generation) load(); }, LIST_REFRESH_MS);
   onLeave(() => { clearInterval(timer); generation++; });
 }
 
@@ -199,12 +207,12 @@ function runPage({ api, h, main, notify, onLeave }, runId) {
     const item = (label, ...value) => [h("dt", {}, label), h("dd", { "data-field": label.toLowerCase() }, ...value)];
     update(summary,
       item("Agent", run.agent_id),
-      item("Source", sourceCell(h, run)[0], run.cron_job_id ? [" · ", h("a", { href: "#/cron" }, `cron job ${run.cron_job_id}`)] : ""),
+      item("Source", sourceCell(h, run)[0], run.cron_job_id ? [" · ", h("a", { href: cronHref(run.cron_job_id) }, `cron job ${run.cron_job_id}`)] : ""),
       item("Status", h("span", { class: `badge state-${run.status}` }, run.status), run.error_kind ? ` (${run.error_kind})` : ""),
       item("Model", run.model || model || "—"),
       item("Started", when(run.started_at_ms, true)),
       item("Finished", run.finished_at_ms ? `${when(run.finished_at_ms, true)} (${duration(run)})` : "—"),
-      item("Usage", `${count(run.usage.prompt_tokens)} prompt + ${count(run.usage.completion_tokens)} completion = ${count(run.usage.total_tokens)} tokens`),
+      item("Usage", `${count(run.usage.prompt_tokens)} prompt + ${count(run.usage.completion_tokens)} completion = ${plural(run.usage.total_tokens, "token")}`),
       item("Steps", `${plural(run.turns, "turn")}, ${plural(run.tool_calls, "tool call")}`));
     errorBox.hidden = !run.error_message;
     update(errorBox, h("h2", {}, "Error"), h("p", { class: "error-text", id: "run-error-message" }, run.error_message || ""));

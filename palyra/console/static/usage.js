@@ -2,8 +2,9 @@
 // by model and by key, as charts (vendored uPlot) with the exact figures in tables below.
 
 import { loadUPlot, timeChart, barChart } from "./charts.js";
-import { count, usd, table } from "./format.js";
+import { count, plural, usd, table } from "./format.js";
 import { update } from "./morph.js";
+import { every } from "./poll.js";
 
 // [since, label, group_by over time, bucket in seconds, caption's "a day"]
 const PERIODS = {
@@ -17,7 +18,7 @@ const MEASURES = {
   cost: ["Cost (USD)", (r) => r.cost_usd || 0, usd],
 };
 const BARS_SHOWN = 10;
-const REFRESH_MS = 30000;
+const REFRESH_MS = every(30000);
 
 function groupsOf(answer) {
   return (answer && answer.groups) || [];
@@ -66,10 +67,10 @@ function overTime(rows, size, sinceMs, nowMs) {
 function summaryText(label, t) {
   if (!t.requests) return `${label}: no requests.`;
   const cost = t.cost_usd === null || t.cost_usd === undefined ? "cost unknown" : `cost ${usd(t.cost_usd)}`;
-  return `${label}: ${count(t.requests)} requests (${count(t.errors)} failed), `
+  return `${label}: ${plural(t.requests, "request")} (${count(t.errors)} failed), `
     + `${count(t.input_tokens)} tokens in, ${count(t.output_tokens)} out, ${cost}.`
-    + (t.unpriced_requests ? ` ${t.unpriced_requests} requests had no price and are not in the cost.` : "")
-    + (t.estimated_requests ? ` ${t.estimated_requests} were costed from Palyra's own token count.` : "");
+    + (t.unpriced_requests ? ` ${plural(t.unpriced_requests, "request")} had no price and ${t.unpriced_requests === 1 ? "is" : "are"} not in the cost.` : "")
+    + (t.estimated_requests ? ` ${count(t.estimated_requests)} ${t.estimated_requests === 1 ? "was" : "were"} costed from Palyra's own token count.` : "");
 }
 
 export function usagePage({ api, h, main, onLeave }) {
