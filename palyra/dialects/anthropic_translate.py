@@ -3,7 +3,9 @@
 
 `to_chat_request` reads a Messages API body (checking it as the API would, with errors that
 name the field by its path in the client's body, `messages.0.content.1.source.media_type`)
-into a `ChatRequest`. It is pure, so the translation is tested without a server.
+into a `ChatRequest`. It is pure, so the translation is tested without a server. The body is
+the client's JSON, each field checked where it is read (`object` until then); the chat
+request is written in `openai_wire`'s types, which mypy checks.
 
 Where the two shapes differ:
 - A user turn's `tool_result` blocks become `tool` messages ahead of the rest of the turn (the
@@ -24,8 +26,9 @@ Where the two shapes differ:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -33,6 +36,23 @@ from palyra.errors import InvalidRequest, Unsupported
 from palyra.limits import MAX_CHAT_MESSAGES, MAX_INTEGER
 from palyra.models.anthropic_honour import MIN_THINKING_BUDGET
 from palyra.models.anthropic_request import IMAGE_MEDIA_TYPES
+from palyra.models.openai_wire import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionContentPartImageParam,
+    ChatCompletionContentPartParam,
+    ChatCompletionContentPartRefusalParam,
+    ChatCompletionContentPartTextParam,
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+    ChatCompletionMessageToolCallUnionParam,
+    ChatCompletionToolMessageParam,
+    ChatCompletionToolUnionParam,
+    ChatCompletionUserMessageParam,
+    ChatRequestParams,
+    FileFile,
+    FunctionDefinition,
+    merge_extra,
+)
 from palyra.server.json_body import validate
 from palyra.types import ChatRequest
 
@@ -93,7 +113,7 @@ def _error(where: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"{where}: {message}", param=where)
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -107,7 +127,7 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
-def _string(value: Any, where: str, *, empty: bool = True) -> str:
+def _string(value: object, where: str, *, empty: bool = True) -> str:
     if not isinstance(value, str):
         raise _error(where, f"must be a string, not {_kind(value)}")
     if not empty and not value:
@@ -115,13 +135,14 @@ def _string(value: Any, where: str, *, empty: bool = True) -> str:
     return value
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
+def _object(value: object, where: str) -> dict[str, object]:
+    """A JSON object of the body: its fields are checked one by one where they are read."""
     if not isinstance(value, dict):
         raise _error(where, f"must be an object, not {_kind(value)}")
     return value
 
 
-def _integer(value: Any, where: str, *, least: int) -> int:
+def _integer(value: object, where: str, *, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _error(where, f"must be an integer, not {_kind(value)}")
     if not least <= value <= MAX_INTEGER:
@@ -129,7 +150,7 @@ def _integer(value: Any, where: str, *, least: int) -> int:
     return value
 
 
-def _number(value: Any, where: str, high: float) -> float:
+def _number(value: object, where: str, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _error(where, f"must be a number, not {_kind(value)}")
     if not 0 <= value <= high:
@@ -155,8 +176,9 @@ class _Reader:
 
     # --- top level ---------------------------------------------------------------------
 
-    def read(self, body: dict[str, Any], counting: bool) -> Translation:
-        chat: dict[str, Any] = {}
+    def read(self, body: Mapping[str, object], counting: bool) -> Translation:
+        # (The messages are read after the model and max_tokens, whose errors come first.)
+        chat: ChatRequestParams = {"messages": []}
         for name in body:
             if name not in _TRANSLATED and name not in _HINTS:
                 self.skip(name, f"the parameter {name!r}")
@@ -171,7 +193,7 @@ class _Reader:
                 self.skip("max_tokens", "max_tokens 0 (warming the prompt cache)")
             else:
                 chat["max_tokens"] = max_tokens
-        messages: list[dict[str, Any]] = []
+        messages: list[ChatCompletionMessageParam] = []
         system = body.get("system")
         if system is not None:
             content = self._system(system, "system")
@@ -182,35 +204,44 @@ class _Reader:
         tools = self._tools(body.get("tools"))
         if tools:
             chat["tools"] = tools
-        if body.get("tool_choice") is not None:
-            self._tool_choice(body["tool_choice"], tools, chat)
-        if body.get("thinking") is not None:
-            self._thinking(body["thinking"], chat)
+        tool_choice = body.get("tool_choice")
+        if tool_choice is not None:
+            self._tool_choice(tool_choice, tools, chat)
+        thinking = body.get("thinking")
+        if thinking is not None:
+            self._thinking(thinking, chat)
         stop = self._stop_sequences(body.get("stop_sequences"))
         if stop:
             chat["stop"] = list(stop)
-        if body.get("metadata") is not None:
-            metadata = _object(body["metadata"], "metadata")
-            user = metadata.get("user_id")
+        metadata = body.get("metadata")
+        if metadata is not None:
+            user = _object(metadata, "metadata").get("user_id")
             if user is not None:
                 chat["user"] = _string(user, "metadata.user_id")
-        if body.get("temperature") is not None:
-            chat["temperature"] = _number(body["temperature"], "temperature", 1)
-        if body.get("top_p") is not None:
-            chat["top_p"] = _number(body["top_p"], "top_p", 1)
-        if body.get("top_k") is not None:
-            chat["top_k"] = _integer(body["top_k"], "top_k", least=0)
+        temperature = body.get("temperature")
+        if temperature is not None:
+            chat["temperature"] = _number(temperature, "temperature", 1)
+        top_p = body.get("top_p")
+        if top_p is not None:
+            chat["top_p"] = _number(top_p, "top_p", 1)
+        top_k = body.get("top_k")
+        if top_k is not None:
+            # No OpenAI name: an extra, which servers that know it honour (see the module doc).
+            merge_extra(chat, {"top_k": _integer(top_k, "top_k", least=0)})
         stream = body.get("stream")
         if stream is not None:
             if not isinstance(stream, bool):
                 raise _error("stream", f"must be a boolean, not {_kind(stream)}")
             chat["stream"] = stream
-        if body.get("output_config") is not None:
-            self._output_config(body["output_config"], chat)
-        request = validate(chat, ChatRequest)
+        output_config = body.get("output_config")
+        if output_config is not None:
+            self._output_config(output_config, chat)
+        # `validate` takes a plain JSON object: what was typed up to here is checked again, as
+        # `ChatRequest`, past this cast.
+        request = validate(cast("dict[str, Any]", chat), ChatRequest)
         return Translation(request, self.untranslatable, stop)
 
-    def _messages(self, value: Any) -> list[dict[str, Any]]:
+    def _messages(self, value: object) -> list[ChatCompletionMessageParam]:
         if value is None:
             raise _error("messages", "Field required")
         if not isinstance(value, list):
@@ -219,10 +250,10 @@ class _Reader:
             raise _error("messages", "at least one message is required")
         if len(value) > MAX_CHAT_MESSAGES:
             raise _error("messages", f"{len(value)} messages; at most {MAX_CHAT_MESSAGES}")
-        out: list[dict[str, Any]] = []
-        for index, message in enumerate(value):
+        out: list[ChatCompletionMessageParam] = []
+        for index, item in enumerate(value):
             where = f"messages.{index}"
-            message = _object(message, where)
+            message = _object(item, where)
             role = message.get("role")
             if "content" not in message:
                 raise _error(f"{where}.content", "Field required")
@@ -239,22 +270,23 @@ class _Reader:
 
     # --- turns -------------------------------------------------------------------------
 
-    def _system(self, value: Any, where: str) -> str | list[dict[str, Any]]:
+    def _system(self, value: object, where: str) -> str | list[ChatCompletionContentPartTextParam]:
         if isinstance(value, str):
             return value
         if not isinstance(value, list):
             raise _error(where, f"must be a string or an array of text blocks, not {_kind(value)}")
         parts = []
-        for index, block in enumerate(value):
+        for index, item in enumerate(value):
             block_where = f"{where}.{index}"
-            block = _object(block, block_where)
+            block = _object(item, block_where)
             if block.get("type") != "text":
                 raise _error(f"{block_where}.type", "must be 'text' (system takes text blocks)")
             parts.append(self._text(block, block_where))
         return parts
 
-    def _blocks(self, content: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
-        """The content as (path, block) pairs; a string is one text block."""
+    def _blocks(self, content: object, where: str) -> list[tuple[str, dict[str, object]]]:
+        """The content as (path, block) pairs, each block with a string `type`; a string is
+        one text block."""
         if isinstance(content, str):
             return [(f"{where}.content", {"type": "text", "text": content})]
         if not isinstance(content, list):
@@ -263,19 +295,19 @@ class _Reader:
                 f"must be a string or an array of content blocks, not {_kind(content)}",
             )
         blocks = []
-        for index, block in enumerate(content):
+        for index, item in enumerate(content):
             block_where = f"{where}.content.{index}"
-            block = _object(block, block_where)
+            block = _object(item, block_where)
             if not isinstance(block.get("type"), str):
                 raise _error(f"{block_where}.type", "Field required (the block's type)")
             blocks.append((block_where, block))
         return blocks
 
-    def _user(self, content: Any, where: str) -> list[dict[str, Any]]:
+    def _user(self, content: object, where: str) -> list[ChatCompletionMessageParam]:
         if isinstance(content, str):
             return [{"role": "user", "content": content}]
-        results: list[dict[str, Any]] = []
-        parts: list[dict[str, Any]] = []
+        results: list[ChatCompletionMessageParam] = []
+        parts: list[ChatCompletionContentPartParam] = []
         for block_where, block in self._blocks(content, where):
             kind = block["type"]
             if kind == "tool_result":
@@ -285,14 +317,15 @@ class _Reader:
             else:
                 parts += self._part(block, block_where)
         if parts or not results:
-            results.append({"role": "user", "content": parts})
+            user: ChatCompletionUserMessageParam = {"role": "user", "content": parts}
+            results.append(user)
         return results
 
-    def _assistant(self, content: Any, where: str) -> dict[str, Any]:
+    def _assistant(self, content: object, where: str) -> ChatCompletionAssistantMessageParam:
         if isinstance(content, str):
             return {"role": "assistant", "content": content}
-        parts: list[dict[str, Any]] = []
-        calls: list[dict[str, Any]] = []
+        parts: list[ChatCompletionContentPartTextParam | ChatCompletionContentPartRefusalParam] = []
+        calls: list[ChatCompletionMessageToolCallUnionParam] = []
         reasoning: list[str] = []
         for block_where, block in self._blocks(content, where):
             kind = block["type"]
@@ -307,7 +340,7 @@ class _Reader:
                 continue
             else:
                 self.skip(block_where, f"a {kind} block in an assistant turn")
-        message: dict[str, Any] = {
+        message: ChatCompletionAssistantMessageParam = {
             "role": "assistant",
             "content": parts or ("" if not calls else None),
         }
@@ -319,14 +352,14 @@ class _Reader:
 
     # --- blocks ------------------------------------------------------------------------
 
-    def _text(self, block: dict[str, Any], where: str) -> dict[str, Any]:
+    def _text(self, block: dict[str, object], where: str) -> ChatCompletionContentPartTextParam:
         text = _string(block.get("text"), f"{where}.text")
         citations = block.get("citations")
         if citations:
             self.skip(f"{where}.citations", "citations on a text block")
         return {"type": "text", "text": text}
 
-    def _part(self, block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    def _part(self, block: dict[str, object], where: str) -> list[ChatCompletionContentPartParam]:
         """A user turn's (or a tool result's) block as content parts."""
         kind = block["type"]
         if kind == "text":
@@ -341,7 +374,9 @@ class _Reader:
         self.skip(where, f"a {kind} block")
         return []
 
-    def _image(self, block: dict[str, Any], where: str) -> dict[str, Any] | None:
+    def _image(
+        self, block: dict[str, object], where: str
+    ) -> ChatCompletionContentPartImageParam | None:
         source = _object(block.get("source"), f"{where}.source")
         kind = source.get("type")
         if kind == "base64":
@@ -362,7 +397,9 @@ class _Reader:
             raise _error(f"{where}.source.type", "must be 'base64', 'url' or 'file'")
         return {"type": "image_url", "image_url": {"url": url}}
 
-    def _document(self, block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    def _document(
+        self, block: dict[str, object], where: str
+    ) -> list[ChatCompletionContentPartParam]:
         source = _object(block.get("source"), f"{where}.source")
         citations = block.get("citations")
         if isinstance(citations, dict) and citations.get("enabled"):
@@ -374,7 +411,10 @@ class _Reader:
                 raise _error(f"{where}.source.media_type", "must be 'application/pdf'")
             data = _string(source.get("data"), f"{where}.source.data", empty=False)
             filename = title if isinstance(title, str) and title else "document.pdf"
-            file = {"file_data": f"data:application/pdf;base64,{data}", "filename": filename}
+            file: FileFile = {
+                "file_data": f"data:application/pdf;base64,{data}",
+                "filename": filename,
+            }
             return [{"type": "file", "file": file}]
         if kind == "text":
             data = _string(source.get("data"), f"{where}.source.data")
@@ -386,7 +426,7 @@ class _Reader:
             content = source.get("content")
             if isinstance(content, str):
                 return [{"type": "text", "text": content}]
-            parts = []
+            parts: list[ChatCompletionContentPartParam] = []
             for block_where, inner in self._blocks(content, f"{where}.source"):
                 if inner["type"] not in ("text", "image"):
                     raise _error(f"{block_where}.type", "must be 'text' or 'image'")
@@ -398,7 +438,9 @@ class _Reader:
             return []
         raise _error(f"{where}.source.type", "must be 'base64', 'text', 'content', 'url' or 'file'")
 
-    def _tool_use(self, block: dict[str, Any], where: str) -> dict[str, Any]:
+    def _tool_use(
+        self, block: dict[str, object], where: str
+    ) -> ChatCompletionMessageFunctionToolCallParam:
         call_id = _string(block.get("id"), f"{where}.id", empty=False)
         name = _string(block.get("name"), f"{where}.name", empty=False)
         arguments = _object(block.get("input"), f"{where}.input")
@@ -414,13 +456,13 @@ class _Reader:
             "function": {"name": name, "arguments": encoded},
         }
 
-    def _tool_result(self, block: dict[str, Any], where: str) -> dict[str, Any]:
+    def _tool_result(self, block: dict[str, object], where: str) -> ChatCompletionToolMessageParam:
         call_id = _string(block.get("tool_use_id"), f"{where}.tool_use_id", empty=False)
         is_error = block.get("is_error")
         if is_error is not None and not isinstance(is_error, bool):
             raise _error(f"{where}.is_error", f"must be a boolean, not {_kind(is_error)}")
         content = block.get("content")
-        result: str | list[dict[str, Any]]
+        result: str | list[ChatCompletionContentPartParam]
         if content is None or isinstance(content, str):
             result = content or ""
             if is_error:
@@ -435,15 +477,15 @@ class _Reader:
 
     # --- parameters --------------------------------------------------------------------
 
-    def _tools(self, value: Any) -> list[dict[str, Any]]:
+    def _tools(self, value: object) -> list[ChatCompletionToolUnionParam]:
         if value is None:
             return []
         if not isinstance(value, list):
             raise _error("tools", f"must be an array of tools, not {_kind(value)}")
-        tools = []
-        for index, tool in enumerate(value):
+        tools: list[ChatCompletionToolUnionParam] = []
+        for index, item in enumerate(value):
             where = f"tools.{index}"
-            tool = _object(tool, where)
+            tool = _object(item, where)
             kind = tool.get("type")
             if kind not in (None, "custom"):
                 self.skip(where, f"the server tool {str(kind)!r}")
@@ -454,7 +496,7 @@ class _Reader:
                     raise _error(f"{where}.name", "must be letters, digits, _ or -, at most 128")
                 self.skip(f"{where}.name", "a tool name longer than 64 characters")
                 continue
-            function: dict[str, Any] = {
+            function: FunctionDefinition = {
                 "name": name,
                 "parameters": _object(tool.get("input_schema"), f"{where}.input_schema"),
             }
@@ -467,7 +509,9 @@ class _Reader:
             tools.append({"type": "function", "function": function})
         return tools
 
-    def _tool_choice(self, value: Any, tools: list[dict[str, Any]], chat: dict[str, Any]) -> None:
+    def _tool_choice(
+        self, value: object, tools: list[ChatCompletionToolUnionParam], chat: ChatRequestParams
+    ) -> None:
         choice = _object(value, "tool_choice")
         kind = choice.get("type")
         if not tools and kind in ("auto", "none", "any"):
@@ -485,7 +529,10 @@ class _Reader:
             return  # parallelism is moot without tool use
         elif kind == "tool":
             name = _string(choice.get("name"), "tool_choice.name", empty=False)
-            if any(tool["function"]["name"] == name for tool in tools):
+            # (Every tool here is a function: the type is for mypy, which cannot know it.)
+            if any(
+                tool["type"] == "function" and tool["function"]["name"] == name for tool in tools
+            ):
                 chat["tool_choice"] = {"type": "function", "function": {"name": name}}
             elif not self._skipped_tools():
                 raise _error("tool_choice.name", f"no tool named {name!r} in tools")
@@ -500,7 +547,7 @@ class _Reader:
     def _skipped_tools(self) -> bool:
         return any(where.startswith("tools.") for where, _ in self.untranslatable)
 
-    def _thinking(self, value: Any, chat: dict[str, Any]) -> None:
+    def _thinking(self, value: object, chat: ChatRequestParams) -> None:
         thinking = _object(value, "thinking")
         kind = thinking.get("type")
         if kind == "enabled":
@@ -515,14 +562,14 @@ class _Reader:
             # adaptive: the model decides how much to think, as it does without an effort.
             raise _error("thinking.type", "must be 'enabled', 'disabled' or 'adaptive'")
 
-    def _stop_sequences(self, value: Any) -> tuple[str, ...]:
+    def _stop_sequences(self, value: object) -> tuple[str, ...]:
         if value is None:
             return ()
         if not isinstance(value, list):
             raise _error("stop_sequences", f"must be an array of strings, not {_kind(value)}")
         return tuple(_string(s, f"stop_sequences.{i}", empty=False) for i, s in enumerate(value))
 
-    def _output_config(self, value: Any, chat: dict[str, Any]) -> None:
+    def _output_config(self, value: object, chat: ChatRequestParams) -> None:
         config = _object(value, "output_config")
         for name, setting in config.items():
             if setting is None:
@@ -543,7 +590,7 @@ class _Reader:
                 self.skip(where, f"the output setting {name!r}")
 
 
-def to_chat_request(body: dict[str, Any], *, counting: bool = False) -> Translation:
+def to_chat_request(body: Mapping[str, object], *, counting: bool = False) -> Translation:
     """The internal request for a Messages API body (`counting`: a count_tokens body, which
     has no max_tokens). Raises `InvalidRequest` naming the first problem."""
     return _Reader().read(body, counting)

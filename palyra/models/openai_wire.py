@@ -3,12 +3,15 @@
 Typed like openai-python's own types (openai 3.57 is the reference; tests/models/
 test_openai_wire.py holds the names to it): the request after its `types/chat/*_param.py`
 TypedDicts, the answer and the stream chunk after its `chat_completion*.py` models, spelled as
-TypedDicts (`NotRequired` where the SDK's model has a default). Three sides use it: the
+TypedDicts (`NotRequired` where the SDK's model has a default). The
 OpenAI-compatible provider kind writes requests in it (`openai_chat.chat_payload`) and reads
 answers and chunks in it (`openai_chat.parse_*`), and the chat completions dialect
-(`palyra/dialects/openai_chat.py`) writes answers and chunks in it. A few fields are not
+(`palyra/dialects/openai_chat.py`) writes answers and chunks in it; the Anthropic Messages
+and Responses dialects write the chat request they translate theirs into in it
+(`ChatRequestParams`, validated as `ChatRequest` after). A few fields are not
 openai-python's: what compatible servers send and Palyra reads or writes (`reasoning_content`,
-`reasoning`), and the streamed custom tool call; each says so.
+`reasoning`, `thinking_blocks`), the streamed custom tool call, and any content part in a
+tool message; each says so.
 
 Fields we have no name for travel beside the typed ones. A client's unknown parameters go
 upstream, and an upstream's unknown fields reach the client, each at the level it sent them
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NotRequired, Required, TypeAlias, TypedDict, cast, final
+
+from palyra.models.anthropic_wire import RedactedThinkingBlockParam, ThinkingBlockParam
 
 # --- request: content parts ---------------------------------------------------------------
 
@@ -148,17 +153,29 @@ class Audio(TypedDict):
 
 class ChatCompletionAssistantMessageParam(TypedDict, total=False):
     role: Required[Literal["assistant"]]
-    content: str | list[ChatCompletionContentPartTextParam | ChatCompletionContentPartRefusalParam]
+    content: (
+        str
+        | list[ChatCompletionContentPartTextParam | ChatCompletionContentPartRefusalParam]
+        | None
+    )
     refusal: str | None
     name: str
     tool_calls: list[ChatCompletionMessageToolCallUnionParam]
     function_call: FunctionCall | None
     audio: Audio | None
+    # Not openai-python's: what a client keeps in its history of an answer that thought, and
+    # Palyra's dialects write when they translate one: its text (as on
+    # `ChatCompletionMessage`), and Anthropic's signed thinking blocks as they came (LiteLLM's
+    # name; Palyra's answers carry them, and the Anthropic provider sends them back).
+    reasoning_content: str | None
+    thinking_blocks: list[ThinkingBlockParam | RedactedThinkingBlockParam]
 
 
 class ChatCompletionToolMessageParam(TypedDict):
     role: Literal["tool"]
-    content: str | list[ChatCompletionContentPartTextParam]
+    # openai-python's takes text parts only; Palyra takes any part here, as an Anthropic tool
+    # result may hold images and documents (read by the providers that can send them).
+    content: str | list[ChatCompletionContentPartParam]
     tool_call_id: str
 
 
@@ -285,12 +302,11 @@ class FunctionCallOption(TypedDict):
     name: str
 
 
-class CompletionCreateParams(TypedDict, total=False):
-    """`POST /v1/chat/completions`. Only the parameters Palyra reads or writes are typed
-    beyond their name; the rest are relayed as the client sent them."""
+class _CompletionParams(TypedDict, total=False):
+    """`POST /v1/chat/completions` but for the model and messages: the parameters of both
+    bodies below. Only those Palyra reads or writes are typed beyond their name; the rest are
+    relayed as the client sent them."""
 
-    messages: Required[list[ChatCompletionMessageParam]]
-    model: Required[str]
     audio: ChatCompletionAudioParam | None
     frequency_penalty: float | None
     function_call: Literal["none", "auto"] | FunctionCallOption
@@ -326,6 +342,22 @@ class CompletionCreateParams(TypedDict, total=False):
     user: str
     verbosity: Literal["low", "medium", "high"] | None
     web_search_options: dict[str, object]
+
+
+class CompletionCreateParams(_CompletionParams, total=False):
+    """`POST /v1/chat/completions`, as an upstream is sent it."""
+
+    messages: Required[list[ChatCompletionMessageParam]]
+    model: Required[str]
+
+
+class ChatRequestParams(_CompletionParams, total=False):
+    """`POST /v1/chat/completions` as Palyra takes it (`ChatRequest`): the model may be left
+    out, for the default model. What the inbound dialects write when they translate a request
+    of theirs, to be validated as `ChatRequest`."""
+
+    messages: Required[list[ChatCompletionMessageParam]]
+    model: str
 
 
 class EmbeddingCreateParams(TypedDict, total=False):
