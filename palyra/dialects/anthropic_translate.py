@@ -270,12 +270,12 @@ class _Reader:
 
     # --- turns -------------------------------------------------------------------------
 
-    def _system(self, value: object, where: str) -> str | list[ChatCompletionContentPartTextParam]:
+    def _system(self, value: object, where: str) -> str | list[ChatCompletionContentPartParam]:
         if isinstance(value, str):
             return value
         if not isinstance(value, list):
             raise _error(where, f"must be a string or an array of text blocks, not {_kind(value)}")
-        parts = []
+        parts: list[ChatCompletionContentPartParam] = []
         for index, item in enumerate(value):
             block_where = f"{where}.{index}"
             block = _object(item, block_where)

@@ -1,6 +1,7 @@
 """A `POST /v1/responses` body, read: checked, its input items given ids, and translated
 onto the internal chat shape (`ChatRequest`) for providers that do not speak the Responses
-API themselves.
+API themselves. The chat request is written in `openai_wire`'s types; an input item, once
+checked, is read in `responses_wire`'s.
 
 What a translation cannot carry (a built-in tool, an item type chat completions has no word
 for, a parameter with no counterpart) is not refused at once: it is collected in
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -43,8 +44,24 @@ from palyra.dialects.responses_reasoning import (
     carries_palyra_state,
     reasoning_state,
 )
+from palyra.dialects.responses_wire import FunctionCallOutputParam, FunctionCallParam, MessageParam
 from palyra.errors import InvalidRequest, Unsupported
 from palyra.limits import MAX_CHAT_MESSAGES, MAX_CHAT_TOOLS, MAX_INTEGER
+from palyra.models.anthropic_wire import RedactedThinkingBlockParam, ThinkingBlockParam
+from palyra.models.openai_wire import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionContentPartParam,
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolChoiceOptionParam,
+    ChatCompletionToolUnionParam,
+    ChatRequestParams,
+    FileFile,
+    FunctionDefinition,
+    ImageURL,
+    JSONSchema,
+    merge_extra,
+)
 from palyra.server.json_body import validate
 from palyra.types import ChatRequest, Native
 
@@ -58,7 +75,11 @@ DROPPED_PARAMETERS = frozenset(
 FORWARDED_PARAMETERS = frozenset({"safety_identifier", "prompt_cache_key", "service_tier"})
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_TOOL_CHOICE_MODES = ("none", "auto", "required")
+_TOOL_CHOICE_MODES: dict[str, ChatCompletionToolChoiceOptionParam] = {
+    "none": "none",
+    "auto": "auto",
+    "required": "required",
+}
 _DETAILS = ("auto", "low", "high")
 
 
@@ -163,7 +184,7 @@ class ResponsesCall:
         `previous_response_id`) then this turn, with the native body attached for providers
         that take it as it is."""
         translation = _Translation(self.untranslatable)
-        messages: list[dict[str, Any]] = []
+        messages: list[ChatCompletionMessageParam] = []
         if self.params.instructions:
             messages.append({"role": "system", "content": self.params.instructions})
         for where, item in [
@@ -179,23 +200,31 @@ class ResponsesCall:
                 f"{MAX_CHAT_MESSAGES}",
                 param="input",
             )
-        chat: dict[str, Any] = {"messages": messages, "stream": self.stream}
-        if self.params.model is not None:
-            chat["model"] = self.params.model
-        for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
-            value = getattr(self.params, name)
-            if value is not None:
-                chat[name] = value
-        if self.params.max_output_tokens is not None:
-            chat["max_completion_tokens"] = self.params.max_output_tokens
+        chat: ChatRequestParams = {"messages": messages, "stream": self.stream}
+        params = self.params
+        if params.model is not None:
+            chat["model"] = params.model
+        if params.temperature is not None:
+            chat["temperature"] = params.temperature
+        if params.top_p is not None:
+            chat["top_p"] = params.top_p
+        if params.parallel_tool_calls is not None:
+            chat["parallel_tool_calls"] = params.parallel_tool_calls
+        if params.user is not None:
+            chat["user"] = params.user
+        if params.max_output_tokens is not None:
+            chat["max_completion_tokens"] = params.max_output_tokens
         for name in FORWARDED_PARAMETERS:
-            if self.body.get(name) is not None:
-                chat[name] = self.body[name]
+            value = self.body.get(name)
+            if value is not None:
+                merge_extra(chat, {name: value})  # as the client sent it, unchecked
         translation.tools(self.params.tools, chat)
         translation.tool_choice(self.params.tool_choice, chat)
         translation.text(self.params.text, chat)
         translation.reasoning(self.params.reasoning, chat)
-        request = validate(chat, ChatRequest)
+        # `validate` takes a plain JSON object: what was typed up to here is checked again, as
+        # `ChatRequest`, past this cast.
+        request = validate(cast("dict[str, Any]", chat), ChatRequest)
         return request.with_native(Native(NATIVE_DIALECT, self.native_body(history)))
 
     def native_body(self, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -349,61 +378,85 @@ class _Translation:
     def __init__(self, untranslatable: list[str]) -> None:
         self.untranslatable = untranslatable
         # Thinking blocks of reasoning items read, for the assistant message that follows.
-        self._thinking: list[dict[str, Any]] = []
+        self._thinking: list[ThinkingBlockParam | RedactedThinkingBlockParam] = []
 
     def _cannot(self, what: str) -> None:
         if what not in self.untranslatable:
             self.untranslatable.append(what)
 
-    def item(self, where: str, item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    def item(
+        self, where: str, item: dict[str, Any], messages: list[ChatCompletionMessageParam]
+    ) -> None:
+        # The casts below name the shape an item of each type has here: this turn's items,
+        # and the earlier turns' inputs (stored as they were read), were checked for it by
+        # `_check_item`; the earlier turns' outputs are Palyra's or the API's own.
         kind = item_type(item)
         if kind == "message":
-            self._message(where, item, messages)
+            self._message(where, cast(MessageParam, item), messages)
         elif kind == "function_call":
-            call = {
-                "id": item["call_id"],
+            function_call = cast(FunctionCallParam, item)
+            call: ChatCompletionMessageFunctionToolCallParam = {
+                "id": function_call["call_id"],
                 "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
+                "function": {
+                    "name": function_call["name"],
+                    "arguments": function_call["arguments"],
+                },
             }
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)  # parallel calls: one turn
+                turn = last
             else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-            self._think(messages[-1])
+                turn = {"role": "assistant", "content": None, "tool_calls": [call]}
+                messages.append(turn)
+            self._think(turn)
         elif kind == "function_call_output":
-            output = item["output"]
+            call_output = cast(FunctionCallOutputParam, item)
+            output = call_output["output"]
             text = output if isinstance(output, str) else self._tool_output(where, output)
-            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+            messages.append(
+                {"role": "tool", "tool_call_id": call_output["call_id"], "content": text}
+            )
             self._thinking = []
         elif kind == "reasoning":
             # An earlier answer's reasoning, echoed back: chat completions takes its summary
             # nowhere as input; the provider's state it carries goes with the answer it led
-            # to, as that message's `thinking_blocks` (see the module doc).
-            self._thinking += reasoning_state(where, item)
+            # to, as that message's `thinking_blocks` (see the module doc). (`reasoning_state`
+            # checked each block it gives is a thinking or redacted_thinking block:
+            # `is_thinking_block`.)
+            self._thinking += cast(
+                "list[ThinkingBlockParam | RedactedThinkingBlockParam]",
+                reasoning_state(where, item),
+            )
         else:
             self._cannot(f"{where}: items of type {kind!r}")
 
-    def _think(self, message: dict[str, Any]) -> None:
+    def _think(self, message: ChatCompletionAssistantMessageParam) -> None:
         """The thinking blocks read since the last message onto this assistant message."""
         if self._thinking:
             message.setdefault("thinking_blocks", []).extend(self._thinking)
             self._thinking = []
 
-    def _message(self, where: str, item: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    def _message(
+        self, where: str, item: MessageParam, messages: list[ChatCompletionMessageParam]
+    ) -> None:
         role, content = item["role"], item["content"]
         if role == "assistant":
-            messages.append(self._assistant(where, content))
-            self._think(messages[-1])
+            answer = self._assistant(where, content)
+            messages.append(answer)
+            self._think(answer)
             return
         self._thinking = []  # reasoning that led to no answer given back: nothing to open
         if isinstance(content, str):
-            messages.append({"role": role, "content": content})
+            messages.append(_turn(role, content))
             return
         parts = [self._part(f"{where}.content[{j}]", part) for j, part in enumerate(content)]
-        messages.append({"role": role, "content": [p for p in parts if p is not None]})
+        messages.append(_turn(role, [p for p in parts if p is not None]))
 
-    def _assistant(self, where: str, content: str | list[dict[str, Any]]) -> dict[str, Any]:
+    def _assistant(
+        self, where: str, content: str | list[dict[str, Any]]
+    ) -> ChatCompletionAssistantMessageParam:
         if isinstance(content, str):
             return {"role": "assistant", "content": content}
         texts, refusals = [], []
@@ -415,14 +468,17 @@ class _Translation:
                 refusals.append(str(part.get("refusal", "")))
             else:
                 self._cannot(f"{where}.content[{j}]: assistant parts of type {kind!r}")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+        message: ChatCompletionAssistantMessageParam = {
+            "role": "assistant",
+            "content": "".join(texts) or None,
+        }
         if refusals:
             message["refusal"] = "".join(refusals)
         elif message["content"] is None:
             message["content"] = ""
         return message
 
-    def _part(self, where: str, part: dict[str, Any]) -> dict[str, Any] | None:
+    def _part(self, where: str, part: dict[str, Any]) -> ChatCompletionContentPartParam | None:
         kind = part["type"]
         if kind in ("input_text", "output_text", "text"):
             text = part.get("text")
@@ -434,7 +490,7 @@ class _Translation:
             if not isinstance(url, str) or not url:
                 self._cannot(f"{where}: input_image by file_id (only image_url)")
                 return None
-            image: dict[str, Any] = {"url": url}
+            image: ImageURL = {"url": url}
             if part.get("detail") in _DETAILS:
                 image["detail"] = part["detail"]
             return {"type": "image_url", "image_url": image}
@@ -442,15 +498,24 @@ class _Translation:
             if part.get("file_url"):
                 self._cannot(f"{where}: input_file by file_url")
                 return None
-            file = {k: part[k] for k in ("file_data", "file_id", "filename") if part.get(k)}
+            # (As the client sent them: `ChatRequest` checks them.)
+            file: FileFile = {}
+            if part.get("file_data"):
+                file["file_data"] = part["file_data"]
+            if part.get("file_id"):
+                file["file_id"] = part["file_id"]
+            if part.get("filename"):
+                file["filename"] = part["filename"]
             if not file:
                 raise InvalidRequest(f"{where}: input_file needs file_data or file_id", param=where)
             return {"type": "file", "file": file}
         self._cannot(f"{where}: content parts of type {kind!r}")
         return None
 
-    def _tool_output(self, where: str, output: list[Any]) -> str | list[dict[str, Any]]:
-        parts = []
+    def _tool_output(
+        self, where: str, output: list[Any]
+    ) -> str | list[ChatCompletionContentPartParam]:
+        parts: list[ChatCompletionContentPartParam] = []
         for j, part in enumerate(output):
             if not isinstance(part, dict):
                 raise InvalidRequest(
@@ -462,10 +527,10 @@ class _Translation:
             parts.append({"type": "text", "text": str(part.get("text", ""))})
         return parts or ""
 
-    def tools(self, tools: list[Any] | None, chat: dict[str, Any]) -> None:
+    def tools(self, tools: list[Any] | None, chat: ChatRequestParams) -> None:
         if not tools:
             return
-        translated = []
+        translated: list[ChatCompletionToolUnionParam] = []
         for i, tool in enumerate(tools):
             where = f"tools[{i}]"
             if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
@@ -481,24 +546,29 @@ class _Translation:
             parameters = tool.get("parameters")
             if parameters is not None and not isinstance(parameters, dict):
                 raise InvalidRequest(f"{where}.parameters must be an object", param=where)
-            function: dict[str, Any] = {"name": name}
-            for key in ("description", "parameters", "strict"):
-                if tool.get(key) is not None:
-                    function[key] = tool[key]
+            # (As the client sent them: `ChatRequest` checks them.)
+            function: FunctionDefinition = {"name": name}
+            if tool.get("description") is not None:
+                function["description"] = tool["description"]
+            if parameters is not None:
+                function["parameters"] = parameters
+            if tool.get("strict") is not None:
+                function["strict"] = tool["strict"]
             translated.append({"type": "function", "function": function})
         if translated:
             chat["tools"] = translated
 
-    def tool_choice(self, choice: Any, chat: dict[str, Any]) -> None:
+    def tool_choice(self, choice: Any, chat: ChatRequestParams) -> None:
         if choice is None:
             return
         if isinstance(choice, str):
-            if choice not in _TOOL_CHOICE_MODES:
+            mode = _TOOL_CHOICE_MODES.get(choice)
+            if mode is None:
                 raise InvalidRequest(
                     "tool_choice must be none, auto, required or an object", param="tool_choice"
                 )
             if "tools" in chat:
-                chat["tool_choice"] = choice
+                chat["tool_choice"] = mode
             return
         if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
             raise InvalidRequest(
@@ -509,21 +579,25 @@ class _Translation:
         else:
             self._cannot(f"tool_choice of type {choice['type']!r}")
 
-    def text(self, text: Any, chat: dict[str, Any]) -> None:
+    def text(self, text: Any, chat: ChatRequestParams) -> None:
         if text is None:
             return
         if not isinstance(text, dict):
             raise InvalidRequest("text must be an object", param="text")
-        if text.get("verbosity") is not None:
-            chat["verbosity"] = text["verbosity"]
+        verbosity = text.get("verbosity")
+        if verbosity is not None:
+            merge_extra(chat, {"verbosity": verbosity})  # as the client sent it, unchecked
         fmt = text.get("format")
         if fmt is None:
             return
         kind: Literal["text", "json_object", "json_schema"] | None = (
             fmt.get("type") if isinstance(fmt, dict) else None
         )
-        if kind == "text" or kind == "json_object":
-            chat["response_format"] = {"type": kind}
+        if kind == "text":
+            chat["response_format"] = {"type": "text"}
+            return
+        if kind == "json_object":
+            chat["response_format"] = {"type": "json_object"}
             return
         if kind != "json_schema":
             raise InvalidRequest(
@@ -534,12 +608,14 @@ class _Translation:
             raise InvalidRequest(
                 "text.format: a json_schema format needs a name and a schema", param="text.format"
             )
-        schema = {
-            k: fmt[k] for k in ("name", "schema", "description", "strict") if fmt.get(k) is not None
-        }
+        schema: JSONSchema = {"name": fmt["name"], "schema": fmt["schema"]}
+        if fmt.get("description") is not None:
+            schema["description"] = fmt["description"]
+        if fmt.get("strict") is not None:
+            schema["strict"] = fmt["strict"]
         chat["response_format"] = {"type": "json_schema", "json_schema": schema}
 
-    def reasoning(self, reasoning: Any, chat: dict[str, Any]) -> None:
+    def reasoning(self, reasoning: Any, chat: ChatRequestParams) -> None:
         if reasoning is None:
             return
         if not isinstance(reasoning, dict):
@@ -549,3 +625,15 @@ class _Translation:
             if not isinstance(effort, str):
                 raise InvalidRequest("reasoning.effort must be a string", param="reasoning")
             chat["reasoning_effort"] = effort
+
+
+def _turn(
+    role: Literal["user", "system", "developer"],
+    content: str | list[ChatCompletionContentPartParam],
+) -> ChatCompletionMessageParam:
+    """A user, system or developer message (one shape per role)."""
+    if role == "user":
+        return {"role": "user", "content": content}
+    if role == "system":
+        return {"role": "system", "content": content}
+    return {"role": "developer", "content": content}

@@ -11,7 +11,7 @@ and Responses dialects write the chat request they translate theirs into in it
 (`ChatRequestParams`, validated as `ChatRequest` after). A few fields are not
 openai-python's: what compatible servers send and Palyra reads or writes (`reasoning_content`,
 `reasoning`, `thinking_blocks`), the streamed custom tool call, and any content part in a
-tool message; each says so.
+system, developer or tool message; each says so.
 
 Fields we have no name for travel beside the typed ones. A client's unknown parameters go
 upstream, and an upstream's unknown fields reach the client, each at the level it sent them
@@ -95,13 +95,16 @@ ChatCompletionContentPartParam: TypeAlias = (
 
 class ChatCompletionDeveloperMessageParam(TypedDict, total=False):
     role: Required[Literal["developer"]]
-    content: Required[str | list[ChatCompletionContentPartTextParam]]
+    # openai-python's takes text parts only; Palyra takes any part here, as a Responses
+    # system or developer message may hold images and files.
+    content: Required[str | list[ChatCompletionContentPartParam]]
     name: str
 
 
 class ChatCompletionSystemMessageParam(TypedDict, total=False):
     role: Required[Literal["system"]]
-    content: Required[str | list[ChatCompletionContentPartTextParam]]
+    # (Any part, as a developer message's.)
+    content: Required[str | list[ChatCompletionContentPartParam]]
     name: str
 
 
