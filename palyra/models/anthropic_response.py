@@ -2,7 +2,9 @@
 
 `parse_message` reads a whole answer into a `ChatResult`; `StreamTranslator` turns the SSE
 events of a streamed one into `ChatDelta`s. Answers are untrusted JSON: every field read is
-checked, and a wrong one is an `UpstreamProtocolError` naming it (never its value).
+checked (they are typed `object` until then, so mypy sees that it is), and a wrong one is an
+`UpstreamProtocolError` naming it (never its value). The thinking blocks given back are
+`anthropic_wire`'s.
 
 What is translated:
 - text blocks -> content; tool_use blocks -> tool calls; thinking blocks -> reasoning.
@@ -23,12 +25,13 @@ What is translated:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from palyra.errors import ProviderError, UpstreamProtocolError, upstream_status_error
+from palyra.models.anthropic_wire import RedactedThinkingBlockParam, ThinkingBlockParam
 from palyra.models.http import Malformed, kind_of, token_count
 from palyra.sse import SSEEvent
 from palyra.types import ChatDelta, ChatResult, FinishReason, ToolCallDelta, ToolCallResult, Usage
@@ -66,11 +69,11 @@ ERROR_TYPE_STATUS: dict[str, int] = {
 _USAGE_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
-def finish_reason(stop_reason: Any) -> FinishReason:
+def finish_reason(stop_reason: object) -> FinishReason:
     return STOP_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
-def prompt_tokens(usage: dict[str, Any], where: str = "usage") -> int | None:
+def prompt_tokens(usage: Mapping[str, object], where: str = "usage") -> int | None:
     """Every input token the request cost: fresh, written to the cache and read from it.
     None when the usage holds none of the three; `Malformed` when one is not a count."""
     counts = [token_count(usage[key], f"{where}.{key}") for key in _USAGE_KEYS if key in usage]
@@ -78,7 +81,7 @@ def prompt_tokens(usage: dict[str, Any], where: str = "usage") -> int | None:
     return sum(counts) if present else None
 
 
-def compact_json(value: Any) -> str:
+def compact_json(value: object) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
@@ -86,7 +89,7 @@ def compact_json(value: Any) -> str:
         raise Malformed("a tool_use input is nested too deep to pass on") from None
 
 
-def parse_message(body: Any, provider_id: str, *, answer_tool: str | None = None) -> ChatResult:
+def parse_message(body: object, provider_id: str, *, answer_tool: str | None = None) -> ChatResult:
     """A `ChatResult` from a non-streamed Messages API answer. `answer_tool`: the name of the
     tool whose input is the answer (JSON response formats), if the request had one."""
     try:
@@ -97,12 +100,12 @@ def parse_message(body: Any, provider_id: str, *, answer_tool: str | None = None
         ) from None
 
 
-def _parse_message(body: Any, answer_tool: str | None) -> ChatResult:
+def _parse_message(body: object, answer_tool: str | None) -> ChatResult:
     if not isinstance(body, dict) or not isinstance(body.get("content"), list):
         raise Malformed("the body has no Messages API `content` list")
     texts: list[str] = []
     thoughts: list[str] = []
-    thinking_blocks: list[dict[str, Any]] = []
+    thinking_blocks: list[ThinkingBlockParam | RedactedThinkingBlockParam] = []
     answers: list[str] = []
     calls: list[ToolCallResult] = []
     for index, block in enumerate(body["content"]):
@@ -153,18 +156,18 @@ def _parse_message(body: Any, answer_tool: str | None) -> ChatResult:
     )
 
 
-def _thinking_block(thinking: str, signature: Any, where: str) -> dict[str, Any]:
+def _thinking_block(thinking: str, signature: object, where: str) -> ThinkingBlockParam:
     """A thinking block as a client sends it back: its text and signature, as they came."""
     if signature is not None and not isinstance(signature, str):
         raise Malformed(f"{where}.signature is {kind_of(signature)}, not a string")
-    block: dict[str, Any] = {"type": "thinking", "thinking": thinking}
+    block: ThinkingBlockParam = {"type": "thinking", "thinking": thinking}
     if signature is not None:
         # (Absent from what some Anthropic-compatible servers send; Anthropic always signs.)
         block["signature"] = signature
     return block
 
 
-def usage_of(usage: dict[str, Any]) -> Usage:
+def usage_of(usage: Mapping[str, object]) -> Usage:
     return Usage(
         prompt_tokens=prompt_tokens(usage) or 0,
         completion_tokens=token_count(usage.get("output_tokens"), "usage.output_tokens"),
@@ -177,14 +180,14 @@ def usage_of(usage: dict[str, Any]) -> Usage:
     )
 
 
-def _string(block: dict[str, Any], key: str, where: str) -> str:
+def _string(block: Mapping[str, object], key: str, where: str) -> str:
     value = block.get(key)
     if not isinstance(value, str):
         raise Malformed(f"{where}.{key} is {kind_of(value)}, not a string")
     return value
 
 
-def _tool_use(block: dict[str, Any], where: str) -> ToolCallResult:
+def _tool_use(block: Mapping[str, object], where: str) -> ToolCallResult:
     call_id, name, arguments = block.get("id"), block.get("name"), block.get("input")
     if not isinstance(call_id, str) or not isinstance(name, str):
         raise Malformed(f"{where} (tool_use) has no string id and name")
@@ -194,7 +197,7 @@ def _tool_use(block: dict[str, Any], where: str) -> ToolCallResult:
     return ToolCallResult(id=call_id, name=name, arguments=compact_json(arguments or {}))
 
 
-def error_event(payload: Any, provider_id: str) -> ProviderError:
+def error_event(payload: object, provider_id: str) -> ProviderError:
     """The `ProviderError` for an `error` event inside a stream (the HTTP status was 200), or
     an error body answered with a 200."""
     error = payload.get("error") if isinstance(payload, dict) else None
@@ -285,7 +288,7 @@ class StreamTranslator:
         if not self.done:
             raise self._protocol("stream ended early")
 
-    def _message_start(self, data: dict[str, Any]) -> None:
+    def _message_start(self, data: Mapping[str, object]) -> None:
         message = data.get("message")
         if isinstance(message, dict):
             self.upstream_model = str(message.get("model") or "")
@@ -293,7 +296,7 @@ class StreamTranslator:
             if isinstance(usage, dict):
                 self._record_usage(usage)
 
-    def _block_start(self, data: dict[str, Any]) -> ChatDelta | None:
+    def _block_start(self, data: Mapping[str, object]) -> ChatDelta | None:
         block = data.get("content_block")
         index = data.get("index")
         if not isinstance(block, dict) or not isinstance(index, int):
@@ -335,7 +338,7 @@ class StreamTranslator:
         )
         return ChatDelta(tool_calls=[call])
 
-    def _block_delta(self, data: dict[str, Any]) -> ChatDelta | None:
+    def _block_delta(self, data: Mapping[str, object]) -> ChatDelta | None:
         delta = data.get("delta")
         index = data.get("index")
         if not isinstance(delta, dict):
@@ -372,7 +375,7 @@ class StreamTranslator:
         # citation deltas have no chat completions counterpart.
         return None
 
-    def _block_stop(self, data: dict[str, Any]) -> ChatDelta | None:
+    def _block_stop(self, data: Mapping[str, object]) -> ChatDelta | None:
         index = data.get("index")
         if isinstance(index, int) and (index in self._thoughts or index in self._redacted):
             return self._thinking_block_stop(index)
@@ -391,17 +394,18 @@ class StreamTranslator:
     def _thinking_block_stop(self, index: int) -> ChatDelta:
         # The whole block, once: its text was streamed as reasoning already, but a client
         # needs it beside its signature, unchanged, to send it back (see the module doc).
-        block: dict[str, Any]
+        block: ThinkingBlockParam | RedactedThinkingBlockParam
         if index in self._redacted:
             block = {"type": "redacted_thinking", "data": self._redacted.pop(index)}
         else:
             thought = self._thoughts.pop(index)
-            block = {"type": "thinking", "thinking": "".join(thought.parts)}
+            thinking: ThinkingBlockParam = {"type": "thinking", "thinking": "".join(thought.parts)}
             if thought.signature is not None:  # (as `_thinking_block`: given as it came)
-                block["signature"] = thought.signature
+                thinking["signature"] = thought.signature
+            block = thinking
         return ChatDelta(delta_extra={"thinking_blocks": [block]})
 
-    def _message_delta(self, data: dict[str, Any]) -> None:
+    def _message_delta(self, data: Mapping[str, object]) -> None:
         delta = data.get("delta")
         if isinstance(delta, dict) and delta.get("stop_reason") is not None:
             self.finish_reason = finish_reason(delta.get("stop_reason"))
@@ -409,7 +413,7 @@ class StreamTranslator:
         if isinstance(usage, dict):
             self._record_usage(usage)
 
-    def _record_usage(self, usage: dict[str, Any]) -> None:
+    def _record_usage(self, usage: Mapping[str, object]) -> None:
         # Counts are cumulative; message_delta may repeat the input counts, or leave them out.
         prompt = prompt_tokens(usage)
         if prompt is not None:
@@ -427,7 +431,7 @@ class StreamTranslator:
         return UpstreamProtocolError(message, provider_id=self.provider_id)
 
 
-def _optional_string(value: dict[str, Any], key: str, where: str) -> str | None:
+def _optional_string(value: Mapping[str, object], key: str, where: str) -> str | None:
     text = value.get(key)
     if text is not None and not isinstance(text, str):
         raise Malformed(f"{where}.{key} is {kind_of(text)}, not a string")
