@@ -16,17 +16,28 @@ asked for it, and always in what is stored (`render.shown`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 import orjson
 
 from palyra.dialects import responses_render as render
 from palyra.dialects.responses_reasoning import encode_reasoning_state
 from palyra.dialects.responses_request import ResponsesCall
-from palyra.dialects.responses_wire import Response
+from palyra.dialects.responses_wire import (
+    FunctionCall,
+    OutputItem,
+    OutputRefusal,
+    OutputText,
+    Reasoning,
+    Response,
+    ResponseStreamEvent,
+    SummaryText,
+)
 from palyra.errors import PalyraError
 from palyra.sse import encode_event
 from palyra.types import ChatDelta, FinishReason, Usage
+
+_GrowingKey = Literal["text", "refusal", "arguments"]
 
 
 class _Growing:
@@ -36,9 +47,14 @@ class _Growing:
 
     __slots__ = ("_into", "_key", "_pieces")
 
-    def __init__(self, into: dict[str, Any], key: str) -> None:
-        self._into, self._key = into, key
-        self._pieces: list[str] = [into[key]] if into[key] else []
+    def __init__(
+        self, into: OutputText | OutputRefusal | SummaryText | FunctionCall, key: _GrowingKey
+    ) -> None:
+        # (A TypedDict is not indexed by a key held in a variable: the object is seen here as
+        # what the field makes it, a dict holding a string under `key`.)
+        self._into = cast("dict[str, str]", into)
+        self._key = key
+        self._pieces: list[str] = [self._into[key]] if self._into[key] else []
 
     def add(self, piece: str) -> None:
         self._pieces.append(piece)
@@ -50,6 +66,16 @@ class _Growing:
         return text
 
 
+# `responses_render` takes and gives plain dicts; what it gives back here is the response or
+# item it was given, or a copy of it less its reasoning state: still of that type.
+def _shown(response: dict[str, Any], include: bool) -> Response:
+    return cast(Response, render.shown(response, include))
+
+
+def _shown_item(item: OutputItem, include: bool) -> OutputItem:
+    return cast(OutputItem, render.shown_item(cast("dict[str, Any]", item), include))
+
+
 class EventWriter:
     """The events of one response. `response` is its shell (`render.shell`), filled in as
     the stream goes: what `response.completed` carries, and what is stored."""
@@ -57,12 +83,14 @@ class EventWriter:
     def __init__(self, response: Response, *, include_reasoning_state: bool = False) -> None:
         self.response = response
         self._include = include_reasoning_state
-        self._thinking: list[dict[str, Any]] = []  # the open reasoning item's state
+        # The open reasoning item's state: blocks as `render.thinking_blocks` gives them, for
+        # `encode_reasoning_state`.
+        self._thinking: list[dict[str, Any]] = []
         self.sequence = 0
-        self._output: list[dict[str, Any]] = response["output"]
-        self._item: dict[str, Any] | None = None  # the output item being written
-        self._part: dict[str, Any] | None = None  # its content part being written
-        self._calls: dict[int, dict[str, Any]] = {}  # a delta's tool call index -> its item
+        self._output: list[OutputItem] = response["output"]
+        self._item: OutputItem | None = None  # the output item being written
+        self._part: OutputText | OutputRefusal | None = None  # its content part being written
+        self._calls: dict[int, FunctionCall] = {}  # a delta's tool call index -> its item
         # The text fields being written: the open part's, the open summary's, each call's
         # arguments (by item id); all flushed before the response is encoded.
         self._growing: dict[int, _Growing] = {}
@@ -71,15 +99,18 @@ class EventWriter:
         self._arguments: dict[str, _Growing] = {}
         self._finish: FinishReason | None = None
         self._usage = Usage()
-        # The whole response once the stream ended well: what is stored.
+        # The whole response once the stream ended well: what is stored (as a plain dict,
+        # which is what the store takes).
         self.final: dict[str, Any] | None = None
 
-    def _event(self, kind: str, **fields: Any) -> bytes:
-        data = {"type": kind, "sequence_number": self.sequence, **fields}
+    def _emit(self, event: ResponseStreamEvent) -> bytes:
+        # (Each event is written with `sequence_number` = self.sequence, then counted here.)
         self.sequence += 1
-        return encode_event(kind, orjson.dumps(data))
+        return encode_event(event["type"], orjson.dumps(event))
 
-    def _growing_field(self, into: dict[str, Any], key: str) -> _Growing:
+    def _growing_field(
+        self, into: OutputText | OutputRefusal | SummaryText | FunctionCall, key: _GrowingKey
+    ) -> _Growing:
         field = _Growing(into, key)
         self._growing[id(field)] = field
         return field
@@ -90,22 +121,39 @@ class EventWriter:
 
     def start(self) -> bytes:
         # (An event is encoded as it is made: what it carries may change after, unseen.)
-        return self._event("response.created", response=self.response) + self._event(
-            "response.in_progress", response=self.response
+        return self._emit(
+            {
+                "type": "response.created",
+                "sequence_number": self.sequence,
+                "response": self.response,
+            }
+        ) + self._emit(
+            {
+                "type": "response.in_progress",
+                "sequence_number": self.sequence,
+                "response": self.response,
+            }
         )
 
     # --- items ----------------------------------------------------------------------------
 
-    def _open(self, item: dict[str, Any]) -> bytes:
+    def _open(self, item: OutputItem) -> bytes:
         self._item = item
         self._output.append(item)
-        added = {**item}
+        added: OutputItem
         if item["type"] == "message":
-            added["content"] = []
+            added = {**item, "content": []}
         elif item["type"] == "reasoning":
-            added["summary"] = []
-        return self._event(
-            "response.output_item.added", output_index=len(self._output) - 1, item=added
+            added = {**item, "summary": []}
+        else:
+            added = {**item}
+        return self._emit(
+            {
+                "type": "response.output_item.added",
+                "sequence_number": self.sequence,
+                "output_index": len(self._output) - 1,
+                "item": added,
+            }
         )
 
     def _close(self) -> bytes:
@@ -117,23 +165,29 @@ class EventWriter:
         index = self._output.index(item)
         if item["type"] == "function_call":
             self._arguments[item["id"]].flush()
-            frames += self._event(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                output_index=index,
-                arguments=item["arguments"],
+            frames += self._emit(
+                {
+                    "type": "response.function_call_arguments.done",
+                    "sequence_number": self.sequence,
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "arguments": item["arguments"],
+                }
             )
         elif item["type"] == "reasoning":
             frames += self._close_reasoning(item, index)
         if "status" in item:
             item["status"] = "completed"
-        return frames + self._event(
-            "response.output_item.done",
-            output_index=index,
-            item=render.shown_item(item, self._include),
+        return frames + self._emit(
+            {
+                "type": "response.output_item.done",
+                "sequence_number": self.sequence,
+                "output_index": index,
+                "item": _shown_item(item, self._include),
+            }
         )
 
-    def _close_reasoning(self, item: dict[str, Any], index: int) -> bytes:
+    def _close_reasoning(self, item: Reasoning, index: int) -> bytes:
         if self._thinking:
             item["encrypted_content"] = encode_reasoning_state(self._thinking)
             self._thinking = []
@@ -143,79 +197,126 @@ class EventWriter:
             self._summary_text.flush()
             self._summary_text = None
         summary = item["summary"][0]
-        return self._event(
-            "response.reasoning_summary_text.done",
-            item_id=item["id"],
-            output_index=index,
-            summary_index=0,
-            text=summary["text"],
-        ) + self._event(
-            "response.reasoning_summary_part.done",
-            item_id=item["id"],
-            output_index=index,
-            summary_index=0,
-            part=summary,
+        return self._emit(
+            {
+                "type": "response.reasoning_summary_text.done",
+                "sequence_number": self.sequence,
+                "item_id": item["id"],
+                "output_index": index,
+                "summary_index": 0,
+                "text": summary["text"],
+            }
+        ) + self._emit(
+            {
+                "type": "response.reasoning_summary_part.done",
+                "sequence_number": self.sequence,
+                "item_id": item["id"],
+                "output_index": index,
+                "summary_index": 0,
+                "part": summary,
+            }
         )
 
     def _close_part(self) -> bytes:
         part, self._part = self._part, None
-        if part is None or self._item is None:
+        item = self._item
+        # (A part is only ever open in a message: the type test is for mypy.)
+        if part is None or item is None or item["type"] != "message":
             return b""
         if self._part_text is not None:
             self._part_text.flush()
             self._part_text = None
-        where = {
-            "item_id": self._item["id"],
-            "output_index": len(self._output) - 1,
-            "content_index": len(self._item["content"]) - 1,
-        }
+        item_id, output_index = item["id"], len(self._output) - 1
+        content_index = len(item["content"]) - 1
+        done: bytes
         if part["type"] == "output_text":
-            done = self._event("response.output_text.done", **where, text=part["text"], logprobs=[])
+            done = self._emit(
+                {
+                    "type": "response.output_text.done",
+                    "sequence_number": self.sequence,
+                    "item_id": item_id,
+                    "output_index": output_index,
+                    "content_index": content_index,
+                    "text": part["text"],
+                    "logprobs": [],
+                }
+            )
         else:
-            done = self._event("response.refusal.done", **where, refusal=part["refusal"])
-        return done + self._event("response.content_part.done", **where, part=part)
+            done = self._emit(
+                {
+                    "type": "response.refusal.done",
+                    "sequence_number": self.sequence,
+                    "item_id": item_id,
+                    "output_index": output_index,
+                    "content_index": content_index,
+                    "refusal": part["refusal"],
+                }
+            )
+        return done + self._emit(
+            {
+                "type": "response.content_part.done",
+                "sequence_number": self.sequence,
+                "item_id": item_id,
+                "output_index": output_index,
+                "content_index": content_index,
+                "part": part,
+            }
+        )
 
-    def _text(self, kind: str, piece: str) -> bytes:
+    def _text(self, kind: Literal["output_text", "refusal"], piece: str) -> bytes:
         """A piece of text (`output_text`) or refusal, into the open message."""
         frames = b""
-        if self._item is None or self._item["type"] != "message":
-            frames += self._close() + self._open(dict(render.message([], status="in_progress")))
         item = self._item
-        assert item is not None
+        if item is None or item["type"] != "message":
+            item = render.message([], status="in_progress")
+            frames += self._close() + self._open(item)
         if self._part is None or self._part["type"] != kind:
             frames += self._close_part()
-            part: dict[str, Any] = (
-                dict(render.output_text("")) if kind == "output_text" else dict(render.refusal(""))
-            )
+            part = render.output_text("") if kind == "output_text" else render.refusal("")
             self._part = part
             self._part_text = self._growing_field(
                 part, "text" if kind == "output_text" else "refusal"
             )
             item["content"].append(part)
-            frames += self._event(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=len(self._output) - 1,
-                content_index=len(item["content"]) - 1,
-                part={**part},
+            frames += self._emit(
+                {
+                    "type": "response.content_part.added",
+                    "sequence_number": self.sequence,
+                    "item_id": item["id"],
+                    "output_index": len(self._output) - 1,
+                    "content_index": len(item["content"]) - 1,
+                    "part": part.copy(),
+                }
             )
-        where = {
-            "item_id": item["id"],
-            "output_index": len(self._output) - 1,
-            "content_index": len(item["content"]) - 1,
-        }
         assert self._part_text is not None
         self._part_text.add(piece)
         if kind == "output_text":
-            return frames + self._event(
-                "response.output_text.delta", **where, delta=piece, logprobs=[]
+            return frames + self._emit(
+                {
+                    "type": "response.output_text.delta",
+                    "sequence_number": self.sequence,
+                    "item_id": item["id"],
+                    "output_index": len(self._output) - 1,
+                    "content_index": len(item["content"]) - 1,
+                    "delta": piece,
+                    "logprobs": [],
+                }
             )
-        return frames + self._event("response.refusal.delta", **where, delta=piece)
+        return frames + self._emit(
+            {
+                "type": "response.refusal.delta",
+                "sequence_number": self.sequence,
+                "item_id": item["id"],
+                "output_index": len(self._output) - 1,
+                "content_index": len(item["content"]) - 1,
+                "delta": piece,
+            }
+        )
 
     def _open_reasoning(self) -> bytes:
         if self._item is not None and self._item["type"] == "reasoning":
             return b""
-        return self._close() + self._open(dict(render.reasoning("")))
+        return self._close() + self._open(render.reasoning(""))
 
     def _thinking_blocks(self, blocks: list[dict[str, Any]]) -> bytes:
         """Whole blocks of the provider's reasoning state, kept for the reasoning item's
@@ -225,28 +326,36 @@ class EventWriter:
         return frames
 
     def _reasoning(self, piece: str) -> bytes:
-        frames = self._open_reasoning()
+        frames = b""
         item = self._item
-        assert item is not None
+        if item is None or item["type"] != "reasoning":
+            item = render.reasoning("")
+            frames = self._close() + self._open(item)
         if not item["summary"]:
-            summary = {"type": "summary_text", "text": ""}
+            summary: SummaryText = {"type": "summary_text", "text": ""}
             item["summary"] = [summary]
             self._summary_text = self._growing_field(summary, "text")
-            frames += self._event(
-                "response.reasoning_summary_part.added",
-                item_id=item["id"],
-                output_index=len(self._output) - 1,
-                summary_index=0,
-                part={**summary},
+            frames += self._emit(
+                {
+                    "type": "response.reasoning_summary_part.added",
+                    "sequence_number": self.sequence,
+                    "item_id": item["id"],
+                    "output_index": len(self._output) - 1,
+                    "summary_index": 0,
+                    "part": {**summary},
+                }
             )
         assert self._summary_text is not None
         self._summary_text.add(piece)
-        return frames + self._event(
-            "response.reasoning_summary_text.delta",
-            item_id=item["id"],
-            output_index=len(self._output) - 1,
-            summary_index=0,
-            delta=piece,
+        return frames + self._emit(
+            {
+                "type": "response.reasoning_summary_text.delta",
+                "sequence_number": self.sequence,
+                "item_id": item["id"],
+                "output_index": len(self._output) - 1,
+                "summary_index": 0,
+                "delta": piece,
+            }
         )
 
     def _call(self, index: int, call_id: str | None, name: str | None, piece: str) -> bytes:
@@ -254,7 +363,7 @@ class EventWriter:
         item = self._calls.get(index)
         if item is None:
             frames += self._close()
-            item = dict(render.function_call(call_id or "", name or "", "", done=False))
+            item = render.function_call(call_id or "", name or "", "", done=False)
             self._calls[index] = item
             self._arguments[item["id"]] = self._growing_field(item, "arguments")
             frames += self._open(item)
@@ -268,11 +377,14 @@ class EventWriter:
         if not piece:
             return frames
         self._arguments[item["id"]].add(piece)
-        return frames + self._event(
-            "response.function_call_arguments.delta",
-            item_id=item["id"],
-            output_index=self._output.index(item),
-            delta=piece,
+        return frames + self._emit(
+            {
+                "type": "response.function_call_arguments.delta",
+                "sequence_number": self.sequence,
+                "item_id": item["id"],
+                "output_index": self._output.index(item),
+                "delta": piece,
+            }
         )
 
     # --- the stream -----------------------------------------------------------------------
@@ -303,11 +415,15 @@ class EventWriter:
         self._flush_all()  # (a call closed early may have had fragments since)
         render.finish(self.response, self._finish)
         self.response["usage"] = render.usage(self._usage)
-        kind = "response.completed"
-        if self.response["status"] == "incomplete":
-            kind = "response.incomplete"
         self.final = dict(self.response)
-        return frames + self._event(kind, response=render.shown(self.final, self._include))
+        shown = _shown(self.final, self._include)
+        if self.response["status"] == "incomplete":
+            return frames + self._emit(
+                {"type": "response.incomplete", "sequence_number": self.sequence, "response": shown}
+            )
+        return frames + self._emit(
+            {"type": "response.completed", "sequence_number": self.sequence, "response": shown}
+        )
 
     def fail(self, error: PalyraError) -> bytes:
         """After a failure mid-stream: `error`, then `response.failed` with what was sent."""
@@ -318,10 +434,20 @@ class EventWriter:
         self.response["usage"] = render.usage(self._usage)
         if self._item is not None and "status" in self._item:
             self._item["status"] = "incomplete"
-        return self._event(
-            "error", code=error.code, message=error.message, param=error.param
-        ) + self._event(
-            "response.failed", response=render.shown(dict(self.response), self._include)
+        return self._emit(
+            {
+                "type": "error",
+                "sequence_number": self.sequence,
+                "code": error.code,
+                "message": error.message,
+                "param": error.param,
+            }
+        ) + self._emit(
+            {
+                "type": "response.failed",
+                "sequence_number": self.sequence,
+                "response": _shown(dict(self.response), self._include),
+            }
         )
 
 

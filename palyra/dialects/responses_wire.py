@@ -1,10 +1,11 @@
 """The OpenAI Responses API wire format, as far as Palyra speaks it: TypedDicts after
 openai-python's `types/responses/*` (the shapes its SDK parses), for the request Palyra takes,
-the `response` object and items it answers, and the stream's events."""
+the `response` object and items it answers, and the events of the stream it writes
+(`responses_stream`; an upstream's own stream is relayed as it came)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, Required, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict, final
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 ResponseStatus = Literal["completed", "failed", "in_progress", "cancelled", "queued", "incomplete"]
@@ -159,6 +160,7 @@ class OutputRefusal(TypedDict):
     refusal: str
 
 
+@final
 class OutputMessage(TypedDict):
     id: str
     type: Literal["message"]
@@ -167,6 +169,7 @@ class OutputMessage(TypedDict):
     content: list[OutputText | OutputRefusal]
 
 
+@final
 class FunctionCall(TypedDict):
     id: str
     type: Literal["function_call"]
@@ -176,6 +179,7 @@ class FunctionCall(TypedDict):
     arguments: str
 
 
+@final
 class Reasoning(TypedDict):
     id: str
     type: Literal["reasoning"]
@@ -183,6 +187,8 @@ class Reasoning(TypedDict):
     encrypted_content: NotRequired[str]
 
 
+# (final: `"status" in item` tells a message or a call from a reasoning item, and `in`
+# narrows a union of TypedDicts only when none can be subclassed with another's keys.)
 OutputItem = OutputMessage | FunctionCall | Reasoning
 
 
@@ -223,7 +229,7 @@ class Response(TypedDict, total=False):
     instructions: Required[str | None]
     max_output_tokens: int | None
     model: Required[str]
-    output: Required[list[dict[str, Any]]]
+    output: Required[list[OutputItem]]
     parallel_tool_calls: Required[bool]
     previous_response_id: str | None
     reasoning: dict[str, Any]
@@ -253,3 +259,193 @@ class DeletedResponse(TypedDict):
     id: str
     object: Literal["response.deleted"]
     deleted: bool
+
+
+# --- the stream's events ------------------------------------------------------------------
+# Each carries its `sequence_number`, from 0. After openai-python's
+# `types/responses/response_*_event.py`, those Palyra writes.
+
+
+class ResponseCreatedEvent(TypedDict):
+    type: Literal["response.created"]
+    sequence_number: int
+    response: Response
+
+
+class ResponseInProgressEvent(TypedDict):
+    type: Literal["response.in_progress"]
+    sequence_number: int
+    response: Response
+
+
+class ResponseCompletedEvent(TypedDict):
+    type: Literal["response.completed"]
+    sequence_number: int
+    response: Response
+
+
+class ResponseIncompleteEvent(TypedDict):
+    type: Literal["response.incomplete"]
+    sequence_number: int
+    response: Response
+
+
+class ResponseFailedEvent(TypedDict):
+    type: Literal["response.failed"]
+    sequence_number: int
+    response: Response
+
+
+class ResponseErrorEvent(TypedDict):
+    type: Literal["error"]
+    sequence_number: int
+    code: NotRequired[str | None]
+    message: str
+    param: NotRequired[str | None]
+
+
+class ResponseOutputItemAddedEvent(TypedDict):
+    type: Literal["response.output_item.added"]
+    sequence_number: int
+    output_index: int
+    item: OutputItem
+
+
+class ResponseOutputItemDoneEvent(TypedDict):
+    type: Literal["response.output_item.done"]
+    sequence_number: int
+    output_index: int
+    item: OutputItem
+
+
+class ResponseContentPartAddedEvent(TypedDict):
+    type: Literal["response.content_part.added"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | OutputRefusal
+
+
+class ResponseContentPartDoneEvent(TypedDict):
+    type: Literal["response.content_part.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    part: OutputText | OutputRefusal
+
+
+class ResponseTextDeltaEvent(TypedDict):
+    type: Literal["response.output_text.delta"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+    logprobs: list[Any]
+
+
+class ResponseTextDoneEvent(TypedDict):
+    type: Literal["response.output_text.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    text: str
+    logprobs: list[Any]
+
+
+class ResponseRefusalDeltaEvent(TypedDict):
+    type: Literal["response.refusal.delta"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    delta: str
+
+
+class ResponseRefusalDoneEvent(TypedDict):
+    type: Literal["response.refusal.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    content_index: int
+    refusal: str
+
+
+class ResponseReasoningSummaryPartAddedEvent(TypedDict):
+    type: Literal["response.reasoning_summary_part.added"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+
+
+class ResponseReasoningSummaryPartDoneEvent(TypedDict):
+    type: Literal["response.reasoning_summary_part.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    summary_index: int
+    part: SummaryText
+    status: NotRequired[Literal["incomplete"] | None]
+
+
+class ResponseReasoningSummaryTextDeltaEvent(TypedDict):
+    type: Literal["response.reasoning_summary_text.delta"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    summary_index: int
+    delta: str
+
+
+class ResponseReasoningSummaryTextDoneEvent(TypedDict):
+    type: Literal["response.reasoning_summary_text.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    summary_index: int
+    text: str
+
+
+class ResponseFunctionCallArgumentsDeltaEvent(TypedDict):
+    type: Literal["response.function_call_arguments.delta"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class ResponseFunctionCallArgumentsDoneEvent(TypedDict):
+    type: Literal["response.function_call_arguments.done"]
+    sequence_number: int
+    item_id: str
+    output_index: int
+    arguments: str
+
+
+ResponseStreamEvent = (
+    ResponseCreatedEvent
+    | ResponseInProgressEvent
+    | ResponseCompletedEvent
+    | ResponseIncompleteEvent
+    | ResponseFailedEvent
+    | ResponseErrorEvent
+    | ResponseOutputItemAddedEvent
+    | ResponseOutputItemDoneEvent
+    | ResponseContentPartAddedEvent
+    | ResponseContentPartDoneEvent
+    | ResponseTextDeltaEvent
+    | ResponseTextDoneEvent
+    | ResponseRefusalDeltaEvent
+    | ResponseRefusalDoneEvent
+    | ResponseReasoningSummaryPartAddedEvent
+    | ResponseReasoningSummaryPartDoneEvent
+    | ResponseReasoningSummaryTextDeltaEvent
+    | ResponseReasoningSummaryTextDoneEvent
+    | ResponseFunctionCallArgumentsDeltaEvent
+    | ResponseFunctionCallArgumentsDoneEvent
+)
