@@ -7,7 +7,6 @@ The wiring lives in `build_app`, on one screen: state dir, admin token, the gate
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import os
@@ -59,7 +58,7 @@ from palyra.state import open_database
 from palyra.types import ChatRequest, ChatResult
 from palyra.usage.writer import UsageWriter
 from palyra.vault import open_vault
-from palyra.workers import WorkerSpec, run_master
+from palyra.workers import WorkerSpec, listen_error, run_master
 
 log = structlog.get_logger("palyra.daemon")
 
@@ -363,13 +362,7 @@ def bind_listening(host: str, port: int) -> list[socket.socket]:
             try:
                 sock.bind(address)
             except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise OSError(
-                        f"cannot listen on {host}:{port}: the address is already in use "
-                        "(another palyrad?); stop it, or choose another port with --port "
-                        "or [daemon] port",
-                    ) from None
-                raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+                raise listen_error(host, port, exc) from None
             sock.listen(4096)
             sock.setblocking(False)
     except BaseException:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -87,16 +88,30 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     )[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(address)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise listen_error(host, port, exc) from None
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
             sockets.append(bind_shared(family, kind, proto, address))
-    except OSError:
+    except OSError as exc:
         for sock in sockets:
             sock.close()
-        raise
+        raise listen_error(host, port, exc) from None
     return sockets
+
+
+def listen_error(host: str, port: int, exc: OSError) -> OSError:
+    """What palyrad says when it cannot listen on host:port, one or many workers alike: a
+    port in use says so and what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return OSError(
+            f"cannot listen on {host}:{port}: the address is already in use "
+            "(another palyrad?); stop it, or choose another port with --port or [daemon] port"
+        )
+    return OSError(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
 def bind_shared(family: int, kind: int, proto: int, address: Any) -> socket.socket:

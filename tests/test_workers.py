@@ -734,8 +734,10 @@ def test_a_taken_port_is_one_clear_error_before_any_worker(tmp_path: Path) -> No
         port = taken.getsockname()[1]
         result = start(tmp_path, "version = 1\n[daemon]\nworkers = 2\n", port)
     assert result.returncode == 1
+    # The same words as with one worker (tests/test_daemon.py), not the bare errno.
     assert result.stderr.strip().splitlines() == [
-        "palyrad: cannot start: [Errno 98] Address already in use"
+        f"palyrad: cannot start: cannot listen on 127.0.0.1:{port}: the address is already in "
+        "use (another palyrad?); stop it, or choose another port with --port or [daemon] port"
     ]
     assert "worker_started" not in result.stdout + result.stderr
 
