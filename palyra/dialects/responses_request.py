@@ -33,6 +33,7 @@ kept on the stored response and never sent upstream (chat completions would want
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -320,7 +321,7 @@ def item_id(prefix: str) -> str:
     return f"{prefix}_{random_id()}"
 
 
-def item_type(item: dict[str, Any]) -> str | None:
+def item_type(item: Mapping[str, object]) -> str | None:
     kind = item.get("type")
     if kind is None and "role" in item:
         return "message"  # EasyInputMessage: the type may be left out
@@ -337,7 +338,7 @@ def replayable(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def _check_item(where: str, kind: str, item: dict[str, Any]) -> None:
+def _check_item(where: str, kind: str, item: Mapping[str, object]) -> None:
     if kind == "message":
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
