@@ -31,8 +31,15 @@ class DaemonClient:
 
     @classmethod
     def from_config(
-        cls, config: PalyraConfig, url: str | None = None, env: Mapping[str, str] | None = None
+        cls,
+        config: PalyraConfig,
+        url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        has_file: bool = True,
     ) -> DaemonClient:
+        """`has_file`: the config came from a file (else the port is the built-in default,
+        and the hint when nothing answers says so)."""
         env = os.environ if env is None else env
         if url:
             base, source = url, "from --url"
@@ -40,7 +47,12 @@ class DaemonClient:
             base, source = env["PALYRA_URL"], "from PALYRA_URL"
         else:
             base = _loopback_url(config.daemon.bind, config.daemon.port)
-            source = "from the config's daemon.port"
+            if env.get("PALYRA_DAEMON_PORT"):
+                source = "from PALYRA_DAEMON_PORT"
+            elif has_file:
+                source = "from the config's daemon.port"
+            else:
+                source = "the default port: no config file"
         state_dir = resolve_state_dir(config, env)
         token = env.get("PALYRA_ADMIN_TOKEN") or _read_token(state_dir)
         # A missing token is reported only if the daemon asks for one: when the daemon is not

@@ -98,12 +98,14 @@ def daemon(*, show_config_problems: bool = True) -> DaemonClient:
     to go on. `show_config_problems=False` (config reload, where the daemon lists them): no
     warning, and a key that cannot be told is its default."""
     url = options.get("url")
+    has_file = True
     try:
-        config = load_config(options.get("config_path")).config
+        loaded = load_config(options.get("config_path"))
+        config, has_file = loaded.config, loaded.path is not None
     except ConfigError as exc:
         config = _config_despite(exc, url, show=show_config_problems)
     try:
-        return DaemonClient.from_config(config, url)
+        return DaemonClient.from_config(config, url, has_file=has_file)
     except DaemonError as exc:
         fail(str(exc))
 

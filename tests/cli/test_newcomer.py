@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from palyra import __version__ as VERSION
+from palyra.cli.client import DaemonClient
 from palyra.cli.common import duration, plural, relative
-from palyra.config import StateConfig
+from palyra.config import StateConfig, validate_config
 from palyra.state import open_database
 from palyra.vault import open_vault
 from tests.support.cli import (
@@ -243,11 +244,16 @@ def test_no_daemon_names_the_url_and_how_to_point_elsewhere(tmp_path: Path) -> N
     url = f"http://127.0.0.1:{port}"
     from_env = isolated_env(tmp_path, PALYRA_URL=url, PALYRA_ADMIN_TOKEN="t")
     from_flag = isolated_env(tmp_path, PALYRA_ADMIN_TOKEN="t")
-    from_config = isolated_env(tmp_path, PALYRA_DAEMON_PORT=str(port), PALYRA_ADMIN_TOKEN="t")
+    from_port_env = isolated_env(tmp_path, PALYRA_DAEMON_PORT=str(port), PALYRA_ADMIN_TOKEN="t")
+    config = tmp_path / "config" / "palyra" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"version = 1\n[daemon]\nport = {port}\n")
+    from_file = isolated_env(tmp_path, PALYRA_ADMIN_TOKEN="t", PALYRA_CONFIG=str(config))
     cases = [
         (["chat", "hi"], from_env, "from PALYRA_URL"),
         (["--url", url, "chat", "hi"], from_flag, "from --url"),
-        (["models", "list"], from_config, "from the config's daemon.port"),
+        (["models", "list"], from_port_env, "from PALYRA_DAEMON_PORT"),
+        (["models", "list"], from_file, "from the config's daemon.port"),
         (["status"], from_env, "from PALYRA_URL"),
     ]
     with ThreadPoolExecutor(len(cases)) as pool:
@@ -261,6 +267,13 @@ def test_no_daemon_names_the_url_and_how_to_point_elsewhere(tmp_path: Path) -> N
     assert answer.returncode == 1
     assert json.loads(answer.stdout)["up"] is False
     assert json.loads(answer.stdout)["url"] == url
+
+
+def test_without_a_config_file_the_hint_names_the_default_port() -> None:
+    # (Found by review: it said "from the config's daemon.port" when there was no config.)
+    client = DaemonClient.from_config(validate_config({"version": 1}), env={}, has_file=False)
+    assert client.base_url == "http://127.0.0.1:7142"
+    assert "(the default port: no config file)" in client.unreachable(ConnectionRefusedError())
 
 
 # --- palyra status --------------------------------------------------------------------------
