@@ -254,7 +254,11 @@ async def test_a_degraded_store_is_a_banner_on_every_page(ui: Any, redis_down: D
     await open_console(ui, redis_down, "Keys", "Keys")
     banner = ui.get_by_role("alert").filter(has_text="Degraded")
     await banner.wait_for(timeout=15_000)
-    assert "Redis does not answer" in await banner.inner_text()
+    text = await banner.inner_text()
+    assert "Redis does not answer" in text
+    # What it means, for this dependency (not the state store's words).
+    assert "this daemon's own circuit breakers and health" in text, text
+    assert "needs the store" not in text, text
     await ui.get_by_role("link", name="Providers").click()
     await ui.locator("#providers-updated").filter(has_text="Updated").wait_for()
     assert await banner.is_visible()
@@ -304,7 +308,11 @@ async def test_a_lost_postgresql_store_is_a_banner_until_it_is_back(
     assert await banner.is_hidden()
     proxy.cut()
     await banner.filter(has_text="Degraded").wait_for(timeout=15_000)
-    assert "The state store does not answer" in await banner.inner_text()
+    text = await banner.inner_text()
+    assert "The state store does not answer" in text
+    # Requests go on (they never touch the store); what needs it does not.
+    assert "Requests are still served; what needs the store" in text, text
+    assert "circuit breakers" not in text, text
     assert await banner.get_attribute("role") == "alert"
     await ui.get_by_role("link", name="Runs").click()
     await ui.get_by_role("heading", name="Runs", exact=True).wait_for()
@@ -325,13 +333,14 @@ async def test_a_count_of_one_takes_the_singular(ui: Any, daemon: Daemon) -> Non
         status=429,
         retries=1,
         failovers=1,
+        input_tokens=1,
     )
     await seed_ledger(state_dir(daemon), [once])
     await open_console(ui, daemon, "Usage", "Usage")
     summary = ui.locator("#usage-summary")
     await summary.get_by_text("Last 7 days").wait_for()
     assert await summary.inner_text() == (
-        "Last 7 days: 1 request (1 failed), 0 tokens in, 0 out, cost unknown."
+        "Last 7 days: 1 request (1 failed), 1 token in, 0 out, cost unknown."
         " 1 request had no price and is not in the cost."
     )
     await ui.get_by_role("link", name="Requests").click()

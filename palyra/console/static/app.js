@@ -101,6 +101,12 @@ export function confirmThen(message, action) {
 function main() { return document.getElementById("main"); }
 
 const DEPENDENCY_NAMES = { state_store: "The state store", redis: "Redis" };
+// What each one's absence means (docs/deployment.md, "When PostgreSQL or Redis is unreachable").
+const DEGRADED_MEANS = {
+  state_store: "Requests are still served; what needs the store (cron runs, vault and profile "
+    + "changes, run history) fails until it is back.",
+  redis: "Requests are served on this daemon's own circuit breakers and health until it is back.",
+};
 
 // The banner over every page when a dependency does not answer. Pages that fetch the status
 // anyway (Providers) hand it over; elsewhere the shell asks for it every few seconds.
@@ -113,7 +119,7 @@ export function dependencies(report) {
     h("strong", {}, "Degraded: "),
     down.map(([name, d], i) => [i ? "; " : "",
       `${DEPENDENCY_NAMES[name] || name} does not answer${d.error ? ` (${d.error})` : ""}`]),
-    ". Requests are served on this daemon's local state until it is back.",
+    ". ", down.map(([name]) => DEGRADED_MEANS[name] || "").filter(Boolean).join(" "),
   ] : []));
 }
 

@@ -68,7 +68,7 @@ function summaryText(label, t) {
   if (!t.requests) return `${label}: no requests.`;
   const cost = t.cost_usd === null || t.cost_usd === undefined ? "cost unknown" : `cost ${usd(t.cost_usd)}`;
   return `${label}: ${plural(t.requests, "request")} (${count(t.errors)} failed), `
-    + `${count(t.input_tokens)} tokens in, ${count(t.output_tokens)} out, ${cost}.`
+    + `${plural(t.input_tokens, "token")} in, ${count(t.output_tokens)} out, ${cost}.`
     + (t.unpriced_requests ? ` ${plural(t.unpriced_requests, "request")} had no price and ${t.unpriced_requests === 1 ? "is" : "are"} not in the cost.` : "")
     + (t.estimated_requests ? ` ${count(t.estimated_requests)} ${t.estimated_requests === 1 ? "was" : "were"} costed from Palyra's own token count.` : "");
 }
