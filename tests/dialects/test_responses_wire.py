@@ -10,7 +10,7 @@ import pytest
 from openai.types import responses as sdk
 
 from palyra.dialects import responses_wire as wire
-from tests.models.test_openai_wire import mismatch
+from tests.support.sdk_keys import mismatch
 
 EVENTS: list[tuple[Any, Any]] = [
     (wire.ResponseCreatedEvent, sdk.ResponseCreatedEvent),

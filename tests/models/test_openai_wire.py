@@ -45,6 +45,7 @@ from openai.types.chat import (
 from openai.types.shared_params import response_format_json_schema
 
 from palyra.models import openai_wire as wire
+from tests.support.sdk_keys import mismatch
 
 # The reasoning of a model, as compatible servers send it and Palyra writes it.
 REASONING = {"reasoning_content", "reasoning"}
@@ -213,26 +214,6 @@ PAIRS: list[tuple[Any, Any, set[str]]] = [
     (wire.ChunkChoice, chat_completion_chunk.Choice, set()),
     (wire.ChatCompletionChunk, chat_completion_chunk.ChatCompletionChunk, set()),
 ]
-
-
-def keys(shape: Any) -> set[str]:
-    """The keys of a TypedDict (its bases' included) or the fields of an SDK model."""
-    fields = getattr(shape, "model_fields", None)
-    return set(fields if fields is not None else shape.__annotations__)
-
-
-def mismatch(ours: Any, theirs: Any, extensions: set[str]) -> str | None:
-    """What tells `ours` from `theirs` with `extensions` known, or None."""
-    missing = keys(theirs) - keys(ours)
-    unknown = keys(ours) - keys(theirs) - extensions
-    stale = extensions & keys(theirs)  # the SDK has it now: no longer ours alone
-    if not (missing or unknown or stale):
-        return None
-    return (
-        f"{ours.__name__} against {theirs.__module__}.{theirs.__name__}: "
-        f"missing {sorted(missing)}, not the SDK's {sorted(unknown)}, "
-        f"the SDK's now {sorted(stale)}"
-    )
 
 
 @pytest.mark.parametrize(
