@@ -96,6 +96,8 @@ class _Plan:
     estimate: Callable[[], int] = _no_tokens
     prompt: Callable[[], int] = _no_tokens
     text: Callable[[], str] | None = None
+    # Filled as `candidates` is walked: those left out for their provider's state.
+    passed_over: list[Candidate] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -285,6 +287,7 @@ class Router:
         model: ModelConfig,
         can_serve: Callable[[ModelConfig], bool],
         affinity: Callable[[], str | None] | None = None,
+        passed_over: list[Candidate] | None = None,
     ) -> Iterable[Candidate]:
         """The requested model's deployments in the order its strategy gives, then its
         `fallbacks` in order, or else every other enabled model of its role on another
@@ -297,7 +300,8 @@ class Router:
         turn: an open one is passed over, and once its cooldown is over the next request
         for it is the half-open probe, wherever it stands. Health from probes only orders
         candidates of equal rank, and a definitive state (a refused or missing credential)
-        drops a candidate while any other remains.
+        drops a candidate while any other remains (added to `passed_over`, for the error
+        when every candidate tried fails).
 
         The rest of the chain is only worked out if the first attempt fails: most requests
         never need it, and checking each fallback costs a budget check."""
@@ -309,9 +313,10 @@ class Router:
                 param="model",
                 code="provider_disabled",
             )
+        dropped = [] if passed_over is None else passed_over
         if not self.config.failover_enabled:
-            return self._viable(firsts)
-        return self._chain(firsts, model, can_serve, affinity)
+            return self._viable(firsts, dropped)
+        return self._chain(firsts, model, can_serve, affinity, dropped)
 
     def _chain(
         self,
@@ -319,19 +324,28 @@ class Router:
         model: ModelConfig,
         can_serve: Callable[[ModelConfig], bool],
         affinity: Callable[[], str | None] | None,
+        dropped: list[Candidate],
     ) -> Iterator[Candidate]:
         viable = [c for c in firsts if not self._definitive(c)]
         yield from viable
-        others = self._viable(self._others(model, can_serve, affinity))
-        yield from others if viable or others else firsts
+        others = self._viable(self._others(model, can_serve, affinity), dropped)
+        if viable or others:
+            dropped += [c for c in firsts if c not in viable]
+            yield from others
+        else:
+            yield from firsts
 
-    def _viable(self, chain: list[Candidate]) -> list[Candidate]:
+    def _viable(self, chain: list[Candidate], dropped: list[Candidate]) -> list[Candidate]:
         """`chain` without the candidates whose provider's state says any request would
-        fail (a refused or missing credential); all of it when that leaves none, so the
-        client gets the provider's own answer, and a credential mended since is noticed at
-        once, not at the next probe."""
+        fail (a refused or missing credential), which go to `dropped`; all of it when that
+        leaves none, so the client gets the provider's own answer, and a credential mended
+        since is noticed at once, not at the next probe."""
         kept = [c for c in chain if not self._definitive(c)]
-        return kept or chain
+        if not kept:
+            return chain
+        if len(kept) < len(chain):
+            dropped += [c for c in chain if c not in kept]
+        return kept
 
     def _deployed(
         self,
@@ -447,29 +461,25 @@ class Router:
             )
         return None
 
-    def _fallback(
-        self,
-        candidates: Iterable[Candidate],
-        estimate: Callable[[], int] = _no_tokens,
-        prompt: Callable[[], int] = _no_tokens,
-    ) -> FallbackModel:
+    def _fallback(self, plan: _Plan, ticket: Ticket | None) -> FallbackModel:
         deadline = time.monotonic() + self.config.request_timeout_ms / 1000
         return FallbackModel(
-            candidates,
+            _allowed(plan.candidates, ticket),
             route=RouteInfo(),
             deadline=deadline,
             health=self.health,
             metrics=self.metrics,
             deployments=self.deployments,
-            estimate=estimate,
-            prompt_tokens=prompt,
+            estimate=plan.estimate,
+            prompt_tokens=plan.prompt,
+            passed_over=plan.passed_over,
         )
 
     async def _serve(self, plan: _Plan, call: Callable[[Candidate], Awaitable[T]]) -> Routed[T]:
         """Admit the request (the caller's limits), walk its candidates, and account for it
         however it ends."""
         ticket = await self._admit(plan, stream=False)
-        fallback = self._fallback(_allowed(plan.candidates, ticket), plan.estimate, plan.prompt)
+        fallback = self._fallback(plan, ticket)
         try:
             with TRACING.routing():
                 value = await fallback.run(call)
@@ -489,7 +499,7 @@ class Router:
     ) -> Routed[AsyncIterator[E]]:
         """As `_serve`, for a stream: accounted when it ends, not when it opens."""
         ticket = await self._admit(plan, stream=True)
-        fallback = self._fallback(_allowed(plan.candidates, ticket), plan.estimate, plan.prompt)
+        fallback = self._fallback(plan, ticket)
         accounting = self.accounting
 
         def ended(outcome: BaseException | None) -> None:
@@ -576,10 +586,11 @@ class Router:
                 self._chat_problem(request, other, facts) is None and unhonoured_on(other) is None
             )
 
-        candidates = self.candidates(model, can_serve, lambda: prefix_key(request))
+        passed: list[Candidate] = []
+        candidates = self.candidates(model, can_serve, lambda: prefix_key(request), passed)
         unhonoured = unhonoured_on(model)
         if unhonoured is None:
-            return _Plan(model, candidates, estimate, prompt, lambda: _prompt_text(request))
+            return _Plan(model, candidates, estimate, prompt, lambda: _prompt_text(request), passed)
         # The requested model's provider cannot honour the request: not a fault of the
         # request, so on to the candidates that can, and a 400 naming what and who when
         # none can (never a silent drop of what it could not do).
@@ -587,7 +598,7 @@ class Router:
         if not capable:
             unhonoured.route = RouteInfo(model.model_id, model.provider_id)
             raise unhonoured
-        return _Plan(model, capable, estimate, prompt, lambda: _prompt_text(request))
+        return _Plan(model, capable, estimate, prompt, lambda: _prompt_text(request), passed)
 
     def _may_count(self, request: ChatRequest, facts: _ChatFacts) -> bool:
         return may_need_counts(request, self.registry.chat_rooms(), facts.bound)
@@ -661,12 +672,14 @@ class Router:
         # Vectors of different models live in different spaces: an embeddings request only
         # fails over to another deployment of its model or the fallbacks it names.
         longest = max(lengths)
+        passed: list[Candidate] = []
         candidates = self.candidates(
             model,
             lambda m: (
                 (m.model_id == model.model_id or bool(model.fallbacks))
                 and token_budget(self.config, m) >= longest
             ),
+            passed_over=passed,
         )
         # Byte bounds of texts unless counted above: about four bytes to a token.
         counted = max(lengths) > smallest
@@ -675,14 +688,17 @@ class Router:
             for item, n in zip(texts, lengths, strict=True)
         )
         return await self._serve(
-            _Plan(model, candidates, lambda: total), lambda c: c.provider.embed(request, c.model)
+            _Plan(model, candidates, lambda: total, passed_over=passed),
+            lambda c: c.provider.embed(request, c.model),
         )
 
     async def transcribe(self, request: TranscriptionRequest) -> Routed[TranscriptionResult]:
         model = self.registry.resolve(request.model, ProviderModelRole.AUDIO_TRANSCRIPTION)
-        candidates = self.candidates(model, lambda m: True)
+        passed: list[Candidate] = []
+        candidates = self.candidates(model, lambda m: True, passed_over=passed)
         return await self._serve(
-            _Plan(model, candidates), lambda c: c.provider.transcribe(request, c.model)
+            _Plan(model, candidates, passed_over=passed),
+            lambda c: c.provider.transcribe(request, c.model),
         )
 
     async def stream_transcribe(
@@ -700,14 +716,17 @@ class Router:
             )
             refused.route = RouteInfo(model.model_id, model.provider_id)
             raise refused
+        passed: list[Candidate] = []
         candidates = self.candidates(
             model,
             lambda m: (
                 (p := self.providers.get(m.provider_id)) is not None and _streams_transcription(p)
             ),
+            passed_over=passed,
         )
         return await self._stream(
-            _Plan(model, candidates), lambda c: c.provider.stream_transcribe(request, c.model)
+            _Plan(model, candidates, passed_over=passed),
+            lambda c: c.provider.stream_transcribe(request, c.model),
         )
 
 

@@ -941,6 +941,27 @@ async def test_when_every_candidate_fails_the_answer_names_each_and_its_error(
     )
 
 
+async def test_a_model_passed_over_for_its_credential_is_named_when_the_rest_fail(
+    tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
+) -> None:
+    # (Found by review: asked for `primary`, the answer named only p2's failure, and nothing
+    # said that `primary` was never tried.)
+    server = await start_gateway(config(tmp_path, first, second, max_retries=0))
+    client = sdk(server)
+    first.script(CHAT, ErrorReply(401))
+    await client.chat.completions.create(model="primary", messages=USER)  # p1: auth_failed
+    second.script(CHAT, ErrorReply(500, message="backup broke"))
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.chat.completions.create(model="primary", messages=USER)
+    assert len(first.requests_to(CHAT)) == 1  # not tried again
+    assert info.value.status_code == 502
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["message"] == (
+        "model backup on provider p2: upstream answered 500: backup broke; passed over, "
+        "untried: model primary on provider p1 (auth_failed)"
+    )
+
+
 async def test_a_single_failure_reads_as_it_did(
     tmp_path: Path, first: FakeUpstream, second: FakeUpstream, start_gateway: GatewayFactory
 ) -> None:

@@ -74,16 +74,28 @@ class Candidate:
 
 
 def _name_every_failure(
-    last: ProviderError, failures: list[tuple[Candidate, ProviderError]]
+    last: ProviderError,
+    failures: list[tuple[Candidate, ProviderError]],
+    passed_over: list[tuple[Candidate, str]],
 ) -> None:
     """The last error (whose status and code the answer keeps) made to tell what happened on
-    every candidate tried, in order: the last alone would hide why the others failed. (Each
-    message was redacted when its error was built; model ids come from the config.)"""
-    tried = "; ".join(
-        f"[{n}] model {candidate.model.model_id} on {error.message}"
-        for n, (candidate, error) in enumerate(failures, 1)
-    )
-    last.message = f"all {len(failures)} candidates failed: {tried}"
+    every candidate tried, in order, and which were passed over untried and why: the last
+    alone would hide why the others failed, or that the model asked for was never tried.
+    (Each message was redacted when its error was built; ids come from the config.)"""
+    if len(failures) > 1:
+        tried = "; ".join(
+            f"[{n}] model {candidate.model.model_id} on {error.message}"
+            for n, (candidate, error) in enumerate(failures, 1)
+        )
+        message = f"all {len(failures)} candidates failed: {tried}"
+    else:
+        message = f"model {failures[0][0].model.model_id} on {last.message}"
+    if passed_over:
+        message += "; passed over, untried: " + ", ".join(
+            f"model {c.model.model_id} on provider {c.provider.provider_id} ({state})"
+            for c, state in passed_over
+        )
+    last.message = message
     last.args = (last.message,)
 
 
@@ -111,8 +123,12 @@ class FallbackModel:
         estimate: Callable[[], int] = lambda: 0,
         prompt_tokens: Callable[[], int] = lambda: 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        passed_over: list[Candidate] | None = None,
     ) -> None:
+        """`passed_over`: candidates routing left out for their provider's state (filled as
+        `candidates` is walked), named in the error when every one tried fails."""
         self.candidates = candidates
+        self._passed_over = passed_over
         self.route = route
         self.deadline = deadline  # time.monotonic() by which the whole request must be done
         self._health = health
@@ -192,8 +208,12 @@ class FallbackModel:
             self._count_failover(failover, failing_over_from)
             return result
         if last_error is not None:
-            if len(failures) > 1:
-                _name_every_failure(last_error, failures)
+            if len(failures) > 1 or self._passed_over:
+                passed = [
+                    (c, self._health.get(c.provider.provider_id).state.value)
+                    for c in self._passed_over or ()
+                ]
+                _name_every_failure(last_error, failures, passed)
             raise last_error
         if limited and all(r.permanent for r in limited) and not cooling:
             raise InvalidRequest(
