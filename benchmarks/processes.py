@@ -445,11 +445,16 @@ def wait_workers(process: subprocess.Popen[bytes], url: str, n: int) -> None:
 
 
 def spawn_daemon(
-    work: Path, suffix: str, config_text: str, palyra_src: str
+    work: Path,
+    suffix: str,
+    config_text: str,
+    palyra_src: str,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Starts `palyrad` on `config_text`, with its config file, state and log under `work`
     (`palyra{suffix}.toml`, `palyrad{suffix}.log`, ...); returns the process and its URL
-    once it answers."""
+    once it answers. `extra_env` is set last (e.g. `PALYRA_EVENT_LOOP`, which the caller's
+    own `PALYRA_*` variables never reach)."""
     config = work / f"palyra{suffix}.toml"
     config.write_text(config_text)
     port = free_port()
@@ -463,6 +468,7 @@ def spawn_daemon(
     if palyra_src:
         # Ahead of the editable install's finder, which comes last on sys.meta_path.
         env["PYTHONPATH"] = str(Path(palyra_src).resolve())
+    env.update(extra_env or {})
     palyrad = Path(PYTHON).with_name("palyrad")
     log = open(work / f"palyrad{suffix}.log", "wb")  # noqa: SIM115 - lives as long as the process
     process = subprocess.Popen(
