@@ -11,8 +11,8 @@ A target is `head` (this tree), `head:ledger-off` (`[usage] enabled = false`),
 Prints, per scenario, each target's median CPU ms per request (user + system of its
 process, from /proc), its ratio to the first target, and every round's figure: medians of
 nine rounds tell apart a 5% change where two single runs of `run.py` wander by 20%.
-Whole requests are driven by wrk, streams by loadgen.py, on the config that older trees
-can load.
+Whole requests are driven by wrk (by loadgen.py where wrk cannot be had), streams by
+loadgen.py, on the config that older trees can load.
 """
 
 from __future__ import annotations
@@ -44,10 +44,16 @@ WARM_UP_S = 2.0
 
 
 def load(
-    scenario: Scenario, route: str, headers: dict[str, str], body: bytes, seconds: float, work: Path
+    scenario: Scenario,
+    route: str,
+    headers: dict[str, str],
+    body: bytes,
+    seconds: float,
+    work: Path,
+    use_wrk: bool,
 ) -> int:
     """Loads one daemon for `seconds`; the requests it served."""
-    if scenario.stream:
+    if scenario.stream or not use_wrk:
         timed = dataclasses.replace(scenario, duration_s=seconds)
         return int(run_loadgen(route, headers, body, timed, work, seconds + 30)["requests"])
     return int(run_wrk(route, headers, body, scenario.concurrency, seconds, work)["requests"])
@@ -76,8 +82,9 @@ def main() -> None:
     parser.add_argument("--only", default="chat-c1,chat-c16,failover-c16,embeddings-c16")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--warm-up", type=float, default=WARM_UP_S, help="seconds, first round")
     args = parser.parse_args()
-    ensure_wrk()
+    use_wrk = ensure_wrk()
     targets = args.targets.split(",")
     served_here = gateway_routes("", dialects=False)
     runnable = {
@@ -106,9 +113,9 @@ def main() -> None:
                         body = body_for(scenario, model)
                         headers = headers_for(scenario, ADMIN_TOKEN)
                         if round_no == 0:
-                            load(scenario, route, headers, body, WARM_UP_S, work)
+                            load(scenario, route, headers, body, args.warm_up, work, use_wrk)
                         before = cpu_seconds(process.pid)
-                        served = load(scenario, route, headers, body, args.seconds, work)
+                        served = load(scenario, route, headers, body, args.seconds, work, use_wrk)
                         spent = cpu_seconds(process.pid) - before
                         figures[(target, key)].append(spent / max(served, 1) * 1000)
             for key in keys:

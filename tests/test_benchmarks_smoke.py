@@ -159,6 +159,34 @@ def test_harness_runs_and_reports(tmp_path: Path) -> None:
     assert f"with a client key ({CLIENT_KEY_NAME}: models bench-chat, rpm 10,000,000" in text
 
 
+def test_ab_compares_trees_in_alternating_rounds() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "ab.py"),
+            "head,head:ledger-off",
+            "--only",
+            "stream-c1",
+            "--rounds",
+            "2",
+            "--seconds",
+            "0.3",
+            "--warm-up",
+            "0.2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    lines = [line.split() for line in run.stdout.splitlines() if line.startswith("stream-c1")]
+    assert [line[1] for line in lines] == ["head", "head:ledger-off"], run.stdout
+    assert lines[0][4] == "x1.000", run.stdout  # the first target is the baseline
+    for line in lines:
+        assert float(line[2]) > 0, run.stdout  # CPU ms a request, median of the rounds
+        assert len(" ".join(line[5:]).split(",")) == 2, run.stdout  # one figure a round
+
+
 def test_deployed_config_is_one_model_on_three_providers_among_a_hundred_more() -> None:
     raw = tomllib.loads(daemon_config("http://127.0.0.1:9", dialects=False, deployments=True))
     config = validate_config(raw).model_provider
