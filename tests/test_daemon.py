@@ -43,6 +43,20 @@ async def test_embedded_default_creates_private_state(
     await client.close()
 
 
+async def palyrad_exits(tmp_path: Path, *args: str, timeout_s: float = 20) -> tuple[int, str]:
+    """palyrad run with `args` until it exits by itself: its exit code and all it printed."""
+    process = await asyncio.create_subprocess_exec(
+        PALYRAD,
+        *args,
+        env=clean_env(tmp_path),
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    assert process.returncode is not None
+    return process.returncode, (stdout + stderr).decode()
+
+
 async def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
@@ -50,19 +64,9 @@ async def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
         'bse_url = "https://api.anthropic.com"\n'
     )
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        PALYRAD,
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        env=clean_env(tmp_path),
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode != 0
-    assert "model_provider.providers[0].bse_url: unknown key" in stderr.decode()
+    code, output = await palyrad_exits(tmp_path, "--config", str(config), "--port", str(port))
+    assert code != 0
+    assert "model_provider.providers[0].bse_url: unknown key" in output
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # never bound, so still free
 
@@ -70,17 +74,9 @@ async def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
 async def test_every_config_problem_is_a_line_of_its_own(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('version = 1\n[daemon]\nport = 99999\nlog_levl = "info"\n')
-    process = await asyncio.create_subprocess_exec(
-        PALYRAD,
-        "--config",
-        str(config),
-        env=clean_env(tmp_path),
-        stderr=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode != 0
-    lines = [line for line in stderr.decode().splitlines() if "config error" in line]
+    code, output = await palyrad_exits(tmp_path, "--config", str(config))
+    assert code != 0
+    lines = [line for line in output.splitlines() if "config error" in line]
     assert len(lines) == 2, lines
     assert any("daemon.port" in line for line in lines), lines
     assert any("daemon.log_levl: unknown key" in line for line in lines), lines
@@ -92,17 +88,8 @@ async def test_a_taken_port_is_one_clear_error_and_never_ready(tmp_path: Path) -
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = await asyncio.create_subprocess_exec(
-            PALYRAD,
-            "--port",
-            str(port),
-            env=clean_env(tmp_path),
-            stderr=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    output = (stdout + stderr).decode()
-    assert process.returncode == 1, output
+        code, output = await palyrad_exits(tmp_path, "--port", str(port), timeout_s=30)
+    assert code == 1, output
     assert '"ready"' not in output
     assert output.strip().splitlines()[-1] == (
         f"palyrad: cannot start: cannot listen on 127.0.0.1:{port}: the address is already in "
