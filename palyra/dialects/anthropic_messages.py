@@ -79,9 +79,8 @@ def error_body(exc: PalyraError) -> tuple[int, ErrorResponse]:
     return status, {"type": "error", "error": {"type": kind, "message": exc.message}}
 
 
-def render_error(exc: PalyraError) -> tuple[int, dict[str, Any]]:
-    status, body = error_body(exc)
-    return status, dict(body)
+def render_error(exc: PalyraError) -> tuple[int, ErrorResponse]:
+    return error_body(exc)
 
 
 def beta_headers(request: web.Request) -> dict[str, str] | None:

@@ -13,8 +13,7 @@ says (the API streams json and text only), and a failure after the first event i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 from aiohttp import web
@@ -22,6 +21,14 @@ from aiohttp import web
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import Relay, json_response, route_headers, sse_response
 from palyra.errors import PalyraError
+from palyra.models.openai_audio_wire import (
+    Transcription,
+    TranscriptionDiarized,
+    TranscriptionStreamEvent,
+    TranscriptionTextDoneEvent,
+    TranscriptionVerbose,
+)
+from palyra.models.openai_wire import merge_extra
 from palyra.server.forms import read_transcription
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
 from palyra.sse import encode_data
@@ -90,13 +97,14 @@ async def _relay_events(events: AsyncIterator[TranscriptionDelta], relay: Relay)
 # --- rendering ---------------------------------------------------------------------------
 
 
-def stream_event(delta: TranscriptionDelta) -> dict[str, Any]:
-    """One event of a streamed transcription: the upstream's own when it sent one."""
+def stream_event(delta: TranscriptionDelta) -> TranscriptionStreamEvent | Mapping[str, object]:
+    """One event of a streamed transcription: the upstream's own when it sent one (relayed
+    unread, as it came)."""
     if delta.event is not None:
         return delta.event
     if delta.result is None:
         return {"type": "transcript.text.delta", "delta": delta.text}
-    done: dict[str, Any] = {"type": "transcript.text.done", "text": delta.result.text}
+    done: TranscriptionTextDoneEvent = {"type": "transcript.text.done", "text": delta.result.text}
     usage = delta.result.usage
     if usage.total_tokens:
         done["usage"] = {
@@ -108,22 +116,26 @@ def stream_event(delta: TranscriptionDelta) -> dict[str, Any]:
     return done
 
 
-def render_json(result: TranscriptionResult, request: TranscriptionRequest) -> dict[str, Any]:
+def render_json(
+    result: TranscriptionResult, request: TranscriptionRequest
+) -> Transcription | TranscriptionVerbose | TranscriptionDiarized:
     """json, verbose_json or diarized_json. An upstream's own body is given back as it came,
     with any field the format must have and it left out filled in."""
+    made: Transcription | TranscriptionVerbose | TranscriptionDiarized
     if request.response_format == "verbose_json":
         made = _verbose(result, request)
     elif request.response_format == "diarized_json":
         made = _diarized(result)
     else:
         made = {"text": result.text}
-    if result.body is None:
-        return made
-    return {**made, **result.body}
+    if result.body is not None:
+        # The upstream's fields over those made, in the made ones' order, then its others.
+        merge_extra(made, result.body)
+    return made
 
 
-def _verbose(result: TranscriptionResult, request: TranscriptionRequest) -> dict[str, Any]:
-    verbose: dict[str, Any] = {
+def _verbose(result: TranscriptionResult, request: TranscriptionRequest) -> TranscriptionVerbose:
+    verbose: TranscriptionVerbose = {
         "task": "translate" if request.translate else "transcribe",
         "language": "english" if request.translate else result.language or "unknown",
         "duration": result.duration_s or 0.0,
@@ -152,7 +164,7 @@ def _verbose(result: TranscriptionResult, request: TranscriptionRequest) -> dict
     return verbose
 
 
-def _diarized(result: TranscriptionResult) -> dict[str, Any]:
+def _diarized(result: TranscriptionResult) -> TranscriptionDiarized:
     # A provider that does not tell speakers apart has one speaker.
     return {
         "task": "transcribe",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -13,6 +12,7 @@ from aiohttp import web
 from palyra import tokens
 from palyra.dialects.base import Dialect
 from palyra.dialects.common import json_response, route_headers
+from palyra.models.openai_wire import CreateEmbeddingResponse, Embedding
 from palyra.server.json_body import parse_body
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
 from palyra.types import EmbeddingsRequest, EmbeddingsResult, ProviderModelRole
@@ -61,7 +61,7 @@ async def _stream_embeddings(
     await response.prepare(request)
     per_vector = max(1, _answer_size(result) // max(1, len(result.vectors)))
     step = max(1, INLINE_ANSWER_NUMBERS // per_vector)
-    payload: dict[str, Any] = {}
+    payload: CreateEmbeddingResponse | None = None
     vectors = result.vectors
     for start in range(0, len(vectors), step):
         part = EmbeddingsResult(vectors[start : start + step], result.usage)
@@ -73,11 +73,13 @@ async def _stream_embeddings(
             item["index"] += start
         items = orjson.dumps(payload["data"])[1:-1]  # the elements, without the brackets
         head = b'{"object":"list","data":[' if start == 0 else b","
-        del part, payload["data"]
+        # The slice's vectors are let go of before the write waits on the client.
+        payload["data"] = []
+        del part
         await response.write(head + items)
         await asyncio.sleep(0)  # let other requests run between slices
     # What follows the data in the whole answer ("model", "usage"), rendered by the same code.
-    rest = {key: value for key, value in payload.items() if key not in ("object", "data")}
+    rest = {key: value for key, value in (payload or {}).items() if key not in ("object", "data")}
     await response.write(b"]," + orjson.dumps(rest)[1:])
     await response.write_eof()
     return response
@@ -85,10 +87,10 @@ async def _stream_embeddings(
 
 def render_embeddings(
     result: EmbeddingsResult, model_id: str, encoding_format: str
-) -> dict[str, Any]:
-    data = []
+) -> CreateEmbeddingResponse:
+    data: list[Embedding] = []
     for index, vector in enumerate(result.vectors):
-        embedding: Any = vector
+        embedding = vector
         if encoding_format == "base64" and not isinstance(vector, str):
             # The OpenAI SDK asks for base64 by default: little-endian float32, base64-encoded.
             embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

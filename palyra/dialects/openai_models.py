@@ -6,8 +6,6 @@ are, and the route takes the rest of the path either way.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from palyra.callers import CALLER
@@ -16,6 +14,7 @@ from palyra.dialects.base import Dialect
 from palyra.dialects.common import json_response, route_headers
 from palyra.errors import ModelNotFound
 from palyra.keylimits import require_model
+from palyra.models.openai_wire import Model, ModelList
 from palyra.server.keys import GATEWAY, STARTED
 from palyra.types import RouteInfo
 
@@ -23,14 +22,15 @@ from palyra.types import RouteInfo
 async def list_models(request: web.Request) -> web.Response:
     router = request.app[GATEWAY].router
     key = CALLER.get().key  # a client key sees the models it may call
-    data = [
-        model_object(model)
-        for model in router.registry.models()
-        if key is None or key.allows(model.model_id)
-    ]
-    return json_response(
-        {"object": "list", "data": data}, route_headers(RouteInfo(), request[STARTED])
-    )
+    listing: ModelList = {
+        "object": "list",
+        "data": [
+            model_object(model)
+            for model in router.registry.models()
+            if key is None or key.allows(model.model_id)
+        ],
+    }
+    return json_response(listing, route_headers(RouteInfo(), request[STARTED]))
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
@@ -42,7 +42,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
     return json_response(model_object(model), route_headers(RouteInfo(), request[STARTED]))
 
 
-def model_object(model: ModelConfig) -> dict[str, Any]:
+def model_object(model: ModelConfig) -> Model:
     """A model as the API has it, with what Palyra knows of it under `palyra`."""
     return {
         "id": model.model_id,

@@ -11,7 +11,9 @@ and Responses dialects write the chat request they translate theirs into in it
 (`ChatRequestParams`, validated as `ChatRequest` after). A few fields are not
 openai-python's: what compatible servers send and Palyra reads or writes (`reasoning_content`,
 `reasoning`, `thinking_blocks`), the streamed custom tool call, and any content part in a
-system, developer or tool message; each says so.
+system, developer or tool message; each says so. The other OpenAI answers Palyra writes are
+typed here too: embeddings, the model object (with Palyra's own `palyra` field) and an error's
+body; those of `/v1/audio` are in openai_audio_wire.py.
 
 Fields we have no name for travel beside the typed ones. A client's unknown parameters go
 upstream, and an upstream's unknown fields reach the client, each at the level it sent them
@@ -371,6 +373,76 @@ class EmbeddingCreateParams(TypedDict, total=False):
     dimensions: int
     encoding_format: Literal["float", "base64"]
     user: str
+
+
+# --- the embeddings answer ---------------------------------------------------------------
+
+
+class Embedding(TypedDict):
+    object: Literal["embedding"]
+    index: int
+    # Floats, or (`encoding_format` "base64") their little-endian float32 bytes in base64,
+    # which openai-python's model, typed for floats, decodes before it reads them.
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(TypedDict):
+    """openai-python's `create_embedding_response.Usage`."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class CreateEmbeddingResponse(TypedDict):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+# --- models and errors --------------------------------------------------------------------
+
+
+class PalyraModelInfo(TypedDict):
+    """Not openai-python's: what Palyra knows of a model, under `palyra` in its object."""
+
+    role: str
+    provider_id: str
+    source: Literal["discovered", "configured"]
+    enabled: bool
+    max_context_tokens: int
+
+
+class Model(TypedDict):
+    """`GET /v1/models/{id}` and each of `GET /v1/models`."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    shutdown_date: NotRequired[str | None]
+    palyra: NotRequired[PalyraModelInfo]  # (not openai-python's: see above)
+
+
+class ModelList(TypedDict):
+    """`GET /v1/models` (openai-python pages it; no type of its own)."""
+
+    object: Literal["list"]
+    data: list[Model]
+
+
+class ErrorObject(TypedDict):
+    message: str
+    type: str
+    code: str | None
+    param: str | None
+    misalignment: NotRequired[dict[str, object] | None]  # never written by Palyra
+
+
+class ErrorResponse(TypedDict):
+    """An error answer's body (openai-python reads `error` from it: no type of its own)."""
+
+    error: ErrorObject
 
 
 # --- the answer ---------------------------------------------------------------------------

@@ -8,7 +8,27 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openai.types import EmbeddingCreateParams, completion_usage, shared_params
+from openai.types import (
+    EmbeddingCreateParams,
+    completion_usage,
+    create_embedding_response,
+    embedding,
+    model,
+    shared,
+    shared_params,
+)
+from openai.types.audio import (
+    transcription,
+    transcription_diarized,
+    transcription_diarized_segment,
+    transcription_segment,
+    transcription_text_delta_event,
+    transcription_text_done_event,
+    transcription_text_segment_event,
+    transcription_verbose,
+    transcription_word,
+)
+from openai.types.audio.transcription_language import TranscriptionLanguage
 from openai.types.chat import (
     chat_completion,
     chat_completion_allowed_tool_choice_param,
@@ -44,8 +64,9 @@ from openai.types.chat import (
 )
 from openai.types.shared_params import response_format_json_schema
 
+from palyra.models import openai_audio_wire as audio
 from palyra.models import openai_wire as wire
-from tests.support.sdk_keys import mismatch
+from tests.support.sdk_keys import keys, mismatch
 
 # The reasoning of a model, as compatible servers send it and Palyra writes it.
 REASONING = {"reasoning_content", "reasoning"}
@@ -178,6 +199,13 @@ PAIRS: list[tuple[Any, Any, set[str]]] = [
     # (The same keys: only the model is optional.)
     (wire.ChatRequestParams, completion_create_params.CompletionCreateParamsStreaming, set()),
     (wire.EmbeddingCreateParams, EmbeddingCreateParams, set()),
+    # the embeddings answer
+    (wire.Embedding, embedding.Embedding, set()),
+    (wire.EmbeddingUsage, create_embedding_response.Usage, set()),
+    (wire.CreateEmbeddingResponse, create_embedding_response.CreateEmbeddingResponse, set()),
+    # models and errors
+    (wire.Model, model.Model, {"palyra"}),
+    (wire.ErrorObject, shared.ErrorObject, set()),
     # the answer
     (wire.TopLogprob, chat_completion_token_logprob.TopLogprob, set()),
     (
@@ -216,6 +244,56 @@ PAIRS: list[tuple[Any, Any, set[str]]] = [
 ]
 
 
+# palyra/models/openai_audio_wire.py, against openai-python's `types/audio/transcription*.py`.
+AUDIO_PAIRS: list[tuple[Any, Any, set[str]]] = [
+    (audio.TranscriptionLanguage, TranscriptionLanguage, set()),
+    (audio.Logprob, transcription.Logprob, set()),
+    # (The events' own logprob has the same keys.)
+    (audio.Logprob, transcription_text_delta_event.Logprob, set()),
+    (audio.Logprob, transcription_text_done_event.Logprob, set()),
+    (audio.UsageTokensInputTokenDetails, transcription.UsageTokensInputTokenDetails, set()),
+    (audio.UsageTokens, transcription.UsageTokens, set()),
+    (audio.UsageTokens, transcription_text_done_event.Usage, set()),
+    (audio.UsageDuration, transcription.UsageDuration, set()),
+    (audio.Transcription, transcription.Transcription, set()),
+    (audio.TranscriptionSegment, transcription_segment.TranscriptionSegment, set()),
+    (audio.TranscriptionWord, transcription_word.TranscriptionWord, set()),
+    # (The API sends the task; openai-python's model does not name it.)
+    (audio.TranscriptionVerbose, transcription_verbose.TranscriptionVerbose, {"task"}),
+    (
+        audio.TranscriptionDiarizedSegment,
+        transcription_diarized_segment.TranscriptionDiarizedSegment,
+        set(),
+    ),
+    (audio.TranscriptionDiarized, transcription_diarized.TranscriptionDiarized, set()),
+    (
+        audio.TranscriptionTextDeltaEvent,
+        transcription_text_delta_event.TranscriptionTextDeltaEvent,
+        set(),
+    ),
+    (
+        audio.TranscriptionTextDoneEvent,
+        transcription_text_done_event.TranscriptionTextDoneEvent,
+        set(),
+    ),
+    (
+        audio.TranscriptionTextSegmentEvent,
+        transcription_text_segment_event.TranscriptionTextSegmentEvent,
+        set(),
+    ),
+]
+
+# TypedDicts openai-python has no type for (what it reads without one), and their keys.
+OWN: dict[Any, set[str]] = {
+    # Not the SDK's at all: Palyra's, under `palyra` in a model object.
+    wire.PalyraModelInfo: {"role", "provider_id", "source", "enabled", "max_context_tokens"},
+    # `GET /v1/models`: the SDK pages `data`.
+    wire.ModelList: {"object", "data"},
+    # An error answer: the SDK reads its `error` (an `ErrorObject`).
+    wire.ErrorResponse: {"error"},
+}
+
+
 @pytest.mark.parametrize(
     ("ours", "theirs", "extensions"), PAIRS, ids=[pair[0].__name__ for pair in PAIRS]
 )
@@ -223,18 +301,38 @@ def test_the_typeddict_has_the_sdk_keys(ours: Any, theirs: Any, extensions: set[
     assert mismatch(ours, theirs, extensions) is None
 
 
-def test_every_typeddict_of_the_module_is_checked() -> None:
-    # (A private base, `_CompletionParams`, has no counterpart of its own: its keys are
-    # checked as those of the bodies that extend it.)
-    typed = {
+@pytest.mark.parametrize(
+    ("ours", "theirs", "extensions"),
+    AUDIO_PAIRS,
+    ids=[
+        f"{ours.__name__}-{theirs.__module__.rsplit('.', 1)[-1]}" for ours, theirs, _ in AUDIO_PAIRS
+    ],
+)
+def test_the_audio_typeddict_has_the_sdk_keys(ours: Any, theirs: Any, extensions: set[str]) -> None:
+    assert mismatch(ours, theirs, extensions) is None
+
+
+@pytest.mark.parametrize(("ours", "expected"), OWN.items(), ids=[t.__name__ for t in OWN])
+def test_a_typeddict_without_an_sdk_type_has_its_keys(ours: Any, expected: set[str]) -> None:
+    assert keys(ours) == expected
+
+
+def typeddicts(module: Any) -> set[str]:
+    return {
         name
-        for name, value in vars(wire).items()
+        for name, value in vars(module).items()
         if isinstance(value, type)
         and issubclass(value, dict)
-        and value.__module__ == wire.__name__
+        and value.__module__ == module.__name__
         and not name.startswith("_")
     }
-    assert typed == {pair[0].__name__ for pair in PAIRS}
+
+
+def test_every_typeddict_of_the_modules_is_checked() -> None:
+    # (A private base, `_CompletionParams`, has no counterpart of its own: its keys are
+    # checked as those of the bodies that extend it.)
+    assert typeddicts(wire) == {pair[0].__name__ for pair in PAIRS} | {t.__name__ for t in OWN}
+    assert typeddicts(audio) == {pair[0].__name__ for pair in AUDIO_PAIRS}
 
 
 def test_the_check_tells_a_missing_an_unknown_and_a_stale_key() -> None:
