@@ -32,14 +32,24 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import orjson
 
 from palyra.config import ModelConfig
 from palyra.errors import InvalidRequest
 from palyra.limits import MAX_JSON_DEPTH, json_too_deep
+from palyra.models.openai_wire import (
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+    ChatCompletionTokenLogprob,
+    Choice,
+    ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceLogprobs,
+    ChunkChoice,
+)
 from palyra.models.schema_instance import SchemaError, instance_json
 from palyra.tokens import estimate_text_tokens, estimate_token_count, token_pieces
 from palyra.types import (
@@ -86,14 +96,18 @@ def answer(request: ChatRequest, model: ModelConfig) -> ChatResult:
         result = _text_answer(request, model, prompt_tokens)
     result.upstream_model = model.upstream_name
     if request.logprobs:
-        result.logprobs = {
+        logprobs: ChoiceLogprobs = {
             "content": _logprobs(result.content, request.top_logprobs),
             "refusal": None,
         }
+        result.logprobs = logprobs
     choices = request.n or 1
     if choices > 1:
         result.usage.completion_tokens *= choices
-        result.more_choices = [_whole_choice(result, index) for index in range(1, choices)]
+        more = [_whole_choice(result, index) for index in range(1, choices)]
+        # The shared shape holds other choices as plain JSON (an upstream's, relayed unread:
+        # palyra/types.py); these are the API's `Choice`.
+        result.more_choices = cast("list[dict[str, Any]]", more)
     return result
 
 
@@ -106,13 +120,16 @@ def deltas(result: ChatResult, request: ChatRequest) -> Iterator[ChatDelta]:
             yield ChatDelta(tool_calls=[ToolCallDelta(index, arguments=piece, type=call.type)])
     if request.logprobs:
         for piece, entries in _token_pieces(result.content or "", request.top_logprobs):
-            yield ChatDelta(content=piece, logprobs={"content": entries, "refusal": None})
+            logprobs: ChoiceLogprobs = {"content": entries, "refusal": None}
+            yield ChatDelta(content=piece, logprobs=logprobs)
     else:
         for piece in _pieces(result.content or ""):
             yield ChatDelta(content=piece)
     more = None
     if result.more_choices:
-        more = [_streamed_choice(result, choice["index"]) for choice in result.more_choices]
+        streamed = [_streamed_choice(result, choice["index"]) for choice in result.more_choices]
+        # (Plain JSON in the shared shape, as in `answer`: these are the API's chunk choices.)
+        more = cast("list[dict[str, Any]]", streamed)
     yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage, more_choices=more)
 
 
@@ -153,7 +170,7 @@ def _tool_calls(request: ChatRequest) -> list[ToolCallResult]:
     return []
 
 
-def _allowed_name(item: dict[str, Any]) -> str | None:
+def _allowed_name(item: Mapping[str, object]) -> str | None:
     # {"type": "function", "function": {"name": ...}}, or the flatter {"type": ..., "name": ...}
     inner = item.get(str(item.get("type", "function")))
     name = inner.get("name") if isinstance(inner, dict) else item.get("name")
@@ -269,7 +286,7 @@ def _text_answer(request: ChatRequest, model: ModelConfig, prompt_tokens: int) -
     return ChatResult(text, finish, Usage(prompt_tokens, completion_tokens))
 
 
-def _structured(text: str, json_schema: dict[str, Any] | None) -> str:
+def _structured(text: str, json_schema: Mapping[str, object] | None) -> str:
     schema = (json_schema or {}).get("schema")
     if schema is None:
         return orjson.dumps({"echo": text}).decode()
@@ -320,27 +337,30 @@ def _pieces(text: str) -> list[str]:
 # --- logprobs and more choices ---------------------------------------------------------------
 
 
-def _entry(piece: bytes, top: int | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "token": piece.decode("utf-8", "backslashreplace"),
+def _entry(piece: bytes, top: int | None) -> ChatCompletionTokenLogprob:
+    token = piece.decode("utf-8", "backslashreplace")
+    data = list(piece)
+    return {
+        "token": token,
         "logprob": 0.0,
-        "bytes": list(piece),
+        "bytes": data,
+        "top_logprobs": [{"token": token, "logprob": 0.0, "bytes": data}] if top else [],
     }
-    entry["top_logprobs"] = [dict(entry)] if top else []
-    return entry
 
 
-def _logprobs(text: str | None, top: int | None) -> list[dict[str, Any]] | None:
+def _logprobs(text: str | None, top: int | None) -> list[ChatCompletionTokenLogprob] | None:
     if text is None:
         return None
     return [_entry(piece, top) for piece in token_pieces(text)]
 
 
-def _token_pieces(text: str, top: int | None) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def _token_pieces(
+    text: str, top: int | None
+) -> Iterator[tuple[str, list[ChatCompletionTokenLogprob]]]:
     """The text in pieces of whole tokens (about `_CHUNK_CHARS` long, never splitting a
     character), each with its tokens' logprobs."""
     held = b""
-    entries: list[dict[str, Any]] = []
+    entries: list[ChatCompletionTokenLogprob] = []
     for piece in token_pieces(text):
         held += piece
         entries.append(_entry(piece, top))
@@ -355,18 +375,42 @@ def _token_pieces(text: str, top: int | None) -> Iterator[tuple[str, list[dict[s
         yield held.decode("utf-8", "replace"), entries
 
 
-def _call_json(call: ToolCallResult, index: int | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {} if index is None else {"index": index}
-    item.update({"id": call.id, "type": call.type})
+def _call_json(call: ToolCallResult) -> ChatCompletionMessageToolCall:
     if call.type == "custom":
-        item["custom"] = {"name": call.name, "input": call.arguments}
-    else:
-        item["function"] = {"name": call.name, "arguments": call.arguments}
-    return item
+        return {
+            "id": call.id,
+            "type": "custom",
+            "custom": {"name": call.name, "input": call.arguments},
+        }
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
 
 
-def _whole_choice(result: ChatResult, index: int) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": result.content, "refusal": None}
+def _delta_call_json(call: ToolCallResult, index: int) -> ChoiceDeltaToolCall:
+    if call.type == "custom":
+        return {
+            "index": index,
+            "id": call.id,
+            "type": "custom",
+            "custom": {"name": call.name, "input": call.arguments},
+        }
+    return {
+        "index": index,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
+
+
+def _whole_choice(result: ChatResult, index: int) -> Choice:
+    message: ChatCompletionMessage = {
+        "role": "assistant",
+        "content": result.content,
+        "refusal": None,
+    }
     if result.tool_calls:
         message["tool_calls"] = [_call_json(c) for c in result.tool_calls]
     return {
@@ -377,11 +421,11 @@ def _whole_choice(result: ChatResult, index: int) -> dict[str, Any]:
     }
 
 
-def _streamed_choice(result: ChatResult, index: int) -> dict[str, Any]:
+def _streamed_choice(result: ChatResult, index: int) -> ChunkChoice:
     # Another choice of a stream: the same answer, given whole in one chunk.
-    delta: dict[str, Any] = {"role": "assistant", "content": result.content}
+    delta: ChoiceDelta = {"role": "assistant", "content": result.content}
     if result.tool_calls:
-        delta["tool_calls"] = [_call_json(c, i) for i, c in enumerate(result.tool_calls)]
+        delta["tool_calls"] = [_delta_call_json(c, i) for i, c in enumerate(result.tool_calls)]
     return {
         "index": index,
         "delta": delta,
