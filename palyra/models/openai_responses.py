@@ -1,10 +1,12 @@
 """An OpenAI-compatible upstream's own `/responses` answers (pass-through), read into the
 shared shapes: what routing, metering and failover need of them. The answer itself goes back
-to the client as it came (`ChatResult.native`, `ChatDelta.native`)."""
+to the client as it came (`ChatResult.native`, `ChatDelta.native`). What is read of them is
+untrusted JSON, typed `object` (or `Mapping[str, object]`) until checked, so mypy sees that
+each field relied on is."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from palyra.models.http import Malformed, kind_of, token_count
 from palyra.types import ChatDelta, ChatResult, FinishReason, ToolCallDelta, ToolCallResult, Usage
@@ -14,7 +16,7 @@ RESPONSES_PATH = "/responses"
 RESPONSE_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
 
 
-def parse_usage(data: Any) -> Usage:
+def parse_usage(data: object) -> Usage:
     if data is None:
         return Usage()
     if not isinstance(data, dict):
@@ -35,7 +37,7 @@ def parse_usage(data: Any) -> Usage:
     )
 
 
-def _finish(response: dict[str, Any], has_calls: bool) -> FinishReason:
+def _finish(response: Mapping[str, object], has_calls: bool) -> FinishReason:
     if response.get("status") == "incomplete":
         details = response.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
@@ -43,7 +45,7 @@ def _finish(response: dict[str, Any], has_calls: bool) -> FinishReason:
     return "tool_calls" if has_calls else "stop"
 
 
-def parse_response(body: Any) -> ChatResult:
+def parse_response(body: object) -> ChatResult:
     """A `response` object as a `ChatResult` (the object itself kept in `native`)."""
     if not isinstance(body, dict):
         raise Malformed(f"the body is {kind_of(body)}, not a JSON object")
@@ -88,7 +90,7 @@ def parse_response(body: Any) -> ChatResult:
     )
 
 
-def response_failure(data: dict[str, Any]) -> tuple[str, str | None]:
+def response_failure(data: Mapping[str, object]) -> tuple[str, str | None]:
     """(message, code) of a `response.failed` event's or a failed response's error."""
     response = data.get("response") if "response" in data else data
     error = response.get("error") if isinstance(response, dict) else None
@@ -100,7 +102,7 @@ def response_failure(data: dict[str, Any]) -> tuple[str, str | None]:
     return "the response failed", None
 
 
-def response_stream_delta(kind: str, data: dict[str, Any]) -> ChatDelta | None:
+def response_stream_delta(kind: str, data: Mapping[str, object]) -> ChatDelta | None:
     """What one event of an upstream's response stream is in the shared shape (None: nothing
     a client sees of the answer, as `response.created`). A function call's index is its
     `output_index`."""
@@ -138,14 +140,14 @@ def response_stream_delta(kind: str, data: dict[str, Any]) -> ChatDelta | None:
     return None
 
 
-def _text(data: dict[str, Any], name: str) -> str:
+def _text(data: Mapping[str, object], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str):
         raise Malformed(f"{data.get('type')}.{name} is {kind_of(value)}, not a string")
     return value
 
 
-def _index(data: dict[str, Any]) -> int:
+def _index(data: Mapping[str, object]) -> int:
     index = data.get("output_index", 0)
     if type(index) is not int or not 0 <= index <= 1023:
         raise Malformed("output_index is not a whole number from 0 to 1023")
