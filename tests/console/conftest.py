@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.console import ADMIN, console_url
-from tests.support.process import Daemon, clean_env, start_daemon
+from tests.support.console import console_daemon, console_url
+from tests.support.process import Daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -67,19 +67,8 @@ async def page(browser: Any) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "version = 1\n"
-        "[[model_provider.providers]]\n"
-        'provider_id = "local"\nkind = "deterministic"\n'
-        "[[model_provider.models]]\n"
-        'model_id = "deterministic"\nprovider_id = "local"\n'
-    )
-    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
-    started = await start_daemon(tmp_path, ["--config", str(config)], env)
-    yield started
-    started.process.terminate()
-    await started.process.wait()
+    async with console_daemon(tmp_path) as started:
+        yield started
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from tests.support.console import (
     POLL_MS,
     api,
     cells,
+    console_daemon,
     console_url,
     open_console,
     record,
@@ -234,20 +235,9 @@ async def test_a_recovered_provider_shows_no_old_error(ui: Any, vault_daemon: Da
 
 @pytest.fixture
 async def redis_down(tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "version = 1\n"
-        '[state]\nredis_url = "redis://127.0.0.1:1/0"\n'
-        "[[model_provider.providers]]\n"
-        'provider_id = "local"\nkind = "deterministic"\n'
-        "[[model_provider.models]]\n"
-        'model_id = "deterministic"\nprovider_id = "local"\n'
-    )
-    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
-    started = await start_daemon(tmp_path, ["--config", str(config)], env)
-    yield started
-    started.process.terminate()
-    await started.process.wait()
+    nowhere = '[state]\nredis_url = "redis://127.0.0.1:1/0"\n'
+    async with console_daemon(tmp_path, nowhere) as started:
+        yield started
 
 
 async def test_a_degraded_store_is_a_banner_on_every_page(ui: Any, redis_down: Daemon) -> None:
@@ -282,20 +272,9 @@ async def postgres_daemon(
     tmp_path: Path, postgres_via_proxy: tuple[str, CuttableProxy]
 ) -> AsyncIterator[Daemon]:
     url, _ = postgres_via_proxy
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "version = 1\n"
-        f'[state]\nbackend = "postgres"\nurl = "{url}"\n'
-        "[[model_provider.providers]]\n"
-        'provider_id = "local"\nkind = "deterministic"\n'
-        "[[model_provider.models]]\n"
-        'model_id = "deterministic"\nprovider_id = "local"\n'
-    )
-    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
-    started = await start_daemon(tmp_path, ["--config", str(config)], env)
-    yield started
-    started.process.terminate()
-    await started.process.wait()
+    state = f'[state]\nbackend = "postgres"\nurl = "{url}"\n'
+    async with console_daemon(tmp_path, state) as started:
+        yield started
 
 
 async def test_a_lost_postgresql_store_is_a_banner_until_it_is_back(

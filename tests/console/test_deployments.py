@@ -14,27 +14,17 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import sign_in, snap
+from tests.support.console import console_daemon
 from tests.support.deployments import deployment_row as deployment
-from tests.support.process import Daemon, clean_env, start_daemon
+from tests.support.process import Daemon
 
 ADMIN = "console-deployments-token-5150"
 
 
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "version = 1\n"
-        "[[model_provider.providers]]\n"
-        'provider_id = "local"\nkind = "deterministic"\n'
-        "[[model_provider.models]]\n"
-        'model_id = "deterministic"\nprovider_id = "local"\n'
-    )
-    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
-    started = await start_daemon(tmp_path, ["--config", str(config)], env)
-    yield started
-    started.process.terminate()
-    await started.process.wait()
+    async with console_daemon(tmp_path, admin=ADMIN) as started:
+        yield started
 
 
 def rows(in_flight: int) -> list[dict[str, Any]]:

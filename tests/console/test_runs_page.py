@@ -15,8 +15,15 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import snap
-from tests.support.console import ADMIN, api, fits_narrow_screen, hold_older_pages, open_console
-from tests.support.process import Daemon, clean_env, start_daemon
+from tests.support.console import (
+    ADMIN,
+    api,
+    console_daemon,
+    fits_narrow_screen,
+    hold_older_pages,
+    open_console,
+)
+from tests.support.process import Daemon
 
 PALYRA = str(Path(sys.executable).with_name("palyra"))
 AGENTS = """version = 1
@@ -29,20 +36,9 @@ model = "no-such-model"
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     (tmp_path / "agents.toml").write_text(AGENTS)
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "version = 1\n"
-        f'[agents]\nfile = "{tmp_path / "agents.toml"}"\n'
-        "[[model_provider.providers]]\n"
-        'provider_id = "local"\nkind = "deterministic"\n'
-        "[[model_provider.models]]\n"
-        'model_id = "deterministic"\nprovider_id = "local"\n'
-    )
-    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=ADMIN, PALYRA_VAULT_KEYRING="off")
-    started = await start_daemon(tmp_path, ["--config", str(config)], env)
-    yield started
-    started.process.terminate()
-    await started.process.wait()
+    agents = f'[agents]\nfile = "{tmp_path / "agents.toml"}"\n'
+    async with console_daemon(tmp_path, agents) as started:
+        yield started
 
 
 async def cli_run(daemon: Daemon, text: str) -> str:

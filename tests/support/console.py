@@ -9,9 +9,10 @@ The fixtures (the daemon, a browser page on UTC) are in tests/console/conftest.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,9 +23,36 @@ from palyra.state import DB_FILE
 from palyra.state.db import SqliteDatabase
 from palyra.usage.records import UsageRecord, row
 from palyra.usage.store import UsageStore
-from tests.support.process import Daemon
+from tests.support.process import Daemon, clean_env, start_daemon
 
 ADMIN = "console-keys-token-7321"
+
+# The console's pages want a model to list and to run agents on: the deterministic one.
+DETERMINISTIC_TOML = (
+    "[[model_provider.providers]]\n"
+    'provider_id = "local"\nkind = "deterministic"\n'
+    "[[model_provider.models]]\n"
+    'model_id = "deterministic"\nprovider_id = "local"\n'
+)
+
+
+@contextlib.asynccontextmanager
+async def console_daemon(
+    tmp_path: Path, sections: str = "", admin: str = ADMIN
+) -> AsyncIterator[Daemon]:
+    """palyrad on the deterministic model, with the config `sections` ([state], [agents], ...)
+    besides, the admin token `admin`, and no OS keyring; stopped on leaving."""
+    config = tmp_path / "config.toml"
+    config.write_text("version = 1\n" + sections + DETERMINISTIC_TOML)
+    env = clean_env(tmp_path, PALYRA_ADMIN_TOKEN=admin, PALYRA_VAULT_KEYRING="off")
+    started = await start_daemon(tmp_path, ["--config", str(config)], env)
+    try:
+        yield started
+    finally:
+        started.process.terminate()
+        await started.process.wait()
+
+
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
 # Every page polls at this interval (poll.js) rather than every few seconds: a test waits for
 # a refresh in a fraction of a second.
