@@ -10,13 +10,24 @@ stream passed through natively needs none of it: its events are relayed as they 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from palyra.dialects.anthropic_render import message_id, render_usage, stop_reason
 from palyra.dialects.common import random_id
-from palyra.models.anthropic_wire import ContentBlock, Message, MessageDeltaUsage
+from palyra.models.anthropic_wire import (
+    ContentBlock,
+    ContentBlockDeltaEvent,
+    ContentBlockStartEvent,
+    ContentBlockStopEvent,
+    ErrorResponse,
+    Message,
+    MessageDeltaEvent,
+    MessageDeltaUsage,
+    MessageStartEvent,
+    MessageStreamEvent,
+)
 from palyra.sse import encode_event
 from palyra.types import ChatDelta, FinishReason, ToolCallDelta, Usage
 
@@ -24,7 +35,8 @@ PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 
 
-def frame(name: str, payload: Any) -> bytes:
+def frame(name: str, payload: MessageStreamEvent | ErrorResponse) -> bytes:
+    # (An error mid-stream goes out as an `error` event with the error body: anthropic_messages.)
     return encode_event(name, orjson.dumps(payload))
 
 
@@ -64,17 +76,18 @@ class EventWriter:
                 "cache_read_input_tokens": 0,
             },
         }
-        return frame("message_start", {"type": "message_start", "message": message}) + PING
+        start: MessageStartEvent = {"type": "message_start", "message": message}
+        return frame("message_start", start) + PING
 
     def delta(self, event: ChatDelta) -> bytes:
         frames = self.start()
         if event.reasoning:
-            frames += self._text_like("thinking", "thinking_delta", "thinking", event.reasoning)
+            frames += self._text_like("thinking", event.reasoning)
         if event.content:
-            frames += self._text_like("text", "text_delta", "text", event.content)
+            frames += self._text_like("text", event.content)
         if event.refusal:
             self._refused = True
-            frames += self._text_like("text", "text_delta", "text", event.refusal)
+            frames += self._text_like("text", event.refusal)
         for call in event.tool_calls or ():
             frames += self._tool_call(call)
         if event.finish_reason is not None:
@@ -100,12 +113,12 @@ class EventWriter:
                 "cache_creation_input_tokens": counts["cache_creation_input_tokens"],
                 "cache_read_input_tokens": counts["cache_read_input_tokens"],
             }
-        delta = {"stop_reason": reason, "stop_sequence": sequence}
-        return (
-            frames
-            + frame("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
-            + MESSAGE_STOP
-        )
+        delta: MessageDeltaEvent = {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": sequence},
+            "usage": usage,
+        }
+        return frames + frame("message_delta", delta) + MESSAGE_STOP
 
     # --- blocks --------------------------------------------------------------------------
 
@@ -113,16 +126,21 @@ class EventWriter:
         if self._open is None:
             return b""
         self._open = None
-        return frame("content_block_stop", {"type": "content_block_stop", "index": self._index})
+        stop: ContentBlockStopEvent = {"type": "content_block_stop", "index": self._index}
+        return frame("content_block_stop", stop)
 
     def _open_block(self, block: ContentBlock) -> bytes:
         frames = self._close()
         self._index += 1
         self._open = block["type"]
-        start = {"type": "content_block_start", "index": self._index, "content_block": block}
+        start: ContentBlockStartEvent = {
+            "type": "content_block_start",
+            "index": self._index,
+            "content_block": block,
+        }
         return frames + frame("content_block_start", start)
 
-    def _text_like(self, kind: str, delta_type: str, key: str, text: str) -> bytes:
+    def _text_like(self, kind: Literal["thinking", "text"], text: str) -> bytes:
         frames = b""
         if self._open != kind:
             block: ContentBlock
@@ -131,11 +149,20 @@ class EventWriter:
             else:
                 block = {"type": "text", "text": ""}
             frames = self._open_block(block)
-        delta = {
-            "type": "content_block_delta",
-            "index": self._index,
-            "delta": {"type": delta_type, key: text},
-        }
+        # One literal per delta type (not a computed key), so each is checked as its own.
+        delta: ContentBlockDeltaEvent
+        if kind == "thinking":
+            delta = {
+                "type": "content_block_delta",
+                "index": self._index,
+                "delta": {"type": "thinking_delta", "thinking": text},
+            }
+        else:
+            delta = {
+                "type": "content_block_delta",
+                "index": self._index,
+                "delta": {"type": "text_delta", "text": text},
+            }
         return frames + frame("content_block_delta", delta)
 
     def _tool_call(self, call: ToolCallDelta) -> bytes:
@@ -153,9 +180,10 @@ class EventWriter:
         if call.arguments:
             # (A fragment for a call whose block was closed goes to that block's index: the
             # events cannot reopen it, and clients assemble by index.)
-            delta = {"type": "input_json_delta", "partial_json": call.arguments}
-            frames += frame(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": delta},
-            )
+            delta: ContentBlockDeltaEvent = {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": call.arguments},
+            }
+            frames += frame("content_block_delta", delta)
         return frames

@@ -314,6 +314,10 @@ class ContentBlockStopEvent(TypedDict):
 class MessageDelta(TypedDict):
     stop_reason: StopReason | None
     stop_sequence: str | None
+    # The API's, never written by Palyra (it runs no container tools and gives no refusal
+    # details): named so the keys match the SDK's.
+    container: NotRequired[dict[str, Any] | None]
+    stop_details: NotRequired[dict[str, Any] | None]
 
 
 class MessageDeltaUsage(TypedDict, total=False):
@@ -321,12 +325,31 @@ class MessageDeltaUsage(TypedDict, total=False):
     input_tokens: int
     cache_creation_input_tokens: int
     cache_read_input_tokens: int
+    # The API's, never written by Palyra (see MessageDelta).
+    output_tokens_details: dict[str, Any] | None
+    server_tool_use: dict[str, Any] | None
 
 
 class MessageDeltaEvent(TypedDict):
     type: Literal["message_delta"]
     delta: MessageDelta
     usage: MessageDeltaUsage
+
+
+class MessageStopEvent(TypedDict):
+    type: Literal["message_stop"]
+
+
+# What the Messages dialect writes of a stream (`anthropic_stream`); `ping` is not the SDK's
+# and goes out as fixed bytes.
+MessageStreamEvent: TypeAlias = (
+    MessageStartEvent
+    | ContentBlockStartEvent
+    | ContentBlockDeltaEvent
+    | ContentBlockStopEvent
+    | MessageDeltaEvent
+    | MessageStopEvent
+)
 
 
 # --- errors ------------------------------------------------------------------------------------
