@@ -60,9 +60,9 @@ def load(
 
 
 def spawn(
-    work: Path, index: int, target: str, mock_url: str
+    work: Path, index: int, target: str, mock_url: str, dialects: bool
 ) -> tuple[subprocess.Popen[bytes], str]:
-    config = daemon_config(mock_url, dialects=False)
+    config = daemon_config(mock_url, dialects=dialects)
     env: dict[str, str] = {}
     src = ""
     if target == "head:ledger-off":
@@ -80,13 +80,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", help="comma-separated targets; the first is the baseline")
     parser.add_argument("--only", default="chat-c1,chat-c16,failover-c16,embeddings-c16")
+    parser.add_argument(
+        "--dialects",
+        action="store_true",
+        help="the config with the Responses and Messages providers (trees since issue 13), "
+        "for the responses-* and messages-* scenarios",
+    )
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warm-up", type=float, default=WARM_UP_S, help="seconds, first round")
     args = parser.parse_args()
     use_wrk = ensure_wrk()
     targets = args.targets.split(",")
-    served_here = gateway_routes("", dialects=False)
+    served_here = gateway_routes("", dialects=args.dialects)
     runnable = {
         s.key: s for s in scenarios(quick=False) if not s.requests and s.route_key in served_here
     }
@@ -99,7 +105,7 @@ def main() -> None:
         daemons: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         try:
             for index, target in enumerate(targets):
-                daemons[target] = spawn(work, index, target, mock_url)
+                daemons[target] = spawn(work, index, target, mock_url, args.dialects)
             figures: dict[tuple[str, str], list[float]] = {
                 (t, k): [] for t in targets for k in keys
             }
@@ -109,7 +115,9 @@ def main() -> None:
                     scenario = runnable[key]
                     for target in order:
                         process, url = daemons[target]
-                        route, model = gateway_routes(url, dialects=False)[scenario.route_key]
+                        route, model = gateway_routes(url, dialects=args.dialects)[
+                            scenario.route_key
+                        ]
                         body = body_for(scenario, model)
                         headers = headers_for(scenario, ADMIN_TOKEN)
                         if round_no == 0:
