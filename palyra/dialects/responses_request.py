@@ -33,7 +33,7 @@ kept on the stored response and never sent upstream (chat completions would want
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -81,7 +81,7 @@ _TOOL_CHOICE_MODES: dict[str, ChatCompletionToolChoiceOptionParam] = {
     "auto": "auto",
     "required": "required",
 }
-_DETAILS = ("auto", "low", "high")
+_DETAILS: dict[str, Literal["auto", "low", "high"]] = {"auto": "auto", "low": "low", "high": "high"}
 
 
 class ResponsesBody(BaseModel):
@@ -92,12 +92,14 @@ class ResponsesBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    input: Any = None
+    input: object = None
     instructions: str | None = None
+    # `tools` and `tool_choice` stay Any here only because responses_render echoes them into
+    # the response object as the client sent them; `_Translation` reads them as `object`.
     tools: list[Any] | None = Field(default=None, max_length=MAX_CHAT_TOOLS)
     tool_choice: Any = None
-    text: Any = None
-    reasoning: Any = None
+    text: object = None
+    reasoning: object = None
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -278,7 +280,7 @@ def read_call(body: dict[str, Any]) -> ResponsesCall:
     return ResponsesCall(body, params, input_items(params.input), untranslatable)
 
 
-def input_items(raw: Any) -> list[dict[str, Any]]:
+def input_items(raw: object) -> list[dict[str, Any]]:
     """This turn's items, each with an id (what `input_items` lists): a string is one user
     message. Items are checked for their shape here, once."""
     if isinstance(raw, str):
@@ -456,7 +458,7 @@ class _Translation:
         messages.append(_turn(role, [p for p in parts if p is not None]))
 
     def _assistant(
-        self, where: str, content: str | list[dict[str, Any]]
+        self, where: str, content: str | Sequence[Mapping[str, object]]
     ) -> ChatCompletionAssistantMessageParam:
         if isinstance(content, str):
             return {"role": "assistant", "content": content}
@@ -479,7 +481,9 @@ class _Translation:
             message["content"] = ""
         return message
 
-    def _part(self, where: str, part: dict[str, Any]) -> ChatCompletionContentPartParam | None:
+    def _part(
+        self, where: str, part: Mapping[str, object]
+    ) -> ChatCompletionContentPartParam | None:
         kind = part["type"]
         if kind in ("input_text", "output_text", "text"):
             text = part.get("text")
@@ -492,21 +496,23 @@ class _Translation:
                 self._cannot(f"{where}: input_image by file_id (only image_url)")
                 return None
             image: ImageURL = {"url": url}
-            if part.get("detail") in _DETAILS:
-                image["detail"] = part["detail"]
+            detail = part.get("detail")
+            if isinstance(detail, str) and detail in _DETAILS:
+                image["detail"] = _DETAILS[detail]
             return {"type": "image_url", "image_url": image}
         if kind == "input_file":
             if part.get("file_url"):
                 self._cannot(f"{where}: input_file by file_url")
                 return None
-            # (As the client sent them: `ChatRequest` checks them.)
+            # As the client sent them: `ChatRequest` checks them (`validate` in chat_request),
+            # whose errors name them; the casts say so.
             file: FileFile = {}
             if part.get("file_data"):
-                file["file_data"] = part["file_data"]
+                file["file_data"] = cast(str, part["file_data"])
             if part.get("file_id"):
-                file["file_id"] = part["file_id"]
+                file["file_id"] = cast(str, part["file_id"])
             if part.get("filename"):
-                file["filename"] = part["filename"]
+                file["filename"] = cast(str, part["filename"])
             if not file:
                 raise InvalidRequest(f"{where}: input_file needs file_data or file_id", param=where)
             return {"type": "file", "file": file}
@@ -514,28 +520,30 @@ class _Translation:
         return None
 
     def _tool_output(
-        self, where: str, output: list[Any]
+        self, where: str, output: Sequence[object]
     ) -> str | list[ChatCompletionContentPartParam]:
         parts: list[ChatCompletionContentPartParam] = []
-        for j, part in enumerate(output):
-            if not isinstance(part, dict):
+        for j, value in enumerate(output):
+            if not isinstance(value, dict):
                 raise InvalidRequest(
                     f"{where}.output[{j}] must be an object", param=f"{where}.output"
                 )
+            part: Mapping[str, object] = value
             if part.get("type") not in ("input_text", "output_text", "text"):
                 self._cannot(f"{where}.output[{j}]: tool output parts of type {part.get('type')!r}")
                 continue
             parts.append({"type": "text", "text": str(part.get("text", ""))})
         return parts or ""
 
-    def tools(self, tools: list[Any] | None, chat: ChatRequestParams) -> None:
+    def tools(self, tools: list[object] | None, chat: ChatRequestParams) -> None:
         if not tools:
             return
         translated: list[ChatCompletionToolUnionParam] = []
-        for i, tool in enumerate(tools):
+        for i, value in enumerate(tools):
             where = f"tools[{i}]"
-            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            if not isinstance(value, dict) or not isinstance(value.get("type"), str):
                 raise InvalidRequest(f"{where} must be an object with a type", param=where)
+            tool: Mapping[str, object] = value
             if tool["type"] != "function":
                 self._cannot(f"{where}: built-in tools of type {tool['type']!r}")
                 continue
@@ -547,23 +555,24 @@ class _Translation:
             parameters = tool.get("parameters")
             if parameters is not None and not isinstance(parameters, dict):
                 raise InvalidRequest(f"{where}.parameters must be an object", param=where)
-            # (As the client sent them: `ChatRequest` checks them.)
+            # `description` and `strict` as the client sent them: `ChatRequest` checks them
+            # (`validate` in chat_request), whose errors name them; the casts say so.
             function: FunctionDefinition = {"name": name}
             if tool.get("description") is not None:
-                function["description"] = tool["description"]
+                function["description"] = cast(str, tool["description"])
             if parameters is not None:
                 function["parameters"] = parameters
             if tool.get("strict") is not None:
-                function["strict"] = tool["strict"]
+                function["strict"] = cast(bool, tool["strict"])
             translated.append({"type": "function", "function": function})
         if translated:
             chat["tools"] = translated
 
-    def tool_choice(self, choice: Any, chat: ChatRequestParams) -> None:
-        if choice is None:
+    def tool_choice(self, value: object, chat: ChatRequestParams) -> None:
+        if value is None:
             return
-        if isinstance(choice, str):
-            mode = _TOOL_CHOICE_MODES.get(choice)
+        if isinstance(value, str):
+            mode = _TOOL_CHOICE_MODES.get(value)
             if mode is None:
                 raise InvalidRequest(
                     "tool_choice must be none, auto, required or an object", param="tool_choice"
@@ -571,29 +580,31 @@ class _Translation:
             if "tools" in chat:
                 chat["tool_choice"] = mode
             return
-        if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        if not isinstance(value, dict) or not isinstance(value.get("type"), str):
             raise InvalidRequest(
                 "tool_choice must be none, auto, required or an object", param="tool_choice"
             )
-        if choice["type"] == "function" and isinstance(choice.get("name"), str):
-            chat["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+        choice: Mapping[str, object] = value
+        name = choice.get("name")
+        if choice["type"] == "function" and isinstance(name, str):
+            chat["tool_choice"] = {"type": "function", "function": {"name": name}}
         else:
             self._cannot(f"tool_choice of type {choice['type']!r}")
 
-    def text(self, text: Any, chat: ChatRequestParams) -> None:
-        if text is None:
+    def text(self, value: object, chat: ChatRequestParams) -> None:
+        if value is None:
             return
-        if not isinstance(text, dict):
+        if not isinstance(value, dict):
             raise InvalidRequest("text must be an object", param="text")
+        text: Mapping[str, object] = value
         verbosity = text.get("verbosity")
         if verbosity is not None:
             merge_extra(chat, {"verbosity": verbosity})  # as the client sent it, unchecked
-        fmt = text.get("format")
-        if fmt is None:
+        format_value = text.get("format")
+        if format_value is None:
             return
-        kind: Literal["text", "json_object", "json_schema"] | None = (
-            fmt.get("type") if isinstance(fmt, dict) else None
-        )
+        fmt: Mapping[str, object] = format_value if isinstance(format_value, dict) else {}
+        kind = fmt.get("type")
         if kind == "text":
             chat["response_format"] = {"type": "text"}
             return
@@ -604,23 +615,26 @@ class _Translation:
             raise InvalidRequest(
                 "text.format.type must be text, json_object or json_schema", param="text.format"
             )
-        assert isinstance(fmt, dict)
-        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+        name, json_schema = fmt.get("name"), fmt.get("schema")
+        if not isinstance(name, str) or not isinstance(json_schema, dict):
             raise InvalidRequest(
                 "text.format: a json_schema format needs a name and a schema", param="text.format"
             )
-        schema: JSONSchema = {"name": fmt["name"], "schema": fmt["schema"]}
+        schema: JSONSchema = {"name": name, "schema": json_schema}
+        # `description` and `strict` as the client sent them: `ChatRequest` checks them
+        # (`validate` in chat_request), whose errors name them; the casts say so.
         if fmt.get("description") is not None:
-            schema["description"] = fmt["description"]
+            schema["description"] = cast(str, fmt["description"])
         if fmt.get("strict") is not None:
-            schema["strict"] = fmt["strict"]
+            schema["strict"] = cast(bool, fmt["strict"])
         chat["response_format"] = {"type": "json_schema", "json_schema": schema}
 
-    def reasoning(self, reasoning: Any, chat: ChatRequestParams) -> None:
-        if reasoning is None:
+    def reasoning(self, value: object, chat: ChatRequestParams) -> None:
+        if value is None:
             return
-        if not isinstance(reasoning, dict):
+        if not isinstance(value, dict):
             raise InvalidRequest("reasoning must be an object", param="reasoning")
+        reasoning: Mapping[str, object] = value
         effort = reasoning.get("effort")
         if effort is not None:
             if not isinstance(effort, str):
