@@ -54,6 +54,8 @@ PACKAGE_ROOT = os.environ.get("PALYRA_FUZZ_PACKAGE_ROOT", "")
 # While a heavy request is in flight, /healthz must still answer within this: one request
 # must not stall every other client.
 PROBE_S = 1.5
+# How long a client's going away may take to show in the log (see Fuzz.abandon).
+AWAY_SETTLE_S = 2.0
 
 Header = tuple[str | bytes, str | bytes]
 
@@ -817,12 +819,21 @@ class DaemonProcess:
             health: Response | None = send_raw(self.port, request, TIMEOUT_S)
         except (OSError, NoAnswer):
             health = None
+        return health, self.read_until(marker, 2.0 if health is not None else 0.2)
+
+    def read_until(self, marker: str, timeout_s: float) -> list[bytes]:
+        """Read the log until a line holding `marker` is in it, or `timeout_s` passed, or
+        palyrad died; every line read."""
         lines: list[bytes] = []
-        deadline = time.monotonic() + (2.0 if health is not None else 0.2)
+        deadline = time.monotonic() + timeout_s
         while True:
             lines += self.read_log()
-            if any(marker.encode() in line for line in lines) or time.monotonic() > deadline:
-                return health, lines
+            if (
+                any(marker.encode() in line for line in lines)
+                or time.monotonic() > deadline
+                or not self.alive()
+            ):
+                return lines
             time.sleep(0.002)
 
 
@@ -904,6 +915,7 @@ class Fuzz:
     def __init__(self, daemon: DaemonProcess, upstream: FakeUpstream) -> None:
         self.daemon = daemon
         self.upstream = upstream
+        self._away = itertools.count()
 
     @property
     def port(self) -> int:
@@ -946,6 +958,11 @@ class Fuzz:
         """Send `data`, read until `after_bytes` of the answer arrived (or 1.5 s passed), then
         go away: a plain close, or a reset (`reset`). The daemon must notice calmly: no
         traceback in the log, still healthy."""
+        # Its access line, written once the handler has unwound (or answered), is what the
+        # check below waits for: the line carries this id.
+        marker = f"fuzz-away-{self.daemon.generation}-{next(self._away)}"
+        end_of_line = data.find(b"\r\n") + 2
+        data = data[:end_of_line] + f"X-Request-Id: {marker}\r\n".encode() + data[end_of_line:]
         got = 0
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
             with contextlib.suppress(OSError):
@@ -962,9 +979,13 @@ class Fuzz:
                     got += len(chunk)
             if reset:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        time.sleep(0.3)  # the daemon notices and cancels the handler; its log lines follow
+        # The daemon notices, cancels the handler and writes its lines, the access line last
+        # (where a fixed 0.3 s sleep was). None comes for a request it never read (a reset
+        # that reached it before the bytes sent did): then the wait runs to AWAY_SETTLE_S.
+        settled = self.daemon.read_until(marker, AWAY_SETTLE_S)
         failures: list[str] = []
         health, lines = self.daemon.sync()
+        lines = settled + lines
         if not self.daemon.alive():
             failures.append("palyrad died")
         elif health is None or health.status != 200:
@@ -1015,7 +1036,8 @@ class Fuzz:
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         if probe:
-            time.sleep(0.3)
+            # Probe a request still in flight 0.3 s on; one answered sooner is not probed.
+            worker.join(0.3)
             if worker.is_alive():
                 started = time.monotonic()
                 check_request = build_request(self.port, "GET", "/healthz")
