@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -597,12 +598,17 @@ def test_sigterm_drains_every_worker_and_the_master_exits_0(
 ) -> None:
     conns = one_connection_each(daemon)
     pids = [worker_of(conn)["pid"] for conn in conns.values()]
-    fake.script(CHAT, ChatReply(delay_s=3.0))
+    delay_s = 1.0
+    fake.script(CHAT, ChatReply(delay_s=delay_s))
     conn = conns[0]
+    asked = len(fake.requests_to(CHAT))
     conn.request(
         "POST", CHAT, body=json.dumps(chat("gpt")), headers={"Authorization": f"Bearer {ADMIN}"}
     )
-    time.sleep(0.3)  # the request is with the upstream
+    deadline = time.monotonic() + 10
+    while len(fake.requests_to(CHAT)) == asked:  # until the request is with the upstream
+        assert time.monotonic() < deadline, daemon.log_text()[-2000:]
+        time.sleep(0.005)
     daemon.process.send_signal(signal.SIGTERM)
     stopping = time.monotonic()
     # New connections are refused at once while that request drains, not queued in a socket
@@ -610,9 +616,11 @@ def test_sigterm_drains_every_worker_and_the_master_exits_0(
     while not refused(daemon.port):
         assert time.monotonic() - stopping < 1.5, "new connections still accepted while stopping"
         time.sleep(0.02)
+    # ... while it drains, not after: its answer has not come yet.
+    assert select.select([conn.sock], [], [], 0)[0] == [], "answered before refusing"
     response = conn.getresponse()
     assert response.status == 200, response.read()
-    assert time.monotonic() - stopping > 2.0  # it was drained, not cut
+    assert time.monotonic() - stopping > delay_s / 2  # it was drained, not cut
     assert daemon.process.wait(timeout=15) == 0
     for pid in pids:
         assert not alive(pid)
