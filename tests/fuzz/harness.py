@@ -192,6 +192,37 @@ def build_request(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+def request_is_whole(data: bytes) -> bool:
+    """Whether `data` holds all of the body its Content-Length announces (True when it
+    announces none)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return len(body) >= int(value)
+    return True
+
+
+def unread_by_server(server_port: int, client_port: int) -> bool:
+    """Whether bytes our client on `client_port` sent to 127.0.0.1:`server_port` still wait
+    in the server's receive queue (Linux's /proc/net/tcp; False where it cannot tell)."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for row in table:
+        fields = row.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if (
+            int(local.rpartition(":")[2], 16) == server_port
+            and int(remote.rpartition(":")[2], 16) == client_port
+        ):
+            return int(queues.partition(":")[2], 16) > 0
+    return False
+
+
 def send_raw(
     port: int, data: bytes, timeout_s: float = TIMEOUT_S, *, half_close: bool = False
 ) -> Response:
@@ -821,20 +852,33 @@ class DaemonProcess:
             health = None
         return health, self.read_until(marker, 2.0 if health is not None else 0.2)
 
-    def read_until(self, marker: str, timeout_s: float) -> list[bytes]:
-        """Read the log until a line holding `marker` is in it, or `timeout_s` passed, or
-        palyrad died; every line read."""
+    def read_until(self, marker: str, timeout_s: float, event: str | None = None) -> list[bytes]:
+        """Read the log until a line holding `marker` (and, given `event`, that is that
+        event's) is in it, or `timeout_s` passed, or palyrad died; every line read."""
         lines: list[bytes] = []
         deadline = time.monotonic() + timeout_s
         while True:
-            lines += self.read_log()
+            fresh = self.read_log()
+            lines += fresh
             if (
-                any(marker.encode() in line for line in lines)
+                any(is_line_of(line, marker, event) for line in fresh)
                 or time.monotonic() > deadline
                 or not self.alive()
             ):
                 return lines
             time.sleep(0.002)
+
+
+def is_line_of(line: bytes, marker: str, event: str | None) -> bool:
+    if marker.encode() not in line:
+        return False
+    if event is None:
+        return True
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("event") == event
 
 
 def traceback_tail(text: str, frames: int = 4) -> str:
@@ -955,9 +999,10 @@ class Fuzz:
         return response
 
     def abandon(self, data: bytes, after_bytes: int, *, reset: bool, what: str) -> None:
-        """Send `data`, read until `after_bytes` of the answer arrived (or 1.5 s passed), then
-        go away: a plain close, or a reset (`reset`). The daemon must notice calmly: no
-        traceback in the log, still healthy."""
+        """Send `data`, read until `after_bytes` of the answer arrived (or 1.5 s passed; for a
+        request cut short, until the daemon has read what was sent), then go away: a plain
+        close, or a reset (`reset`). The daemon must notice calmly: no traceback in the log,
+        still healthy."""
         # Its access line, written once the handler has unwound (or answered), is what the
         # check below waits for: the line carries this id.
         marker = f"fuzz-away-{self.daemon.generation}-{next(self._away)}"
@@ -968,6 +1013,16 @@ class Fuzz:
             with contextlib.suppress(OSError):
                 sock.sendall(data)
                 deadline = time.monotonic() + 1.5
+                if not request_is_whole(data):
+                    # No answer comes to a request cut short (it waits for the rest): once the
+                    # daemon has read all there is, its handler waits on the body, and reading
+                    # on would only wait out the 1.5 s.
+                    client_port = sock.getsockname()[1]
+                    while unread_by_server(self.port, client_port) and (
+                        time.monotonic() < deadline
+                    ):
+                        time.sleep(0.002)
+                    after_bytes = 0
                 while got < after_bytes and time.monotonic() < deadline:
                     sock.settimeout(max(0.01, deadline - time.monotonic()))
                     try:
@@ -982,7 +1037,7 @@ class Fuzz:
         # The daemon notices, cancels the handler and writes its lines, the access line last
         # (where a fixed 0.3 s sleep was). None comes for a request it never read (a reset
         # that reached it before the bytes sent did): then the wait runs to AWAY_SETTLE_S.
-        settled = self.daemon.read_until(marker, AWAY_SETTLE_S)
+        settled = self.daemon.read_until(marker, AWAY_SETTLE_S, event="request")
         failures: list[str] = []
         health, lines = self.daemon.sync()
         lines = settled + lines
