@@ -121,7 +121,9 @@ class ProviderError(PalyraError):
 
     Its text comes partly from the upstream, which may quote a key (ours, an older one,
     another provider's): it is redacted here, once, as the error is built, so that the message,
-    `str()`, `repr()` and `args` all hold the same clean text. Nothing may set it afterwards.
+    `str()`, `repr()` and `args` all hold the same clean text. Only the fallback model
+    retells it afterwards (every candidate's failure in one message), setting message and args
+    together from messages redacted here and ids from the config.
     """
 
     status = 502
