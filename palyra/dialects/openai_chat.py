@@ -22,7 +22,6 @@ from palyra.errors import PalyraError
 from palyra.models.openai_wire import (
     ChatCompletion,
     ChatCompletionMessage,
-    ChatCompletionMessageToolCall,
     Choice,
     ChoiceDelta,
     ChoiceDeltaFunctionCall,
@@ -33,12 +32,13 @@ from palyra.models.openai_wire import (
     CompletionUsage,
     FinishReason,
     merge_extra,
+    message_tool_call,
 )
 from palyra.routing import Router
 from palyra.server.json_body import parse_body
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
 from palyra.sse import DONE, encode_data
-from palyra.types import ChatDelta, ChatRequest, ChatResult, ToolCallDelta, ToolCallResult
+from palyra.types import ChatDelta, ChatRequest, ChatResult, ToolCallDelta
 
 log = structlog.get_logger("palyra.inference")
 
@@ -127,7 +127,7 @@ def chat_completion(
             if finish_reason == "tool_calls":
                 finish_reason = "function_call"
         else:
-            message["tool_calls"] = [_tool_call(c) for c in result.tool_calls]
+            message["tool_calls"] = [message_tool_call(c) for c in result.tool_calls]
     extra = result.message_extra
     if extra:
         merge_extra(message, extra)
@@ -161,20 +161,6 @@ def chat_completion(
     if result.body_extra:
         merge_extra(body, result.body_extra)
     return body
-
-
-def _tool_call(call: ToolCallResult) -> ChatCompletionMessageToolCall:
-    if call.type == "custom":
-        return {
-            "id": call.id,
-            "type": "custom",
-            "custom": {"name": call.name, "input": call.arguments},
-        }
-    return {
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments},
-    }
 
 
 class ChunkWriter:

@@ -42,13 +42,13 @@ from palyra.errors import InvalidRequest
 from palyra.limits import MAX_JSON_DEPTH, json_too_deep
 from palyra.models.openai_wire import (
     ChatCompletionMessage,
-    ChatCompletionMessageToolCall,
     ChatCompletionTokenLogprob,
     Choice,
     ChoiceDelta,
     ChoiceDeltaToolCall,
     ChoiceLogprobs,
     ChunkChoice,
+    message_tool_call,
 )
 from palyra.models.schema_instance import SchemaError, instance_json
 from palyra.tokens import estimate_text_tokens, estimate_token_count, token_pieces
@@ -375,20 +375,6 @@ def _token_pieces(
         yield held.decode("utf-8", "replace"), entries
 
 
-def _call_json(call: ToolCallResult) -> ChatCompletionMessageToolCall:
-    if call.type == "custom":
-        return {
-            "id": call.id,
-            "type": "custom",
-            "custom": {"name": call.name, "input": call.arguments},
-        }
-    return {
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments},
-    }
-
-
 def _delta_call_json(call: ToolCallResult, index: int) -> ChoiceDeltaToolCall:
     if call.type == "custom":
         return {
@@ -412,7 +398,7 @@ def _whole_choice(result: ChatResult, index: int) -> Choice:
         "refusal": None,
     }
     if result.tool_calls:
-        message["tool_calls"] = [_call_json(c) for c in result.tool_calls]
+        message["tool_calls"] = [message_tool_call(c) for c in result.tool_calls]
     return {
         "index": index,
         "message": message,

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, NotRequired, Required, TypeAlias, TypedDict, cast, final
 
 from palyra.models.anthropic_wire import RedactedThinkingBlockParam, ThinkingBlockParam
+from palyra.types import ToolCallResult
 
 # --- request: content parts ---------------------------------------------------------------
 
@@ -636,3 +637,18 @@ class ChatCompletionChunk(TypedDict):
 # unchecked, which is why nothing reads a wire object back once its extras are in.
 # At run time it is `dict.update` itself: typed, and no Python call per chunk.
 merge_extra = cast("Callable[[Mapping[str, object], Mapping[str, object]], None]", dict.update)
+
+
+def message_tool_call(call: ToolCallResult) -> ChatCompletionMessageToolCall:
+    """A whole answer's tool call as the API writes it: a function's, or a custom tool's."""
+    if call.type == "custom":
+        return {
+            "id": call.id,
+            "type": "custom",
+            "custom": {"name": call.name, "input": call.arguments},
+        }
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    }
