@@ -177,7 +177,7 @@ class LocalRateCounter:
 # correction), KEYS[3] a hash of the tokens' running sum `t` and the sequence `n`. Scores are
 # Redis server time in ms, so the daemons' clocks do not matter.
 # ARGV: tokens, rpm_limit, tpm_limit, window ms, ttl ms. Returns {wait ms (0: reserved),
-# requests, tokens} as counted after the call.
+# requests, tokens, Redis time in µs} as counted after the call.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -219,7 +219,7 @@ if wait > 0 then
     redis.call('HSET', KEYS[3], 't', sum)
     for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
   end
-  return {math.max(math.ceil(wait), 1), requests, math.max(sum, 0)}
+  return {math.max(math.ceil(wait), 1), requests, math.max(sum, 0), math.floor(now * 1000)}
 end
 local seq = redis.call('HINCRBY', KEYS[3], 'n', 1)
 redis.call('ZADD', KEYS[1], now, seq)
@@ -229,7 +229,7 @@ if tokens ~= 0 then
 end
 redis.call('HSET', KEYS[3], 't', sum)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
-return {0, requests + 1, math.max(sum, 0)}
+return {0, requests + 1, math.max(sum, 0), math.floor(now * 1000)}
 """
 
 # ARGV: delta tokens, age ms, window ms, ttl ms. A further token entry dated with the
@@ -290,7 +290,8 @@ class RedisRateCounter:
         self._window_ms = int(window_s * 1000)
         self.local = LocalRateCounter(clock=clock, window_s=window_s)
         self._keys: dict[str, list[str]] = {}
-        self._snapshots: dict[str, tuple[int, int, float]] = {}
+        # key -> (requests, tokens, our clock when heard, Redis time of the count in µs)
+        self._snapshots: dict[str, tuple[int, int, float, int]] = {}
         self._retry_at = 0.0
         self.reachable = True
         self.last_error: str | None = None
@@ -326,12 +327,12 @@ class RedisRateCounter:
                         keys=self._keys_of(key),
                         args=[tokens, rpm_limit, tpm_limit, self._window_ms, KEY_TTL_MS],
                     )
-                wait_ms, requests, used = (int(value) for value in answer)
+                wait_ms, requests, used, counted_us = (int(value) for value in answer)
             except Exception as exc:  # any failure: count here instead, never fail the request
                 self._failed(exc)
             else:
                 self._succeeded()
-                self._snapshots[key] = (requests, used, self._clock())
+                self.remember(key, requests, used, counted_us)
                 if wait_ms > 0:
                     return wait_ms / 1000
                 self.local.record(key, tokens)
@@ -355,9 +356,17 @@ class RedisRateCounter:
         else:
             self._succeeded()
 
+    def remember(self, key: str, requests: int, tokens: int, counted_us: int) -> None:
+        """Keep what Redis counted for `key` at `counted_us` (its own time) unless a later
+        count is kept already: calls made at once over several connections are answered in
+        any order, and the one answered last may hold the oldest count."""
+        kept = self._snapshots.get(key)
+        if kept is None or counted_us >= kept[3]:
+            self._snapshots[key] = (requests, tokens, self._clock(), counted_us)
+
     def used(self, key: str) -> tuple[int, int]:
-        """What Redis said on this daemon's last call for the key (all daemons' counts) if
-        fresh, but never less than this daemon's own."""
+        """What Redis last counted for the key (all daemons' counts), as this daemon heard
+        it, if fresh, but never less than this daemon's own."""
         requests, tokens = self.local.used(key)
         snapshot = self._snapshots.get(key)
         if snapshot is not None and self._clock() - snapshot[2] <= SNAPSHOT_FRESH_S:

@@ -51,6 +51,18 @@ async def test_local_counter_corrections_of_old_reservations() -> None:
 # --- Redis: counts shared by several daemons ---------------------------------------------------
 
 
+async def test_a_late_answer_with_an_older_count_does_not_replace_a_newer_one() -> None:
+    # (Found in CI: twelve calls at once over several connections; the one answered last held
+    # the count after the first reservation, 1, where Redis had counted 10.)
+    counter = RedisRateCounter("redis://127.0.0.1:1/0", clock=Clock(0.0))
+    counter.remember("m@p1", 10, 500, counted_us=2_000)
+    counter.remember("m@p1", 1, 50, counted_us=1_000)  # counted earlier, heard later
+    assert counter.used("m@p1") == (10, 500)
+    counter.remember("m@p1", 9, 450, counted_us=3_000)  # a later count: one has left the window
+    assert counter.used("m@p1") == (9, 450)
+    await counter.aclose()
+
+
 @pytest.fixture
 async def daemons(namespace: str) -> AsyncIterator[list[RedisRateCounter]]:
     counters = [RedisRateCounter(REDIS_URL, namespace=namespace, timeout_s=2.0) for _ in range(3)]
