@@ -326,11 +326,11 @@ class Router:
         affinity: Callable[[], str | None] | None,
         dropped: list[Candidate],
     ) -> Iterator[Candidate]:
-        viable = [c for c in firsts if not self._definitive(c)]
+        viable, definitive = self._split(firsts)
         yield from viable
         others = self._viable(self._others(model, can_serve, affinity), dropped)
         if viable or others:
-            dropped += [c for c in firsts if c not in viable]
+            dropped += definitive
             yield from others
         else:
             yield from firsts
@@ -340,12 +340,19 @@ class Router:
         fail (a refused or missing credential), which go to `dropped`; all of it when that
         leaves none, so the client gets the provider's own answer, and a credential mended
         since is noticed at once, not at the next probe."""
-        kept = [c for c in chain if not self._definitive(c)]
+        kept, definitive = self._split(chain)
         if not kept:
             return chain
-        if len(kept) < len(chain):
-            dropped += [c for c in chain if c not in kept]
+        dropped += definitive
         return kept
+
+    def _split(self, chain: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+        """`chain` as (the candidates to try, those whose provider's state is definitive)."""
+        kept: list[Candidate] = []
+        definitive: list[Candidate] = []
+        for candidate in chain:
+            (definitive if self._definitive(candidate) else kept).append(candidate)
+        return kept, definitive
 
     def _deployed(
         self,

@@ -19,8 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from palyra.cli.client import DaemonClient, DaemonError
-from palyra.config import ConfigError, LoadedConfig, PalyraConfig, load_config
-from palyra.config.loading import salvage_config
+from palyra.config import ConfigError, LoadedConfig, PalyraConfig, load_config, salvage_config
 
 options: dict[str, Any] = {}
 

@@ -26,8 +26,8 @@ from palyra.config import (
     config_for_display,
     find_config_path,
     load_config,
+    salvage_config,
 )
-from palyra.config.loading import salvage_config
 
 app = typer.Typer(no_args_is_help=True, help="Check, show and reload configuration.")
 

@@ -16,6 +16,7 @@ from palyra.config.loading import (
     read_text,
     read_toml,
     resolve_state_dir,
+    salvage_config,
     validate_config,
 )
 from palyra.config.schema import (
@@ -66,5 +67,6 @@ __all__ = [
     "read_toml",
     "redact_url",
     "resolve_state_dir",
+    "salvage_config",
     "validate_config",
 ]
