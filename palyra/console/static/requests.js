@@ -3,7 +3,7 @@
 // while no older page is shown.
 
 import { count, plural, usd, ms, when, table } from "./format.js";
-import { update } from "./morph.js";
+import { pagedList } from "./paging.js";
 import { every } from "./poll.js";
 
 const PAGE = 50;
@@ -31,15 +31,9 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
     STATUSES.map(([value, label]) => h("option", { value }, label)));
   const body = h("tbody");
   const empty = h("p", { class: "muted", id: "requests-empty", hidden: true }, "No requests match.");
-  const older = h("button", { type: "button", class: "secondary", id: "requests-older", hidden: true, onclick: () => load(true) }, "Older");
+  const older = h("button", { type: "button", class: "secondary", id: "requests-older", hidden: true }, "Older");
   const state = h("p", { class: "muted", id: "requests-state" }, "Loading…");
   const models = new Set();
-  let nextBefore = null;
-  let pages = 0;
-  let generation = 0;
-  // The generation of an "Older" load still under way: the refresh waits for it, as a refresh
-  // started meanwhile would make it stale, and the older page would never show.
-  let olderUnderWay = 0;
   let applied = {};
 
   // The filters as last applied: a refresh or "Older" keeps to them while one is being typed.
@@ -74,33 +68,16 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
       h("td", { class: "error-text wrap", "data-field": "error" }, r.error || ""));
   }
 
-  // more: append the page older than the last one shown; else start again from the newest.
-  async function load(more = false) {
-    const mine = ++generation;
-    if (more) olderUnderWay = mine;
-    try {
-      const answer = await api("GET", query(more ? nextBefore : null));
-      if (mine !== generation) return;  // the filters changed meanwhile
-      olderUnderWay = 0;
-      const rows = answer.requests || [];
-      for (const r of rows) if (r.model && !models.has(r.model)) {
-        models.add(r.model);
-        modelList.append(h("option", { value: r.model }));
-      }
-      if (more) body.append(...rows.map(row));
-      else update(body, rows.map(row));
-      pages = more ? pages + 1 : 1;
-      nextBefore = answer.next_before || null;
-      older.hidden = !nextBefore;
-      empty.hidden = body.childElementCount > 0;
-      state.textContent = `${body.childElementCount} shown, newest first` + (nextBefore ? "" : " (no older ones)")
-        + `. Updated ${new Date().toLocaleTimeString()}.`;
-    } catch (err) {
-      if (mine !== generation) return;
-      olderUnderWay = 0;
-      state.textContent = `Could not load requests: ${err.message}`;
+  function rowsOf(answer) {
+    const rows = answer.requests || [];
+    for (const r of rows) if (r.model && !models.has(r.model)) {
+      models.add(r.model);
+      modelList.append(h("option", { value: r.model }));
     }
+    return rows.map(row);
   }
+
+  const load = pagedList({ api, query, rowsOf, body, older, empty, state, what: "requests", refreshMs: REFRESH_MS, onLeave });
 
   async function loadKeys() {
     try {
@@ -128,6 +105,4 @@ export function requestsPage({ api, h, main, notify, onLeave }) {
     older);
   loadKeys();
   apply();
-  const timer = setInterval(() => { if (pages <= 1 && olderUnderWay !== generation) load(); }, REFRESH_MS);
-  onLeave(() => { clearInterval(timer); generation++; });
 }

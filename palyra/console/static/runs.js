@@ -6,6 +6,7 @@
 
 import { count, plural, when, table } from "./format.js";
 import { update } from "./morph.js";
+import { pagedList } from "./paging.js";
 import { every } from "./poll.js";
 
 const PAGE = 50;
@@ -63,14 +64,8 @@ function listPage({ api, h, main, notify, onLeave }) {
   const statusFilter = h("select", { id: "filter-status", name: "status" }, STATUSES.map(([v, l]) => h("option", { value: v }, l)));
   const body = h("tbody");
   const empty = h("p", { class: "muted", id: "runs-empty", hidden: true }, "No runs match.");
-  const older = h("button", { type: "button", class: "secondary", id: "runs-older", hidden: true, onclick: () => load(true) }, "Older");
+  const older = h("button", { type: "button", class: "secondary", id: "runs-older", hidden: true }, "Older");
   const state = h("p", { class: "muted", id: "runs-state" }, "Loading…");
-  let nextBefore = null;
-  let pages = 0;
-  let generation = 0;
-  // The generation of an "Older" load still under way: the refresh waits for it, as a refresh
-  // started meanwhile would make it stale, and the older page would never show.
-  let olderUnderWay = 0;
   let applied = {};
 
   async function start(event) {
@@ -115,28 +110,10 @@ function listPage({ api, h, main, notify, onLeave }) {
         h("div", { class: "muted" }, plural(r.tool_calls, "tool call"))));
   }
 
-  async function load(more = false) {
-    const mine = ++generation;
-    if (more) olderUnderWay = mine;
-    try {
-      const answer = await api("GET", query(more ? nextBefore : null));
-      if (mine !== generation) return;
-      olderUnderWay = 0;
-      const rows = (answer.runs || []).map(row);
-      if (more) body.append(...rows);
-      else update(body, rows);
-      pages = more ? pages + 1 : 1;
-      nextBefore = answer.next_before || null;
-      older.hidden = !nextBefore;
-      empty.hidden = body.childElementCount > 0;
-      state.textContent = `${body.childElementCount} shown, newest first` + (nextBefore ? "" : " (no older ones)")
-        + `. Updated ${new Date().toLocaleTimeString()}.`;
-    } catch (err) {
-      if (mine !== generation) return;
-      olderUnderWay = 0;
-      state.textContent = `Could not load runs: ${err.message}`;
-    }
-  }
+  const load = pagedList({
+    api, query, rowsOf: (answer) => (answer.runs || []).map(row),
+    body, older, empty, state, what: "runs", refreshMs: LIST_REFRESH_MS, onLeave,
+  });
 
   const filters = h("form", { class: "card filters", id: "runs-filters", role: "search", onsubmit: (event) => { event.preventDefault(); apply(); } },
     h("div", {}, h("label", { for: "filter-agent" }, "Agent"), agentFilter),
@@ -168,8 +145,6 @@ function listPage({ api, h, main, notify, onLeave }) {
     agentFilter.append(...agents.map((a) => h("option", { value: a.agent_id }, label(a))));
   }).catch((err) => notify(err.message, "error"));
   apply();
-  const timer = setInterval(() => { if (pages <= 1 && olderUnderWay !== generation) load(); }, LIST_REFRESH_MS);
-  onLeave(() => { clearInterval(timer); generation++; });
 }
 
 function runPage({ api, h, main, notify, onLeave }, runId) {
