@@ -699,6 +699,19 @@ class ChatDelta:
 Vector = list[float] | str
 
 
+class FloatsJson(list[float]):
+    """An upstream's embedding as floats, with the JSON array it came as. A client that wants
+    floats gets that text as it came: printing thousands of floats again is most of what an
+    embeddings answer costs (benchmarks/README.md), and the text is the upstream's digit for
+    digit. Everything else reads it as the list it is."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, values: list[float], json: bytes) -> None:
+        super().__init__(values)
+        self.json = json
+
+
 @dataclass(slots=True)
 class EmbeddingsResult:
     vectors: list[Vector]

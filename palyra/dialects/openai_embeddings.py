@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+from typing import cast
 
 import orjson
 from aiohttp import web
@@ -15,7 +16,7 @@ from palyra.dialects.common import json_response, route_headers
 from palyra.models.openai_wire import CreateEmbeddingResponse, Embedding
 from palyra.server.json_body import parse_body
 from palyra.server.keys import GATEWAY, ROUTE, STARTED
-from palyra.types import EmbeddingsRequest, EmbeddingsResult, ProviderModelRole
+from palyra.types import EmbeddingsRequest, EmbeddingsResult, FloatsJson, ProviderModelRole
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
@@ -91,7 +92,10 @@ def render_embeddings(
     data: list[Embedding] = []
     for index, vector in enumerate(result.vectors):
         embedding = vector
-        if encoding_format == "base64" and not isinstance(vector, str):
+        if isinstance(vector, FloatsJson) and encoding_format != "base64":
+            # orjson writes a Fragment's bytes as they are: the upstream's own array.
+            embedding = cast("list[float]", orjson.Fragment(vector.json))
+        elif encoding_format == "base64" and not isinstance(vector, str):
             # The OpenAI SDK asks for base64 by default: little-endian float32, base64-encoded.
             embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         elif encoding_format != "base64" and isinstance(vector, str):

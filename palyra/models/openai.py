@@ -55,6 +55,7 @@ from palyra.types import (
     ChatResult,
     EmbeddingsRequest,
     EmbeddingsResult,
+    FloatsJson,
     ModelProviderKind,
     TranscriptionDelta,
     TranscriptionRequest,
@@ -209,13 +210,22 @@ class OpenAIProvider(HttpProvider):
             raw = await self._post_raw("/embeddings", payload)
             self._upstream_takes_base64 = False
         body = self._parse(raw)
-        # JSON's true and false are no numbers, but sum() takes them: only a body that spells
-        # one anywhere needs each element's type checked, which costs several times the
-        # search of the whole body (benchmarks/README.md).
-        booleans = b"true" in raw or b"false" in raw
         try:
-            rows = sorted(body["data"], key=lambda row: int(row.get("index", 0)))
-            vectors = [_vector(row["embedding"], base64_wanted, booleans) for row in rows]
+            data = body["data"]
+            # Floats a client wants as floats are relayed as the upstream wrote them, each
+            # array's text found in the body (FloatsJson); else, JSON's true and false are no
+            # numbers, but sum() takes them: only a body that spells one anywhere needs each
+            # element's type checked, which costs several times the search of the whole body.
+            texts = None if base64_wanted else _array_texts(raw, len(data))
+            booleans = texts is None and (b"true" in raw or b"false" in raw)
+            spelt: list[bytes | None] = [None] * len(data) if texts is None else [*texts]
+            rows = sorted(
+                zip(data, spelt, strict=True),
+                key=lambda pair: int(pair[0].get("index", 0)),
+            )
+            vectors = [
+                _vector(row["embedding"], base64_wanted, booleans, text) for row, text in rows
+            ]
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError, struct.error):
             raise UpstreamProtocolError(
                 "answered embeddings without data[].embedding as numbers or base64 float32",
@@ -461,10 +471,13 @@ class OpenAIProvider(HttpProvider):
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-def _vector(embedding: Any, base64_wanted: bool, booleans: bool = True) -> Vector:
+def _vector(
+    embedding: Any, base64_wanted: bool, booleans: bool = True, text: bytes | None = None
+) -> Vector:
     """An upstream's embedding, checked: a list of numbers, or base64 of float32s (servers that
     ignore `encoding_format` send either, whatever was asked). Numbers a client wants as
-    base64 are packed here, where a value float32 cannot hold is the upstream's error."""
+    base64 are packed here, where a value float32 cannot hold is the upstream's error.
+    `text`: the array as the body holds it (`_array_texts`), kept with the floats."""
     if isinstance(embedding, str):
         size = len(embedding) // 4 * 3 - embedding[-2:].count("=")
         if len(embedding) % 4 or size % 4 or _BASE64.fullmatch(embedding) is None:
@@ -475,11 +488,46 @@ def _vector(embedding: Any, base64_wanted: bool, booleans: bool = True) -> Vecto
     # sum() raises TypeError on anything but numbers and booleans, in C (float() on each
     # took twenty times as long); `booleans`: whether the body may hold any.
     sum(embedding)
+    if text is not None and (
+        # A t or an f (of true, false) is the one letter a numbers' array cannot hold; the
+        # commas count its elements (one byte searched for each, at memchr's speed).
+        b"t" in text or b"f" in text or text.count(b",") + (1 if embedding else 0) != len(embedding)
+    ):
+        booleans, text = True, None  # (not an array of numbers: each element is checked)
     if booleans and not set(map(type, embedding)) <= _NUMBER_TYPES:
         raise TypeError("embedding has elements that are not numbers")
     if base64_wanted:
         return base64.b64encode(struct.pack(f"<{len(embedding)}f", *embedding)).decode()
-    return embedding
+    return embedding if text is None else FloatsJson(embedding, text)
+
+
+_EMBEDDING = b'"embedding"'
+_EMBEDDING_KEY = re.compile(rb'"embedding"\s*:\s*')
+
+
+def _array_texts(raw: bytes, rows: int) -> list[bytes] | None:
+    """The text of each data row's `embedding` array in `raw` (a body orjson has parsed), in
+    the body's order; None unless the body plainly has one such key a row with an array
+    value. Sure by JSON's grammar: outside a string a quote is a string's start or end, and a
+    string's quote is escaped, so `"embedding"` then a colon is a key (one whose name ends in
+    an escaped quote, `\\"embedding"`, sends the body the long way), and an array of numbers
+    ends at its first `]` (whether it holds numbers only, `_vector` checks)."""
+    texts: list[bytes] = []
+    at = raw.find(_EMBEDDING)
+    while at >= 0:
+        key = _EMBEDDING_KEY.match(raw, at)
+        if key is None:  # a value ("object": "embedding")
+            at = raw.find(_EMBEDDING, at + len(_EMBEDDING))
+            continue
+        start = key.end()
+        if raw[at - 1 : at] == b"\\" or raw[start : start + 1] != b"[" or len(texts) == rows:
+            return None
+        end = raw.find(b"]", start)
+        if end < 0:
+            return None
+        texts.append(raw[start : end + 1])
+        at = raw.find(_EMBEDDING, end)
+    return texts if len(texts) == rows else None
 
 
 _NUMBER_TYPES = {int, float}

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from openai import AsyncOpenAI
 
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, GatewayFactory
-from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream
+from tests.fakes.upstream import ChatReply, ErrorReply, FakeUpstream, Reply
 
 CHAT_MODELS = ["deterministic", "gpt-4o-mini", "claude"]
 PROVIDER_OF = {"deterministic": "det", "gpt-4o-mini": "oai", "claude": "claude"}
@@ -291,6 +291,38 @@ async def test_embeddings_deterministic_and_openai(
     )
     assert upstream.requests_to("/v1/embeddings")[-1].json["encoding_format"] == "base64"
     assert default.data[0].embedding == sized.data[0].embedding
+
+
+# Floats as an upstream may spell them: exponents, more digits than a double keeps, a
+# negative zero, spaces and a line break inside the array; the rows out of order.
+SPELT_EMBEDDINGS = (
+    b'{"object": "list", "data": ['
+    b'{"object": "embedding", "index": 1, "embedding": [1.0E-5, -0.0,\n 2]},'
+    b'{"object": "embedding", "index": 0, "embedding": [ 0.10000000000000001 , 3e2 ]}],'
+    b' "model": "text-embedding-3-small", "usage": {"prompt_tokens": 3, "total_tokens": 3}}'
+)
+
+
+async def test_embedding_floats_reach_the_client_as_the_upstream_wrote_them(
+    client: AsyncOpenAI, upstream: FakeUpstream, gateway: TestServer
+) -> None:
+    upstream.script("/v1/embeddings", Reply(body=SPELT_EMBEDDINGS), Reply(body=SPELT_EMBEDDINGS))
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            gateway.make_url("/v1/embeddings"),
+            json={"model": "text-embedding-3-small", "input": ["a", "b"]},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as response:
+            raw = await response.read()
+    # Each array as it came, in index order; the rest is Palyra's.
+    assert b'"index":0,"embedding":[ 0.10000000000000001 , 3e2 ]' in raw
+    assert b'"index":1,"embedding":[1.0E-5, -0.0,\n 2]' in raw
+    assert json.loads(raw)["model"] == "text-embedding-3-small"
+    # The same numbers for the SDK, and as base64 (packed from the floats).
+    read = await client.embeddings.create(
+        model="text-embedding-3-small", input=["a", "b"], encoding_format="float"
+    )
+    assert [d.embedding for d in read.data] == [[0.1, 300.0], [1e-05, -0.0, 2.0]]
 
 
 async def test_embeddings_parameters_we_do_not_know_reach_the_upstream(

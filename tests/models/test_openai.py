@@ -21,7 +21,7 @@ from palyra.errors import (
     UpstreamUnreachable,
 )
 from palyra.models.http import parse_retry_after
-from palyra.models.openai import OpenAIProvider
+from palyra.models.openai import OpenAIProvider, _array_texts
 from palyra.types import (
     ChatDelta,
     ChatRequest,
@@ -327,6 +327,47 @@ async def test_embeddings_that_are_not_vectors_are_protocol_errors(
     with pytest.raises(UpstreamProtocolError) as caught:
         await embed_answered_with(provider, upstream, embedding, encoding)
     assert "data[].embedding" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "rows", "texts"),
+    [
+        # Values spelt "embedding" are no keys; each key's array, in the body's order.
+        (
+            b'{"data":[{"object":"embedding","embedding":[1,2]},{"embedding" :\n[3]}]}',
+            2,
+            [b"[1,2]", b"[3]"],
+        ),
+        (b'{"data":[{"embedding":[]}]}', 1, [b"[]"]),
+        # Not one array a row: the floats are printed again.
+        (b'{"data":[{"embedding":[1]}],"usage":{"embedding":[2]}}', 1, None),
+        (b'{"data":[{"embedding":[1]},{"embedding":"AAAAAA=="}]}', 2, None),
+        (b'{"data":[{"embedding":[1]}]}', 2, None),
+        # A key whose name ends in an escaped quote is not the key "embedding".
+        (b'{"data":[{"a\\"embedding":[9],"embedding":[1]}]}', 1, None),
+    ],
+)
+def test_embedding_array_texts(body: bytes, rows: int, texts: list[bytes] | None) -> None:
+    json.loads(body)  # each is JSON
+    assert _array_texts(body, rows) == texts
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"data":[{"index":0,"embedding":[0.5,true]}],"usage":{}}',
+        b'{"data":[{"index":0,"embedding":[false]}],"usage":{}}',
+        b'{"data":[{"index":0,"embedding":[0.5,null]}],"usage":{}}',
+        b'{"data":[{"index":0,"embedding":[0.5,[1]]}],"usage":{}}',
+    ],
+)
+async def test_embedding_arrays_relayed_as_text_still_hold_numbers_only(
+    provider: OpenAIProvider, upstream: FakeUpstream, raw: bytes
+) -> None:
+    upstream.script("/v1/embeddings", Reply(body=raw))
+    embed_model = ModelConfig(model_id="e", provider_id="oai", role="embeddings")
+    with pytest.raises(UpstreamProtocolError):
+        await provider.embed(EmbeddingsRequest(input="a", encoding_format="float"), embed_model)
 
 
 async def test_an_upstream_that_refuses_base64_is_asked_for_floats_from_then_on(
