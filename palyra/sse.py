@@ -28,6 +28,9 @@ class SSEDecoder:
     multi-line data and comments. A line or an event longer than `max_event_bytes` raises
     `SSEError`; bytes that are not UTF-8 are replaced, as the spec says."""
 
+    # (One per open stream, for as long as it lasts.)
+    __slots__ = ("_data", "_data_size", "_event", "_parts", "_pending", "max_event_bytes")
+
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         # The unfinished last line, in the pieces it came in: joined once its end arrives, so
         # a long line costs one copy, not one per read.

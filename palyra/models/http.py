@@ -32,7 +32,7 @@ from palyra.errors import (
 from palyra.models.base import CredentialSource, ModelProvider
 from palyra.models.kinds import RateLimitParser, spec_for
 from palyra.redact import redact_secrets, remember_secret
-from palyra.sse import SSEError, SSEEvent, decode_sse
+from palyra.sse import SSEDecoder, SSEError, SSEEvent
 
 USER_AGENT = "palyra/0.1"
 
@@ -355,9 +355,18 @@ class HttpProvider(ModelProvider):
         async with self._request("POST", path, payload=payload, stream=True, **kwargs) as response:
             if response.content_type in _NOT_A_STREAM:
                 raise await self._not_a_stream(response)
+            # The decoder and the reads in this generator's own frame, not in `decode_sse`'s
+            # over `iter_any()`: an open stream waits here for its next bytes, and each layer
+            # of async generator and iterator is kept per stream for as long as it lasts.
+            decoder = SSEDecoder()
+            read = response.content.readany
             try:
-                async for event in decode_sse(response.content.iter_any()):
-                    yield event
+                while chunk := await read():
+                    for event in decoder.iter_feed(chunk):
+                        yield event
+                tail = decoder.close()
+                if tail is not None:
+                    yield tail
             except SSEError as exc:
                 raise UpstreamProtocolError(
                     f"sent a broken event stream: {exc}", provider_id=self.provider_id
