@@ -77,3 +77,55 @@ async def test_a_push_racing_the_writers_cancellation_is_no_error() -> None:
     await asyncio.sleep(0)
     relay.abandon()  # (the writer is cancelled now: nothing to retrieve)
     assert client.writes == [b"data: x\n\n"]
+
+
+async def test_sse_headers_go_out_as_before_and_their_names_are_not_copied_per_stream() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from palyra.dialects.common import sse_response
+    from palyra.types import RouteInfo
+
+    kept: list[web.StreamResponse] = []
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        route = RouteInfo(provider_id="p", model_id="m")
+        response = await sse_response(request, route, 0.0)
+        await response.write(b"data: x\n\n")
+        await response.write_eof()
+        kept.append(response)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/", stream)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        heads = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            heads.append((await reader.read()).split(b"\r\n\r\n", 1)[0])
+            writer.close()
+    finally:
+        await server.close()
+    lines = heads[0].split(b"\r\n")
+    assert lines[:5] == [
+        b"HTTP/1.1 200 OK",
+        b"Content-Type: text/event-stream",
+        b"Cache-Control: no-cache",
+        b"X-Accel-Buffering: no",
+        b"x-palyra-provider-id: p",
+    ]
+    assert lines[5:9] == [
+        b"x-palyra-model-id: m",
+        b"x-palyra-failover-count: 0",
+        b"x-palyra-retry-count: 0",
+        lines[8],
+    ]
+    assert lines[8].startswith(b"x-palyra-overhead-ms: ")
+    # A response keeps its headers as long as its stream lasts: the names are shared, where a
+    # plain str name made the CIMultiDict an istr of its own per response (and the writer an
+    # encoded copy of it).
+    first, second = (list(response.headers.keys()) for response in kept)
+    assert all(a is b for a, b in zip(first[:8], second[:8], strict=True))
