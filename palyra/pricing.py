@@ -88,7 +88,6 @@ _PRICED_APART: Final = frozenset({"gpt-4o-2024-05-13"})
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
 
 
-@lru_cache(maxsize=1024)
 # Asked at every request's settling, for a handful of names: the answer is kept (the table
 # never changes while the daemon runs).
 @lru_cache(maxsize=1024)
