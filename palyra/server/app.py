@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from palyra import dialects, logs
 from palyra.accounting import CLIENT_CLOSED, REQUEST, RequestTag
 from palyra.callers import ADMIN, CALLER, Caller
-from palyra.dialects.common import random_id, route_headers
+from palyra.dialects.common import X_REQUEST_ID, random_id, route_headers
 from palyra.errors import InvalidRequest, NotFound, PalyraError, ProviderError, Unauthorized
 from palyra.runtime import Runtime
 from palyra.server import (
@@ -46,6 +46,7 @@ from palyra.server.keys import (
     GATEWAY,
     KEY_RING,
     REQUEST_CALLER,
+    REQUEST_ID,
     ROUTE,
     RUNTIME,
     SESSIONS,
@@ -106,7 +107,9 @@ def error_response(exc: PalyraError, request: web.Request) -> web.Response:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = request[STARTED] = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else random_id()
+    request_id = request[REQUEST_ID] = (
+        incoming if incoming and _REQUEST_ID.match(incoming) else random_id()
+    )
     structlog.contextvars.bind_contextvars(request_id=request_id)
     status = 500
     inference = request.path.startswith("/v1/")
@@ -134,7 +137,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                     if traced is not None:
                         span.set_route(traced)
                     span.http_status(status)
-        response.headers["x-request-id"] = request_id
         return response
     except asyncio.CancelledError:
         # aiohttp cancels the handler of a client that went away: not a failure of ours.
@@ -305,6 +307,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _answer_names_request(request: web.Request, response: web.StreamResponse) -> None:
+    # Just before the headers leave: a stream's leave while its handler runs, before the
+    # middleware has the response back.
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers[X_REQUEST_ID] = request_id
+
+
 def create_app(runtime: Runtime) -> web.Application:
     app = web.Application(
         middlewares=[request_context], client_max_size=runtime.config.daemon.max_request_bytes
@@ -314,6 +324,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app[ADMIN_TOKEN] = runtime.admin_token
     app[SESSIONS] = Sessions(runtime.admin_token)
     app[KEY_RING] = runtime.keys
+    app.on_response_prepare.append(_answer_names_request)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     dialects.add_routes(app)

@@ -25,6 +25,9 @@ KEY_RING: web.AppKey[KeyRing] = web.AppKey("key_ring")
 RESPONSES: web.AppKey[ResponseStore] = web.AppKey("responses")
 # Per request: when it arrived (perf_counter), for x-palyra-overhead-ms; and who served it.
 STARTED: web.RequestKey[float] = web.RequestKey("started", float)
+# Per request: its id (the client's x-request-id when it sent a usable one), sent back on its
+# answer.
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 ROUTE: web.RequestKey[RouteInfo] = web.RequestKey("route")
 # Per request: who it was authenticated as (also in palyra.callers.CALLER while the handler
 # runs; this outlives the handler, for what the request middleware records after it).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import struct
 import time
 import zlib
@@ -502,6 +503,32 @@ async def test_request_id_echoed(gateway: TestServer) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(gateway.make_url("/healthz"), headers={"x-request-id": "abc-123"}) as r:
             assert r.headers["x-request-id"] == "abc-123"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/responses", {"input": "hi"}),
+        ("/v1/messages", {"max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}),
+    ],
+)
+async def test_streamed_answers_name_their_request_too(
+    gateway: TestServer, path: str, body: dict[str, Any]
+) -> None:
+    # Found: a stream's headers left before the middleware set x-request-id on its way out,
+    # so streamed answers carried none.
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    payload = {"model": "gpt-4o-mini", "stream": True, **body}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gateway.make_url(path), json=payload, headers={**headers, "x-request-id": "req-7"}
+        ) as sent:
+            assert sent.status == 200 and sent.headers["x-request-id"] == "req-7"
+            await sent.read()
+        async with http.post(gateway.make_url(path), json=payload, headers=headers) as made:
+            assert re.fullmatch(r"[0-9a-f]{32}", made.headers.get("x-request-id", ""))
+            await made.read()
 
 
 class _SlowClient:
