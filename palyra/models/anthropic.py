@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
+from multidict import istr
+
 from palyra.config import ModelConfig
 from palyra.errors import Unsupported, UpstreamProtocolError
 from palyra.models.anthropic_answer import answer_tool
@@ -35,6 +37,8 @@ from palyra.types import (
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
+# (Header names as istr: see palyra.dialects.common's route headers.)
+_VERSION, _API_KEY = istr("anthropic-version"), istr("x-api-key")
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 MODELS_PATH = "/v1/models"
@@ -64,9 +68,9 @@ class AnthropicProvider(HttpProvider):
     kind = ModelProviderKind.ANTHROPIC
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
-        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        headers: dict[str, str] = {_VERSION: ANTHROPIC_VERSION}
         if api_key:
-            headers["x-api-key"] = api_key
+            headers[_API_KEY] = api_key
         return headers
 
     def _error_details(self, body: Any) -> tuple[str, str | None, str | None]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import hdrs
 
 from palyra.config import ModelConfig
 from palyra.errors import (
@@ -74,7 +75,7 @@ class OpenAIProvider(HttpProvider):
     _no_subtitles: frozenset[str] = frozenset()
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return {hdrs.AUTHORIZATION: f"Bearer {api_key}"} if api_key else {}
 
     def _error_details(self, body: Any) -> tuple[str, str | None, str | None]:
         error = body["error"]
