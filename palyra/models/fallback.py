@@ -59,6 +59,9 @@ E = TypeVar("E", bound=StreamEvent)
 
 # What a failure says about the provider itself, and so counts toward its breaker.
 _PROVIDER_FAULTS = frozenset({ErrorClass.RETRYABLE, ErrorClass.CREDENTIAL, ErrorClass.CONFIG})
+# How a stream ends that is left unread: one instance for all, never raised (one a stream
+# would be kept for as long as each lasts).
+_LEFT = asyncio.CancelledError()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,10 @@ class AllCandidatesCoolingDown(PalyraError):
     code = "providers_unavailable"
 
 
+def _none() -> int:
+    return 0
+
+
 def backoff_s(attempt: int, base_ms: int, rng: Callable[[], float] = random.random) -> float:
     """Exponential from `base_ms`, with full jitter in [0.5, 1.5) so retries do not align."""
     return float(base_ms / 1000 * (2**attempt) * (0.5 + rng()))
@@ -141,6 +148,7 @@ class FallbackModel:
         self._estimated: int | None = None
         # The prompt's tokens as Palyra counts them: for a stream that reports no usage.
         self._prompt_tokens = prompt_tokens
+        self._prompt_at_open = 0  # (a stream's, once it is open)
         # Providers whose breaker this request has already charged a failure to.
         self._charged: set[str] | None = None
         # Set while opening a stream: success is settled when the stream ends.
@@ -417,6 +425,13 @@ class FallbackModel:
 
         head, rest = await self.run(call)
         assert self._served is not None  # run() returned: a candidate served
+        # Open: no other candidate will be tried. What choosing one needed (the walk of the
+        # candidates, the estimates' closures, with the request in them) is let go, not kept
+        # for as long as the stream lasts; the prompt's count is taken now.
+        self._prompt_at_open = self._prompt_tokens()
+        self.candidates = ()
+        self._estimate = self._prompt_tokens = _none
+        self._passed_over = None
         candidate, permit, admission, ttft_s = self._served
         self.route.ttft_s = ttft_s
         self.route.first_token_at = time.perf_counter()
@@ -426,7 +441,7 @@ class FallbackModel:
         # went out) never runs its `finally`: the deployment would count it in flight for
         # good, and the request would go unrecorded. (Ending twice does nothing; a stream
         # read to its end has ended first.)
-        weakref.finalize(relay, ended, asyncio.CancelledError())
+        weakref.finalize(relay, ended, _LEFT)
         return relay
 
     async def _relay(
@@ -443,11 +458,12 @@ class FallbackModel:
         settled = permit is Permit.PROBE  # (a probe was settled by its first token)
         usage: Usage | None = None
         chars = 0  # of answer text, for Palyra's own count when the upstream sends no usage
-        outcome: BaseException | None = asyncio.CancelledError()
+        outcome: BaseException | None = _LEFT
         span = TRACING.stream()
         span.__enter__()
         try:
-            for delta in head:
+            while head:
+                delta = head.pop(0)  # (not kept once relayed)
                 if delta.usage is not None:
                     usage = delta.usage
                     count_tokens(
@@ -487,7 +503,7 @@ class FallbackModel:
             if usage is None:
                 # The upstream was reached and its prompt billed, whatever came back; the
                 # answer weighs about a token per four characters of its text.
-                usage = Usage(prompt_tokens=self._prompt_tokens(), completion_tokens=-(-chars // 4))
+                usage = Usage(prompt_tokens=self._prompt_at_open, completion_tokens=-(-chars // 4))
                 self.route.usage_estimated = True
             self.route.usage = usage
             span.record_usage(usage.prompt_tokens, usage.completion_tokens)

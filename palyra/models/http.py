@@ -167,6 +167,7 @@ class HttpProvider(ModelProvider):
         url = self.config.base_url + path
         timeout = self._stream_timeout if stream else self._whole_timeout
         model = (upstream_model or _model_of(payload)) if observe_limits else None
+        del payload  # (sent as `json_body` from here: a stream keeps this frame as it lasts)
         sent: list[str | None] = []  # the keys this request sent, scrubbed from any error
         answered = False  # whether the headers came: what a broken connection means depends
         try:
@@ -357,6 +358,7 @@ class HttpProvider(ModelProvider):
     ) -> AsyncGenerator[SSEEvent, None]:
         """POST and yield the SSE events of the answer as they arrive."""
         async with self._request("POST", path, payload=payload, stream=True, **kwargs) as response:
+            del payload  # (sent: not kept for as long as the stream lasts)
             if response.content_type in _NOT_A_STREAM:
                 raise await self._not_a_stream(response)
             # The decoder and the reads in this generator's own frame, not in `decode_sse`'s

@@ -109,10 +109,9 @@ class OpenAIProvider(HttpProvider):
     ) -> AsyncIterator[ChatDelta]:
         finished = False
         fields, usual = ChunkFields(), UsualChunk()
-        payload = chat_payload(request, model, stream=True)
         # aclosing: whether we stop on [DONE], an error or the caller leaving, the upstream
         # response is released now, not when the generator is collected.
-        events = self._events("/chat/completions", payload)
+        events = self._events("/chat/completions", chat_payload(request, model, stream=True))
         async with contextlib.aclosing(events):
             async for event in events:
                 data = event.data
@@ -120,8 +119,7 @@ class OpenAIProvider(HttpProvider):
                     return
                 delta = usual.parse(data)
                 if delta is None:
-                    chunk, delta = self._chunk(data, fields)
-                    usual.learn(data, chunk, delta)
+                    delta = self._learn(data, fields, usual)
                     if delta is None:
                         continue
                 finished = finished or delta.finish_reason is not None
@@ -130,6 +128,13 @@ class OpenAIProvider(HttpProvider):
             raise UpstreamProtocolError(
                 "stream ended before its finish_reason", provider_id=self.provider_id
             )
+
+    def _learn(self, data: str, fields: ChunkFields, usual: UsualChunk) -> ChatDelta | None:
+        # (Here, not in the stream's frame: the decoded chunk is not kept for as long as the
+        # stream lasts.)
+        chunk, delta = self._chunk(data, fields)
+        usual.learn(data, chunk, delta)
+        return delta
 
     def _chunk(
         self, data: str, fields: ChunkFields

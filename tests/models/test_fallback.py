@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -163,6 +164,44 @@ async def test_a_stream_dropped_unread_is_settled() -> None:
     del relay  # the client left before the first event was read
     gc.collect()
     assert one.deployment.in_flight == 0
+
+
+class _Request:
+    """Stands in for what routing's closures keep: the request."""
+
+
+async def test_an_open_stream_keeps_nothing_of_choosing_its_candidate() -> None:
+    # A stream lasts long; what routing held to choose a candidate (the request, in the
+    # estimates' closures and the walk of the candidates) is let go once one serves, and the
+    # prompt's count, taken then, is what a stream without usage is billed.
+    clock = FakeClock()
+    board = DeploymentBoard(clock=clock)
+    one = candidate(board, clock)
+
+    def walk(held: _Request) -> Iterator[Candidate]:
+        yield one
+
+    def routed(request: _Request) -> FallbackModel:
+        model = fallback([], board)
+        model.candidates = walk(request)
+        model._estimate = lambda: 7 if request else 0
+        model._prompt_tokens = lambda: 11 if request else 0
+        return model
+
+    request = _Request()
+    gone = weakref.ref(request)
+    model = routed(request)
+    del request
+
+    async def chunks() -> AsyncIterator[ChatDelta]:
+        yield ChatDelta(content="hi")
+        yield ChatDelta(content="there")
+
+    relay = await model.stream(lambda c: chunks())
+    gc.collect()
+    assert gone() is None
+    assert [d.content async for d in relay] == ["hi", "there"]
+    assert model.route.usage is not None and model.route.usage.prompt_tokens == 11
 
 
 async def test_a_request_too_large_for_every_tpm_limit_is_a_400_not_a_429() -> None:
