@@ -6,6 +6,7 @@ never sees an aiohttp exception and no message ever carries a request header.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import time
@@ -366,8 +367,15 @@ class HttpProvider(ModelProvider):
             # of async generator and iterator is kept per stream for as long as it lasts.
             decoder = SSEDecoder()
             read = response.content.readany
+            stalls = _Stalls(response, self._settings.request_timeout_ms / 1000)
+            now = stalls.now
             try:
-                while chunk := await read():
+                while True:
+                    stalls.since = now()
+                    chunk = await read()
+                    stalls.since = None
+                    if not chunk:
+                        break
                     for event in decoder.iter_feed(chunk):
                         yield event
                 tail = decoder.close()
@@ -377,6 +385,8 @@ class HttpProvider(ModelProvider):
                 raise UpstreamProtocolError(
                     f"sent a broken event stream: {exc}", provider_id=self.provider_id
                 ) from None
+            finally:
+                stalls.close()
 
     async def _not_a_stream(self, response: aiohttp.ClientResponse) -> ProviderError:
         """The error for a stream request answered with a page or a JSON body (some servers
@@ -400,6 +410,42 @@ class HttpProvider(ModelProvider):
             "not an event stream",
             provider_id=self.provider_id,
         )
+
+
+class _Stalls:
+    """How long an event stream may wait for its next bytes (`limit_s`), watched by one timer
+    a quarter of that apart, in place of aiohttp's `sock_read`, which cancels a timer and
+    makes another at every chunk, and again whenever reading resumes: about a microsecond a
+    chunk, the most of any one thing a relayed chunk costs beyond the floor's
+    (benchmarks/README.md). Only a wait counts, as only a wait counted for `sock_read`
+    (paused while the reader is behind): a stream whose reader is slow is not stalled. A wait
+    past the limit ends, within a quarter of it more, in the error `sock_read` raises."""
+
+    __slots__ = ("_content", "_handle", "_limit", "_loop", "now", "since")
+
+    def __init__(self, response: aiohttp.ClientResponse, limit_s: float) -> None:
+        connection = response.connection
+        if connection is not None and connection.protocol is not None:
+            # (aiohttp's timer, set for the wait for the headers, goes at its next reschedule.)
+            connection.protocol.read_timeout = None
+        self._loop = asyncio.get_running_loop()
+        self.now = self._loop.time
+        self._content = response.content
+        self._limit = limit_s
+        self.since: float | None = None  # when the wait under way began; None: not waiting
+        self._handle = self._loop.call_later(limit_s / 4, self._check)
+
+    def _check(self) -> None:
+        since = self.since
+        if since is not None and self.now() - since >= self._limit:
+            self._content.set_exception(
+                aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+            )
+            return
+        self._handle = self._loop.call_later(self._limit / 4, self._check)
+
+    def close(self) -> None:
+        self._handle.cancel()
 
 
 def _model_of(payload: Any) -> str | None:

@@ -175,6 +175,37 @@ async def test_reset_mid_stream_after_the_first_token_raises_after_it(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_a_stream_that_stalls_after_its_first_token_times_out(
+    kind: Kind, proxy: FaultyProxy, make: Make
+) -> None:
+    # The connection stays open and says nothing more: the wait for the next bytes is
+    # bounded by the request timeout (within a quarter of it more), not held forever.
+    never = asyncio.Event()
+    proxy.script(CHAT_PATH[kind], ResetAfterFrames(FIRST_CONTENT_FRAMES[kind], never))
+    stream = make(kind, proxy.url).stream_chat(chat(True), MODEL)
+    assert (await first_content(stream)).content
+    loop = asyncio.get_running_loop()
+    waited = loop.time()
+    with pytest.raises(UpstreamTimeout) as caught:
+        await drain(stream)
+    waited = loop.time() - waited
+    assert caught.value.status == 504
+    assert TIMEOUT_MS / 1000 <= waited < TIMEOUT_MS / 1000 * 1.25 + 0.5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_slow_reader_of_a_stream_is_not_a_stall(
+    kind: Kind, proxy: FaultyProxy, make: Make
+) -> None:
+    # Bytes waiting unread are no stall of the upstream's, however long the reader takes.
+    proxy.script(CHAT_PATH[kind], Pass())
+    stream = make(kind, proxy.url).stream_chat(chat(True), MODEL)
+    assert (await first_content(stream)).content
+    await asyncio.sleep(TIMEOUT_MS / 1000 * 2)
+    await drain(stream)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_a_stream_cut_cleanly_before_its_end_is_a_protocol_error(
     kind: Kind, proxy: FaultyProxy, make: Make, upstream: FakeUpstream
 ) -> None:
