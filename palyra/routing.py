@@ -224,6 +224,15 @@ class _ChatFacts:
         return bound
 
 
+def _disabled(model: ModelConfig) -> ModelNotFound:
+    return ModelNotFound(
+        f"model {model.model_id!r} is served by provider {model.provider_id!r}, "
+        "which is disabled",
+        param="model",
+        code="provider_disabled",
+    )
+
+
 def token_budget(config: ModelProviderConfig, model: ModelConfig) -> int:
     if config.max_model_tokens_per_event:
         return min(config.max_model_tokens_per_event, model.max_context_tokens)
@@ -307,16 +316,21 @@ class Router:
         never need it, and checking each fallback costs a budget check."""
         firsts = self._deployed(model, can_serve, affinity, requested=model)
         if not firsts:
-            raise ModelNotFound(
-                f"model {model.model_id!r} is served by provider {model.provider_id!r}, "
-                "which is disabled",
-                param="model",
-                code="provider_disabled",
-            )
+            raise _disabled(model)
         dropped = [] if passed_over is None else passed_over
         if not self.config.failover_enabled:
             return self._viable(firsts, dropped)
         return self._chain(firsts, model, can_serve, affinity, dropped)
+
+    def counting(self, model: ModelConfig) -> tuple[ModelConfig, ModelProvider]:
+        """The deployment of `model` that counts a prompt's tokens, and its provider: the
+        first one enabled on an enabled provider (the 404 a request for it would get, when
+        none is)."""
+        for entry in self.registry.deployments(model.model_id) or [model]:
+            provider = self.providers.get(entry.provider_id)
+            if provider is not None and provider.config.enabled and entry.enabled:
+                return entry, provider
+        raise _disabled(model)
 
     def _chain(
         self,

@@ -179,8 +179,18 @@ AnyToolCall = Annotated[
 # (`thinking_blocks`, Anthropic's signed thinking, is sent back by the Anthropic provider
 # only, which reads it itself: see anthropic_request.py.)
 REPLY_ONLY_MESSAGE_FIELDS = frozenset(
-    {"annotations", "reasoning_content", "reasoning", "reasoning_details", "thinking_blocks"}
+    {
+        "annotations",
+        "reasoning_content",
+        "reasoning",
+        "reasoning_details",
+        "thinking_blocks",
+        # What openai-python's `parse()` adds to the message it gives back (and to each tool
+        # call's function, `parsed_arguments`: REPLY_ONLY_FUNCTION_FIELDS).
+        "parsed",
+    }
 )
+REPLY_ONLY_FUNCTION_FIELDS = frozenset({"parsed_arguments"})
 # Of an earlier audio answer, the request refers to its id only; a dumped reply also carries
 # its data, transcript and expiry, which are not sent back.
 ASSISTANT_AUDIO_FIELDS = frozenset({"id"})
@@ -327,6 +337,14 @@ ToolChoice = (
 class ResponseFormat(_Closed):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_schema(self) -> ResponseFormat:
+        # (As the API refuses it: a schema format without its schema has nothing to hold
+        # an answer to.)
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("a json_schema response format needs its json_schema object")
+        return self
 
 
 class StreamOptions(_Wire):

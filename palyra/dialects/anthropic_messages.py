@@ -39,7 +39,6 @@ from palyra.types import (
     ChatDelta,
     ChatRequest,
     ChatResult,
-    ModelProviderKind,
     Native,
     ProviderModelRole,
     RouteInfo,
@@ -216,19 +215,20 @@ async def count_tokens(request: web.Request) -> web.Response:
     router = request.app[GATEWAY].router
     body, size = await parse_json(request)
     translation = to_chat_request(body, counting=True)
-    model = router.registry.resolve(translation.request.model, ProviderModelRole.CHAT)
-    route = RouteInfo(model.model_id, model.provider_id)
-    request[ROUTE] = route
-    require_model(model.model_id)
-    provider = router.providers.get(model.provider_id)
-    if isinstance(provider, AnthropicProvider) and provider.config.enabled:
+    asked_for = router.registry.resolve(translation.request.model, ProviderModelRole.CHAT)
+    request[ROUTE] = RouteInfo(asked_for.model_id, asked_for.provider_id)
+    require_model(asked_for.model_id)
+    # (Counted where a request for the model would be served: none disabled.)
+    model, provider = router.counting(asked_for)
+    route = request[ROUTE] = RouteInfo(model.model_id, model.provider_id)
+    if isinstance(provider, AnthropicProvider):
         asked = time.perf_counter()
         answer = await provider.count_tokens_native(
             body, model, extra_headers=beta_headers(request)
         )
         route.upstream_s = time.perf_counter() - asked
         return json_response(answer, route_headers(route, started))
-    kind = provider.kind if provider is not None else ModelProviderKind.OPENAI_COMPATIBLE
+    kind = provider.kind
     refusal = translation.refusal_for(model.provider_id)
     if refusal is not None:
         raise refusal

@@ -29,6 +29,7 @@ from palyra.models.openai_wire import (
 )
 from palyra.types import (
     ASSISTANT_AUDIO_FIELDS,
+    REPLY_ONLY_FUNCTION_FIELDS,
     REPLY_ONLY_MESSAGE_FIELDS,
     ChatDelta,
     ChatRequest,
@@ -50,7 +51,14 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 
 # Of each message, what only a reply carries is not sent upstream (a history of dumped reply
 # objects has it).
-_REPLIES: dict[str, Any] = {"messages": {"__all__": REPLY_ONLY_MESSAGE_FIELDS}}
+_REPLIES: dict[str, Any] = {
+    "messages": {
+        "__all__": {
+            **dict.fromkeys(REPLY_ONLY_MESSAGE_FIELDS, True),
+            "tool_calls": {"__all__": {"function": REPLY_ONLY_FUNCTION_FIELDS}},
+        }
+    }
+}
 
 
 def chat_payload(
@@ -68,6 +76,10 @@ def chat_payload(
             or message.__pydantic_extra__
         ):
             replies = True
+        for call in message.tool_calls or ():
+            function = getattr(call, "function", None)
+            if function is not None and function.__pydantic_extra__:
+                replies = True
         if message.audio is not None:
             audio = True
     # The stream flags are dumped with the rest and set below (an exclusion costs more).

@@ -692,6 +692,31 @@ async def test_count_tokens_estimated(
     assert [r.path for r in upstream.requests if r.method == "POST"] == []
 
 
+async def test_count_tokens_for_a_disabled_provider_is_the_404_a_request_gets(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    # Found in review: count_tokens answered 200 (with OpenAI's token rules) for a model
+    # whose provider is disabled, where /v1/messages answers 404.
+    config = gateway_config(upstream, tmp_path / "state")
+    providers = [
+        p.model_copy(update={"enabled": False}) if p.provider_id == "claude" else p
+        for p in config.model_provider.providers
+    ]
+    config.model_provider.providers = providers
+    gateway = await start_gateway(config)
+    body = {"model": "claude", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": ADMIN_TOKEN, "anthropic-version": "2023-06-01"}
+    async with aiohttp.ClientSession() as http:
+        for path, extra in (("/v1/messages", {"max_tokens": 8}), ("/v1/messages/count_tokens", {})):
+            async with http.post(
+                gateway.make_url(path), json={**body, **extra}, headers=headers
+            ) as answer:
+                assert answer.status == 404, path
+                error = (await answer.json())["error"]
+                assert error["type"] == "not_found_error" and "disabled" in error["message"]
+    assert upstream.requests_to("/v1/messages/count_tokens") == []
+
+
 async def test_count_tokens_passed_through(claude: AsyncAnthropic, upstream: FakeUpstream) -> None:
     upstream.script("/v1/messages/count_tokens", Reply(json={"input_tokens": 1234}))
     raw = await claude.messages.with_raw_response.count_tokens(

@@ -117,6 +117,43 @@ async def test_a_history_of_dumped_replies_round_trips_five_turns(
         assert messages[2]["content"] == "It is sunny in Paris."
 
 
+async def test_what_parse_adds_to_a_reply_is_not_sent_back_upstream(
+    client: AsyncOpenAI, upstream: FakeUpstream
+) -> None:
+    # Found in review: `parsed` (the message) and `parsed_arguments` (each tool call's
+    # function), which openai-python's parse() adds to the reply it gives, went upstream when
+    # the reply was sent back; a strict upstream refuses fields it does not know.
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather"}}
+    call["function"]["arguments"] = '{"city": "Rome"}'
+    call["function"]["parsed_arguments"] = {"city": "Rome"}
+    history: list[Any] = [
+        {"role": "user", "content": "weather in Rome, and a city"},
+        {"role": "assistant", "content": '{"name": "Oslo"}', "parsed": {"name": "Oslo"}},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    await client.chat.completions.create(
+        model="gpt-4o-mini", messages=history, tools=[WEATHER_TOOL]
+    )
+    sent = sent_messages(upstream)[-1]
+    assert "parsed" not in sent[1] and sent[1]["content"] == '{"name": "Oslo"}'
+    assert sent[2]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city": "Rome"}',
+    }
+
+
+async def test_a_json_schema_format_without_its_schema_is_refused(client: AsyncOpenAI) -> None:
+    # Found in review: accepted, and answered as if no schema had been asked for.
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema"},
+        )
+    assert "json_schema" in refused.value.message
+
+
 async def test_unknown_parameters_reach_the_upstream_as_sent(
     client: AsyncOpenAI, upstream: FakeUpstream
 ) -> None:
