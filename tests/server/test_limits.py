@@ -13,6 +13,7 @@ import random
 import string
 import struct
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -477,6 +478,51 @@ print(json.dumps(delays), flush=True)
 """
 
 
+def _runnable_waiting_s() -> float:
+    """How long this thread has stood runnable without a CPU (Linux's schedstat, in seconds;
+    0 where there is none): the share of a gap that was the machine's doing, not ours."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat", "rb") as stats:
+            return int(stats.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class LoopWatch:
+    """The longest the event loop kept a task waking every millisecond from running, less the
+    time the loop's thread stood runnable without a CPU meanwhile: what the loop's own work
+    and waits cost (a parse, a blocking call, a GIL a worker thread kept), not what other
+    processes on a loaded machine did. The probes' wall times below include the latter."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last, waited = time.perf_counter(), _runnable_waiting_s()
+        while True:
+            await asyncio.sleep(0.001)
+            now, now_waited = time.perf_counter(), _runnable_waiting_s()
+            self.longest = max(self.longest, (now - last) - (now_waited - waited))
+            last, waited = now, now_waited
+
+    def __enter__(self) -> LoopWatch:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def test_the_loop_watch_sees_a_blocked_loop() -> None:
+    with LoopWatch() as watch:
+        await asyncio.sleep(0.01)
+        time.sleep(0.08)  # the loop's thread blocked: no tick meanwhile
+        await asyncio.sleep(0.01)
+    assert 0.08 <= watch.longest < 0.5
+
+
 async def health_delays_during(
     server: TestServer, work: Awaitable[int], stop: Path
 ) -> tuple[int, list[float]]:
@@ -577,15 +623,9 @@ async def test_the_heaviest_requests_leave_the_event_loop_free(
     switch_interval, threshold = sys.getswitchinterval(), gc.get_threshold()
     tune_interpreter()  # as palyrad does when it starts serving
     try:
-        status, delays = await health_delays_during(
-            gateway, send_from_another_process(gateway, path, body), tmp_path / "stop"
-        )
-        if max(delays, default=0.0) >= LOOP_BUDGET_S:
-            # The bound is wall time: on a loaded machine (a CI host, other suites) the whole
-            # process is sometimes preempted past it. A block of ours comes back every time
-            # the same request is sent; preemption at the same moment seldom does.
+        with LoopWatch() as watch:
             status, delays = await health_delays_during(
-                gateway, send_from_another_process(gateway, path, body), tmp_path / "stop-2"
+                gateway, send_from_another_process(gateway, path, body), tmp_path / "stop"
             )
     finally:
         gc.unfreeze()
@@ -595,8 +635,11 @@ async def test_the_heaviest_requests_leave_the_event_loop_free(
     assert status == expected, answer
     if path == "/v1/embeddings":
         assert len(answer["data"]) == 2048
+    # Health checks were answered throughout (their wall times are the machine's too: on a
+    # loaded host a probe process waits for a CPU of its own); the loop itself was never
+    # held for longer than the budget.
     assert len(delays) >= 5, delays
-    assert max(delays) < LOOP_BUDGET_S, (name, sorted(delays)[-5:])
+    assert watch.longest < LOOP_BUDGET_S, (name, watch.longest, sorted(delays)[-5:])
 
 
 async def test_small_chats_do_not_hop_to_a_thread(
