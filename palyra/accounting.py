@@ -47,6 +47,9 @@ class RequestTag:
     started: float = 0.0
     # Set once the router has admitted the request: it records it, the middleware does not.
     admitted: bool = False
+    # The route being tried, set by the router as it starts on it: what the middleware names
+    # (model, provider) for a request cut short before its handler had the answer.
+    trying: RouteInfo | None = None
 
 
 REQUEST: ContextVar[RequestTag | None] = ContextVar("palyra_request", default=None)

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 import orjson
 
-from palyra.accounting import Accounting, Ticket
+from palyra.accounting import REQUEST, Accounting, Ticket
 from palyra.balancing import order, prefix_key
 from palyra.breaker import BreakerBoard
 from palyra.callers import CALLER
@@ -484,9 +484,13 @@ class Router:
 
     def _fallback(self, plan: _Plan, ticket: Ticket | None) -> FallbackModel:
         deadline = time.monotonic() + self.config.request_timeout_ms / 1000
+        route = RouteInfo()
+        tag = REQUEST.get()
+        if tag is not None:
+            tag.trying = route
         return FallbackModel(
             _allowed(plan.candidates, ticket),
-            route=RouteInfo(),
+            route=route,
             deadline=deadline,
             health=self.health,
             metrics=self.metrics,

@@ -144,6 +144,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         route: RouteInfo | None = request.get(ROUTE)
+        if route is None and tag is not None and tag.trying is not None and tag.trying.model_id:
+            route = tag.trying  # (cut short while routed: the client left, say)
         if tagged is not None:
             REQUEST.reset(tagged)
         if inference:
