@@ -39,6 +39,15 @@ from palyra.types import ChatDelta, FinishReason, Usage
 
 _GrowingKey = Literal["text", "refusal", "arguments"]
 
+# A text delta, the one event a stream sends dozens of, written around its variable parts:
+# exactly what encoding its `ResponseTextDeltaEvent` gives (keys in that order; tested),
+# for a third of the cost.
+_TEXT_DELTA_HEAD = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+    b'"sequence_number":'
+)
+_TEXT_DELTA_TAIL = b',"logprobs":[]}\n\n'
+
 
 class _Growing:
     """A text field of the response that grows a piece at a time. Appending to a string held
@@ -95,6 +104,9 @@ class EventWriter:
         # arguments (by item id); all flushed before the response is encoded.
         self._growing: dict[int, _Growing] = {}
         self._part_text: _Growing | None = None
+        # The open output_text part's item_id, output_index and content_index as its deltas
+        # spell them (between `sequence_number` and `delta`).
+        self._delta_middle: bytes | None = None
         self._summary_text: _Growing | None = None
         self._arguments: dict[str, _Growing] = {}
         self._finish: FinishReason | None = None
@@ -274,6 +286,7 @@ class EventWriter:
             frames += self._close_part()
             part = render.output_text("") if kind == "output_text" else render.refusal("")
             self._part = part
+            self._delta_middle = None
             self._part_text = self._growing_field(
                 part, "text" if kind == "output_text" else "refusal"
             )
@@ -291,16 +304,24 @@ class EventWriter:
         assert self._part_text is not None
         self._part_text.add(piece)
         if kind == "output_text":
-            return frames + self._emit(
-                {
-                    "type": "response.output_text.delta",
-                    "sequence_number": self.sequence,
-                    "item_id": item["id"],
-                    "output_index": len(self._output) - 1,
-                    "content_index": len(item["content"]) - 1,
-                    "delta": piece,
-                    "logprobs": [],
-                }
+            middle = self._delta_middle
+            if middle is None:
+                middle = self._delta_middle = (
+                    b',"item_id":%b,"output_index":%d,"content_index":%d,"delta":'
+                    % (
+                        orjson.dumps(item["id"]),
+                        len(self._output) - 1,
+                        len(item["content"]) - 1,
+                    )
+                )
+            sequence, self.sequence = self.sequence, self.sequence + 1
+            return (
+                frames
+                + _TEXT_DELTA_HEAD
+                + str(sequence).encode()
+                + middle
+                + orjson.dumps(piece)
+                + _TEXT_DELTA_TAIL
             )
         return frames + self._emit(
             {
