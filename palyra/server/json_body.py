@@ -125,7 +125,9 @@ def _validation_error(exc: ValidationError) -> InvalidRequest:
         # one branch wanted.
         message = "must be " + ", ".join(kinds[:-1]) + f" or {kinds[-1]}"
     problems = _count(errors)
-    more = f" (and {problems - 1} more problems)" if problems > 1 else ""
+    more = (
+        f" (and {problems - 1} more problem{'s' if problems > 2 else ''})" if problems > 1 else ""
+    )
     return InvalidRequest(f"{where}: {message}{more}" if where else message, param=param)
 
 
@@ -223,6 +225,10 @@ def _reason(error: Any, path: list[int | str]) -> str:
         return f"unknown {what} type {ctx.get('tag')!r}; expected {listed or expected[0]}"
     if kind == "union_tag_not_found":
         return f"a {what} needs a 'type'"
+    noun = _TYPE_NOUNS.get(kind)
+    if noun is not None:
+        # (pydantic's words name its own classes: "instance of ImageURL".)
+        return f"must be {noun}"
     return str(error["msg"]).removeprefix("Value error, ")
 
 

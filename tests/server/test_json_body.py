@@ -62,6 +62,20 @@ def test_a_value_of_no_type_a_union_takes_says_what_it_may_be() -> None:
             {"messages": [{"role": "user", "content": "x"}], "stop": 5},
             "stop: must be a string or a list",
         ),
+        # Found in review: pydantic's words, naming its class ("a valid dictionary or
+        # instance of ImageURL"), and "1 more problems".
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
+            "messages[0].content[0].image_url: must be an object",
+        ),
+        (
+            {"messages": "hi"},
+            "messages: must be a list",
+        ),
+        (
+            {"messages": [{"role": "user", "content": 5}, {"role": "user", "content": 6}]},
+            "messages[0].content: must be a string or a list (and 1 more problem)",
+        ),
     ]:
         with pytest.raises(InvalidRequest) as caught:
             json_body.validate(body, ChatRequest)
