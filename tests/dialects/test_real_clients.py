@@ -20,7 +20,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import ChatReply, FakeUpstream
 from tests.support.daemon import Daemon, running_daemon, threaded_upstream
 
 ADMIN_TOKEN = "real-clients-admin-token-0123456789"
@@ -157,6 +157,57 @@ async def test_openai_parse_on_the_deterministic_provider(daemon: Daemon) -> Non
     await client.close()
 
 
+async def test_openai_parse_through_an_openai_compatible_upstream(
+    stack: tuple[Daemon, FakeUpstream],
+) -> None:
+    # The schema goes upstream as the client sent it, and the upstream's answer comes back
+    # for the SDK to parse (the fake holds no model: its answer is scripted).
+    daemon, fake = stack
+    answer = City(name="Oslo", population=700000, districts=["Frogner", "Grünerløkka"])
+    fake.script("/v1/chat/completions", ChatReply(content=answer.model_dump_json()))
+    client = openai_client(daemon)
+    completion = await client.chat.completions.parse(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "describe a city"}],
+        response_format=City,
+    )
+    assert completion.choices[0].message.parsed == answer
+    sent = fake.requests_to("/v1/chat/completions")[-1].json["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "City"
+    assert sent["json_schema"]["schema"]["required"] == ["name", "population", "districts"]
+    await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_fields_the_upstream_adds_come_back_unchanged(
+    stack: tuple[Daemon, FakeUpstream], stream: bool
+) -> None:
+    # Fields no schema names, on the body (every chunk's, streamed), the choice and the
+    # message (each delta's), reach the client as the upstream sent them, through palyrad.
+    daemon, fake = stack
+    body_extra = {"x_trace": {"id": "t-1", "hops": [1, None, "two"]}}
+    choice_extra = {"x_choice_note": "kept"}
+    message_extra = {"x_message_meta": {"lang": "en"}}
+    reply = ChatReply(
+        content="hi", body_extra=body_extra, choice_extra=choice_extra, message_extra=message_extra
+    )
+    fake.script("/v1/chat/completions", reply)
+    client = openai_client(daemon)
+    asked: Any = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    if not stream:
+        completion = await client.chat.completions.create(**asked)
+        assert completion.model_extra == body_extra
+        assert completion.choices[0].model_extra == choice_extra
+        assert completion.choices[0].message.model_extra == message_extra
+    else:
+        chunks = [c async for c in await client.chat.completions.create(**asked, stream=True)]
+        shown = [c for c in chunks if c.choices and c.choices[0].delta.content]
+        assert shown and all(c.model_extra == body_extra for c in shown)
+        assert all(c.choices[0].model_extra == choice_extra for c in shown)
+        assert all(c.choices[0].delta.model_extra == message_extra for c in shown)
+    await client.close()
+
+
 # --- openai: responses -----------------------------------------------------------------------
 
 
@@ -271,7 +322,8 @@ async def test_anthropic_errors_are_the_sdks_own(daemon: Daemon) -> None:
 # --- openai-agents ---------------------------------------------------------------------------
 
 
-async def test_openai_agents_run_an_agent_with_a_function_tool(daemon: Daemon) -> None:
+@pytest.mark.parametrize("model", list(MODELS))
+async def test_openai_agents_run_an_agent_with_a_function_tool(daemon: Daemon, model: str) -> None:
     from agents import Agent, OpenAIResponsesModel, Runner, function_tool
     from agents.run import RunConfig
 
@@ -288,7 +340,7 @@ async def test_openai_agents_run_an_agent_with_a_function_tool(daemon: Daemon) -
         name="looker",
         instructions="Use the lookup tool, then answer.",
         tools=[lookup],
-        model=OpenAIResponsesModel(model="deterministic", openai_client=client),
+        model=OpenAIResponsesModel(model=model, openai_client=client),
     )
     result = await Runner.run(
         agent, '/tool lookup {"key": "ananas"}', run_config=RunConfig(tracing_disabled=True)
@@ -301,8 +353,11 @@ async def test_openai_agents_run_an_agent_with_a_function_tool(daemon: Daemon) -
 # --- langchain-openai ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("responses_api", [False, True])
-async def test_langchain_openai_chat_and_tools(daemon: Daemon, responses_api: bool) -> None:
+async def test_langchain_openai_chat_and_tools(
+    daemon: Daemon, responses_api: bool, model: str
+) -> None:
     from langchain_core.messages import HumanMessage, ToolMessage
     from langchain_core.tools import tool
     from langchain_openai import ChatOpenAI
@@ -316,7 +371,7 @@ async def test_langchain_openai_chat_and_tools(daemon: Daemon, responses_api: bo
     # event loop of the test that made it.
     http = httpx.AsyncClient()
     chat = ChatOpenAI(
-        model="deterministic",
+        model=model,
         http_async_client=http,
         base_url=f"{daemon.url}/v1",
         api_key=ADMIN_TOKEN,  # type: ignore[arg-type]
