@@ -30,7 +30,7 @@ from palyra.errors import (
 from palyra.health import DEFINITIVE, HealthBoard
 from palyra.metrics import Metrics
 from palyra.models.base import ModelProvider
-from palyra.models.fallback import Candidate, FallbackModel, StreamEvent
+from palyra.models.fallback import Candidate, FallbackModel, StreamEvent, no_tokens
 from palyra.telemetry import TRACING
 from palyra.tokens import (
     check_token_budget,
@@ -81,10 +81,6 @@ _COST = {"low": 0, "standard": 1, "premium": 2}
 _LATENCY = {"low": 0, "standard": 1, "high": 2}
 
 
-def _no_tokens() -> int:
-    return 0
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What routing one request works from: the requested model, its candidates, its token
@@ -93,8 +89,8 @@ class _Plan:
 
     model: ModelConfig
     candidates: Iterable[Candidate]
-    estimate: Callable[[], int] = _no_tokens
-    prompt: Callable[[], int] = _no_tokens
+    estimate: Callable[[], int] = no_tokens
+    prompt: Callable[[], int] = no_tokens
     text: Callable[[], str] | None = None
     # Filled as `candidates` is walked: those left out for their provider's state.
     passed_over: list[Candidate] = field(default_factory=list)
@@ -226,8 +222,7 @@ class _ChatFacts:
 
 def _disabled(model: ModelConfig) -> ModelNotFound:
     return ModelNotFound(
-        f"model {model.model_id!r} is served by provider {model.provider_id!r}, "
-        "which is disabled",
+        f"model {model.model_id!r} is served by provider {model.provider_id!r}, which is disabled",
         param="model",
         code="provider_disabled",
     )
@@ -327,9 +322,9 @@ class Router:
         first one enabled on an enabled provider (the 404 a request for it would get, when
         none is)."""
         for entry in self.registry.deployments(model.model_id) or [model]:
-            provider = self.providers.get(entry.provider_id)
-            if provider is not None and provider.config.enabled and entry.enabled:
-                return entry, provider
+            candidate = self._candidate(entry)
+            if candidate is not None:
+                return candidate.model, candidate.provider
         raise _disabled(model)
 
     def _chain(

@@ -108,7 +108,8 @@ class AllCandidatesCoolingDown(PalyraError):
     code = "providers_unavailable"
 
 
-def _none() -> int:
+def no_tokens() -> int:
+    """No tokens: where an estimate is not needed (or no longer is)."""
     return 0
 
 
@@ -127,8 +128,8 @@ class FallbackModel:
         health: HealthBoard,
         metrics: Metrics,
         deployments: DeploymentBoard,
-        estimate: Callable[[], int] = lambda: 0,
-        prompt_tokens: Callable[[], int] = lambda: 0,
+        estimate: Callable[[], int] = no_tokens,
+        prompt_tokens: Callable[[], int] = no_tokens,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         passed_over: list[Candidate] | None = None,
     ) -> None:
@@ -430,7 +431,7 @@ class FallbackModel:
         # for as long as the stream lasts; the prompt's count is taken now.
         self._prompt_at_open = self._prompt_tokens()
         self.candidates = ()
-        self._estimate = self._prompt_tokens = _none
+        self._estimate = self._prompt_tokens = no_tokens
         self._passed_over = None
         candidate, permit, admission, ttft_s = self._served
         self.route.ttft_s = ttft_s
